@@ -1,0 +1,113 @@
+//! The decoder front: one per shard (or per `weir decode` run). It detects the
+//! format of each datagram from its version field, owns the state that spans
+//! datagrams and the counters, and hands every decoded flow to a sink closure
+//! by reference — the same `FlowRecord` is reused for every flow.
+
+use crate::flow::FlowRecord;
+use crate::wire::template::{DecoderState, FieldSpec, Limits};
+use crate::wire::{
+    be16, be32, ipfix, netflow_v5, netflow_v9, sflow, Datagram, DecodeCounters, DecodeError, Reason,
+};
+
+/// The wire format of a datagram, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    NetflowV5,
+    NetflowV9,
+    Ipfix,
+    SflowV5,
+}
+
+impl Format {
+    /// NetFlow and IPFIX start with a 16-bit version; sFlow with a 32-bit one.
+    pub fn detect(payload: &[u8]) -> Option<Format> {
+        match be16(payload, 0)? {
+            5 => Some(Format::NetflowV5),
+            9 => Some(Format::NetflowV9),
+            10 => Some(Format::Ipfix),
+            0 if be32(payload, 0)? == sflow::VERSION => Some(Format::SflowV5),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::NetflowV5 => "netflow_v5",
+            Format::NetflowV9 => "netflow_v9",
+            Format::Ipfix => "ipfix",
+            Format::SflowV5 => "sflow_v5",
+        }
+    }
+}
+
+pub struct Decoder {
+    pub(crate) state: DecoderState,
+    pub(crate) counters: DecodeCounters,
+    pub(crate) flow: FlowRecord,
+    /// Scratch for template field lists, reused across templates.
+    pub(crate) specs: Vec<FieldSpec>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(Limits::default())
+    }
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            state: DecoderState::new(limits),
+            counters: DecodeCounters::default(),
+            flow: FlowRecord::default(),
+            specs: Vec::with_capacity(64),
+        }
+    }
+
+    /// Decodes one datagram, calling `sink` once per flow. A datagram-level
+    /// failure is returned; every failure (datagram, set or sample) is
+    /// counted in `counters()` exactly once.
+    pub fn decode<F: FnMut(&FlowRecord)>(
+        &mut self,
+        d: &Datagram,
+        sink: &mut F,
+    ) -> Result<Format, DecodeError> {
+        self.counters.datagrams += 1;
+        let Some(format) = Format::detect(d.payload) else {
+            let reason = if d.payload.len() < 4 {
+                Reason::Truncated
+            } else {
+                Reason::BadVersion
+            };
+            return Err(self
+                .counters
+                .error(DecodeError::new(reason, "version field")));
+        };
+        match format {
+            Format::NetflowV5 => netflow_v5::decode(self, d, sink)?,
+            Format::NetflowV9 => netflow_v9::decode(self, d, sink)?,
+            Format::Ipfix => ipfix::decode(self, d, sink)?,
+            Format::SflowV5 => sflow::decode(self, d, sink)?,
+        }
+        Ok(format)
+    }
+
+    pub fn counters(&self) -> &DecodeCounters {
+        &self.counters
+    }
+
+    pub fn state(&self) -> &DecoderState {
+        &self.state
+    }
+
+    /// Restores saved state (see `DecoderState::restore_json`).
+    pub fn restore_state_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
+        self.state.restore_json(bytes, &mut self.counters)
+    }
+
+    /// Gives up on every parked data set (end of input or shutdown); each is
+    /// counted as `template_missing`.
+    pub fn flush_pending(&mut self) {
+        self.state.flush_pending(&mut self.counters);
+    }
+}

@@ -1,0 +1,37 @@
+//! Weir's pure core: everything that turns bytes into flows without touching
+//! sockets, threads, clocks or files. Whatever it needs (a datagram, its
+//! kernel receive time, the exporter address) comes in as arguments, so every
+//! part is unit-tested and fuzzed.
+//!
+//! How data moves:
+//!
+//! ```text
+//!  Datagram { exporter, received_ns, payload }
+//!      │
+//!  decoder::Decoder ── Format::detect ──▶ wire::{netflow_v5, netflow_v9, ipfix, sflow}
+//!      │  (wire::template::DecoderState: templates, sampling rates, pending queue)
+//!      ▼
+//!  sink(&flow::FlowRecord)  ── one reused fixed-layout record per flow
+//!      │
+//!  json::write_flow (weir decode), later: row encoding for the store
+//! ```
+//!
+//! - `flow`: the flow record, its fields (named after Akvorado's columns)
+//!   and presence tracking.
+//! - `wire`: the four decoders, their errors (`wire::Reason`) and counters.
+//! - `decoder`: the per-shard front that owns decoder state.
+//! - `encode`: builds datagrams of every format from flow records (tests,
+//!   property tests and the perf flow generator).
+//! - `pcap`: reads capture files from memory into UDP datagrams.
+//! - `json`: one flow as one JSON object.
+
+pub mod decoder;
+pub mod encode;
+pub mod flow;
+pub mod json;
+pub mod pcap;
+pub mod wire;
+
+pub use decoder::{Decoder, Format};
+pub use flow::{Field, FlowRecord};
+pub use wire::{Datagram, DecodeCounters, DecodeError, Reason};

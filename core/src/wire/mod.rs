@@ -1,0 +1,220 @@
+//! Wire formats: NetFlow v5, NetFlow v9 (RFC 3954), IPFIX (RFC 7011) and
+//! sFlow v5, decoded from a datagram into `FlowRecord`s handed to a sink.
+//!
+//! `Decoder` (in `decoder.rs`) owns the state shared between datagrams
+//! (`template::DecoderState`: templates, sampling rates, the pending queue)
+//! and dispatches each datagram to its format's module by the version field.
+//! Every malformed input yields a `DecodeError` whose `Reason` comes from the
+//! fixed set below; every error is counted in `DecodeCounters`.
+
+pub mod ipfix;
+pub mod netflow_v5;
+pub mod netflow_v9;
+pub mod packet;
+pub mod sflow;
+pub mod template;
+
+use crate::flow::Addr;
+
+/// Why a datagram, set or record was dropped. A small fixed set so that it
+/// can be a bounded metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Reason {
+    /// The datagram ends before a header, set or record it announces.
+    Truncated,
+    /// The version field names no format Weir decodes.
+    BadVersion,
+    /// A length field is impossible (zero, too short, past the datagram).
+    BadLength,
+    /// A template or options template is malformed.
+    BadTemplate,
+    /// Data arrived for a template that never came (after the pending queue).
+    TemplateMissing,
+    /// A template was refused or evicted because the exporter has too many.
+    TemplateLimit,
+    /// State for an exporter was refused or evicted: too many exporters.
+    ExporterLimit,
+    /// A well-formed structure Weir does not decode (e.g. an unknown address type).
+    Unsupported,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 8] = [
+        Reason::Truncated,
+        Reason::BadVersion,
+        Reason::BadLength,
+        Reason::BadTemplate,
+        Reason::TemplateMissing,
+        Reason::TemplateLimit,
+        Reason::ExporterLimit,
+        Reason::Unsupported,
+    ];
+
+    /// The metric label / summary key.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Truncated => "truncated",
+            Reason::BadVersion => "bad_version",
+            Reason::BadLength => "bad_length",
+            Reason::BadTemplate => "bad_template",
+            Reason::TemplateMissing => "template_missing",
+            Reason::TemplateLimit => "template_limit",
+            Reason::ExporterLimit => "exporter_limit",
+            Reason::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// A decoding failure: its reason and a static description of where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeError {
+    pub reason: Reason,
+    pub context: &'static str,
+}
+
+impl DecodeError {
+    pub const fn new(reason: Reason, context: &'static str) -> Self {
+        DecodeError { reason, context }
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.label(), self.context)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// What a decoder counted. Written by its owner only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodeCounters {
+    pub datagrams: u64,
+    pub flows: u64,
+    /// Template and options template records accepted.
+    pub templates: u64,
+    /// Templates withdrawn by the exporter (IPFIX).
+    pub templates_withdrawn: u64,
+    /// Templates evicted to stay within `templates_per_exporter_max`.
+    pub template_evictions: u64,
+    /// Exporters whose state was evicted to stay within `exporters_max`.
+    pub exporter_evictions: u64,
+    /// Options data records read (sampling rates, system init time).
+    pub options_records: u64,
+    /// Data sets parked in the pending queue, waiting for their template.
+    pub pending_queued: u64,
+    /// Parked data sets decoded once their template came.
+    pub pending_decoded: u64,
+    /// sFlow counter samples (counted, not decoded).
+    pub counter_samples: u64,
+    /// AS paths, communities or MPLS stacks cut to their bound.
+    pub lists_truncated: u64,
+    /// Errors by reason, indexed by `Reason as usize`.
+    pub errors: [u64; Reason::ALL.len()],
+}
+
+impl DecodeCounters {
+    #[inline]
+    pub fn error(&mut self, e: DecodeError) -> DecodeError {
+        self.errors[e.reason as usize] += 1;
+        e
+    }
+
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+}
+
+/// One received datagram as the decoder sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Datagram<'a> {
+    /// Source address of the datagram.
+    pub exporter: Addr,
+    /// Kernel receive time, nanoseconds since the Unix epoch.
+    pub received_ns: u64,
+    pub payload: &'a [u8],
+}
+
+/// Reads a big-endian unsigned integer of 1..=8 bytes (RFC 7011 §6.2
+/// reduced-size encoding); longer fields keep their low 8 bytes.
+#[inline]
+pub fn be_uint(b: &[u8]) -> u64 {
+    let b = if b.len() > 8 { &b[b.len() - 8..] } else { b };
+    let mut v = 0u64;
+    for &x in b {
+        v = (v << 8) | x as u64;
+    }
+    v
+}
+
+#[inline]
+pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+#[inline]
+pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// A forward-only reader of big-endian (XDR) words, for sFlow.
+pub(crate) struct Cursor<'a> {
+    pub buf: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Cursor { buf, pos: 0 }
+    }
+
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        let v = be32(self.buf, self.pos).ok_or(TRUNCATED)?;
+        self.pos += 4;
+        Ok(v)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(TRUNCATED)?;
+        let s = self.buf.get(self.pos..end).ok_or(TRUNCATED)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// XDR opaque data is padded to a multiple of four bytes.
+    pub fn opaque(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let s = self.bytes(n)?;
+        let pad = (4 - n % 4) % 4;
+        self.bytes(pad)?;
+        Ok(s)
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+const TRUNCATED: DecodeError = DecodeError::new(Reason::Truncated, "structure past the end");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn be_uint_handles_reduced_and_long_encodings() {
+        assert_eq!(be_uint(&[]), 0);
+        assert_eq!(be_uint(&[1, 2]), 0x0102);
+        assert_eq!(be_uint(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 9]), 9);
+    }
+
+    #[test]
+    fn cursor_pads_opaque_data() {
+        let b = [0, 0, 0, 3, 1, 2, 3, 0, 0, 0, 0, 7];
+        let mut c = Cursor::new(&b);
+        let n = c.u32().unwrap() as usize;
+        assert_eq!(c.opaque(n).unwrap(), &[1, 2, 3]);
+        assert_eq!(c.u32().unwrap(), 7);
+        assert_eq!(c.u32().unwrap_err().reason, Reason::Truncated);
+    }
+}

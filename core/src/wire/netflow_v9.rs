@@ -1,0 +1,178 @@
+//! NetFlow v9 (RFC 3954): a 20-byte header, then flowsets — templates (id 0),
+//! options templates (id 1) and data (id ≥ 256), several per packet, each
+//! padded to a 4-byte boundary.
+
+use zerocopy::byteorder::big_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+
+use super::template::{FieldSpec, Protocol, RecordContext, TemplateKey};
+use super::{be16, Datagram, DecodeError, Reason};
+use crate::decoder::Decoder;
+use crate::flow::FlowRecord;
+
+/// RFC 3954 §5.1 packet header.
+#[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    pub version: U16,
+    pub count: U16,
+    pub sys_uptime_ms: U32,
+    pub unix_secs: U32,
+    pub sequence: U32,
+    pub source_id: U32,
+}
+
+/// Header of any flowset (RFC 3954 §5.2–5.4); `length` includes it.
+#[derive(FromBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SetHeader {
+    pub id: U16,
+    pub length: U16,
+}
+
+pub const TEMPLATE_SET_ID: u16 = 0;
+pub const OPTIONS_TEMPLATE_SET_ID: u16 = 1;
+/// Data flowsets and template ids start here.
+pub const FIRST_DATA_SET_ID: u16 = 256;
+
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    d: &Datagram,
+    sink: &mut F,
+) -> Result<(), DecodeError> {
+    let Ok((header, mut rest)) = Header::ref_from_prefix(d.payload) else {
+        return Err(dec
+            .counters
+            .error(DecodeError::new(Reason::Truncated, "v9 header")));
+    };
+    let ctx = RecordContext {
+        exporter: d.exporter,
+        domain: header.source_id.get(),
+        received_ns: d.received_ns,
+        export_time_s: header.unix_secs.get(),
+        sys_uptime_ms: Some(header.sys_uptime_ms.get()),
+    };
+    dec.state
+        .touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
+    dec.state.expire_pending(d.received_ns, &mut dec.counters);
+    // Sets pad to 4 bytes; fewer than 4 bytes left cannot hold another set.
+    while rest.len() >= 4 {
+        let (set, after) = SetHeader::ref_from_prefix(rest).expect("4 bytes checked");
+        let len = set.length.get() as usize;
+        if len < 4 {
+            return Err(dec
+                .counters
+                .error(DecodeError::new(Reason::BadLength, "v9 flowset length")));
+        }
+        let Some(body) = after.get(..len - 4) else {
+            return Err(dec
+                .counters
+                .error(DecodeError::new(Reason::Truncated, "v9 flowset")));
+        };
+        rest = &rest[len..];
+        let key = |template_id| TemplateKey {
+            protocol: Protocol::NetflowV9,
+            exporter: d.exporter,
+            domain: ctx.domain,
+            template_id,
+        };
+        match set.id.get() {
+            TEMPLATE_SET_ID => templates(dec, body, &key, sink),
+            OPTIONS_TEMPLATE_SET_ID => options_templates(dec, body, &key, sink),
+            id if id >= FIRST_DATA_SET_ID => {
+                let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
+                let _ = state.decode_data_set(key(id), body, &ctx, counters, flow, sink);
+            }
+            _ => {
+                dec.counters.error(DecodeError::new(
+                    Reason::Unsupported,
+                    "v9 reserved flowset id",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn templates<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    mut body: &[u8],
+    key: &dyn Fn(u16) -> TemplateKey,
+    sink: &mut F,
+) {
+    while body.len() >= 4 {
+        let (id, count) = (
+            be16(body, 0).unwrap_or(0),
+            be16(body, 2).unwrap_or(0) as usize,
+        );
+        let Some(fields) = body.get(4..4 + count * 4) else {
+            dec.counters
+                .error(DecodeError::new(Reason::Truncated, "v9 template"));
+            return;
+        };
+        if id < FIRST_DATA_SET_ID || count == 0 {
+            dec.counters.error(DecodeError::new(
+                Reason::BadTemplate,
+                "v9 template id or count",
+            ));
+            return;
+        }
+        read_specs(fields, &mut dec.specs);
+        let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
+        state.offer_template(key(id), &dec.specs, 0, false, counters, flow, sink);
+        body = &body[4 + count * 4..];
+    }
+}
+
+/// RFC 3954 §6.1: template id, scope length and option length in bytes,
+/// then the scope fields and the option fields.
+fn options_templates<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    mut body: &[u8],
+    key: &dyn Fn(u16) -> TemplateKey,
+    sink: &mut F,
+) {
+    while body.len() >= 6 {
+        let id = be16(body, 0).unwrap_or(0);
+        let scope_len = be16(body, 2).unwrap_or(0) as usize;
+        let option_len = be16(body, 4).unwrap_or(0) as usize;
+        if id < FIRST_DATA_SET_ID
+            || !scope_len.is_multiple_of(4)
+            || !option_len.is_multiple_of(4)
+            || scope_len + option_len == 0
+        {
+            dec.counters.error(DecodeError::new(
+                Reason::BadTemplate,
+                "v9 options template header",
+            ));
+            return;
+        }
+        let Some(fields) = body.get(6..6 + scope_len + option_len) else {
+            dec.counters
+                .error(DecodeError::new(Reason::Truncated, "v9 options template"));
+            return;
+        };
+        read_specs(fields, &mut dec.specs);
+        let scope_fields = (scope_len / 4) as u16;
+        let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
+        state.offer_template(
+            key(id),
+            &dec.specs,
+            scope_fields,
+            true,
+            counters,
+            flow,
+            sink,
+        );
+        body = &body[6 + scope_len + option_len..];
+    }
+}
+
+fn read_specs(fields: &[u8], out: &mut Vec<FieldSpec>) {
+    out.clear();
+    for pair in fields.chunks_exact(4) {
+        let id = u16::from_be_bytes([pair[0], pair[1]]);
+        let len = u16::from_be_bytes([pair[2], pair[3]]);
+        out.push(FieldSpec { id, pen: 0, len });
+    }
+}

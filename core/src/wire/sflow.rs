@@ -1,0 +1,275 @@
+//! sFlow v5 (sflow.org sflow_version_5.txt): XDR-encoded datagrams of
+//! samples. Flow samples (format 1) and expanded flow samples (format 3)
+//! become one flow each, built from their records: sampled header (1),
+//! sampled Ethernet (2), sampled IPv4 (3) and IPv6 (4), extended switch (1001),
+//! router (1002) and gateway (1003). Counter samples (2, 4) are counted and
+//! skipped. ExporterAddress is the agent address; ObservationDomain is the
+//! sub-agent id.
+
+use super::packet::{parse_ethernet, parse_ipv4, parse_ipv6, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use super::{Cursor, Datagram, DecodeError, Reason};
+use crate::decoder::Decoder;
+use crate::flow::{addr_from_v4, Addr, FlowRecord};
+
+pub const VERSION: u32 = 5;
+
+/// The interface value that means "the agent itself" (spec §"interface").
+const INTERFACE_LOCAL: u32 = 0x3fff_ffff;
+/// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12).
+const FORWARDING_DROPPED: u8 = 128;
+
+const HEADER_PROTOCOL_ETHERNET: u32 = 1;
+const HEADER_PROTOCOL_IPV4: u32 = 11;
+const HEADER_PROTOCOL_IPV6: u32 = 12;
+
+struct DatagramHeader {
+    agent: Addr,
+    sub_agent_id: u32,
+    samples: u32,
+}
+
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    d: &Datagram,
+    sink: &mut F,
+) -> Result<(), DecodeError> {
+    let mut c = Cursor::new(d.payload);
+    let header = read_header(&mut c).map_err(|e| dec.counters.error(e))?;
+    for _ in 0..header.samples {
+        let sample = (|| -> Result<(u32, &[u8]), DecodeError> {
+            let format = c.u32()?;
+            let len = c.u32()? as usize;
+            Ok((format, c.bytes(len)?))
+        })();
+        let (format, body) = sample.map_err(|e| dec.counters.error(e))?;
+        let result = match (format >> 12, format & 0xfff) {
+            (0, 1) => flow_sample(dec, &header, d.received_ns, body, false, sink),
+            (0, 3) => flow_sample(dec, &header, d.received_ns, body, true, sink),
+            (0, 2) | (0, 4) => {
+                dec.counters.counter_samples += 1;
+                Ok(())
+            }
+            _ => Err(DecodeError::new(Reason::Unsupported, "sFlow sample format")),
+        };
+        // The sample's length is known: one bad sample does not spoil the rest.
+        if let Err(e) = result {
+            dec.counters.error(e);
+        }
+    }
+    Ok(())
+}
+
+fn read_header(c: &mut Cursor) -> Result<DatagramHeader, DecodeError> {
+    if c.u32()? != VERSION {
+        return Err(DecodeError::new(Reason::BadVersion, "sFlow version"));
+    }
+    let agent = read_address(c)?;
+    let sub_agent_id = c.u32()?;
+    let _sequence = c.u32()?;
+    let _uptime_ms = c.u32()?;
+    let samples = c.u32()?;
+    Ok(DatagramHeader {
+        agent,
+        sub_agent_id,
+        samples,
+    })
+}
+
+/// An sFlow `address`: type 1 = IPv4, 2 = IPv6.
+fn read_address(c: &mut Cursor) -> Result<Addr, DecodeError> {
+    match c.u32()? {
+        1 => {
+            let b = c.bytes(4)?;
+            Ok(addr_from_v4([b[0], b[1], b[2], b[3]]))
+        }
+        2 => Ok(c.bytes(16)?.try_into().expect("16 bytes")),
+        _ => Err(DecodeError::new(Reason::Unsupported, "sFlow address type")),
+    }
+}
+
+fn flow_sample<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    header: &DatagramHeader,
+    received_ns: u64,
+    body: &[u8],
+    expanded: bool,
+    sink: &mut F,
+) -> Result<(), DecodeError> {
+    let mut c = Cursor::new(body);
+    let f = &mut dec.flow;
+    f.clear();
+    f.set_time_received_ns(received_ns);
+    f.set_exporter_address(header.agent);
+    f.set_observation_domain(header.sub_agent_id);
+    let _sequence = c.u32()?;
+    c.u32()?; // source id (type and index); the expanded form has two words
+    if expanded {
+        c.u32()?;
+    }
+    f.set_sampling_rate(c.u32()? as u64);
+    let _sample_pool = c.u32()?;
+    let _drops = c.u32()?;
+    let (in_format, in_value, out_format, out_value) = if expanded {
+        (c.u32()?, c.u32()?, c.u32()?, c.u32()?)
+    } else {
+        let (i, o) = (c.u32()?, c.u32()?);
+        (i >> 30, i & 0x3fff_ffff, o >> 30, o & 0x3fff_ffff)
+    };
+    set_interfaces(f, in_format, in_value, out_format, out_value);
+    f.set_packets(1);
+    let records = c.u32()?;
+    let mut truncated = false;
+    for _ in 0..records {
+        let format = c.u32()?;
+        let len = c.u32()? as usize;
+        let data = c.opaque(len)?;
+        truncated |= flow_record(f, format, data)?;
+    }
+    if truncated {
+        dec.counters.lists_truncated += 1;
+    }
+    sink(f);
+    dec.counters.flows += 1;
+    Ok(())
+}
+
+/// Interface encoding (spec §"interface"): format 0 is an ifIndex, 1 a
+/// discarded packet (value = reason), 2 several interfaces (value = count).
+fn set_interfaces(
+    f: &mut FlowRecord,
+    in_format: u32,
+    in_value: u32,
+    out_format: u32,
+    out_value: u32,
+) {
+    let index = |format: u32, value: u32| match (format, value) {
+        (0, INTERFACE_LOCAL) => 0,
+        (0, v) => v,
+        _ => 0,
+    };
+    f.set_in_if_index(index(in_format, in_value));
+    f.set_out_if_index(index(out_format, out_value));
+    if out_format == 1 {
+        f.set_forwarding_status(FORWARDING_DROPPED);
+    }
+}
+
+/// Applies one flow record; returns whether a list was cut to its bound.
+fn flow_record(f: &mut FlowRecord, format: u32, data: &[u8]) -> Result<bool, DecodeError> {
+    let mut c = Cursor::new(data);
+    match format {
+        1 => {
+            let protocol = c.u32()?;
+            let frame_length = c.u32()?;
+            let _stripped = c.u32()?;
+            let len = c.u32()? as usize;
+            let packet = c.bytes(len)?;
+            f.set_bytes(frame_length as u64);
+            return Ok(match protocol {
+                HEADER_PROTOCOL_ETHERNET => parse_ethernet(packet, f),
+                HEADER_PROTOCOL_IPV4 => {
+                    parse_ipv4(packet, f);
+                    false
+                }
+                HEADER_PROTOCOL_IPV6 => {
+                    parse_ipv6(packet, f);
+                    false
+                }
+                _ => false,
+            });
+        }
+        2 => {
+            let length = c.u32()?;
+            let src = c.opaque(6)?;
+            let dst = c.opaque(6)?;
+            let etype = c.u32()?;
+            if !f.has(crate::flow::Field::Bytes) {
+                f.set_bytes(length as u64);
+            }
+            f.set_src_mac(src.try_into().expect("6 bytes"));
+            f.set_dst_mac(dst.try_into().expect("6 bytes"));
+            f.set_etype(etype as u16);
+        }
+        3 | 4 => sampled_ip(f, &mut c, format == 4)?,
+        1001 => {
+            f.set_src_vlan(c.u32()? as u16);
+            let _src_priority = c.u32()?;
+            f.set_dst_vlan(c.u32()? as u16);
+        }
+        1002 => {
+            f.set_next_hop(read_address(&mut c)?);
+            f.set_src_net_mask(c.u32()? as u8);
+            f.set_dst_net_mask(c.u32()? as u8);
+        }
+        1003 => return extended_gateway(f, &mut c),
+        _ => {}
+    }
+    Ok(false)
+}
+
+/// Sampled IPv4 (format 3) and IPv6 (format 4) records.
+fn sampled_ip(f: &mut FlowRecord, c: &mut Cursor, v6: bool) -> Result<(), DecodeError> {
+    let length = c.u32()?;
+    let proto = c.u32()?;
+    let (src, dst) = if v6 {
+        (
+            c.bytes(16)?.try_into().expect("16"),
+            c.bytes(16)?.try_into().expect("16"),
+        )
+    } else {
+        let (s, d) = (c.bytes(4)?, c.bytes(4)?);
+        (
+            addr_from_v4([s[0], s[1], s[2], s[3]]),
+            addr_from_v4([d[0], d[1], d[2], d[3]]),
+        )
+    };
+    let (src_port, dst_port, tcp_flags, tos) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?);
+    if !f.has(crate::flow::Field::Bytes) {
+        f.set_bytes(length as u64);
+    }
+    f.set_etype(if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 });
+    f.set_proto(proto as u8);
+    f.set_src_addr(src);
+    f.set_dst_addr(dst);
+    f.set_src_port(src_port as u16);
+    f.set_dst_port(dst_port as u16);
+    f.set_tcp_flags(tcp_flags as u16);
+    f.set_ip_tos(tos as u8);
+    Ok(())
+}
+
+/// Extended gateway (format 1003): BGP next hop, own/source/peer AS, the AS
+/// path as segments, communities, local preference.
+fn extended_gateway(f: &mut FlowRecord, c: &mut Cursor) -> Result<bool, DecodeError> {
+    f.set_bgp_next_hop(read_address(c)?);
+    let own_as = c.u32()?;
+    f.set_src_as(c.u32()?);
+    let _src_peer_as = c.u32()?;
+    let mut truncated = false;
+    let mut last_as = None;
+    f.set_dst_as_path_present(true);
+    for _ in 0..c.u32()? {
+        let _segment_type = c.u32()?;
+        let len = c.u32()?;
+        if len as usize > c.remaining() / 4 {
+            return Err(DecodeError::new(Reason::BadLength, "sFlow AS path segment"));
+        }
+        for _ in 0..len {
+            let asn = c.u32()?;
+            truncated |= !f.push_dst_as_path(asn);
+            last_as = Some(asn);
+        }
+    }
+    // An empty path: the destination is in the router's own AS.
+    f.set_dst_as(last_as.unwrap_or(own_as));
+    let communities = c.u32()?;
+    if communities as usize > c.remaining() / 4 {
+        return Err(DecodeError::new(Reason::BadLength, "sFlow communities"));
+    }
+    f.set_dst_communities_present(true);
+    for _ in 0..communities {
+        truncated |= !f.push_dst_community(c.u32()?);
+    }
+    let _local_pref = c.u32()?;
+    Ok(truncated)
+}
