@@ -5,9 +5,7 @@
 
 use crate::flow::FlowRecord;
 use crate::wire::template::{DecoderState, FieldSpec, Limits};
-use crate::wire::{
-    be16, be32, ipfix, netflow_v5, netflow_v9, sflow, Datagram, DecodeCounters, DecodeError, Reason,
-};
+use crate::wire::{be16, be32, ipfix, netflow_v5, netflow_v9, sflow, Datagram, DecodeCounters, DecodeError, Reason};
 
 /// The wire format of a datagram, from its first bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,21 +65,11 @@ impl Decoder {
     /// Decodes one datagram, calling `sink` once per flow. A datagram-level
     /// failure is returned; every failure (datagram, set or sample) is
     /// counted in `counters()` exactly once.
-    pub fn decode<F: FnMut(&FlowRecord)>(
-        &mut self,
-        d: &Datagram,
-        sink: &mut F,
-    ) -> Result<Format, DecodeError> {
+    pub fn decode<F: FnMut(&FlowRecord)>(&mut self, d: &Datagram, sink: &mut F) -> Result<Format, DecodeError> {
         self.counters.datagrams += 1;
         let Some(format) = Format::detect(d.payload) else {
-            let reason = if d.payload.len() < 4 {
-                Reason::Truncated
-            } else {
-                Reason::BadVersion
-            };
-            return Err(self
-                .counters
-                .error(DecodeError::new(reason, "version field")));
+            let reason = if d.payload.len() < 4 { Reason::Truncated } else { Reason::BadVersion };
+            return Err(self.counters.error(DecodeError::new(reason, "version field")));
         };
         match format {
             Format::NetflowV5 => netflow_v5::decode(self, d, sink)?,

@@ -350,10 +350,7 @@ mod tests {
     #[test]
     fn fields_fit_the_presence_mask() {
         assert!(Field::ALL.len() <= 64);
-        assert_eq!(
-            Field::ALL[Field::ALL.len() - 1] as usize,
-            Field::ALL.len() - 1
-        );
+        assert_eq!(Field::ALL[Field::ALL.len() - 1] as usize, Field::ALL.len() - 1);
     }
 
     #[test]
@@ -361,10 +358,7 @@ mod tests {
         let a = addr_from_v4([192, 0, 2, 1]);
         assert_eq!(addr_as_v4(&a), Some([192, 0, 2, 1]));
         assert_eq!(addr_to_ip(&a).to_string(), "192.0.2.1");
-        let v6: Addr = "2001:db8::1"
-            .parse::<std::net::Ipv6Addr>()
-            .unwrap()
-            .octets();
+        let v6: Addr = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
         assert_eq!(addr_as_v4(&v6), None);
     }
 

@@ -30,11 +30,9 @@ fn write_value(value: Value, out: &mut String) {
         Value::Uint(v) => write!(out, "{v}"),
         Value::Time(ns) => write!(out, "\"{}\"", rfc3339(ns)),
         Value::Addr(a) => write!(out, "\"{}\"", addr_to_ip(a)),
-        Value::Mac(m) => write!(
-            out,
-            "\"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        ),
+        Value::Mac(m) => {
+            write!(out, "\"{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}\"", m[0], m[1], m[2], m[3], m[4], m[5])
+        }
         Value::List(items) => {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
@@ -54,13 +52,7 @@ pub fn rfc3339(ns: u64) -> String {
     let secs = ns / 1_000_000_000;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z", rem / 3600, rem / 60 % 60, rem % 60, ns % 1_000_000_000)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (the well-known
@@ -86,14 +78,8 @@ mod tests {
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339(951_782_400_000_000_001),
-            "2000-02-29T00:00:00.000000001Z"
-        );
-        assert_eq!(
-            rfc3339(1_795_000_000_123_000_000),
-            "2026-11-18T11:06:40.123000000Z"
-        );
+        assert_eq!(rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(rfc3339(1_795_000_000_123_000_000), "2026-11-18T11:06:40.123000000Z");
     }
 
     #[test]
@@ -105,10 +91,7 @@ mod tests {
         f.set_mpls_label(0, 100);
         let mut s = String::new();
         write_flow(&f, &mut s);
-        assert_eq!(
-            s,
-            r#"{"SrcAddr":"10.0.0.1","SrcPort":53,"SrcMAC":"00:01:02:03:04:ab","MPLSLabels":[100]}"#
-        );
+        assert_eq!(s, r#"{"SrcAddr":"10.0.0.1","SrcPort":53,"SrcMAC":"00:01:02:03:04:ab","MPLSLabels":[100]}"#);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["SrcPort"], 53);
     }

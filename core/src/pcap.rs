@@ -37,10 +37,7 @@ impl std::fmt::Display for PcapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PcapError::BadMagic => write!(f, "not a pcap file (bad magic number)"),
-            PcapError::Pcapng => write!(
-                f,
-                "pcapng is not supported: convert with `editcap -F pcap IN OUT`"
-            ),
+            PcapError::Pcapng => write!(f, "pcapng is not supported: convert with `editcap -F pcap IN OUT`"),
             PcapError::Truncated => write!(f, "pcap file is truncated"),
             PcapError::UnsupportedLinkType(t) => write!(f, "unsupported pcap link type {t}"),
         }
@@ -111,18 +108,12 @@ impl<'a> PcapReader<'a> {
         if data.len() < GLOBAL_HEADER_LEN {
             return Err(PcapError::Truncated);
         }
-        let mut r = PcapReader {
-            data,
-            pos: GLOBAL_HEADER_LEN,
-            swapped,
-            nanos,
-            link_type: 0,
-        };
+        let mut r = PcapReader { data, pos: GLOBAL_HEADER_LEN, swapped, nanos, link_type: 0 };
         // The link type's upper bits may carry FCS information (pcap-linktype(7)).
         r.link_type = r.u32_at(20) & 0x0fff_ffff;
         match r.link_type {
-            LINKTYPE_NULL | LINKTYPE_ETHERNET | LINKTYPE_RAW | LINKTYPE_RAW_ALT | LINKTYPE_IPV4
-            | LINKTYPE_IPV6 | LINKTYPE_LINUX_SLL | LINKTYPE_LINUX_SLL2 => Ok(r),
+            LINKTYPE_NULL | LINKTYPE_ETHERNET | LINKTYPE_RAW | LINKTYPE_RAW_ALT | LINKTYPE_IPV4 | LINKTYPE_IPV6
+            | LINKTYPE_LINUX_SLL | LINKTYPE_LINUX_SLL2 => Ok(r),
             t => Err(PcapError::UnsupportedLinkType(t)),
         }
     }
@@ -145,9 +136,7 @@ impl<'a> PcapReader<'a> {
             LINKTYPE_ETHERNET => ethernet_payload(b),
             LINKTYPE_LINUX_SLL => be16(b, 14).map(|t| (t, b.get(16..).unwrap_or(&[]))),
             LINKTYPE_LINUX_SLL2 => be16(b, 0).map(|t| (t, b.get(20..).unwrap_or(&[]))),
-            LINKTYPE_NULL => b
-                .get(4..)
-                .and_then(|p| p.first().map(|v| (version_etype(*v), p))),
+            LINKTYPE_NULL => b.get(4..).and_then(|p| p.first().map(|v| (version_etype(*v), p))),
             _ => b.first().map(|v| (version_etype(*v), b)),
         };
         match l3 {
@@ -174,10 +163,7 @@ impl<'a> Iterator for PcapReader<'a> {
         let frac = self.u32_at(self.pos + 4) as u64;
         let caplen = self.u32_at(self.pos + 8) as usize;
         let start = self.pos + RECORD_HEADER_LEN;
-        let Some(b) = start
-            .checked_add(caplen)
-            .and_then(|end| self.data.get(start..end))
-        else {
+        let Some(b) = start.checked_add(caplen).and_then(|end| self.data.get(start..end)) else {
             self.pos = self.data.len();
             return Some(Err(PcapError::Truncated));
         };
@@ -258,14 +244,7 @@ fn udp(u: &[u8], src: Addr, dst: Addr, timestamp_ns: u64) -> Frame<'_> {
     let Some(payload) = u.get(8..(len as usize).max(8)) else {
         return Frame::Skipped(SkipReason::Truncated);
     };
-    Frame::Udp(UdpDatagram {
-        timestamp_ns,
-        src,
-        dst,
-        src_port,
-        dst_port,
-        payload,
-    })
+    Frame::Udp(UdpDatagram { timestamp_ns, src, dst, src_port, dst_port, payload })
 }
 
 /// One UDP/IPv4 datagram to write with `write_udp_pcap`.
@@ -293,14 +272,7 @@ pub fn write_udp_pcap(datagrams: &[UdpToWrite]) -> Vec<u8> {
         }
     }
     for d in datagrams {
-        let UdpToWrite {
-            timestamp_ns: ts_ns,
-            src,
-            dst,
-            src_port: sport,
-            dst_port: dport,
-            payload,
-        } = d;
+        let UdpToWrite { timestamp_ns: ts_ns, src, dst, src_port: sport, dst_port: dport, payload } = d;
         let udp_len = 8 + payload.len();
         let ip_len = 20 + udp_len;
         let frame_len = 14 + ip_len;
@@ -309,20 +281,7 @@ pub fn write_udp_pcap(datagrams: &[UdpToWrite]) -> Vec<u8> {
         out.extend_from_slice(&(frame_len as u32).to_le_bytes());
         out.extend_from_slice(&(frame_len as u32).to_le_bytes());
         out.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x08, 0x00]);
-        out.extend_from_slice(&[
-            0x45,
-            0,
-            (ip_len >> 8) as u8,
-            ip_len as u8,
-            0,
-            0,
-            0x40,
-            0,
-            64,
-            17,
-            0,
-            0,
-        ]);
+        out.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 0, 0x40, 0, 64, 17, 0, 0]);
         out.extend_from_slice(src);
         out.extend_from_slice(dst);
         out.extend_from_slice(&sport.to_be_bytes());
@@ -351,27 +310,16 @@ mod tests {
         }]);
         let frames: Vec<_> = PcapReader::new(&file).unwrap().collect();
         assert_eq!(frames.len(), 1);
-        let Ok(Frame::Udp(d)) = frames[0] else {
-            panic!("not udp")
-        };
+        let Ok(Frame::Udp(d)) = frames[0] else { panic!("not udp") };
         assert_eq!(addr_to_ip(&d.src).to_string(), "192.0.2.1");
-        assert_eq!(
-            (d.src_port, d.dst_port, d.payload),
-            (999, 2055, &[1u8, 2, 3][..])
-        );
+        assert_eq!((d.src_port, d.dst_port, d.payload), (999, 2055, &[1u8, 2, 3][..]));
         assert_eq!(d.timestamp_ns, 1_500_000_000_123_456_000);
     }
 
     #[test]
     fn rejects_pcapng_and_garbage_and_truncation() {
-        assert_eq!(
-            PcapReader::new(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]).err(),
-            Some(PcapError::Pcapng)
-        );
-        assert_eq!(
-            PcapReader::new(b"hello world").err(),
-            Some(PcapError::BadMagic)
-        );
+        assert_eq!(PcapReader::new(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]).err(), Some(PcapError::Pcapng));
+        assert_eq!(PcapReader::new(b"hello world").err(), Some(PcapError::BadMagic));
         let file = write_udp_pcap(&[UdpToWrite {
             timestamp_ns: 0,
             src: [1, 1, 1, 1],

@@ -34,9 +34,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let mut decoder = Decoder::default();
     if let Some(path) = &args.load_state {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        decoder
-            .restore_state_json(&bytes)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        decoder.restore_state_json(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -60,11 +58,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             *skipped.entry("other_port").or_default() += 1;
             continue;
         }
-        let datagram = Datagram {
-            exporter: d.src,
-            received_ns: d.timestamp_ns,
-            payload: d.payload,
-        };
+        let datagram = Datagram { exporter: d.src, received_ns: d.timestamp_ns, payload: d.payload };
         let mut sink = |flow: &weir_core::FlowRecord| {
             line.clear();
             write_flow(flow, &mut line);
@@ -90,8 +84,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     print_summary(&decoder, &skipped);
     if let Some(path) = &args.save_state {
-        std::fs::write(path, decoder.state().snapshot_json())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, decoder.state().snapshot_json()).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     match file_error {
         Some(e) => Err(format!("{}: {e}", args.file.display())),
@@ -103,24 +96,11 @@ fn print_summary(decoder: &Decoder, skipped: &BTreeMap<&str, u64>) {
     let c = decoder.counters();
     let mut s = String::new();
     s.push_str(&format!("datagrams {}\nflows {}\n", c.datagrams, c.flows));
-    s.push_str(&format!(
-        "templates {}\ntemplates_withdrawn {}\n",
-        c.templates, c.templates_withdrawn
-    ));
-    s.push_str(&format!(
-        "options_records {}\ncounter_samples {}\n",
-        c.options_records, c.counter_samples
-    ));
-    s.push_str(&format!(
-        "pending_queued {}\npending_decoded {}\n",
-        c.pending_queued, c.pending_decoded
-    ));
+    s.push_str(&format!("templates {}\ntemplates_withdrawn {}\n", c.templates, c.templates_withdrawn));
+    s.push_str(&format!("options_records {}\ncounter_samples {}\n", c.options_records, c.counter_samples));
+    s.push_str(&format!("pending_queued {}\npending_decoded {}\n", c.pending_queued, c.pending_decoded));
     for reason in Reason::ALL {
-        s.push_str(&format!(
-            "errors{{reason=\"{}\"}} {}\n",
-            reason.label(),
-            c.errors[reason as usize]
-        ));
+        s.push_str(&format!("errors{{reason=\"{}\"}} {}\n", reason.label(), c.errors[reason as usize]));
     }
     for (reason, n) in skipped {
         s.push_str(&format!("frames_skipped{{reason=\"{reason}\"}} {n}\n"));

@@ -8,11 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "weir",
-    version,
-    about = "Weir: a thread-per-core network flow collector"
-)]
+#[command(name = "weir", version, about = "Weir: a thread-per-core network flow collector")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

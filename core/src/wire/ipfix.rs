@@ -29,26 +29,16 @@ pub const FIRST_DATA_SET_ID: u16 = 256;
 /// Bit 15 of an element id: an enterprise number follows (RFC 7011 §3.2).
 const ENTERPRISE_BIT: u16 = 0x8000;
 
-pub(crate) fn decode<F: FnMut(&FlowRecord)>(
-    dec: &mut Decoder,
-    d: &Datagram,
-    sink: &mut F,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sink: &mut F) -> Result<(), DecodeError> {
     let Ok((header, _)) = Header::ref_from_prefix(d.payload) else {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::Truncated, "IPFIX header")));
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX header")));
     };
     let length = header.length.get() as usize;
     if length < 16 {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::BadLength, "IPFIX message length")));
+        return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "IPFIX message length")));
     }
     let Some(message) = d.payload.get(16..length) else {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::Truncated, "IPFIX message")));
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX message")));
     };
     let ctx = RecordContext {
         exporter: d.exporter,
@@ -57,26 +47,19 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(
         export_time_s: header.export_time.get(),
         sys_uptime_ms: None,
     };
-    dec.state
-        .touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
+    dec.state.touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     let mut rest = message;
     while !rest.is_empty() {
         let Ok((set, after)) = SetHeader::ref_from_prefix(rest) else {
-            return Err(dec
-                .counters
-                .error(DecodeError::new(Reason::Truncated, "IPFIX set header")));
+            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX set header")));
         };
         let len = set.length.get() as usize;
         if len < 4 {
-            return Err(dec
-                .counters
-                .error(DecodeError::new(Reason::BadLength, "IPFIX set length")));
+            return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "IPFIX set length")));
         }
         let Some(body) = after.get(..len - 4) else {
-            return Err(dec
-                .counters
-                .error(DecodeError::new(Reason::Truncated, "IPFIX set")));
+            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX set")));
         };
         rest = &rest[len..];
         let key = |template_id| TemplateKey {
@@ -93,10 +76,7 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(
                 let _ = state.decode_data_set(key(id), body, &ctx, counters, flow, sink);
             }
             _ => {
-                dec.counters.error(DecodeError::new(
-                    Reason::Unsupported,
-                    "IPFIX reserved set id",
-                ));
+                dec.counters.error(DecodeError::new(Reason::Unsupported, "IPFIX reserved set id"));
             }
         }
     }
@@ -112,19 +92,14 @@ fn templates<F: FnMut(&FlowRecord)>(
     key: &dyn Fn(u16) -> TemplateKey,
     sink: &mut F,
 ) {
-    let set_id = if options {
-        OPTIONS_TEMPLATE_SET_ID
-    } else {
-        TEMPLATE_SET_ID
-    };
+    let set_id = if options { OPTIONS_TEMPLATE_SET_ID } else { TEMPLATE_SET_ID };
     while body.len() >= 4 {
         let id = be16(body, 0).unwrap_or(0);
         let count = be16(body, 2).unwrap_or(0);
         if count == 0 {
             let all = (id == set_id).then_some(options);
             if id != set_id && id < FIRST_DATA_SET_ID {
-                dec.counters
-                    .error(DecodeError::new(Reason::BadTemplate, "IPFIX withdrawal id"));
+                dec.counters.error(DecodeError::new(Reason::BadTemplate, "IPFIX withdrawal id"));
                 return;
             }
             dec.state.withdraw(key(id), all, &mut dec.counters);
@@ -134,51 +109,31 @@ fn templates<F: FnMut(&FlowRecord)>(
         if id < FIRST_DATA_SET_ID {
             // Only padding (all zero) may follow the last record.
             if id != 0 {
-                dec.counters
-                    .error(DecodeError::new(Reason::BadTemplate, "IPFIX template id"));
+                dec.counters.error(DecodeError::new(Reason::BadTemplate, "IPFIX template id"));
             }
             return;
         }
         let mut at = 4;
         let scope_fields = if options {
             let Some(scope) = be16(body, 4) else {
-                dec.counters.error(DecodeError::new(
-                    Reason::Truncated,
-                    "IPFIX options template",
-                ));
+                dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX options template"));
                 return;
             };
             at = 6;
             if scope == 0 || scope > count {
-                dec.counters.error(DecodeError::new(
-                    Reason::BadTemplate,
-                    "IPFIX scope field count",
-                ));
+                dec.counters.error(DecodeError::new(Reason::BadTemplate, "IPFIX scope field count"));
                 return;
             }
             scope
         } else {
             0
         };
-        let Some(used) = read_specs(
-            body.get(at..).unwrap_or(&[]),
-            count as usize,
-            &mut dec.specs,
-        ) else {
-            dec.counters
-                .error(DecodeError::new(Reason::Truncated, "IPFIX template"));
+        let Some(used) = read_specs(body.get(at..).unwrap_or(&[]), count as usize, &mut dec.specs) else {
+            dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX template"));
             return;
         };
         let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
-        state.offer_template(
-            key(id),
-            &dec.specs,
-            scope_fields,
-            options,
-            counters,
-            flow,
-            sink,
-        );
+        state.offer_template(key(id), &dec.specs, scope_fields, options, counters, flow, sink);
         body = &body[at + used..];
     }
 }
@@ -197,11 +152,11 @@ fn read_specs(b: &[u8], count: usize, out: &mut Vec<FieldSpec>) -> Option<usize>
         } else {
             0
         };
-        out.push(FieldSpec {
-            id: raw_id & !ENTERPRISE_BIT,
-            pen,
-            len,
-        });
+        out.push(FieldSpec { id: raw_id & !ENTERPRISE_BIT, pen, len });
     }
     Some(at)
 }
+
+#[cfg(test)]
+#[path = "ipfix_tests.rs"]
+mod tests;

@@ -218,3 +218,47 @@ mod tests {
         assert_eq!(c.u32().unwrap_err().reason, Reason::Truncated);
     }
 }
+
+/// Helpers shared by the decoders' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::flow::{addr_from_v4, FlowRecord};
+    use crate::{Datagram, DecodeError, Decoder, Format};
+
+    pub const EXPORTER: [u8; 4] = [192, 0, 2, 10];
+    /// 2026-01-01T00:00:00Z
+    pub const NOW_S: u32 = 1_767_225_600;
+
+    /// The flows of one datagram and the datagram-level result.
+    pub struct Decoded(pub Vec<FlowRecord>, pub Result<Format, DecodeError>);
+
+    /// Decodes one datagram from `EXPORTER` received at `NOW_S`.
+    pub fn decode(dec: &mut Decoder, payload: &[u8]) -> Decoded {
+        decode_at(dec, payload, NOW_S as u64 * 1_000_000_000)
+    }
+
+    pub fn decode_at(dec: &mut Decoder, payload: &[u8], received_ns: u64) -> Decoded {
+        let mut flows = Vec::new();
+        let d = Datagram { exporter: addr_from_v4(EXPORTER), received_ns, payload };
+        let r = dec.decode(&d, &mut |f: &FlowRecord| flows.push(f.clone()));
+        Decoded(flows, r)
+    }
+
+    /// A flow with every field an IPv4 standard template carries.
+    pub fn sample_flow_v4() -> FlowRecord {
+        let mut f = FlowRecord::default();
+        f.set_src_addr(addr_from_v4([10, 0, 0, 1]));
+        f.set_dst_addr(addr_from_v4([198, 51, 100, 7]));
+        f.set_src_port(40000);
+        f.set_dst_port(443);
+        f.set_proto(6);
+        f.set_bytes(123_456);
+        f.set_packets(321);
+        f.set_in_if_index(7);
+        f.set_out_if_index(9);
+        f.set_tcp_flags(0x1b);
+        f.set_flow_start_ns(NOW_S as u64 * 1_000_000_000 - 5_000_000_000);
+        f.set_flow_end_ns(NOW_S as u64 * 1_000_000_000 - 1_000_000_000);
+        f
+    }
+}

@@ -52,32 +52,22 @@ pub const RECORDS_MAX: usize = 30;
 pub const HEADER_LEN: usize = 24;
 pub const RECORD_LEN: usize = 48;
 
-pub(crate) fn decode<F: FnMut(&FlowRecord)>(
-    dec: &mut Decoder,
-    d: &Datagram,
-    sink: &mut F,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sink: &mut F) -> Result<(), DecodeError> {
     let Ok((h, body)) = Header::ref_from_prefix(d.payload) else {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::Truncated, "v5 header")));
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v5 header")));
     };
     let count = h.count.get() as usize;
     if count == 0 || count > RECORDS_MAX {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::BadLength, "v5 record count")));
+        return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "v5 record count")));
     }
     let Ok((records, _)) = <[Record]>::ref_from_prefix_with_elems(body, count) else {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::Truncated, "v5 records")));
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v5 records")));
     };
     let interval = (h.sampling.get() & 0x3fff) as u64;
     let domain = (h.engine_type as u32) << 8 | h.engine_id as u32;
     // Boot time in ms since the epoch: FIRST/LAST are sysUptime values.
-    let boot_ms = h.unix_secs.get() as i64 * 1000 + (h.unix_nsecs.get() / 1_000_000) as i64
-        - h.sys_uptime_ms.get() as i64;
+    let boot_ms =
+        h.unix_secs.get() as i64 * 1000 + (h.unix_nsecs.get() / 1_000_000) as i64 - h.sys_uptime_ms.get() as i64;
     let f = &mut dec.flow;
     for r in records {
         f.clear();
@@ -117,4 +107,59 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(
     }
     dec.counters.flows += count as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::encode::{netflow_v5, ExportHeader};
+    use crate::flow::addr_to_ip;
+    use crate::wire::testing::{decode, sample_flow_v4, Decoded, NOW_S};
+    use crate::{Decoder, Reason};
+
+    fn datagram(sampling: u16, flows: usize) -> Vec<u8> {
+        let h = ExportHeader { export_time_s: NOW_S, sys_uptime_ms: 60_000, sequence: 1, domain: 0 };
+        let mut icmp = sample_flow_v4();
+        icmp.set_proto(1);
+        icmp.set_dst_port(3 << 8 | 1);
+        let mut list = vec![sample_flow_v4(); flows];
+        list[0] = icmp;
+        let mut out = Vec::new();
+        netflow_v5(&h, (1, 2), sampling, &list, &mut out);
+        out
+    }
+
+    #[test]
+    fn records_header_sampling_and_icmp() {
+        let mut bytes = datagram(100, 3);
+        bytes[22] |= 0x40; // sampling mode bits do not leak into the interval
+        let Decoded(flows, r) = decode(&mut Decoder::default(), &bytes);
+        assert!(r.is_ok());
+        assert_eq!(flows.len(), 3);
+        assert_eq!(flows[0].sampling_rate, 100);
+        assert_eq!((flows[0].icmpv4_type, flows[0].icmpv4_code), (3, 1));
+        assert_eq!(flows[0].observation_domain, 0x0102);
+        let f = &flows[1];
+        assert_eq!(addr_to_ip(&f.dst_addr).to_string(), "198.51.100.7");
+        assert_eq!((f.bytes, f.packets, f.in_if_index, f.out_if_index), (123_456, 321, 7, 9));
+        assert_eq!(f.flow_start_ns, sample_flow_v4().flow_start_ns);
+    }
+
+    #[test]
+    fn unsampled_is_rate_one() {
+        let Decoded(flows, _) = decode(&mut Decoder::default(), &datagram(0, 1));
+        assert_eq!(flows[0].sampling_rate, 1);
+    }
+
+    #[test]
+    fn count_must_fit_the_datagram() {
+        let bytes = datagram(0, 2);
+        let mut dec = Decoder::default();
+        assert_eq!(decode(&mut dec, &bytes[..24 + 48 + 10]).1.unwrap_err().reason, Reason::Truncated);
+        let mut zero = bytes.clone();
+        zero[2..4].copy_from_slice(&0u16.to_be_bytes());
+        assert_eq!(decode(&mut dec, &zero).1.unwrap_err().reason, Reason::BadLength);
+        let mut many = bytes;
+        many[2..4].copy_from_slice(&31u16.to_be_bytes());
+        assert_eq!(decode(&mut dec, &many).1.unwrap_err().reason, Reason::BadLength);
+    }
 }

@@ -35,15 +35,9 @@ pub const OPTIONS_TEMPLATE_SET_ID: u16 = 1;
 /// Data flowsets and template ids start here.
 pub const FIRST_DATA_SET_ID: u16 = 256;
 
-pub(crate) fn decode<F: FnMut(&FlowRecord)>(
-    dec: &mut Decoder,
-    d: &Datagram,
-    sink: &mut F,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sink: &mut F) -> Result<(), DecodeError> {
     let Ok((header, mut rest)) = Header::ref_from_prefix(d.payload) else {
-        return Err(dec
-            .counters
-            .error(DecodeError::new(Reason::Truncated, "v9 header")));
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v9 header")));
     };
     let ctx = RecordContext {
         exporter: d.exporter,
@@ -52,22 +46,17 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(
         export_time_s: header.unix_secs.get(),
         sys_uptime_ms: Some(header.sys_uptime_ms.get()),
     };
-    dec.state
-        .touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
+    dec.state.touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     // Sets pad to 4 bytes; fewer than 4 bytes left cannot hold another set.
     while rest.len() >= 4 {
         let (set, after) = SetHeader::ref_from_prefix(rest).expect("4 bytes checked");
         let len = set.length.get() as usize;
         if len < 4 {
-            return Err(dec
-                .counters
-                .error(DecodeError::new(Reason::BadLength, "v9 flowset length")));
+            return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "v9 flowset length")));
         }
         let Some(body) = after.get(..len - 4) else {
-            return Err(dec
-                .counters
-                .error(DecodeError::new(Reason::Truncated, "v9 flowset")));
+            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v9 flowset")));
         };
         rest = &rest[len..];
         let key = |template_id| TemplateKey {
@@ -84,10 +73,7 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(
                 let _ = state.decode_data_set(key(id), body, &ctx, counters, flow, sink);
             }
             _ => {
-                dec.counters.error(DecodeError::new(
-                    Reason::Unsupported,
-                    "v9 reserved flowset id",
-                ));
+                dec.counters.error(DecodeError::new(Reason::Unsupported, "v9 reserved flowset id"));
             }
         }
     }
@@ -101,20 +87,13 @@ fn templates<F: FnMut(&FlowRecord)>(
     sink: &mut F,
 ) {
     while body.len() >= 4 {
-        let (id, count) = (
-            be16(body, 0).unwrap_or(0),
-            be16(body, 2).unwrap_or(0) as usize,
-        );
+        let (id, count) = (be16(body, 0).unwrap_or(0), be16(body, 2).unwrap_or(0) as usize);
         let Some(fields) = body.get(4..4 + count * 4) else {
-            dec.counters
-                .error(DecodeError::new(Reason::Truncated, "v9 template"));
+            dec.counters.error(DecodeError::new(Reason::Truncated, "v9 template"));
             return;
         };
         if id < FIRST_DATA_SET_ID || count == 0 {
-            dec.counters.error(DecodeError::new(
-                Reason::BadTemplate,
-                "v9 template id or count",
-            ));
+            dec.counters.error(DecodeError::new(Reason::BadTemplate, "v9 template id or count"));
             return;
         }
         read_specs(fields, &mut dec.specs);
@@ -141,29 +120,17 @@ fn options_templates<F: FnMut(&FlowRecord)>(
             || !option_len.is_multiple_of(4)
             || scope_len + option_len == 0
         {
-            dec.counters.error(DecodeError::new(
-                Reason::BadTemplate,
-                "v9 options template header",
-            ));
+            dec.counters.error(DecodeError::new(Reason::BadTemplate, "v9 options template header"));
             return;
         }
         let Some(fields) = body.get(6..6 + scope_len + option_len) else {
-            dec.counters
-                .error(DecodeError::new(Reason::Truncated, "v9 options template"));
+            dec.counters.error(DecodeError::new(Reason::Truncated, "v9 options template"));
             return;
         };
         read_specs(fields, &mut dec.specs);
         let scope_fields = (scope_len / 4) as u16;
         let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
-        state.offer_template(
-            key(id),
-            &dec.specs,
-            scope_fields,
-            true,
-            counters,
-            flow,
-            sink,
-        );
+        state.offer_template(key(id), &dec.specs, scope_fields, true, counters, flow, sink);
         body = &body[6 + scope_len + option_len..];
     }
 }
@@ -176,3 +143,7 @@ fn read_specs(fields: &[u8], out: &mut Vec<FieldSpec>) {
         out.push(FieldSpec { id, pen: 0, len });
     }
 }
+
+#[cfg(test)]
+#[path = "netflow_v9_tests.rs"]
+mod tests;

@@ -31,9 +31,7 @@ pub fn parse_ethernet(b: &[u8], f: &mut FlowRecord) -> bool {
     };
     at += 2;
     let mut tags = 0;
-    while matches!(etype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD)
-        && tags < VLAN_TAGS_MAX
-    {
+    while matches!(etype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) && tags < VLAN_TAGS_MAX {
         let Some(tci) = be16(b, at) else { return false };
         // The outermost tag is the VLAN the switch port saw.
         if tags == 0 {
@@ -188,9 +186,7 @@ mod tests {
     fn ipv4_tcp() -> Vec<u8> {
         let mut p = vec![0x45, 0x10, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
         p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        p.extend_from_slice(&[
-            0x04, 0xd2, 0x00, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12, 0, 0, 0, 0, 0, 0,
-        ]);
+        p.extend_from_slice(&[0x04, 0xd2, 0x00, 0x50, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x12, 0, 0, 0, 0, 0, 0]);
         p
     }
 

@@ -28,11 +28,7 @@ struct DatagramHeader {
     samples: u32,
 }
 
-pub(crate) fn decode<F: FnMut(&FlowRecord)>(
-    dec: &mut Decoder,
-    d: &Datagram,
-    sink: &mut F,
-) -> Result<(), DecodeError> {
+pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sink: &mut F) -> Result<(), DecodeError> {
     let mut c = Cursor::new(d.payload);
     let header = read_header(&mut c).map_err(|e| dec.counters.error(e))?;
     for _ in 0..header.samples {
@@ -68,11 +64,7 @@ fn read_header(c: &mut Cursor) -> Result<DatagramHeader, DecodeError> {
     let _sequence = c.u32()?;
     let _uptime_ms = c.u32()?;
     let samples = c.u32()?;
-    Ok(DatagramHeader {
-        agent,
-        sub_agent_id,
-        samples,
-    })
+    Ok(DatagramHeader { agent, sub_agent_id, samples })
 }
 
 /// An sFlow `address`: type 1 = IPv4, 2 = IPv6.
@@ -135,13 +127,7 @@ fn flow_sample<F: FnMut(&FlowRecord)>(
 
 /// Interface encoding (spec §"interface"): format 0 is an ifIndex, 1 a
 /// discarded packet (value = reason), 2 several interfaces (value = count).
-fn set_interfaces(
-    f: &mut FlowRecord,
-    in_format: u32,
-    in_value: u32,
-    out_format: u32,
-    out_value: u32,
-) {
+fn set_interfaces(f: &mut FlowRecord, in_format: u32, in_value: u32, out_format: u32, out_value: u32) {
     let index = |format: u32, value: u32| match (format, value) {
         (0, INTERFACE_LOCAL) => 0,
         (0, v) => v,
@@ -212,16 +198,10 @@ fn sampled_ip(f: &mut FlowRecord, c: &mut Cursor, v6: bool) -> Result<(), Decode
     let length = c.u32()?;
     let proto = c.u32()?;
     let (src, dst) = if v6 {
-        (
-            c.bytes(16)?.try_into().expect("16"),
-            c.bytes(16)?.try_into().expect("16"),
-        )
+        (c.bytes(16)?.try_into().expect("16"), c.bytes(16)?.try_into().expect("16"))
     } else {
         let (s, d) = (c.bytes(4)?, c.bytes(4)?);
-        (
-            addr_from_v4([s[0], s[1], s[2], s[3]]),
-            addr_from_v4([d[0], d[1], d[2], d[3]]),
-        )
+        (addr_from_v4([s[0], s[1], s[2], s[3]]), addr_from_v4([d[0], d[1], d[2], d[3]]))
     };
     let (src_port, dst_port, tcp_flags, tos) = (c.u32()?, c.u32()?, c.u32()?, c.u32()?);
     if !f.has(crate::flow::Field::Bytes) {
@@ -273,3 +253,7 @@ fn extended_gateway(f: &mut FlowRecord, c: &mut Cursor) -> Result<bool, DecodeEr
     let _local_pref = c.u32()?;
     Ok(truncated)
 }
+
+#[cfg(test)]
+#[path = "sflow_tests.rs"]
+mod tests;

@@ -143,6 +143,7 @@ pub enum Slot {
     ReverseBytes,
     ReversePackets,
     ReverseTcpFlags,
+    ReverseTos,
 }
 
 impl Slot {
@@ -154,6 +155,7 @@ impl Slot {
             REVERSE_PEN => match id {
                 1 | 85 => Slot::ReverseBytes,
                 2 | 86 => Slot::ReversePackets,
+                5 => Slot::ReverseTos,
                 6 => Slot::ReverseTcpFlags,
                 _ => Slot::Skip,
             },
@@ -294,21 +296,12 @@ impl Template {
             } else {
                 min_len += spec.len as usize;
             }
-            let slot = if (scope_fields as usize) > fields.len() {
-                Slot::Skip
-            } else {
-                Slot::for_element(spec.id, spec.pen)
-            };
-            fields.push(CompiledField {
-                len: spec.len,
-                slot,
-            });
+            let slot =
+                if (scope_fields as usize) > fields.len() { Slot::Skip } else { Slot::for_element(spec.id, spec.pen) };
+            fields.push(CompiledField { len: spec.len, slot });
         }
         if min_len > u16::MAX as usize {
-            return Err(DecodeError::new(
-                Reason::BadTemplate,
-                "record longer than a set",
-            ));
+            return Err(DecodeError::new(Reason::BadTemplate, "record longer than a set"));
         }
         // A scope field may still name the sampler (RFC 3954 options keyed by sampler id).
         for (i, spec) in specs.iter().enumerate().take(scope_fields as usize) {
@@ -369,16 +362,15 @@ struct RecordExtra {
     reverse_bytes: u64,
     reverse_packets: u64,
     reverse_tcp_flags: Option<u16>,
+    reverse_tos: Option<u8>,
 }
 
 impl RecordExtra {
     fn sampling_rate(&self) -> Option<u64> {
         if self.sampling_interval > 0 {
             Some(self.sampling_interval)
-        } else if let Some(rate) = self
-            .packet_interval
-            .saturating_add(self.packet_space)
-            .checked_div(self.packet_interval)
+        } else if let Some(rate) =
+            self.packet_interval.saturating_add(self.packet_space).checked_div(self.packet_interval)
         {
             Some(rate)
         } else if self.sampling_size > 0 && self.sampling_population > 0 {
@@ -440,12 +432,8 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::EndSeconds => f.set_flow_end_ns(v().saturating_mul(1_000_000_000)),
         Slot::StartMillis => f.set_flow_start_ns(v().saturating_mul(1_000_000)),
         Slot::EndMillis => f.set_flow_end_ns(v().saturating_mul(1_000_000)),
-        Slot::StartNtp => ntp_to_unix_ns(v())
-            .into_iter()
-            .for_each(|t| f.set_flow_start_ns(t)),
-        Slot::EndNtp => ntp_to_unix_ns(v())
-            .into_iter()
-            .for_each(|t| f.set_flow_end_ns(t)),
+        Slot::StartNtp => ntp_to_unix_ns(v()).into_iter().for_each(|t| f.set_flow_start_ns(t)),
+        Slot::EndNtp => ntp_to_unix_ns(v()).into_iter().for_each(|t| f.set_flow_end_ns(t)),
         Slot::StartDeltaMicros => f.set_flow_start_ns(delta_to_ns(ctx, v())),
         Slot::EndDeltaMicros => f.set_flow_end_ns(delta_to_ns(ctx, v())),
         Slot::FlowLabel => f.set_ipv6_flow_label(v() as u32 & 0xf_ffff),
@@ -505,6 +493,7 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
             x.reverse_packets = v();
         }
         Slot::ReverseTcpFlags => x.reverse_tcp_flags = Some(v() as u16),
+        Slot::ReverseTos => x.reverse_tos = Some(v() as u8),
     }
 }
 
@@ -561,10 +550,7 @@ pub struct DecoderState {
 
 impl DecoderState {
     pub fn new(limits: Limits) -> Self {
-        DecoderState {
-            limits,
-            ..Default::default()
-        }
+        DecoderState { limits, ..Default::default() }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -584,35 +570,18 @@ impl DecoderState {
     }
 
     /// The sampling rate announced for `sampler_id` (0: the exporter default).
-    pub fn sampling_rate(
-        &self,
-        p: Protocol,
-        exporter: Addr,
-        domain: u32,
-        sampler_id: u64,
-    ) -> Option<u64> {
-        self.samplers
-            .get(&(p, exporter, domain, sampler_id))
-            .copied()
+    pub fn sampling_rate(&self, p: Protocol, exporter: Addr, domain: u32, sampler_id: u64) -> Option<u64> {
+        self.samplers.get(&(p, exporter, domain, sampler_id)).copied()
     }
 
     /// Notes that an exporter sent a datagram, making room for it if new.
-    pub(crate) fn touch_exporter(
-        &mut self,
-        exporter: Addr,
-        now_ns: u64,
-        counters: &mut DecodeCounters,
-    ) {
+    pub(crate) fn touch_exporter(&mut self, exporter: Addr, now_ns: u64, counters: &mut DecodeCounters) {
         if let Some(e) = self.exporters.get_mut(&exporter) {
             e.last_seen_ns = now_ns;
             return;
         }
         if self.exporters.len() >= self.limits.exporters_max {
-            let oldest = self
-                .exporters
-                .iter()
-                .min_by_key(|(_, e)| e.last_seen_ns)
-                .map(|(a, _)| *a);
+            let oldest = self.exporters.iter().min_by_key(|(_, e)| e.last_seen_ns).map(|(a, _)| *a);
             if let Some(oldest) = oldest {
                 self.forget_exporter(oldest);
                 counters.exporter_evictions += 1;
@@ -620,13 +589,7 @@ impl DecoderState {
             }
         }
         if self.limits.exporters_max > 0 {
-            self.exporters.insert(
-                exporter,
-                ExporterState {
-                    last_seen_ns: now_ns,
-                    ..Default::default()
-                },
-            );
+            self.exporters.insert(exporter, ExporterState { last_seen_ns: now_ns, ..Default::default() });
         }
     }
 
@@ -675,10 +638,7 @@ impl DecoderState {
         sink: &mut F,
     ) {
         let Some(exporter) = self.exporters.get_mut(&key.exporter) else {
-            counters.error(DecodeError::new(
-                Reason::ExporterLimit,
-                "no room for exporter",
-            ));
+            counters.error(DecodeError::new(Reason::ExporterLimit, "no room for exporter"));
             return;
         };
         self.inserted_seq += 1;
@@ -699,10 +659,7 @@ impl DecoderState {
                         counters.error(DecodeError::new(Reason::TemplateLimit, "template evicted"));
                     }
                     None => {
-                        counters.error(DecodeError::new(
-                            Reason::TemplateLimit,
-                            "templates_per_exporter_max is 0",
-                        ));
+                        counters.error(DecodeError::new(Reason::TemplateLimit, "templates_per_exporter_max is 0"));
                         return;
                     }
                 }
@@ -716,12 +673,7 @@ impl DecoderState {
 
     /// IPFIX template withdrawal (RFC 7011 §8.1): one id, or every template
     /// of the set's kind when `template_id` is the set id (2 or 3).
-    pub(crate) fn withdraw(
-        &mut self,
-        key: TemplateKey,
-        all_options: Option<bool>,
-        counters: &mut DecodeCounters,
-    ) {
+    pub(crate) fn withdraw(&mut self, key: TemplateKey, all_options: Option<bool>, counters: &mut DecodeCounters) {
         let before = self.templates.len();
         match all_options {
             None => {
@@ -764,25 +716,13 @@ impl DecoderState {
     fn drop_front_pending(&mut self, counters: &mut DecodeCounters) {
         if let Some(p) = self.pending.pop_front() {
             self.pending_bytes -= p.body.len();
-            counters.error(DecodeError::new(
-                Reason::TemplateMissing,
-                "no template for data set",
-            ));
+            counters.error(DecodeError::new(Reason::TemplateMissing, "no template for data set"));
         }
     }
 
-    fn park(
-        &mut self,
-        key: TemplateKey,
-        ctx: &RecordContext,
-        body: &[u8],
-        counters: &mut DecodeCounters,
-    ) {
+    fn park(&mut self, key: TemplateKey, ctx: &RecordContext, body: &[u8], counters: &mut DecodeCounters) {
         if self.limits.pending_sets_max == 0 || body.len() > self.limits.pending_bytes_max {
-            counters.error(DecodeError::new(
-                Reason::TemplateMissing,
-                "no template for data set",
-            ));
+            counters.error(DecodeError::new(Reason::TemplateMissing, "no template for data set"));
             return;
         }
         while self.pending.len() >= self.limits.pending_sets_max
@@ -791,11 +731,7 @@ impl DecoderState {
             self.drop_front_pending(counters);
         }
         self.pending_bytes += body.len();
-        self.pending.push_back(PendingSet {
-            key,
-            ctx: *ctx,
-            body: body.to_vec(),
-        });
+        self.pending.push_back(PendingSet { key, ctx: *ctx, body: body.to_vec() });
         counters.pending_queued += 1;
     }
 
@@ -842,14 +778,9 @@ impl DecoderState {
             return Ok(());
         };
         let mut options = Vec::new();
-        let system_init = self
-            .system_init_ms
-            .get(&(key.protocol, key.exporter, key.domain))
-            .copied();
+        let system_init = self.system_init_ms.get(&(key.protocol, key.exporter, key.domain)).copied();
         let samplers = &self.samplers;
-        let default_rate = samplers
-            .get(&(key.protocol, key.exporter, key.domain, 0))
-            .copied();
+        let default_rate = samplers.get(&(key.protocol, key.exporter, key.domain, 0)).copied();
         let mut rest = body;
         while rest.len() >= template.min_len.max(1) {
             let mut x = RecordExtra::default();
@@ -866,9 +797,7 @@ impl DecoderState {
                 continue;
             }
             let rate = x.sampling_rate().or_else(|| match x.sampler_id {
-                Some(id) => samplers
-                    .get(&(key.protocol, key.exporter, key.domain, id))
-                    .copied(),
+                Some(id) => samplers.get(&(key.protocol, key.exporter, key.domain, id)).copied(),
                 None => default_rate,
             });
             finish_record(flow, ctx, system_init, &x, rate);
@@ -889,18 +818,12 @@ impl DecoderState {
     fn apply_options(&mut self, key: TemplateKey, x: &RecordExtra, counters: &mut DecodeCounters) {
         counters.options_records += 1;
         if let Some(init) = x.system_init_ms {
-            self.system_init_ms
-                .insert((key.protocol, key.exporter, key.domain), init);
+            self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
         }
         let Some(rate) = x.sampling_rate() else {
             return;
         };
-        let skey = (
-            key.protocol,
-            key.exporter,
-            key.domain,
-            x.sampler_id.unwrap_or(0),
-        );
+        let skey = (key.protocol, key.exporter, key.domain, x.sampler_id.unwrap_or(0));
         if let Some(r) = self.samplers.get_mut(&skey) {
             *r = rate;
             return;
@@ -909,10 +832,7 @@ impl DecoderState {
             return;
         };
         if exporter.samplers >= self.limits.samplers_per_exporter_max {
-            counters.error(DecodeError::new(
-                Reason::TemplateLimit,
-                "samplers_per_exporter_max",
-            ));
+            counters.error(DecodeError::new(Reason::TemplateLimit, "samplers_per_exporter_max"));
             return;
         }
         exporter.samplers += 1;
@@ -947,15 +867,12 @@ fn decode_record(
 
 /// RFC 7011 §7: one length byte, or 255 then a two-byte length.
 fn variable_length(rec: &[u8], at: &mut usize) -> Result<usize, DecodeError> {
-    let short = *rec
-        .get(*at)
-        .ok_or(DecodeError::new(Reason::Truncated, "variable length"))?;
+    let short = *rec.get(*at).ok_or(DecodeError::new(Reason::Truncated, "variable length"))?;
     *at += 1;
     if short < 255 {
         return Ok(short as usize);
     }
-    let long =
-        super::be16(rec, *at).ok_or(DecodeError::new(Reason::Truncated, "variable length"))?;
+    let long = super::be16(rec, *at).ok_or(DecodeError::new(Reason::Truncated, "variable length"))?;
     *at += 2;
     Ok(long as usize)
 }
@@ -1021,6 +938,10 @@ fn reverse_record(f: &mut FlowRecord, x: &RecordExtra) {
     match x.reverse_tcp_flags {
         Some(flags) => f.set_tcp_flags(flags),
         None => f.unset(Field::TCPFlags),
+    }
+    match x.reverse_tos {
+        Some(tos) => f.set_ip_tos(tos),
+        None => f.unset(Field::IPTos),
     }
 }
 
@@ -1104,46 +1025,23 @@ impl DecoderState {
             })
             .collect();
         system_init.sort_by_key(|s| (s.exporter, s.domain));
-        Snapshot {
-            format_version: SNAPSHOT_FORMAT_VERSION,
-            templates,
-            samplers,
-            system_init,
-        }
+        Snapshot { format_version: SNAPSHOT_FORMAT_VERSION, templates, samplers, system_init }
     }
 
     /// Loads a snapshot through the same limits and validation as the wire.
-    pub fn restore(
-        &mut self,
-        snap: &Snapshot,
-        counters: &mut DecodeCounters,
-    ) -> Result<(), DecodeError> {
+    pub fn restore(&mut self, snap: &Snapshot, counters: &mut DecodeCounters) -> Result<(), DecodeError> {
         if snap.format_version != SNAPSHOT_FORMAT_VERSION {
-            return Err(DecodeError::new(
-                Reason::BadVersion,
-                "decoder state snapshot version",
-            ));
+            return Err(DecodeError::new(Reason::BadVersion, "decoder state snapshot version"));
         }
         let mut flow = FlowRecord::default();
         for t in &snap.templates {
             let exporter = addr_from_ip(t.exporter);
-            let Ok(template) = Template::compile(
-                t.protocol,
-                &t.fields,
-                t.scope_fields,
-                t.options,
-                &self.limits,
-            ) else {
+            let Ok(template) = Template::compile(t.protocol, &t.fields, t.scope_fields, t.options, &self.limits) else {
                 counters.error(DecodeError::new(Reason::BadTemplate, "snapshot template"));
                 continue;
             };
             self.touch_exporter(exporter, 0, counters);
-            let key = TemplateKey {
-                protocol: t.protocol,
-                exporter,
-                domain: t.domain,
-                template_id: t.template_id,
-            };
+            let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
             self.insert_template(key, template, counters, &mut flow, &mut |_| {});
         }
         for s in &snap.samplers {
@@ -1154,18 +1052,12 @@ impl DecoderState {
                 sampling_interval: s.sampling_rate,
                 ..Default::default()
             };
-            let key = TemplateKey {
-                protocol: s.protocol,
-                exporter,
-                domain: s.domain,
-                template_id: 0,
-            };
+            let key = TemplateKey { protocol: s.protocol, exporter, domain: s.domain, template_id: 0 };
             self.apply_options(key, &x, counters);
         }
         for s in &snap.system_init {
             let exporter = addr_from_ip(s.exporter);
-            self.system_init_ms
-                .insert((s.protocol, exporter, s.domain), s.system_init_ms);
+            self.system_init_ms.insert((s.protocol, exporter, s.domain), s.system_init_ms);
         }
         Ok(())
     }
@@ -1176,13 +1068,9 @@ impl DecoderState {
     }
 
     /// Restores from JSON bytes; a malformed file is an error, not a panic.
-    pub fn restore_json(
-        &mut self,
-        bytes: &[u8],
-        counters: &mut DecodeCounters,
-    ) -> Result<(), DecodeError> {
-        let snap: Snapshot = serde_json::from_slice(bytes)
-            .map_err(|_| DecodeError::new(Reason::BadLength, "decoder state snapshot"))?;
+    pub fn restore_json(&mut self, bytes: &[u8], counters: &mut DecodeCounters) -> Result<(), DecodeError> {
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|_| DecodeError::new(Reason::BadLength, "decoder state snapshot"))?;
         self.restore(&snap, counters)
     }
 }
