@@ -187,7 +187,7 @@ fn ntp(ns: u64) -> u64 {
 }
 
 /// Writes one element of `flow` (the inverse of the decoder's slots).
-fn put_element(out: &mut Vec<u8>, f: &FieldSpec, flow: &FlowRecord, h: &ExportHeader) {
+fn put_element(out: &mut Vec<u8>, f: &FieldSpec, flow: &FlowRecord, h: &ExportHeader, sampler_id: u64) {
     let len = if f.len == VARIABLE_LENGTH { 0 } else { f.len as usize };
     if f.len == VARIABLE_LENGTH {
         out.push(0);
@@ -254,6 +254,7 @@ fn put_element(out: &mut Vec<u8>, f: &FieldSpec, flow: &FlowRecord, h: &ExportHe
             _ => 4,
         },
         (0, 256) => flow.etype as u64,
+        (0, 48 | 302) => sampler_id,
         (REVERSE_PEN, _) => 0,
         _ => 0,
     };
@@ -268,6 +269,8 @@ pub struct MessageBuilder {
     /// Start of the open set and its id.
     open_set: Option<(usize, u16)>,
     records: u16,
+    /// Written for samplerId / selectorId elements (48, 302) of data records.
+    sampler_id: u64,
 }
 
 impl MessageBuilder {
@@ -291,11 +294,16 @@ impl MessageBuilder {
                 put_uint(&mut buf, header.domain as u64, 4);
             }
         }
-        MessageBuilder { protocol, header, buf, open_set: None, records: 0 }
+        MessageBuilder { protocol, header, buf, open_set: None, records: 0, sampler_id: 0 }
     }
 
     pub fn len(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The sampler id following data records carry (IEs 48 and 302).
+    pub fn set_sampler_id(&mut self, sampler_id: u64) {
+        self.sampler_id = sampler_id;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -380,7 +388,7 @@ impl MessageBuilder {
     pub fn data(&mut self, t: &TemplateSpec, flow: &FlowRecord) {
         self.set(t.id);
         for f in &t.fields {
-            put_element(&mut self.buf, f, flow, &self.header);
+            put_element(&mut self.buf, f, flow, &self.header, self.sampler_id);
         }
         self.records += 1;
     }

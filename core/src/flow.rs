@@ -22,13 +22,10 @@ pub const AS_PATH_MAX: usize = 32;
 pub const COMMUNITIES_MAX: usize = 16;
 
 /// Maps an IPv4 address into the 16-byte representation.
-#[inline]
+#[inline(always)]
 pub fn addr_from_v4(v4: [u8; 4]) -> Addr {
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..].copy_from_slice(&v4);
-    a
+    // One 128-bit value: ::ffff:0:0/96 plus the IPv4 address.
+    (0xffff_0000_0000u128 | u32::from_be_bytes(v4) as u128).to_be_bytes()
 }
 
 /// The IPv4 address inside `a` when it is IPv4-mapped.

@@ -28,6 +28,8 @@
 pub mod decoder;
 pub mod encode;
 pub mod flow;
+#[doc(hidden)]
+pub mod harness;
 pub mod json;
 pub mod pcap;
 pub mod wire;

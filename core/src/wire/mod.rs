@@ -138,8 +138,15 @@ pub struct Datagram<'a> {
 
 /// Reads a big-endian unsigned integer of 1..=8 bytes (RFC 7011 §6.2
 /// reduced-size encoding); longer fields keep their low 8 bytes.
-#[inline]
+#[inline(always)]
 pub fn be_uint(b: &[u8]) -> u64 {
+    match *b {
+        [x] => return x as u64,
+        [a, b] => return u16::from_be_bytes([a, b]) as u64,
+        [a, b, c, d] => return u32::from_be_bytes([a, b, c, d]) as u64,
+        [a, b, c, d, e, f, g, h] => return u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => {}
+    }
     let b = if b.len() > 8 { &b[b.len() - 8..] } else { b };
     let mut v = 0u64;
     for &x in b {

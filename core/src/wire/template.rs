@@ -342,7 +342,7 @@ pub struct RecordContext {
 }
 
 /// Per-record values that are not flow fields but decide some.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct RecordExtra {
     sampler_id: Option<u64>,
     sampling_interval: u64,
@@ -381,11 +381,13 @@ impl RecordExtra {
     }
 }
 
+/// Inlined so that the 16 bytes are built in registers: returned through
+/// memory, the reload stalled on store forwarding (perf/RESULTS.md).
+#[inline(always)]
 fn address(b: &[u8]) -> Option<Addr> {
-    match b.len() {
-        4 => Some(addr_from_v4([b[0], b[1], b[2], b[3]])),
-        16 => Some(b.try_into().ok()?),
-        _ => None,
+    match *b {
+        [a, b, c, d] => Some(addr_from_v4([a, b, c, d])),
+        _ => b.try_into().ok(),
     }
 }
 
@@ -400,7 +402,7 @@ fn ntp_to_unix_ns(v: u64) -> Option<u64> {
     Some(secs * 1_000_000_000 + frac_ns)
 }
 
-#[inline]
+#[inline(always)]
 fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut RecordExtra) {
     let v = || be_uint(b);
     match slot {
@@ -773,46 +775,35 @@ impl DecoderState {
         flow: &mut FlowRecord,
         sink: &mut F,
     ) -> Result<(), DecodeError> {
-        let Some(template) = self.templates.get(&key) else {
+        let DecoderState { templates, samplers, system_init_ms, .. } = self;
+        let Some(template) = templates.get(&key) else {
             self.park(key, ctx, body, counters);
             return Ok(());
         };
-        let mut options = Vec::new();
-        let system_init = self.system_init_ms.get(&(key.protocol, key.exporter, key.domain)).copied();
-        let samplers = &self.samplers;
-        let default_rate = samplers.get(&(key.protocol, key.exporter, key.domain, 0)).copied();
-        let mut rest = body;
-        while rest.len() >= template.min_len.max(1) {
-            let mut x = RecordExtra::default();
-            flow.clear();
-            let used = match decode_record(template, rest, ctx, flow, &mut x) {
-                Ok(used) => used,
-                // A last short record is padding when it is under 4 bytes (RFC 7011 §3.3.1).
-                Err(_) if rest.len() < 4 => break,
-                Err(e) => return Err(counters.error(e)),
-            };
-            rest = &rest[used..];
-            if template.options {
-                options.push(x);
-                continue;
+        let mut out = SetOutput {
+            key,
+            ctx,
+            options: template.options,
+            system_init: system_init_ms.get(&(key.protocol, key.exporter, key.domain)).copied(),
+            default_rate: samplers.get(&(key.protocol, key.exporter, key.domain, 0)).copied(),
+            samplers,
+            sampler_cache: None,
+            options_records: Vec::new(),
+            counters,
+            sink,
+        };
+        let result = match template.fixed_len {
+            Some(record_len) => {
+                decode_fixed(template, record_len, body, ctx, flow, &mut out);
+                Ok(())
             }
-            let rate = x.sampling_rate().or_else(|| match x.sampler_id {
-                Some(id) => samplers.get(&(key.protocol, key.exporter, key.domain, id)).copied(),
-                None => default_rate,
-            });
-            finish_record(flow, ctx, system_init, &x, rate);
-            sink(flow);
-            counters.flows += 1;
-            if x.reverse && (x.reverse_bytes > 0 || x.reverse_packets > 0) {
-                reverse_record(flow, &x);
-                sink(flow);
-                counters.flows += 1;
-            }
-        }
+            None => decode_variable(template, body, ctx, flow, &mut out),
+        };
+        let options = std::mem::take(&mut out.options_records);
         for x in options {
             self.apply_options(key, &x, counters);
         }
-        Ok(())
+        result
     }
 
     fn apply_options(&mut self, key: TemplateKey, x: &RecordExtra, counters: &mut DecodeCounters) {
@@ -838,6 +829,103 @@ impl DecoderState {
         exporter.samplers += 1;
         self.samplers.insert(skey, rate);
     }
+}
+
+/// Where the records of one data set go: flows to the sink (with their
+/// sampling rate and times completed), options records to the state.
+struct SetOutput<'a, F> {
+    key: TemplateKey,
+    ctx: &'a RecordContext,
+    options: bool,
+    system_init: Option<u64>,
+    default_rate: Option<u64>,
+    samplers: &'a HashMap<SamplerKey, u64>,
+    /// Records of a set almost always name the same sampler: look it up once.
+    sampler_cache: Option<(u64, Option<u64>)>,
+    options_records: Vec<RecordExtra>,
+    counters: &'a mut DecodeCounters,
+    sink: &'a mut F,
+}
+
+impl<F: FnMut(&FlowRecord)> SetOutput<'_, F> {
+    #[inline]
+    fn emit(&mut self, flow: &mut FlowRecord, x: &RecordExtra) {
+        if self.options {
+            self.options_records.push(x.clone());
+            return;
+        }
+        let key = self.key;
+        let rate = x.sampling_rate().or_else(|| match x.sampler_id {
+            Some(id) => match self.sampler_cache {
+                Some((cached, rate)) if cached == id => rate,
+                _ => {
+                    let rate = self.samplers.get(&(key.protocol, key.exporter, key.domain, id)).copied();
+                    self.sampler_cache = Some((id, rate));
+                    rate
+                }
+            },
+            None => self.default_rate,
+        });
+        finish_record(flow, self.ctx, self.system_init, x, rate);
+        (self.sink)(flow);
+        self.counters.flows += 1;
+        if x.reverse && (x.reverse_bytes > 0 || x.reverse_packets > 0) {
+            reverse_record(flow, x);
+            (self.sink)(flow);
+            self.counters.flows += 1;
+        }
+    }
+}
+
+/// Fixed-length records, one after the other; bytes after the last whole
+/// record are padding. (Decoding a chunk of records column by column was
+/// tried and was slower: see perf/RESULTS.md.)
+fn decode_fixed<F: FnMut(&FlowRecord)>(
+    t: &Template,
+    record_len: usize,
+    body: &[u8],
+    ctx: &RecordContext,
+    flow: &mut FlowRecord,
+    out: &mut SetOutput<F>,
+) {
+    if record_len == 0 {
+        return;
+    }
+    for record in body.chunks_exact(record_len) {
+        let mut x = RecordExtra::default();
+        flow.clear();
+        let mut at = 0;
+        for field in &t.fields {
+            let len = field.len as usize;
+            apply(field.slot, &record[at..at + len], flow, ctx, &mut x);
+            at += len;
+        }
+        out.emit(flow, &x);
+    }
+}
+
+/// Records with variable-length fields, one after the other.
+fn decode_variable<F: FnMut(&FlowRecord)>(
+    t: &Template,
+    body: &[u8],
+    ctx: &RecordContext,
+    flow: &mut FlowRecord,
+    out: &mut SetOutput<F>,
+) -> Result<(), DecodeError> {
+    let mut rest = body;
+    while rest.len() >= t.min_len.max(1) {
+        let mut x = RecordExtra::default();
+        flow.clear();
+        let used = match decode_record(t, rest, ctx, flow, &mut x) {
+            Ok(used) => used,
+            // A last short record is padding when it is under 4 bytes (RFC 7011 §3.3.1).
+            Err(_) if rest.len() < 4 => break,
+            Err(e) => return Err(out.counters.error(e)),
+        };
+        rest = &rest[used..];
+        out.emit(flow, &x);
+    }
+    Ok(())
 }
 
 /// Walks one record; returns the bytes it used.

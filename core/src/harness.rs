@@ -1,0 +1,105 @@
+//! The bodies of the fuzz targets (`core/fuzz`), kept here so that the
+//! regression test (`core/tests/fuzz_regressions.rs`) replays saved inputs
+//! through exactly the same code. Each takes arbitrary bytes and must never
+//! panic, loop without bound or grow memory without bound.
+
+use crate::decoder::Format;
+use crate::flow::addr_from_v4;
+use crate::pcap::{Frame, PcapReader};
+use crate::wire::template::Limits;
+use crate::{Datagram, Decoder, FlowRecord};
+
+/// Small limits so that fuzzing reaches evictions and queue overflows.
+fn tight_limits() -> Limits {
+    Limits {
+        templates_per_exporter_max: 4,
+        exporters_max: 2,
+        samplers_per_exporter_max: 2,
+        fields_per_template_max: 32,
+        pending_sets_max: 3,
+        pending_bytes_max: 4096,
+        pending_age_max_ms: 10,
+    }
+}
+
+/// Splits fuzz input into datagrams: [u16 length][bytes] repeated. The first
+/// byte picks the exporter (two of them, so state is shared and evicted).
+fn datagrams(data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let (&exporter, after) = rest.split_first()?;
+        let len = match after {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]) as usize,
+            _ => return None,
+        };
+        let body = &after[2..];
+        let take = len.min(body.len());
+        rest = &body[take..];
+        Some((exporter, &body[..take]))
+    })
+}
+
+/// Decodes a sequence of datagrams with one decoder. `format` forces the
+/// version field so that each target spends its time in one decoder.
+pub fn decode_datagrams(format: Option<Format>, data: &[u8]) {
+    let mut decoder = Decoder::new(tight_limits());
+    let mut scratch = Vec::with_capacity(2048);
+    let mut flows = 0u64;
+    for (i, (exporter, payload)) in datagrams(data).enumerate() {
+        scratch.clear();
+        scratch.extend_from_slice(payload);
+        match format {
+            Some(Format::NetflowV5) => force_version(&mut scratch, &[0, 5]),
+            Some(Format::NetflowV9) => force_version(&mut scratch, &[0, 9]),
+            Some(Format::Ipfix) => force_version(&mut scratch, &[0, 10]),
+            Some(Format::SflowV5) => force_version(&mut scratch, &[0, 0, 0, 5]),
+            None => {}
+        }
+        let d = Datagram {
+            exporter: addr_from_v4([192, 0, 2, exporter % 3]),
+            received_ns: i as u64 * 4_000_000,
+            payload: &scratch,
+        };
+        let _ = decoder.decode(&d, &mut |f: &FlowRecord| {
+            flows += 1;
+            debug_assert!(f.mpls_labels().len() <= crate::flow::MPLS_LABELS_MAX);
+        });
+    }
+    decoder.flush_pending();
+    assert_eq!(decoder.counters().flows, flows, "every flow counted once");
+    assert_eq!(decoder.state().pending_sets(), 0);
+    // The state always serializes and restores.
+    let saved = decoder.state().snapshot_json();
+    let mut restored = Decoder::new(tight_limits());
+    restored.restore_state_json(&saved).expect("own snapshot restores");
+}
+
+fn force_version(b: &mut Vec<u8>, version: &[u8]) {
+    if b.len() < version.len() {
+        b.resize(version.len(), 0);
+    }
+    b[..version.len()].copy_from_slice(version);
+}
+
+/// Reads a pcap file and decodes its datagrams, as `weir decode` does.
+pub fn read_pcap(data: &[u8]) {
+    let Ok(reader) = PcapReader::new(data) else { return };
+    let mut decoder = Decoder::new(tight_limits());
+    for frame in reader {
+        match frame {
+            Ok(Frame::Udp(u)) => {
+                let d = Datagram { exporter: u.src, received_ns: u.timestamp_ns, payload: u.payload };
+                let _ = decoder.decode(&d, &mut |_: &FlowRecord| {});
+            }
+            Ok(Frame::Skipped(_)) => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// Restores decoder state from arbitrary bytes (a damaged state file).
+pub fn restore_snapshot(data: &[u8]) {
+    let mut decoder = Decoder::new(tight_limits());
+    let _ = decoder.restore_state_json(data);
+    assert!(decoder.state().template_count() <= 2 * 4, "limits hold on restore");
+}
