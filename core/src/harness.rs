@@ -19,6 +19,7 @@ fn tight_limits() -> Limits {
         pending_sets_max: 3,
         pending_bytes_max: 4096,
         pending_age_max_ms: 10,
+        hash_seed: 1,
     }
 }
 

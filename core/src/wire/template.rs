@@ -9,7 +9,8 @@
 //! pending queue. Every bound is in `Limits`; the whole state can be saved as
 //! a `Snapshot` and restored after a restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,9 @@ pub struct Limits {
     pub pending_bytes_max: usize,
     /// How long a parked data set waits before counting as `template_missing`.
     pub pending_age_max_ms: u64,
+    /// Seed of the hash of state keys. Exporter addresses can be spoofed, so
+    /// the runtime passes a random seed to keep collisions unpredictable.
+    pub hash_seed: u64,
 }
 
 impl Default for Limits {
@@ -52,9 +56,76 @@ impl Default for Limits {
             pending_sets_max: 256,
             pending_bytes_max: 1 << 20,
             pending_age_max_ms: 60_000,
+            hash_seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
 }
+
+/// A seeded multiply-rotate hasher for the state maps: keys are short
+/// (an address and a few ids) and SipHash cost ~6% of decoding (perf/RESULTS.md).
+#[derive(Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Builds `KeyHasher`s from the decoder's seed.
+#[derive(Clone, Copy)]
+pub struct KeyHash(u64);
+
+impl Default for KeyHash {
+    fn default() -> Self {
+        KeyHash(Limits::default().hash_seed)
+    }
+}
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+type HashMap<K, V> = std::collections::HashMap<K, V, KeyHash>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Protocol {
@@ -70,9 +141,45 @@ pub struct TemplateKey {
     pub template_id: u16,
 }
 
-/// What decoding does with one field's bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
+macro_rules! slots {
+    ($($variant:ident),* $(,)?) => {
+        /// What decoding does with one field's bytes.
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Slot { $($variant,)* }
+
+        impl Slot {
+            pub const COUNT: usize = [$(Slot::$variant,)*].len();
+        }
+
+        /// Decodes one fixed-length record through its template's layout:
+        /// one test per slot, in a fixed order, each with its slot known at
+        /// compile time. The branches depend only on the template, so they
+        /// predict perfectly; walking the fields and dispatching on each slot
+        /// mispredicted (perf/RESULTS.md).
+        #[inline(always)]
+        fn decode_by_layout(
+            layout: &Layout,
+            rec: &[u8],
+            f: &mut FlowRecord,
+            ctx: &RecordContext,
+            x: &mut RecordExtra,
+        ) {
+            $(
+                if Slot::$variant != Slot::Skip {
+                    let (at, len) = layout[Slot::$variant as usize];
+                    if at != ABSENT {
+                        if let Some(b) = rec.get(at as usize..at as usize + len as usize) {
+                            apply(Slot::$variant, b, f, ctx, x);
+                        }
+                    }
+                }
+            )*
+        }
+    };
+}
+
+slots! {
     Skip,
     Bytes,
     Packets,
@@ -126,7 +233,16 @@ pub enum Slot {
     EtherType,
     Direction,
     ForwardingStatus,
-    MplsLabel(u8),
+    Mpls0,
+    Mpls1,
+    Mpls2,
+    Mpls3,
+    Mpls4,
+    Mpls5,
+    Mpls6,
+    Mpls7,
+    Mpls8,
+    Mpls9,
     SrcAddrNat,
     DstAddrNat,
     SrcPortNat,
@@ -146,7 +262,30 @@ pub enum Slot {
     ReverseTos,
 }
 
+/// Where each slot sits in a fixed-length record: (offset, length), or
+/// `ABSENT`. When a template names an element twice, the later one wins, as
+/// it would decoding field by field.
+type Layout = [(u16, u16); Slot::COUNT];
+const ABSENT: u16 = u16::MAX;
+
 impl Slot {
+    /// The slot of MPLS label stack position `position` (0..=9).
+    fn mpls(position: u16) -> Slot {
+        const MPLS: [Slot; 10] = [
+            Slot::Mpls0,
+            Slot::Mpls1,
+            Slot::Mpls2,
+            Slot::Mpls3,
+            Slot::Mpls4,
+            Slot::Mpls5,
+            Slot::Mpls6,
+            Slot::Mpls7,
+            Slot::Mpls8,
+            Slot::Mpls9,
+        ];
+        MPLS[position as usize % 10]
+    }
+
     /// Maps an information element (IANA IPFIX registry; NetFlow v9 field
     /// types 1–127 share the numbering, RFC 3954 §8) to its slot.
     pub fn for_element(id: u16, pen: u32) -> Slot {
@@ -196,7 +335,7 @@ impl Slot {
             59 | 254 => Slot::DstVlan,
             60 => Slot::IpVersion,
             61 => Slot::Direction,
-            70..=79 => Slot::MplsLabel((id - 70) as u8),
+            70..=79 => Slot::mpls(id - 70),
             80 => Slot::DstMac,
             81 => Slot::PostSrcMac,
             85 => Slot::BytesTotal,
@@ -264,6 +403,8 @@ pub struct Template {
     fixed_len: Option<usize>,
     /// Smallest possible record (variable fields counted as one byte).
     min_len: usize,
+    /// Slot positions, for fixed-length templates.
+    layout: Option<Box<Layout>>,
     inserted_seq: u64,
 }
 
@@ -309,6 +450,15 @@ impl Template {
                 fields[i].slot = Slot::SamplerId;
             }
         }
+        let layout = fixed.then(|| {
+            let mut layout = Box::new([(ABSENT, 0u16); Slot::COUNT]);
+            let mut at = 0u16;
+            for field in &fields {
+                layout[field.slot as usize] = (at, field.len);
+                at += field.len;
+            }
+            layout
+        });
         Ok(Template {
             specs: specs.to_vec(),
             fields,
@@ -316,6 +466,7 @@ impl Template {
             options,
             fixed_len: fixed.then_some(min_len),
             min_len,
+            layout,
             inserted_seq: 0,
         })
     }
@@ -341,43 +492,89 @@ pub struct RecordContext {
     pub sys_uptime_ms: Option<u32>,
 }
 
-/// Per-record values that are not flow fields but decide some.
-#[derive(Clone, Default)]
-struct RecordExtra {
-    sampler_id: Option<u64>,
-    sampling_interval: u64,
-    packet_interval: u64,
-    packet_space: u64,
-    sampling_size: u64,
-    sampling_population: u64,
-    system_init_ms: Option<u64>,
-    start_uptime_ms: Option<u64>,
-    end_uptime_ms: Option<u64>,
-    bytes_total: Option<u64>,
-    packets_total: Option<u64>,
-    ttl_min: Option<u8>,
-    post_src_mac: Option<[u8; 6]>,
-    post_dst_mac: Option<[u8; 6]>,
-    reverse: bool,
-    reverse_bytes: u64,
-    reverse_packets: u64,
-    reverse_tcp_flags: Option<u16>,
-    reverse_tos: Option<u8>,
+macro_rules! record_extra {
+    ($( $bit:literal: $field:ident: $ty:ty, $setter:ident; )*) => {
+        /// Per-record values that are not flow fields but decide some. Plain
+        /// values and a presence mask: resetting it per record is one store.
+        #[derive(Clone, Copy, Default)]
+        struct RecordExtra {
+            present: u32,
+            $($field: $ty,)*
+        }
+
+        impl RecordExtra {
+            $(
+                #[inline(always)]
+                fn $setter(&mut self, v: $ty) {
+                    self.$field = v;
+                    self.present |= 1 << $bit;
+                }
+
+                #[inline(always)]
+                fn $field(&self) -> Option<$ty> {
+                    (self.present & 1 << $bit != 0).then_some(self.$field)
+                }
+            )*
+        }
+    };
 }
 
+record_extra! {
+    0: sampler_id: u64, set_sampler_id;
+    1: sampling_interval: u64, set_sampling_interval;
+    2: packet_interval: u64, set_packet_interval;
+    3: packet_space: u64, set_packet_space;
+    4: sampling_size: u64, set_sampling_size;
+    5: sampling_population: u64, set_sampling_population;
+    6: system_init_ms: u64, set_system_init_ms;
+    7: start_uptime_ms: u64, set_start_uptime_ms;
+    8: end_uptime_ms: u64, set_end_uptime_ms;
+    9: bytes_total: u64, set_bytes_total;
+    10: packets_total: u64, set_packets_total;
+    11: ttl_min: u8, set_ttl_min;
+    12: post_src_mac: [u8; 6], set_post_src_mac;
+    13: post_dst_mac: [u8; 6], set_post_dst_mac;
+    14: reverse_bytes: u64, set_reverse_bytes;
+    15: reverse_packets: u64, set_reverse_packets;
+    16: reverse_tcp_flags: u16, set_reverse_tcp_flags;
+    17: reverse_tos: u8, set_reverse_tos;
+}
+
+/// Bits of `RecordExtra` that carry sampling information.
+const EXTRA_SAMPLING_BITS: u32 = 0b11_1110;
+/// Bits that `finish_record` must look at beyond sampling.
+const EXTRA_FINISH_BITS: u32 = 0b11_1111_1100_0000;
+/// Bits of the RFC 5103 reverse direction.
+const EXTRA_REVERSE_BITS: u32 = 0b1100_0000_0000_0000;
+
 impl RecordExtra {
+    #[inline(always)]
+    fn reset(&mut self) {
+        self.present = 0;
+    }
+
     fn sampling_rate(&self) -> Option<u64> {
-        if self.sampling_interval > 0 {
-            Some(self.sampling_interval)
-        } else if let Some(rate) =
-            self.packet_interval.saturating_add(self.packet_space).checked_div(self.packet_interval)
+        if self.present & EXTRA_SAMPLING_BITS == 0 {
+            return None;
+        }
+        let get = |v: Option<u64>| v.unwrap_or(0);
+        let (interval, packet_interval) = (get(self.sampling_interval()), get(self.packet_interval()));
+        let (size, population) = (get(self.sampling_size()), get(self.sampling_population()));
+        if interval > 0 {
+            Some(interval)
+        } else if let Some(rate) = packet_interval.saturating_add(get(self.packet_space())).checked_div(packet_interval)
         {
             Some(rate)
-        } else if self.sampling_size > 0 && self.sampling_population > 0 {
-            Some(self.sampling_population / self.sampling_size)
+        } else if size > 0 && population > 0 {
+            Some(population / size)
         } else {
             None
         }
+    }
+
+    fn is_reverse(&self) -> bool {
+        self.present & EXTRA_REVERSE_BITS != 0
+            && (self.reverse_bytes().unwrap_or(0) > 0 || self.reverse_packets().unwrap_or(0) > 0)
     }
 }
 
@@ -409,8 +606,8 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::Skip => {}
         Slot::Bytes => f.set_bytes(v()),
         Slot::Packets => f.set_packets(v()),
-        Slot::BytesTotal => x.bytes_total = Some(v()),
-        Slot::PacketsTotal => x.packets_total = Some(v()),
+        Slot::BytesTotal => x.set_bytes_total(v()),
+        Slot::PacketsTotal => x.set_packets_total(v()),
         Slot::Proto => f.set_proto(v() as u8),
         Slot::Tos => f.set_ip_tos(v() as u8),
         Slot::TcpFlags => f.set_tcp_flags(v() as u16),
@@ -428,8 +625,8 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::BgpNextHop => address(b).into_iter().for_each(|a| f.set_bgp_next_hop(a)),
         Slot::SrcAs => f.set_src_as(v() as u32),
         Slot::DstAs => f.set_dst_as(v() as u32),
-        Slot::StartUptime => x.start_uptime_ms = Some(v()),
-        Slot::EndUptime => x.end_uptime_ms = Some(v()),
+        Slot::StartUptime => x.set_start_uptime_ms(v()),
+        Slot::EndUptime => x.set_end_uptime_ms(v()),
         Slot::StartSeconds => f.set_flow_start_ns(v().saturating_mul(1_000_000_000)),
         Slot::EndSeconds => f.set_flow_end_ns(v().saturating_mul(1_000_000_000)),
         Slot::StartMillis => f.set_flow_start_ns(v().saturating_mul(1_000_000)),
@@ -452,13 +649,13 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::IcmpTypeV6 => f.set_icmpv6_type(v() as u8),
         Slot::IcmpCodeV6 => f.set_icmpv6_code(v() as u8),
         Slot::Ttl => f.set_ip_ttl(v() as u8),
-        Slot::TtlMin => x.ttl_min = Some(v() as u8),
+        Slot::TtlMin => x.set_ttl_min(v() as u8),
         Slot::FragmentId => f.set_ip_fragment_id(v() as u32),
         Slot::FragmentOffset => f.set_ip_fragment_offset(v() as u16),
         Slot::SrcMac => mac(b).into_iter().for_each(|m| f.set_src_mac(m)),
         Slot::DstMac => mac(b).into_iter().for_each(|m| f.set_dst_mac(m)),
-        Slot::PostSrcMac => x.post_src_mac = mac(b),
-        Slot::PostDstMac => x.post_dst_mac = mac(b),
+        Slot::PostSrcMac => mac(b).into_iter().for_each(|m| x.set_post_src_mac(m)),
+        Slot::PostDstMac => mac(b).into_iter().for_each(|m| x.set_post_dst_mac(m)),
         Slot::SrcVlan => f.set_src_vlan(v() as u16 & 0x0fff),
         Slot::DstVlan => f.set_dst_vlan(v() as u16 & 0x0fff),
         Slot::IpVersion => match v() {
@@ -469,9 +666,19 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::EtherType => f.set_etype(v() as u16),
         Slot::Direction => f.set_flow_direction(v() as u8),
         Slot::ForwardingStatus => f.set_forwarding_status(forwarding_status(b)),
-        Slot::MplsLabel(position) => {
+        Slot::Mpls0
+        | Slot::Mpls1
+        | Slot::Mpls2
+        | Slot::Mpls3
+        | Slot::Mpls4
+        | Slot::Mpls5
+        | Slot::Mpls6
+        | Slot::Mpls7
+        | Slot::Mpls8
+        | Slot::Mpls9 => {
             // RFC 7011 IE 70: label (20 bits), traffic class (3), bottom of stack (1).
-            f.set_mpls_label(position as usize, (v() >> 4) as u32 & 0xf_ffff);
+            let position = slot as usize - Slot::Mpls0 as usize;
+            f.set_mpls_label(position, (v() >> 4) as u32 & 0xf_ffff);
         }
         Slot::SrcAddrNat => address(b).into_iter().for_each(|a| f.set_src_addr_nat(a)),
         Slot::DstAddrNat => address(b).into_iter().for_each(|a| f.set_dst_addr_nat(a)),
@@ -479,23 +686,17 @@ fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContext, x: &mut 
         Slot::DstPortNat => f.set_dst_port_nat(v() as u16),
         Slot::IngressVrf => f.set_ingress_vrf_id(v() as u32),
         Slot::EgressVrf => f.set_egress_vrf_id(v() as u32),
-        Slot::SamplerId => x.sampler_id = Some(v()),
-        Slot::SamplingInterval => x.sampling_interval = v(),
-        Slot::PacketInterval => x.packet_interval = v(),
-        Slot::PacketSpace => x.packet_space = v(),
-        Slot::SamplingSize => x.sampling_size = v(),
-        Slot::SamplingPopulation => x.sampling_population = v(),
-        Slot::SystemInitMillis => x.system_init_ms = Some(v()),
-        Slot::ReverseBytes => {
-            x.reverse = true;
-            x.reverse_bytes = v();
-        }
-        Slot::ReversePackets => {
-            x.reverse = true;
-            x.reverse_packets = v();
-        }
-        Slot::ReverseTcpFlags => x.reverse_tcp_flags = Some(v() as u16),
-        Slot::ReverseTos => x.reverse_tos = Some(v() as u8),
+        Slot::SamplerId => x.set_sampler_id(v()),
+        Slot::SamplingInterval => x.set_sampling_interval(v()),
+        Slot::PacketInterval => x.set_packet_interval(v()),
+        Slot::PacketSpace => x.set_packet_space(v()),
+        Slot::SamplingSize => x.set_sampling_size(v()),
+        Slot::SamplingPopulation => x.set_sampling_population(v()),
+        Slot::SystemInitMillis => x.set_system_init_ms(v()),
+        Slot::ReverseBytes => x.set_reverse_bytes(v()),
+        Slot::ReversePackets => x.set_reverse_packets(v()),
+        Slot::ReverseTcpFlags => x.set_reverse_tcp_flags(v() as u16),
+        Slot::ReverseTos => x.set_reverse_tos(v() as u8),
     }
 }
 
@@ -552,7 +753,15 @@ pub struct DecoderState {
 
 impl DecoderState {
     pub fn new(limits: Limits) -> Self {
-        DecoderState { limits, ..Default::default() }
+        let hash = KeyHash(limits.hash_seed);
+        DecoderState {
+            templates: HashMap::with_hasher(hash),
+            exporters: HashMap::with_hasher(hash),
+            samplers: HashMap::with_hasher(hash),
+            system_init_ms: HashMap::with_hasher(hash),
+            limits,
+            ..Default::default()
+        }
     }
 
     pub fn limits(&self) -> &Limits {
@@ -808,13 +1017,13 @@ impl DecoderState {
 
     fn apply_options(&mut self, key: TemplateKey, x: &RecordExtra, counters: &mut DecodeCounters) {
         counters.options_records += 1;
-        if let Some(init) = x.system_init_ms {
+        if let Some(init) = x.system_init_ms() {
             self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
         }
         let Some(rate) = x.sampling_rate() else {
             return;
         };
-        let skey = (key.protocol, key.exporter, key.domain, x.sampler_id.unwrap_or(0));
+        let skey = (key.protocol, key.exporter, key.domain, x.sampler_id().unwrap_or(0));
         if let Some(r) = self.samplers.get_mut(&skey) {
             *r = rate;
             return;
@@ -851,11 +1060,11 @@ impl<F: FnMut(&FlowRecord)> SetOutput<'_, F> {
     #[inline]
     fn emit(&mut self, flow: &mut FlowRecord, x: &RecordExtra) {
         if self.options {
-            self.options_records.push(x.clone());
+            self.options_records.push(*x);
             return;
         }
         let key = self.key;
-        let rate = x.sampling_rate().or_else(|| match x.sampler_id {
+        let rate = x.sampling_rate().or_else(|| match x.sampler_id() {
             Some(id) => match self.sampler_cache {
                 Some((cached, rate)) if cached == id => rate,
                 _ => {
@@ -869,7 +1078,7 @@ impl<F: FnMut(&FlowRecord)> SetOutput<'_, F> {
         finish_record(flow, self.ctx, self.system_init, x, rate);
         (self.sink)(flow);
         self.counters.flows += 1;
-        if x.reverse && (x.reverse_bytes > 0 || x.reverse_packets > 0) {
+        if x.is_reverse() {
             reverse_record(flow, x);
             (self.sink)(flow);
             self.counters.flows += 1;
@@ -891,15 +1100,12 @@ fn decode_fixed<F: FnMut(&FlowRecord)>(
     if record_len == 0 {
         return;
     }
+    let Some(layout) = &t.layout else { return };
+    let mut x = RecordExtra::default();
     for record in body.chunks_exact(record_len) {
-        let mut x = RecordExtra::default();
+        x.reset();
         flow.clear();
-        let mut at = 0;
-        for field in &t.fields {
-            let len = field.len as usize;
-            apply(field.slot, &record[at..at + len], flow, ctx, &mut x);
-            at += len;
-        }
+        decode_by_layout(layout, record, flow, ctx, &mut x);
         out.emit(flow, &x);
     }
 }
@@ -913,8 +1119,9 @@ fn decode_variable<F: FnMut(&FlowRecord)>(
     out: &mut SetOutput<F>,
 ) -> Result<(), DecodeError> {
     let mut rest = body;
+    let mut x = RecordExtra::default();
     while rest.len() >= t.min_len.max(1) {
-        let mut x = RecordExtra::default();
+        x.reset();
         flow.clear();
         let used = match decode_record(t, rest, ctx, flow, &mut x) {
             Ok(used) => used,
@@ -978,30 +1185,38 @@ fn finish_record(
     if let Some(rate) = rate {
         f.set_sampling_rate(rate);
     }
-    let init = x.system_init_ms.or(system_init);
-    if let Some(t) = x.start_uptime_ms.and_then(|u| uptime_to_ns(ctx, init, u)) {
-        f.set_flow_start_ns(t);
-    }
-    if let Some(t) = x.end_uptime_ms.and_then(|u| uptime_to_ns(ctx, init, u)) {
-        f.set_flow_end_ns(t);
-    }
-    if let (Some(b), false) = (x.bytes_total, f.has(Field::Bytes)) {
-        f.set_bytes(b);
-    }
-    if let (Some(p), false) = (x.packets_total, f.has(Field::Packets)) {
-        f.set_packets(p);
-    }
-    if let (Some(t), false) = (x.ttl_min, f.has(Field::IPTTL)) {
-        f.set_ip_ttl(t);
-    }
-    if let (Some(m), false) = (x.post_src_mac, f.has(Field::SrcMAC)) {
-        f.set_src_mac(m);
-    }
-    if let (Some(m), false) = (x.post_dst_mac, f.has(Field::DstMAC)) {
-        f.set_dst_mac(m);
+    if x.present & EXTRA_FINISH_BITS != 0 {
+        finish_extras(f, ctx, system_init, x);
     }
     if !f.has(Field::EType) {
         infer_etype(f);
+    }
+}
+
+/// Times relative to sysUpTime, and fallbacks (total counts, minimum TTL,
+/// post-NAT MACs) for fields the record did not carry directly.
+fn finish_extras(f: &mut FlowRecord, ctx: &RecordContext, system_init: Option<u64>, x: &RecordExtra) {
+    let init = x.system_init_ms().or(system_init);
+    if let Some(t) = x.start_uptime_ms().and_then(|u| uptime_to_ns(ctx, init, u)) {
+        f.set_flow_start_ns(t);
+    }
+    if let Some(t) = x.end_uptime_ms().and_then(|u| uptime_to_ns(ctx, init, u)) {
+        f.set_flow_end_ns(t);
+    }
+    if let (Some(b), false) = (x.bytes_total(), f.has(Field::Bytes)) {
+        f.set_bytes(b);
+    }
+    if let (Some(p), false) = (x.packets_total(), f.has(Field::Packets)) {
+        f.set_packets(p);
+    }
+    if let (Some(t), false) = (x.ttl_min(), f.has(Field::IPTTL)) {
+        f.set_ip_ttl(t);
+    }
+    if let (Some(m), false) = (x.post_src_mac(), f.has(Field::SrcMAC)) {
+        f.set_src_mac(m);
+    }
+    if let (Some(m), false) = (x.post_dst_mac(), f.has(Field::DstMAC)) {
+        f.set_dst_mac(m);
     }
 }
 
@@ -1021,13 +1236,13 @@ fn infer_etype(f: &mut FlowRecord) {
 /// RFC 5103: the reverse direction of a biflow record becomes its own flow.
 fn reverse_record(f: &mut FlowRecord, x: &RecordExtra) {
     f.swap_direction();
-    f.set_bytes(x.reverse_bytes);
-    f.set_packets(x.reverse_packets);
-    match x.reverse_tcp_flags {
+    f.set_bytes(x.reverse_bytes().unwrap_or(0));
+    f.set_packets(x.reverse_packets().unwrap_or(0));
+    match x.reverse_tcp_flags() {
         Some(flags) => f.set_tcp_flags(flags),
         None => f.unset(Field::TCPFlags),
     }
-    match x.reverse_tos {
+    match x.reverse_tos() {
         Some(tos) => f.set_ip_tos(tos),
         None => f.unset(Field::IPTos),
     }
@@ -1135,11 +1350,9 @@ impl DecoderState {
         for s in &snap.samplers {
             let exporter = addr_from_ip(s.exporter);
             self.touch_exporter(exporter, 0, counters);
-            let x = RecordExtra {
-                sampler_id: Some(s.sampler_id),
-                sampling_interval: s.sampling_rate,
-                ..Default::default()
-            };
+            let mut x = RecordExtra::default();
+            x.set_sampler_id(s.sampler_id);
+            x.set_sampling_interval(s.sampling_rate);
             let key = TemplateKey { protocol: s.protocol, exporter, domain: s.domain, template_id: 0 };
             self.apply_options(key, &x, counters);
         }
