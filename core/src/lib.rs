@@ -24,6 +24,8 @@
 //!   property tests and the perf flow generator).
 //! - `pcap`: reads capture files from memory into UDP datagrams.
 //! - `json`: one flow as one JSON object.
+//! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
+//!   regression test that replays saved inputs.
 
 pub mod decoder;
 pub mod encode;

@@ -332,4 +332,77 @@ mod tests {
         let last = PcapReader::new(cut).unwrap().last().unwrap();
         assert_eq!(last.err(), Some(PcapError::Truncated));
     }
+
+    /// A big-endian, nanosecond pcap of one frame with `link_type`.
+    fn one_frame(link_type: u32, frame: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        for v in [MAGIC_NANOS, 0x0002_0004, 0, 0, 65_535, link_type] {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [7u32, 9, frame.len() as u32, frame.len() as u32] {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(frame);
+        f
+    }
+
+    fn ipv4_udp_packet(fragment_offset: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 31, 0, 0];
+        p.extend_from_slice(&fragment_offset.to_be_bytes());
+        p.extend_from_slice(&[64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2]);
+        p.extend_from_slice(&[0x9c, 0x40, 0x08, 0x07, 0, 11, 0, 0, 0xaa, 0xbb, 0xcc]);
+        p
+    }
+
+    fn payload_of(file: &[u8]) -> Result<Frame<'_>, PcapError> {
+        PcapReader::new(file)?.next().expect("one frame")
+    }
+
+    #[test]
+    fn every_link_type_reaches_the_udp_payload() {
+        let ip = ipv4_udp_packet(0);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&[0x08, 0x00]);
+        sll.extend_from_slice(&ip);
+        let mut sll2 = vec![0x08, 0x00];
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(&ip);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(&ip);
+        let mut vlan = vec![0u8; 12];
+        vlan.extend_from_slice(&[0x81, 0x00, 0x00, 0x0a, 0x08, 0x00]);
+        vlan.extend_from_slice(&ip);
+        for (link, frame) in [
+            (LINKTYPE_RAW, ip.clone()),
+            (LINKTYPE_LINUX_SLL, sll),
+            (LINKTYPE_LINUX_SLL2, sll2),
+            (LINKTYPE_NULL, null),
+            (LINKTYPE_ETHERNET, vlan),
+        ] {
+            let file = one_frame(link, &frame);
+            let Ok(Frame::Udp(d)) = payload_of(&file) else { panic!("link type {link}") };
+            assert_eq!((d.src_port, d.dst_port, d.payload), (40000, 2055, &[0xaa, 0xbb, 0xcc][..]), "link {link}");
+            assert_eq!(d.timestamp_ns, 7_000_000_009, "nanosecond magic, big-endian file");
+        }
+    }
+
+    #[test]
+    fn ipv6_udp_and_skipped_frames() {
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 11, 17, 64];
+        v6.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v6.extend_from_slice(&[0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v6.extend_from_slice(&[0x18, 0xbf, 0x12, 0x83, 0, 11, 0, 0, 1, 2, 3]);
+        let file = one_frame(LINKTYPE_RAW, &v6);
+        let Ok(Frame::Udp(d)) = payload_of(&file) else { panic!("ipv6") };
+        assert_eq!((d.src_port, d.dst_port), (6335, 4739));
+        assert_eq!(addr_to_ip(&d.dst).to_string(), "2001:db8::2");
+        let later_fragment = one_frame(LINKTYPE_RAW, &ipv4_udp_packet(100));
+        assert!(matches!(payload_of(&later_fragment), Ok(Frame::Skipped(SkipReason::Fragment))));
+        let mut tcp = ipv4_udp_packet(0);
+        tcp[9] = 6;
+        assert!(matches!(payload_of(&one_frame(LINKTYPE_RAW, &tcp)), Ok(Frame::Skipped(SkipReason::NotUdp))));
+        let arp = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x06, 0, 1];
+        assert!(matches!(payload_of(&one_frame(LINKTYPE_ETHERNET, &arp)), Ok(Frame::Skipped(SkipReason::NotIp))));
+        assert_eq!(PcapReader::new(&one_frame(105, &[])).err(), Some(PcapError::UnsupportedLinkType(105)));
+    }
 }

@@ -228,6 +228,14 @@ fn softflowd_v5_matches_tshark() {
 }
 
 #[test]
+fn fprobe_v5_matches_tshark() {
+    let mut checks = netflow_checks();
+    checks.push(Check { select: v4, ..check("cflow.nexthop", "NextHop", Conv::Text) });
+    assert!(compare("fprobe-v5.pcap", "udp.port==2055,cflow", &checks) > 300);
+    compare_relative_times("fprobe-v5.pcap");
+}
+
+#[test]
 fn softflowd_v9_matches_tshark() {
     assert!(compare("softflowd-v9.pcap", "udp.port==2055,cflow", &netflow_checks()) > 500);
 }
