@@ -749,6 +749,7 @@ pub struct DecoderState {
     pending: VecDeque<PendingSet>,
     pending_bytes: usize,
     inserted_seq: u64,
+    options_scratch: Vec<RecordExtra>,
 }
 
 impl DecoderState {
@@ -984,8 +985,13 @@ impl DecoderState {
         flow: &mut FlowRecord,
         sink: &mut F,
     ) -> Result<(), DecodeError> {
+        // Options records are applied after the set; the scratch keeps its
+        // capacity between sets so steady-state decoding allocates nothing.
+        let mut options_records = std::mem::take(&mut self.options_scratch);
+        options_records.clear();
         let DecoderState { templates, samplers, system_init_ms, .. } = self;
         let Some(template) = templates.get(&key) else {
+            self.options_scratch = options_records;
             self.park(key, ctx, body, counters);
             return Ok(());
         };
@@ -997,7 +1003,7 @@ impl DecoderState {
             default_rate: samplers.get(&(key.protocol, key.exporter, key.domain, 0)).copied(),
             samplers,
             sampler_cache: None,
-            options_records: Vec::new(),
+            options_records: &mut options_records,
             counters,
             sink,
         };
@@ -1008,10 +1014,10 @@ impl DecoderState {
             }
             None => decode_variable(template, body, ctx, flow, &mut out),
         };
-        let options = std::mem::take(&mut out.options_records);
-        for x in options {
-            self.apply_options(key, &x, counters);
+        for x in &options_records {
+            self.apply_options(key, x, counters);
         }
+        self.options_scratch = options_records;
         result
     }
 
@@ -1051,7 +1057,7 @@ struct SetOutput<'a, F> {
     samplers: &'a HashMap<SamplerKey, u64>,
     /// Records of a set almost always name the same sampler: look it up once.
     sampler_cache: Option<(u64, Option<u64>)>,
-    options_records: Vec<RecordExtra>,
+    options_records: &'a mut Vec<RecordExtra>,
     counters: &'a mut DecodeCounters,
     sink: &'a mut F,
 }
