@@ -4,7 +4,8 @@
 //! by reference — the same `FlowRecord` is reused for every flow.
 
 use crate::flow::FlowRecord;
-use crate::wire::template::{DecoderState, FieldSpec, Limits};
+use crate::wire::state::{DecoderState, Limits};
+use crate::wire::template::FieldSpec;
 use crate::wire::{be16, be32, ipfix, netflow_v5, netflow_v9, sflow, Datagram, DecodeCounters, DecodeError, Reason};
 
 /// The wire format of a datagram, from its first bytes.

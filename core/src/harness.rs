@@ -6,7 +6,7 @@
 use crate::decoder::Format;
 use crate::flow::addr_from_v4;
 use crate::pcap::{Frame, PcapReader};
-use crate::wire::template::Limits;
+use crate::wire::state::Limits;
 use crate::{Datagram, Decoder, FlowRecord};
 
 /// Small limits so that fuzzing reaches evictions and queue overflows.

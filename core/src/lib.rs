@@ -9,7 +9,7 @@
 //!  Datagram { exporter, received_ns, payload }
 //!      │
 //!  decoder::Decoder ── Format::detect ──▶ wire::{netflow_v5, netflow_v9, ipfix, sflow}
-//!      │  (wire::template::DecoderState: templates, sampling rates, pending queue)
+//!      │  (wire::state::DecoderState: templates, sampling rates, pending queue)
 //!      ▼
 //!  sink(&flow::FlowRecord)  ── one reused fixed-layout record per flow
 //!      │

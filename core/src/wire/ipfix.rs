@@ -7,7 +7,8 @@ use zerocopy::byteorder::big_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
 use super::netflow_v9::SetHeader;
-use super::template::{FieldSpec, Protocol, RecordContext, TemplateKey};
+use super::record::RecordContext;
+use super::template::{FieldSpec, Protocol, TemplateKey};
 use super::{be16, be32, Datagram, DecodeError, Reason};
 use crate::decoder::Decoder;
 use crate::flow::FlowRecord;

@@ -2,7 +2,8 @@
 
 use crate::encode::{ExportHeader, MessageBuilder, TemplateSpec};
 use crate::flow::{addr_to_ip, Field, FlowRecord};
-use crate::wire::template::{FieldSpec, Limits, Protocol, REVERSE_PEN, VARIABLE_LENGTH};
+use crate::wire::state::Limits;
+use crate::wire::template::{FieldSpec, Protocol, REVERSE_PEN, VARIABLE_LENGTH};
 use crate::wire::testing::{decode, decode_at, sample_flow_v4, Decoded, NOW_S};
 use crate::{Decoder, Reason};
 

@@ -2,7 +2,7 @@
 //! sFlow v5, decoded from a datagram into `FlowRecord`s handed to a sink.
 //!
 //! `Decoder` (in `decoder.rs`) owns the state shared between datagrams
-//! (`template::DecoderState`: templates, sampling rates, the pending queue)
+//! (`state::DecoderState`: templates, sampling rates, the pending queue)
 //! and dispatches each datagram to its format's module by the version field.
 //! Every malformed input yields a `DecodeError` whose `Reason` comes from the
 //! fixed set below; every error is counted in `DecodeCounters`.
@@ -11,7 +11,9 @@ pub mod ipfix;
 pub mod netflow_v5;
 pub mod netflow_v9;
 pub mod packet;
+pub mod record;
 pub mod sflow;
+pub mod state;
 pub mod template;
 
 use crate::flow::Addr;
