@@ -48,7 +48,7 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
         export_time_s: header.export_time.get(),
         sys_uptime_ms: None,
     };
-    dec.state.touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
+    dec.state.touch_exporter(d.exporter, d.received_ns);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     let mut rest = message;
     while !rest.is_empty() {

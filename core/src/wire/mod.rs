@@ -247,8 +247,12 @@ pub(crate) mod testing {
     }
 
     pub fn decode_at(dec: &mut Decoder, payload: &[u8], received_ns: u64) -> Decoded {
+        decode_from(dec, EXPORTER, received_ns, payload)
+    }
+
+    pub fn decode_from(dec: &mut Decoder, exporter: [u8; 4], received_ns: u64, payload: &[u8]) -> Decoded {
         let mut flows = Vec::new();
-        let d = Datagram { exporter: addr_from_v4(EXPORTER), received_ns, payload };
+        let d = Datagram { exporter: addr_from_v4(exporter), received_ns, payload };
         let r = dec.decode(&d, &mut |f: &FlowRecord| flows.push(f.clone()));
         Decoded(flows, r)
     }

@@ -47,7 +47,7 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
         export_time_s: header.unix_secs.get(),
         sys_uptime_ms: Some(header.sys_uptime_ms.get()),
     };
-    dec.state.touch_exporter(d.exporter, d.received_ns, &mut dec.counters);
+    dec.state.touch_exporter(d.exporter, d.received_ns);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     // Sets pad to 4 bytes; fewer than 4 bytes left cannot hold another set.
     while rest.len() >= 4 {

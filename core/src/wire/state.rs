@@ -125,10 +125,15 @@ struct PendingSet {
     body: Vec<u8>,
 }
 
+/// What one exporter address holds, so that its state can be bounded and
+/// forgotten without scanning everybody's.
 #[derive(Default)]
 struct ExporterState {
-    templates: usize,
-    samplers: usize,
+    /// Its templates, oldest first (the eviction order).
+    templates: Vec<TemplateKey>,
+    samplers: Vec<SamplerKey>,
+    /// (protocol, observation domain) pairs with a system init time.
+    system_init: Vec<(Protocol, u32)>,
     last_seen_ns: u64,
 }
 
@@ -145,7 +150,8 @@ pub struct DecoderState {
     system_init_ms: HashMap<(Protocol, Addr, u32), u64>,
     pending: VecDeque<PendingSet>,
     pending_bytes: usize,
-    inserted_seq: u64,
+    /// Receive time of the latest datagram, for new exporters' last-seen time.
+    last_received_ns: u64,
     options_scratch: Vec<RecordExtra>,
 }
 
@@ -183,30 +189,49 @@ impl DecoderState {
         self.samplers.get(&(p, exporter, domain, sampler_id)).copied()
     }
 
-    /// Notes that an exporter sent a datagram, making room for it if new.
-    pub(crate) fn touch_exporter(&mut self, exporter: Addr, now_ns: u64, counters: &mut DecodeCounters) {
+    /// Notes that a known exporter sent a datagram. Unknown sources get no
+    /// state until they send a template or options data that is accepted, so
+    /// spoofed junk cannot push real exporters out.
+    pub(crate) fn touch_exporter(&mut self, exporter: Addr, now_ns: u64) {
+        self.last_received_ns = now_ns;
         if let Some(e) = self.exporters.get_mut(&exporter) {
             e.last_seen_ns = now_ns;
-            return;
-        }
-        if self.exporters.len() >= self.limits.exporters_max {
-            let oldest = self.exporters.iter().min_by_key(|(_, e)| e.last_seen_ns).map(|(a, _)| *a);
-            if let Some(oldest) = oldest {
-                self.forget_exporter(oldest);
-                counters.exporter_evictions += 1;
-                counters.error(DecodeError::new(Reason::ExporterLimit, "exporter evicted"));
-            }
-        }
-        if self.limits.exporters_max > 0 {
-            self.exporters.insert(exporter, ExporterState { last_seen_ns: now_ns, ..Default::default() });
         }
     }
 
+    /// The exporter's state, created (evicting the least recently seen
+    /// exporter past `exporters_max`) when it has none.
+    fn exporter_state(&mut self, exporter: Addr, counters: &mut DecodeCounters) -> Option<&mut ExporterState> {
+        if !self.exporters.contains_key(&exporter) {
+            if self.limits.exporters_max == 0 {
+                counters.error(DecodeError::new(Reason::ExporterLimit, "exporters_max is 0"));
+                return None;
+            }
+            if self.exporters.len() >= self.limits.exporters_max {
+                let oldest = self.exporters.iter().min_by_key(|(_, e)| e.last_seen_ns).map(|(a, _)| *a);
+                if let Some(oldest) = oldest {
+                    self.forget_exporter(oldest);
+                    counters.exporter_evictions += 1;
+                    counters.error(DecodeError::new(Reason::ExporterLimit, "exporter evicted"));
+                }
+            }
+            let last_seen_ns = self.last_received_ns;
+            self.exporters.insert(exporter, ExporterState { last_seen_ns, ..Default::default() });
+        }
+        self.exporters.get_mut(&exporter)
+    }
+
     fn forget_exporter(&mut self, exporter: Addr) {
-        self.exporters.remove(&exporter);
-        self.templates.retain(|k, _| k.exporter != exporter);
-        self.samplers.retain(|k, _| k.1 != exporter);
-        self.system_init_ms.retain(|k, _| k.1 != exporter);
+        let Some(e) = self.exporters.remove(&exporter) else { return };
+        for key in &e.templates {
+            self.templates.remove(key);
+        }
+        for key in &e.samplers {
+            self.samplers.remove(key);
+        }
+        for (protocol, domain) in e.system_init {
+            self.system_init_ms.remove(&(protocol, exporter, domain));
+        }
     }
 
     /// Takes a template record from the wire: an unchanged refresh costs a
@@ -241,39 +266,29 @@ impl DecoderState {
     fn insert_template<F: FnMut(&FlowRecord)>(
         &mut self,
         key: TemplateKey,
-        mut template: Template,
+        template: Template,
         counters: &mut DecodeCounters,
         flow: &mut FlowRecord,
         sink: &mut F,
     ) {
-        let Some(exporter) = self.exporters.get_mut(&key.exporter) else {
-            counters.error(DecodeError::new(Reason::ExporterLimit, "no room for exporter"));
-            return;
-        };
-        self.inserted_seq += 1;
-        template.inserted_seq = self.inserted_seq;
-        if !self.templates.contains_key(&key) {
-            if exporter.templates >= self.limits.templates_per_exporter_max {
-                let oldest = self
-                    .templates
-                    .iter()
-                    .filter(|(k, _)| k.exporter == key.exporter)
-                    .min_by_key(|(_, t)| t.inserted_seq)
-                    .map(|(k, _)| *k);
-                match oldest {
-                    Some(oldest) => {
-                        self.templates.remove(&oldest);
-                        exporter.templates -= 1;
-                        counters.template_evictions += 1;
-                        counters.error(DecodeError::new(Reason::TemplateLimit, "template evicted"));
-                    }
-                    None => {
-                        counters.error(DecodeError::new(Reason::TemplateLimit, "templates_per_exporter_max is 0"));
-                        return;
-                    }
-                }
+        let max = self.limits.templates_per_exporter_max;
+        let is_new = !self.templates.contains_key(&key);
+        let Some(exporter) = self.exporter_state(key.exporter, counters) else { return };
+        if is_new {
+            if max == 0 {
+                counters.error(DecodeError::new(Reason::TemplateLimit, "templates_per_exporter_max is 0"));
+                return;
             }
-            exporter.templates += 1;
+            let mut evicted = None;
+            if exporter.templates.len() >= max {
+                evicted = Some(exporter.templates.remove(0));
+            }
+            exporter.templates.push(key);
+            if let Some(oldest) = evicted {
+                self.templates.remove(&oldest);
+                counters.template_evictions += 1;
+                counters.error(DecodeError::new(Reason::TemplateLimit, "template evicted"));
+            }
         }
         self.templates.insert(key, template);
         counters.templates += 1;
@@ -283,23 +298,24 @@ impl DecoderState {
     /// IPFIX template withdrawal (RFC 7011 §8.1): one id, or every template
     /// of the set's kind when `template_id` is the set id (2 or 3).
     pub(crate) fn withdraw(&mut self, key: TemplateKey, all_options: Option<bool>, counters: &mut DecodeCounters) {
-        let before = self.templates.len();
-        match all_options {
-            None => {
-                self.templates.remove(&key);
+        let Some(exporter) = self.exporters.get_mut(&key.exporter) else { return };
+        let templates = &mut self.templates;
+        let before = exporter.templates.len();
+        exporter.templates.retain(|k| {
+            let withdrawn = match all_options {
+                None => *k == key,
+                Some(options) => {
+                    k.protocol == key.protocol
+                        && k.domain == key.domain
+                        && templates.get(k).is_some_and(|t| t.options == options)
+                }
+            };
+            if withdrawn {
+                templates.remove(k);
             }
-            Some(options) => self.templates.retain(|k, t| {
-                !(k.protocol == key.protocol
-                    && k.exporter == key.exporter
-                    && k.domain == key.domain
-                    && t.options == options)
-            }),
-        }
-        let removed = before - self.templates.len();
-        counters.templates_withdrawn += removed as u64;
-        if let Some(e) = self.exporters.get_mut(&key.exporter) {
-            e.templates = e.templates.saturating_sub(removed);
-        }
+            !withdrawn
+        });
+        counters.templates_withdrawn += (before - exporter.templates.len()) as u64;
     }
 
     /// Drops parked sets older than `pending_age_max_ms` (counted as
@@ -420,25 +436,31 @@ impl DecoderState {
 
     fn apply_options(&mut self, key: TemplateKey, x: &RecordExtra, counters: &mut DecodeCounters) {
         counters.options_records += 1;
+        let max = self.limits.samplers_per_exporter_max;
         if let Some(init) = x.system_init_ms() {
+            let Some(exporter) = self.exporter_state(key.exporter, counters) else { return };
+            let domain = (key.protocol, key.domain);
+            if !exporter.system_init.contains(&domain) {
+                if exporter.system_init.len() >= max {
+                    counters.error(DecodeError::new(Reason::TemplateLimit, "samplers_per_exporter_max"));
+                    return;
+                }
+                exporter.system_init.push(domain);
+            }
             self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
         }
-        let Some(rate) = x.sampling_rate() else {
-            return;
-        };
+        let Some(rate) = x.sampling_rate() else { return };
         let skey = (key.protocol, key.exporter, key.domain, x.sampler_id().unwrap_or(0));
         if let Some(r) = self.samplers.get_mut(&skey) {
             *r = rate;
             return;
         }
-        let Some(exporter) = self.exporters.get_mut(&key.exporter) else {
-            return;
-        };
-        if exporter.samplers >= self.limits.samplers_per_exporter_max {
+        let Some(exporter) = self.exporter_state(key.exporter, counters) else { return };
+        if exporter.samplers.len() >= max {
             counters.error(DecodeError::new(Reason::TemplateLimit, "samplers_per_exporter_max"));
             return;
         }
-        exporter.samplers += 1;
+        exporter.samplers.push(skey);
         self.samplers.insert(skey, rate);
     }
 }
@@ -538,13 +560,11 @@ impl DecoderState {
                 counters.error(DecodeError::new(Reason::BadTemplate, "snapshot template"));
                 continue;
             };
-            self.touch_exporter(exporter, 0, counters);
             let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
             self.insert_template(key, template, counters, &mut flow, &mut |_| {});
         }
         for s in &snap.samplers {
             let exporter = addr_from_ip(s.exporter);
-            self.touch_exporter(exporter, 0, counters);
             let mut x = RecordExtra::default();
             x.set_sampler_id(s.sampler_id);
             x.set_sampling_interval(s.sampling_rate);
@@ -552,8 +572,15 @@ impl DecoderState {
             self.apply_options(key, &x, counters);
         }
         for s in &snap.system_init {
-            let exporter = addr_from_ip(s.exporter);
-            self.system_init_ms.insert((s.protocol, exporter, s.domain), s.system_init_ms);
+            let mut x = RecordExtra::default();
+            x.set_system_init_ms(s.system_init_ms);
+            let key = TemplateKey {
+                protocol: s.protocol,
+                exporter: addr_from_ip(s.exporter),
+                domain: s.domain,
+                template_id: 0,
+            };
+            self.apply_options(key, &x, counters);
         }
         Ok(())
     }
@@ -568,5 +595,64 @@ impl DecoderState {
         let snap: Snapshot =
             serde_json::from_slice(bytes).map_err(|_| DecodeError::new(Reason::BadLength, "decoder state snapshot"))?;
         self.restore(&snap, counters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+    use crate::wire::state::Limits;
+    use crate::wire::template::{FieldSpec, Protocol};
+    use crate::wire::testing::{decode_from, sample_flow_v4, Decoded, NOW_S};
+    use crate::{Decoder, Reason};
+
+    fn templates_and_sampler() -> Vec<u8> {
+        let h = ExportHeader { export_time_s: NOW_S, sys_uptime_ms: 0, sequence: 1, domain: 1 };
+        let mut m = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        m.template(&TemplateSpec::compact_ipv4(256));
+        let (scope, option) = (FieldSpec { id: 302, pen: 0, len: 2 }, FieldSpec { id: 34, pen: 0, len: 4 });
+        m.options_template(257, &[scope], &[option]);
+        m.raw_record(257, &[scope, option], &[0, 100]);
+        m.finish()
+    }
+
+    fn data() -> Vec<u8> {
+        let h = ExportHeader { export_time_s: NOW_S, sys_uptime_ms: 0, sequence: 2, domain: 1 };
+        let mut m = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        m.data(&TemplateSpec::compact_ipv4(256), &sample_flow_v4());
+        m.finish()
+    }
+
+    #[test]
+    fn spoofed_junk_does_not_push_real_exporters_out() {
+        let mut dec = Decoder::new(Limits { exporters_max: 2, ..Limits::default() });
+        decode_from(&mut dec, [192, 0, 2, 1], 1, &templates_and_sampler());
+        // Headers with no templates from a thousand sources create no state.
+        let junk = [0, 10, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        for i in 0..1000u32 {
+            let [_, _, a, b] = i.to_be_bytes();
+            decode_from(&mut dec, [10, 9, a, b], 2 + i as u64, &junk);
+        }
+        let Decoded(flows, _) = decode_from(&mut dec, [192, 0, 2, 1], 5000, &data());
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].sampling_rate, 100);
+        assert_eq!(dec.counters().exporter_evictions, 0);
+    }
+
+    #[test]
+    fn the_least_recently_seen_exporter_is_forgotten_whole() {
+        let mut dec = Decoder::new(Limits { exporters_max: 2, ..Limits::default() });
+        decode_from(&mut dec, [192, 0, 2, 1], 1, &templates_and_sampler());
+        decode_from(&mut dec, [192, 0, 2, 2], 2, &templates_and_sampler());
+        decode_from(&mut dec, [192, 0, 2, 2], 3, &data());
+        // A third exporter: 192.0.2.1, seen least recently, goes.
+        decode_from(&mut dec, [192, 0, 2, 3], 4, &templates_and_sampler());
+        assert_eq!(dec.counters().exporter_evictions, 1);
+        assert_eq!(dec.counters().errors[Reason::ExporterLimit as usize], 1);
+        assert_eq!(dec.state().template_count(), 4, "two exporters with two templates each");
+        let snapshot = dec.state().snapshot();
+        assert!(snapshot.samplers.iter().all(|s| s.exporter.to_string() != "192.0.2.1"));
+        let Decoded(flows, _) = decode_from(&mut dec, [192, 0, 2, 2], 5, &data());
+        assert_eq!(flows.len(), 1, "the recently seen exporter keeps its state");
     }
 }

@@ -296,7 +296,6 @@ pub struct Template {
     pub(super) min_len: usize,
     /// Slot positions, for fixed-length templates.
     pub(super) layout: Option<Box<Layout>>,
-    pub(super) inserted_seq: u64,
 }
 
 impl Template {
@@ -358,7 +357,6 @@ impl Template {
             fixed_len: fixed.then_some(min_len),
             min_len,
             layout,
-            inserted_seq: 0,
         })
     }
 
