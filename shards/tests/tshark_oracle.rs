@@ -216,6 +216,35 @@ fn records_seen_by_tshark(path: &Path, decode_as: &str) -> BTreeMap<u64, usize> 
     tshark_fields(path, decode_as, &[field]).into_iter().map(|(frame, c)| (frame, c[0].len() / per_record)).collect()
 }
 
+/// Per-datagram fields: every flow of a frame carries the datagram's source
+/// address as ExporterAddress and the header's source id (v9) or observation
+/// domain (IPFIX) as ObservationDomain.
+fn compare_datagram_fields(file: &str) {
+    let path = fixture(file);
+    let ours = weir_flows(&path);
+    let fields = ["ip.src", "cflow.source_id", "cflow.od_id"];
+    let theirs = tshark_fields(&path, "udp.port==2055,cflow", &fields);
+    let mut compared = 0;
+    for (frame, c) in &theirs {
+        let domain = c[1].first().or(c[2].first()).map(|d| normalize(Conv::Int, d));
+        for f in ours.get(frame).into_iter().flatten() {
+            assert_eq!(weir_text(&f["ExporterAddress"]), c[0][0], "{file} frame {frame}");
+            if let Some(domain) = &domain {
+                assert_eq!(&weir_text(&f["ObservationDomain"]), domain, "{file} frame {frame}");
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 20, "{file}: {compared} flows compared");
+}
+
+#[test]
+fn exporter_address_and_domain_match_tshark() {
+    for file in ["softflowd-v9.pcap", "softflowd-ipfix.pcap", "pmacct-ipfix-sampled.pcap", "pmacct-v9-sampled.pcap"] {
+        compare_datagram_fields(file);
+    }
+}
+
 fn flow_count(file: &str) -> usize {
     weir_flows(&fixture(file)).values().map(Vec::len).sum()
 }
