@@ -188,12 +188,6 @@ impl FlowRecord {
         self.present &= !field.bit();
     }
 
-    /// The raw presence mask, one bit per `Field` (for encoders and tests).
-    #[inline]
-    pub fn present_mask(&self) -> u64 {
-        self.present
-    }
-
     /// Sets the MPLS label at stack position `position` (0 = top). Positions
     /// past `MPLS_LABELS_MAX` are ignored; returns whether the label was kept.
     pub fn set_mpls_label(&mut self, position: usize, label: u32) -> bool {

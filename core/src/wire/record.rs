@@ -5,7 +5,7 @@
 //! each record (sampling rate, times, EType) and hands it to the sink.
 
 use super::state::{KeyHashMap, SamplerKey};
-use super::template::{decode_by_layout, Slot, Template, TemplateKey, VARIABLE_LENGTH};
+use super::template::{decode_by_layout, Layout, Slot, Template, TemplateKey, VARIABLE_LENGTH};
 use super::{be_uint, DecodeCounters, DecodeError, Reason};
 use crate::flow::{addr_from_v4, Addr, Field, FlowRecord};
 
@@ -303,18 +303,15 @@ impl<F: FnMut(&FlowRecord)> SetOutput<'_, F> {
 /// record are padding. (Decoding a chunk of records column by column was
 /// tried and was slower: see perf/RESULTS.md.)
 pub(super) fn decode_fixed<F: FnMut(&FlowRecord)>(
-    t: &Template,
+    layout: &Layout,
     record_len: usize,
     body: &[u8],
     ctx: &RecordContext,
     flow: &mut FlowRecord,
     out: &mut SetOutput<F>,
 ) {
-    if record_len == 0 {
-        return;
-    }
-    let Some(layout) = &t.layout else { return };
     let mut x = RecordExtra::default();
+    // `compile` refuses zero-length fields, so `record_len` is at least 1.
     for record in body.chunks_exact(record_len) {
         x.reset();
         flow.clear();
@@ -359,11 +356,8 @@ fn decode_record(
 ) -> Result<usize, DecodeError> {
     let mut at = 0usize;
     for field in &t.fields {
-        let len = if field.len == VARIABLE_LENGTH && t.fixed_len.is_none() {
-            variable_length(rec, &mut at)?
-        } else {
-            field.len as usize
-        };
+        // Only templates with a variable-length field come here (no layout).
+        let len = if field.len == VARIABLE_LENGTH { variable_length(rec, &mut at)? } else { field.len as usize };
         let Some(b) = rec.get(at..at + len) else {
             return Err(DecodeError::new(Reason::Truncated, "record past the set"));
         };

@@ -116,7 +116,6 @@ impl BuildHasher for KeyHash {
 }
 
 pub(super) type KeyHashMap<K, V> = std::collections::HashMap<K, V, KeyHash>;
-type HashMap<K, V> = KeyHashMap<K, V>;
 
 /// A data set parked until its template arrives.
 struct PendingSet {
@@ -144,10 +143,10 @@ pub(super) type SamplerKey = (Protocol, Addr, u32, u64);
 #[derive(Default)]
 pub struct DecoderState {
     limits: Limits,
-    templates: HashMap<TemplateKey, Template>,
-    exporters: HashMap<Addr, ExporterState>,
-    samplers: HashMap<SamplerKey, u64>,
-    system_init_ms: HashMap<(Protocol, Addr, u32), u64>,
+    templates: KeyHashMap<TemplateKey, Template>,
+    exporters: KeyHashMap<Addr, ExporterState>,
+    samplers: KeyHashMap<SamplerKey, u64>,
+    system_init_ms: KeyHashMap<(Protocol, Addr, u32), u64>,
     pending: VecDeque<PendingSet>,
     pending_bytes: usize,
     /// Receive time of the latest datagram, for new exporters' last-seen time.
@@ -159,21 +158,13 @@ impl DecoderState {
     pub fn new(limits: Limits) -> Self {
         let hash = KeyHash(limits.hash_seed);
         DecoderState {
-            templates: HashMap::with_hasher(hash),
-            exporters: HashMap::with_hasher(hash),
-            samplers: HashMap::with_hasher(hash),
-            system_init_ms: HashMap::with_hasher(hash),
+            templates: KeyHashMap::with_hasher(hash),
+            exporters: KeyHashMap::with_hasher(hash),
+            samplers: KeyHashMap::with_hasher(hash),
+            system_init_ms: KeyHashMap::with_hasher(hash),
             limits,
             ..Default::default()
         }
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    pub fn template(&self, key: &TemplateKey) -> Option<&Template> {
-        self.templates.get(key)
     }
 
     pub fn template_count(&self) -> usize {
@@ -182,11 +173,6 @@ impl DecoderState {
 
     pub fn pending_sets(&self) -> usize {
         self.pending.len()
-    }
-
-    /// The sampling rate announced for `sampler_id` (0: the exporter default).
-    pub fn sampling_rate(&self, p: Protocol, exporter: Addr, domain: u32, sampler_id: u64) -> Option<u64> {
-        self.samplers.get(&(p, exporter, domain, sampler_id)).copied()
     }
 
     /// Notes that a known exporter sent a datagram. Unknown sources get no
@@ -420,9 +406,9 @@ impl DecoderState {
             counters,
             sink,
         };
-        let result = match template.fixed_len {
-            Some(record_len) => {
-                decode_fixed(template, record_len, body, ctx, flow, &mut out);
+        let result = match &template.layout {
+            Some(layout) => {
+                decode_fixed(layout, template.min_len, body, ctx, flow, &mut out);
                 Ok(())
             }
             None => decode_variable(template, body, ctx, flow, &mut out),
@@ -556,12 +542,9 @@ impl DecoderState {
         let mut flow = FlowRecord::default();
         for t in &snap.templates {
             let exporter = addr_from_ip(t.exporter);
-            let Ok(template) = Template::compile(t.protocol, &t.fields, t.scope_fields, t.options, &self.limits) else {
-                counters.error(DecodeError::new(Reason::BadTemplate, "snapshot template"));
-                continue;
-            };
             let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
-            self.insert_template(key, template, counters, &mut flow, &mut |_| {});
+            // The same validation, limits and counters as a template from the wire.
+            self.offer_template(key, &t.fields, t.scope_fields, t.options, counters, &mut flow, &mut |_| {});
         }
         for s in &snap.samplers {
             let exporter = addr_from_ip(s.exporter);

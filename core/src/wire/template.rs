@@ -156,7 +156,7 @@ slots! {
 /// Where each slot sits in a fixed-length record: (offset, length), or
 /// `ABSENT`. When a template names an element twice, the later one wins, as
 /// it would decoding field by field.
-type Layout = [(u16, u16); Slot::COUNT];
+pub(super) type Layout = [(u16, u16); Slot::COUNT];
 const ABSENT: u16 = u16::MAX;
 
 impl Slot {
@@ -290,11 +290,10 @@ pub struct Template {
     /// Leading scope fields of an options template (0 for data templates).
     pub(super) scope_fields: u16,
     pub(super) options: bool,
-    /// Record length when no field is variable-length.
-    pub(super) fixed_len: Option<usize>,
-    /// Smallest possible record (variable fields counted as one byte).
+    /// Smallest possible record (variable fields counted as one byte); the
+    /// record length of a fixed-length template.
     pub(super) min_len: usize,
-    /// Slot positions, for fixed-length templates.
+    /// Slot positions; present exactly when no field is variable-length.
     pub(super) layout: Option<Box<Layout>>,
 }
 
@@ -349,22 +348,6 @@ impl Template {
             }
             layout
         });
-        Ok(Template {
-            specs: specs.to_vec(),
-            fields,
-            scope_fields,
-            options,
-            fixed_len: fixed.then_some(min_len),
-            min_len,
-            layout,
-        })
-    }
-
-    pub fn specs(&self) -> &[FieldSpec] {
-        &self.specs
-    }
-
-    pub fn is_options(&self) -> bool {
-        self.options
+        Ok(Template { specs: specs.to_vec(), fields, scope_fields, options, min_len, layout })
     }
 }
