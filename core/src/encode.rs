@@ -488,19 +488,60 @@ fn put_sflow_addr(out: &mut Vec<u8>, a: &Addr) {
 /// record (Ethernet, VLAN tag, IPv4/IPv6, TCP/UDP/ICMP built from the flow),
 /// and with `extended`, switch, router and gateway records.
 pub fn sflow_v5(agent: &SflowAgent, opts: SflowSampleOptions, flows: &[FlowRecord], out: &mut Vec<u8>) {
-    put_uint(out, 5, 4);
-    put_sflow_addr(out, &agent.address);
-    put_uint(out, agent.sub_agent_id as u64, 4);
-    put_uint(out, agent.sequence as u64, 4);
-    put_uint(out, agent.uptime_ms as u64, 4);
-    put_uint(out, flows.len() as u64, 4);
-    let mut sample = Vec::with_capacity(256);
-    for (i, f) in flows.iter().enumerate() {
-        sample.clear();
-        sflow_flow_sample(agent.sequence.wrapping_add(i as u32), opts, f, &mut sample);
-        put_uint(out, if opts.expanded { 3 } else { 1 }, 4);
-        put_uint(out, sample.len() as u64, 4);
-        out.extend_from_slice(&sample);
+    let mut builder = SflowBuilder::new(agent, opts, std::mem::take(out));
+    for f in flows {
+        builder.push(f, usize::MAX);
+    }
+    *out = builder.finish();
+}
+
+/// Builds one sFlow v5 datagram a flow sample at a time, so that a generator
+/// can fill a datagram up to a size without encoding it again per sample.
+pub struct SflowBuilder {
+    buf: Vec<u8>,
+    /// Where the sample count sits; `finish` writes it.
+    count_at: usize,
+    samples: u32,
+    sequence: u32,
+    opts: SflowSampleOptions,
+    sample: Vec<u8>,
+}
+
+impl SflowBuilder {
+    /// Appends the datagram header to `buf`.
+    pub fn new(agent: &SflowAgent, opts: SflowSampleOptions, mut buf: Vec<u8>) -> Self {
+        put_uint(&mut buf, 5, 4);
+        put_sflow_addr(&mut buf, &agent.address);
+        put_uint(&mut buf, agent.sub_agent_id as u64, 4);
+        put_uint(&mut buf, agent.sequence as u64, 4);
+        put_uint(&mut buf, agent.uptime_ms as u64, 4);
+        let count_at = buf.len();
+        put_uint(&mut buf, 0, 4);
+        SflowBuilder { buf, count_at, samples: 0, sequence: agent.sequence, opts, sample: Vec::with_capacity(256) }
+    }
+
+    /// Adds a flow sample for `f` when the datagram stays within
+    /// `bytes_max`; returns whether it did.
+    pub fn push(&mut self, f: &FlowRecord, bytes_max: usize) -> bool {
+        self.sample.clear();
+        sflow_flow_sample(self.sequence.wrapping_add(self.samples), self.opts, f, &mut self.sample);
+        if self.buf.len() + 8 + self.sample.len() > bytes_max {
+            return false;
+        }
+        put_uint(&mut self.buf, if self.opts.expanded { 3 } else { 1 }, 4);
+        put_uint(&mut self.buf, self.sample.len() as u64, 4);
+        self.buf.extend_from_slice(&self.sample);
+        self.samples += 1;
+        true
+    }
+
+    pub fn samples(&self) -> u32 {
+        self.samples
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[self.count_at..self.count_at + 4].copy_from_slice(&self.samples.to_be_bytes());
+        self.buf
     }
 }
 

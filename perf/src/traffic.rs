@@ -2,7 +2,7 @@
 //! with `weir_core::encode` — the encoder the decoder property tests check.
 
 use weir_core::encode::{
-    netflow_v5, sflow_v5, ExportHeader, MessageBuilder, SflowAgent, SflowSampleOptions, TemplateSpec,
+    netflow_v5, ExportHeader, MessageBuilder, SflowAgent, SflowBuilder, SflowSampleOptions, TemplateSpec,
 };
 use weir_core::flow::{addr_from_v4, FlowRecord};
 use weir_core::wire::template::{FieldSpec, Protocol};
@@ -155,8 +155,7 @@ pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize)
             let agent =
                 SflowAgent { address: addr_from_v4([192, 0, 2, 1]), sub_agent_id: 0, sequence: i as u32, uptime_ms: 0 };
             let opts = SflowSampleOptions { expanded: false, extended: true };
-            let mut flows = Vec::new();
-            let mut out = Vec::new();
+            let mut datagram = SflowBuilder::new(&agent, opts, Vec::with_capacity(DATAGRAM_BYTES_MAX));
             loop {
                 let mut f = mix.next_flow();
                 f.set_src_mac([2, 0, 0, 0, 0, 1]);
@@ -165,17 +164,12 @@ pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize)
                 f.set_bgp_next_hop(addr_from_v4([203, 0, 113, 1]));
                 f.push_dst_as_path(64_500);
                 f.push_dst_as_path(f.dst_as);
-                flows.push(f);
-                let mut candidate = Vec::new();
-                sflow_v5(&agent, opts, &flows, &mut candidate);
-                if candidate.len() > DATAGRAM_BYTES_MAX {
-                    flows.pop();
+                if !datagram.push(&f, DATAGRAM_BYTES_MAX) {
                     break;
                 }
-                out = candidate;
             }
-            records += flows.len();
-            out
+            records += datagram.samples() as usize;
+            datagram.finish()
         })
         .collect();
     (datagrams, records)
