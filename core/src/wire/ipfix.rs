@@ -6,7 +6,7 @@
 use zerocopy::byteorder::big_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use super::netflow_v9::SetHeader;
+use super::netflow_v9::{data_set, next_set};
 use super::record::RecordContext;
 use super::template::{FieldSpec, Protocol, TemplateKey};
 use super::{be16, be32, Datagram, DecodeError, Reason};
@@ -52,33 +52,17 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     let mut rest = message;
     while !rest.is_empty() {
-        let Ok((set, after)) = SetHeader::ref_from_prefix(rest) else {
-            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX set header")));
-        };
-        let len = set.length.get() as usize;
-        if len < 4 {
-            return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "IPFIX set length")));
-        }
-        let Some(body) = after.get(..len - 4) else {
-            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX set")));
-        };
-        rest = &rest[len..];
+        let (id, body) = next_set(dec, Protocol::Ipfix, &mut rest)?;
         let key = |template_id| TemplateKey {
             protocol: Protocol::Ipfix,
             exporter: d.exporter,
             domain: ctx.domain,
             template_id,
         };
-        match set.id.get() {
+        match id {
             TEMPLATE_SET_ID => templates(dec, body, false, &key, sink),
             OPTIONS_TEMPLATE_SET_ID => templates(dec, body, true, &key, sink),
-            id if id >= FIRST_DATA_SET_ID => {
-                let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
-                let _ = state.decode_data_set(key(id), body, &ctx, counters, flow, sink);
-            }
-            _ => {
-                dec.counters.error(DecodeError::new(Reason::Unsupported, "IPFIX reserved set id"));
-            }
+            _ => data_set(dec, key(id), body, &ctx, sink),
         }
     }
     Ok(())

@@ -51,34 +51,68 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     // Sets pad to 4 bytes; fewer than 4 bytes left cannot hold another set.
     while rest.len() >= 4 {
-        let (set, after) = SetHeader::ref_from_prefix(rest).expect("4 bytes checked");
-        let len = set.length.get() as usize;
-        if len < 4 {
-            return Err(dec.counters.error(DecodeError::new(Reason::BadLength, "v9 flowset length")));
-        }
-        let Some(body) = after.get(..len - 4) else {
-            return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v9 flowset")));
-        };
-        rest = &rest[len..];
+        let (id, body) = next_set(dec, Protocol::NetflowV9, &mut rest)?;
         let key = |template_id| TemplateKey {
             protocol: Protocol::NetflowV9,
             exporter: d.exporter,
             domain: ctx.domain,
             template_id,
         };
-        match set.id.get() {
+        match id {
             TEMPLATE_SET_ID => templates(dec, body, &key, sink),
             OPTIONS_TEMPLATE_SET_ID => options_templates(dec, body, &key, sink),
-            id if id >= FIRST_DATA_SET_ID => {
-                let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
-                let _ = state.decode_data_set(key(id), body, &ctx, counters, flow, sink);
-            }
-            _ => {
-                dec.counters.error(DecodeError::new(Reason::Unsupported, "v9 reserved flowset id"));
-            }
+            _ => data_set(dec, key(id), body, &ctx, sink),
         }
     }
     Ok(())
+}
+
+/// Splits the next set off `rest`: v9 flowsets (RFC 3954 §5.2) and IPFIX
+/// sets (RFC 7011 §3.3.2) share the header. An error is already counted.
+pub(crate) fn next_set<'a>(
+    dec: &mut Decoder,
+    protocol: Protocol,
+    rest: &mut &'a [u8],
+) -> Result<(u16, &'a [u8]), DecodeError> {
+    let [header, length, truncated] = match protocol {
+        Protocol::NetflowV9 => ["v9 flowset header", "v9 flowset length", "v9 flowset"],
+        Protocol::Ipfix => ["IPFIX set header", "IPFIX set length", "IPFIX set"],
+    };
+    let Ok((set, after)) = SetHeader::ref_from_prefix(rest) else {
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, header)));
+    };
+    let len = set.length.get() as usize;
+    if len < 4 {
+        return Err(dec.counters.error(DecodeError::new(Reason::BadLength, length)));
+    }
+    let Some(body) = after.get(..len - 4) else {
+        return Err(dec.counters.error(DecodeError::new(Reason::Truncated, truncated)));
+    };
+    let id = set.id.get();
+    *rest = &rest[len..];
+    Ok((id, body))
+}
+
+/// A set that is not a template set: data for a template (ids from 256, in
+/// v9 and IPFIX alike) or a reserved id, counted as `unsupported`.
+pub(crate) fn data_set<F: FnMut(&FlowRecord)>(
+    dec: &mut Decoder,
+    key: TemplateKey,
+    body: &[u8],
+    ctx: &RecordContext,
+    sink: &mut F,
+) {
+    if key.template_id >= FIRST_DATA_SET_ID {
+        let (state, counters, flow) = (&mut dec.state, &mut dec.counters, &mut dec.flow);
+        // Errors inside the set are counted by the state; the next set still decodes.
+        let _ = state.decode_data_set(key, body, ctx, counters, flow, sink);
+        return;
+    }
+    let context = match key.protocol {
+        Protocol::NetflowV9 => "v9 reserved flowset id",
+        Protocol::Ipfix => "IPFIX reserved set id",
+    };
+    dec.counters.error(DecodeError::new(Reason::Unsupported, context));
 }
 
 fn templates<F: FnMut(&FlowRecord)>(
