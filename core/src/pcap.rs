@@ -5,6 +5,7 @@
 //! with a reason so that the caller can count them.
 
 use crate::flow::{addr_from_v4, Addr};
+use crate::wire::packet::ipv6_extensions;
 use crate::wire::{be16, be32};
 
 const MAGIC_MICROS: u32 = 0xa1b2_c3d4;
@@ -214,27 +215,14 @@ fn ipv6_udp(p: &[u8], timestamp_ns: u64) -> Frame<'_> {
     }
     let src: Addr = p[8..24].try_into().expect("16 bytes");
     let dst: Addr = p[24..40].try_into().expect("16 bytes");
-    let mut next = p[6];
-    let mut at = 40;
-    // Hop-by-hop, routing, destination options and fragment headers.
-    for _ in 0..8 {
-        let len = match next {
-            0 | 43 | 60 => (*p.get(at + 1).unwrap_or(&0) as usize + 1) * 8,
-            44 => {
-                if be16(p, at + 2).unwrap_or(0) >> 3 != 0 {
-                    return Frame::Skipped(SkipReason::Fragment);
-                }
-                8
-            }
-            _ => break,
-        };
-        next = *p.get(at).unwrap_or(&0);
-        at += len;
+    let walk = ipv6_extensions(p);
+    if walk.fragment.is_some_and(|(offset, _)| offset != 0) {
+        return Frame::Skipped(SkipReason::Fragment);
     }
-    if next != 17 {
+    if walk.cut || walk.next_header != 17 {
         return Frame::Skipped(SkipReason::NotUdp);
     }
-    udp(p.get(at..).unwrap_or(&[]), src, dst, timestamp_ns)
+    udp(p.get(walk.at..).unwrap_or(&[]), src, dst, timestamp_ns)
 }
 
 fn udp(u: &[u8], src: Addr, dst: Addr, timestamp_ns: u64) -> Frame<'_> {

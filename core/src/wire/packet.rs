@@ -116,37 +116,57 @@ pub fn parse_ipv6(b: &[u8], f: &mut FlowRecord) {
     f.set_ip_ttl(b[7]);
     f.set_src_addr(b[8..24].try_into().expect("16 bytes"));
     f.set_dst_addr(b[24..40].try_into().expect("16 bytes"));
-    let mut next = b[6];
-    let mut at = 40;
-    let mut first_fragment = true;
+    let walk = ipv6_extensions(b);
+    if let Some((offset, id)) = walk.fragment {
+        f.set_ip_fragment_offset(offset);
+        f.set_ip_fragment_id(id);
+    }
+    f.set_proto(walk.next_header);
+    // Only the first fragment carries the transport header.
+    if !walk.cut && walk.fragment.is_none_or(|(offset, _)| offset == 0) {
+        parse_l4(walk.next_header, b.get(walk.at..).unwrap_or(&[]), true, f);
+    }
+}
+
+/// Where an IPv6 packet's transport header starts.
+pub(crate) struct Ipv6Extensions {
+    /// The protocol after the extension headers (or the header that was cut).
+    pub next_header: u8,
+    /// Offset of the transport header.
+    pub at: usize,
+    /// The last fragment header's (offset in 8-octet units, identification).
+    pub fragment: Option<(u16, u32)>,
+    /// An extension header ran past the end of the bytes.
+    pub cut: bool,
+}
+
+/// Walks hop-by-hop, routing, fragment, AH and destination options headers
+/// (at most `IPV6_EXTENSIONS_MAX`) of a packet of at least 40 bytes. Shared
+/// by sampled headers and the pcap reader.
+pub(crate) fn ipv6_extensions(b: &[u8]) -> Ipv6Extensions {
+    let mut walk = Ipv6Extensions { next_header: b[6], at: 40, fragment: None, cut: false };
     for _ in 0..IPV6_EXTENSIONS_MAX {
-        if !matches!(next, 0 | 43 | 44 | 51 | 60) {
+        if !matches!(walk.next_header, 0 | 43 | 44 | 51 | 60) {
             break;
         }
-        let Some(ext) = b.get(at..at + 8) else {
-            f.set_proto(next);
-            return;
+        let Some(ext) = b.get(walk.at..walk.at + 8) else {
+            walk.cut = true;
+            return walk;
         };
-        let len = match next {
-            0 | 43 | 60 => (ext[1] as usize + 1) * 8,
+        let len = match walk.next_header {
             44 => {
                 // RFC 8200 §4.5: offset in 8-octet units, then the identification.
                 let offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;
-                f.set_ip_fragment_offset(offset);
-                f.set_ip_fragment_id(u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]]));
-                first_fragment = offset == 0;
+                walk.fragment = Some((offset, u32::from_be_bytes([ext[4], ext[5], ext[6], ext[7]])));
                 8
             }
             51 => (ext[1] as usize + 2) * 4,
-            _ => break,
+            _ => (ext[1] as usize + 1) * 8,
         };
-        next = ext[0];
-        at += len;
+        walk.next_header = ext[0];
+        walk.at += len;
     }
-    f.set_proto(next);
-    if first_fragment {
-        parse_l4(next, b.get(at..).unwrap_or(&[]), true, f);
-    }
+    walk
 }
 
 fn parse_l4(proto: u8, b: &[u8], v6: bool, f: &mut FlowRecord) {
@@ -230,6 +250,24 @@ mod tests {
         assert_eq!((f.proto, f.icmpv6_type, f.ip_fragment_id), (58, 128, 7));
         assert_eq!(f.ipv6_flow_label, 0xabcde);
         assert_eq!(f.ip_tos, 0);
+    }
+
+    #[test]
+    fn ipv6_authentication_header_is_stepped_over() {
+        // RFC 4302 §2.2: AH length is in 4-octet units, minus 2.
+        let mut p = vec![0x60, 0, 0, 0, 0, 20, 51, 64];
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(&[17, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x04, 0xd2, 0x00, 0x35, 0, 8, 0, 0]);
+        let walk = ipv6_extensions(&p);
+        assert_eq!((walk.next_header, walk.at, walk.cut), (17, 52, false));
+        let mut f = FlowRecord::default();
+        parse_ipv6(&p, &mut f);
+        assert_eq!((f.proto, f.src_port, f.dst_port), (17, 1234, 53));
+        let cut = ipv6_extensions(&p[..45]);
+        assert!(cut.cut);
+        assert_eq!(cut.next_header, 51);
     }
 
     #[test]
