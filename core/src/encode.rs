@@ -27,6 +27,12 @@ impl ExportHeader {
     fn boot_ms(&self) -> i64 {
         self.export_time_s as i64 * 1000 - self.sys_uptime_ms as i64
     }
+
+    /// A time (ns since the epoch) as sysUpTime ms (FIRST/LAST_SWITCHED),
+    /// 0 when it falls before boot.
+    fn uptime_ms(&self, ns: u64) -> u64 {
+        (ns as i64 / 1_000_000 - self.boot_ms()).max(0) as u64
+    }
 }
 
 /// A template as the encoder writes it.
@@ -188,12 +194,12 @@ fn ntp(ns: u64) -> u64 {
 
 /// Writes one element of `flow` (the inverse of the decoder's slots).
 fn put_element(out: &mut Vec<u8>, f: &FieldSpec, flow: &FlowRecord, h: &ExportHeader, sampler_id: u64) {
-    let len = if f.len == VARIABLE_LENGTH { 0 } else { f.len as usize };
     if f.len == VARIABLE_LENGTH {
+        // An empty variable-length value (RFC 7011 §7).
         out.push(0);
         return;
     }
-    let uptime = |ns: u64| (ns as i64 / 1_000_000 - h.boot_ms()).max(0) as u64;
+    let len = f.len as usize;
     let v: u64 = match (f.pen, f.id) {
         (0, 8 | 27) => return put_addr(out, &flow.src_addr, len),
         (0, 12 | 28) => return put_addr(out, &flow.dst_addr, len),
@@ -218,8 +224,8 @@ fn put_element(out: &mut Vec<u8>, f: &FieldSpec, flow: &FlowRecord, h: &ExportHe
         (0, 13 | 30) => flow.dst_net_mask as u64,
         (0, 16) => flow.src_as as u64,
         (0, 17) => flow.dst_as as u64,
-        (0, 22) => uptime(flow.flow_start_ns),
-        (0, 21) => uptime(flow.flow_end_ns),
+        (0, 22) => h.uptime_ms(flow.flow_start_ns),
+        (0, 21) => h.uptime_ms(flow.flow_end_ns),
         (0, 150) => flow.flow_start_ns / 1_000_000_000,
         (0, 151) => flow.flow_end_ns / 1_000_000_000,
         (0, 152) => flow.flow_start_ns / 1_000_000,
@@ -440,9 +446,8 @@ pub fn netflow_v5(h: &ExportHeader, engine: (u8, u8), sampling_interval: u16, fl
         put_uint(out, f.out_if_index as u64, 2);
         put_uint(out, f.packets, 4);
         put_uint(out, f.bytes, 4);
-        let uptime = |ns: u64| (ns as i64 / 1_000_000 - h.boot_ms()).max(0) as u64;
-        put_uint(out, uptime(f.flow_start_ns), 4);
-        put_uint(out, uptime(f.flow_end_ns), 4);
+        put_uint(out, h.uptime_ms(f.flow_start_ns), 4);
+        put_uint(out, h.uptime_ms(f.flow_end_ns), 4);
         put_uint(out, f.src_port as u64, 2);
         put_uint(out, f.dst_port as u64, 2);
         out.extend_from_slice(&[0, f.tcp_flags as u8, f.proto, f.ip_tos]);

@@ -3,6 +3,7 @@
 //! object per flow on stdout and a summary on stderr.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
@@ -64,7 +65,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             write_flow(flow, &mut line);
             if args.frame_numbers {
                 line.pop();
-                line.push_str(&format!(",\"Frame\":{}}}", index + 1));
+                let _ = write!(line, ",\"Frame\":{}}}", index + 1);
             }
             line.push('\n');
             if let Err(e) = out.write_all(line.as_bytes()) {
