@@ -28,15 +28,6 @@ impl Format {
             _ => None,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::NetflowV5 => "netflow_v5",
-            Format::NetflowV9 => "netflow_v9",
-            Format::Ipfix => "ipfix",
-            Format::SflowV5 => "sflow_v5",
-        }
-    }
 }
 
 pub struct Decoder {

@@ -128,10 +128,6 @@ impl<'a> PcapReader<'a> {
         }
     }
 
-    pub fn link_type(&self) -> u32 {
-        self.link_type
-    }
-
     fn frame(&self, b: &'a [u8], timestamp_ns: u64) -> Frame<'a> {
         let l3 = match self.link_type {
             LINKTYPE_ETHERNET => ethernet_payload(b),
