@@ -4,7 +4,7 @@
 //! by reference — the same `FlowRecord` is reused for every flow.
 
 use crate::flow::FlowRecord;
-use crate::wire::state::{DecoderState, Limits};
+use crate::wire::state::{DecoderState, Limits, StateUpdate};
 use crate::wire::template::FieldSpec;
 use crate::wire::{be16, be32, ipfix, netflow_v5, netflow_v9, sflow, Datagram, DecodeCounters, DecodeError, Reason};
 
@@ -83,6 +83,29 @@ impl Decoder {
     /// Restores saved state (see `DecoderState::restore_json`).
     pub fn restore_state_json(&mut self, bytes: &[u8]) -> Result<(), DecodeError> {
         self.state.restore_json(bytes, &mut self.counters)
+    }
+
+    /// Starts logging state changes (templates, sampling rates) for
+    /// `drain_updates`: a shard broadcasts them to the other shards.
+    pub fn record_updates(&mut self) {
+        self.state.record_updates();
+    }
+
+    /// Moves the state changes made since the last call into `out`.
+    pub fn drain_updates(&mut self, out: &mut Vec<StateUpdate>) {
+        self.state.drain_updates(out);
+    }
+
+    /// Applies another shard's state change; data parked for it is decoded
+    /// into `sink`.
+    pub fn apply_update<F: FnMut(&FlowRecord)>(&mut self, update: &StateUpdate, sink: &mut F) {
+        self.state.apply_update(update, &mut self.counters, &mut self.flow, sink);
+    }
+
+    /// Drops parked data sets older than `pending_age_max_ms` at `now_ns`
+    /// (an idle shard calls this; a busy one does it per datagram).
+    pub fn expire_pending(&mut self, now_ns: u64) {
+        self.state.expire_pending(now_ns, &mut self.counters);
     }
 
     /// Gives up on every parked data set (end of input or shutdown); each is

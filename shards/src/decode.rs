@@ -99,7 +99,10 @@ fn print_summary(decoder: &Decoder, skipped: &BTreeMap<&str, u64>) {
     s.push_str(&format!("datagrams {}\nflows {}\n", c.datagrams, c.flows));
     s.push_str(&format!("templates {}\ntemplates_withdrawn {}\n", c.templates, c.templates_withdrawn));
     s.push_str(&format!("options_records {}\ncounter_samples {}\n", c.options_records, c.counter_samples));
-    s.push_str(&format!("pending_queued {}\npending_decoded {}\n", c.pending_queued, c.pending_decoded));
+    s.push_str(&format!(
+        "pending_queued {}\npending_decoded {}\npending_dropped {}\n",
+        c.pending_queued, c.pending_decoded, c.pending_dropped
+    ));
     for reason in Reason::ALL {
         s.push_str(&format!("errors{{reason=\"{}\"}} {}\n", reason.label(), c.errors[reason as usize]));
     }

@@ -108,6 +108,9 @@ pub struct DecodeCounters {
     pub pending_queued: u64,
     /// Parked data sets decoded once their template came.
     pub pending_decoded: u64,
+    /// Parked data sets given up on (full queue, too old, or shutdown); each
+    /// is also counted as a `template_missing` error.
+    pub pending_dropped: u64,
     /// sFlow counter samples (counted, not decoded).
     pub counter_samples: u64,
     /// AS paths, communities or MPLS stacks cut to their bound.

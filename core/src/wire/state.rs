@@ -152,6 +152,28 @@ pub struct DecoderState {
     /// Receive time of the latest datagram, for new exporters' last-seen time.
     last_received_ns: u64,
     options_scratch: Vec<RecordExtra>,
+    /// Changes to templates and sampling rates since the last
+    /// `drain_updates`, when recording (a shard broadcasts them).
+    updates: Option<Vec<StateUpdate>>,
+}
+
+/// One change to decoder state, as a shard broadcasts it to the others:
+/// the eBPF balancer sends an exporter's template to one shard and its data
+/// to another. Built only when state changes (a template refresh that
+/// changes nothing builds none), so the cost is off the per-flow path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateUpdate {
+    Template(TemplateSnapshot),
+    /// IPFIX withdrawal; `all_options` as in `withdraw` (None: one template).
+    Withdraw {
+        protocol: Protocol,
+        exporter: std::net::IpAddr,
+        domain: u32,
+        template_id: u16,
+        all_options: Option<bool>,
+    },
+    Sampler(SamplerSnapshot),
+    SystemInit(SystemInitSnapshot),
 }
 
 impl DecoderState {
@@ -276,6 +298,17 @@ impl DecoderState {
                 counters.error(DecodeError::new(Reason::TemplateLimit, "template evicted"));
             }
         }
+        if let Some(updates) = &mut self.updates {
+            updates.push(StateUpdate::Template(TemplateSnapshot {
+                protocol: key.protocol,
+                exporter: addr_to_ip(&key.exporter),
+                domain: key.domain,
+                template_id: key.template_id,
+                options: template.options,
+                scope_fields: template.scope_fields,
+                fields: template.specs.clone(),
+            }));
+        }
         self.templates.insert(key, template);
         counters.templates += 1;
         self.decode_parked(key, counters, flow, sink);
@@ -301,7 +334,17 @@ impl DecoderState {
             }
             !withdrawn
         });
-        counters.templates_withdrawn += (before - exporter.templates.len()) as u64;
+        let withdrawn = before - exporter.templates.len();
+        counters.templates_withdrawn += withdrawn as u64;
+        if let (Some(updates), true) = (&mut self.updates, withdrawn > 0) {
+            updates.push(StateUpdate::Withdraw {
+                protocol: key.protocol,
+                exporter: addr_to_ip(&key.exporter),
+                domain: key.domain,
+                template_id: key.template_id,
+                all_options,
+            });
+        }
     }
 
     /// Drops parked sets older than `pending_age_max_ms` (counted as
@@ -327,12 +370,14 @@ impl DecoderState {
     fn drop_front_pending(&mut self, counters: &mut DecodeCounters) {
         if let Some(p) = self.pending.pop_front() {
             self.pending_bytes -= p.body.len();
+            counters.pending_dropped += 1;
             counters.error(DecodeError::new(Reason::TemplateMissing, "no template for data set"));
         }
     }
 
     fn park(&mut self, key: TemplateKey, ctx: &RecordContext, body: &[u8], counters: &mut DecodeCounters) {
         if self.limits.pending_sets_max == 0 || body.len() > self.limits.pending_bytes_max {
+            counters.pending_dropped += 1;
             counters.error(DecodeError::new(Reason::TemplateMissing, "no template for data set"));
             return;
         }
@@ -433,12 +478,23 @@ impl DecoderState {
                 }
                 exporter.system_init.push(domain);
             }
-            self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
+            let old = self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
+            if let (Some(updates), true) = (&mut self.updates, old != Some(init)) {
+                updates.push(StateUpdate::SystemInit(SystemInitSnapshot {
+                    protocol: key.protocol,
+                    exporter: addr_to_ip(&key.exporter),
+                    domain: key.domain,
+                    system_init_ms: init,
+                }));
+            }
         }
         let Some(rate) = x.sampling_rate() else { return };
         let skey = (key.protocol, key.exporter, key.domain, x.sampler_id().unwrap_or(0));
         if let Some(r) = self.samplers.get_mut(&skey) {
-            *r = rate;
+            if *r != rate {
+                *r = rate;
+                self.record_sampler(skey, rate);
+            }
             return;
         }
         let Some(exporter) = self.exporter_state(key.exporter, counters) else { return };
@@ -448,6 +504,64 @@ impl DecoderState {
         }
         exporter.samplers.push(skey);
         self.samplers.insert(skey, rate);
+        self.record_sampler(skey, rate);
+    }
+
+    fn record_sampler(&mut self, (protocol, exporter, domain, sampler_id): SamplerKey, sampling_rate: u64) {
+        if let Some(updates) = &mut self.updates {
+            let exporter = addr_to_ip(&exporter);
+            updates.push(StateUpdate::Sampler(SamplerSnapshot {
+                protocol,
+                exporter,
+                domain,
+                sampler_id,
+                sampling_rate,
+            }));
+        }
+    }
+
+    /// Starts keeping a log of state changes for `drain_updates`.
+    pub fn record_updates(&mut self) {
+        self.updates.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the changes recorded since the last call into `out`.
+    pub fn drain_updates(&mut self, out: &mut Vec<StateUpdate>) {
+        if let Some(updates) = &mut self.updates {
+            out.append(updates);
+        }
+    }
+
+    /// Applies a change made by another shard, through the same validation
+    /// and limits as the wire; data parked for the template is decoded into
+    /// `sink`. Applying records nothing, so updates do not echo back.
+    pub fn apply_update<F: FnMut(&FlowRecord)>(
+        &mut self,
+        update: &StateUpdate,
+        counters: &mut DecodeCounters,
+        flow: &mut FlowRecord,
+        sink: &mut F,
+    ) {
+        let recording = self.updates.take();
+        match update {
+            StateUpdate::Template(t) => {
+                let exporter = addr_from_ip(t.exporter);
+                let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
+                self.offer_template(key, &t.fields, t.scope_fields, t.options, counters, flow, sink);
+            }
+            StateUpdate::Withdraw { protocol, exporter, domain, template_id, all_options } => {
+                let key = TemplateKey {
+                    protocol: *protocol,
+                    exporter: addr_from_ip(*exporter),
+                    domain: *domain,
+                    template_id: *template_id,
+                };
+                self.withdraw(key, *all_options, counters);
+            }
+            StateUpdate::Sampler(s) => self.restore_sampler(s, counters),
+            StateUpdate::SystemInit(s) => self.restore_system_init(s, counters),
+        }
+        self.updates = recording;
     }
 }
 
@@ -547,25 +661,29 @@ impl DecoderState {
             self.offer_template(key, &t.fields, t.scope_fields, t.options, counters, &mut flow, &mut |_| {});
         }
         for s in &snap.samplers {
-            let exporter = addr_from_ip(s.exporter);
-            let mut x = RecordExtra::default();
-            x.set_sampler_id(s.sampler_id);
-            x.set_sampling_interval(s.sampling_rate);
-            let key = TemplateKey { protocol: s.protocol, exporter, domain: s.domain, template_id: 0 };
-            self.apply_options(key, &x, counters);
+            self.restore_sampler(s, counters);
         }
         for s in &snap.system_init {
-            let mut x = RecordExtra::default();
-            x.set_system_init_ms(s.system_init_ms);
-            let key = TemplateKey {
-                protocol: s.protocol,
-                exporter: addr_from_ip(s.exporter),
-                domain: s.domain,
-                template_id: 0,
-            };
-            self.apply_options(key, &x, counters);
+            self.restore_system_init(s, counters);
         }
         Ok(())
+    }
+
+    fn restore_sampler(&mut self, s: &SamplerSnapshot, counters: &mut DecodeCounters) {
+        let mut x = RecordExtra::default();
+        x.set_sampler_id(s.sampler_id);
+        x.set_sampling_interval(s.sampling_rate);
+        let key =
+            TemplateKey { protocol: s.protocol, exporter: addr_from_ip(s.exporter), domain: s.domain, template_id: 0 };
+        self.apply_options(key, &x, counters);
+    }
+
+    fn restore_system_init(&mut self, s: &SystemInitSnapshot, counters: &mut DecodeCounters) {
+        let mut x = RecordExtra::default();
+        x.set_system_init_ms(s.system_init_ms);
+        let key =
+            TemplateKey { protocol: s.protocol, exporter: addr_from_ip(s.exporter), domain: s.domain, template_id: 0 };
+        self.apply_options(key, &x, counters);
     }
 
     /// `snapshot` as JSON bytes, for the file a shard writes at shutdown.
@@ -637,5 +755,64 @@ mod tests {
         assert!(snapshot.samplers.iter().all(|s| s.exporter.to_string() != "192.0.2.1"));
         let Decoded(flows, _) = decode_from(&mut dec, [192, 0, 2, 2], 5, &data());
         assert_eq!(flows.len(), 1, "the recently seen exporter keeps its state");
+    }
+
+    #[test]
+    fn a_template_learned_by_one_shard_decodes_data_parked_on_another() {
+        let (mut a, mut b) = (Decoder::default(), Decoder::default());
+        a.record_updates();
+        b.record_updates();
+        let Decoded(flows, _) = decode_from(&mut b, [192, 0, 2, 1], 1, &data());
+        assert!(flows.is_empty(), "data before its template is parked");
+        assert_eq!(b.counters().pending_queued, 1);
+        decode_from(&mut a, [192, 0, 2, 1], 2, &templates_and_sampler());
+        let mut updates = Vec::new();
+        a.drain_updates(&mut updates);
+        assert_eq!(updates.len(), 3, "data template, options template, sampling rate: {updates:?}");
+        let mut flows = Vec::new();
+        for u in &updates {
+            b.apply_update(u, &mut |f| flows.push(f.clone()));
+        }
+        assert_eq!(flows.len(), 1, "the parked data set is decoded");
+        assert_eq!(b.counters().pending_decoded, 1);
+        let mut echoed = Vec::new();
+        b.drain_updates(&mut echoed);
+        assert!(echoed.is_empty(), "applied updates are not broadcast again");
+        let Decoded(flows, _) = decode_from(&mut b, [192, 0, 2, 1], 3, &data());
+        assert_eq!(flows[0].sampling_rate, 100, "the sampling rate crossed over too");
+        // A refresh that changes nothing is not broadcast.
+        decode_from(&mut a, [192, 0, 2, 1], 4, &templates_and_sampler());
+        a.drain_updates(&mut updates);
+        assert_eq!(updates.len(), 3);
+    }
+
+    #[test]
+    fn withdrawals_cross_shards() {
+        let (mut a, mut b) = (Decoder::default(), Decoder::default());
+        a.record_updates();
+        decode_from(&mut a, [192, 0, 2, 1], 1, &templates_and_sampler());
+        decode_from(&mut b, [192, 0, 2, 1], 1, &templates_and_sampler());
+        let h = ExportHeader { export_time_s: NOW_S, sys_uptime_ms: 0, sequence: 3, domain: 1 };
+        let mut m = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        m.withdraw(256, false);
+        decode_from(&mut a, [192, 0, 2, 1], 2, &m.finish());
+        let mut updates = Vec::new();
+        a.drain_updates(&mut updates);
+        let before = b.state().template_count();
+        for u in &updates[3..] {
+            b.apply_update(u, &mut |_| {});
+        }
+        assert_eq!(b.state().template_count(), before - 1);
+    }
+
+    #[test]
+    fn pending_drops_are_counted_apart() {
+        let mut dec = Decoder::new(Limits { pending_sets_max: 1, ..Limits::default() });
+        decode_from(&mut dec, [192, 0, 2, 1], 1, &data());
+        decode_from(&mut dec, [192, 0, 2, 1], 2, &data());
+        assert_eq!(dec.counters().pending_dropped, 1);
+        dec.flush_pending();
+        assert_eq!(dec.counters().pending_dropped, 2);
+        assert_eq!(dec.counters().errors[Reason::TemplateMissing as usize], 2);
     }
 }

@@ -1,0 +1,353 @@
+//! The collector's configuration: TOML text in, a checked `Config` out.
+//!
+//! Parsing is pure (the file is read by the runtime). Unknown keys are
+//! refused, so a typo is an error and not a silently ignored setting. Every
+//! error names the key it is about, as a dotted path
+//! (`shards.cores[1]`, `listeners[0].address`), so an operator knows what to
+//! fix. Facts about the machine (how many CPUs are online) come in as
+//! arguments to `Config::check_machine`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::state::Limits;
+
+/// The whole file. Every section has defaults, so an empty file is valid.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub shards: ShardsConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub balancer: BalancerConfig,
+    pub decoder: DecoderConfig,
+    pub sink: SinkConfig,
+    pub http: HttpConfig,
+    pub run: RunConfig,
+}
+
+/// Core placement and the sizes of every per-shard buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardsConfig {
+    /// CPUs that each run one pinned shard. Empty: every online CPU except
+    /// `control_core` (all of them on a one-CPU machine).
+    pub cores: Vec<usize>,
+    /// The CPU of the control-plane threads (metrics, sink writer, signals).
+    pub control_core: usize,
+    /// Datagrams taken from a socket by one receive call.
+    pub receive_batch_datagrams: usize,
+    /// Largest datagram accepted; longer ones are cut and counted as dropped.
+    pub datagram_bytes_max: usize,
+    /// Receive buffer asked of the kernel for every socket. Sized for bursts:
+    /// ten times the steady rate for one second should fit.
+    pub socket_receive_buffer_bytes: usize,
+    /// Slots of each shard's inbox of decoder-state updates (templates,
+    /// sampling rates) sent by the other shards; a full inbox is a counted drop.
+    pub state_updates_ring_slots: usize,
+    /// How often an idle shard wakes to apply state updates, expire pending
+    /// data and flush its sink.
+    pub housekeeping_interval_ms: u64,
+}
+
+impl Default for ShardsConfig {
+    fn default() -> Self {
+        ShardsConfig {
+            cores: Vec::new(),
+            control_core: 0,
+            receive_batch_datagrams: 64,
+            datagram_bytes_max: 9216,
+            socket_receive_buffer_bytes: 32 << 20,
+            state_updates_ring_slots: 1024,
+            housekeeping_interval_ms: 50,
+        }
+    }
+}
+
+/// One UDP address every shard listens on. The format of each datagram is
+/// detected from its version field, so one port can take every format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `[::]:P` listens on IPv6 and, through mapped addresses, IPv4.
+    pub address: SocketAddr,
+}
+
+/// Defaults: NetFlow (2055), IPFIX (4739) and sFlow (6343), IPv4 and IPv6.
+pub fn default_listeners() -> Vec<ListenerConfig> {
+    [2055, 4739, 6343].map(|port| ListenerConfig { address: SocketAddr::from(([0u16; 8], port)) }).to_vec()
+}
+
+/// How the kernel spreads datagrams over the shards' sockets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BalancerMode {
+    /// The eBPF program: round robin per datagram, so one busy exporter
+    /// uses every shard. Falls back to `kernel` when it cannot be loaded.
+    #[default]
+    Ebpf,
+    /// The kernel's hash of the 5-tuple: one exporter stays on one shard.
+    Kernel,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalancerConfig {
+    pub mode: BalancerMode,
+}
+
+/// Decoder state bounds (see `wire::state::Limits`) and where the state is
+/// kept between runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecoderConfig {
+    pub templates_per_exporter_max: usize,
+    pub exporters_max: usize,
+    pub samplers_per_exporter_max: usize,
+    pub fields_per_template_max: usize,
+    pub pending_sets_max: usize,
+    pub pending_bytes_max: usize,
+    pub pending_age_max_ms: u64,
+    /// Templates and sampling rates are saved here at shutdown (and every
+    /// `state_save_interval_s`) and loaded at start. None: not kept.
+    pub state_file: Option<PathBuf>,
+    pub state_save_interval_s: u64,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        DecoderConfig {
+            templates_per_exporter_max: l.templates_per_exporter_max,
+            exporters_max: l.exporters_max,
+            samplers_per_exporter_max: l.samplers_per_exporter_max,
+            fields_per_template_max: l.fields_per_template_max,
+            pending_sets_max: l.pending_sets_max,
+            pending_bytes_max: l.pending_bytes_max,
+            pending_age_max_ms: l.pending_age_max_ms,
+            state_file: None,
+            state_save_interval_s: 60,
+        }
+    }
+}
+
+impl DecoderConfig {
+    /// The decoder's limits, with the runtime's random hash seed.
+    pub fn limits(&self, hash_seed: u64) -> Limits {
+        Limits {
+            templates_per_exporter_max: self.templates_per_exporter_max,
+            exporters_max: self.exporters_max,
+            samplers_per_exporter_max: self.samplers_per_exporter_max,
+            fields_per_template_max: self.fields_per_template_max,
+            pending_sets_max: self.pending_sets_max,
+            pending_bytes_max: self.pending_bytes_max,
+            pending_age_max_ms: self.pending_age_max_ms,
+            hash_seed,
+        }
+    }
+}
+
+/// Where decoded flows go until the store exists.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Count flows and drop them (benchmarks).
+    #[default]
+    Count,
+    /// One JSON object per flow, the keys of `weir decode`.
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// `json` output: a file (appended to, reopened on SIGHUP) or `-` for stdout.
+    pub path: PathBuf,
+    /// A shard hands its JSON lines to the writer thread in buffers of this size.
+    pub buffer_bytes: usize,
+    /// Buffers in flight between the shards and the writer; when all are
+    /// full the shards wait (backpressure, then kernel drops, counted).
+    pub buffers_max: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig { kind: SinkKind::Count, path: PathBuf::from("-"), buffer_bytes: 256 << 10, buffers_max: 64 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/metrics` (Prometheus text format). None: no HTTP server.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))) }
+    }
+}
+
+/// Process lifecycle: graceful restart and shutdown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Holds the pid of the running collector. A new `weir run` with the same
+    /// file takes the sockets over and then asks the old one to drain and exit.
+    pub pid_file: Option<PathBuf>,
+    /// How long shutdown waits for sockets to drain and sinks to flush.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { pid_file: None, drain_timeout_ms: 5000 }
+    }
+}
+
+/// A configuration error, naming the key it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path of the key (`shards.cores[1]`); empty when the text is
+    /// not TOML at all.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and checks TOML text. Machine facts are checked separately
+    /// (`check_machine`), so a file can be checked on another box.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        if config.listeners.is_empty() && !text_has_listeners(text) {
+            config.listeners = default_listeners();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The checks that need no machine facts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = &self.shards;
+        for (i, core) in s.cores.iter().enumerate() {
+            if s.cores[..i].contains(core) {
+                return Err(ConfigError::new(format!("shards.cores[{i}]"), format!("core {core} is listed twice")));
+            }
+        }
+        positive("shards.receive_batch_datagrams", s.receive_batch_datagrams as u64, 1024)?;
+        positive("shards.datagram_bytes_max", s.datagram_bytes_max as u64, 65_535)?;
+        positive("shards.socket_receive_buffer_bytes", s.socket_receive_buffer_bytes as u64, 1 << 31)?;
+        positive("shards.state_updates_ring_slots", s.state_updates_ring_slots as u64, 1 << 20)?;
+        positive("shards.housekeeping_interval_ms", s.housekeeping_interval_ms, 10_000)?;
+        if s.datagram_bytes_max < 512 {
+            return Err(ConfigError::new("shards.datagram_bytes_max", "must be at least 512 (RFC 7011 §10.3.3)"));
+        }
+        if self.listeners.is_empty() {
+            return Err(ConfigError::new("listeners", "at least one listener is needed"));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if self.listeners[..i].iter().any(|o| o.address == l.address) {
+                return Err(ConfigError::new(format!("listeners[{i}].address"), "listed twice"));
+            }
+            if l.address.port() == 0 {
+                return Err(ConfigError::new(format!("listeners[{i}].address"), "needs a port"));
+            }
+        }
+        positive("decoder.state_save_interval_s", self.decoder.state_save_interval_s, 86_400)?;
+        positive("sink.buffer_bytes", self.sink.buffer_bytes as u64, 1 << 30)?;
+        positive("sink.buffers_max", self.sink.buffers_max as u64, 1 << 16)?;
+        if self.sink.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("sink.path", "empty: use `-` for standard output"));
+        }
+        positive("run.drain_timeout_ms", self.run.drain_timeout_ms, 600_000)?;
+        Ok(())
+    }
+
+    /// Checks the cores against the machine and returns the shard cores
+    /// (resolving the empty list to every online CPU but the control core).
+    pub fn check_machine(&self, online_cpus: usize) -> Result<Vec<usize>, ConfigError> {
+        let s = &self.shards;
+        let range = format!("this machine has CPUs 0-{}", online_cpus.saturating_sub(1));
+        if s.control_core >= online_cpus {
+            return Err(ConfigError::new(
+                "shards.control_core",
+                format!("CPU {} is not online: {range}", s.control_core),
+            ));
+        }
+        for (i, core) in s.cores.iter().enumerate() {
+            if *core >= online_cpus {
+                return Err(ConfigError::new(
+                    format!("shards.cores[{i}]"),
+                    format!("CPU {core} is not online: {range}"),
+                ));
+            }
+        }
+        if !s.cores.is_empty() {
+            return Ok(s.cores.clone());
+        }
+        let cores: Vec<usize> = (0..online_cpus).filter(|c| *c != s.control_core).collect();
+        Ok(if cores.is_empty() { vec![s.control_core] } else { cores })
+    }
+}
+
+fn positive(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::new(key, format!("{value} is out of range 1..={max}")));
+    }
+    Ok(())
+}
+
+/// `listeners = []` written on purpose is an error (`check`), not the defaults.
+fn text_has_listeners(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).map(|t| t.contains_key("listeners")).unwrap_or(false)
+}
+
+/// Turns a TOML error into one naming the key: the span points into the
+/// text, and the key is read from the line it points at.
+fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span() else { return ConfigError::new("", message) };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').map(|s| s.trim_matches(|c| c == '[' || c == ']').trim().to_string()));
+    let key = match line.split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => line.trim().trim_matches(|c| c == '[' || c == ']').to_string(),
+    };
+    let key = match section {
+        Some(s) if line.contains('=') && !s.is_empty() => format!("{s}.{key}"),
+        _ => key,
+    };
+    ConfigError::new(key, format!("{message} (line {line_no})"))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
