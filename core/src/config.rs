@@ -312,6 +312,40 @@ impl Config {
     }
 }
 
+impl Config {
+    /// What SIGHUP can apply to a running collector: the socket receive
+    /// buffer size and reopening the JSON sink's file. Everything else is
+    /// listed here, by key, as needing a restart (a graceful one loses
+    /// nothing; see the README).
+    pub fn keys_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let (a, b) = (&self.shards, &new.shards);
+        let shards_live = ShardsConfig { socket_receive_buffer_bytes: a.socket_receive_buffer_bytes, ..b.clone() };
+        if *a != shards_live {
+            keys.push("shards");
+        }
+        if self.listeners != new.listeners {
+            keys.push("listeners");
+        }
+        if self.balancer != new.balancer {
+            keys.push("balancer");
+        }
+        if self.decoder != new.decoder {
+            keys.push("decoder");
+        }
+        if self.sink != new.sink {
+            keys.push("sink");
+        }
+        if self.http != new.http {
+            keys.push("http");
+        }
+        if self.run != new.run {
+            keys.push("run");
+        }
+        keys
+    }
+}
+
 fn positive(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
     if value == 0 || value > max {
         return Err(ConfigError::new(key, format!("{value} is out of range 1..={max}")));

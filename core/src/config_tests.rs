@@ -66,3 +66,12 @@ fn empty_cores_means_every_cpu_but_the_control_core() {
     assert_eq!(c.check_machine(4).unwrap(), vec![1, 2, 3]);
     assert_eq!(c.check_machine(1).unwrap(), vec![0], "one CPU: shard and control share it");
 }
+
+#[test]
+fn only_the_socket_buffer_changes_live() {
+    let old = Config::parse("").unwrap();
+    let new = Config::parse("[shards]\nsocket_receive_buffer_bytes = 1000\n").unwrap();
+    assert!(old.keys_needing_restart(&new).is_empty());
+    let new = Config::parse("[shards]\ncores = [0]\n[sink]\nkind = \"json\"\n").unwrap();
+    assert_eq!(old.keys_needing_restart(&new), vec!["shards", "sink"]);
+}

@@ -102,6 +102,20 @@ impl Decoder {
         self.state.apply_update(update, &mut self.counters, &mut self.flow, sink);
     }
 
+    /// Applies a batch of another shard's changes: sampling rates and system
+    /// init times first, so data parked for a template of the same batch is
+    /// decoded with them (an exporter often sends its templates before its
+    /// options data in one datagram).
+    pub fn apply_updates<F: FnMut(&FlowRecord)>(&mut self, updates: &[StateUpdate], sink: &mut F) {
+        let is_template = |u: &&StateUpdate| matches!(u, StateUpdate::Template(_) | StateUpdate::Withdraw { .. });
+        for u in updates.iter().filter(|u| !is_template(u)) {
+            self.apply_update(u, sink);
+        }
+        for u in updates.iter().filter(is_template) {
+            self.apply_update(u, sink);
+        }
+    }
+
     /// Drops parked data sets older than `pending_age_max_ms` at `now_ns`
     /// (an idle shard calls this; a busy one does it per datagram).
     pub fn expire_pending(&mut self, now_ns: u64) {

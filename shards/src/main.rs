@@ -1,7 +1,16 @@
-//! The `weir` binary. Subcommands live in their own modules; for now:
-//! `weir decode FILE.pcap` prints the flows of a capture as JSON lines.
+//! The `weir` binary. Subcommands live in their own modules:
+//! - `weir run --config FILE` (`run`): the collector — pinned shards
+//!   (`shard`) receiving on reuseport sockets (`socket`), decoding into a
+//!   sink (`sink`), counted at `/metrics` (`metrics`).
+//! - `weir decode FILE.pcap` (`decode`): the flows of a capture as JSON lines.
+//! - `weir config check FILE` / `weir config defaults`.
 
 mod decode;
+mod metrics;
+mod run;
+mod shard;
+mod sink;
+mod socket;
 
 use std::process::ExitCode;
 
@@ -19,12 +28,45 @@ enum Command {
     /// Decode NetFlow v5/v9, IPFIX and sFlow datagrams from a pcap file:
     /// one JSON object per flow on stdout, a summary on stderr.
     Decode(decode::Args),
+    /// Run the collector: one pinned shard per configured CPU.
+    Run(run::Args),
+    /// Check a configuration file, or print the defaults.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Parse and check a file against this machine; errors name the key.
+    Check { file: std::path::PathBuf },
+    /// Print the default configuration, every key with its value.
+    Defaults,
+}
+
+fn config_command(c: &ConfigCommand) -> Result<(), String> {
+    match c {
+        ConfigCommand::Check { file } => {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let config = weir_core::config::Config::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            // SAFETY: plain libc call.
+            let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+            let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("{}: ok ({} shards on CPUs {cores:?})", file.display(), cores.len());
+            Ok(())
+        }
+        ConfigCommand::Defaults => {
+            print!("{}", include_str!("../../config/weir.toml"));
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Config(c) => config_command(&c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

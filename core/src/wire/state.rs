@@ -534,7 +534,9 @@ impl DecoderState {
 
     /// Applies a change made by another shard, through the same validation
     /// and limits as the wire; data parked for the template is decoded into
-    /// `sink`. Applying records nothing, so updates do not echo back.
+    /// `sink`. The change itself is not recorded again (no echo), but what
+    /// the parked data teaches (an options record's sampling rate) is news
+    /// for the other shards and is recorded.
     pub fn apply_update<F: FnMut(&FlowRecord)>(
         &mut self,
         update: &StateUpdate,
@@ -542,7 +544,7 @@ impl DecoderState {
         flow: &mut FlowRecord,
         sink: &mut F,
     ) {
-        let recording = self.updates.take();
+        let recorded_before = self.updates.as_ref().map_or(0, Vec::len);
         match update {
             StateUpdate::Template(t) => {
                 let exporter = addr_from_ip(t.exporter);
@@ -561,7 +563,10 @@ impl DecoderState {
             StateUpdate::Sampler(s) => self.restore_sampler(s, counters),
             StateUpdate::SystemInit(s) => self.restore_system_init(s, counters),
         }
-        self.updates = recording;
+        if let Some(updates) = &mut self.updates {
+            let news = updates.split_off(recorded_before);
+            updates.extend(news.into_iter().filter(|u| u != update));
+        }
     }
 }
 
@@ -600,6 +605,17 @@ pub struct SystemInitSnapshot {
     pub exporter: std::net::IpAddr,
     pub domain: u32,
     pub system_init_ms: u64,
+}
+
+impl Snapshot {
+    /// The snapshot as state updates, for shards that are already running
+    /// (a graceful restart loads the state its predecessor saved on exit).
+    pub fn updates(&self) -> Vec<StateUpdate> {
+        let templates = self.templates.iter().cloned().map(StateUpdate::Template);
+        let samplers = self.samplers.iter().cloned().map(StateUpdate::Sampler);
+        let system_init = self.system_init.iter().cloned().map(StateUpdate::SystemInit);
+        templates.chain(samplers).chain(system_init).collect()
+    }
 }
 
 /// Version of the `Snapshot` layout; a file of another version is refused.
@@ -702,7 +718,7 @@ impl DecoderState {
 #[cfg(test)]
 mod tests {
     use crate::encode::{ExportHeader, MessageBuilder, TemplateSpec};
-    use crate::wire::state::Limits;
+    use crate::wire::state::{Limits, StateUpdate};
     use crate::wire::template::{FieldSpec, Protocol};
     use crate::wire::testing::{decode_from, sample_flow_v4, Decoded, NOW_S};
     use crate::{Decoder, Reason};
@@ -770,20 +786,46 @@ mod tests {
         a.drain_updates(&mut updates);
         assert_eq!(updates.len(), 3, "data template, options template, sampling rate: {updates:?}");
         let mut flows = Vec::new();
-        for u in &updates {
-            b.apply_update(u, &mut |f| flows.push(f.clone()));
-        }
+        // The sampling rate comes last in the batch and is applied first anyway.
+        assert!(matches!(updates[2], StateUpdate::Sampler(_)));
+        b.apply_updates(&updates, &mut |f| flows.push(f.clone()));
         assert_eq!(flows.len(), 1, "the parked data set is decoded");
+        assert_eq!(flows[0].sampling_rate, 100, "with the rate of the same batch");
         assert_eq!(b.counters().pending_decoded, 1);
         let mut echoed = Vec::new();
         b.drain_updates(&mut echoed);
-        assert!(echoed.is_empty(), "applied updates are not broadcast again");
+        assert!(echoed.is_empty(), "applied updates are not broadcast again: {echoed:?}");
         let Decoded(flows, _) = decode_from(&mut b, [192, 0, 2, 1], 3, &data());
         assert_eq!(flows[0].sampling_rate, 100, "the sampling rate crossed over too");
         // A refresh that changes nothing is not broadcast.
         decode_from(&mut a, [192, 0, 2, 1], 4, &templates_and_sampler());
         a.drain_updates(&mut updates);
         assert_eq!(updates.len(), 3);
+    }
+
+    #[test]
+    fn a_sampling_rate_learned_from_parked_options_data_is_broadcast() {
+        let (mut a, mut b) = (Decoder::default(), Decoder::default());
+        a.record_updates();
+        b.record_updates();
+        // B gets the options data before the options template, A gets the templates.
+        let h = ExportHeader { export_time_s: NOW_S, sys_uptime_ms: 0, sequence: 1, domain: 1 };
+        let (scope, option) = (FieldSpec { id: 302, pen: 0, len: 2 }, FieldSpec { id: 34, pen: 0, len: 4 });
+        let mut m = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        m.raw_record(257, &[scope, option], &[0, 100]);
+        decode_from(&mut b, [192, 0, 2, 1], 1, &m.finish());
+        let mut m = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        m.options_template(257, &[scope], &[option]);
+        decode_from(&mut a, [192, 0, 2, 1], 2, &m.finish());
+        let mut updates = Vec::new();
+        a.drain_updates(&mut updates);
+        for u in &updates {
+            b.apply_update(u, &mut |_| {});
+        }
+        let mut news = Vec::new();
+        b.drain_updates(&mut news);
+        assert_eq!(news.len(), 1, "the sampling rate B decoded goes back out: {news:?}");
+        assert!(matches!(&news[0], StateUpdate::Sampler(s) if s.sampling_rate == 100));
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! Counters and the `/metrics` endpoint.
+//!
+//! Each shard owns one `ShardMetrics`: it counts in plain integers on its
+//! own thread and publishes them with relaxed atomic stores after every
+//! receive batch. The HTTP thread (on the control core) reads them with
+//! relaxed loads: no locks, and a counter is written by one thread only.
+//! Names follow `weir_<room>_<thing>_<unit>`; error counters carry a bounded
+//! `reason` label.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_core::{DecodeCounters, Reason};
+
+/// Why a received datagram was dropped before decoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiveDrop {
+    /// Longer than `shards.datagram_bytes_max` (cut by the kernel).
+    TooLong,
+}
+
+impl ReceiveDrop {
+    pub const ALL: [ReceiveDrop; 1] = [ReceiveDrop::TooLong];
+    fn label(self) -> &'static str {
+        match self {
+            ReceiveDrop::TooLong => "too_long",
+        }
+    }
+}
+
+/// One socket of one shard.
+#[derive(Default)]
+pub struct SocketMetrics {
+    /// Cumulative kernel drops of the socket (SO_RXQ_OVFL).
+    pub kernel_drops: AtomicU64,
+    /// SO_RCVBUF as granted.
+    pub buffer_bytes: AtomicU64,
+}
+
+/// One shard's counters; written by the shard only.
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub datagrams: AtomicU64,
+    pub bytes: AtomicU64,
+    pub receive_drops: [AtomicU64; ReceiveDrop::ALL.len()],
+    pub receive_errors: AtomicU64,
+    pub timestamp_fallbacks: AtomicU64,
+    pub flows: AtomicU64,
+    pub templates: AtomicU64,
+    pub pending_queued: AtomicU64,
+    pub pending_decoded: AtomicU64,
+    pub pending_dropped: AtomicU64,
+    pub decode_errors: [AtomicU64; Reason::ALL.len()],
+    pub updates_sent: AtomicU64,
+    pub updates_dropped: AtomicU64,
+    pub updates_applied: AtomicU64,
+    pub sink_flows: AtomicU64,
+    /// One per listener, in config order.
+    pub sockets: Vec<SocketMetrics>,
+}
+
+impl ShardMetrics {
+    pub fn new(listeners: usize) -> Self {
+        ShardMetrics { sockets: (0..listeners).map(|_| SocketMetrics::default()).collect(), ..Default::default() }
+    }
+
+    /// Publishes the decoder's counters (owned by the shard's decoder).
+    pub fn publish_decoder(&self, c: &DecodeCounters) {
+        self.flows.store(c.flows, Relaxed);
+        self.templates.store(c.templates, Relaxed);
+        self.pending_queued.store(c.pending_queued, Relaxed);
+        self.pending_decoded.store(c.pending_decoded, Relaxed);
+        self.pending_dropped.store(c.pending_dropped, Relaxed);
+        for (a, v) in self.decode_errors.iter().zip(c.errors) {
+            a.store(v, Relaxed);
+        }
+    }
+}
+
+/// Counters of the JSON sink's writer thread.
+#[derive(Default)]
+pub struct SinkMetrics {
+    pub bytes_written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub reopens: AtomicU64,
+}
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    pub listeners: Vec<String>,
+    pub cores: Vec<usize>,
+    pub shards: Vec<Arc<ShardMetrics>>,
+    /// Per listener: 1 when the eBPF balancer is attached, 0 on the kernel hash.
+    pub ebpf_active: Vec<AtomicU64>,
+    pub sink: SinkMetrics,
+}
+
+impl Metrics {
+    pub fn new(listeners: Vec<String>, cores: Vec<usize>) -> Self {
+        let shards = cores.iter().map(|_| Arc::new(ShardMetrics::new(listeners.len()))).collect();
+        let ebpf_active = listeners.iter().map(|_| AtomicU64::new(0)).collect();
+        Metrics { listeners, cores, shards, ebpf_active, sink: SinkMetrics::default() }
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 << 10);
+        type Get = fn(&ShardMetrics) -> &AtomicU64;
+        let per_shard: [(&str, &str, Get); 13] = [
+            ("weir_receive_datagrams_total", "Datagrams received.", |m| &m.datagrams),
+            ("weir_receive_bytes_total", "UDP payload bytes received.", |m| &m.bytes),
+            ("weir_receive_errors_total", "Receive calls that failed.", |m| &m.receive_errors),
+            (
+                "weir_receive_timestamp_fallbacks_total",
+                "Datagrams without a kernel timestamp (the clock was read instead).",
+                |m| &m.timestamp_fallbacks,
+            ),
+            ("weir_decode_flows_total", "Flows decoded.", |m| &m.flows),
+            ("weir_decode_templates_total", "Template records accepted.", |m| &m.templates),
+            ("weir_decode_pending_queued_total", "Data sets parked to wait for their template.", |m| &m.pending_queued),
+            ("weir_decode_pending_decoded_total", "Parked data sets decoded once their template came.", |m| {
+                &m.pending_decoded
+            }),
+            (
+                "weir_decode_pending_drops_total",
+                "Parked data sets given up on (also counted as template_missing).",
+                |m| &m.pending_dropped,
+            ),
+            (
+                "weir_shard_state_updates_sent_total",
+                "Template and sampling-rate updates sent to the other shards.",
+                |m| &m.updates_sent,
+            ),
+            ("weir_shard_state_updates_dropped_total", "Updates not delivered: a shard's inbox was full.", |m| {
+                &m.updates_dropped
+            }),
+            ("weir_shard_state_updates_applied_total", "Updates from other shards applied.", |m| &m.updates_applied),
+            ("weir_sink_flows_total", "Flows handed to the sink.", |m| &m.sink_flows),
+        ];
+        for (name, help, get) in per_shard {
+            header(&mut out, name, help, "counter");
+            for (shard, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{shard}\",core=\"{}\"}} {}",
+                    self.cores[shard],
+                    get(m).load(Relaxed)
+                );
+            }
+        }
+        self.render_reasons(&mut out);
+        self.render_sockets(&mut out);
+        header(
+            &mut out,
+            "weir_receive_balancer_ebpf",
+            "1: the eBPF round-robin balancer is attached; 0: kernel hash.",
+            "gauge",
+        );
+        for (listener, a) in self.listeners.iter().zip(&self.ebpf_active) {
+            let _ = writeln!(out, "weir_receive_balancer_ebpf{{listener=\"{listener}\"}} {}", a.load(Relaxed));
+        }
+        let sink: [(&str, &str, &AtomicU64); 3] = [
+            ("weir_sink_bytes_written_total", "Bytes written by the JSON sink.", &self.sink.bytes_written),
+            (
+                "weir_sink_write_errors_total",
+                "Failed writes of the JSON sink (the buffer is lost).",
+                &self.sink.write_errors,
+            ),
+            ("weir_sink_reopens_total", "Times the JSON sink's file was reopened (SIGHUP).", &self.sink.reopens),
+        ];
+        for (name, help, a) in sink {
+            header(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {}", a.load(Relaxed));
+        }
+        out
+    }
+
+    fn render_reasons(&self, out: &mut String) {
+        let name = "weir_decode_errors_total";
+        header(out, name, "Datagrams, sets or samples not decoded, by reason.", "counter");
+        for (shard, m) in self.shards.iter().enumerate() {
+            for reason in Reason::ALL {
+                let v = m.decode_errors[reason as usize].load(Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{}\"}} {v}", reason.label());
+            }
+        }
+        let name = "weir_receive_drops_total";
+        header(out, name, "Datagrams dropped before decoding, by reason.", "counter");
+        for (shard, m) in self.shards.iter().enumerate() {
+            for reason in ReceiveDrop::ALL {
+                let v = m.receive_drops[reason as usize].load(Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{}\"}} {v}", reason.label());
+            }
+        }
+    }
+
+    fn render_sockets(&self, out: &mut String) {
+        let name = "weir_receive_kernel_drops_total";
+        header(out, name, "Datagrams the kernel dropped on a full socket buffer (SO_RXQ_OVFL).", "counter");
+        for (shard, m) in self.shards.iter().enumerate() {
+            for (listener, s) in self.listeners.iter().zip(&m.sockets) {
+                let v = s.kernel_drops.load(Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {v}");
+            }
+        }
+        let name = "weir_receive_socket_buffer_bytes";
+        header(out, name, "Socket receive buffer granted by the kernel (SO_RCVBUF as read back).", "gauge");
+        for (shard, m) in self.shards.iter().enumerate() {
+            for (listener, s) in self.listeners.iter().zip(&m.sockets) {
+                let v = s.buffer_bytes.load(Relaxed);
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {v}");
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Binds the metrics address (an error here stops start-up) and serves it
+/// on a thread, one request at a time: a scrape every few seconds needs no more.
+pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new().name("weir-http".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = answer(stream, &metrics);
+        }
+    })?;
+    Ok(local)
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    // Read the headers to their end so the client sees a clean close.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    let (status, kind, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
+        _ => ("404 Not Found", "text/plain", "only /metrics is served\n".to_string()),
+    };
+    let mut w = &stream;
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    w.write_all(body.as_bytes())
+}

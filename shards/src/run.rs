@@ -1,0 +1,302 @@
+//! `weir run --config FILE`: the collector.
+//!
+//! Start-up, on the main thread (which then becomes the control plane,
+//! pinned to `shards.control_core`):
+//! 1. read and check the config (errors name the key);
+//! 2. open one socket per listener per shard, all in SO_REUSEPORT groups,
+//!    and log what receive buffer the kernel granted;
+//! 3. attach the eBPF balancer per listener (or keep the kernel's hash);
+//! 4. start the sink writer, `/metrics`, and one pinned shard per core,
+//!    each loading the saved decoder state;
+//! 5. with a pid file naming a running `weir`: that is the old instance of
+//!    a graceful restart. Our sockets are in its groups and our balancer has
+//!    replaced its program, so we tell it to drain and exit (SIGTERM), wait
+//!    for it, and load the decoder state it saved on its way out.
+//!
+//! Then the control loop: SIGHUP reloads what can change live, SIGTERM or
+//! SIGINT stop the shards (each drains its sockets), and the decoder state
+//! is saved (periodically too).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use weir_core::config::{BalancerMode, Config, SinkKind};
+use weir_core::wire::state::Snapshot;
+use weir_ebpf::Balancer;
+
+use crate::metrics::{self, Metrics};
+use crate::shard::{self, Inboxes, ShardSetup};
+use crate::sink::{JsonWriter, Sink};
+use crate::socket;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration file (TOML; see config/weir.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+pub fn run(args: &Args) -> Result<(), String> {
+    let config = read_config(&args.config)?;
+    let online = online_cpus();
+    let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
+    pin_to(config.shards.control_core);
+    let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
+    let metrics = Arc::new(Metrics::new(listeners, cores.clone()));
+    let sockets = open_sockets(&config, &cores, &metrics)?;
+    let _balancers = attach_balancers(&config, &sockets, &metrics);
+    let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
+    if let Some(address) = config.http.listen {
+        let local = metrics::serve(address, metrics.clone()).map_err(|e| format!("http.listen {address}: {e}"))?;
+        log("info", &format!("metrics at http://{local}/metrics"));
+    }
+    let writer = match config.sink.kind {
+        SinkKind::Json => Some(
+            JsonWriter::start(&config.sink.path, config.sink.buffer_bytes, config.sink.buffers_max, metrics.clone())
+                .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
+        ),
+        SinkKind::Count => None,
+    };
+    let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let inboxes: Inboxes =
+        Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
+    let state_out = Arc::new(ArrayQueue::new(1));
+    let seed = random_seed();
+    let mut handles = Vec::new();
+    for (index, (core, sockets)) in cores.iter().zip(sockets).enumerate() {
+        let setup = ShardSetup {
+            index,
+            core: *core,
+            sockets,
+            receive_batch_datagrams: config.shards.receive_batch_datagrams,
+            datagram_bytes_max: config.shards.datagram_bytes_max,
+            housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
+            limits: config.decoder.limits(seed),
+            saved_state: saved_state.clone(),
+            metrics: metrics.shards[index].clone(),
+            inboxes: inboxes.clone(),
+            sink: writer.as_ref().map_or(Sink::Count { flows: 0 }, |w| w.sink()),
+            stop: stop.clone(),
+            ready: ready.clone(),
+            state_out: (index == 0)
+                .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
+        };
+        handles.push(shard::spawn(setup).map_err(|e| format!("shard {index} on CPU {core}: {e}"))?);
+    }
+    while ready.load(Relaxed) < cores.len() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    log("info", &format!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len()));
+    take_over(&config, &inboxes);
+    let control = Control { config_path: args.config.clone(), config, raw_fds, metrics, writer };
+    control.run_until_stopped(&state_out)?;
+    stop.store(true, Relaxed);
+    let mut state = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(snapshot) if i == 0 => state = Some(snapshot),
+            Ok(_) => {}
+            Err(e) => log("error", &format!("shard {i} ended badly: {e}")),
+        }
+    }
+    let Control { config, writer, .. } = control;
+    if let Some(w) = writer {
+        w.finish();
+    }
+    if let (Some(path), Some(state)) = (&config.decoder.state_file, state) {
+        save_atomically(path, &state);
+    }
+    release_pid_file(&config);
+    log("info", "stopped");
+    Ok(())
+}
+
+fn read_config(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `sockets[shard][listener]`.
+fn open_sockets(config: &Config, cores: &[usize], metrics: &Metrics) -> Result<Vec<Vec<OwnedFd>>, String> {
+    let asked = config.shards.socket_receive_buffer_bytes;
+    let mut sockets: Vec<Vec<OwnedFd>> = cores.iter().map(|_| Vec::new()).collect();
+    for (listener, l) in config.listeners.iter().enumerate() {
+        for (shard, per_shard) in sockets.iter_mut().enumerate() {
+            let (fd, opened) = socket::open(l.address, asked)
+                .map_err(|e| format!("listeners[{listener}].address {}: {e}", l.address))?;
+            metrics.shards[shard].sockets[listener].buffer_bytes.store(opened.receive_buffer_bytes as u64, Relaxed);
+            // Linux reports twice the asked size on a full grant.
+            if shard == 0 {
+                let granted = opened.receive_buffer_bytes / 2;
+                let how = if opened.forced { "SO_RCVBUFFORCE" } else { "SO_RCVBUF (not root: capped by rmem_max)" };
+                let level = if granted < asked { "warn" } else { "info" };
+                log(level, &format!("{}: receive buffer {granted} of {asked} bytes asked, via {how}", l.address));
+            }
+            per_shard.push(fd);
+        }
+    }
+    Ok(sockets)
+}
+
+fn attach_balancers(config: &Config, sockets: &[Vec<OwnedFd>], metrics: &Metrics) -> Vec<Balancer> {
+    let mut balancers = Vec::new();
+    for (listener, l) in config.listeners.iter().enumerate() {
+        let group: Vec<_> = sockets.iter().map(|s| s[listener].as_fd()).collect();
+        if config.balancer.mode == BalancerMode::Kernel {
+            // A program left by an earlier instance would still steer the group.
+            let _ = aya::programs::SkReuseport::detach(group[0]);
+            continue;
+        }
+        match Balancer::attach(&group) {
+            Ok(b) => {
+                metrics.ebpf_active[listener].store(1, Relaxed);
+                balancers.push(b);
+            }
+            Err(e) => log("warn", &format!("{}: {e}; keeping the kernel's 5-tuple hash", l.address)),
+        }
+    }
+    balancers
+}
+
+/// Graceful restart, new side: signal the instance named by the pid file,
+/// wait for it to drain and exit, then load the state it saved.
+fn take_over(config: &Config, inboxes: &Inboxes) {
+    let Some(pid_file) = &config.run.pid_file else { return };
+    let old = previous_instance(pid_file);
+    save_atomically(pid_file, format!("{}\n", std::process::id()).as_bytes());
+    let Some(old) = old else { return };
+    log("info", &format!("taking over from pid {old}: asking it to drain and exit"));
+    // SAFETY: plain syscall on a pid checked to be a running weir.
+    unsafe { libc::kill(old, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_millis(config.run.drain_timeout_ms) + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{old}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some(bytes) = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()) else { return };
+    let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) else { return };
+    let updates: Arc<[_]> = snapshot.updates().into();
+    for inbox in inboxes.iter() {
+        let _ = inbox.push(updates.clone());
+    }
+    log("info", &format!("pid {old} is gone; loaded its decoder state ({} items)", updates.len()));
+}
+
+/// The pid in the file, if it is a running `weir` other than us.
+fn previous_instance(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    if pid <= 0 || pid as u32 == std::process::id() {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "weir").then_some(pid)
+}
+
+fn release_pid_file(config: &Config) {
+    let Some(pid_file) = &config.run.pid_file else { return };
+    let ours = std::fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    // After a takeover the file names our successor: leave it.
+    if ours == Some(std::process::id()) {
+        let _ = std::fs::remove_file(pid_file);
+    }
+}
+
+struct Control {
+    config_path: PathBuf,
+    config: Config,
+    raw_fds: Vec<RawFd>,
+    metrics: Arc<Metrics>,
+    writer: Option<JsonWriter>,
+}
+
+impl Control {
+    /// Waits for SIGTERM or SIGINT; handles SIGHUP and periodic state saves.
+    fn run_until_stopped(&self, state_out: &ArrayQueue<Vec<u8>>) -> Result<(), String> {
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
+        loop {
+            for signal in signals.pending() {
+                match signal {
+                    SIGHUP => self.reload(),
+                    _ => {
+                        log("info", "stopping: draining the sockets");
+                        return Ok(());
+                    }
+                }
+            }
+            if let (Some(path), Some(state)) = (&self.config.decoder.state_file, state_out.pop()) {
+                save_atomically(path, &state);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn reload(&self) {
+        let new = match read_config(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => return log("error", &format!("reload refused, keeping the running config: {e}")),
+        };
+        let bytes = new.shards.socket_receive_buffer_bytes;
+        for (i, fd) in self.raw_fds.iter().enumerate() {
+            if let Err(e) = socket::set_receive_buffer(*fd, bytes) {
+                log("warn", &format!("reload: receive buffer: {e}"));
+            }
+            let granted = socket::receive_buffer_bytes_of(*fd).unwrap_or(0) as u64;
+            let listeners = self.metrics.listeners.len();
+            let (shard, listener) = (i / listeners, i % listeners);
+            self.metrics.shards[shard].sockets[listener].buffer_bytes.store(granted, Relaxed);
+        }
+        if let Some(w) = &self.writer {
+            w.reopen();
+        }
+        let restart = self.config.keys_needing_restart(&new);
+        if restart.is_empty() {
+            log("info", "reloaded: socket receive buffers set, sink file reopened");
+        } else {
+            log("warn", &format!("reloaded what can change live; these need a restart: {}", restart.join(", ")));
+        }
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half.
+fn save_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        log("error", &format!("{}: {e}", path.display()));
+    }
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: plain libc call.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
+}
+
+fn pin_to(core: usize) {
+    // SAFETY: cpu_set_t is plain data; the calls only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            log("warn", &format!("could not pin the control plane to CPU {core}"));
+        }
+    }
+}
+
+/// The state maps' hash seed: exporter addresses can be spoofed.
+fn random_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    // SAFETY: the buffer is valid for its length.
+    unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
+    u64::from_ne_bytes(seed)
+}
+
+pub fn log(level: &str, message: &str) {
+    eprintln!("weir: {level}: {message}");
+}

@@ -1,0 +1,309 @@
+//! One shard: a glommio executor pinned to one CPU, owning one socket per
+//! listener, one decoder, one sink and its counters.
+//!
+//! Per socket, a task takes what the kernel has queued in batches
+//! (`ReceiveBatch`, one recvmmsg per batch), then waits for the next
+//! datagram with a peek through glommio's io_uring, bounded by the
+//! housekeeping interval. Per batch: apply the state updates other shards
+//! sent, decode every datagram into the sink, broadcast the state changes
+//! this shard made, publish the counters. A housekeeping task does the same
+//! chores when no traffic comes, so parked data finds its template and the
+//! JSON sink's lines go out.
+//!
+//! State updates travel as `Arc<[StateUpdate]>` through one bounded
+//! lock-free queue per shard (crossbeam `ArrayQueue`); a full queue is a
+//! counted drop (the exporter's next template refresh repairs it).
+
+use std::cell::RefCell;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_queue::ArrayQueue;
+use glommio::{net::UdpSocket, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use weir_core::wire::state::{Limits, StateUpdate};
+use weir_core::{Datagram, Decoder};
+
+use crate::metrics::{ReceiveDrop, ShardMetrics};
+use crate::sink::Sink;
+use crate::socket::ReceiveBatch;
+
+/// Each shard's inbox of state updates from the others, indexed by shard.
+pub type Inboxes = Arc<Vec<ArrayQueue<Arc<[StateUpdate]>>>>;
+
+/// Everything a shard is started with; moved onto its thread.
+pub struct ShardSetup {
+    pub index: usize,
+    pub core: usize,
+    /// One per listener, in config order, bound and in their reuseport groups.
+    pub sockets: Vec<OwnedFd>,
+    pub receive_batch_datagrams: usize,
+    pub datagram_bytes_max: usize,
+    pub housekeeping_interval: Duration,
+    pub limits: Limits,
+    /// Saved decoder state to start from.
+    pub saved_state: Option<Arc<Vec<u8>>>,
+    pub metrics: Arc<ShardMetrics>,
+    pub inboxes: Inboxes,
+    pub sink: Sink,
+    pub stop: Arc<AtomicBool>,
+    /// Incremented once the shard's tasks run.
+    pub ready: Arc<AtomicUsize>,
+    /// Shard 0 puts a snapshot of its decoder state here every interval.
+    pub state_out: Option<(Arc<ArrayQueue<Vec<u8>>>, Duration)>,
+}
+
+/// Starts the shard's executor on its CPU. The handle yields the decoder
+/// state (as snapshot JSON) when the shard has drained and stopped.
+pub fn spawn(setup: ShardSetup) -> std::io::Result<ExecutorJoinHandle<Vec<u8>>> {
+    let name = format!("weir-shard-{}", setup.index);
+    LocalExecutorBuilder::new(Placement::Fixed(setup.core))
+        .name(&name)
+        // Only socket waits go through io_uring: a small ring is enough.
+        .io_memory(512 << 10)
+        .spawn(move || run(setup))
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+async fn run(setup: ShardSetup) -> Vec<u8> {
+    let ShardSetup { sockets, stop, ready, state_out, .. } = setup;
+    let mut decoder = Decoder::new(setup.limits.clone());
+    decoder.record_updates();
+    if let Some(bytes) = &setup.saved_state {
+        if let Err(e) = decoder.restore_state_json(bytes) {
+            eprintln!("weir: warn: shard {}: saved decoder state not loaded: {e}", setup.index);
+        }
+        // Loading is not news for the other shards: they load the same file.
+        decoder.drain_updates(&mut Vec::new());
+    }
+    let shard = Rc::new(RefCell::new(Shard {
+        index: setup.index,
+        decoder,
+        sink: setup.sink,
+        metrics: setup.metrics,
+        inboxes: setup.inboxes,
+        updates: Vec::new(),
+        counts: Counts::default(),
+        kernel_drops: vec![0; sockets.len()],
+    }));
+    let mut tasks = Vec::new();
+    for (listener, fd) in sockets.into_iter().enumerate() {
+        // SAFETY: the fd is an owned, bound UDP socket handed to glommio whole.
+        let socket = unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) };
+        let batch = ReceiveBatch::new(setup.receive_batch_datagrams, setup.datagram_bytes_max);
+        let task = receive_loop(shard.clone(), socket, listener, batch, setup.housekeeping_interval, stop.clone());
+        tasks.push(glommio::spawn_local(task));
+    }
+    let housekeeping = housekeeping_loop(shard.clone(), setup.housekeeping_interval, stop, state_out);
+    tasks.push(glommio::spawn_local(housekeeping));
+    ready.fetch_add(1, Relaxed);
+    for task in tasks {
+        task.await;
+    }
+    let mut shard = shard.borrow_mut();
+    shard.apply_inbox();
+    shard.decoder.flush_pending();
+    shard.sink.flush();
+    shard.publish();
+    shard.decoder.state().snapshot_json()
+}
+
+async fn receive_loop(
+    shard: Rc<RefCell<Shard>>,
+    socket: UdpSocket,
+    listener: usize,
+    mut batch: ReceiveBatch,
+    wait_max: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let _ = socket.set_read_timeout(Some(wait_max));
+    let mut probe = [0u8; 1];
+    loop {
+        take_queued(&shard, &socket, listener, &mut batch).await;
+        if stop.load(Relaxed) {
+            // Drain: what is queued now, then once more after the datagrams
+            // the kernel was still delivering (a graceful restart has already
+            // steered new ones to the new process).
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            take_queued(&shard, &socket, listener, &mut batch).await;
+            return;
+        }
+        match socket.peek_from(&mut probe).await {
+            Ok(_) => {}
+            Err(e) if timed_out(&e) => {}
+            Err(e) => {
+                {
+                    let mut s = shard.borrow_mut();
+                    s.counts.receive_errors += 1;
+                    s.publish();
+                }
+                eprintln!("weir: warn: shard receive wait failed: {e}");
+                glommio::timer::sleep(wait_max).await;
+            }
+        }
+    }
+}
+
+/// Receives and processes batches until the socket's queue is empty.
+async fn take_queued(shard: &Rc<RefCell<Shard>>, socket: &UdpSocket, listener: usize, batch: &mut ReceiveBatch) {
+    loop {
+        let n = match batch.receive(socket) {
+            Ok(n) => n,
+            Err(e) => {
+                shard.borrow_mut().counts.receive_errors += 1;
+                eprintln!("weir: warn: recvmmsg failed: {e}");
+                0
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        shard.borrow_mut().process(batch, listener);
+        if n < batch.capacity() {
+            return;
+        }
+        // Let the shard's other sockets and housekeeping have a turn.
+        glommio::yield_if_needed().await;
+    }
+}
+
+async fn housekeeping_loop(
+    shard: Rc<RefCell<Shard>>,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    state_out: Option<(Arc<ArrayQueue<Vec<u8>>>, Duration)>,
+) {
+    let mut last_save = Instant::now();
+    while !stop.load(Relaxed) {
+        glommio::timer::sleep(interval).await;
+        let mut s = shard.borrow_mut();
+        s.apply_inbox();
+        s.decoder.expire_pending(now_ns());
+        s.sink.flush();
+        s.publish();
+        if let Some((queue, every)) = &state_out {
+            if last_save.elapsed() >= *every {
+                last_save = Instant::now();
+                queue.force_push(s.decoder.state().snapshot_json());
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    datagrams: u64,
+    bytes: u64,
+    too_long: u64,
+    receive_errors: u64,
+    timestamp_fallbacks: u64,
+    updates_sent: u64,
+    updates_dropped: u64,
+    updates_applied: u64,
+}
+
+struct Shard {
+    index: usize,
+    decoder: Decoder,
+    sink: Sink,
+    metrics: Arc<ShardMetrics>,
+    inboxes: Inboxes,
+    /// Scratch for the decoder's state changes of one batch.
+    updates: Vec<StateUpdate>,
+    counts: Counts,
+    /// Latest SO_RXQ_OVFL value per socket.
+    kernel_drops: Vec<u64>,
+}
+
+impl Shard {
+    fn process(&mut self, batch: &ReceiveBatch, listener: usize) {
+        self.apply_inbox();
+        let Shard { decoder, sink, counts, kernel_drops, .. } = self;
+        let mut clock_ns = 0;
+        for i in 0..batch.len() {
+            let d = batch.get(i);
+            counts.datagrams += 1;
+            counts.bytes += d.payload.len() as u64;
+            if let Some(drops) = d.kernel_drops {
+                kernel_drops[listener] = u64::from(drops);
+            }
+            if d.truncated {
+                counts.too_long += 1;
+                continue;
+            }
+            let received_ns = match d.timestamp_ns {
+                Some(ns) => ns,
+                None => {
+                    counts.timestamp_fallbacks += 1;
+                    if clock_ns == 0 {
+                        clock_ns = now_ns();
+                    }
+                    clock_ns
+                }
+            };
+            let datagram = Datagram { exporter: d.exporter, received_ns, payload: d.payload };
+            // Errors are counted by the decoder, by reason.
+            let _ = decoder.decode(&datagram, &mut |flow| sink.flow(flow));
+        }
+        self.broadcast();
+        self.publish();
+    }
+
+    /// Applies the template and sampling-rate changes other shards made.
+    fn apply_inbox(&mut self) {
+        let Shard { decoder, sink, counts, inboxes, index, .. } = self;
+        while let Some(updates) = inboxes[*index].pop() {
+            decoder.apply_updates(&updates, &mut |flow| sink.flow(flow));
+            counts.updates_applied += updates.len() as u64;
+        }
+    }
+
+    /// Sends this shard's state changes to every other shard.
+    fn broadcast(&mut self) {
+        self.decoder.drain_updates(&mut self.updates);
+        if self.updates.is_empty() {
+            return;
+        }
+        let updates: Arc<[StateUpdate]> = self.updates.drain(..).collect();
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            match inbox.push(updates.clone()) {
+                Ok(()) => self.counts.updates_sent += updates.len() as u64,
+                Err(_) => self.counts.updates_dropped += updates.len() as u64,
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let (m, c) = (&self.metrics, &self.counts);
+        m.datagrams.store(c.datagrams, Relaxed);
+        m.bytes.store(c.bytes, Relaxed);
+        m.receive_drops[ReceiveDrop::TooLong as usize].store(c.too_long, Relaxed);
+        m.receive_errors.store(c.receive_errors, Relaxed);
+        m.timestamp_fallbacks.store(c.timestamp_fallbacks, Relaxed);
+        m.updates_sent.store(c.updates_sent, Relaxed);
+        m.updates_dropped.store(c.updates_dropped, Relaxed);
+        m.updates_applied.store(c.updates_applied, Relaxed);
+        m.sink_flows.store(self.sink.flows(), Relaxed);
+        m.publish_decoder(self.decoder.counters());
+        for (s, drops) in m.sockets.iter().zip(&self.kernel_drops) {
+            s.kernel_drops.store(*drops, Relaxed);
+        }
+    }
+}
+
+fn timed_out(e: &glommio::GlommioError<()>) -> bool {
+    match e {
+        glommio::GlommioError::TimedOut(_) => true,
+        glommio::GlommioError::IoError(io) => io.kind() == std::io::ErrorKind::TimedOut,
+        _ => false,
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

@@ -1,0 +1,198 @@
+//! Where a shard's decoded flows go, until the store exists.
+//!
+//! The boundary is `Sink::flow` (one flow, by reference, on the shard) and
+//! `Sink::flush` (the shard's batch is done or its housekeeping tick came).
+//! The store's per-shard batch buffer will be one more variant here.
+//!
+//! - `Count`: counts and forgets (benchmarks).
+//! - `Json`: each shard fills its own buffer with JSON lines (the keys of
+//!   `weir decode`) and hands full buffers to one writer thread on the
+//!   control core over a bounded channel. Buffers come back through a free
+//!   list, so there are never more than `sink.buffers_max` of them: when the
+//!   writer falls behind, shards wait for a free buffer (backpressure), the
+//!   socket buffers fill, and the kernel's drops show in
+//!   `weir_receive_kernel_drops_total`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use weir_core::json::write_flow;
+use weir_core::FlowRecord;
+
+use crate::metrics::Metrics;
+
+pub enum Sink {
+    Count { flows: u64 },
+    Json(JsonSink),
+}
+
+impl Sink {
+    #[inline]
+    pub fn flow(&mut self, flow: &FlowRecord) {
+        match self {
+            Sink::Count { flows } => *flows += 1,
+            Sink::Json(j) => j.flow(flow),
+        }
+    }
+
+    /// Flows taken so far.
+    pub fn flows(&self) -> u64 {
+        match self {
+            Sink::Count { flows } => *flows,
+            Sink::Json(j) => j.flows,
+        }
+    }
+
+    /// Hands over what is buffered (end of a housekeeping tick, shutdown).
+    pub fn flush(&mut self) {
+        if let Sink::Json(j) = self {
+            j.hand_over();
+        }
+    }
+}
+
+pub struct JsonSink {
+    buffer: String,
+    buffer_bytes: usize,
+    flows: u64,
+    full: Sender<String>,
+    free: Receiver<String>,
+}
+
+impl JsonSink {
+    fn flow(&mut self, flow: &FlowRecord) {
+        self.flows += 1;
+        write_flow(flow, &mut self.buffer);
+        self.buffer.push('\n');
+        if self.buffer.len() >= self.buffer_bytes {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        // Waits when every buffer is in flight: backpressure by design.
+        let Ok(next) = self.free.recv() else { return };
+        let full = std::mem::replace(&mut self.buffer, next);
+        // The writer only stops once every shard's sender is gone.
+        let _ = self.full.send(full);
+    }
+}
+
+/// The JSON writer thread and the channels shards use to reach it.
+pub struct JsonWriter {
+    full: Sender<String>,
+    free: Receiver<String>,
+    buffer_bytes: usize,
+    reopen: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl JsonWriter {
+    /// Opens the output (a file, appended to, or `-` for stdout) and starts
+    /// the writer with `buffers_max` preallocated buffers.
+    pub fn start(path: &Path, buffer_bytes: usize, buffers_max: usize, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let mut out = Output::open(path)?;
+        let (full, full_rx) = bounded::<String>(buffers_max);
+        let (free_tx, free) = bounded::<String>(buffers_max);
+        for _ in 0..buffers_max {
+            let _ = free_tx.send(String::with_capacity(buffer_bytes + 4096));
+        }
+        let reopen = Arc::new(AtomicBool::new(false));
+        let reopen_flag = reopen.clone();
+        let thread = std::thread::Builder::new().name("weir-json".into()).spawn(move || loop {
+            if reopen_flag.swap(false, Relaxed) {
+                match out.reopen() {
+                    Ok(()) => metrics.sink.reopens.fetch_add(1, Relaxed),
+                    Err(e) => {
+                        eprintln!("weir: warn: json sink: reopen failed, keeping the old file: {e}");
+                        0
+                    }
+                };
+            }
+            match full_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(mut buffer) => {
+                    match out.write_all(buffer.as_bytes()) {
+                        Ok(()) => metrics.sink.bytes_written.fetch_add(buffer.len() as u64, Relaxed),
+                        Err(_) => metrics.sink.write_errors.fetch_add(1, Relaxed),
+                    };
+                    buffer.clear();
+                    let _ = free_tx.send(buffer);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
+        })?;
+        Ok(JsonWriter { full, free, buffer_bytes, reopen, thread })
+    }
+
+    /// A sink for one shard.
+    pub fn sink(&self) -> Sink {
+        Sink::Json(JsonSink {
+            buffer: String::with_capacity(self.buffer_bytes + 4096),
+            buffer_bytes: self.buffer_bytes,
+            flows: 0,
+            full: self.full.clone(),
+            free: self.free.clone(),
+        })
+    }
+
+    /// Reopens the file before the next write (log rotation, SIGHUP).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Relaxed);
+    }
+
+    /// Waits for the writer to write what every shard handed over; call
+    /// after the shards (and their sinks) are gone.
+    pub fn finish(self) {
+        drop(self.full);
+        let _ = self.thread.join();
+    }
+}
+
+enum Output {
+    Stdout(std::io::Stdout),
+    File(PathBuf, File),
+}
+
+impl Output {
+    fn open(path: &Path) -> std::io::Result<Output> {
+        if path.as_os_str() == "-" {
+            return Ok(Output::Stdout(std::io::stdout()));
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Output::File(path.to_path_buf(), file))
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        if let Output::File(path, file) = self {
+            *file = OpenOptions::new().create(true).append(true).open(&*path)?;
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.lock().write_all(bytes),
+            Output::File(_, f) => f.write_all(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(s) => s.lock().flush(),
+            Output::File(_, f) => f.flush(),
+        }
+    }
+}
