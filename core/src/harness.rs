@@ -104,3 +104,15 @@ pub fn restore_snapshot(data: &[u8]) {
     let _ = decoder.restore_state_json(data);
     assert!(decoder.state().template_count() <= 2 * 4, "limits hold on restore");
 }
+
+/// Parses arbitrary bytes as a config file: an error naming a key, never a
+/// panic; what parses also passes the machine check or names its key.
+pub fn parse_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match crate::config::Config::parse(text) {
+        Ok(config) => {
+            let _ = config.check_machine(4);
+        }
+        Err(e) => assert!(!e.message.is_empty()),
+    }
+}

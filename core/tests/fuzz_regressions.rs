@@ -21,6 +21,7 @@ fn replay(target: &str) -> usize {
             "any_format" => harness::decode_datagrams(None, &data),
             "pcap" => harness::read_pcap(&data),
             "state_snapshot" => harness::restore_snapshot(&data),
+            "config" => harness::parse_config(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -30,7 +31,7 @@ fn replay(target: &str) -> usize {
 
 #[test]
 fn saved_fuzz_inputs_do_not_panic() {
-    for target in ["netflow_v5", "netflow_v9", "ipfix", "sflow", "any_format", "pcap", "state_snapshot"] {
+    for target in ["netflow_v5", "netflow_v9", "ipfix", "sflow", "any_format", "pcap", "state_snapshot", "config"] {
         replay(target);
     }
 }
@@ -57,5 +58,9 @@ fn garbage_and_empty_inputs() {
     harness::decode_datagrams(None, &[0; 64]);
     harness::decode_datagrams(Some(Format::Ipfix), &[0xff; 300]);
     harness::restore_snapshot(b"");
+    harness::parse_config(b"");
+    harness::parse_config(b"[shards]\ncores = [99999999999999999999]\n");
+    harness::parse_config(b"[[listeners]]\naddress = 5\n[shards\n");
+    harness::parse_config(include_bytes!("../../config/appliance-16-cores.toml"));
     harness::restore_snapshot(b"{\"format_version\":1}");
 }

@@ -1,0 +1,382 @@
+//! Receive-path benchmark: one sender blasting IPFIX datagrams over
+//! loopback (sendmmsg, pinned to one CPU) against one receiver (pinned to
+//! another) for a few seconds per mode:
+//!
+//! - `recvmmsg`: a bare recvmmsg loop with kernel timestamps, counting only
+//!   (the ceiling);
+//! - `glommio`: glommio's `UdpSocket::recv_from`, one datagram per call;
+//! - `uring`: io_uring multishot recvmsg with a provided-buffer ring;
+//! - `weir`: `weir run` itself (one shard, counting sink): receive, decode
+//!   and count, read back from its /metrics.
+//!
+//! Each line gives datagrams/s received, records/s (for `weir`), what the
+//! sender managed, and datagrams per receiver CPU-second, the figure that
+//! does not depend on how fast one sender can go.
+//!
+//! `cargo run --release -p weir-perf --bin receive -- [SECONDS] [MODE...]`
+//! (run as root so the socket buffer can be forced; `weir` needs
+//! `cargo build --release -p weir-shards` first.)
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_core::wire::template::Protocol;
+use weir_perf::traffic::{data_datagrams, template_datagram, FlowMix};
+
+const BATCH: usize = 64;
+const BUFFER_BYTES: usize = 2048;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let mut modes: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if modes.is_empty() {
+        modes = vec!["recvmmsg", "glommio", "uring", "weir"];
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (receiver_cpu, sender_cpu) = (0, if cpus > 1 { 1 } else { 0 });
+    let mut mix = FlowMix::new(7);
+    let (datagrams, records) = data_datagrams(Protocol::Ipfix, &mut mix, 256);
+    let records_per_datagram = records as f64 / datagrams.len() as f64;
+    println!(
+        "# {cpus} CPUs; receiver on CPU {receiver_cpu}, sender on CPU {sender_cpu}; {seconds} s per mode; \
+         IPFIX datagrams of {} bytes, {records_per_datagram:.1} records each",
+        datagrams[0].len()
+    );
+    println!("| mode | received datagrams/s | records/s | sent datagrams/s | lost | datagrams per receiver CPU-s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for mode in modes {
+        let r = measure(mode, seconds, receiver_cpu, sender_cpu, &datagrams, records_per_datagram);
+        let (secs, cpu) = (r.seconds, r.receiver_cpu_s.max(1e-9));
+        println!(
+            "| {mode} | {:.0} | {} | {:.0} | {:.2} % | {:.0} |",
+            r.received as f64 / secs,
+            r.records.map_or("—".to_string(), |n| format!("{:.0}", n as f64 / secs)),
+            r.sent as f64 / secs,
+            100.0 * r.sent.saturating_sub(r.received) as f64 / r.sent.max(1) as f64,
+            r.received as f64 / cpu
+        );
+    }
+}
+
+struct Outcome {
+    seconds: f64,
+    sent: u64,
+    received: u64,
+    records: Option<u64>,
+    receiver_cpu_s: f64,
+}
+
+fn measure(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[Vec<u8>], per: f64) -> Outcome {
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let received = Arc::new(AtomicU64::new(0));
+    let cpu_ns = Arc::new(AtomicU64::new(0));
+    let mut weir = None;
+    let receiver = match mode {
+        "weir" => {
+            weir = Some(start_weir(port, rx_cpu, tx_cpu));
+            None
+        }
+        _ => {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (stop, received, cpu_ns) = (stop.clone(), received.clone(), cpu_ns.clone());
+            let mode = mode.to_string();
+            let handle = std::thread::spawn(move || {
+                pin(rx_cpu);
+                let socket = weir_socket(port);
+                ready_tx.send(()).unwrap();
+                match mode.as_str() {
+                    "recvmmsg" => recvmmsg_loop(&socket, &stop, &received),
+                    "glommio" => glommio_loop(socket, &stop, &received),
+                    "uring" => uring_loop(&socket, &stop, &received),
+                    other => panic!("unknown mode {other}"),
+                }
+                cpu_ns.store(thread_cpu_ns(), Relaxed);
+            });
+            ready_rx.recv().unwrap();
+            Some(handle)
+        }
+    };
+    let template = template_datagram(Protocol::Ipfix);
+    let start = Instant::now();
+    let sent = send_for(port, tx_cpu, Duration::from_secs(seconds), &template, datagrams);
+    let elapsed = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Relaxed);
+    if let Some(h) = receiver {
+        // Wake a receiver blocked in its wait.
+        let _ = UdpSocket::bind("127.0.0.1:0").unwrap().send_to(&[0], ("127.0.0.1", port));
+        h.join().unwrap();
+        let got = received.load(Relaxed);
+        return Outcome {
+            seconds: elapsed,
+            sent,
+            received: got,
+            records: None,
+            receiver_cpu_s: cpu_ns.load(Relaxed) as f64 / 1e9,
+        };
+    }
+    let (mut child, metrics, cpu_before) = weir.unwrap();
+    let datagrams = scrape(&metrics, "weir_receive_datagrams_total");
+    let records = scrape(&metrics, "weir_decode_flows_total");
+    let cpu = process_cpu_s(child.id()) - cpu_before;
+    // SAFETY: plain syscall on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let _ = per;
+    Outcome { seconds: elapsed, sent, received: datagrams, records: Some(records), receiver_cpu_s: cpu }
+}
+
+/// A receive socket set up like a shard's: reuseport, timestamps, big buffer.
+fn weir_socket(port: u16) -> UdpSocket {
+    let socket = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let fd = socket.as_raw_fd();
+    for (name, value) in [(33, 32 << 20), (64, 1), (40, 1)] {
+        // SO_RCVBUFFORCE, SO_TIMESTAMPNS_NEW, SO_RXQ_OVFL (as shards/src/socket.rs).
+        // SAFETY: value outlives the call.
+        unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, name, (&raw const value).cast(), 4) };
+    }
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    socket
+}
+
+fn send_for(port: u16, cpu: usize, duration: Duration, template: &[u8], datagrams: &[Vec<u8>]) -> u64 {
+    pin(cpu);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(("127.0.0.1", port)).unwrap();
+    socket.send(template).unwrap();
+    // SAFETY (zeroed): plain C structs.
+    let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let start = Instant::now();
+    let (mut sent, mut next) = (1u64, 0usize);
+    while start.elapsed() < duration {
+        for i in 0..BATCH {
+            let d = &datagrams[(next + i) % datagrams.len()];
+            iovecs[i] = libc::iovec { iov_base: d.as_ptr() as *mut _, iov_len: d.len() };
+            headers[i].msg_hdr.msg_iov = &raw mut iovecs[i];
+            headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        next += BATCH;
+        // SAFETY: headers point at iovecs over live datagrams.
+        let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), BATCH as u32, 0) };
+        if n > 0 {
+            sent += n as u64;
+        }
+    }
+    sent
+}
+
+fn recvmmsg_loop(socket: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
+    let mut payloads = vec![0u8; BATCH * BUFFER_BYTES];
+    let mut controls = vec![[0u64; 8]; BATCH];
+    let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut iovecs: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    let mut headers: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH];
+    for i in 0..BATCH {
+        iovecs[i] = libc::iovec { iov_base: payloads[i * BUFFER_BYTES..].as_mut_ptr().cast(), iov_len: BUFFER_BYTES };
+    }
+    let mut total = 0u64;
+    while !stop.load(Relaxed) {
+        for i in 0..BATCH {
+            let h = &mut headers[i].msg_hdr;
+            h.msg_iov = &raw mut iovecs[i];
+            h.msg_iovlen = 1;
+            h.msg_name = (&raw mut names[i]).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+            h.msg_control = controls[i].as_mut_ptr().cast();
+            h.msg_controllen = 64;
+        }
+        // Blocking until the first datagram (bounded by the read timeout).
+        // SAFETY: all pointers are into live buffers of the declared sizes.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n > 0 {
+            total += n as u64;
+        }
+    }
+    received.store(total, Relaxed);
+}
+
+fn glommio_loop(socket: UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
+    let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(512 << 10).make().unwrap();
+    let total = ex.run(async move {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        // SAFETY: the fd moves from the std socket to glommio's whole.
+        let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(socket.into_raw_fd()) };
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut buf = vec![0u8; BUFFER_BYTES];
+        let mut total = 0u64;
+        while !stop.load(Relaxed) {
+            if socket.recv_from(&mut buf).await.is_ok() {
+                total += 1;
+            }
+        }
+        total
+    });
+    received.store(total, Relaxed);
+}
+
+fn uring_loop(socket: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
+    use io_uring::{cqueue, opcode, types, IoUring};
+    const ENTRIES: u16 = 256;
+    const GROUP: u16 = 7;
+    let mut ring = IoUring::new(64).unwrap();
+    // The provided-buffer ring: ENTRIES descriptors (16 bytes each, page
+    // aligned), the tail in the last 2 bytes of the first descriptor.
+    let layout = std::alloc::Layout::from_size_align(ENTRIES as usize * 16, 4096).unwrap();
+    // SAFETY: non-zero size; freed never (the benchmark process ends).
+    let ring_mem = unsafe { std::alloc::alloc_zeroed(layout) };
+    let buffers = vec![0u8; ENTRIES as usize * BUFFER_BYTES];
+    let entries = ring_mem.cast::<types::BufRingEntry>();
+    let provide = |bid: u16, tail: u16| {
+        // SAFETY: index masked into the ring; buffers outlive the ring's use.
+        unsafe {
+            let e = &mut *entries.add((tail & (ENTRIES - 1)) as usize);
+            e.set_addr(buffers.as_ptr().add(bid as usize * BUFFER_BYTES) as u64);
+            e.set_len(BUFFER_BYTES as u32);
+            e.set_bid(bid);
+        }
+    };
+    let mut tail: u16 = 0;
+    for bid in 0..ENTRIES {
+        provide(bid, tail);
+        tail = tail.wrapping_add(1);
+    }
+    // SAFETY: tail pointer of the ring's first descriptor.
+    let tail_ptr = unsafe { types::BufRingEntry::tail(entries) as *const std::sync::atomic::AtomicU16 };
+    // SAFETY: as above; the kernel reads it with acquire semantics.
+    unsafe { (*tail_ptr).store(tail, std::sync::atomic::Ordering::Release) };
+    // SAFETY: ring memory stays allocated and page aligned.
+    unsafe { ring.submitter().register_buf_ring_with_flags(ring_mem as u64, ENTRIES, GROUP, 0).unwrap() };
+    let mut msghdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
+    msghdr.msg_controllen = 64;
+    let arm = |ring: &mut IoUring| {
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(socket.as_raw_fd()), &raw const msghdr, GROUP).build();
+        // SAFETY: msghdr lives for the whole loop.
+        unsafe { ring.submission().push(&sqe).unwrap() };
+    };
+    arm(&mut ring);
+    let mut total = 0u64;
+    let timeout = types::Timespec::new().nsec(100_000_000);
+    let args = types::SubmitArgs::new().timespec(&timeout);
+    while !stop.load(Relaxed) {
+        let _ = ring.submitter().submit_with_args(1, &args);
+        let mut rearm = false;
+        let mut recycled = Vec::new();
+        for cqe in ring.completion() {
+            if cqe.result() >= 0 {
+                if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                    let buf = &buffers[bid as usize * BUFFER_BYTES..][..cqe.result() as usize];
+                    if types::RecvMsgOut::parse(buf, &msghdr).is_ok() {
+                        total += 1;
+                    }
+                    recycled.push(bid);
+                }
+            }
+            // ENOBUFS or a finished multishot: arm again after recycling.
+            if !cqueue::more(cqe.flags()) {
+                rearm = true;
+            }
+        }
+        for bid in recycled {
+            provide(bid, tail);
+            tail = tail.wrapping_add(1);
+        }
+        // SAFETY: as above.
+        unsafe { (*tail_ptr).store(tail, std::sync::atomic::Ordering::Release) };
+        if rearm {
+            arm(&mut ring);
+        }
+    }
+    received.store(total, Relaxed);
+}
+
+fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize) -> (std::process::Child, String, f64) {
+    let dir = std::env::temp_dir().join(format!("weir-receive-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[shards]\ncores = [{rx_cpu}]\ncontrol_core = {tx_cpu}\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+             [sink]\nkind = \"count\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let exe = std::env::current_exe().unwrap().with_file_name("weir");
+    let mut child = std::process::Command::new(&exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release -p weir-shards)", exe.display()));
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut metrics = String::new();
+    loop {
+        let mut line = String::new();
+        use std::io::BufRead;
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("weir run exited");
+        }
+        if let Some(rest) = line.split("http://").nth(1) {
+            metrics = rest.trim().replace("/metrics", "");
+        }
+        if line.contains("ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let cpu = process_cpu_s(child.id());
+    (child, metrics, cpu)
+}
+
+fn scrape(address: &str, name: &str) -> u64 {
+    let mut s = TcpStream::connect(address).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// User + system CPU seconds of a process (/proc/PID/stat, clock ticks).
+fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    // SAFETY: plain libc call.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn thread_cpu_ns() -> u64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is valid for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn pin(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
