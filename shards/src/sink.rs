@@ -109,6 +109,8 @@ impl JsonWriter {
         let reopen = Arc::new(AtomicBool::new(false));
         let reopen_flag = reopen.clone();
         let thread = std::thread::Builder::new().name("weir-json".into()).spawn(move || loop {
+            let received = full_rx.recv_timeout(Duration::from_millis(100));
+            // Checked after the wait too, so lines received after SIGHUP go to the new file.
             if reopen_flag.swap(false, Relaxed) {
                 match out.reopen() {
                     Ok(()) => metrics.sink.reopens.fetch_add(1, Relaxed),
@@ -118,7 +120,7 @@ impl JsonWriter {
                     }
                 };
             }
-            match full_rx.recv_timeout(Duration::from_millis(100)) {
+            match received {
                 Ok(mut buffer) => {
                     match out.write_all(buffer.as_bytes()) {
                         Ok(()) => metrics.sink.bytes_written.fetch_add(buffer.len() as u64, Relaxed),

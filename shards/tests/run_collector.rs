@@ -83,12 +83,19 @@ impl Collector {
         panic!("weir never logged {needle:?}");
     }
 
-    /// Sum over the samples of one metric whose labels contain `labels`.
-    fn metric(&self, name: &str, labels: &str) -> Vec<u64> {
+    /// The body of `/metrics`.
+    fn scrape(&self) -> String {
         let mut s = TcpStream::connect(&self.metrics).unwrap();
         write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        response.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+
+    /// The samples of one metric whose labels contain `labels`.
+    fn metric(&self, name: &str, labels: &str) -> Vec<u64> {
+        let body = self.scrape();
         body.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
             .filter(|l| l.contains(labels))
@@ -174,6 +181,18 @@ fn ebpf_spreads_one_sender_over_every_shard() {
     // Round robin per CPU: the sender may move between CPUs, so not exactly half.
     assert!(per_shard.iter().all(|n| *n >= 600), "one sender, both shards get a fair share: {per_shard:?}");
     assert_eq!(c.metric("weir_decode_flows_total", "").iter().sum::<u64>(), 2000);
+    // The exposition passes Prometheus' own linter without a word.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup installs the prometheus package)");
+    promtool.stdin.take().unwrap().write_all(c.scrape().as_bytes()).unwrap();
+    let lint = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(lint.status.success() && said.is_empty(), "promtool check metrics: {said}");
     c.stop();
 }
 
@@ -414,4 +433,41 @@ fn real_exporters_through_weir_run_match_weir_decode() {
         let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(3).collect();
         assert!(missing.is_empty(), "{name}: weir run and weir decode disagree:\n{missing:#?}\nwere\n{extra:#?}");
     }
+}
+
+#[test]
+fn sighup_resizes_socket_buffers_and_reopens_the_json_file() {
+    let _turn = turn();
+    let dir = temp_dir("reload");
+    let port = free_udp_port();
+    let out = dir.join("flows.jsonl");
+    let body = |buffer: u32| {
+        format!(
+            "[shards]\ncores = [0]\nsocket_receive_buffer_bytes = {buffer}\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+             [sink]\nkind = \"json\"\npath = \"{}\"\n",
+            out.display()
+        )
+    };
+    let config = write_config(&dir, "weir.toml", &body(1 << 20));
+    let mut c = Collector::start(&config);
+    assert_eq!(c.metric("weir_receive_socket_buffer_bytes", ""), vec![2 << 20]);
+    send_v5(port, 10);
+    c.wait_metric_sum("weir_sink_flows_total", 10);
+    std::thread::sleep(Duration::from_millis(200));
+    // Log rotation: move the file away, then SIGHUP with a bigger buffer.
+    std::fs::rename(&out, dir.join("flows.jsonl.1")).unwrap();
+    write_config(&dir, "weir.toml", &body(4 << 20));
+    // SAFETY: plain syscall on our own child.
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGHUP) };
+    c.wait_for("reloaded");
+    assert_eq!(c.metric("weir_receive_socket_buffer_bytes", ""), vec![8 << 20]);
+    send_v5(port, 5);
+    c.wait_metric_sum("weir_sink_flows_total", 15);
+    // A broken file is refused and the collector keeps running.
+    std::fs::write(&config, "[shards\n").unwrap();
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGHUP) };
+    c.wait_for("reload refused");
+    c.stop();
+    assert_eq!(flows_in(&dir.join("flows.jsonl.1")).len(), 10);
+    assert_eq!(flows_in(&out).len(), 5, "the reopened file has what came after SIGHUP");
 }
