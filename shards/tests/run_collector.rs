@@ -471,3 +471,28 @@ fn sighup_resizes_socket_buffers_and_reopens_the_json_file() {
     assert_eq!(flows_in(&dir.join("flows.jsonl.1")).len(), 10);
     assert_eq!(flows_in(&out).len(), 5, "the reopened file has what came after SIGHUP");
 }
+
+#[test]
+fn decoder_state_is_saved_at_shutdown_and_loaded_at_start() {
+    let _turn = turn();
+    let dir = temp_dir("state");
+    let port = free_udp_port();
+    let state = dir.join("state.json");
+    let body = format!("{}[decoder]\nstate_file = \"{}\"\n", two_shards(port, "ebpf"), state.display());
+    let config = write_config(&dir, "weir.toml", &body);
+    let c = Collector::start(&config);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&ipfix(1, true, 0), ("127.0.0.1", port)).unwrap();
+    c.wait_metric_sum("weir_decode_templates_total", 1);
+    c.stop();
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("\"template_id\": 300"), "the template is in the state file: {saved}");
+    // A new run decodes data at once, with no template sent again.
+    let c = Collector::start(&config);
+    for i in 0..4 {
+        sender.send_to(&ipfix(2 + i, false, 5), ("127.0.0.1", port)).unwrap();
+    }
+    assert_eq!(c.wait_metric_sum("weir_decode_flows_total", 20), 20);
+    assert_eq!(c.metric("weir_decode_pending_queued_total", "").iter().sum::<u64>(), 0, "nothing waited");
+    c.stop();
+}
