@@ -72,11 +72,10 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
     let mut decoder = Decoder::new(setup.limits.clone());
     decoder.record_updates();
     if let Some(bytes) = &setup.saved_state {
+        // Restoring records no updates: every shard loads the same file.
         if let Err(e) = decoder.restore_state_json(bytes) {
             eprintln!("weir: warn: shard {}: saved decoder state not loaded: {e}", setup.index);
         }
-        // Loading is not news for the other shards: they load the same file.
-        decoder.drain_updates(&mut Vec::new());
     }
     let shard = Rc::new(RefCell::new(Shard {
         index: setup.index,

@@ -299,15 +299,7 @@ impl DecoderState {
             }
         }
         if let Some(updates) = &mut self.updates {
-            updates.push(StateUpdate::Template(TemplateSnapshot {
-                protocol: key.protocol,
-                exporter: addr_to_ip(&key.exporter),
-                domain: key.domain,
-                template_id: key.template_id,
-                options: template.options,
-                scope_fields: template.scope_fields,
-                fields: template.specs.clone(),
-            }));
+            updates.push(StateUpdate::Template(TemplateSnapshot::of(&key, &template)));
         }
         self.templates.insert(key, template);
         counters.templates += 1;
@@ -478,14 +470,10 @@ impl DecoderState {
                 }
                 exporter.system_init.push(domain);
             }
-            let old = self.system_init_ms.insert((key.protocol, key.exporter, key.domain), init);
+            let ikey = (key.protocol, key.exporter, key.domain);
+            let old = self.system_init_ms.insert(ikey, init);
             if let (Some(updates), true) = (&mut self.updates, old != Some(init)) {
-                updates.push(StateUpdate::SystemInit(SystemInitSnapshot {
-                    protocol: key.protocol,
-                    exporter: addr_to_ip(&key.exporter),
-                    domain: key.domain,
-                    system_init_ms: init,
-                }));
+                updates.push(StateUpdate::SystemInit(SystemInitSnapshot::of(&ikey, init)));
             }
         }
         let Some(rate) = x.sampling_rate() else { return };
@@ -507,16 +495,9 @@ impl DecoderState {
         self.record_sampler(skey, rate);
     }
 
-    fn record_sampler(&mut self, (protocol, exporter, domain, sampler_id): SamplerKey, sampling_rate: u64) {
+    fn record_sampler(&mut self, key: SamplerKey, sampling_rate: u64) {
         if let Some(updates) = &mut self.updates {
-            let exporter = addr_to_ip(&exporter);
-            updates.push(StateUpdate::Sampler(SamplerSnapshot {
-                protocol,
-                exporter,
-                domain,
-                sampler_id,
-                sampling_rate,
-            }));
+            updates.push(StateUpdate::Sampler(SamplerSnapshot::of(&key, sampling_rate)));
         }
     }
 
@@ -547,9 +528,7 @@ impl DecoderState {
         let recorded_before = self.updates.as_ref().map_or(0, Vec::len);
         match update {
             StateUpdate::Template(t) => {
-                let exporter = addr_from_ip(t.exporter);
-                let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
-                self.offer_template(key, &t.fields, t.scope_fields, t.options, counters, flow, sink);
+                self.offer_template(t.key(), &t.fields, t.scope_fields, t.options, counters, flow, sink);
             }
             StateUpdate::Withdraw { protocol, exporter, domain, template_id, all_options } => {
                 let key = TemplateKey {
@@ -560,8 +539,17 @@ impl DecoderState {
                 };
                 self.withdraw(key, *all_options, counters);
             }
-            StateUpdate::Sampler(s) => self.restore_sampler(s, counters),
-            StateUpdate::SystemInit(s) => self.restore_system_init(s, counters),
+            StateUpdate::Sampler(s) => {
+                let mut x = RecordExtra::default();
+                x.set_sampler_id(s.sampler_id);
+                x.set_sampling_interval(s.sampling_rate);
+                self.apply_options(options_key(s.protocol, s.exporter, s.domain), &x, counters);
+            }
+            StateUpdate::SystemInit(s) => {
+                let mut x = RecordExtra::default();
+                x.set_system_init_ms(s.system_init_ms);
+                self.apply_options(options_key(s.protocol, s.exporter, s.domain), &x, counters);
+            }
         }
         if let Some(updates) = &mut self.updates {
             let news = updates.split_off(recorded_before);
@@ -607,6 +595,42 @@ pub struct SystemInitSnapshot {
     pub system_init_ms: u64,
 }
 
+impl TemplateSnapshot {
+    fn of(key: &TemplateKey, t: &Template) -> Self {
+        TemplateSnapshot {
+            protocol: key.protocol,
+            exporter: addr_to_ip(&key.exporter),
+            domain: key.domain,
+            template_id: key.template_id,
+            options: t.options,
+            scope_fields: t.scope_fields,
+            fields: t.specs.clone(),
+        }
+    }
+
+    fn key(&self) -> TemplateKey {
+        let (protocol, domain, template_id) = (self.protocol, self.domain, self.template_id);
+        TemplateKey { protocol, exporter: addr_from_ip(self.exporter), domain, template_id }
+    }
+}
+
+impl SamplerSnapshot {
+    fn of(&(protocol, exporter, domain, sampler_id): &SamplerKey, sampling_rate: u64) -> Self {
+        SamplerSnapshot { protocol, exporter: addr_to_ip(&exporter), domain, sampler_id, sampling_rate }
+    }
+}
+
+impl SystemInitSnapshot {
+    fn of(&(protocol, exporter, domain): &(Protocol, Addr, u32), system_init_ms: u64) -> Self {
+        SystemInitSnapshot { protocol, exporter: addr_to_ip(&exporter), domain, system_init_ms }
+    }
+}
+
+/// The key options data is applied under (its template id plays no part).
+fn options_key(protocol: Protocol, exporter: std::net::IpAddr, domain: u32) -> TemplateKey {
+    TemplateKey { protocol, exporter: addr_from_ip(exporter), domain, template_id: 0 }
+}
+
 impl Snapshot {
     /// The snapshot as state updates, for shards that are already running
     /// (a graceful restart loads the state its predecessor saved on exit).
@@ -624,42 +648,11 @@ pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
 impl DecoderState {
     /// Everything needed to decode again after a restart, in a stable order.
     pub fn snapshot(&self) -> Snapshot {
-        let mut templates: Vec<_> = self
-            .templates
-            .iter()
-            .map(|(k, t)| TemplateSnapshot {
-                protocol: k.protocol,
-                exporter: addr_to_ip(&k.exporter),
-                domain: k.domain,
-                template_id: k.template_id,
-                options: t.options,
-                scope_fields: t.scope_fields,
-                fields: t.specs.clone(),
-            })
-            .collect();
+        let mut templates: Vec<_> = self.templates.iter().map(|(k, t)| TemplateSnapshot::of(k, t)).collect();
         templates.sort_by_key(|t| (t.exporter, t.domain, t.template_id));
-        let mut samplers: Vec<_> = self
-            .samplers
-            .iter()
-            .map(|(k, r)| SamplerSnapshot {
-                protocol: k.0,
-                exporter: addr_to_ip(&k.1),
-                domain: k.2,
-                sampler_id: k.3,
-                sampling_rate: *r,
-            })
-            .collect();
+        let mut samplers: Vec<_> = self.samplers.iter().map(|(k, r)| SamplerSnapshot::of(k, *r)).collect();
         samplers.sort_by_key(|s| (s.exporter, s.domain, s.sampler_id));
-        let mut system_init: Vec<_> = self
-            .system_init_ms
-            .iter()
-            .map(|(k, v)| SystemInitSnapshot {
-                protocol: k.0,
-                exporter: addr_to_ip(&k.1),
-                domain: k.2,
-                system_init_ms: *v,
-            })
-            .collect();
+        let mut system_init: Vec<_> = self.system_init_ms.iter().map(|(k, v)| SystemInitSnapshot::of(k, *v)).collect();
         system_init.sort_by_key(|s| (s.exporter, s.domain));
         Snapshot { format_version: SNAPSHOT_FORMAT_VERSION, templates, samplers, system_init }
     }
@@ -669,37 +662,13 @@ impl DecoderState {
         if snap.format_version != SNAPSHOT_FORMAT_VERSION {
             return Err(DecodeError::new(Reason::BadVersion, "decoder state snapshot version"));
         }
+        // The same validation, limits and counters as state from the wire
+        // or from another shard; restoring records no news.
         let mut flow = FlowRecord::default();
-        for t in &snap.templates {
-            let exporter = addr_from_ip(t.exporter);
-            let key = TemplateKey { protocol: t.protocol, exporter, domain: t.domain, template_id: t.template_id };
-            // The same validation, limits and counters as a template from the wire.
-            self.offer_template(key, &t.fields, t.scope_fields, t.options, counters, &mut flow, &mut |_| {});
-        }
-        for s in &snap.samplers {
-            self.restore_sampler(s, counters);
-        }
-        for s in &snap.system_init {
-            self.restore_system_init(s, counters);
+        for u in snap.updates() {
+            self.apply_update(&u, counters, &mut flow, &mut |_| {});
         }
         Ok(())
-    }
-
-    fn restore_sampler(&mut self, s: &SamplerSnapshot, counters: &mut DecodeCounters) {
-        let mut x = RecordExtra::default();
-        x.set_sampler_id(s.sampler_id);
-        x.set_sampling_interval(s.sampling_rate);
-        let key =
-            TemplateKey { protocol: s.protocol, exporter: addr_from_ip(s.exporter), domain: s.domain, template_id: 0 };
-        self.apply_options(key, &x, counters);
-    }
-
-    fn restore_system_init(&mut self, s: &SystemInitSnapshot, counters: &mut DecodeCounters) {
-        let mut x = RecordExtra::default();
-        x.set_system_init_ms(s.system_init_ms);
-        let key =
-            TemplateKey { protocol: s.protocol, exporter: addr_from_ip(s.exporter), domain: s.domain, template_id: 0 };
-        self.apply_options(key, &x, counters);
     }
 
     /// `snapshot` as JSON bytes, for the file a shard writes at shutdown.
@@ -826,6 +795,19 @@ mod tests {
         b.drain_updates(&mut news);
         assert_eq!(news.len(), 1, "the sampling rate B decoded goes back out: {news:?}");
         assert!(matches!(&news[0], StateUpdate::Sampler(s) if s.sampling_rate == 100));
+    }
+
+    #[test]
+    fn restoring_a_snapshot_records_no_updates() {
+        let mut a = Decoder::default();
+        decode_from(&mut a, [192, 0, 2, 1], 1, &templates_and_sampler());
+        let mut b = Decoder::default();
+        b.record_updates();
+        b.restore_state_json(&a.state().snapshot_json()).unwrap();
+        assert_eq!(b.state().template_count(), 2);
+        let mut updates = Vec::new();
+        b.drain_updates(&mut updates);
+        assert!(updates.is_empty(), "every shard loads the same file: {updates:?}");
     }
 
     #[test]
