@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::state::Limits;
 
-/// The whole file. Every section has defaults, so an empty file is valid.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The whole file. Every section has defaults, so an empty file is valid;
+/// `listeners = []` written out is an empty list (refused by `check`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub shards: ShardsConfig,
@@ -26,6 +27,20 @@ pub struct Config {
     pub sink: SinkConfig,
     pub http: HttpConfig,
     pub run: RunConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: ShardsConfig::default(),
+            listeners: default_listeners(),
+            balancer: BalancerConfig::default(),
+            decoder: DecoderConfig::default(),
+            sink: SinkConfig::default(),
+            http: HttpConfig::default(),
+            run: RunConfig::default(),
+        }
+    }
 }
 
 /// Core placement and the sizes of every per-shard buffer.
@@ -240,10 +255,7 @@ impl Config {
     /// Parses and checks TOML text. Machine facts are checked separately
     /// (`check_machine`), so a file can be checked on another box.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-        if config.listeners.is_empty() && !text_has_listeners(text) {
-            config.listeners = default_listeners();
-        }
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.check()?;
         Ok(config)
     }
@@ -351,11 +363,6 @@ fn positive(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
         return Err(ConfigError::new(key, format!("{value} is out of range 1..={max}")));
     }
     Ok(())
-}
-
-/// `listeners = []` written on purpose is an error (`check`), not the defaults.
-fn text_has_listeners(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text).map(|t| t.contains_key("listeners")).unwrap_or(false)
 }
 
 /// Turns a TOML error into one naming the key: the span points into the

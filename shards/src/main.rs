@@ -46,11 +46,8 @@ enum ConfigCommand {
 fn config_command(c: &ConfigCommand) -> Result<(), String> {
     match c {
         ConfigCommand::Check { file } => {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let config = weir_core::config::Config::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-            // SAFETY: plain libc call.
-            let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-            let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", file.display()))?;
+            let config = run::read_config(file)?;
+            let cores = config.check_machine(run::online_cpus()).map_err(|e| format!("{}: {e}", file.display()))?;
             println!("{}: ok ({} shards on CPUs {cores:?})", file.display(), cores.len());
             Ok(())
         }

@@ -118,7 +118,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn read_config(path: &Path) -> Result<Config, String> {
+pub fn read_config(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -272,7 +272,7 @@ fn save_atomically(path: &Path, bytes: &[u8]) {
     }
 }
 
-fn online_cpus() -> usize {
+pub fn online_cpus() -> usize {
     // SAFETY: plain libc call.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     n.max(1) as usize
