@@ -180,39 +180,54 @@ impl Metrics {
     }
 
     fn render_reasons(&self, out: &mut String) {
-        let name = "weir_decode_errors_total";
-        header(out, name, "Datagrams, sets or samples not decoded, by reason.", "counter");
+        let reasons = Reason::ALL.map(|r| (r.label(), r as usize));
+        self.per_reason(
+            out,
+            "weir_decode_errors_total",
+            "Datagrams, sets or samples not decoded, by reason.",
+            &reasons,
+            |m, i| &m.decode_errors[i],
+        );
+        let reasons = ReceiveDrop::ALL.map(|r| (r.label(), r as usize));
+        self.per_reason(
+            out,
+            "weir_receive_drops_total",
+            "Datagrams dropped before decoding, by reason.",
+            &reasons,
+            |m, i| &m.receive_drops[i],
+        );
+    }
+
+    /// One counter per shard and reason (`reasons`: label and index).
+    fn per_reason(
+        &self,
+        out: &mut String,
+        name: &str,
+        help: &str,
+        reasons: &[(&str, usize)],
+        get: fn(&ShardMetrics, usize) -> &AtomicU64,
+    ) {
+        header(out, name, help, "counter");
         for (shard, m) in self.shards.iter().enumerate() {
-            for reason in Reason::ALL {
-                let v = m.decode_errors[reason as usize].load(Relaxed);
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{}\"}} {v}", reason.label());
-            }
-        }
-        let name = "weir_receive_drops_total";
-        header(out, name, "Datagrams dropped before decoding, by reason.", "counter");
-        for (shard, m) in self.shards.iter().enumerate() {
-            for reason in ReceiveDrop::ALL {
-                let v = m.receive_drops[reason as usize].load(Relaxed);
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{}\"}} {v}", reason.label());
+            for (label, i) in reasons {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{label}\"}} {}", get(m, *i).load(Relaxed));
             }
         }
     }
 
     fn render_sockets(&self, out: &mut String) {
-        let name = "weir_receive_kernel_drops_total";
-        header(out, name, "Datagrams the kernel dropped on a full socket buffer (SO_RXQ_OVFL).", "counter");
+        let drops = "Datagrams the kernel dropped on a full socket buffer (SO_RXQ_OVFL).";
+        self.per_socket(out, "weir_receive_kernel_drops_total", drops, "counter", |s| &s.kernel_drops);
+        let buffer = "Socket receive buffer granted by the kernel (SO_RCVBUF as read back).";
+        self.per_socket(out, "weir_receive_socket_buffer_bytes", buffer, "gauge", |s| &s.buffer_bytes);
+    }
+
+    /// One sample per shard and listener.
+    fn per_socket(&self, out: &mut String, name: &str, help: &str, kind: &str, get: fn(&SocketMetrics) -> &AtomicU64) {
+        header(out, name, help, kind);
         for (shard, m) in self.shards.iter().enumerate() {
             for (listener, s) in self.listeners.iter().zip(&m.sockets) {
-                let v = s.kernel_drops.load(Relaxed);
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {v}");
-            }
-        }
-        let name = "weir_receive_socket_buffer_bytes";
-        header(out, name, "Socket receive buffer granted by the kernel (SO_RCVBUF as read back).", "gauge");
-        for (shard, m) in self.shards.iter().enumerate() {
-            for (listener, s) in self.listeners.iter().zip(&m.sockets) {
-                let v = s.buffer_bytes.load(Relaxed);
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {v}");
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {}", get(s).load(Relaxed));
             }
         }
     }
