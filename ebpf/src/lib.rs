@@ -51,11 +51,14 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-fn step<E: fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Error {
-    move |e| {
-        // aya's errors keep the OS error as a source; show the chain.
-        Error { step, message: e.to_string() }
-    }
+/// aya's errors keep the OS error (and the verifier's words) as their
+/// source: the message is the whole chain.
+fn step<E: std::error::Error>(step: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error { step, message: error_chain(&e) }
+}
+
+fn missing(step: &'static str) -> Error {
+    Error { step, message: "not in reuseport.bpf.o".to_string() }
 }
 
 impl Balancer {
@@ -67,21 +70,21 @@ impl Balancer {
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(step("load object"))?;
         {
-            let map = ebpf.map_mut("shard_sockets").ok_or("no map").map_err(step("shard_sockets"))?;
+            let map = ebpf.map_mut("shard_sockets").ok_or_else(|| missing("shard_sockets"))?;
             let mut array = ReusePortSockArray::try_from(map).map_err(step("shard_sockets"))?;
             for (i, socket) in sockets.iter().enumerate() {
                 array.set(i as u32, &socket.as_raw_fd(), 0).map_err(step("add socket"))?;
             }
         }
         {
-            let map = ebpf.map_mut("shard_count").ok_or("no map").map_err(step("shard_count"))?;
+            let map = ebpf.map_mut("shard_count").ok_or_else(|| missing("shard_count"))?;
             let mut count: Array<_, u32> = Array::try_from(map).map_err(step("shard_count"))?;
             count.set(0, sockets.len() as u32, 0).map_err(step("shard_count"))?;
         }
-        let program = ebpf.program_mut("select_shard").ok_or("no program").map_err(step("select_shard"))?;
+        let program = ebpf.program_mut("select_shard").ok_or_else(|| missing("select_shard"))?;
         let program: &mut SkReuseport = program.try_into().map_err(step("select_shard"))?;
-        program.load().map_err(|e| Error { step: "verify program", message: error_chain(&e) })?;
-        program.attach(sockets[0]).map_err(|e| Error { step: "attach", message: error_chain(&e) })?;
+        program.load().map_err(step("verify program"))?;
+        program.attach(sockets[0]).map_err(step("attach"))?;
         Ok(Balancer { _ebpf: ebpf })
     }
 }
