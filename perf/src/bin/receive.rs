@@ -50,7 +50,7 @@ fn main() {
     println!("| mode | received datagrams/s | records/s | sent datagrams/s | lost | datagrams per receiver CPU-s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     for mode in modes {
-        let r = measure(mode, seconds, receiver_cpu, sender_cpu, &datagrams, records_per_datagram);
+        let r = measure(mode, seconds, receiver_cpu, sender_cpu, &datagrams);
         let (secs, cpu) = (r.seconds, r.receiver_cpu_s.max(1e-9));
         println!(
             "| {mode} | {:.0} | {} | {:.0} | {:.2} % | {:.0} |",
@@ -71,7 +71,7 @@ struct Outcome {
     receiver_cpu_s: f64,
 }
 
-fn measure(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[Vec<u8>], per: f64) -> Outcome {
+fn measure(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[Vec<u8>]) -> Outcome {
     let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
@@ -128,7 +128,6 @@ fn measure(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[
     // SAFETY: plain syscall on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-    let _ = per;
     Outcome { seconds: elapsed, sent, received: datagrams, records: Some(records), receiver_cpu_s: cpu }
 }
 
