@@ -182,8 +182,13 @@ fn take_over(config: &Config, inboxes: &Inboxes) {
     let Some(bytes) = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()) else { return };
     let Ok(snapshot) = serde_json::from_slice::<Snapshot>(&bytes) else { return };
     let updates: Arc<[_]> = snapshot.updates().into();
-    for inbox in inboxes.iter() {
-        let _ = inbox.push(updates.clone());
+    for (shard, inbox) in inboxes.iter().enumerate() {
+        if inbox.push(updates.clone()).is_err() {
+            log(
+                "warn",
+                &format!("shard {shard}: inbox full, predecessor's state not loaded; templates come with refreshes"),
+            );
+        }
     }
     log("info", &format!("pid {old} is gone; loaded its decoder state ({} items)", updates.len()));
 }
@@ -265,7 +270,11 @@ impl Control {
 
 /// Writes through a temporary file and a rename, so a reader never sees half.
 fn save_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
+    // `NAME.tmp` beside it: unique per file (with_extension would give the
+    // pid file and the state file the same one when they share a stem).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         log("error", &format!("{}: {e}", path.display()));
