@@ -330,31 +330,19 @@ impl Config {
     /// listed here, by key, as needing a restart (a graceful one loses
     /// nothing; see the README).
     pub fn keys_needing_restart(&self, new: &Config) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        let (a, b) = (&self.shards, &new.shards);
-        let shards_live = ShardsConfig { socket_receive_buffer_bytes: a.socket_receive_buffer_bytes, ..b.clone() };
-        if *a != shards_live {
-            keys.push("shards");
-        }
-        if self.listeners != new.listeners {
-            keys.push("listeners");
-        }
-        if self.balancer != new.balancer {
-            keys.push("balancer");
-        }
-        if self.decoder != new.decoder {
-            keys.push("decoder");
-        }
-        if self.sink != new.sink {
-            keys.push("sink");
-        }
-        if self.http != new.http {
-            keys.push("http");
-        }
-        if self.run != new.run {
-            keys.push("run");
-        }
-        keys
+        // The live key compared as equal, so only the others can differ.
+        let shards_live =
+            ShardsConfig { socket_receive_buffer_bytes: self.shards.socket_receive_buffer_bytes, ..new.shards.clone() };
+        let changed = [
+            ("shards", self.shards != shards_live),
+            ("listeners", self.listeners != new.listeners),
+            ("balancer", self.balancer != new.balancer),
+            ("decoder", self.decoder != new.decoder),
+            ("sink", self.sink != new.sink),
+            ("http", self.http != new.http),
+            ("run", self.run != new.run),
+        ];
+        changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }
 }
 
