@@ -25,6 +25,7 @@ pub struct Config {
     pub balancer: BalancerConfig,
     pub decoder: DecoderConfig,
     pub sink: SinkConfig,
+    pub store: StoreConfig,
     pub http: HttpConfig,
     pub run: RunConfig,
 }
@@ -37,6 +38,7 @@ impl Default for Config {
             balancer: BalancerConfig::default(),
             decoder: DecoderConfig::default(),
             sink: SinkConfig::default(),
+            store: StoreConfig::default(),
             http: HttpConfig::default(),
             run: RunConfig::default(),
         }
@@ -164,12 +166,14 @@ impl DecoderConfig {
     }
 }
 
-/// Where decoded flows go until the store exists.
+/// Where decoded flows go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
-    /// Count flows and drop them (benchmarks).
+    /// The ClickHouse store configured in `[store]`.
     #[default]
+    Store,
+    /// Count flows and drop them (benchmarks).
     Count,
     /// One JSON object per flow, the keys of `weir decode`.
     Json,
@@ -190,7 +194,133 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        SinkConfig { kind: SinkKind::Count, path: PathBuf::from("-"), buffer_bytes: 256 << 10, buffers_max: 64 }
+        SinkConfig { kind: SinkKind::Store, path: PathBuf::from("-"), buffer_bytes: 256 << 10, buffers_max: 64 }
+    }
+}
+
+/// Which ClickHouse the flows go to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// chDB's libchdb.so inside the weir process (`[store.embedded]`).
+    #[default]
+    Embedded,
+    /// A ClickHouse server over HTTP (`[store.remote]`).
+    Remote,
+}
+
+/// The store: schema choices, batch limits, retries and the spool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Database holding `flows`, `flows_1m`, `flows_5m`, `flows_1h` and the helper tables.
+    pub database: String,
+    /// Optional columns to store (`SrcMAC`, `SrcVlan`, `MPLSLabels`...);
+    /// adding one later alters the live tables and keeps their data.
+    pub optional_columns: Vec<String>,
+    /// A shard hands its batch to the store writer at this many rows...
+    pub batch_rows_max: usize,
+    /// ...or when its oldest row is this old, whichever comes first.
+    pub flush_interval_ms: u64,
+    /// Batches in flight between the shards and the store writer; when all
+    /// are taken the shards wait (backpressure).
+    pub batches_max: usize,
+    /// Bytes of batches the writer holds in memory while the store is down;
+    /// beyond this, batches go to the spool.
+    pub memory_bytes_max: u64,
+    /// Directory of the on-disk spool (replayed in order, also after a restart).
+    pub spool_dir: PathBuf,
+    /// Spool size bound; a batch that does not fit is dropped and counted.
+    pub spool_bytes_max: u64,
+    /// First retry delay after a failed insert; doubles up to the max.
+    pub retry_backoff_min_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    /// Time to live of each table, in hours.
+    pub ttl_raw_hours: u32,
+    pub ttl_1m_hours: u32,
+    pub ttl_5m_hours: u32,
+    pub ttl_1h_hours: u32,
+    pub embedded: EmbeddedStoreConfig,
+    pub remote: RemoteStoreConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Embedded,
+            database: "weir".into(),
+            optional_columns: Vec::new(),
+            batch_rows_max: 65_536,
+            flush_interval_ms: 1000,
+            batches_max: 32,
+            memory_bytes_max: 256 << 20,
+            spool_dir: PathBuf::from("/var/lib/weir/spool"),
+            spool_bytes_max: 4 << 30,
+            retry_backoff_min_ms: 100,
+            retry_backoff_max_ms: 10_000,
+            ttl_raw_hours: 168,
+            ttl_1m_hours: 360,
+            ttl_5m_hours: 2160,
+            ttl_1h_hours: 8760,
+            embedded: EmbeddedStoreConfig::default(),
+            remote: RemoteStoreConfig::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The schema choices, for `schema::Schema::new`.
+    pub fn schema_settings(&self) -> crate::schema::SchemaSettings {
+        crate::schema::SchemaSettings {
+            database: self.database.clone(),
+            optional_columns: self.optional_columns.clone(),
+            ttl_raw_hours: self.ttl_raw_hours,
+            ttl_1m_hours: self.ttl_1m_hours,
+            ttl_5m_hours: self.ttl_5m_hours,
+            ttl_1h_hours: self.ttl_1h_hours,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedStoreConfig {
+    /// chDB's data directory (one process at a time may open it).
+    pub path: PathBuf,
+    /// libchdb.so: a file name is searched like any shared library
+    /// (`scripts/setup` installs it in /usr/local/lib), a path is used as is.
+    pub library: PathBuf,
+}
+
+impl Default for EmbeddedStoreConfig {
+    fn default() -> Self {
+        EmbeddedStoreConfig { path: PathBuf::from("/var/lib/weir/chdb"), library: PathBuf::from("libchdb.so") }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteStoreConfig {
+    /// The server's HTTP interface.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// LZ4-compress batches on the wire (ClickHouse's native block format).
+    pub compression: bool,
+    /// One insert or query gives up after this long (then it is retried).
+    pub timeout_ms: u64,
+}
+
+impl Default for RemoteStoreConfig {
+    fn default() -> Self {
+        RemoteStoreConfig {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            compression: true,
+            timeout_ms: 10_000,
+        }
     }
 }
 
@@ -294,7 +424,7 @@ impl Config {
             return Err(ConfigError::new("sink.path", "empty: use `-` for standard output"));
         }
         positive("run.drain_timeout_ms", self.run.drain_timeout_ms, 600_000)?;
-        Ok(())
+        self.store.check()
     }
 
     /// Checks the cores against the machine and returns the shard cores
@@ -339,10 +469,53 @@ impl Config {
             ("balancer", self.balancer != new.balancer),
             ("decoder", self.decoder != new.decoder),
             ("sink", self.sink != new.sink),
+            ("store", self.store != new.store),
             ("http", self.http != new.http),
             ("run", self.run != new.run),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
+    }
+}
+
+impl StoreConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let db_ok = !self.database.is_empty()
+            && self.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !self.database.starts_with(|c: char| c.is_ascii_digit());
+        if !db_ok {
+            return Err(ConfigError::new("store.database", "letters, digits and `_`, not starting with a digit"));
+        }
+        if let Some((i, message)) = crate::schema::unknown_optional_columns(&self.optional_columns) {
+            return Err(ConfigError::new(format!("store.optional_columns[{i}]"), message));
+        }
+        positive("store.batch_rows_max", self.batch_rows_max as u64, 1 << 24)?;
+        positive("store.flush_interval_ms", self.flush_interval_ms, 600_000)?;
+        positive("store.batches_max", self.batches_max as u64, 1 << 16)?;
+        positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
+        positive("store.spool_bytes_max", self.spool_bytes_max, 1 << 50)?;
+        positive("store.retry_backoff_min_ms", self.retry_backoff_min_ms, 600_000)?;
+        positive("store.retry_backoff_max_ms", self.retry_backoff_max_ms, 3_600_000)?;
+        if self.retry_backoff_max_ms < self.retry_backoff_min_ms {
+            return Err(ConfigError::new("store.retry_backoff_max_ms", "smaller than store.retry_backoff_min_ms"));
+        }
+        for (key, hours) in [
+            ("store.ttl_raw_hours", self.ttl_raw_hours),
+            ("store.ttl_1m_hours", self.ttl_1m_hours),
+            ("store.ttl_5m_hours", self.ttl_5m_hours),
+            ("store.ttl_1h_hours", self.ttl_1h_hours),
+        ] {
+            positive(key, hours as u64, 24 * 365 * 100)?;
+        }
+        if self.spool_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("store.spool_dir", "empty"));
+        }
+        if self.kind == StoreKind::Remote
+            && !self.remote.url.starts_with("http://")
+            && !self.remote.url.starts_with("https://")
+        {
+            return Err(ConfigError::new("store.remote.url", "must start with http:// or https://"));
+        }
+        positive("store.remote.timeout_ms", self.remote.timeout_ms, 3_600_000)
     }
 }
 

@@ -13,7 +13,7 @@ fn an_empty_file_is_the_defaults() {
     assert_eq!(c.listeners, default_listeners());
     assert_eq!(c.listeners.len(), 3);
     assert_eq!(c.balancer.mode, BalancerMode::Ebpf);
-    assert_eq!(c.sink.kind, SinkKind::Count);
+    assert_eq!(c.sink.kind, SinkKind::Store);
 }
 
 #[test]

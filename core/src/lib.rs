@@ -13,7 +13,8 @@
 //!      ▼
 //!  sink(&flow::FlowRecord)  ── one reused fixed-layout record per flow
 //!      │
-//!  json::write_flow (weir decode), later: row encoding for the store
+//!  json::write_flow (weir decode)      row::encode_flow (RowBinary, store batches)
+//!                                          in schema::Schema column order
 //! ```
 //!
 //! - `flow`: the flow record, its fields (named after Akvorado's columns)
@@ -24,6 +25,9 @@
 //!   property tests and the perf flow generator).
 //! - `pcap`: reads capture files from memory into UDP datagrams.
 //! - `json`: one flow as one JSON object.
+//! - `schema`: the store's columns, types, keys, TTLs and DDL per server version.
+//! - `row`: one flow as one RowBinary row of the schema's columns.
+//! - `migrate`: what to create or alter, from the live database's description.
 //! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
 //!   regression test that replays saved inputs.
 
@@ -34,7 +38,10 @@ pub mod flow;
 #[doc(hidden)]
 pub mod harness;
 pub mod json;
+pub mod migrate;
 pub mod pcap;
+pub mod row;
+pub mod schema;
 pub mod wire;
 
 pub use decoder::{Decoder, Format};

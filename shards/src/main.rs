@@ -3,6 +3,8 @@
 //!   (`shard`) receiving on reuseport sockets (`socket`), decoding into a
 //!   sink (`sink`), counted at `/metrics` (`metrics`).
 //! - `weir decode FILE.pcap` (`decode`): the flows of a capture as JSON lines.
+//! - `weir migrate` / `weir query "SQL"` (`store::commands`): the store's
+//!   schema and a look inside it.
 //! - `weir config check FILE` / `weir config defaults`.
 
 mod decode;
@@ -11,6 +13,7 @@ mod run;
 mod shard;
 mod sink;
 mod socket;
+mod store;
 
 use std::process::ExitCode;
 
@@ -30,6 +33,10 @@ enum Command {
     Decode(decode::Args),
     /// Run the collector: one pinned shard per configured CPU.
     Run(run::Args),
+    /// Create or alter the store's tables to match the configuration.
+    Migrate(store::commands::MigrateArgs),
+    /// Run SQL against the configured store and print the result.
+    Query(store::commands::QueryArgs),
     /// Check a configuration file, or print the defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -63,6 +70,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => decode::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Migrate(args) => store::commands::migrate_command(&args),
+        Command::Query(args) => store::commands::query_command(&args),
         Command::Config(c) => config_command(&c),
     };
     match result {

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::{bounded, Sender};
 use weir_core::{DecodeCounters, Reason};
+
+use crate::store::writer::QueryRequest;
 
 /// Why a received datagram was dropped before decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +92,95 @@ pub struct SinkMetrics {
     pub reopens: AtomicU64,
 }
 
+/// Why rows never reached the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreDrop {
+    /// The store was down past the memory bound and the spool was full.
+    FullSpool,
+    /// Writing a chunk to the spool failed (disk full, permissions).
+    SpoolWriteFailed,
+    /// A spooled chunk could not be read back.
+    UnreadableChunk,
+}
+
+impl StoreDrop {
+    pub const ALL: [StoreDrop; 3] = [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk];
+    fn label(self) -> &'static str {
+        match self {
+            StoreDrop::FullSpool => "spool_full",
+            StoreDrop::SpoolWriteFailed => "spool_error",
+            StoreDrop::UnreadableChunk => "spool_unreadable",
+        }
+    }
+}
+
+/// Counters of the store writer thread; written by it only.
+#[derive(Default)]
+pub struct StoreMetrics {
+    pub batches_received: AtomicU64,
+    pub rows_received: AtomicU64,
+    pub inserts: AtomicU64,
+    pub rows_inserted: AtomicU64,
+    pub bytes_inserted: AtomicU64,
+    pub insert_micros: AtomicU64,
+    pub insert_errors: AtomicU64,
+    pub chunks_spooled: AtomicU64,
+    pub rows_spooled: AtomicU64,
+    pub chunks_replayed: AtomicU64,
+    pub rows_replayed: AtomicU64,
+    pub dropped_rows: [AtomicU64; StoreDrop::ALL.len()],
+    pub memory_bytes: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_chunks: AtomicU64,
+    pub up: AtomicU64,
+}
+
+impl StoreMetrics {
+    fn render(&self, out: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 11] = [
+            ("weir_store_batches_received_total", "Batches handed over by the shards.", &self.batches_received),
+            ("weir_store_rows_received_total", "Rows handed over by the shards.", &self.rows_received),
+            ("weir_store_inserts_total", "Inserts the store accepted.", &self.inserts),
+            ("weir_store_rows_inserted_total", "Rows the store accepted.", &self.rows_inserted),
+            ("weir_store_bytes_inserted_total", "RowBinary bytes the store accepted.", &self.bytes_inserted),
+            (
+                "weir_store_insert_errors_total",
+                "Inserts that failed (each is retried with backoff).",
+                &self.insert_errors,
+            ),
+            ("weir_store_spooled_chunks_total", "Chunks written to the on-disk spool.", &self.chunks_spooled),
+            ("weir_store_spooled_rows_total", "Rows written to the on-disk spool.", &self.rows_spooled),
+            ("weir_store_replayed_chunks_total", "Spooled chunks inserted.", &self.chunks_replayed),
+            ("weir_store_replayed_rows_total", "Spooled rows inserted.", &self.rows_replayed),
+            ("weir_store_insert_seconds_total", "Time spent in accepted inserts.", &self.insert_micros),
+        ];
+        for (name, help, a) in counters {
+            header(out, name, help, "counter");
+            let v = a.load(Relaxed);
+            if name.ends_with("_seconds_total") {
+                let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
+            } else {
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+        let name = "weir_store_dropped_rows_total";
+        header(out, name, "Rows that never reached the store, by reason.", "counter");
+        for r in StoreDrop::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.label(), self.dropped_rows[r as usize].load(Relaxed));
+        }
+        let gauges: [(&str, &str, &AtomicU64); 4] = [
+            ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
+            ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),
+            ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
+            ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
+        ];
+        for (name, help, a) in gauges {
+            header(out, name, help, "gauge");
+            let _ = writeln!(out, "{name} {}", a.load(Relaxed));
+        }
+    }
+}
+
 /// Everything `/metrics` shows.
 pub struct Metrics {
     pub listeners: Vec<String>,
@@ -97,13 +189,15 @@ pub struct Metrics {
     /// Per listener: 1 when the eBPF balancer is attached, 0 on the kernel hash.
     pub ebpf_active: Vec<AtomicU64>,
     pub sink: SinkMetrics,
+    /// Present when the sink is the store.
+    pub store: Option<Arc<StoreMetrics>>,
 }
 
 impl Metrics {
     pub fn new(listeners: Vec<String>, cores: Vec<usize>) -> Self {
         let shards = cores.iter().map(|_| Arc::new(ShardMetrics::new(listeners.len()))).collect();
         let ebpf_active = listeners.iter().map(|_| AtomicU64::new(0)).collect();
-        Metrics { listeners, cores, shards, ebpf_active, sink: SinkMetrics::default() }
+        Metrics { listeners, cores, shards, ebpf_active, sink: SinkMetrics::default(), store: None }
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -176,6 +270,9 @@ impl Metrics {
             header(&mut out, name, help, "counter");
             let _ = writeln!(out, "{name} {}", a.load(Relaxed));
         }
+        if let Some(store) = &self.store {
+            store.render(&mut out);
+        }
         out
     }
 
@@ -238,32 +335,57 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 /// Binds the metrics address (an error here stops start-up) and serves it
-/// on a thread, one request at a time: a scrape every few seconds needs no more.
-pub fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+/// on a thread, one request at a time: a scrape every few seconds needs no
+/// more. With the store as sink, `POST /query?format=F` (the SQL as the
+/// body) runs a query on the store writer's connection, for `weir query`:
+/// from loopback peers only, since it runs any SQL.
+pub fn serve(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    queries: Option<Sender<QueryRequest>>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new().name("weir-http".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            let _ = answer(stream, &metrics);
+            let _ = answer(stream, &metrics, queries.as_ref());
         }
     })?;
     Ok(local)
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryRequest>>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(&stream);
     let mut request = String::new();
     reader.read_line(&mut request)?;
     // Read the headers to their end so the client sees a clean close.
     let mut line = String::new();
+    let mut content_length = 0usize;
     while reader.read_line(&mut line)? > 2 {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
         line.clear();
     }
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render()),
-        _ => ("404 Not Found", "text/plain", "only /metrics is served\n".to_string()),
+    let mut parts = request.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query_string) = target.split_once('?').unwrap_or((target, ""));
+    let (status, kind, body): (&str, &str, Vec<u8>) = match (method, path) {
+        (_, "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render().into_bytes()),
+        ("POST", "/query") => {
+            let loopback = stream.peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+            let mut sql = vec![0u8; content_length.min(1 << 20)];
+            std::io::Read::read_exact(&mut reader, &mut sql)?;
+            match (queries, loopback) {
+                (None, _) => ("404 Not Found", "text/plain", b"no store: sink.kind is not store\n".to_vec()),
+                (_, false) => ("403 Forbidden", "text/plain", b"/query answers loopback peers only\n".to_vec()),
+                (Some(q), true) => run_query(q, &String::from_utf8_lossy(&sql), query_string),
+            }
+        }
+        _ => ("404 Not Found", "text/plain", b"/metrics, or POST /query\n".to_vec()),
     };
     let mut w = &stream;
     write!(
@@ -271,5 +393,23 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
-    w.write_all(body.as_bytes())
+    w.write_all(&body)
+}
+
+fn run_query(queries: &Sender<QueryRequest>, sql: &str, query_string: &str) -> (&'static str, &'static str, Vec<u8>) {
+    let format = query_string
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("format="))
+        .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or("TabSeparated");
+    let (reply, answer) = bounded(1);
+    let request = QueryRequest { sql: sql.to_string(), format: format.to_string(), reply };
+    if queries.send(request).is_err() {
+        return ("503 Service Unavailable", "text/plain", b"the store writer has stopped\n".to_vec());
+    }
+    match answer.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(bytes)) => ("200 OK", "application/octet-stream", bytes),
+        Ok(Err(e)) => ("400 Bad Request", "text/plain", format!("{e}\n").into_bytes()),
+        Err(_) => ("504 Gateway Timeout", "text/plain", b"the store did not answer within 60 s\n".to_vec()),
+    }
 }

@@ -25,14 +25,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use weir_core::config::{BalancerMode, Config, SinkKind};
+use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Metrics, StoreMetrics};
 use crate::shard::{self, Inboxes, ShardSetup};
-use crate::sink::{JsonWriter, Sink};
+use crate::sink::{JsonWriter, SinkWriter};
 use crate::socket;
+use crate::store::{chdb, writer::StoreWriter};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,21 +48,27 @@ pub fn run(args: &Args) -> Result<(), String> {
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);
     let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
-    let metrics = Arc::new(Metrics::new(listeners, cores.clone()));
+    let mut metrics = Metrics::new(listeners, cores.clone());
+    if config.sink.kind == SinkKind::Store {
+        if config.store.kind == StoreKind::Embedded {
+            chdb::check_library(&config.store.embedded.library)?;
+        }
+        metrics.store = Some(Arc::new(StoreMetrics::default()));
+    }
+    let metrics = Arc::new(metrics);
     let sockets = open_sockets(&config, &cores, &metrics)?;
     let _balancers = attach_balancers(&config, &sockets, &metrics);
     let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
+    let writer = start_writer(&config, &metrics)?;
     if let Some(address) = config.http.listen {
-        let local = metrics::serve(address, metrics.clone()).map_err(|e| format!("http.listen {address}: {e}"))?;
+        let queries = match &writer {
+            SinkWriter::Store(w) => Some(w.queries()),
+            _ => None,
+        };
+        let local =
+            metrics::serve(address, metrics.clone(), queries).map_err(|e| format!("http.listen {address}: {e}"))?;
         log("info", &format!("metrics at http://{local}/metrics"));
     }
-    let writer = match config.sink.kind {
-        SinkKind::Json => Some(
-            JsonWriter::start(&config.sink.path, config.sink.buffer_bytes, config.sink.buffers_max, metrics.clone())
-                .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
-        ),
-        SinkKind::Count => None,
-    };
     let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -82,7 +89,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             saved_state: saved_state.clone(),
             metrics: metrics.shards[index].clone(),
             inboxes: inboxes.clone(),
-            sink: writer.as_ref().map_or(Sink::Count { flows: 0 }, |w| w.sink()),
+            sink: writer.sink(),
             stop: stop.clone(),
             ready: ready.clone(),
             state_out: (index == 0)
@@ -107,15 +114,27 @@ pub fn run(args: &Args) -> Result<(), String> {
         }
     }
     let Control { config, writer, .. } = control;
-    if let Some(w) = writer {
-        w.finish();
-    }
+    writer.finish();
     if let (Some(path), Some(state)) = (&config.decoder.state_file, state) {
         save_atomically(path, &state);
     }
     release_pid_file(&config);
     log("info", "stopped");
     Ok(())
+}
+
+fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, String> {
+    Ok(match config.sink.kind {
+        SinkKind::Json => SinkWriter::Json(
+            JsonWriter::start(&config.sink.path, config.sink.buffer_bytes, config.sink.buffers_max, metrics.clone())
+                .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
+        ),
+        SinkKind::Count => SinkWriter::Count,
+        SinkKind::Store => {
+            let store_metrics = metrics.store.clone().expect("set for the store sink");
+            SinkWriter::Store(StoreWriter::start(&config.store, store_metrics)?)
+        }
+    })
 }
 
 pub fn read_config(path: &Path) -> Result<Config, String> {
@@ -217,7 +236,7 @@ struct Control {
     config: Config,
     raw_fds: Vec<RawFd>,
     metrics: Arc<Metrics>,
-    writer: Option<JsonWriter>,
+    writer: SinkWriter,
 }
 
 impl Control {
@@ -256,9 +275,7 @@ impl Control {
             let (shard, listener) = (i / listeners, i % listeners);
             self.metrics.shards[shard].sockets[listener].buffer_bytes.store(granted, Relaxed);
         }
-        if let Some(w) = &self.writer {
-            w.reopen();
-        }
+        self.writer.reopen();
         let restart = self.config.keys_needing_restart(&new);
         if restart.is_empty() {
             log("info", "reloaded: socket receive buffers set, sink file reopened");

@@ -180,7 +180,7 @@ async fn housekeeping_loop(
         let mut s = shard.borrow_mut();
         s.apply_inbox();
         s.decoder.expire_pending(now_ns());
-        s.sink.flush();
+        s.sink.tick();
         s.publish();
         if let Some((queue, every)) = &state_out {
             if last_save.elapsed() >= *every {

@@ -1,9 +1,11 @@
-//! Where a shard's decoded flows go, until the store exists.
+//! Where a shard's decoded flows go.
 //!
-//! The boundary is `Sink::flow` (one flow, by reference, on the shard) and
-//! `Sink::flush` (the shard's batch is done or its housekeeping tick came).
-//! The store's per-shard batch buffer will be one more variant here.
+//! The boundary is `Sink::flow` (one flow, by reference, on the shard),
+//! `Sink::tick` (the shard's housekeeping tick: hand over what is due) and
+//! `Sink::flush` (shutdown: hand over everything).
 //!
+//! - `Store`: the shard's RowBinary batch buffer for the store writer
+//!   (`store::writer`), handed over by row count or age.
 //! - `Count`: counts and forgets (benchmarks).
 //! - `Json`: each shard fills its own buffer with JSON lines (the keys of
 //!   `weir decode`) and hands full buffers to one writer thread on the
@@ -26,10 +28,12 @@ use weir_core::json::write_flow;
 use weir_core::FlowRecord;
 
 use crate::metrics::Metrics;
+use crate::store::writer::{StoreSink, StoreWriter};
 
 pub enum Sink {
     Count { flows: u64 },
     Json(JsonSink),
+    Store(StoreSink),
 }
 
 impl Sink {
@@ -38,6 +42,7 @@ impl Sink {
         match self {
             Sink::Count { flows } => *flows += 1,
             Sink::Json(j) => j.flow(flow),
+            Sink::Store(s) => s.flow(flow),
         }
     }
 
@@ -46,13 +51,60 @@ impl Sink {
         match self {
             Sink::Count { flows } => *flows,
             Sink::Json(j) => j.flows,
+            Sink::Store(s) => s.flows(),
         }
     }
 
-    /// Hands over what is buffered (end of a housekeeping tick, shutdown).
+    /// Housekeeping tick: JSON lines go out at once, a store batch when it
+    /// is `store.flush_interval_ms` old.
+    pub fn tick(&mut self) {
+        match self {
+            Sink::Count { .. } => {}
+            Sink::Json(j) => j.hand_over(),
+            Sink::Store(s) => s.tick(),
+        }
+    }
+
+    /// Hands over everything buffered (shutdown).
     pub fn flush(&mut self) {
-        if let Sink::Json(j) = self {
-            j.hand_over();
+        match self {
+            Sink::Count { .. } => {}
+            Sink::Json(j) => j.hand_over(),
+            Sink::Store(s) => s.hand_over(),
+        }
+    }
+}
+
+/// The control-plane side of the sink: the thread shards hand buffers to.
+pub enum SinkWriter {
+    Count,
+    Json(JsonWriter),
+    Store(StoreWriter),
+}
+
+impl SinkWriter {
+    /// A sink for one shard.
+    pub fn sink(&self) -> Sink {
+        match self {
+            SinkWriter::Count => Sink::Count { flows: 0 },
+            SinkWriter::Json(w) => w.sink(),
+            SinkWriter::Store(w) => Sink::Store(w.sink()),
+        }
+    }
+
+    /// SIGHUP: the JSON file is reopened (log rotation).
+    pub fn reopen(&self) {
+        if let SinkWriter::Json(w) = self {
+            w.reopen();
+        }
+    }
+
+    /// Writes out what the shards handed over; call after they are gone.
+    pub fn finish(self) {
+        match self {
+            SinkWriter::Count => {}
+            SinkWriter::Json(w) => w.finish(),
+            SinkWriter::Store(w) => w.finish(),
         }
     }
 }

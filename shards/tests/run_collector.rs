@@ -5,14 +5,17 @@
 //! pinned to this machine's CPUs, and the burst and fairness checks must not
 //! compete with another test's traffic.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::Write;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use common::{free_udp_port, temp_dir, two_shards, write_config, Collector};
 
 use weir_core::encode::{netflow_v5, ExportHeader, MessageBuilder, TemplateSpec};
 use weir_core::flow::{addr_from_v4, FlowRecord};
@@ -23,124 +26,6 @@ static TURNS: Mutex<()> = Mutex::new(());
 
 fn turn() -> std::sync::MutexGuard<'static, ()> {
     TURNS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-run-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// A running `weir run`, its metrics address and its log lines.
-struct Collector {
-    child: Child,
-    metrics: String,
-    log: mpsc::Receiver<String>,
-}
-
-impl Collector {
-    fn start(config: &Path) -> Collector {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["run", "--config"])
-            .arg(config)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  | {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let mut c = Collector { child, metrics: String::new(), log };
-        c.metrics = c.wait_for("metrics at http://").split("http://").nth(1).unwrap().replace("/metrics", "");
-        c.wait_for("ready");
-        c
-    }
-
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            match self.log.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(_) => panic!("weir exited before logging {needle:?}"),
-            }
-        }
-        panic!("weir never logged {needle:?}");
-    }
-
-    /// The body of `/metrics`.
-    fn scrape(&self) -> String {
-        let mut s = TcpStream::connect(&self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-        response.split_once("\r\n\r\n").unwrap().1.to_string()
-    }
-
-    /// The samples of one metric whose labels contain `labels`.
-    fn metric(&self, name: &str, labels: &str) -> Vec<u64> {
-        let body = self.scrape();
-        body.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-            .filter(|l| l.contains(labels))
-            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-            .collect()
-    }
-
-    fn wait_metric_sum(&self, name: &str, want: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let got: u64 = self.metric(name, "").iter().sum();
-            if got >= want || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(mut self) {
-        // SAFETY: plain syscall on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "weir run exited with {status}");
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("[http]\nlisten = \"127.0.0.1:0\"\n{body}")).unwrap();
-    path
-}
-
-fn two_shards(port: u16, mode: &str) -> String {
-    let control = if cpus() > 1 { 1 } else { 0 };
-    format!(
-        "[shards]\ncores = [0, {control}]\ncontrol_core = {control}\n\
-         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[balancer]\nmode = \"{mode}\"\n"
-    )
 }
 
 fn v5_datagram(sequence: u32) -> Vec<u8> {

@@ -1,0 +1,374 @@
+//! Migrations as code: compare the schema Weir wants with what the live
+//! database has, and list the statements that close the gap. Pure: the
+//! runtime reads the live state (`system.tables`, `system.columns`,
+//! `version()`, helper table row counts) and runs the steps in order.
+//!
+//! Every step is safe to run on a populated database and the plan of a
+//! migrated database is empty (idempotent):
+//! - a missing table or view is created;
+//! - a missing column is added (`ADD COLUMN ... AFTER`), keeping the data;
+//!   a consolidated table also extends its sort key where the server can,
+//!   so rows that differ in the new dimension are not summed together;
+//! - a TTL that differs from the config is changed (`MODIFY TTL`);
+//! - a view whose SELECT changed (it is named after the SELECT's hash) is
+//!   replaced: the new one is created before the old one is dropped, so
+//!   rows inserted in between may be counted twice in consolidated tables
+//!   but never lost (migrations run before the shards start);
+//! - helper tables whose row count differs from the bundled list are refilled.
+//!
+//! Columns are never dropped or retyped: a column switched off stays in the
+//! table (inserts name their columns, so it gets the default), and a type
+//! that differs is reported as a warning for the operator to decide.
+
+use crate::schema::{Schema, RAW_TABLE};
+
+/// One table or view as the server describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveTable {
+    pub name: String,
+    pub engine: String,
+    /// `(name, type)` in table order.
+    pub columns: Vec<(String, String)>,
+    /// `system.tables.create_table_query` (unescaped).
+    pub create_query: String,
+    /// Rows, read only for the helper tables.
+    pub rows: Option<u64>,
+}
+
+/// What the runtime read from the database.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveDatabase {
+    pub database_exists: bool,
+    pub tables: Vec<LiveTable>,
+}
+
+impl LiveDatabase {
+    fn table(&self, name: &str) -> Option<&LiveTable> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+/// One statement and why it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub why: String,
+    pub sql: String,
+}
+
+/// The statements to run, in order, and what the operator should know.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    fn step(&mut self, why: impl Into<String>, sql: impl Into<String>) {
+        self.steps.push(Step { why: why.into(), sql: sql.into() });
+    }
+}
+
+/// The helper tables the console joins against: protocol and port names.
+pub const HELPER_TABLES: &[&str] = &["protocols", "ports"];
+
+/// The plan that brings `live` to `schema`.
+pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
+    let mut plan = Plan { warnings: schema.dialect.warnings(), ..Plan::default() };
+    let db = &schema.database;
+    if !live.database_exists {
+        plan.step(format!("database {db} is missing"), format!("CREATE DATABASE IF NOT EXISTS {db}"));
+    }
+    match live.table(RAW_TABLE) {
+        None => plan.step(format!("table {RAW_TABLE} is missing"), schema.create_raw_table()),
+        Some(t) => {
+            let wanted: Vec<(&str, String)> =
+                schema.columns.iter().map(|c| (c.name, schema.column_definition(c))).collect();
+            add_missing_columns(&mut plan, schema, t, &wanted, None);
+            check_ttl(&mut plan, schema, t, schema.ttl_raw_hours);
+        }
+    }
+    for c in &schema.consolidations {
+        match live.table(c.table) {
+            None => plan.step(format!("table {} is missing", c.table), schema.create_consolidated_table(c)),
+            Some(t) => {
+                let wanted: Vec<(&str, String)> = schema
+                    .dimensions()
+                    .iter()
+                    .map(|d| (d.name, format!("{} {}", d.name, schema.dialect.type_name(d.kind))))
+                    .collect();
+                add_missing_columns(&mut plan, schema, t, &wanted, Some(c.table));
+                check_ttl(&mut plan, schema, t, c.ttl_hours);
+            }
+        }
+        let view = schema.view_name(c);
+        let prefix = format!("{}_mv_", c.table);
+        if live.table(&view).is_none() {
+            plan.step(format!("view {view} is missing"), schema.create_view(c));
+        }
+        for old in live.tables.iter().filter(|t| t.name.starts_with(&prefix) && t.name != view) {
+            plan.step(
+                format!("view {} is replaced by {view}", old.name),
+                format!("DROP TABLE IF EXISTS {db}.{}", old.name),
+            );
+        }
+    }
+    helper_tables(&mut plan, schema, live);
+    plan
+}
+
+fn add_missing_columns(
+    plan: &mut Plan,
+    schema: &Schema,
+    table: &LiveTable,
+    wanted: &[(&str, String)],
+    sort_key_of: Option<&str>,
+) {
+    let db = &schema.database;
+    let mut previous = "TimeReceived".to_string();
+    for (name, definition) in wanted {
+        match table.columns.iter().find(|(n, _)| n == name) {
+            Some((_, live_type)) => {
+                let want_type = definition.split_whitespace().nth(1).unwrap_or("");
+                if !live_type.starts_with(want_type) {
+                    plan.warnings.push(format!(
+                        "{}.{name} is {live_type}, Weir writes {want_type}: left as is, inserts may fail",
+                        table.name
+                    ));
+                }
+            }
+            None => {
+                let mut sql =
+                    format!("ALTER TABLE {db}.{} ADD COLUMN {definition} AFTER {previous}", table.name);
+                if sort_key_of.is_some() && schema.dialect.modify_order_by {
+                    // The new dimension joins the end of the key, so summing keeps rows apart.
+                    let mut key: Vec<&str> = vec!["TimeReceived"];
+                    key.extend(
+                        table
+                            .columns
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .filter(|n| !["TimeReceived", "Bytes", "Packets", "Flows"].contains(n)),
+                    );
+                    key.push(name);
+                    sql.push_str(&format!(", MODIFY ORDER BY ({})", key.join(", ")));
+                }
+                plan.step(format!("column {}.{name} is missing", table.name), sql);
+            }
+        }
+        previous = name.to_string();
+    }
+}
+
+fn check_ttl(plan: &mut Plan, schema: &Schema, table: &LiveTable, hours: u32) {
+    if !schema.dialect.ttl {
+        return;
+    }
+    let ttl = schema.ttl_expression(hours);
+    if !table.create_query.contains(&ttl) {
+        plan.step(
+            format!("TTL of {} is not {hours} h", table.name),
+            format!("ALTER TABLE {}.{} MODIFY {ttl}", schema.database, table.name),
+        );
+    }
+}
+
+fn helper_tables(plan: &mut Plan, schema: &Schema, live: &LiveDatabase) {
+    let db = &schema.database;
+    let protocols: Vec<String> =
+        PROTOCOLS.iter().map(|(n, name, d)| format!("({n}, '{name}', '{}')", d.replace('\'', "\\'"))).collect();
+    let ports: Vec<String> = PORTS.iter().map(|(p, port, name)| format!("({p}, {port}, '{name}')")).collect();
+    let helpers = [
+        (
+            "protocols",
+            "Proto UInt8, Name String, Description String",
+            "Proto",
+            protocols.len(),
+            format!("INSERT INTO {db}.protocols VALUES {}", protocols.join(", ")),
+        ),
+        (
+            "ports",
+            "Proto UInt8, Port UInt16, Name String",
+            "(Proto, Port)",
+            ports.len(),
+            format!("INSERT INTO {db}.ports VALUES {}", ports.join(", ")),
+        ),
+    ];
+    for (name, columns, key, rows, insert) in helpers {
+        let existing = live.table(name);
+        if existing.is_none() {
+            plan.step(
+                format!("helper table {name} is missing"),
+                format!("CREATE TABLE IF NOT EXISTS {db}.{name} ({columns}) ENGINE = MergeTree ORDER BY {key}"),
+            );
+        }
+        if existing.and_then(|t| t.rows) != Some(rows as u64) {
+            if existing.is_some() {
+                plan.step(format!("helper table {name} is out of date"), format!("TRUNCATE TABLE {db}.{name}"));
+            }
+            plan.step(format!("helper table {name} needs its {rows} rows"), insert);
+        }
+    }
+}
+
+/// IANA protocol numbers seen in flows (the "Assigned Internet Protocol
+/// Numbers" registry).
+pub const PROTOCOLS: &[(u8, &str, &str)] = &[
+    (1, "ICMP", "Internet Control Message"),
+    (2, "IGMP", "Internet Group Management"),
+    (4, "IPv4", "IPv4 encapsulation"),
+    (6, "TCP", "Transmission Control"),
+    (17, "UDP", "User Datagram"),
+    (41, "IPv6", "IPv6 encapsulation"),
+    (43, "IPv6-Route", "Routing Header for IPv6"),
+    (44, "IPv6-Frag", "Fragment Header for IPv6"),
+    (46, "RSVP", "Reservation Protocol"),
+    (47, "GRE", "Generic Routing Encapsulation"),
+    (50, "ESP", "Encap Security Payload"),
+    (51, "AH", "Authentication Header"),
+    (58, "IPv6-ICMP", "ICMP for IPv6"),
+    (59, "IPv6-NoNxt", "No Next Header for IPv6"),
+    (60, "IPv6-Opts", "Destination Options for IPv6"),
+    (88, "EIGRP", "EIGRP"),
+    (89, "OSPF", "OSPF"),
+    (94, "IPIP", "IP-within-IP Encapsulation"),
+    (103, "PIM", "Protocol Independent Multicast"),
+    (112, "VRRP", "Virtual Router Redundancy"),
+    (115, "L2TP", "Layer Two Tunneling Protocol v3"),
+    (132, "SCTP", "Stream Control Transmission"),
+    (136, "UDPLite", "UDP-Lite"),
+    (137, "MPLS-in-IP", "MPLS-in-IP"),
+];
+
+/// Well-known service ports (IANA "Service Name and Transport Protocol Port
+/// Number" registry), for TCP (6) and UDP (17).
+pub const PORTS: &[(u8, u16, &str)] = &[
+    (6, 20, "ftp-data"),
+    (6, 21, "ftp"),
+    (6, 22, "ssh"),
+    (6, 23, "telnet"),
+    (6, 25, "smtp"),
+    (17, 53, "domain"),
+    (6, 53, "domain"),
+    (17, 67, "bootps"),
+    (17, 68, "bootpc"),
+    (17, 69, "tftp"),
+    (6, 80, "http"),
+    (6, 110, "pop3"),
+    (17, 123, "ntp"),
+    (6, 143, "imap"),
+    (17, 161, "snmp"),
+    (17, 162, "snmptrap"),
+    (6, 179, "bgp"),
+    (6, 389, "ldap"),
+    (6, 443, "https"),
+    (17, 443, "https"),
+    (6, 445, "microsoft-ds"),
+    (17, 500, "isakmp"),
+    (17, 514, "syslog"),
+    (6, 587, "submission"),
+    (6, 636, "ldaps"),
+    (6, 853, "domain-s"),
+    (6, 993, "imaps"),
+    (6, 995, "pop3s"),
+    (17, 1194, "openvpn"),
+    (6, 1433, "ms-sql-s"),
+    (17, 1812, "radius"),
+    (17, 2055, "netflow"),
+    (6, 3306, "mysql"),
+    (6, 3389, "ms-wbt-server"),
+    (17, 3478, "stun"),
+    (17, 4500, "ipsec-nat-t"),
+    (17, 4739, "ipfix"),
+    (6, 5060, "sip"),
+    (17, 5060, "sip"),
+    (6, 5432, "postgresql"),
+    (17, 6343, "sflow"),
+    (6, 6379, "redis"),
+    (6, 8080, "http-alt"),
+    (6, 8443, "https-alt"),
+    (6, 9092, "kafka"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{SchemaSettings, ServerVersion};
+
+    fn schema(optional: &[&str], version: ServerVersion) -> Schema {
+        Schema::new(
+            &SchemaSettings {
+                database: "weir".into(),
+                optional_columns: optional.iter().map(|s| s.to_string()).collect(),
+                ttl_raw_hours: 168,
+                ttl_1m_hours: 360,
+                ttl_5m_hours: 2160,
+                ttl_1h_hours: 8760,
+            },
+            version,
+        )
+    }
+
+    /// What a server would show after running `plan` on an empty database.
+    fn migrated(s: &Schema) -> LiveDatabase {
+        let raw = LiveTable {
+            name: RAW_TABLE.into(),
+            columns: s.columns.iter().map(|c| (c.name.into(), s.dialect.type_name(c.kind).into())).collect(),
+            create_query: s.create_raw_table(),
+            ..LiveTable::default()
+        };
+        let mut tables = vec![raw];
+        for c in &s.consolidations {
+            let mut cols = vec![("TimeReceived".to_string(), "DateTime".to_string())];
+            cols.extend(s.dimensions().iter().map(|d| (d.name.to_string(), s.dialect.type_name(d.kind).to_string())));
+            tables.push(LiveTable {
+                name: c.table.into(),
+                columns: cols,
+                create_query: s.create_consolidated_table(c),
+                ..LiveTable::default()
+            });
+            tables.push(LiveTable { name: s.view_name(c), ..LiveTable::default() });
+        }
+        tables.push(LiveTable { name: "protocols".into(), rows: Some(PROTOCOLS.len() as u64), ..LiveTable::default() });
+        tables.push(LiveTable { name: "ports".into(), rows: Some(PORTS.len() as u64), ..LiveTable::default() });
+        LiveDatabase { database_exists: true, tables }
+    }
+
+    #[test]
+    fn an_empty_database_gets_everything_and_a_migrated_one_nothing() {
+        let s = schema(&[], ServerVersion(26, 7));
+        let p = plan(&s, &LiveDatabase::default());
+        assert_eq!(p.steps.len(), 1 + 1 + 3 * 2 + 2 * 2, "{:#?}", p.steps);
+        assert!(plan(&s, &migrated(&s)).steps.is_empty());
+    }
+
+    #[test]
+    fn enabling_a_dimension_adds_columns_and_replaces_views() {
+        let before = schema(&[], ServerVersion(26, 7));
+        let after = schema(&["SrcVlan"], ServerVersion(26, 7));
+        let p = plan(&after, &migrated(&before));
+        let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+        assert!(sql[0].starts_with("ALTER TABLE weir.flows ADD COLUMN SrcVlan UInt16 AFTER"), "{sql:#?}");
+        assert!(sql
+            .iter()
+            .any(|s| s.contains("flows_1m ADD COLUMN SrcVlan") && s.contains("MODIFY ORDER BY")));
+        assert_eq!(sql.iter().filter(|s| s.starts_with("CREATE MATERIALIZED VIEW")).count(), 3);
+        assert_eq!(sql.iter().filter(|s| s.starts_with("DROP TABLE")).count(), 3);
+        let create = sql.iter().position(|s| s.contains("flows_1m_mv")).unwrap();
+        let drop = sql.iter().position(|s| s.starts_with("DROP TABLE IF EXISTS weir.flows_1m_mv")).unwrap();
+        assert!(create < drop, "the new view exists before the old one goes");
+        assert!(plan(&after, &migrated(&after)).steps.is_empty());
+    }
+
+    #[test]
+    fn ttl_changes_and_old_servers() {
+        let s = schema(&[], ServerVersion(26, 7));
+        let mut live = migrated(&s);
+        live.tables[0].create_query = live.tables[0].create_query.replace("toIntervalHour(168)", "toIntervalHour(24)");
+        let p = plan(&s, &live);
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows MODIFY TTL TimeReceived + toIntervalHour(168)");
+        let old = schema(&[], ServerVersion(18, 16));
+        assert!(plan(&old, &migrated(&old)).steps.is_empty());
+        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 5);
+    }
+}

@@ -1,0 +1,456 @@
+//! The store's schema, defined once: every column of the raw flows table
+//! with its smallest ClickHouse type, which columns are optional (off until
+//! `store.optional_columns` names them), which survive into the consolidated
+//! tables, the sort keys, partitions and TTLs, and the DDL for a given server.
+//!
+//! `Schema::new(settings, version)` picks the columns and the dialect;
+//! `row::encode_flow` writes one flow in RowBinary in `Schema::columns` order;
+//! `migrate::plan` compares the schema with the live database.
+//!
+//! Degraded types are chosen so their RowBinary bytes are the same as the
+//! modern ones (`FixedString(16)` for `IPv6`, `UInt64` milliseconds for
+//! `DateTime64(3)`, `String` for `LowCardinality(String)`): the same encoded
+//! batch goes to chDB 26 and to ClickHouse 18.16.
+
+use crate::flow::Field;
+
+/// The name of the raw flows table.
+pub const RAW_TABLE: &str = "flows";
+
+/// What a column holds on disk; the ClickHouse type depends on the dialect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    /// Seconds since the epoch, 4 bytes.
+    DateTime,
+    /// Milliseconds since the epoch, 8 bytes.
+    DateTimeMs,
+    /// 16 bytes, IPv4 mapped into IPv6.
+    Address,
+    /// A MAC address in the low 48 bits (Akvorado's representation).
+    Mac,
+    /// A list of 32-bit values (MPLS labels, AS path, communities).
+    ArrayUInt32,
+}
+
+/// One column of the raw table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub field: Field,
+    pub kind: ColumnType,
+    /// Off by default; switched on by naming it in `store.optional_columns`.
+    pub optional: bool,
+    /// A dimension kept in the 1 min / 5 min / 1 h tables.
+    pub consolidated: bool,
+}
+
+/// Every column the flow record can fill, in table order. `Field::column`
+/// gives the same names (a test checks it).
+pub fn catalog() -> Vec<Column> {
+    use ColumnType::*;
+    use Field as F;
+    // (field, type, optional, consolidated)
+    let rows: &[(Field, ColumnType, bool, bool)] = &[
+        (F::TimeReceived, DateTime, false, false),
+        (F::SamplingRate, UInt32, false, false),
+        (F::ExporterAddress, Address, false, true),
+        (F::ObservationDomain, UInt32, true, true),
+        (F::FlowStart, DateTimeMs, true, false),
+        (F::FlowEnd, DateTimeMs, true, false),
+        (F::InIfIndex, UInt32, false, true),
+        (F::OutIfIndex, UInt32, false, true),
+        (F::InIfPhysicalIndex, UInt32, true, false),
+        (F::OutIfPhysicalIndex, UInt32, true, false),
+        (F::SrcAddr, Address, false, false),
+        (F::DstAddr, Address, false, false),
+        (F::SrcNetMask, UInt8, false, false),
+        (F::DstNetMask, UInt8, false, false),
+        (F::SrcAS, UInt32, false, true),
+        (F::DstAS, UInt32, false, true),
+        (F::NextHop, Address, true, false),
+        (F::BGPNextHop, Address, true, false),
+        (F::EType, UInt16, false, true),
+        (F::Proto, UInt8, false, true),
+        (F::SrcPort, UInt16, false, false),
+        (F::DstPort, UInt16, false, false),
+        (F::Bytes, UInt64, false, false),
+        (F::Packets, UInt64, false, false),
+        (F::ForwardingStatus, UInt8, false, true),
+        (F::FlowDirection, UInt8, true, true),
+        (F::TCPFlags, UInt16, true, false),
+        (F::SrcAddrNAT, Address, true, false),
+        (F::DstAddrNAT, Address, true, false),
+        (F::SrcPortNAT, UInt16, true, false),
+        (F::DstPortNAT, UInt16, true, false),
+        (F::SrcMAC, Mac, true, false),
+        (F::DstMAC, Mac, true, false),
+        (F::SrcVlan, UInt16, true, true),
+        (F::DstVlan, UInt16, true, true),
+        (F::IPTTL, UInt8, true, false),
+        (F::IPTos, UInt8, true, false),
+        (F::IPFragmentID, UInt32, true, false),
+        (F::IPFragmentOffset, UInt16, true, false),
+        (F::IPv6FlowLabel, UInt32, true, false),
+        (F::ICMPv4Type, UInt8, true, false),
+        (F::ICMPv4Code, UInt8, true, false),
+        (F::ICMPv6Type, UInt8, true, false),
+        (F::ICMPv6Code, UInt8, true, false),
+        (F::IngressVRFID, UInt32, true, true),
+        (F::EgressVRFID, UInt32, true, true),
+        (F::MPLSLabels, ArrayUInt32, true, false),
+        (F::DstASPath, ArrayUInt32, true, false),
+        (F::DstCommunities, ArrayUInt32, true, false),
+    ];
+    rows.iter()
+        .map(|&(field, kind, optional, consolidated)| Column {
+            name: field.column(),
+            field,
+            kind,
+            optional,
+            consolidated,
+        })
+        .collect()
+}
+
+/// The names of the optional columns, for error messages and the README.
+pub fn optional_column_names() -> Vec<&'static str> {
+    catalog().into_iter().filter(|c| c.optional).map(|c| c.name).collect()
+}
+
+/// A ClickHouse server version, `major.minor.patch...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion(pub u32, pub u32);
+
+impl ServerVersion {
+    /// Parses `SELECT version()` output (`26.7.2.1`, `18.16.1`).
+    pub fn parse(text: &str) -> Option<ServerVersion> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(ServerVersion(major, minor))
+    }
+}
+
+/// What the server's DDL can say. Each flag is the release that brought it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialect {
+    /// `IPv6` domain type (19.3); otherwise `FixedString(16)`, same bytes.
+    pub ipv6: bool,
+    /// Table and column `TTL` (19.6); otherwise data is kept until dropped by hand.
+    pub ttl: bool,
+    /// Column compression codecs (19.11 for DoubleDelta with LZ4 chains).
+    pub codecs: bool,
+    /// `DateTime64` (20.1); otherwise `UInt64` milliseconds, same bytes.
+    pub datetime64: bool,
+    /// `ALTER ... MODIFY ORDER BY` when adding a consolidated dimension (19.1).
+    pub modify_order_by: bool,
+}
+
+impl Dialect {
+    pub fn for_version(v: ServerVersion) -> Dialect {
+        Dialect {
+            ipv6: v >= ServerVersion(19, 3),
+            ttl: v >= ServerVersion(19, 6),
+            codecs: v >= ServerVersion(19, 11),
+            datetime64: v >= ServerVersion(20, 1),
+            modify_order_by: v >= ServerVersion(19, 1),
+        }
+    }
+
+    /// What an operator loses on this server, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.ipv6 {
+            w.push("server has no IPv6 type: addresses are FixedString(16) (use IPv6NumToString to read them)".into());
+        }
+        if !self.ttl {
+            w.push(
+                "server has no TTL: flows and consolidated tables are never expired; drop old partitions by hand"
+                    .into(),
+            );
+        }
+        if !self.codecs {
+            w.push("server has no compression codecs: columns use the server's default compression".into());
+        }
+        if !self.datetime64 {
+            w.push("server has no DateTime64: FlowStart/FlowEnd are UInt64 milliseconds".into());
+        }
+        if !self.modify_order_by {
+            w.push(
+                "server cannot extend a sort key: enabling a consolidated dimension adds it as a plain column".into(),
+            );
+        }
+        w
+    }
+
+    /// The ClickHouse type of `kind`.
+    pub fn type_name(&self, kind: ColumnType) -> &'static str {
+        match kind {
+            ColumnType::UInt8 => "UInt8",
+            ColumnType::UInt16 => "UInt16",
+            ColumnType::UInt32 => "UInt32",
+            ColumnType::UInt64 | ColumnType::Mac => "UInt64",
+            ColumnType::DateTime => "DateTime",
+            ColumnType::DateTimeMs if self.datetime64 => "DateTime64(3)",
+            ColumnType::DateTimeMs => "UInt64",
+            ColumnType::Address if self.ipv6 => "IPv6",
+            ColumnType::Address => "FixedString(16)",
+            ColumnType::ArrayUInt32 => "Array(UInt32)",
+        }
+    }
+}
+
+/// One consolidated table: its name, bucket function and time to live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consolidation {
+    /// `flows_1m`, `flows_5m`, `flows_1h`.
+    pub table: &'static str,
+    /// ClickHouse function rounding TimeReceived down to the bucket.
+    pub bucket: &'static str,
+    pub ttl_hours: u32,
+}
+
+/// What the operator chooses (from `[store]` in the config).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaSettings {
+    pub database: String,
+    /// Optional columns to store, by name.
+    pub optional_columns: Vec<String>,
+    pub ttl_raw_hours: u32,
+    pub ttl_1m_hours: u32,
+    pub ttl_5m_hours: u32,
+    pub ttl_1h_hours: u32,
+}
+
+/// The schema for one server: the columns in insert order and the dialect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema {
+    pub database: String,
+    pub columns: Vec<Column>,
+    pub dialect: Dialect,
+    pub ttl_raw_hours: u32,
+    pub consolidations: Vec<Consolidation>,
+}
+
+impl Schema {
+    /// The columns switched on by `settings`. Unknown names are refused by
+    /// the config check (`unknown_optional_columns`), so none are here.
+    pub fn new(settings: &SchemaSettings, version: ServerVersion) -> Schema {
+        let columns = stored_columns(settings);
+        let consolidations = vec![
+            Consolidation { table: "flows_1m", bucket: "toStartOfMinute", ttl_hours: settings.ttl_1m_hours },
+            Consolidation { table: "flows_5m", bucket: "toStartOfFiveMinute", ttl_hours: settings.ttl_5m_hours },
+            Consolidation { table: "flows_1h", bucket: "toStartOfHour", ttl_hours: settings.ttl_1h_hours },
+        ];
+        Schema {
+            database: settings.database.clone(),
+            columns,
+            dialect: Dialect::for_version(version),
+            ttl_raw_hours: settings.ttl_raw_hours,
+            consolidations,
+        }
+    }
+
+    /// The statement every batch is sent with; the RowBinary rows follow it.
+    pub fn insert_sql(&self) -> String {
+        insert_sql(&self.database, &self.column_names())
+    }
+
+    pub fn column_names(&self) -> Vec<&'static str> {
+        self.columns.iter().map(|c| c.name).collect()
+    }
+
+    /// A column's definition: name, type, codec.
+    pub fn column_definition(&self, c: &Column) -> String {
+        let mut def = format!("{} {}", c.name, self.dialect.type_name(c.kind));
+        if self.dialect.codecs {
+            match c.kind {
+                ColumnType::DateTime => def.push_str(" CODEC(DoubleDelta, LZ4)"),
+                ColumnType::UInt64 => def.push_str(" CODEC(T64, LZ4)"),
+                _ => {}
+            }
+        }
+        def
+    }
+
+    /// `CREATE TABLE` of the raw table.
+    pub fn create_raw_table(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| self.column_definition(c)).collect();
+        // Alias columns cost nothing on disk and spare the console the arithmetic.
+        let aliases = "PacketSize UInt64 ALIAS intDiv(Bytes, greatest(Packets, 1))";
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{RAW_TABLE} (\n  {cols},\n  {aliases}\n) ENGINE = MergeTree\n\
+             PARTITION BY toYYYYMMDD(TimeReceived)\nORDER BY (TimeReceived, ExporterAddress, InIfIndex, OutIfIndex){ttl}",
+            db = self.database,
+            cols = columns.join(",\n  "),
+            ttl = self.ttl_clause(self.ttl_raw_hours),
+        )
+    }
+
+    /// ` TTL ...` (with its leading newline), empty when the server has none.
+    pub fn ttl_clause(&self, hours: u32) -> String {
+        if self.dialect.ttl {
+            format!("\n{}", self.ttl_expression(hours))
+        } else {
+            String::new()
+        }
+    }
+
+    /// The TTL as the server prints it back in `create_table_query`.
+    pub fn ttl_expression(&self, hours: u32) -> String {
+        format!("TTL TimeReceived + toIntervalHour({hours})")
+    }
+
+    /// The dimensions of the consolidated tables, in key order.
+    pub fn dimensions(&self) -> Vec<&Column> {
+        self.columns.iter().filter(|c| c.consolidated).collect()
+    }
+
+    /// `CREATE TABLE` of a consolidated table: sums of bytes, packets and
+    /// flows, scaled up by the sampling rate, per bucket and dimension.
+    pub fn create_consolidated_table(&self, c: &Consolidation) -> String {
+        let dims = self.dimensions();
+        let mut cols: Vec<String> = vec![if self.dialect.codecs {
+            "TimeReceived DateTime CODEC(DoubleDelta, LZ4)".to_string()
+        } else {
+            "TimeReceived DateTime".to_string()
+        }];
+        cols.extend(dims.iter().map(|d| format!("{} {}", d.name, self.dialect.type_name(d.kind))));
+        cols.extend(["Bytes UInt64", "Packets UInt64", "Flows UInt64"].map(String::from));
+        let key: Vec<&str> = std::iter::once("TimeReceived").chain(dims.iter().map(|d| d.name)).collect();
+        let partition = if c.table == "flows_1h" { "toYYYYMM(TimeReceived)" } else { "toYYYYMMDD(TimeReceived)" };
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{table} (\n  {cols}\n) ENGINE = SummingMergeTree((Bytes, Packets, Flows))\n\
+             PARTITION BY {partition}\nORDER BY ({key}){ttl}",
+            db = self.database,
+            table = c.table,
+            cols = cols.join(",\n  "),
+            key = key.join(", "),
+            ttl = self.ttl_clause(c.ttl_hours),
+        )
+    }
+
+    /// The materialized view's SELECT for `c`. Its hash names the view, so a
+    /// changed SELECT (a dimension switched on) is a new view.
+    pub fn consolidation_select(&self, c: &Consolidation) -> String {
+        let dims: Vec<&str> = self.dimensions().iter().map(|d| d.name).collect();
+        // The alias takes the column's name, so the view's columns match the
+        // table's by name; ClickHouse (18.16 and 26 alike) groups by the alias.
+        let rate = "toUInt64(greatest(SamplingRate, 1))";
+        format!(
+            "SELECT {bucket}(TimeReceived) AS TimeReceived, {dims}, sum(Bytes * {rate}) AS Bytes, \
+             sum(Packets * {rate}) AS Packets, count() AS Flows FROM {db}.{RAW_TABLE} GROUP BY TimeReceived, {dims}",
+            dims = dims.join(", "),
+            bucket = c.bucket,
+            db = self.database,
+        )
+    }
+
+    /// The view's name: `flows_1m_mv_` and 8 hex digits of the SELECT's hash.
+    pub fn view_name(&self, c: &Consolidation) -> String {
+        format!("{}_mv_{:08x}", c.table, fnv1a32(self.consolidation_select(c).as_bytes()))
+    }
+
+    pub fn create_view(&self, c: &Consolidation) -> String {
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} TO {db}.{table} AS {select}",
+            db = self.database,
+            view = self.view_name(c),
+            table = c.table,
+            select = self.consolidation_select(c),
+        )
+    }
+}
+
+/// The raw table's columns `settings` switches on, in insert order. The
+/// server version changes types, never the columns or their bytes, so the
+/// shards encode before the store is reached.
+pub fn stored_columns(settings: &SchemaSettings) -> Vec<Column> {
+    catalog().into_iter().filter(|c| !c.optional || settings.optional_columns.iter().any(|n| n == c.name)).collect()
+}
+
+/// `INSERT INTO db.flows (a, b, ...) FORMAT RowBinary` for the columns of a
+/// batch (a spooled batch keeps the columns it was encoded with).
+pub fn insert_sql(database: &str, columns: &[&str]) -> String {
+    format!("INSERT INTO {database}.{RAW_TABLE} ({}) FORMAT RowBinary", columns.join(", "))
+}
+
+/// FNV-1a, 32 bits: a stable name suffix, not a security measure.
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// The optional column names in `names` that the catalog does not know, with
+/// their index (for config errors), and non-optional ones (always stored).
+pub fn unknown_optional_columns(names: &[String]) -> Option<(usize, String)> {
+    let catalog = catalog();
+    names.iter().enumerate().find_map(|(i, n)| match catalog.iter().find(|c| c.name == n) {
+        Some(c) if c.optional => None,
+        Some(_) => Some((i, format!("{n} is always stored; only optional columns are listed here"))),
+        None => Some((i, format!("unknown column {n}; optional columns are: {}", optional_column_names().join(", ")))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(optional: &[&str]) -> SchemaSettings {
+        SchemaSettings {
+            database: "weir".into(),
+            optional_columns: optional.iter().map(|s| s.to_string()).collect(),
+            ttl_raw_hours: 168,
+            ttl_1m_hours: 360,
+            ttl_5m_hours: 2160,
+            ttl_1h_hours: 8760,
+        }
+    }
+
+    #[test]
+    fn every_field_has_one_column_named_like_it() {
+        let cat = catalog();
+        assert_eq!(cat.len(), Field::ALL.len());
+        for f in Field::ALL {
+            assert_eq!(cat.iter().filter(|c| c.field == *f).count(), 1, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn optional_columns_are_off_until_named() {
+        let base = Schema::new(&settings(&[]), ServerVersion(26, 7));
+        assert!(!base.column_names().contains(&"SrcMAC"));
+        let macs = Schema::new(&settings(&["SrcMAC", "DstMAC"]), ServerVersion(26, 7));
+        assert!(macs.column_names().contains(&"SrcMAC") && macs.column_names().contains(&"DstMAC"));
+        assert_eq!(unknown_optional_columns(&["SrcMAC".into(), "Nope".into()]).unwrap().0, 1);
+        assert!(unknown_optional_columns(&["Bytes".into()]).unwrap().1.contains("always stored"));
+    }
+
+    #[test]
+    fn old_servers_get_types_with_the_same_bytes() {
+        let old = Schema::new(&settings(&["FlowStart"]), ServerVersion::parse("18.16.1").unwrap());
+        let ddl = old.create_raw_table();
+        assert!(ddl.contains("SrcAddr FixedString(16)") && ddl.contains("FlowStart UInt64"));
+        assert!(!ddl.contains("TTL") && !ddl.contains("CODEC"));
+        assert_eq!(old.dialect.warnings().len(), 5);
+        let new = Schema::new(&settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
+        let ddl = new.create_raw_table();
+        assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));
+        assert!(ddl.contains("TTL TimeReceived + toIntervalHour(168)"));
+        assert!(new.dialect.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_new_dimension_renames_the_view() {
+        let c = Schema::new(&settings(&[]), ServerVersion(26, 7));
+        let v = Schema::new(&settings(&["SrcVlan"]), ServerVersion(26, 7));
+        let mac = Schema::new(&settings(&["SrcMAC"]), ServerVersion(26, 7));
+        let one = &c.consolidations[0];
+        assert_ne!(c.view_name(one), v.view_name(one));
+        assert_eq!(c.view_name(one), mac.view_name(one), "a raw-only column leaves the views alone");
+        assert!(c.view_name(one).starts_with("flows_1m_mv_"));
+    }
+}

@@ -1,0 +1,161 @@
+//! The embedded ClickHouse engine: chDB's `libchdb.so`, loaded at run time
+//! with `dlopen`, so a `weir` built without it still runs with a remote
+//! store, and a missing library is a clear error rather than a link failure.
+//!
+//! Only the calls Weir uses are declared, from chDB's public C API (v26):
+//! `chdb_connect` (returns a pointer to the connection handle),
+//! `chdb_query_n` (length-delimited: a RowBinary insert carries its rows
+//! after `FORMAT RowBinary\n` in the same buffer), the result accessors,
+//! `chdb_destroy_query_result`, `chdb_close_conn` and
+//! `chdb_set_signal_handlers_enabled` (so SIGTERM/SIGHUP stay Weir's). The
+//! store tests check each signature against the library's behaviour.
+//!
+//! chDB runs one storage path per process and locks it: a second process on
+//! the same path fails to connect (`weir query` then asks the running
+//! collector over HTTP).
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::Path;
+
+type Connect = unsafe extern "C" fn(argc: c_int, argv: *mut *mut c_char) -> *mut *mut c_void;
+type CloseConn = unsafe extern "C" fn(conn: *mut *mut c_void);
+type QueryN = unsafe extern "C" fn(
+    conn: *mut c_void,
+    query: *const c_char,
+    query_len: usize,
+    format: *const c_char,
+    format_len: usize,
+) -> *mut c_void;
+type ResultBuffer = unsafe extern "C" fn(result: *mut c_void) -> *mut c_char;
+type ResultLength = unsafe extern "C" fn(result: *mut c_void) -> usize;
+type ResultError = unsafe extern "C" fn(result: *mut c_void) -> *const c_char;
+type DestroyResult = unsafe extern "C" fn(result: *mut c_void);
+type SetSignalHandlers = unsafe extern "C" fn(enabled: c_int);
+
+struct Api {
+    connect: Connect,
+    close_conn: CloseConn,
+    query_n: QueryN,
+    result_buffer: ResultBuffer,
+    result_length: ResultLength,
+    result_error: ResultError,
+    destroy_result: DestroyResult,
+    set_signal_handlers: SetSignalHandlers,
+}
+
+/// One open chDB database. Owned by one thread (the store writer, or the
+/// `weir query`/`weir migrate` process); queries run one at a time.
+pub struct Chdb {
+    api: Api,
+    conn: *mut *mut c_void,
+}
+
+// The connection is used by one thread at a time (it moves into the writer).
+unsafe impl Send for Chdb {}
+
+/// Loads `library` and finds every call: a start-up check, so a missing
+/// or wrong library stops `weir run` at once instead of spooling forever.
+pub fn check_library(library: &Path) -> Result<(), String> {
+    load(library).map(drop)
+}
+
+impl Chdb {
+    /// Loads `library` and opens the database at `path` (created if missing).
+    pub fn open(library: &Path, path: &Path) -> Result<Chdb, String> {
+        let api = load(library)?;
+        std::fs::create_dir_all(path).map_err(|e| format!("store.embedded.path {}: {e}", path.display()))?;
+        // Before the engine starts: its own handlers would take SIGTERM and
+        // SIGHUP from Weir, and its crash handlers sleep before re-raising.
+        unsafe { (api.set_signal_handlers)(0) };
+        let args = [CString::new("weir").unwrap(), arg(&format!("--path={}", path.display()))?];
+        let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        let conn = unsafe { (api.connect)(argv.len() as c_int, argv.as_mut_ptr()) };
+        if conn.is_null() || unsafe { (*conn).is_null() } {
+            return Err(format!(
+                "chDB could not open {} (is another weir using it? chDB locks its path)",
+                path.display()
+            ));
+        }
+        Ok(Chdb { api, conn })
+    }
+
+    /// Runs `query` (may carry binary data); returns the output in `format`.
+    pub fn query(&mut self, query: &[u8], format: &str) -> Result<Vec<u8>, String> {
+        let result = unsafe {
+            (self.api.query_n)(
+                *self.conn,
+                query.as_ptr() as *const c_char,
+                query.len(),
+                format.as_ptr() as *const c_char,
+                format.len(),
+            )
+        };
+        if result.is_null() {
+            return Err("chDB returned no result".into());
+        }
+        let outcome = unsafe {
+            let error = (self.api.result_error)(result);
+            if !error.is_null() {
+                Err(CStr::from_ptr(error).to_string_lossy().trim().to_string())
+            } else {
+                let len = (self.api.result_length)(result);
+                let buf = (self.api.result_buffer)(result);
+                if len == 0 || buf.is_null() {
+                    Ok(Vec::new())
+                } else {
+                    Ok(std::slice::from_raw_parts(buf as *const u8, len).to_vec())
+                }
+            }
+        };
+        unsafe { (self.api.destroy_result)(result) };
+        outcome
+    }
+}
+
+impl Drop for Chdb {
+    fn drop(&mut self) {
+        // Closing the last connection shuts the engine down and flushes its parts.
+        unsafe { (self.api.close_conn)(self.conn) };
+    }
+}
+
+fn arg(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+fn load(library: &Path) -> Result<Api, String> {
+    let name = arg(&library.to_string_lossy())?;
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        let why = unsafe { CStr::from_ptr(libc::dlerror()) }.to_string_lossy().into_owned();
+        return Err(format!(
+            "store.embedded.library {}: {why} (scripts/setup installs chDB's libchdb.so in /usr/local/lib)",
+            library.display()
+        ));
+    }
+    let symbol = |name: &str| -> Result<*mut c_void, String> {
+        let c = arg(name)?;
+        let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+        if p.is_null() {
+            Err(format!("{} has no {name}: chDB 26.3 or later is needed", library.display()))
+        } else {
+            Ok(p)
+        }
+    };
+    // SAFETY: each symbol is cast to the signature of chDB's C API (v26);
+    // the store tests call every one of them.
+    unsafe {
+        Ok(Api {
+            connect: std::mem::transmute::<*mut c_void, Connect>(symbol("chdb_connect")?),
+            close_conn: std::mem::transmute::<*mut c_void, CloseConn>(symbol("chdb_close_conn")?),
+            query_n: std::mem::transmute::<*mut c_void, QueryN>(symbol("chdb_query_n")?),
+            result_buffer: std::mem::transmute::<*mut c_void, ResultBuffer>(symbol("chdb_result_buffer")?),
+            result_length: std::mem::transmute::<*mut c_void, ResultLength>(symbol("chdb_result_length")?),
+            result_error: std::mem::transmute::<*mut c_void, ResultError>(symbol("chdb_result_error")?),
+            destroy_result: std::mem::transmute::<*mut c_void, DestroyResult>(symbol("chdb_destroy_query_result")?),
+            set_signal_handlers: std::mem::transmute::<*mut c_void, SetSignalHandlers>(symbol(
+                "chdb_set_signal_handlers_enabled",
+            )?),
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! `weir migrate` and `weir query`: the operator's way into the store until
+//! the console exists.
+//!
+//! `weir query` asks the running collector first (`POST /query` on its
+//! `http.listen` address, answered on the store writer's connection): an
+//! embedded chDB path is locked by the process that opened it, so that is
+//! the only way in while `weir run` is up. When nothing answers there, it
+//! opens the store itself.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_core::migrate;
+use weir_core::schema::Schema;
+
+use super::{read_live, Engine};
+use crate::run::read_config;
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The configuration file; its `[store]` section is used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Print the steps without running them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// The configuration file; its `[store]` and `[http]` sections are used.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output format (any ClickHouse output format: PrettyCompact, TSV, CSV, JSONEachRow...).
+    #[arg(long, default_value = "PrettyCompact")]
+    pub format: String,
+    /// The running collector's HTTP address, when it is not `http.listen`.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// The SQL (tables live in the configured database: weir.flows, weir.flows_1m...).
+    pub sql: String,
+}
+
+pub fn migrate_command(args: &MigrateArgs) -> Result<(), String> {
+    let config = read_config(&args.config)?;
+    let mut engine = Engine::connect(&config.store)?;
+    let version = engine.version()?;
+    let schema = Schema::new(&config.store.schema_settings(), version);
+    let live = read_live(&mut engine, &schema.database)?;
+    let plan = migrate::plan(&schema, &live);
+    for w in &plan.warnings {
+        eprintln!("weir: warn: {w}");
+    }
+    for step in &plan.steps {
+        println!("-- {}\n{};", step.why, step.sql);
+        if !args.dry_run {
+            engine.execute(&step.sql).map_err(|e| format!("{}: {e}", step.why))?;
+        }
+    }
+    let verb = if args.dry_run { "would run" } else { "ran" };
+    eprintln!("weir: server {}.{}: {verb} {} steps", version.0, version.1, plan.steps.len());
+    Ok(())
+}
+
+pub fn query_command(args: &QueryArgs) -> Result<(), String> {
+    let config = read_config(&args.config)?;
+    let address = args.http.or(config.http.listen.filter(|a| a.port() != 0));
+    if let Some(address) = address {
+        match ask_collector(address, &args.sql, &args.format) {
+            Ok(Some(output)) => return print(&output),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut engine = Engine::connect(&config.store)?;
+    print(&engine.query(&args.sql, &args.format)?)
+}
+
+fn print(output: &[u8]) -> Result<(), String> {
+    std::io::stdout().write_all(output).map_err(|e| e.to_string())
+}
+
+/// The answer of a running collector; None when none listens there.
+fn ask_collector(address: SocketAddr, sql: &str, format: &str) -> Result<Option<Vec<u8>>, String> {
+    // A wildcard listen address is reached on loopback.
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        target.set_ip(if address.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    let Ok(mut stream) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else { return Ok(None) };
+    let request = format!(
+        "POST /query?format={format} HTTP/1.1\r\nHost: {target}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
+        sql.len()
+    );
+    let mut response = Vec::new();
+    stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.read_to_end(&mut response))
+        .map_err(|e| format!("http://{target}/query: {e}"))?;
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("truncated answer from the collector")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response[split + 4..].to_vec();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    match status {
+        "200" => Ok(Some(body)),
+        // An older collector, or one whose sink is not the store.
+        "404" => Ok(None),
+        _ => Err(String::from_utf8_lossy(&body).trim().to_string()),
+    }
+}

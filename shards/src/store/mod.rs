@@ -1,0 +1,183 @@
+//! The store: where `weir run` puts flows, and what `weir migrate` and
+//! `weir query` talk to.
+//!
+//! ```text
+//!  shard k: StoreSink ── row::encode_flow into its batch buffer (RowBinary)
+//!      │ full or old batch (bounded channel, buffers come back on a free list)
+//!      ▼
+//!  writer thread (control core): chunks = "INSERT ... FORMAT RowBinary\n" + rows
+//!      │ insert ── ok ──▶ Engine::{Embedded (chDB), Remote (ClickHouse over HTTP)}
+//!      │ fails: retry with exponential backoff; chunks wait in memory
+//!      └─ beyond store.memory_bytes_max ──▶ Spool (files, replayed in order)
+//! ```
+//!
+//! - `chdb`: libchdb.so loaded at run time; `remote`: the `clickhouse` crate.
+//! - `writer`: batches, retries, spool, queries from `/query`; `spool`: the files.
+//! - `migrate` (below): reads the live database, plans with
+//!   `weir_core::migrate::plan`, runs the steps.
+
+pub mod chdb;
+pub mod commands;
+pub mod remote;
+pub mod spool;
+pub mod writer;
+
+use weir_core::config::{StoreConfig, StoreKind};
+use weir_core::migrate::{self, LiveDatabase, LiveTable, Plan, HELPER_TABLES};
+use weir_core::schema::{Schema, ServerVersion};
+
+/// Insert-ready bytes: the statement, a newline, then RowBinary rows.
+pub struct Chunk {
+    /// Length of the statement (the newline follows it).
+    pub sql_len: usize,
+    pub rows: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Chunk {
+    pub fn new(insert_sql: &str, capacity: usize) -> Chunk {
+        let mut bytes = Vec::with_capacity(insert_sql.len() + 1 + capacity);
+        bytes.extend_from_slice(insert_sql.as_bytes());
+        bytes.push(b'\n');
+        Chunk { sql_len: insert_sql.len(), rows: 0, bytes }
+    }
+
+    pub fn sql(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.sql_len]).unwrap_or("")
+    }
+
+    pub fn rows_bytes(&self) -> &[u8] {
+        &self.bytes[self.sql_len + 1..]
+    }
+}
+
+/// One open store.
+pub enum Engine {
+    Embedded(chdb::Chdb),
+    Remote(Box<remote::Remote>),
+}
+
+impl Engine {
+    pub fn connect(config: &StoreConfig) -> Result<Engine, String> {
+        Ok(match config.kind {
+            StoreKind::Embedded => Engine::Embedded(chdb::Chdb::open(&config.embedded.library, &config.embedded.path)?),
+            StoreKind::Remote => Engine::Remote(Box::new(remote::Remote::connect(&config.remote)?)),
+        })
+    }
+
+    /// Runs a SELECT and returns its output in `format`.
+    pub fn query(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
+        match self {
+            Engine::Embedded(c) => c.query(sql.as_bytes(), format),
+            Engine::Remote(r) => r.query(sql, format),
+        }
+    }
+
+    /// Runs a statement with no result (DDL, INSERT ... VALUES).
+    pub fn execute(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            Engine::Embedded(c) => c.query(sql.as_bytes(), "TabSeparated").map(drop),
+            Engine::Remote(r) => r.execute(sql),
+        }
+    }
+
+    /// Inserts one chunk.
+    pub fn insert(&mut self, chunk: &Chunk) -> Result<(), String> {
+        match self {
+            // chDB reads the rows that follow the statement in the same buffer.
+            Engine::Embedded(c) => c.query(&chunk.bytes, "TabSeparated").map(drop),
+            Engine::Remote(r) => r.insert(chunk.sql(), chunk.rows_bytes()),
+        }
+    }
+
+    pub fn version(&mut self) -> Result<ServerVersion, String> {
+        let text = self.query("SELECT version()", "TabSeparated")?;
+        let text = String::from_utf8_lossy(&text);
+        ServerVersion::parse(&text).ok_or_else(|| format!("cannot read the server version from {text:?}"))
+    }
+}
+
+/// Brings the database to the schema of `config`: returns the schema (for
+/// the writer) and the plan that was run (for logs and `weir migrate`).
+pub fn migrate(engine: &mut Engine, config: &StoreConfig) -> Result<(Schema, Plan), String> {
+    let version = engine.version()?;
+    let schema = Schema::new(&config.schema_settings(), version);
+    let live = read_live(engine, &schema.database)?;
+    let plan = migrate::plan(&schema, &live);
+    for step in &plan.steps {
+        engine.execute(&step.sql).map_err(|e| format!("migration step failed ({}): {e}\n  {}", step.why, step.sql))?;
+    }
+    Ok((schema, plan))
+}
+
+/// What the database has now: tables, their columns, helper table rows.
+pub fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String> {
+    let q = |s: &str| s.replace('\'', "\\'");
+    let db = q(database);
+    let databases = engine.query(&format!("SELECT name FROM system.databases WHERE name = '{db}'"), "TabSeparated")?;
+    let mut live = LiveDatabase { database_exists: !databases.is_empty(), tables: Vec::new() };
+    if !live.database_exists {
+        return Ok(live);
+    }
+    let tables = engine.query(
+        &format!("SELECT name, engine, create_table_query FROM system.tables WHERE database = '{db}'"),
+        "TabSeparated",
+    )?;
+    for line in tsv_rows(&tables) {
+        if let [name, engine, create] = &line[..] {
+            live.tables.push(LiveTable {
+                name: name.clone(),
+                engine: engine.clone(),
+                create_query: create.clone(),
+                ..LiveTable::default()
+            });
+        }
+    }
+    let columns = engine
+        .query(&format!("SELECT table, name, type FROM system.columns WHERE database = '{db}'"), "TabSeparated")?;
+    for line in tsv_rows(&columns) {
+        if let [table, name, kind] = &line[..] {
+            if let Some(t) = live.tables.iter_mut().find(|t| &t.name == table) {
+                t.columns.push((name.clone(), kind.clone()));
+            }
+        }
+    }
+    for t in live.tables.iter_mut().filter(|t| HELPER_TABLES.contains(&t.name.as_str())) {
+        let rows = engine.query(&format!("SELECT count() FROM {database}.{}", t.name), "TabSeparated")?;
+        t.rows = String::from_utf8_lossy(&rows).trim().parse().ok();
+    }
+    Ok(live)
+}
+
+/// TabSeparated rows, unescaped (`\n`, `\t`, `\\`, `\'`).
+fn tsv_rows(data: &[u8]) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(data).lines().map(|l| l.split('\t').map(unescape).collect()).collect()
+}
+
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tsv_unescapes_what_clickhouse_escapes() {
+        let rows = super::tsv_rows(b"flows\tMergeTree\tCREATE TABLE x\\n(a \\'b\\')\\\\\n");
+        assert_eq!(rows, vec![vec!["flows".to_string(), "MergeTree".into(), "CREATE TABLE x\n(a 'b')\\".into()]]);
+    }
+}

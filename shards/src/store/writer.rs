@@ -1,0 +1,461 @@
+//! The shard side (`StoreSink`: a RowBinary batch buffer per shard) and the
+//! store writer thread that owns the engine.
+//!
+//! Bounds: `store.batches_max` buffers exist in all (they come back to the
+//! shards on a free list, so a shard waits when the writer is behind); the
+//! writer holds at most `store.memory_bytes_max` of chunks, each at most
+//! `CHUNK_BYTES_MAX` (one insert, below ClickHouse's 1 M-row insert block so
+//! an insert is all or nothing); beyond that chunks go to the spool, and a
+//! full spool drops rows, counted with a reason.
+//!
+//! Order is kept: spool (oldest) ≺ chunks in memory ≺ batches arriving. The
+//! spool is replayed before memory, and memory overflows from its oldest end.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use weir_core::config::StoreConfig;
+use weir_core::row::encode_flow;
+use weir_core::schema::{insert_sql, stored_columns, Column};
+use weir_core::FlowRecord;
+
+use super::spool::{Spool, SpoolRefusal};
+use super::{migrate, Chunk, Engine};
+use crate::metrics::{StoreDrop, StoreMetrics};
+use crate::run::log;
+
+/// Largest insert: 32 MiB of rows (~300 k flows).
+const CHUNK_BYTES_MAX: usize = 32 << 20;
+/// Failed inserts are logged once per this interval, with a count.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Connects and migrates, logging what the migration did.
+fn open(config: &StoreConfig) -> Result<Engine, String> {
+    let mut engine = Engine::connect(config)?;
+    let (schema, plan) = migrate(&mut engine, config)?;
+    for w in &plan.warnings {
+        log("warn", &format!("store: {w}"));
+    }
+    for step in &plan.steps {
+        log("info", &format!("store: migrated: {}", step.why));
+    }
+    log(
+        "info",
+        &format!(
+            "store: {} columns in {}.flows, {} migration steps",
+            schema.columns.len(),
+            schema.database,
+            plan.steps.len()
+        ),
+    );
+    Ok(engine)
+}
+
+/// A shard's full batch.
+pub struct Batch {
+    pub rows: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// One shard's batch buffer.
+pub struct StoreSink {
+    columns: Vec<Column>,
+    buffer: Vec<u8>,
+    rows: u32,
+    rows_max: u32,
+    first_row_at: Instant,
+    flush_interval: Duration,
+    flows: u64,
+    full: Sender<Batch>,
+    free: Receiver<Vec<u8>>,
+}
+
+impl StoreSink {
+    #[inline]
+    pub fn flow(&mut self, flow: &FlowRecord) {
+        if self.rows == 0 {
+            self.first_row_at = Instant::now();
+        }
+        encode_flow(&self.columns, flow, &mut self.buffer);
+        self.rows += 1;
+        self.flows += 1;
+        if self.rows >= self.rows_max {
+            self.hand_over();
+        }
+    }
+
+    pub fn flows(&self) -> u64 {
+        self.flows
+    }
+
+    /// Housekeeping: hands the batch over once its first row is old enough.
+    pub fn tick(&mut self) {
+        if self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval {
+            self.hand_over();
+        }
+    }
+
+    pub fn hand_over(&mut self) {
+        if self.rows == 0 {
+            return;
+        }
+        // Waits when every buffer is in flight: backpressure by design.
+        let Ok(next) = self.free.recv() else { return };
+        let bytes = std::mem::replace(&mut self.buffer, next);
+        let _ = self.full.send(Batch { rows: self.rows, bytes });
+        self.rows = 0;
+    }
+}
+
+/// A query from `/query` (or another control-plane thread) for the engine.
+pub struct QueryRequest {
+    pub sql: String,
+    pub format: String,
+    pub reply: Sender<Result<Vec<u8>, String>>,
+}
+
+/// The writer thread and the channels that reach it.
+pub struct StoreWriter {
+    full: Sender<Batch>,
+    free: Receiver<Vec<u8>>,
+    queries: Sender<QueryRequest>,
+    columns: Vec<Column>,
+    rows_max: u32,
+    flush_interval: Duration,
+    thread: JoinHandle<()>,
+}
+
+impl StoreWriter {
+    /// Starts the writer. It connects and migrates on its own thread, and
+    /// again after a failure, so a store that is down (or an embedded path
+    /// still locked by the instance being replaced) delays inserts, not the
+    /// start: batches wait in memory and in the spool meanwhile.
+    pub fn start(config: &StoreConfig, metrics: Arc<StoreMetrics>) -> Result<Self, String> {
+        let columns = stored_columns(&config.schema_settings());
+        let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+        let spool = Spool::open(&config.spool_dir, config.spool_bytes_max)?;
+        if !spool.is_empty() {
+            log(
+                "info",
+                &format!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows()),
+            );
+        }
+        let (full, full_rx) = bounded::<Batch>(config.batches_max);
+        let (free_tx, free) = bounded::<Vec<u8>>(config.batches_max);
+        // Sized for a batch of typical rows; a buffer grows once if rows are wider.
+        let typical = config.batch_rows_max * 128;
+        for _ in 0..config.batches_max {
+            let _ = free_tx.send(Vec::with_capacity(typical));
+        }
+        let (queries, query_rx) = bounded::<QueryRequest>(16);
+        let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
+        let writer = Writer {
+            engine: None,
+            config: config.clone(),
+            insert_sql: insert_sql(&config.database, &names),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            spare: None,
+            spool,
+            backoff: backoff_min,
+            backoff_min,
+            backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
+            next_attempt: Instant::now(),
+            memory_bytes_max: config.memory_bytes_max,
+            failures_unlogged: 0,
+            last_failure_log: None,
+            up: true,
+            metrics,
+        };
+        writer.publish();
+        let thread = std::thread::Builder::new()
+            .name("weir-store".into())
+            .spawn(move || writer.run(full_rx, free_tx, query_rx))
+            .map_err(|e| format!("cannot start the store writer: {e}"))?;
+        Ok(StoreWriter {
+            full,
+            free,
+            queries,
+            columns,
+            rows_max: config.batch_rows_max as u32,
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
+            thread,
+        })
+    }
+
+    /// A batch buffer for one shard.
+    pub fn sink(&self) -> StoreSink {
+        StoreSink {
+            columns: self.columns.clone(),
+            buffer: Vec::with_capacity(self.rows_max as usize * 128),
+            rows: 0,
+            rows_max: self.rows_max,
+            first_row_at: Instant::now(),
+            flush_interval: self.flush_interval,
+            flows: 0,
+            full: self.full.clone(),
+            free: self.free.clone(),
+        }
+    }
+
+    /// Where `/query` sends its requests.
+    pub fn queries(&self) -> Sender<QueryRequest> {
+        self.queries.clone()
+    }
+
+    /// Inserts (or spools) everything the shards handed over; call after the
+    /// shards and their sinks are gone.
+    pub fn finish(self) {
+        drop(self.full);
+        drop(self.queries);
+        let _ = self.thread.join();
+    }
+}
+
+struct Writer {
+    /// None until connected and migrated (and after a failed connection).
+    engine: Option<Engine>,
+    config: StoreConfig,
+    insert_sql: String,
+    /// Chunks waiting in memory, oldest first; the last one takes new batches.
+    pending: VecDeque<Chunk>,
+    pending_bytes: u64,
+    /// An inserted chunk's buffer, reused for the next one.
+    spare: Option<Vec<u8>>,
+    spool: Spool,
+    backoff: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+    next_attempt: Instant,
+    memory_bytes_max: u64,
+    failures_unlogged: u64,
+    last_failure_log: Option<Instant>,
+    /// Whether the last insert worked.
+    up: bool,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl Writer {
+    fn run(mut self, batches: Receiver<Batch>, free: Sender<Vec<u8>>, queries: Receiver<QueryRequest>) {
+        let mut queries = Some(queries);
+        // Migrate at start, not at the first insert; a failure is retried.
+        match open(&self.config) {
+            Ok(engine) => self.engine = Some(engine),
+            Err(e) => self.failed(&e),
+        }
+        loop {
+            let has_work = !self.pending.is_empty() || !self.spool.is_empty();
+            let wait = if has_work {
+                self.next_attempt.saturating_duration_since(Instant::now())
+            } else {
+                Duration::from_millis(200)
+            };
+            let never = crossbeam_channel::never();
+            let query_rx = queries.as_ref().unwrap_or(&never);
+            select! {
+                recv(batches) -> batch => match batch {
+                    Ok(batch) => self.take(batch, &free),
+                    Err(_) => return self.shut_down(),
+                },
+                recv(query_rx) -> request => match request {
+                    Ok(request) => self.answer(request),
+                    Err(_) => queries = None,
+                },
+                default(wait) => {}
+            }
+            while let Ok(batch) = batches.try_recv() {
+                self.take(batch, &free);
+            }
+            if Instant::now() >= self.next_attempt {
+                self.attempt();
+            }
+            self.bound_memory();
+            self.publish();
+        }
+    }
+
+    /// Appends a shard's batch to the newest chunk and gives the buffer back.
+    fn take(&mut self, mut batch: Batch, free: &Sender<Vec<u8>>) {
+        self.metrics.batches_received.fetch_add(1, Relaxed);
+        self.metrics.rows_received.fetch_add(batch.rows as u64, Relaxed);
+        let fits = self.pending.back().is_some_and(|c| c.bytes.len() + batch.bytes.len() <= CHUNK_BYTES_MAX);
+        if !fits {
+            let mut chunk = Chunk::new(&self.insert_sql, 0);
+            if let Some(mut spare) = self.spare.take() {
+                spare.clear();
+                spare.extend_from_slice(&chunk.bytes);
+                chunk.bytes = spare;
+            }
+            self.pending.push_back(chunk);
+        }
+        let chunk = self.pending.back_mut().expect("pushed above");
+        chunk.bytes.extend_from_slice(&batch.bytes);
+        chunk.rows += batch.rows as u64;
+        self.pending_bytes += batch.bytes.len() as u64;
+        batch.bytes.clear();
+        let _ = free.send(batch.bytes);
+    }
+
+    /// Inserts the oldest chunk: from the spool if it has any, else memory.
+    fn attempt(&mut self) {
+        let from_spool = !self.spool.is_empty();
+        let chunk = if from_spool {
+            match self.spool.front() {
+                Some(Ok(chunk)) => chunk,
+                Some(Err((rows, why))) => {
+                    log("warn", &format!("store: spooled chunk dropped: {why}"));
+                    self.metrics.dropped_rows[StoreDrop::UnreadableChunk as usize].fetch_add(rows, Relaxed);
+                    return;
+                }
+                None => return,
+            }
+        } else {
+            match self.pending.pop_front() {
+                Some(chunk) => chunk,
+                None => return,
+            }
+        };
+        let engine = match self.engine.as_mut() {
+            Some(engine) => engine,
+            None => match open(&self.config) {
+                Ok(engine) => self.engine.insert(engine),
+                Err(e) => {
+                    if !from_spool {
+                        self.pending.push_front(chunk);
+                    }
+                    return self.failed(&e);
+                }
+            },
+        };
+        let started = Instant::now();
+        match engine.insert(&chunk) {
+            Ok(()) => self.inserted(chunk, from_spool, started.elapsed()),
+            Err(e) => {
+                if !from_spool {
+                    self.pending.push_front(chunk);
+                }
+                self.failed(&e);
+            }
+        }
+    }
+
+    fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
+        let m = &self.metrics;
+        m.inserts.fetch_add(1, Relaxed);
+        m.rows_inserted.fetch_add(chunk.rows, Relaxed);
+        m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
+        m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        if from_spool {
+            m.chunks_replayed.fetch_add(1, Relaxed);
+            m.rows_replayed.fetch_add(chunk.rows, Relaxed);
+            self.spool.pop_front();
+        } else {
+            self.pending_bytes -= chunk.rows_bytes().len() as u64;
+            self.spare = Some(chunk.bytes);
+        }
+        if !self.up {
+            log("info", &format!("store: inserts work again ({} failures not logged)", self.failures_unlogged));
+            self.failures_unlogged = 0;
+        }
+        self.up = true;
+        self.backoff = self.backoff_min;
+        self.next_attempt = Instant::now();
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.metrics.insert_errors.fetch_add(1, Relaxed);
+        self.up = false;
+        self.next_attempt = Instant::now() + self.backoff;
+        let due = self.last_failure_log.is_none_or(|t| t.elapsed() >= LOG_INTERVAL);
+        if due {
+            log(
+                "warn",
+                &format!(
+                    "store: insert failed, retrying in {} ms ({} more failures since the last line): {error}",
+                    self.backoff.as_millis(),
+                    self.failures_unlogged
+                ),
+            );
+            self.failures_unlogged = 0;
+            self.last_failure_log = Some(Instant::now());
+        } else {
+            self.failures_unlogged += 1;
+        }
+        self.backoff = (self.backoff * 2).min(self.backoff_max);
+    }
+
+    /// Moves the oldest chunks in memory to the spool while over the bound.
+    fn bound_memory(&mut self) {
+        while self.pending_bytes > self.memory_bytes_max {
+            let Some(chunk) = self.pending.pop_front() else { break };
+            self.spill(chunk);
+        }
+    }
+
+    fn spill(&mut self, chunk: Chunk) {
+        self.pending_bytes -= chunk.rows_bytes().len() as u64;
+        match self.spool.push(&chunk) {
+            Ok(()) => {
+                self.metrics.chunks_spooled.fetch_add(1, Relaxed);
+                self.metrics.rows_spooled.fetch_add(chunk.rows, Relaxed);
+            }
+            Err(refusal) => {
+                let (reason, why) = match refusal {
+                    SpoolRefusal::Full => (StoreDrop::FullSpool, "the spool is full".to_string()),
+                    SpoolRefusal::Disk(e) => (StoreDrop::SpoolWriteFailed, e),
+                };
+                self.metrics.dropped_rows[reason as usize].fetch_add(chunk.rows, Relaxed);
+                log("error", &format!("store: {} rows dropped: {why}", chunk.rows));
+            }
+        }
+    }
+
+    /// SIGTERM: the shards have handed everything over. Insert what is in
+    /// memory while the store takes it; spool the rest for the next start.
+    fn shut_down(mut self) {
+        while self.up && self.spool.is_empty() && !self.pending.is_empty() {
+            self.attempt();
+        }
+        let rest = self.pending.len();
+        while let Some(chunk) = self.pending.pop_front() {
+            self.spill(chunk);
+        }
+        if rest > 0 || !self.spool.is_empty() {
+            log(
+                "warn",
+                &format!(
+                    "store: {} chunks ({} rows) stay in the spool for the next start",
+                    self.spool.chunks(),
+                    self.spool.rows()
+                ),
+            );
+        }
+        self.publish();
+    }
+
+    fn answer(&mut self, request: QueryRequest) {
+        if self.engine.is_none() {
+            match open(&self.config) {
+                Ok(engine) => self.engine = Some(engine),
+                Err(e) => {
+                    let _ = request.reply.send(Err(format!("the store is not reachable: {e}")));
+                    return;
+                }
+            }
+        }
+        let engine = self.engine.as_mut().expect("opened above");
+        let _ = request.reply.send(engine.query(&request.sql, &request.format));
+    }
+
+    fn publish(&self) {
+        let m = &self.metrics;
+        m.memory_bytes.store(self.pending_bytes, Relaxed);
+        m.spool_bytes.store(self.spool.bytes(), Relaxed);
+        m.spool_chunks.store(self.spool.chunks() as u64, Relaxed);
+        m.up.store(self.up as u64, Relaxed);
+    }
+}

@@ -1,0 +1,131 @@
+//! What the `weir run` integration tests share: a collector child process
+//! with its log and `/metrics`, temporary directories, free ports.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A running `weir run`, its metrics address and its log lines.
+pub struct Collector {
+    pub child: Child,
+    pub metrics: String,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Collector {
+    pub fn start(config: &Path) -> Collector {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let mut c = Collector { child, metrics: String::new(), log };
+        c.metrics = c.wait_for("metrics at http://").split("http://").nth(1).unwrap().replace("/metrics", "");
+        c.wait_for("ready");
+        c
+    }
+
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match self.log.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => panic!("weir exited before logging {needle:?}"),
+            }
+        }
+        panic!("weir never logged {needle:?}");
+    }
+
+    /// The body of `/metrics`.
+    pub fn scrape(&self) -> String {
+        let mut s = TcpStream::connect(&self.metrics).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        response.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+
+    /// The samples of one metric whose labels contain `labels`.
+    pub fn metric(&self, name: &str, labels: &str) -> Vec<u64> {
+        let body = self.scrape();
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| l.contains(labels))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    pub fn wait_metric_sum(&self, name: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got: u64 = self.metric(name, "").iter().sum();
+            if got >= want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(mut self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "weir run exited with {status}");
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    // Without a [sink] section, flows are counted (the default is the store).
+    let sink = if body.contains("[sink]") { "" } else { "[sink]\nkind = \"count\"\n" };
+    std::fs::write(&path, format!("[http]\nlisten = \"127.0.0.1:0\"\n{sink}{body}")).unwrap();
+    path
+}
+
+/// Two shards (CPU 0 and the control CPU) on one loopback listener.
+pub fn two_shards(port: u16, mode: &str) -> String {
+    let control = if cpus() > 1 { 1 } else { 0 };
+    format!(
+        "[shards]\ncores = [0, {control}]\ncontrol_core = {control}\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[balancer]\nmode = \"{mode}\"\n"
+    )
+}

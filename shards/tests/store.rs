@@ -1,0 +1,402 @@
+//! `weir run` into real stores: chDB embedded (libchdb.so, `scripts/setup-chdb`)
+//! and Debian's ClickHouse 18.16 server (`scripts/clickhouse-server`).
+//! Real exporters' datagrams (softflowd, pmacct captures) go in; what
+//! `weir query` reads back must equal what tshark decodes from the same
+//! datagrams. Then migrations, a 30 s outage under load, and a restart
+//! with a non-empty spool. The tests take turns: they pin collectors to
+//! the same CPUs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{free_udp_port, temp_dir, two_shards, write_config, Collector};
+use weir_core::encode::{netflow_v5, ExportHeader};
+use weir_core::flow::{addr_from_v4, FlowRecord};
+use weir_core::pcap::{Frame, PcapReader};
+
+static TURNS: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURNS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exporters").join(name)
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A ClickHouse 18.16 server on loopback, stopped (SIGTERM, waited for) on drop.
+struct Server {
+    dir: PathBuf,
+    http_port: u16,
+    tcp_port: u16,
+    pid: i32,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let (http_port, tcp_port) = (free_tcp_port(), free_tcp_port());
+        let mut s = Server { dir: dir.to_path_buf(), http_port, tcp_port, pid: 0 };
+        s.restart();
+        s
+    }
+
+    fn restart(&mut self) {
+        let out = Command::new(repo_root().join("scripts/clickhouse-server"))
+            .arg(&self.dir)
+            .args([self.http_port.to_string(), self.tcp_port.to_string()])
+            .output()
+            .expect("scripts/clickhouse-server runs (scripts/setup installs clickhouse-server)");
+        assert!(out.status.success(), "clickhouse-server: {}", String::from_utf8_lossy(&out.stderr));
+        self.pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    }
+
+    fn stop(&mut self) {
+        if self.pid == 0 {
+            return;
+        }
+        // SAFETY: plain syscall on the server this test started.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            // The server is not our child (the script started it): reap nothing, just wait.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            if stat.contains(") Z ") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.pid = 0;
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+enum Store<'a> {
+    Embedded,
+    Remote(&'a Server),
+}
+
+/// A two-shard collector config writing into `store`; `store_extra` is
+/// more TOML for `[store]`.
+fn store_config(dir: &Path, port: u16, store: &Store, store_extra: &str) -> PathBuf {
+    let (kind, remote) = match store {
+        Store::Embedded => ("embedded", String::new()),
+        Store::Remote(s) => ("remote", format!("[store.remote]\nurl = \"{}\"\n", s.url())),
+    };
+    let flush = if store_extra.contains("flush_interval_ms") { "" } else { "flush_interval_ms = 200\n" };
+    let body = format!(
+        "{}[sink]\nkind = \"store\"\n[store]\nkind = \"{kind}\"\nspool_dir = \"{spool}\"\n{flush}{store_extra}\n\
+         [store.embedded]\npath = \"{chdb}\"\n{remote}",
+        two_shards(port, "ebpf"),
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+    );
+    write_config(dir, "weir.toml", &body)
+}
+
+/// `weir query` (TSV): through the running collector when `http` is given.
+fn query(config: &Path, http: Option<&str>, sql: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["query", "--format", "TSV", "--config"]).arg(config);
+    if let Some(http) = http {
+        cmd.args(["--http", http]);
+    }
+    let out = cmd.arg(sql).output().unwrap();
+    assert!(out.status.success(), "weir query {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn weir(args: &[&str], config: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--config").arg(config).output().unwrap();
+    assert!(out.status.success(), "weir {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Sends the UDP payloads of a capture, paced like an exporter.
+fn replay(pcap: &Path, port: u16) -> u64 {
+    let data = std::fs::read(pcap).unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0;
+    for frame in PcapReader::new(&data).unwrap() {
+        if let Ok(Frame::Udp(d)) = frame {
+            sender.send_to(d.payload, ("127.0.0.1", port)).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    sent
+}
+
+/// tshark's values of each field over the whole capture, sorted.
+fn tshark_values(pcap: &Path, decode_as: &str, fields: &[&str]) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for field in fields {
+        let o = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(pcap)
+            .args(["-d", decode_as, "-T", "fields", "-E", "aggregator=,", "-E", "occurrence=a", "-e", field])
+            .output()
+            .expect("tshark is installed (scripts/setup)");
+        assert!(o.status.success());
+        let mut values: Vec<String> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .flat_map(|l| l.split(',').filter(|v| !v.is_empty()).map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        values.sort();
+        out.insert(field.to_string(), values);
+    }
+    out
+}
+
+/// One column of the stored flows, as text comparable to tshark's, sorted.
+fn stored_values(text: &str, column: usize) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let value = l.split('\t').nth(column).unwrap();
+            value.strip_prefix("::ffff:").filter(|rest| rest.contains('.')).unwrap_or(value).to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until the store has accepted `rows` rows (per `/metrics`).
+fn wait_rows_inserted(c: &Collector, rows: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: u64 = c.metric("weir_store_rows_inserted_total", "").iter().sum();
+        if got >= rows || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each capture through `weir run` into `store`, read back with `weir query`,
+/// against tshark: flows, addresses, ports, protocols, bytes and packets.
+fn captures_match_tshark(store: &Store, dir: &Path) {
+    let netflow = [
+        "cflow.srcaddr+cflow.srcaddrv6",
+        "cflow.dstaddr+cflow.dstaddrv6",
+        "cflow.srcport",
+        "cflow.dstport",
+        "cflow.protocol",
+        "cflow.octets",
+        "cflow.packets",
+    ];
+    for (name, database) in [("softflowd-ipfix.pcap", "softflowd"), ("pmacct-ipfix-sampled.pcap", "pmacct")] {
+        let pcap = fixture(name);
+        let port = free_udp_port();
+        let sub = dir.join(name.trim_end_matches(".pcap"));
+        std::fs::create_dir_all(&sub).unwrap();
+        // A database per capture: a remote server holds them all.
+        let config = store_config(&sub, port, store, &format!("database = \"{database}\""));
+        let c = Collector::start(&config);
+        replay(&pcap, port);
+        let fields: Vec<&str> = netflow.iter().flat_map(|f| f.split('+')).collect();
+        let theirs = tshark_values(&pcap, "udp.port==2055,cflow", &fields);
+        let flows = theirs["cflow.octets"].len() as u64;
+        assert!(flows > 0);
+        assert_eq!(wait_rows_inserted(&c, flows, Duration::from_secs(20)), flows, "{name}: rows inserted");
+        let sql = format!(
+            "SELECT IPv6NumToString(SrcAddr), IPv6NumToString(DstAddr), SrcPort, DstPort, Proto, Bytes, Packets \
+             FROM {database}.flows"
+        );
+        let ours = query(&config, Some(&c.metrics), &sql);
+        for (column, spec) in netflow.iter().enumerate() {
+            let mut want: Vec<String> = spec.split('+').flat_map(|f| theirs[f].clone()).collect();
+            want.sort();
+            let mut got = stored_values(&ours, column);
+            if spec.ends_with("port") {
+                // ICMP flows: softflowd sends no port (tshark shows none, the
+                // store has 0), pmacct sends 0: compare the non-zero ones.
+                got.retain(|v| v != "0");
+                want.retain(|v| v != "0");
+            }
+            assert_eq!(got, want, "{name}: {spec}");
+        }
+        c.stop();
+    }
+    // sFlow: one flow per sample; Bytes is the sampled frame's length.
+    let pcap = fixture("pmacct-sflow.pcap");
+    let port = free_udp_port();
+    let sub = dir.join("sflow");
+    std::fs::create_dir_all(&sub).unwrap();
+    let config = store_config(&sub, port, store, "");
+    let c = Collector::start(&config);
+    replay(&pcap, port);
+    let theirs = tshark_values(
+        &pcap,
+        "udp.port==6343,sflow",
+        &["sflow_245.header.frame_length", "sflow.flow_sample.sampling_rate"],
+    );
+    let flows = theirs["sflow_245.header.frame_length"].len() as u64;
+    assert_eq!(wait_rows_inserted(&c, flows, Duration::from_secs(20)), flows, "sflow: rows inserted");
+    let ours = query(&config, Some(&c.metrics), "SELECT Bytes, SamplingRate FROM weir.flows");
+    assert_eq!(stored_values(&ours, 0), theirs["sflow_245.header.frame_length"]);
+    assert_eq!(stored_values(&ours, 1), theirs["sflow.flow_sample.sampling_rate"]);
+    c.stop();
+}
+
+#[test]
+fn embedded_store_holds_what_tshark_decodes() {
+    let _turn = turn();
+    let dir = temp_dir("store-embedded");
+    captures_match_tshark(&Store::Embedded, &dir);
+}
+
+#[test]
+fn remote_clickhouse_18_holds_what_tshark_decodes() {
+    let _turn = turn();
+    let dir = temp_dir("store-remote");
+    let server = Server::start(&dir.join("clickhouse"));
+    captures_match_tshark(&Store::Remote(&server), &dir);
+}
+
+/// One v5 datagram of 30 flows numbered from `first` (SrcPort/DstPort carry the number).
+fn numbered_v5(first: u32) -> Vec<u8> {
+    let flows: Vec<FlowRecord> = (first..first + 30)
+        .map(|n| {
+            let mut f = FlowRecord::default();
+            f.set_src_addr(addr_from_v4([10, 0, 0, 1]));
+            f.set_dst_addr(addr_from_v4([192, 0, 2, 9]));
+            f.set_src_port((n % 65_536) as u16);
+            f.set_dst_port((n / 65_536) as u16);
+            f.set_proto(17);
+            f.set_packets(1);
+            f.set_bytes(100);
+            f
+        })
+        .collect();
+    let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: first, domain: 0 };
+    let mut out = Vec::new();
+    netflow_v5(&h, (0, 0), 0, &flows, &mut out);
+    out
+}
+
+/// Sends `datagrams` numbered v5 datagrams at `per_second`; returns flows sent.
+fn send_steadily(port: u16, datagrams: u32, per_second: u32) -> u64 {
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    for i in 0..datagrams {
+        let due = start + Duration::from_secs_f64(i as f64 / per_second as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sender.send_to(&numbered_v5(i * 30), ("127.0.0.1", port)).unwrap();
+    }
+    datagrams as u64 * 30
+}
+
+/// Distinct flow numbers and rows stored.
+fn stored_numbers(config: &Path, http: Option<&str>) -> (u64, u64) {
+    let text = query(config, http, "SELECT uniqExact(SrcPort + 65536 * DstPort), count() FROM weir.flows");
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+#[test]
+fn a_30_second_clickhouse_outage_under_load_loses_nothing() {
+    let _turn = turn();
+    let dir = temp_dir("store-outage");
+    let mut server = Server::start(&dir.join("clickhouse"));
+    let port = free_udp_port();
+    // A small memory bound, so the outage goes through the spool too.
+    let config =
+        store_config(&dir, port, &Store::Remote(&server), "memory_bytes_max = 262144\nretry_backoff_max_ms = 2000");
+    let c = Collector::start(&config);
+    let sender = std::thread::spawn(move || send_steadily(port, 45 * 200, 200));
+    std::thread::sleep(Duration::from_secs(5));
+    server.stop();
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(c.metric("weir_store_insert_errors_total", "")[0] > 0, "inserts failed during the outage");
+    assert!(c.metric("weir_store_spooled_chunks_total", "")[0] > 0, "the outage outgrew memory");
+    server.restart();
+    let sent = sender.join().unwrap();
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(60)), sent, "rows inserted after the outage");
+    assert_eq!(c.metric("weir_store_dropped_rows_total", "").iter().sum::<u64>(), 0);
+    assert_eq!(c.metric("weir_store_spool_chunks", "")[0], 0, "the spool was replayed");
+    let (distinct, rows) = stored_numbers(&config, Some(&c.metrics));
+    assert_eq!(distinct, sent, "every flow is stored");
+    // An insert the server took but never acknowledged comes back once more (at least once).
+    assert!(rows - distinct <= 20_000, "{} duplicates", rows - distinct);
+    c.stop();
+}
+
+#[test]
+fn a_restart_replays_a_non_empty_spool() {
+    let _turn = turn();
+    let dir = temp_dir("store-spool-restart");
+    let mut server = Server::start(&dir.join("clickhouse"));
+    server.stop();
+    let port = free_udp_port();
+    let config = store_config(&dir, port, &Store::Remote(&server), "memory_bytes_max = 65536");
+    let c = Collector::start(&config);
+    let sent = send_steadily(port, 400, 400);
+    c.wait_metric_sum("weir_sink_flows_total", sent);
+    c.stop();
+    let spooled = std::fs::read_dir(dir.join("spool")).unwrap().count();
+    assert!(spooled > 0, "SIGTERM with the store down leaves the batches in the spool");
+    server.restart();
+    let c = Collector::start(&config);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(30)), sent);
+    assert_eq!(c.metric("weir_store_replayed_rows_total", "")[0], sent);
+    assert_eq!(stored_numbers(&config, Some(&c.metrics)), (sent, sent));
+    c.stop();
+    assert_eq!(std::fs::read_dir(dir.join("spool")).unwrap().count(), 0);
+}
+
+#[test]
+fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
+    let _turn = turn();
+    let dir = temp_dir("store-migrate");
+    let server = Server::start(&dir.join("clickhouse"));
+    for store in [Store::Embedded, Store::Remote(&server)] {
+        let port = free_udp_port();
+        let config = store_config(&dir, port, &store, "");
+        let first = weir(&["migrate"], &config);
+        assert!(first.contains("ran 12 steps"), "{first}");
+        assert!(weir(&["migrate"], &config).contains("ran 0 steps"));
+        // Data in, then SIGTERM with a long flush interval: only the shutdown flush writes it.
+        let c = Collector::start(&store_config(&dir, port, &store, "flush_interval_ms = 600000"));
+        let sent = send_steadily(port, 20, 1000);
+        c.wait_metric_sum("weir_sink_flows_total", sent);
+        c.stop();
+        assert_eq!(stored_numbers(&config, None), (sent, sent), "SIGTERM flushed every batch");
+        let with_vlan = store_config(&dir, port, &store, "optional_columns = [\"SrcVlan\", \"SrcMAC\"]");
+        let added = weir(&["migrate"], &with_vlan);
+        assert!(added.contains("column flows.SrcVlan is missing"), "{added}");
+        assert!(added.contains("column flows_1m.SrcVlan is missing"), "{added}");
+        assert!(weir(&["migrate"], &with_vlan).contains("ran 0 steps"));
+        assert_eq!(stored_numbers(&with_vlan, None), (sent, sent), "the data stays");
+        let zeros = query(&with_vlan, None, "SELECT count() FROM weir.flows WHERE SrcVlan = 0 AND SrcMAC = 0");
+        assert_eq!(zeros.trim(), sent.to_string());
+        let consolidated = query(&with_vlan, None, "SELECT sum(Flows), sum(Bytes) FROM weir.flows_1m");
+        assert_eq!(consolidated.trim(), format!("{sent}\t{}", sent * 100));
+        std::fs::remove_dir_all(dir.join("chdb")).ok();
+    }
+}
