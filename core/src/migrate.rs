@@ -137,8 +137,7 @@ fn add_missing_columns(
                 }
             }
             None => {
-                let mut sql =
-                    format!("ALTER TABLE {db}.{} ADD COLUMN {definition} AFTER {previous}", table.name);
+                let mut sql = format!("ALTER TABLE {db}.{} ADD COLUMN {definition} AFTER {previous}", table.name);
                 if sort_key_of.is_some() && schema.dialect.modify_order_by {
                     // The new dimension joins the end of the key, so summing keeps rows apart.
                     let mut key: Vec<&str> = vec!["TimeReceived"];
@@ -348,9 +347,7 @@ mod tests {
         let p = plan(&after, &migrated(&before));
         let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
         assert!(sql[0].starts_with("ALTER TABLE weir.flows ADD COLUMN SrcVlan UInt16 AFTER"), "{sql:#?}");
-        assert!(sql
-            .iter()
-            .any(|s| s.contains("flows_1m ADD COLUMN SrcVlan") && s.contains("MODIFY ORDER BY")));
+        assert!(sql.iter().any(|s| s.contains("flows_1m ADD COLUMN SrcVlan") && s.contains("MODIFY ORDER BY")));
         assert_eq!(sql.iter().filter(|s| s.starts_with("CREATE MATERIALIZED VIEW")).count(), 3);
         assert_eq!(sql.iter().filter(|s| s.starts_with("DROP TABLE")).count(), 3);
         let create = sql.iter().position(|s| s.contains("flows_1m_mv")).unwrap();
