@@ -279,10 +279,14 @@ fn remote_clickhouse_18_holds_what_tshark_decodes() {
 
 /// One v5 datagram of 30 flows numbered from `first` (SrcPort/DstPort carry the number).
 fn numbered_v5(first: u32) -> Vec<u8> {
+    numbered_v5_from(first, [10, 0, 0, 1])
+}
+
+fn numbered_v5_from(first: u32, source: [u8; 4]) -> Vec<u8> {
     let flows: Vec<FlowRecord> = (first..first + 30)
         .map(|n| {
             let mut f = FlowRecord::default();
-            f.set_src_addr(addr_from_v4([10, 0, 0, 1]));
+            f.set_src_addr(addr_from_v4(source));
             f.set_dst_addr(addr_from_v4([192, 0, 2, 9]));
             f.set_src_port((n % 65_536) as u16);
             f.set_dst_port((n / 65_536) as u16);
@@ -399,4 +403,25 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         assert_eq!(consolidated.trim(), format!("{sent}\t{}", sent * 100));
         std::fs::remove_dir_all(dir.join("chdb")).ok();
     }
+}
+
+/// Regression: rows carried inline after `FORMAT RowBinary` in chDB's query
+/// text were cut at a blank line, so an address holding `0a 0a` (10.10.x.x)
+/// failed the whole batch ("Cannot read all data"). Inserts now stream.
+#[test]
+fn rows_holding_newline_bytes_reach_the_embedded_store_whole() {
+    let _turn = turn();
+    let dir = temp_dir("store-newlines");
+    let port = free_udp_port();
+    let config = store_config(&dir, port, &Store::Embedded, "");
+    let c = Collector::start(&config);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..10u32 {
+        sender.send_to(&numbered_v5_from(i * 30, [10, 10, 10, 10]), ("127.0.0.1", port)).unwrap();
+        sender.send_to(&numbered_v5_from(300 + i * 30, [32, 10, 13, 9]), ("127.0.0.1", port)).unwrap();
+    }
+    assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600);
+    assert_eq!(c.metric("weir_store_insert_errors_total", "")[0], 0);
+    assert_eq!(stored_numbers(&config, Some(&c.metrics)), (600, 600));
+    c.stop();
 }

@@ -7,7 +7,12 @@
 //! - `glommio`: glommio's `UdpSocket::recv_from`, one datagram per call;
 //! - `uring`: io_uring multishot recvmsg with a provided-buffer ring;
 //! - `weir`: `weir run` itself (one shard, counting sink): receive, decode
-//!   and count, read back from its /metrics.
+//!   and count, read back from its /metrics;
+//! - `store-embedded`, `store-remote`: `weir run` storing every flow, into
+//!   chDB (libchdb.so) or a ClickHouse 18.16 server started by
+//!   `scripts/clickhouse-server`. After sending, the run waits for the store
+//!   to catch up, then reports rows stored per second, rows per CPU-second
+//!   (weir, plus the server's for `store-remote`) and bytes per flow on disk.
 //!
 //! Each line gives datagrams/s received, records/s (for `weir`), what the
 //! sender managed, and datagrams per receiver CPU-second, the figure that
@@ -49,6 +54,7 @@ fn main() {
     );
     println!("| mode | received datagrams/s | records/s | sent datagrams/s | lost | datagrams per receiver CPU-s |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    let (store_modes, modes): (Vec<&str>, Vec<&str>) = modes.into_iter().partition(|m| m.starts_with("store-"));
     for mode in modes {
         let r = measure(mode, seconds, receiver_cpu, sender_cpu, &datagrams);
         let (secs, cpu) = (r.seconds, r.receiver_cpu_s.max(1e-9));
@@ -61,6 +67,121 @@ fn main() {
             r.received as f64 / cpu
         );
     }
+    // More distinct flows for the store, so bytes per flow on disk is not
+    // flattered by a short repeating cycle (16384 datagrams, 377 k flows).
+    if !store_modes.is_empty() {
+        let (varied, _) = data_datagrams(Protocol::Ipfix, &mut mix, 16_384);
+        store_table(&store_modes, seconds, (receiver_cpu, sender_cpu), &varied);
+    }
+}
+
+fn store_table(store_modes: &[&str], seconds: u64, (receiver_cpu, sender_cpu): (usize, usize), datagrams: &[Vec<u8>]) {
+    if !store_modes.is_empty() {
+        println!(
+            "\n| mode | decoded records/s | lost datagrams | stored rows/s | not stored | rows per CPU-s | bytes per flow on disk |"
+        );
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+    }
+    for mode in store_modes {
+        let r = measure_store(mode, seconds, receiver_cpu, sender_cpu, datagrams);
+        println!(
+            "| {mode} | {:.0} | {:.2} % | {:.0} | {} | {:.0} | {:.1} |",
+            r.decoded as f64 / r.seconds,
+            100.0 * r.sent.saturating_sub(r.received) as f64 / r.sent.max(1) as f64,
+            r.stored as f64 / r.store_seconds,
+            r.decoded.saturating_sub(r.stored),
+            r.stored as f64 / r.cpu_s.max(1e-9),
+            r.bytes_on_disk as f64 / r.stored.max(1) as f64
+        );
+    }
+}
+
+struct StoreOutcome {
+    seconds: f64,
+    sent: u64,
+    received: u64,
+    /// From the first datagram to the last row stored.
+    store_seconds: f64,
+    decoded: u64,
+    stored: u64,
+    cpu_s: f64,
+    bytes_on_disk: u64,
+}
+
+/// Sends for `seconds`, then waits for the store to take every decoded flow.
+fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[Vec<u8>]) -> StoreOutcome {
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("weir-store-bench-{mode}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server_pid = None;
+    let store = match mode {
+        "store-embedded" => {
+            format!("kind = \"embedded\"\n[store.embedded]\npath = \"{}\"\n", dir.join("chdb").display())
+        }
+        "store-remote" => {
+            let http = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-server");
+            let out = std::process::Command::new(script)
+                .arg(dir.join("clickhouse"))
+                .args([http.to_string(), (http + 1).to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            server_pid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok();
+            format!("kind = \"remote\"\n[store.remote]\nurl = \"http://127.0.0.1:{http}\"\n")
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let sink = format!("[sink]\nkind = \"store\"\n[store]\nspool_dir = \"{}\"\n{store}", dir.join("spool").display());
+    let (mut child, metrics, cpu_before) = start_weir(port, rx_cpu, tx_cpu, &sink);
+    let server_cpu_before = server_pid.map_or(0.0, process_cpu_s);
+    let template = template_datagram(Protocol::Ipfix);
+    let start = Instant::now();
+    let sent = send_for(port, tx_cpu, Duration::from_secs(seconds), &template, datagrams);
+    let elapsed = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let decoded = scrape(&metrics, "weir_decode_flows_total");
+    let received = scrape(&metrics, "weir_receive_datagrams_total");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stored = scrape(&metrics, "weir_store_rows_inserted_total");
+    while stored < decoded && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        stored = scrape(&metrics, "weir_store_rows_inserted_total");
+    }
+    let store_seconds = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_s(child.id()) - cpu_before + server_pid.map_or(0.0, |p| process_cpu_s(p) - server_cpu_before);
+    let parts = query(
+        &metrics,
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'weir' AND table = 'flows' AND active",
+    );
+    // SAFETY: plain syscalls on our child and the server we started.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+        if let Some(pid) = server_pid {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    let _ = child.wait();
+    StoreOutcome {
+        seconds: elapsed,
+        sent,
+        received,
+        store_seconds,
+        decoded,
+        stored,
+        cpu_s: cpu,
+        bytes_on_disk: parts.trim().parse().unwrap_or(0),
+    }
+}
+
+/// A query through the collector's `/query` endpoint (TabSeparated).
+fn query(address: &str, sql: &str) -> String {
+    let mut s = TcpStream::connect(address).unwrap();
+    write!(s, "POST /query?format=TabSeparated HTTP/1.1\r\nContent-Length: {}\r\n\r\n{sql}", sql.len()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
 struct Outcome {
@@ -79,7 +200,7 @@ fn measure(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagrams: &[
     let mut weir = None;
     let receiver = match mode {
         "weir" => {
-            weir = Some(start_weir(port, rx_cpu, tx_cpu));
+            weir = Some(start_weir(port, rx_cpu, tx_cpu, "[sink]\nkind = \"count\"\n"));
             None
         }
         _ => {
@@ -304,7 +425,7 @@ fn uring_loop(socket: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
     received.store(total, Relaxed);
 }
 
-fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize) -> (std::process::Child, String, f64) {
+fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize, sink: &str) -> (std::process::Child, String, f64) {
     let dir = std::env::temp_dir().join(format!("weir-receive-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("weir.toml");
@@ -312,7 +433,7 @@ fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize) -> (std::process::Child, 
         &config,
         format!(
             "[shards]\ncores = [{rx_cpu}]\ncontrol_core = {tx_cpu}\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
-             [sink]\nkind = \"count\"\n[http]\nlisten = \"127.0.0.1:0\"\n"
+             [http]\nlisten = \"127.0.0.1:0\"\n{sink}"
         ),
     )
     .unwrap();
@@ -338,7 +459,9 @@ fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize) -> (std::process::Child, 
             break;
         }
     }
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // The rest of the log, kept for a look after the run.
+    let mut log = std::fs::File::create(dir.join("weir.log")).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
     let cpu = process_cpu_s(child.id());
     (child, metrics, cpu)
 }
@@ -349,7 +472,7 @@ fn scrape(address: &str, name: &str) -> u64 {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
 }

@@ -4,8 +4,10 @@
 //!
 //! Only the calls Weir uses are declared, from chDB's public C API (v26):
 //! `chdb_connect` (returns a pointer to the connection handle),
-//! `chdb_query_n` (length-delimited: a RowBinary insert carries its rows
-//! after `FORMAT RowBinary\n` in the same buffer), the result accessors,
+//! `chdb_query_n` (length-delimited), the result accessors,
+//! the streaming insert (`chdb_stream_insert_n` with the statement and the
+//! format apart, `chdb_stream_append`, `chdb_stream_done`,
+//! `chdb_stream_insert_error`, `chdb_destroy_insert_stream`),
 //! `chdb_destroy_query_result`, `chdb_close_conn` and
 //! `chdb_set_signal_handlers_enabled` (so SIGTERM/SIGHUP stay Weir's). The
 //! store tests check each signature against the library's behaviour.
@@ -31,6 +33,17 @@ type ResultLength = unsafe extern "C" fn(result: *mut c_void) -> usize;
 type ResultError = unsafe extern "C" fn(result: *mut c_void) -> *const c_char;
 type DestroyResult = unsafe extern "C" fn(result: *mut c_void);
 type SetSignalHandlers = unsafe extern "C" fn(enabled: c_int);
+type StreamInsertN = unsafe extern "C" fn(
+    conn: *mut c_void,
+    query: *const c_char,
+    query_len: usize,
+    format: *const c_char,
+    format_len: usize,
+) -> *mut c_void;
+type StreamAppend = unsafe extern "C" fn(stream: *mut c_void, data: *const c_void, len: usize) -> c_int;
+type StreamDone = unsafe extern "C" fn(stream: *mut c_void) -> *mut c_void;
+type StreamInsertError = unsafe extern "C" fn(stream: *mut c_void) -> *const c_char;
+type DestroyInsertStream = unsafe extern "C" fn(stream: *mut c_void);
 
 struct Api {
     connect: Connect,
@@ -41,6 +54,11 @@ struct Api {
     result_error: ResultError,
     destroy_result: DestroyResult,
     set_signal_handlers: SetSignalHandlers,
+    stream_insert_n: StreamInsertN,
+    stream_append: StreamAppend,
+    stream_done: StreamDone,
+    stream_insert_error: StreamInsertError,
+    destroy_insert_stream: DestroyInsertStream,
 }
 
 /// One open chDB database. Owned by one thread (the store writer, or the
@@ -112,6 +130,49 @@ impl Chdb {
     }
 }
 
+impl Chdb {
+    /// Inserts RowBinary `rows` with `insert` (`INSERT INTO t (cols)`,
+    /// without FORMAT). Binary data must not ride inline in a query: the
+    /// statement parser ends inline data early (at a blank line), so bytes
+    /// such as `0a 0a` inside an address cut a batch short.
+    pub fn insert(&mut self, insert: &str, format: &str, rows: &[u8]) -> Result<(), String> {
+        let api = &self.api;
+        // SAFETY: pointers and lengths describe live buffers; the stream
+        // handle is never null (chDB reports init failures through it).
+        unsafe {
+            let stream = (api.stream_insert_n)(
+                *self.conn,
+                insert.as_ptr() as *const c_char,
+                insert.len(),
+                format.as_ptr() as *const c_char,
+                format.len(),
+            );
+            if stream.is_null() {
+                return Err("chDB returned no insert stream".into());
+            }
+            let error = (api.stream_insert_error)(stream);
+            if !error.is_null() {
+                let message = CStr::from_ptr(error).to_string_lossy().trim().to_string();
+                (api.destroy_insert_stream)(stream);
+                return Err(message);
+            }
+            let appended = (api.stream_append)(stream, rows.as_ptr() as *const c_void, rows.len());
+            // Done also reports what went wrong in the append.
+            let result = (api.stream_done)(stream);
+            let mut outcome = if appended == 0 { Ok(()) } else { Err(format!("append failed ({appended})")) };
+            if !result.is_null() {
+                let error = (api.result_error)(result);
+                if !error.is_null() {
+                    outcome = Err(CStr::from_ptr(error).to_string_lossy().trim().to_string());
+                }
+                (api.destroy_result)(result);
+            }
+            (api.destroy_insert_stream)(stream);
+            outcome
+        }
+    }
+}
+
 impl Drop for Chdb {
     fn drop(&mut self) {
         // Closing the last connection shuts the engine down and flushes its parts.
@@ -137,7 +198,7 @@ fn load(library: &Path) -> Result<Api, String> {
         let c = arg(name)?;
         let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
         if p.is_null() {
-            Err(format!("{} has no {name}: chDB 26.3 or later is needed", library.display()))
+            Err(format!("{} has no {name}: chDB 26.7 or later is needed", library.display()))
         } else {
             Ok(p)
         }
@@ -155,6 +216,15 @@ fn load(library: &Path) -> Result<Api, String> {
             destroy_result: std::mem::transmute::<*mut c_void, DestroyResult>(symbol("chdb_destroy_query_result")?),
             set_signal_handlers: std::mem::transmute::<*mut c_void, SetSignalHandlers>(symbol(
                 "chdb_set_signal_handlers_enabled",
+            )?),
+            stream_insert_n: std::mem::transmute::<*mut c_void, StreamInsertN>(symbol("chdb_stream_insert_n")?),
+            stream_append: std::mem::transmute::<*mut c_void, StreamAppend>(symbol("chdb_stream_append")?),
+            stream_done: std::mem::transmute::<*mut c_void, StreamDone>(symbol("chdb_stream_done")?),
+            stream_insert_error: std::mem::transmute::<*mut c_void, StreamInsertError>(symbol(
+                "chdb_stream_insert_error",
+            )?),
+            destroy_insert_stream: std::mem::transmute::<*mut c_void, DestroyInsertStream>(symbol(
+                "chdb_destroy_insert_stream",
             )?),
         })
     }

@@ -84,8 +84,11 @@ impl Engine {
     /// Inserts one chunk.
     pub fn insert(&mut self, chunk: &Chunk) -> Result<(), String> {
         match self {
-            // chDB reads the rows that follow the statement in the same buffer.
-            Engine::Embedded(c) => c.query(&chunk.bytes, "TabSeparated").map(drop),
+            Engine::Embedded(c) => {
+                let sql = chunk.sql();
+                let (insert, format) = sql.rsplit_once(" FORMAT ").ok_or("a chunk without FORMAT")?;
+                c.insert(insert, format, chunk.rows_bytes())
+            }
             Engine::Remote(r) => r.insert(chunk.sql(), chunk.rows_bytes()),
         }
     }
