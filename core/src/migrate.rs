@@ -291,20 +291,10 @@ pub const PORTS: &[(u8, u16, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{SchemaSettings, ServerVersion};
+    use crate::schema::{test_settings, ServerVersion};
 
     fn schema(optional: &[&str], version: ServerVersion) -> Schema {
-        Schema::new(
-            &SchemaSettings {
-                database: "weir".into(),
-                optional_columns: optional.iter().map(|s| s.to_string()).collect(),
-                ttl_raw_hours: 168,
-                ttl_1m_hours: 360,
-                ttl_5m_hours: 2160,
-                ttl_1h_hours: 8760,
-            },
-            version,
-        )
+        Schema::new(&test_settings(optional), version)
     }
 
     /// What a server would show after running `plan` on an empty database.

@@ -229,6 +229,8 @@ pub struct SchemaSettings {
 /// The schema for one server: the columns in insert order and the dialect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schema {
+    /// The server the dialect was chosen for.
+    pub version: ServerVersion,
     pub database: String,
     pub columns: Vec<Column>,
     pub dialect: Dialect,
@@ -247,6 +249,7 @@ impl Schema {
             Consolidation { table: "flows_1h", bucket: "toStartOfHour", ttl_hours: settings.ttl_1h_hours },
         ];
         Schema {
+            version,
             database: settings.database.clone(),
             columns,
             dialect: Dialect::for_version(version),
@@ -395,20 +398,22 @@ pub fn unknown_optional_columns(names: &[String]) -> Option<(usize, String)> {
     })
 }
 
+/// Settings with the default TTLs and `optional` switched on, for tests.
+#[cfg(test)]
+pub(crate) fn test_settings(optional: &[&str]) -> SchemaSettings {
+    SchemaSettings {
+        database: "weir".into(),
+        optional_columns: optional.iter().map(|s| s.to_string()).collect(),
+        ttl_raw_hours: 168,
+        ttl_1m_hours: 360,
+        ttl_5m_hours: 2160,
+        ttl_1h_hours: 8760,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings(optional: &[&str]) -> SchemaSettings {
-        SchemaSettings {
-            database: "weir".into(),
-            optional_columns: optional.iter().map(|s| s.to_string()).collect(),
-            ttl_raw_hours: 168,
-            ttl_1m_hours: 360,
-            ttl_5m_hours: 2160,
-            ttl_1h_hours: 8760,
-        }
-    }
 
     #[test]
     fn every_field_has_one_column_named_like_it() {
@@ -421,9 +426,9 @@ mod tests {
 
     #[test]
     fn optional_columns_are_off_until_named() {
-        let base = Schema::new(&settings(&[]), ServerVersion(26, 7));
+        let base = Schema::new(&test_settings(&[]), ServerVersion(26, 7));
         assert!(!base.column_names().contains(&"SrcMAC"));
-        let macs = Schema::new(&settings(&["SrcMAC", "DstMAC"]), ServerVersion(26, 7));
+        let macs = Schema::new(&test_settings(&["SrcMAC", "DstMAC"]), ServerVersion(26, 7));
         assert!(macs.column_names().contains(&"SrcMAC") && macs.column_names().contains(&"DstMAC"));
         assert_eq!(unknown_optional_columns(&["SrcMAC".into(), "Nope".into()]).unwrap().0, 1);
         assert!(unknown_optional_columns(&["Bytes".into()]).unwrap().1.contains("always stored"));
@@ -431,12 +436,12 @@ mod tests {
 
     #[test]
     fn old_servers_get_types_with_the_same_bytes() {
-        let old = Schema::new(&settings(&["FlowStart"]), ServerVersion::parse("18.16.1").unwrap());
+        let old = Schema::new(&test_settings(&["FlowStart"]), ServerVersion::parse("18.16.1").unwrap());
         let ddl = old.create_raw_table();
         assert!(ddl.contains("SrcAddr FixedString(16)") && ddl.contains("FlowStart UInt64"));
         assert!(!ddl.contains("TTL") && !ddl.contains("CODEC"));
         assert_eq!(old.dialect.warnings().len(), 5);
-        let new = Schema::new(&settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
+        let new = Schema::new(&test_settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
         let ddl = new.create_raw_table();
         assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));
         assert!(ddl.contains("TTL TimeReceived + toIntervalHour(168)"));
@@ -445,9 +450,9 @@ mod tests {
 
     #[test]
     fn a_new_dimension_renames_the_view() {
-        let c = Schema::new(&settings(&[]), ServerVersion(26, 7));
-        let v = Schema::new(&settings(&["SrcVlan"]), ServerVersion(26, 7));
-        let mac = Schema::new(&settings(&["SrcMAC"]), ServerVersion(26, 7));
+        let c = Schema::new(&test_settings(&[]), ServerVersion(26, 7));
+        let v = Schema::new(&test_settings(&["SrcVlan"]), ServerVersion(26, 7));
+        let mac = Schema::new(&test_settings(&["SrcMAC"]), ServerVersion(26, 7));
         let one = &c.consolidations[0];
         assert_ne!(c.view_name(one), v.view_name(one));
         assert_eq!(c.view_name(one), mac.view_name(one), "a raw-only column leaves the views alone");

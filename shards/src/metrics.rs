@@ -137,7 +137,7 @@ pub struct StoreMetrics {
 
 impl StoreMetrics {
     fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             ("weir_store_batches_received_total", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received_total", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_inserts_total", "Inserts the store accepted.", &self.inserts),
@@ -152,17 +152,11 @@ impl StoreMetrics {
             ("weir_store_spooled_rows_total", "Rows written to the on-disk spool.", &self.rows_spooled),
             ("weir_store_replayed_chunks_total", "Spooled chunks inserted.", &self.chunks_replayed),
             ("weir_store_replayed_rows_total", "Spooled rows inserted.", &self.rows_replayed),
-            ("weir_store_insert_seconds_total", "Time spent in accepted inserts.", &self.insert_micros),
         ];
-        for (name, help, a) in counters {
-            header(out, name, help, "counter");
-            let v = a.load(Relaxed);
-            if name.ends_with("_seconds_total") {
-                let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
-            } else {
-                let _ = writeln!(out, "{name} {v}");
-            }
-        }
+        plain_series(out, "counter", &counters);
+        let name = "weir_store_insert_seconds_total";
+        header(out, name, "Time spent in accepted inserts.", "counter");
+        let _ = writeln!(out, "{name} {}", self.insert_micros.load(Relaxed) as f64 / 1e6);
         let name = "weir_store_dropped_rows_total";
         header(out, name, "Rows that never reached the store, by reason.", "counter");
         for r in StoreDrop::ALL {
@@ -174,10 +168,7 @@ impl StoreMetrics {
             ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
             ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
         ];
-        for (name, help, a) in gauges {
-            header(out, name, help, "gauge");
-            let _ = writeln!(out, "{name} {}", a.load(Relaxed));
-        }
+        plain_series(out, "gauge", &gauges);
     }
 }
 
@@ -266,10 +257,7 @@ impl Metrics {
             ),
             ("weir_sink_reopens_total", "Times the JSON sink's file was reopened (SIGHUP).", &self.sink.reopens),
         ];
-        for (name, help, a) in sink {
-            header(&mut out, name, help, "counter");
-            let _ = writeln!(out, "{name} {}", a.load(Relaxed));
-        }
+        plain_series(&mut out, "counter", &sink);
         if let Some(store) = &self.store {
             store.render(&mut out);
         }
@@ -327,6 +315,14 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {}", get(s).load(Relaxed));
             }
         }
+    }
+}
+
+/// One unlabelled sample per series: `(name, help, value)`.
+fn plain_series(out: &mut String, kind: &str, series: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, a) in series {
+        header(out, name, help, kind);
+        let _ = writeln!(out, "{name} {}", a.load(Relaxed));
     }
 }
 

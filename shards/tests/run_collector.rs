@@ -8,18 +8,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, temp_dir, two_shards, write_config, Collector};
+use common::{free_udp_port, replay, temp_dir, two_shards, write_config, Collector};
 
 use weir_core::encode::{netflow_v5, ExportHeader, MessageBuilder, TemplateSpec};
 use weir_core::flow::{addr_from_v4, FlowRecord};
-use weir_core::pcap::{Frame, PcapReader};
 use weir_core::wire::template::Protocol;
 
 static TURNS: Mutex<()> = Mutex::new(());
@@ -67,17 +65,7 @@ fn ebpf_spreads_one_sender_over_every_shard() {
     assert!(per_shard.iter().all(|n| *n >= 600), "one sender, both shards get a fair share: {per_shard:?}");
     assert_eq!(c.metric("weir_decode_flows_total", "").iter().sum::<u64>(), 2000);
     // The exposition passes Prometheus' own linter without a word.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup installs the prometheus package)");
-    promtool.stdin.take().unwrap().write_all(c.scrape().as_bytes()).unwrap();
-    let lint = promtool.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
-    assert!(lint.status.success() && said.is_empty(), "promtool check metrics: {said}");
+    c.assert_promtool_is_silent();
     c.stop();
 }
 
@@ -296,17 +284,7 @@ fn real_exporters_through_weir_run_match_weir_decode() {
         let out = dir.join("flows.jsonl");
         let body = format!("{}[sink]\nkind = \"json\"\npath = \"{}\"\n", two_shards(port, "ebpf"), out.display());
         let c = Collector::start(&write_config(&dir, "weir.toml", &body));
-        let data = std::fs::read(&pcap).unwrap();
-        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut sent = 0;
-        for frame in PcapReader::new(&data).unwrap() {
-            if let Ok(Frame::Udp(d)) = frame {
-                sender.send_to(d.payload, ("127.0.0.1", port)).unwrap();
-                sent += 1;
-                // Paced like an exporter, so a template crosses shards before its data.
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
+        let sent = replay(&pcap, port);
         let want = comparable(&String::from_utf8(decoded.stdout).unwrap());
         c.wait_metric_sum("weir_sink_flows_total", want.len() as u64);
         assert_eq!(c.metric("weir_receive_datagrams_total", "").iter().sum::<u64>(), sent);

@@ -15,10 +15,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, temp_dir, two_shards, write_config, Collector};
+use common::{free_udp_port, replay, temp_dir, two_shards, write_config, Collector};
 use weir_core::encode::{netflow_v5, ExportHeader};
 use weir_core::flow::{addr_from_v4, FlowRecord};
-use weir_core::pcap::{Frame, PcapReader};
 
 static TURNS: Mutex<()> = Mutex::new(());
 
@@ -132,21 +131,6 @@ fn weir(args: &[&str], config: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--config").arg(config).output().unwrap();
     assert!(out.status.success(), "weir {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-/// Sends the UDP payloads of a capture, paced like an exporter.
-fn replay(pcap: &Path, port: u16) -> u64 {
-    let data = std::fs::read(pcap).unwrap();
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut sent = 0;
-    for frame in PcapReader::new(&data).unwrap() {
-        if let Ok(Frame::Udp(d)) = frame {
-            sender.send_to(d.payload, ("127.0.0.1", port)).unwrap();
-            sent += 1;
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-    sent
 }
 
 /// tshark's values of each field over the whole capture, sorted.
@@ -423,5 +407,7 @@ fn rows_holding_newline_bytes_reach_the_embedded_store_whole() {
     assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600);
     assert_eq!(c.metric("weir_store_insert_errors_total", "")[0], 0);
     assert_eq!(stored_numbers(&config, Some(&c.metrics)), (600, 600));
+    // The store's series pass Prometheus' linter too.
+    c.assert_promtool_is_silent();
     c.stop();
 }

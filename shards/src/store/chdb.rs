@@ -33,13 +33,8 @@ type ResultLength = unsafe extern "C" fn(result: *mut c_void) -> usize;
 type ResultError = unsafe extern "C" fn(result: *mut c_void) -> *const c_char;
 type DestroyResult = unsafe extern "C" fn(result: *mut c_void);
 type SetSignalHandlers = unsafe extern "C" fn(enabled: c_int);
-type StreamInsertN = unsafe extern "C" fn(
-    conn: *mut c_void,
-    query: *const c_char,
-    query_len: usize,
-    format: *const c_char,
-    format_len: usize,
-) -> *mut c_void;
+/// The same C signature as `chdb_query_n`: statement and format, each with its length.
+type StreamInsertN = QueryN;
 type StreamAppend = unsafe extern "C" fn(stream: *mut c_void, data: *const c_void, len: usize) -> c_int;
 type StreamDone = unsafe extern "C" fn(stream: *mut c_void) -> *mut c_void;
 type StreamInsertError = unsafe extern "C" fn(stream: *mut c_void) -> *const c_char;
@@ -112,25 +107,23 @@ impl Chdb {
             return Err("chDB returned no result".into());
         }
         let outcome = unsafe {
-            let error = (self.api.result_error)(result);
-            if !error.is_null() {
-                Err(CStr::from_ptr(error).to_string_lossy().trim().to_string())
-            } else {
-                let len = (self.api.result_length)(result);
-                let buf = (self.api.result_buffer)(result);
-                if len == 0 || buf.is_null() {
-                    Ok(Vec::new())
-                } else {
-                    Ok(std::slice::from_raw_parts(buf as *const u8, len).to_vec())
+            match c_message((self.api.result_error)(result)) {
+                Some(error) => Err(error),
+                None => {
+                    let len = (self.api.result_length)(result);
+                    let buf = (self.api.result_buffer)(result);
+                    if len == 0 || buf.is_null() {
+                        Ok(Vec::new())
+                    } else {
+                        Ok(std::slice::from_raw_parts(buf as *const u8, len).to_vec())
+                    }
                 }
             }
         };
         unsafe { (self.api.destroy_result)(result) };
         outcome
     }
-}
 
-impl Chdb {
     /// Inserts RowBinary `rows` with `insert` (`INSERT INTO t (cols)`,
     /// without FORMAT). Binary data must not ride inline in a query: the
     /// statement parser ends inline data early (at a blank line), so bytes
@@ -150,20 +143,17 @@ impl Chdb {
             if stream.is_null() {
                 return Err("chDB returned no insert stream".into());
             }
-            let error = (api.stream_insert_error)(stream);
-            if !error.is_null() {
-                let message = CStr::from_ptr(error).to_string_lossy().trim().to_string();
+            if let Some(error) = c_message((api.stream_insert_error)(stream)) {
                 (api.destroy_insert_stream)(stream);
-                return Err(message);
+                return Err(error);
             }
             let appended = (api.stream_append)(stream, rows.as_ptr() as *const c_void, rows.len());
             // Done also reports what went wrong in the append.
             let result = (api.stream_done)(stream);
             let mut outcome = if appended == 0 { Ok(()) } else { Err(format!("append failed ({appended})")) };
             if !result.is_null() {
-                let error = (api.result_error)(result);
-                if !error.is_null() {
-                    outcome = Err(CStr::from_ptr(error).to_string_lossy().trim().to_string());
+                if let Some(error) = c_message((api.result_error)(result)) {
+                    outcome = Err(error);
                 }
                 (api.destroy_result)(result);
             }
@@ -178,6 +168,14 @@ impl Drop for Chdb {
         // Closing the last connection shuts the engine down and flushes its parts.
         unsafe { (self.api.close_conn)(self.conn) };
     }
+}
+
+/// chDB's error text, when `message` points at one.
+///
+/// # Safety
+/// `message` is null or a NUL-terminated string that outlives the call.
+unsafe fn c_message(message: *const c_char) -> Option<String> {
+    (!message.is_null()).then(|| unsafe { CStr::from_ptr(message) }.to_string_lossy().trim().to_string())
 }
 
 fn arg(s: &str) -> Result<CString, String> {

@@ -12,10 +12,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use weir_core::migrate;
-use weir_core::schema::Schema;
+use weir_core::schema::ServerVersion;
 
-use super::{read_live, Engine};
+use super::{migrate, Engine};
 use crate::run::read_config;
 
 #[derive(clap::Args)]
@@ -46,33 +45,24 @@ pub struct QueryArgs {
 pub fn migrate_command(args: &MigrateArgs) -> Result<(), String> {
     let config = read_config(&args.config)?;
     let mut engine = Engine::connect(&config.store)?;
-    let version = engine.version()?;
-    let schema = Schema::new(&config.store.schema_settings(), version);
-    let live = read_live(&mut engine, &schema.database)?;
-    let plan = migrate::plan(&schema, &live);
+    let (schema, plan) = migrate(&mut engine, &config.store, args.dry_run)?;
     for w in &plan.warnings {
         eprintln!("weir: warn: {w}");
     }
     for step in &plan.steps {
         println!("-- {}\n{};", step.why, step.sql);
-        if !args.dry_run {
-            engine.execute(&step.sql).map_err(|e| format!("{}: {e}", step.why))?;
-        }
     }
     let verb = if args.dry_run { "would run" } else { "ran" };
-    eprintln!("weir: server {}.{}: {verb} {} steps", version.0, version.1, plan.steps.len());
+    let ServerVersion(major, minor) = schema.version;
+    eprintln!("weir: server {major}.{minor}: {verb} {} steps", plan.steps.len());
     Ok(())
 }
 
 pub fn query_command(args: &QueryArgs) -> Result<(), String> {
     let config = read_config(&args.config)?;
     let address = args.http.or(config.http.listen.filter(|a| a.port() != 0));
-    if let Some(address) = address {
-        match ask_collector(address, &args.sql, &args.format) {
-            Ok(Some(output)) => return print(&output),
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
+    if let Some(output) = address.map(|a| ask_collector(a, &args.sql, &args.format)).transpose()?.flatten() {
+        return print(&output);
     }
     let mut engine = Engine::connect(&config.store)?;
     print(&engine.query(&args.sql, &args.format)?)

@@ -35,8 +35,9 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    pub fn new(insert_sql: &str, capacity: usize) -> Chunk {
-        let mut bytes = Vec::with_capacity(insert_sql.len() + 1 + capacity);
+    /// An empty chunk for `insert_sql`, in `bytes` (a reused buffer, cleared).
+    pub fn new(insert_sql: &str, mut bytes: Vec<u8>) -> Chunk {
+        bytes.clear();
         bytes.extend_from_slice(insert_sql.as_bytes());
         bytes.push(b'\n');
         Chunk { sql_len: insert_sql.len(), rows: 0, bytes }
@@ -100,21 +101,25 @@ impl Engine {
     }
 }
 
-/// Brings the database to the schema of `config`: returns the schema (for
-/// the writer) and the plan that was run (for logs and `weir migrate`).
-pub fn migrate(engine: &mut Engine, config: &StoreConfig) -> Result<(Schema, Plan), String> {
+/// Brings the database to the schema of `config` (or, with `dry_run`, only
+/// plans it): returns the schema and the plan, for logs and `weir migrate`.
+pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Result<(Schema, Plan), String> {
     let version = engine.version()?;
     let schema = Schema::new(&config.schema_settings(), version);
     let live = read_live(engine, &schema.database)?;
     let plan = migrate::plan(&schema, &live);
-    for step in &plan.steps {
-        engine.execute(&step.sql).map_err(|e| format!("migration step failed ({}): {e}\n  {}", step.why, step.sql))?;
+    if !dry_run {
+        for step in &plan.steps {
+            engine
+                .execute(&step.sql)
+                .map_err(|e| format!("migration step failed ({}): {e}\n  {}", step.why, step.sql))?;
+        }
     }
     Ok((schema, plan))
 }
 
 /// What the database has now: tables, their columns, helper table rows.
-pub fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String> {
+fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String> {
     let q = |s: &str| s.replace('\'', "\\'");
     let db = q(database);
     let databases = engine.query(&format!("SELECT name FROM system.databases WHERE name = '{db}'"), "TabSeparated")?;

@@ -155,10 +155,10 @@ mod tests {
     use super::*;
 
     fn chunk(rows: u64, body: &[u8]) -> Chunk {
-        let mut bytes = b"INSERT INTO weir.flows (a) FORMAT RowBinary\n".to_vec();
-        let sql_len = bytes.len() - 1;
-        bytes.extend_from_slice(body);
-        Chunk { sql_len, rows, bytes }
+        let mut chunk = Chunk::new("INSERT INTO weir.flows (a) FORMAT RowBinary", Vec::new());
+        chunk.bytes.extend_from_slice(body);
+        chunk.rows = rows;
+        chunk
     }
 
     #[test]

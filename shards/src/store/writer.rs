@@ -36,7 +36,7 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Connects and migrates, logging what the migration did.
 fn open(config: &StoreConfig) -> Result<Engine, String> {
     let mut engine = Engine::connect(config)?;
-    let (schema, plan) = migrate(&mut engine, config)?;
+    let (schema, plan) = migrate(&mut engine, config, false)?;
     for w in &plan.warnings {
         log("warn", &format!("store: {w}"));
     }
@@ -243,9 +243,8 @@ impl Writer {
     fn run(mut self, batches: Receiver<Batch>, free: Sender<Vec<u8>>, queries: Receiver<QueryRequest>) {
         let mut queries = Some(queries);
         // Migrate at start, not at the first insert; a failure is retried.
-        match open(&self.config) {
-            Ok(engine) => self.engine = Some(engine),
-            Err(e) => self.failed(&e),
+        if let Err(e) = self.connected() {
+            self.failed(&e);
         }
         loop {
             let has_work = !self.pending.is_empty() || !self.spool.is_empty();
@@ -284,12 +283,7 @@ impl Writer {
         self.metrics.rows_received.fetch_add(batch.rows as u64, Relaxed);
         let fits = self.pending.back().is_some_and(|c| c.bytes.len() + batch.bytes.len() <= CHUNK_BYTES_MAX);
         if !fits {
-            let mut chunk = Chunk::new(&self.insert_sql, 0);
-            if let Some(mut spare) = self.spare.take() {
-                spare.clear();
-                spare.extend_from_slice(&chunk.bytes);
-                chunk.bytes = spare;
-            }
+            let chunk = Chunk::new(&self.insert_sql, self.spare.take().unwrap_or_default());
             self.pending.push_back(chunk);
         }
         let chunk = self.pending.back_mut().expect("pushed above");
@@ -302,6 +296,12 @@ impl Writer {
 
     /// Inserts the oldest chunk: from the spool if it has any, else memory.
     fn attempt(&mut self) {
+        if self.pending.is_empty() && self.spool.is_empty() {
+            return;
+        }
+        if let Err(e) = self.connected() {
+            return self.failed(&e);
+        }
         let from_spool = !self.spool.is_empty();
         let chunk = if from_spool {
             match self.spool.front() {
@@ -319,18 +319,7 @@ impl Writer {
                 None => return,
             }
         };
-        let engine = match self.engine.as_mut() {
-            Some(engine) => engine,
-            None => match open(&self.config) {
-                Ok(engine) => self.engine.insert(engine),
-                Err(e) => {
-                    if !from_spool {
-                        self.pending.push_front(chunk);
-                    }
-                    return self.failed(&e);
-                }
-            },
-        };
+        let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
         match engine.insert(&chunk) {
             Ok(()) => self.inserted(chunk, from_spool, started.elapsed()),
@@ -438,17 +427,19 @@ impl Writer {
     }
 
     fn answer(&mut self, request: QueryRequest) {
+        let result = match self.connected() {
+            Ok(engine) => engine.query(&request.sql, &request.format),
+            Err(e) => Err(format!("the store is not reachable: {e}")),
+        };
+        let _ = request.reply.send(result);
+    }
+
+    /// The engine, connected and migrated first if it is not yet.
+    fn connected(&mut self) -> Result<&mut Engine, String> {
         if self.engine.is_none() {
-            match open(&self.config) {
-                Ok(engine) => self.engine = Some(engine),
-                Err(e) => {
-                    let _ = request.reply.send(Err(format!("the store is not reachable: {e}")));
-                    return;
-                }
-            }
+            self.engine = Some(open(&self.config)?);
         }
-        let engine = self.engine.as_mut().expect("opened above");
-        let _ = request.reply.send(engine.query(&request.sql, &request.format));
+        Ok(self.engine.as_mut().expect("set above"))
     }
 
     fn publish(&self) {

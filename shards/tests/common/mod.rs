@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use weir_core::pcap::{Frame, PcapReader};
+
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -98,6 +100,21 @@ impl Collector {
         }
     }
 
+    /// `promtool check metrics` on the exposition prints nothing.
+    pub fn assert_promtool_is_silent(&self) {
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (scripts/setup installs the prometheus package)");
+        promtool.stdin.take().unwrap().write_all(self.scrape().as_bytes()).unwrap();
+        let lint = promtool.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+        assert!(lint.status.success() && said.is_empty(), "promtool check metrics: {said}");
+    }
+
     pub fn stop(mut self) {
         // SAFETY: plain syscall on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -128,4 +145,20 @@ pub fn two_shards(port: u16, mode: &str) -> String {
         "[shards]\ncores = [0, {control}]\ncontrol_core = {control}\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\n[balancer]\nmode = \"{mode}\"\n"
     )
+}
+
+/// Sends the UDP payloads of a capture, paced like an exporter (2 ms
+/// apart, so a template crosses shards before its data); returns how many.
+pub fn replay(pcap: &Path, port: u16) -> u64 {
+    let data = std::fs::read(pcap).unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = 0;
+    for frame in PcapReader::new(&data).unwrap() {
+        if let Ok(Frame::Udp(d)) = frame {
+            sender.send_to(d.payload, ("127.0.0.1", port)).unwrap();
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    sent
 }
