@@ -116,3 +116,33 @@ pub fn parse_config(data: &[u8]) {
         Err(e) => assert!(!e.message.is_empty()),
     }
 }
+
+/// What the store's migrations read from a server: input split at the
+/// first 0xff byte (or all of it) into `version()` plus `system.tables`
+/// output, and `system.columns` output. Parsed, then planned against the
+/// schema with every optional column on, for a modern and an old server.
+pub fn live_schema(data: &[u8]) {
+    use crate::migrate::{live_tables, plan, LiveDatabase};
+    use crate::schema::{optional_column_names, Schema, SchemaSettings, ServerVersion};
+    let (head, columns) = match data.iter().position(|&b| b == 0xff) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let (version, tables) = match head.iter().position(|&b| b == b'\n') {
+        Some(i) => (&head[..i], &head[i + 1..]),
+        None => (head, &[][..]),
+    };
+    let parsed = ServerVersion::parse(&String::from_utf8_lossy(version));
+    let live = LiveDatabase { database_exists: true, tables: live_tables(tables, columns) };
+    let settings = SchemaSettings {
+        database: "weir".into(),
+        optional_columns: optional_column_names().into_iter().map(String::from).collect(),
+        ttl_raw_hours: 1,
+        ttl_1m_hours: 1,
+        ttl_5m_hours: 1,
+        ttl_1h_hours: 1,
+    };
+    for v in [parsed.unwrap_or(ServerVersion(26, 7)), ServerVersion(18, 16)] {
+        let _ = plan(&Schema::new(&settings, v), &live);
+    }
+}

@@ -48,6 +48,51 @@ impl LiveDatabase {
     }
 }
 
+/// The tables of `system.tables` (`name, engine, create_table_query`) with
+/// their columns from `system.columns` (`table, name, type`), both as
+/// ClickHouse's TabSeparated output. Lines of another shape are skipped.
+pub fn live_tables(tables_tsv: &[u8], columns_tsv: &[u8]) -> Vec<LiveTable> {
+    let mut tables: Vec<LiveTable> = tsv_rows(tables_tsv)
+        .into_iter()
+        .filter_map(|line| match <[String; 3]>::try_from(line) {
+            Ok([name, engine, create_query]) => Some(LiveTable { name, engine, create_query, ..LiveTable::default() }),
+            Err(_) => None,
+        })
+        .collect();
+    for line in tsv_rows(columns_tsv) {
+        if let Ok([table, name, kind]) = <[String; 3]>::try_from(line) {
+            if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
+                t.columns.push((name, kind));
+            }
+        }
+    }
+    tables
+}
+
+/// TabSeparated rows, unescaped (`\n`, `\t`, `\0`, `\\`, `\'`).
+fn tsv_rows(data: &[u8]) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(data).lines().map(|l| l.split('\t').map(unescape).collect()).collect()
+}
+
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// One statement and why it runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
@@ -344,6 +389,17 @@ mod tests {
         let drop = sql.iter().position(|s| s.starts_with("DROP TABLE IF EXISTS weir.flows_1m_mv")).unwrap();
         assert!(create < drop, "the new view exists before the old one goes");
         assert!(plan(&after, &migrated(&after)).steps.is_empty());
+    }
+
+    #[test]
+    fn live_tables_read_clickhouse_tab_separated_output() {
+        let tables = live_tables(
+            b"flows\tMergeTree\tCREATE TABLE x\\n(a \\'b\\')\\\\\nshort\tline\n",
+            b"flows\tSrcPort\tUInt16\nnope\tX\tUInt8\n",
+        );
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].create_query, "CREATE TABLE x\n(a 'b')\\");
+        assert_eq!(tables[0].columns, vec![("SrcPort".to_string(), "UInt16".to_string())]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ fn replay(target: &str) -> usize {
             "pcap" => harness::read_pcap(&data),
             "state_snapshot" => harness::restore_snapshot(&data),
             "config" => harness::parse_config(&data),
+            "live_schema" => harness::live_schema(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -31,7 +32,9 @@ fn replay(target: &str) -> usize {
 
 #[test]
 fn saved_fuzz_inputs_do_not_panic() {
-    for target in ["netflow_v5", "netflow_v9", "ipfix", "sflow", "any_format", "pcap", "state_snapshot", "config"] {
+    for target in
+        ["netflow_v5", "netflow_v9", "ipfix", "sflow", "any_format", "pcap", "state_snapshot", "config", "live_schema"]
+    {
         replay(target);
     }
 }
@@ -58,6 +61,10 @@ fn garbage_and_empty_inputs() {
     harness::decode_datagrams(None, &[0; 64]);
     harness::decode_datagrams(Some(Format::Ipfix), &[0xff; 300]);
     harness::restore_snapshot(b"");
+    harness::live_schema(b"");
+    harness::live_schema(
+        b"18.16.1\nflows\tMergeTree\tCREATE\\\nflows_1m_mv_0\tMaterializedView\t\n\xffflows\tSrcVlan\tString\n",
+    );
     harness::parse_config(b"");
     harness::parse_config(b"[shards]\ncores = [99999999999999999999]\n");
     harness::parse_config(b"[[listeners]]\naddress = 5\n[shards\n");

@@ -23,7 +23,7 @@ pub mod spool;
 pub mod writer;
 
 use weir_core::config::{StoreConfig, StoreKind};
-use weir_core::migrate::{self, LiveDatabase, LiveTable, Plan, HELPER_TABLES};
+use weir_core::migrate::{self, LiveDatabase, Plan, HELPER_TABLES};
 use weir_core::schema::{Schema, ServerVersion};
 
 /// Insert-ready bytes: the statement, a newline, then RowBinary rows.
@@ -131,61 +131,12 @@ fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String
         &format!("SELECT name, engine, create_table_query FROM system.tables WHERE database = '{db}'"),
         "TabSeparated",
     )?;
-    for line in tsv_rows(&tables) {
-        if let [name, engine, create] = &line[..] {
-            live.tables.push(LiveTable {
-                name: name.clone(),
-                engine: engine.clone(),
-                create_query: create.clone(),
-                ..LiveTable::default()
-            });
-        }
-    }
     let columns = engine
         .query(&format!("SELECT table, name, type FROM system.columns WHERE database = '{db}'"), "TabSeparated")?;
-    for line in tsv_rows(&columns) {
-        if let [table, name, kind] = &line[..] {
-            if let Some(t) = live.tables.iter_mut().find(|t| &t.name == table) {
-                t.columns.push((name.clone(), kind.clone()));
-            }
-        }
-    }
+    live.tables = migrate::live_tables(&tables, &columns);
     for t in live.tables.iter_mut().filter(|t| HELPER_TABLES.contains(&t.name.as_str())) {
         let rows = engine.query(&format!("SELECT count() FROM {database}.{}", t.name), "TabSeparated")?;
         t.rows = String::from_utf8_lossy(&rows).trim().parse().ok();
     }
     Ok(live)
-}
-
-/// TabSeparated rows, unescaped (`\n`, `\t`, `\\`, `\'`).
-fn tsv_rows(data: &[u8]) -> Vec<Vec<String>> {
-    String::from_utf8_lossy(data).lines().map(|l| l.split('\t').map(unescape).collect()).collect()
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('0') => out.push('\0'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tsv_unescapes_what_clickhouse_escapes() {
-        let rows = super::tsv_rows(b"flows\tMergeTree\tCREATE TABLE x\\n(a \\'b\\')\\\\\n");
-        assert_eq!(rows, vec![vec!["flows".to_string(), "MergeTree".into(), "CREATE TABLE x\n(a 'b')\\".into()]]);
-    }
 }
