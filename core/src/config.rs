@@ -56,6 +56,13 @@ pub struct ShardsConfig {
     pub control_core: usize,
     /// Datagrams taken from a socket by one receive call.
     pub receive_batch_datagrams: usize,
+    /// When datagrams arrive fast enough that half a receive batch builds
+    /// up within this many µs, a shard that emptied a socket waits this long
+    /// before receiving again, instead of sleeping until the next datagram:
+    /// full batches, one wake-up per wait rather than per datagram. Slower
+    /// traffic is taken as it comes. Adds at most this to a flow's latency.
+    /// 0: off.
+    pub receive_coalesce_us: u64,
     /// Largest datagram accepted; longer ones are cut and counted as dropped.
     pub datagram_bytes_max: usize,
     /// Receive buffer asked of the kernel for every socket. Sized for bursts:
@@ -75,6 +82,7 @@ impl Default for ShardsConfig {
             cores: Vec::new(),
             control_core: 0,
             receive_batch_datagrams: 64,
+            receive_coalesce_us: 1000,
             datagram_bytes_max: 9216,
             socket_receive_buffer_bytes: 32 << 20,
             state_updates_ring_slots: 1024,
@@ -223,6 +231,11 @@ pub struct StoreConfig {
     pub batch_rows_max: usize,
     /// ...or when its oldest row is this old, whichever comes first.
     pub flush_interval_ms: u64,
+    /// The writer starts an insert at most this often (0: as soon as a
+    /// batch arrives), gathering the batches that arrive meanwhile into one
+    /// insert of up to 32 MiB; a backlog is inserted without waiting. Fewer,
+    /// larger inserts make fewer parts for ClickHouse to merge.
+    pub insert_interval_ms: u64,
     /// Batches in flight between the shards and the store writer; when all
     /// are taken the shards wait (backpressure).
     pub batches_max: usize,
@@ -253,6 +266,7 @@ impl Default for StoreConfig {
             optional_columns: Vec::new(),
             batch_rows_max: 65_536,
             flush_interval_ms: 1000,
+            insert_interval_ms: 1000,
             batches_max: 32,
             memory_bytes_max: 256 << 20,
             spool_dir: PathBuf::from("/var/lib/weir/spool"),
@@ -403,6 +417,9 @@ impl Config {
         positive("shards.socket_receive_buffer_bytes", s.socket_receive_buffer_bytes as u64, 1 << 31)?;
         positive("shards.state_updates_ring_slots", s.state_updates_ring_slots as u64, 1 << 20)?;
         positive("shards.housekeeping_interval_ms", s.housekeeping_interval_ms, 10_000)?;
+        if s.receive_coalesce_us > 10_000 {
+            return Err(ConfigError::new("shards.receive_coalesce_us", "at most 10000 (10 ms)"));
+        }
         if s.datagram_bytes_max < 512 {
             return Err(ConfigError::new("shards.datagram_bytes_max", "must be at least 512 (RFC 7011 §10.3.3)"));
         }
@@ -490,6 +507,9 @@ impl StoreConfig {
         }
         positive("store.batch_rows_max", self.batch_rows_max as u64, 1 << 24)?;
         positive("store.flush_interval_ms", self.flush_interval_ms, 600_000)?;
+        if self.insert_interval_ms > 600_000 {
+            return Err(ConfigError::new("store.insert_interval_ms", "at most 600000 (10 minutes)"));
+        }
         positive("store.batches_max", self.batches_max as u64, 1 << 16)?;
         positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
         positive("store.spool_bytes_max", self.spool_bytes_max, 1 << 50)?;

@@ -46,27 +46,101 @@ impl Rng {
     }
 }
 
+/// An IPv4 prefix flows draw addresses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub base: u32,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// Addresses in the prefix (at most 2^32 - 1).
+    pub fn size(&self) -> u64 {
+        (1u64 << (32 - self.len as u32)).min(u32::MAX as u64)
+    }
+
+    /// The `i`-th address (wrapping inside the prefix).
+    pub fn nth(&self, i: u64) -> [u8; 4] {
+        (self.base.wrapping_add((i % self.size()) as u32)).to_be_bytes()
+    }
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    /// `A.B.C.D/L` (or a bare address, a /32).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("{s}: not an IPv4 prefix"))?;
+        let len: u8 = len.parse().ok().filter(|l| *l <= 32).ok_or_else(|| format!("{s}: bad prefix length"))?;
+        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len as u32) };
+        Ok(Prefix { base: u32::from(addr) & mask, len })
+    }
+}
+
+/// What the generated traffic looks like.
+#[derive(Clone, Debug)]
+pub struct MixConfig {
+    /// Source addresses (the network behind the router); the first prefix
+    /// and its first hosts are the top talkers.
+    pub sources: Vec<Prefix>,
+    /// Destination addresses (the Internet side), Zipf-like too.
+    pub destinations: Vec<Prefix>,
+    /// The sampling rate exporters announce (1 = unsampled).
+    pub sampling_rate: u64,
+    /// Flow end times fall in the 30 s before this (seconds since the epoch).
+    pub now_s: u32,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        MixConfig {
+            sources: vec![Prefix { base: 0x0a00_0000, len: 16 }],
+            destinations: vec![Prefix { base: 0xc612_0000, len: 15 }],
+            sampling_rate: SAMPLING_RATE,
+            now_s: EXPORT_TIME_S,
+        }
+    }
+}
+
 /// Flows as a border router sees them.
 pub struct FlowMix {
     rng: Rng,
+    config: MixConfig,
 }
 
 const PORTS: [(u8, u16); 10] =
     [(6, 443), (6, 80), (17, 53), (17, 443), (6, 22), (6, 25), (17, 123), (6, 993), (6, 8080), (1, 0)];
 
 impl FlowMix {
+    /// The default mix (10.0.0.0/16 to 198.18.0.0/15, 1-in-1000 sampling,
+    /// flows ending just before `EXPORT_TIME_S`).
     pub fn new(seed: u64) -> Self {
-        FlowMix { rng: Rng::new(seed) }
+        Self::with_config(seed, MixConfig::default())
+    }
+
+    pub fn with_config(seed: u64, config: MixConfig) -> Self {
+        FlowMix { rng: Rng::new(seed), config }
+    }
+
+    pub fn config(&self) -> &MixConfig {
+        &self.config
+    }
+
+    fn pick(rng: &mut Rng, prefixes: &[Prefix], hosts_max: u64) -> [u8; 4] {
+        let p = match prefixes {
+            [one] => *one,
+            _ => prefixes[rng.zipf(prefixes.len().max(1) as u64) as usize % prefixes.len().max(1)],
+        };
+        p.nth(rng.zipf(p.size().min(hosts_max)))
     }
 
     pub fn next_flow(&mut self) -> FlowRecord {
-        let r = &mut self.rng;
+        let (r, c) = (&mut self.rng, &self.config);
         let mut f = FlowRecord::default();
-        // Top talkers: a few hosts of 10.0.0.0/16 send most flows.
-        let talker = r.zipf(65_536) as u16;
-        f.set_src_addr(addr_from_v4([10, 0, (talker >> 8) as u8, talker as u8]));
-        let server = r.zipf(1 << 20) as u32 + 1;
-        f.set_dst_addr(addr_from_v4([198, (18 + (server >> 16)) as u8, (server >> 8) as u8, server as u8]));
+        // Top talkers: a few hosts send most flows.
+        f.set_src_addr(addr_from_v4(Self::pick(r, &c.sources, 65_536)));
+        f.set_dst_addr(addr_from_v4(Self::pick(r, &c.destinations, 1 << 20)));
         let (proto, port) = PORTS[r.zipf(PORTS.len() as u64) as usize];
         f.set_proto(proto);
         f.set_src_port(if proto == 1 { 0 } else { 32_768 + r.below(28_000) as u16 });
@@ -83,12 +157,98 @@ impl FlowMix {
         f.set_dst_as([15_169, 13_335, 16_509, 32_934, 8_075][r.zipf(5) as usize]);
         f.set_src_net_mask(24);
         f.set_dst_net_mask([16, 20, 24][r.below(3) as usize]);
-        let end_ms = EXPORT_TIME_S as u64 * 1000 - r.below(30_000);
+        let end_ms = c.now_s as u64 * 1000 - r.below(30_000);
         f.set_flow_start_ns((end_ms - r.below(60_000)) * 1_000_000);
         f.set_flow_end_ns(end_ms * 1_000_000);
-        f.set_sampling_rate(SAMPLING_RATE);
+        f.set_sampling_rate(c.sampling_rate);
         f
     }
+}
+
+/// The four export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    NetflowV5,
+    NetflowV9,
+    Ipfix,
+    SflowV5,
+}
+
+impl Format {
+    pub const ALL: [Format; 4] = [Format::NetflowV5, Format::NetflowV9, Format::Ipfix, Format::SflowV5];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::NetflowV5 => "v5",
+            Format::NetflowV9 => "v9",
+            Format::Ipfix => "ipfix",
+            Format::SflowV5 => "sflow",
+        }
+    }
+
+    /// NetFlow v9 and IPFIX carry templates.
+    pub fn templated(self) -> Option<Protocol> {
+        match self {
+            Format::NetflowV9 => Some(Protocol::NetflowV9),
+            Format::Ipfix => Some(Protocol::Ipfix),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("{s}: not a format (v5, v9, ipfix, sflow)"))
+    }
+}
+
+/// One exporter's identity and header values for the datagrams it sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Exporter {
+    pub format: Format,
+    /// v9 source id / IPFIX observation domain / v5 engine id.
+    pub domain: u32,
+    /// The sFlow agent address.
+    pub agent: [u8; 4],
+    pub export_time_s: u32,
+    pub uptime_ms: u32,
+    /// Flow records per datagram; `None` fills `DATAGRAM_BYTES_MAX` bytes
+    /// (v5: 30, its maximum).
+    pub records: Option<usize>,
+}
+
+impl Exporter {
+    /// The defaults the decoder benchmarks use.
+    pub fn bench(format: Format) -> Self {
+        Exporter {
+            format,
+            domain: 1,
+            agent: [192, 0, 2, 1],
+            export_time_s: EXPORT_TIME_S,
+            uptime_ms: UPTIME_MS,
+            records: None,
+        }
+    }
+
+    fn header(&self, sequence: u32) -> ExportHeader {
+        ExportHeader { export_time_s: self.export_time_s, sys_uptime_ms: self.uptime_ms, sequence, domain: self.domain }
+    }
+}
+
+/// One generated datagram and what it carries.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub bytes: Vec<u8>,
+    pub flows: u32,
+    /// Sums of the flow records' packet and byte counters (as exported,
+    /// before the sampling rate is applied).
+    pub packets: u64,
+    pub octets: u64,
 }
 
 /// The data template of generated NetFlow v9 / IPFIX: what a router sends,
@@ -99,80 +259,114 @@ pub fn data_template() -> TemplateSpec {
     t
 }
 
-fn header(sequence: u32) -> ExportHeader {
-    ExportHeader { export_time_s: EXPORT_TIME_S, sys_uptime_ms: UPTIME_MS, sequence, domain: 1 }
-}
-
-/// The datagram that announces the templates and the sampling rate.
-pub fn template_datagram(protocol: Protocol) -> Vec<u8> {
-    let mut m = MessageBuilder::new(protocol, header(0), Vec::new());
+/// The datagram that announces the templates and the sampling rate
+/// (NetFlow v9 / IPFIX only), with sequence number `sequence`.
+pub fn exporter_templates(e: &Exporter, sampling_rate: u64, sequence: u32) -> Option<Vec<u8>> {
+    let protocol = e.format.templated()?;
+    let mut m = MessageBuilder::new(protocol, e.header(sequence), Vec::new());
     m.template(&data_template());
     let (scope, options) = ([FieldSpec { id: 48, pen: 0, len: 1 }], [FieldSpec { id: 34, pen: 0, len: 4 }]);
     m.options_template(SAMPLING_TEMPLATE_ID, &scope, &options);
-    m.raw_record(SAMPLING_TEMPLATE_ID, &[scope[0], options[0]], &[1, SAMPLING_RATE]);
-    m.finish()
+    m.raw_record(SAMPLING_TEMPLATE_ID, &[scope[0], options[0]], &[1, sampling_rate]);
+    Some(m.finish())
 }
 
-/// Data datagrams of up to `DATAGRAM_BYTES_MAX` bytes; returns them and the
-/// number of flow records they hold.
-pub fn data_datagrams(protocol: Protocol, mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
-    let t = data_template();
-    let record_len: usize = t.fields.iter().map(|f| f.len as usize).sum();
-    let mut records = 0;
-    let datagrams = (0..count)
-        .map(|i| {
-            let mut m = MessageBuilder::new(protocol, header(i as u32 + 1), Vec::new());
-            m.set_sampler_id(1); // the sampler `template_datagram` announces
-            while m.len() + record_len + 4 <= DATAGRAM_BYTES_MAX {
-                m.data(&t, &mix.next_flow());
+/// One data datagram of `e`'s format from `mix`.
+pub fn exporter_datagram(e: &Exporter, mix: &mut FlowMix, sequence: u32) -> Generated {
+    let mut g = Generated { bytes: Vec::new(), flows: 0, packets: 0, octets: 0 };
+    let mut take = |mix: &mut FlowMix| {
+        let f = mix.next_flow();
+        g.flows += 1;
+        g.packets += f.packets;
+        g.octets += f.bytes;
+        f
+    };
+    let limit = e.records.unwrap_or(usize::MAX).max(1);
+    match e.format {
+        Format::NetflowV5 => {
+            let flows: Vec<FlowRecord> = (0..limit.min(30)).map(|_| take(mix)).collect();
+            let rate = mix.config().sampling_rate.min(0x3fff) as u16;
+            netflow_v5(&e.header(sequence), (0, e.domain as u8), rate, &flows, &mut g.bytes);
+        }
+        Format::NetflowV9 | Format::Ipfix => {
+            let protocol = e.format.templated().expect("templated");
+            let t = data_template();
+            let record_len: usize = t.fields.iter().map(|f| f.len as usize).sum();
+            let mut m = MessageBuilder::new(protocol, e.header(sequence), Vec::new());
+            m.set_sampler_id(1); // the sampler `exporter_templates` announces
+            let mut records = 0;
+            while records < limit && (e.records.is_some() || m.len() + record_len + 4 <= DATAGRAM_BYTES_MAX) {
+                m.data(&t, &take(mix));
                 records += 1;
             }
-            m.finish()
-        })
-        .collect();
-    (datagrams, records)
-}
-
-/// NetFlow v5 datagrams of 30 records each.
-pub fn v5_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
-    let datagrams = (0..count)
-        .map(|i| {
-            let flows: Vec<FlowRecord> = (0..30).map(|_| mix.next_flow()).collect();
-            let mut out = Vec::with_capacity(24 + 30 * 48);
-            netflow_v5(&header(i as u32 * 30), (0, 1), 1000, &flows, &mut out);
-            out
-        })
-        .collect();
-    (datagrams, count * 30)
-}
-
-/// sFlow v5 datagrams of flow samples (Ethernet header samples plus
-/// extended switch, router and gateway records), up to `DATAGRAM_BYTES_MAX`.
-pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
-    let mut records = 0;
-    let datagrams = (0..count)
-        .map(|i| {
+            g.bytes = m.finish();
+        }
+        Format::SflowV5 => {
             let agent =
-                SflowAgent { address: addr_from_v4([192, 0, 2, 1]), sub_agent_id: 0, sequence: i as u32, uptime_ms: 0 };
+                SflowAgent { address: addr_from_v4(e.agent), sub_agent_id: 0, sequence, uptime_ms: e.uptime_ms };
             let opts = SflowSampleOptions { expanded: false, extended: true };
             let mut datagram = SflowBuilder::new(&agent, opts, Vec::with_capacity(DATAGRAM_BYTES_MAX));
-            loop {
+            let bytes_max = if e.records.is_some() { usize::MAX } else { DATAGRAM_BYTES_MAX };
+            while (datagram.samples() as usize) < limit {
                 let mut f = mix.next_flow();
+                // A sample is one packet: the frame length is a packet size.
+                f.set_bytes(f.bytes / f.packets.max(1));
+                f.set_packets(1);
                 f.set_src_mac([2, 0, 0, 0, 0, 1]);
                 f.set_dst_mac([2, 0, 0, 0, 0, 2]);
                 f.set_next_hop(addr_from_v4([192, 0, 2, 254]));
                 f.set_bgp_next_hop(addr_from_v4([203, 0, 113, 1]));
                 f.push_dst_as_path(64_500);
                 f.push_dst_as_path(f.dst_as);
-                if !datagram.push(&f, DATAGRAM_BYTES_MAX) {
-                    break;
+                if !datagram.push(&f, bytes_max) {
+                    break; // full: the next datagram draws fresh flows
                 }
+                g.flows += 1;
+                g.packets += f.packets;
+                g.octets += f.bytes;
             }
-            records += datagram.samples() as usize;
-            datagram.finish()
+            g.bytes = datagram.finish();
+        }
+    }
+    g
+}
+
+/// The datagram that announces the templates and the sampling rate.
+pub fn template_datagram(protocol: Protocol) -> Vec<u8> {
+    let format = if protocol == Protocol::Ipfix { Format::Ipfix } else { Format::NetflowV9 };
+    exporter_templates(&Exporter::bench(format), SAMPLING_RATE, 0).expect("templated")
+}
+
+fn datagrams(format: Format, mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
+    let e = Exporter::bench(format);
+    let mut records = 0;
+    let mut sequence = 0u32;
+    let datagrams = (0..count)
+        .map(|i| {
+            let g = exporter_datagram(&e, mix, if format == Format::NetflowV9 { i as u32 + 1 } else { sequence });
+            sequence = sequence.wrapping_add(if format == Format::SflowV5 { 1 } else { g.flows });
+            records += g.flows as usize;
+            g.bytes
         })
         .collect();
     (datagrams, records)
+}
+
+/// Data datagrams of up to `DATAGRAM_BYTES_MAX` bytes; returns them and the
+/// number of flow records they hold.
+pub fn data_datagrams(protocol: Protocol, mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
+    datagrams(if protocol == Protocol::Ipfix { Format::Ipfix } else { Format::NetflowV9 }, mix, count)
+}
+
+/// NetFlow v5 datagrams of 30 records each.
+pub fn v5_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
+    datagrams(Format::NetflowV5, mix, count)
+}
+
+/// sFlow v5 datagrams of flow samples (Ethernet header samples plus
+/// extended switch, router and gateway records), up to `DATAGRAM_BYTES_MAX`.
+pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
+    datagrams(Format::SflowV5, mix, count)
 }
 
 #[cfg(test)]

@@ -11,10 +11,11 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender};
+use hdrhistogram::Histogram;
 use weir_core::{DecodeCounters, Reason};
 
 use crate::store::writer::QueryRequest;
@@ -133,6 +134,63 @@ pub struct StoreMetrics {
     pub spool_bytes: AtomicU64,
     pub spool_chunks: AtomicU64,
     pub up: AtomicU64,
+    pub commit_delay: CommitDelay,
+}
+
+/// Upper bounds (seconds) of `weir_store_commit_delay_seconds`' buckets.
+const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Delays are recorded in ms and clamped to one day.
+const COMMIT_DELAY_MS_MAX: u64 = 86_400_000;
+
+/// How long rows take from the kernel's receive timestamp to the store
+/// accepting their insert, per row, in ms (3 significant digits). The store
+/// writer records once per insert; `/metrics` and `/latency` read it.
+pub struct CommitDelay {
+    histogram: Mutex<Histogram<u64>>,
+    sum_ms: AtomicU64,
+}
+
+impl Default for CommitDelay {
+    fn default() -> Self {
+        let h = Histogram::new_with_bounds(1, COMMIT_DELAY_MS_MAX, 3).expect("static bounds");
+        CommitDelay { histogram: Mutex::new(h), sum_ms: AtomicU64::new(0) }
+    }
+}
+
+impl CommitDelay {
+    /// `rows` rows took `delay_ms`.
+    pub fn record(&self, delay_ms: u64, rows: u64) {
+        let v = delay_ms.clamp(1, COMMIT_DELAY_MS_MAX);
+        if let Ok(mut h) = self.histogram.lock() {
+            let _ = h.record_n(v, rows);
+        }
+        self.sum_ms.fetch_add(delay_ms.saturating_mul(rows), Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "weir_store_commit_delay_seconds";
+        header(out, name, "Per row: kernel receive timestamp to the store accepting its insert.", "histogram");
+        let Ok(h) = self.histogram.lock() else { return };
+        for le in COMMIT_DELAY_BUCKETS {
+            let n = h.count_between(0, (le * 1000.0) as u64);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
+        let _ = writeln!(out, "{name}_sum {}", self.sum_ms.load(Relaxed) as f64 / 1e3);
+        let _ = writeln!(out, "{name}_count {}", h.len());
+    }
+
+    /// `/latency`: rows recorded and the quantiles, in ms.
+    pub fn quantiles(&self) -> String {
+        let Ok(h) = self.histogram.lock() else { return String::new() };
+        let mut out = String::from("# kernel receive timestamp to row committed to the store, ms, since start\n");
+        let _ = writeln!(out, "rows {}", h.len());
+        for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
+            let _ = writeln!(out, "{label} {}", if h.is_empty() { 0 } else { h.value_at_quantile(q) });
+        }
+        let _ = writeln!(out, "max {}", h.max());
+        out
+    }
 }
 
 impl StoreMetrics {
@@ -169,6 +227,7 @@ impl StoreMetrics {
             ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
         ];
         plain_series(out, "gauge", &gauges);
+        self.commit_delay.render(out);
     }
 }
 
@@ -381,7 +440,11 @@ fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryReq
                 (Some(q), true) => run_query(q, &String::from_utf8_lossy(&sql), query_string),
             }
         }
-        _ => ("404 Not Found", "text/plain", b"/metrics, or POST /query\n".to_vec()),
+        (_, "/latency") => match &metrics.store {
+            Some(store) => ("200 OK", "text/plain", store.commit_delay.quantiles().into_bytes()),
+            None => ("404 Not Found", "text/plain", b"no store: sink.kind is not store\n".to_vec()),
+        },
+        _ => ("404 Not Found", "text/plain", b"/metrics, /latency, or POST /query\n".to_vec()),
     };
     let mut w = &stream;
     write!(

@@ -85,6 +85,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             receive_batch_datagrams: config.shards.receive_batch_datagrams,
             datagram_bytes_max: config.shards.datagram_bytes_max,
             housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
+            coalesce: Duration::from_micros(config.shards.receive_coalesce_us),
             limits: config.decoder.limits(seed),
             saved_state: saved_state.clone(),
             metrics: metrics.shards[index].clone(),

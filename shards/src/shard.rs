@@ -42,6 +42,8 @@ pub struct ShardSetup {
     pub receive_batch_datagrams: usize,
     pub datagram_bytes_max: usize,
     pub housekeeping_interval: Duration,
+    /// Wait after a receive call that emptied the queue (0: none).
+    pub coalesce: Duration,
     pub limits: Limits,
     /// Saved decoder state to start from.
     pub saved_state: Option<Arc<Vec<u8>>>,
@@ -92,7 +94,8 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
         // SAFETY: the fd is an owned, bound UDP socket handed to glommio whole.
         let socket = unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) };
         let batch = ReceiveBatch::new(setup.receive_batch_datagrams, setup.datagram_bytes_max);
-        let task = receive_loop(shard.clone(), socket, listener, batch, setup.housekeeping_interval, stop.clone());
+        let waits = Waits { max: setup.housekeeping_interval, coalesce: setup.coalesce };
+        let task = receive_loop(shard.clone(), socket, listener, batch, waits, stop.clone());
         tasks.push(glommio::spawn_local(task));
     }
     let housekeeping = housekeeping_loop(shard.clone(), setup.housekeeping_interval, stop, state_out);
@@ -109,18 +112,35 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
     shard.decoder.state().snapshot_json()
 }
 
+/// How a receive task waits.
+#[derive(Clone, Copy)]
+struct Waits {
+    /// Longest sleep with nothing queued (the housekeeping interval).
+    max: Duration,
+    /// The pause after a receive call that emptied a busy queue.
+    coalesce: Duration,
+}
+
 async fn receive_loop(
     shard: Rc<RefCell<Shard>>,
     socket: UdpSocket,
     listener: usize,
     mut batch: ReceiveBatch,
-    wait_max: Duration,
+    waits: Waits,
     stop: Arc<AtomicBool>,
 ) {
+    let wait_max = waits.max;
     let _ = socket.set_read_timeout(Some(wait_max));
     let mut probe = [0u8; 1];
+    let mut pace = Pace::new(batch.capacity());
     loop {
-        take_queued(&shard, &socket, listener, &mut batch).await;
+        let taken = take_queued(&shard, &socket, listener, &mut batch).await;
+        if let Some(fill) = pace.coalesce(taken, waits.coalesce) {
+            if !stop.load(Relaxed) {
+                glommio::timer::sleep(fill).await;
+                continue;
+            }
+        }
         if stop.load(Relaxed) {
             // Drain: what is queued now, then once more after the datagrams
             // the kernel was still delivering (a graceful restart has already
@@ -145,8 +165,54 @@ async fn receive_loop(
     }
 }
 
-/// Receives and processes batches until the socket's queue is empty.
-async fn take_queued(shard: &Rc<RefCell<Shard>>, socket: &UdpSocket, listener: usize, batch: &mut ReceiveBatch) {
+/// The arrival rate of one socket, for coalescing: when datagrams arrive
+/// fast enough that at least half a receive batch builds up within the
+/// coalescing wait, the task waits that long after emptying the queue
+/// instead of sleeping until the next datagram — one wake-up per wait
+/// rather than one per datagram, and full batches. Slower traffic is taken
+/// as it comes (wake-ups are few then, and waits would add latency for
+/// nothing).
+struct Pace {
+    since: Instant,
+    count: u64,
+    /// Datagrams per second over the last window.
+    rate: f64,
+    half_batch: f64,
+}
+
+impl Pace {
+    /// Rate windows: long enough to count, short enough to follow bursts.
+    const WINDOW: Duration = Duration::from_millis(10);
+
+    fn new(batch: usize) -> Pace {
+        Pace { since: Instant::now(), count: 0, rate: 0.0, half_batch: (batch / 2).max(1) as f64 }
+    }
+
+    /// After a drain that took `taken`: how long to wait before the next
+    /// receive (`bound`), or `None` to sleep until a datagram comes.
+    fn coalesce(&mut self, taken: usize, bound: Duration) -> Option<Duration> {
+        self.count += taken as u64;
+        let elapsed = self.since.elapsed();
+        if elapsed >= Self::WINDOW {
+            self.rate = self.count as f64 / elapsed.as_secs_f64();
+            (self.since, self.count) = (Instant::now(), 0);
+        }
+        if taken == 0 || bound.is_zero() || self.rate <= 0.0 {
+            return None;
+        }
+        (self.rate * bound.as_secs_f64() >= self.half_batch).then_some(bound)
+    }
+}
+
+/// Receives and processes batches until the socket's queue is empty;
+/// returns how many datagrams it took.
+async fn take_queued(
+    shard: &Rc<RefCell<Shard>>,
+    socket: &UdpSocket,
+    listener: usize,
+    batch: &mut ReceiveBatch,
+) -> usize {
+    let mut taken = 0;
     loop {
         let n = match batch.receive(socket) {
             Ok(n) => n,
@@ -157,11 +223,12 @@ async fn take_queued(shard: &Rc<RefCell<Shard>>, socket: &UdpSocket, listener: u
             }
         };
         if n == 0 {
-            return;
+            return taken;
         }
+        taken += n;
         shard.borrow_mut().process(batch, listener);
         if n < batch.capacity() {
-            return;
+            return taken;
         }
         // Let the shard's other sockets and housekeeping have a turn.
         glommio::yield_if_needed().await;
@@ -305,4 +372,32 @@ fn timed_out(e: &glommio::GlommioError<()>) -> bool {
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pace whose last window saw `count` datagrams in 20 ms.
+    fn pace_after(count: u64) -> Pace {
+        let mut p = Pace::new(64);
+        p.since = Instant::now() - Duration::from_millis(20);
+        p.count = count;
+        p
+    }
+
+    #[test]
+    fn busy_sockets_coalesce_and_quiet_ones_do_not() {
+        let bound = Duration::from_millis(1);
+        // 100 k datagrams/s: 100 per ms, more than half a batch.
+        assert_eq!(pace_after(2_000).coalesce(8, bound), Some(bound));
+        // 5 k datagrams/s: 5 per ms, taken as they come.
+        assert_eq!(pace_after(100).coalesce(8, bound), None);
+        // Nothing taken: sleep until a datagram comes.
+        assert_eq!(pace_after(2_000).coalesce(0, bound), None);
+        // Off.
+        assert_eq!(pace_after(2_000).coalesce(8, Duration::ZERO), None);
+        // The first window is not over yet: no rate, no waiting.
+        assert_eq!(Pace::new(64).coalesce(64, bound), None);
+    }
 }

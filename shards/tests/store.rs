@@ -407,7 +407,38 @@ fn rows_holding_newline_bytes_reach_the_embedded_store_whole() {
     assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600);
     assert_eq!(c.metric("weir_store_insert_errors_total", "")[0], 0);
     assert_eq!(stored_numbers(&config, Some(&c.metrics)), (600, 600));
+    // Every row's commit delay was timed: seconds at most, here.
+    let latency = c.get("/latency");
+    let value = |key: &str| -> u64 {
+        latency.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok()).unwrap()
+    };
+    assert_eq!(value("rows"), 600, "{latency}");
+    assert!(value("p50") <= value("p99") && value("p99") <= value("max"), "{latency}");
+    assert!((1..10_000).contains(&value("max")), "{latency}");
+    assert_eq!(c.metric("weir_store_commit_delay_seconds_count", ""), [600]);
+    assert_eq!(c.metric("weir_store_commit_delay_seconds_bucket", "+Inf"), [600]);
     // The store's series pass Prometheus' linter too.
     c.assert_promtool_is_silent();
+    c.stop();
+}
+
+#[test]
+fn batches_arriving_within_the_insert_interval_share_one_insert() {
+    let _turn = turn();
+    let dir = temp_dir("store-insert-interval");
+    let port = free_udp_port();
+    let config = store_config(&dir, port, &Store::Embedded, "flush_interval_ms = 50\ninsert_interval_ms = 3000");
+    let c = Collector::start(&config);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // One datagram every 100 ms for 1.5 s: a batch each (50 ms flush).
+    for i in 0..15u32 {
+        sender.send_to(&numbered_v5(i * 30), ("127.0.0.1", port)).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(wait_rows_inserted(&c, 450, Duration::from_secs(20)), 450);
+    let batches = c.metric("weir_store_batches_received_total", "")[0];
+    let inserts = c.metric("weir_store_inserts_total", "")[0];
+    assert!(batches >= 10, "a batch per datagram: {batches}");
+    assert!(inserts <= 3, "{batches} batches went in {inserts} inserts");
     c.stop();
 }

@@ -32,6 +32,9 @@ pub struct Chunk {
     pub sql_len: usize,
     pub rows: u64,
     pub bytes: Vec<u8>,
+    /// When the rows arrived: (ms since the epoch, rows), for the commit
+    /// delay histogram. Not spooled: replayed rows are not timed.
+    pub arrivals: Vec<(u64, u32)>,
 }
 
 impl Chunk {
@@ -40,7 +43,7 @@ impl Chunk {
         bytes.clear();
         bytes.extend_from_slice(insert_sql.as_bytes());
         bytes.push(b'\n');
-        Chunk { sql_len: insert_sql.len(), rows: 0, bytes }
+        Chunk { sql_len: insert_sql.len(), rows: 0, bytes, arrivals: Vec::new() }
     }
 
     pub fn sql(&self) -> &str {

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use weir_core::config::StoreConfig;
@@ -59,6 +59,9 @@ fn open(config: &StoreConfig) -> Result<Engine, String> {
 pub struct Batch {
     pub rows: u32,
     pub bytes: Vec<u8>,
+    /// Rows per kernel receive millisecond, in arrival order (run-length
+    /// coded: at most one entry per millisecond the batch was open).
+    pub arrivals: Vec<(u64, u32)>,
 }
 
 /// One shard's batch buffer.
@@ -70,6 +73,7 @@ pub struct StoreSink {
     first_row_at: Instant,
     flush_interval: Duration,
     flows: u64,
+    arrivals: Vec<(u64, u32)>,
     full: Sender<Batch>,
     free: Receiver<Vec<u8>>,
 }
@@ -79,6 +83,11 @@ impl StoreSink {
     pub fn flow(&mut self, flow: &FlowRecord) {
         if self.rows == 0 {
             self.first_row_at = Instant::now();
+        }
+        let ms = flow.time_received_ns / 1_000_000;
+        match self.arrivals.last_mut() {
+            Some((at, n)) if *at == ms => *n += 1,
+            _ => self.arrivals.push((ms, 1)),
         }
         encode_flow(&self.columns, flow, &mut self.buffer);
         self.rows += 1;
@@ -106,7 +115,8 @@ impl StoreSink {
         // Waits when every buffer is in flight: backpressure by design.
         let Ok(next) = self.free.recv() else { return };
         let bytes = std::mem::replace(&mut self.buffer, next);
-        let _ = self.full.send(Batch { rows: self.rows, bytes });
+        let arrivals = std::mem::take(&mut self.arrivals);
+        let _ = self.full.send(Batch { rows: self.rows, bytes, arrivals });
         self.rows = 0;
     }
 }
@@ -165,6 +175,8 @@ impl StoreWriter {
             backoff_min,
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
             next_attempt: Instant::now(),
+            next_insert: Instant::now(),
+            insert_interval: Duration::from_millis(config.insert_interval_ms),
             memory_bytes_max: config.memory_bytes_max,
             failures_unlogged: 0,
             last_failure_log: None,
@@ -197,6 +209,7 @@ impl StoreWriter {
             first_row_at: Instant::now(),
             flush_interval: self.flush_interval,
             flows: 0,
+            arrivals: Vec::new(),
             full: self.full.clone(),
             free: self.free.clone(),
         }
@@ -231,6 +244,9 @@ struct Writer {
     backoff_min: Duration,
     backoff_max: Duration,
     next_attempt: Instant,
+    /// No insert of a lone, not yet full chunk starts before this.
+    next_insert: Instant,
+    insert_interval: Duration,
     memory_bytes_max: u64,
     failures_unlogged: u64,
     last_failure_log: Option<Instant>,
@@ -249,7 +265,7 @@ impl Writer {
         loop {
             let has_work = !self.pending.is_empty() || !self.spool.is_empty();
             let wait = if has_work {
-                self.next_attempt.saturating_duration_since(Instant::now())
+                self.due().saturating_duration_since(Instant::now())
             } else {
                 Duration::from_millis(200)
             };
@@ -269,11 +285,23 @@ impl Writer {
             while let Ok(batch) = batches.try_recv() {
                 self.take(batch, &free);
             }
-            if Instant::now() >= self.next_attempt {
+            if Instant::now() >= self.due() {
                 self.attempt();
             }
             self.bound_memory();
             self.publish();
+        }
+    }
+
+    /// When the next insert may start: after the retry backoff, and unless
+    /// there is a backlog (a spool, or more than one chunk), not before the
+    /// insert interval has passed, so that batches gather into one insert.
+    fn due(&self) -> Instant {
+        let backlog = self.pending.len() > 1 || !self.spool.is_empty();
+        if backlog {
+            self.next_attempt
+        } else {
+            self.next_attempt.max(self.next_insert)
         }
     }
 
@@ -289,6 +317,7 @@ impl Writer {
         let chunk = self.pending.back_mut().expect("pushed above");
         chunk.bytes.extend_from_slice(&batch.bytes);
         chunk.rows += batch.rows as u64;
+        chunk.arrivals.extend_from_slice(&batch.arrivals);
         self.pending_bytes += batch.bytes.len() as u64;
         batch.bytes.clear();
         let _ = free.send(batch.bytes);
@@ -321,6 +350,7 @@ impl Writer {
         };
         let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
+        self.next_insert = started + self.insert_interval;
         match engine.insert(&chunk) {
             Ok(()) => self.inserted(chunk, from_spool, started.elapsed()),
             Err(e) => {
@@ -338,6 +368,10 @@ impl Writer {
         m.rows_inserted.fetch_add(chunk.rows, Relaxed);
         m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for &(at, rows) in &chunk.arrivals {
+            m.commit_delay.record(now_ms.saturating_sub(at), rows as u64);
+        }
         if from_spool {
             m.chunks_replayed.fetch_add(1, Relaxed);
             m.rows_replayed.fetch_add(chunk.rows, Relaxed);

@@ -71,8 +71,13 @@ impl Collector {
 
     /// The body of `/metrics`.
     pub fn scrape(&self) -> String {
+        self.get("/metrics")
+    }
+
+    /// The body of a GET on the HTTP port, which must answer 200.
+    pub fn get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(&self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut response = String::new();
         s.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
