@@ -18,6 +18,28 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 4] = [Format::NetflowV5, Format::NetflowV9, Format::Ipfix, Format::SflowV5];
+
+    /// The short name tools take and print: `v5`, `v9`, `ipfix`, `sflow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::NetflowV5 => "v5",
+            Format::NetflowV9 => "v9",
+            Format::Ipfix => "ipfix",
+            Format::SflowV5 => "sflow",
+        }
+    }
+
+    /// The template protocol of NetFlow v9 and IPFIX.
+    pub fn templated(self) -> Option<crate::wire::template::Protocol> {
+        use crate::wire::template::Protocol;
+        match self {
+            Format::NetflowV9 => Some(Protocol::NetflowV9),
+            Format::Ipfix => Some(Protocol::Ipfix),
+            Format::NetflowV5 | Format::SflowV5 => None,
+        }
+    }
+
     /// NetFlow and IPFIX start with a 16-bit version; sFlow with a 32-bit one.
     pub fn detect(payload: &[u8]) -> Option<Format> {
         match be16(payload, 0)? {
@@ -36,6 +58,17 @@ pub struct Decoder {
     pub(crate) flow: FlowRecord,
     /// Scratch for template field lists, reused across templates.
     pub(crate) specs: Vec<FieldSpec>,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("{s}: not a format (v5, v9, ipfix, sflow)"))
+    }
 }
 
 impl Default for Decoder {
@@ -126,5 +159,19 @@ impl Decoder {
     /// counted as `template_missing`.
     pub fn flush_pending(&mut self) {
         self.state.flush_pending(&mut self.counters);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_go_by_their_short_names() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+        }
+        assert!("v7".parse::<Format>().is_err());
+        assert!(Format::Ipfix.templated().is_some() && Format::SflowV5.templated().is_none());
     }
 }

@@ -165,47 +165,7 @@ impl FlowMix {
     }
 }
 
-/// The four export formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    NetflowV5,
-    NetflowV9,
-    Ipfix,
-    SflowV5,
-}
-
-impl Format {
-    pub const ALL: [Format; 4] = [Format::NetflowV5, Format::NetflowV9, Format::Ipfix, Format::SflowV5];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::NetflowV5 => "v5",
-            Format::NetflowV9 => "v9",
-            Format::Ipfix => "ipfix",
-            Format::SflowV5 => "sflow",
-        }
-    }
-
-    /// NetFlow v9 and IPFIX carry templates.
-    pub fn templated(self) -> Option<Protocol> {
-        match self {
-            Format::NetflowV9 => Some(Protocol::NetflowV9),
-            Format::Ipfix => Some(Protocol::Ipfix),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("{s}: not a format (v5, v9, ipfix, sflow)"))
-    }
-}
+pub use weir_core::Format;
 
 /// One exporter's identity and header values for the datagrams it sends.
 #[derive(Clone, Copy, Debug)]
