@@ -360,11 +360,15 @@ pub struct RunConfig {
     pub pid_file: Option<PathBuf>,
     /// How long shutdown waits for sockets to drain and sinks to flush.
     pub drain_timeout_ms: u64,
+    /// A shard or the store writer that shows no progress for this long
+    /// (see `/health/live`) makes Weir stop pinging systemd's watchdog, so
+    /// systemd restarts it.
+    pub stall_timeout_s: u64,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { pid_file: None, drain_timeout_ms: 5000 }
+        RunConfig { pid_file: None, drain_timeout_ms: 5000, stall_timeout_s: 60 }
     }
 }
 
@@ -441,6 +445,7 @@ impl Config {
             return Err(ConfigError::new("sink.path", "empty: use `-` for standard output"));
         }
         positive("run.drain_timeout_ms", self.run.drain_timeout_ms, 600_000)?;
+        positive("run.stall_timeout_s", self.run.stall_timeout_s, 86_400)?;
         self.store.check()
     }
 

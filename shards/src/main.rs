@@ -8,12 +8,14 @@
 //! - `weir config check FILE` / `weir config defaults`.
 
 mod decode;
+mod health;
 mod metrics;
 mod run;
 mod shard;
 mod sink;
 mod socket;
 mod store;
+mod systemd;
 
 use std::process::ExitCode;
 

@@ -63,6 +63,8 @@ pub struct ShardMetrics {
     pub updates_dropped: AtomicU64,
     pub updates_applied: AtomicU64,
     pub sink_flows: AtomicU64,
+    /// Housekeeping ticks: stops moving when the shard is wedged (`health`).
+    pub heartbeats: AtomicU64,
     /// One per listener, in config order.
     pub sockets: Vec<SocketMetrics>,
 }
@@ -135,6 +137,10 @@ pub struct StoreMetrics {
     pub spool_chunks: AtomicU64,
     pub up: AtomicU64,
     pub commit_delay: CommitDelay,
+    /// Turns of the writer's loop (`health`; not exported).
+    pub heartbeats: AtomicU64,
+    /// 1 once connected and migrated, 0 after a failed connection.
+    pub connected: AtomicU64,
 }
 
 /// Upper bounds (seconds) of `weir_store_commit_delay_seconds`' buckets.
@@ -241,13 +247,23 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     /// Present when the sink is the store.
     pub store: Option<Arc<StoreMetrics>>,
+    /// Liveness and readiness, kept by the control loop.
+    pub health: crate::health::Health,
 }
 
 impl Metrics {
     pub fn new(listeners: Vec<String>, cores: Vec<usize>) -> Self {
         let shards = cores.iter().map(|_| Arc::new(ShardMetrics::new(listeners.len()))).collect();
         let ebpf_active = listeners.iter().map(|_| AtomicU64::new(0)).collect();
-        Metrics { listeners, cores, shards, ebpf_active, sink: SinkMetrics::default(), store: None }
+        Metrics {
+            listeners,
+            cores,
+            shards,
+            ebpf_active,
+            sink: SinkMetrics::default(),
+            store: None,
+            health: Default::default(),
+        }
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -440,11 +456,18 @@ fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryReq
                 (Some(q), true) => run_query(q, &String::from_utf8_lossy(&sql), query_string),
             }
         }
+        (_, "/health/live") => health_answer(metrics.health.live()),
+        (_, "/health/ready") => health_answer(metrics.health.ready()),
+        (_, "/version") => ("200 OK", "application/json", version_json().into_bytes()),
         (_, "/latency") => match &metrics.store {
             Some(store) => ("200 OK", "text/plain", store.commit_delay.quantiles().into_bytes()),
             None => ("404 Not Found", "text/plain", b"no store: sink.kind is not store\n".to_vec()),
         },
-        _ => ("404 Not Found", "text/plain", b"/metrics, /latency, or POST /query\n".to_vec()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            b"/metrics, /health/live, /health/ready, /version, /latency, or POST /query\n".to_vec(),
+        ),
     };
     let mut w = &stream;
     write!(
@@ -453,6 +476,20 @@ fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryReq
         body.len()
     )?;
     w.write_all(&body)
+}
+
+fn health_answer((ok, body): (bool, String)) -> (&'static str, &'static str, Vec<u8>) {
+    (if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body.into_bytes())
+}
+
+/// `/version`: the release and the build.
+fn version_json() -> String {
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "debug_build": cfg!(debug_assertions),
+    })
+    .to_string()
+        + "\n"
 }
 
 fn run_query(queries: &Sender<QueryRequest>, sql: &str, query_string: &str) -> (&'static str, &'static str, Vec<u8>) {

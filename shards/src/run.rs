@@ -29,11 +29,13 @@ use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
+use crate::health::{Sample, Watch};
 use crate::metrics::{self, Metrics, StoreMetrics};
 use crate::shard::{self, Inboxes, ShardSetup};
 use crate::sink::{JsonWriter, SinkWriter};
 use crate::socket;
 use crate::store::{chdb, writer::StoreWriter};
+use crate::systemd::Notifier;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -103,8 +105,12 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     log("info", &format!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len()));
     take_over(&config, &inboxes);
-    let control = Control { config_path: args.config.clone(), config, raw_fds, metrics, writer };
+    metrics.health.set_started();
+    let notifier = Notifier::from_env();
+    notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={} shards running", std::process::id(), cores.len()));
+    let control = Control { config_path: args.config.clone(), config, raw_fds, metrics, writer, notifier };
     control.run_until_stopped(&state_out)?;
+    control.notifier.notify("STOPPING=1");
     stop.store(true, Relaxed);
     let mut state = None;
     for (i, h) in handles.into_iter().enumerate() {
@@ -238,13 +244,44 @@ struct Control {
     raw_fds: Vec<RawFd>,
     metrics: Arc<Metrics>,
     writer: SinkWriter,
+    notifier: Notifier,
 }
 
 impl Control {
     /// Waits for SIGTERM or SIGINT; handles SIGHUP and periodic state saves.
     fn run_until_stopped(&self, state_out: &ArrayQueue<Vec<u8>>) -> Result<(), String> {
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
+        let stall = Duration::from_secs(self.config.run.stall_timeout_s);
+        let mut watch = Watch::new(stall, self.metrics.shards.len(), Instant::now());
+        let check_every =
+            self.notifier.watchdog_every.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
+        let mut next_check = Instant::now();
+        let mut next_ping = Instant::now();
+        let mut was_alive = true;
         loop {
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + check_every;
+                let sample = Sample::read(&self.metrics);
+                let store = sample.store;
+                let (alive, components) = watch.check(sample, Instant::now());
+                if alive != was_alive {
+                    let failing: Vec<String> =
+                        components.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+                    if alive {
+                        log("info", "pipeline moving again; watchdog pings resume");
+                    } else {
+                        log("error", &format!("pipeline stalled ({}); withholding watchdog pings", failing.join("; ")));
+                    }
+                    was_alive = alive;
+                }
+                self.metrics.health.update(alive, components, store);
+                if let Some(every) = self.notifier.watchdog_every {
+                    if alive && Instant::now() >= next_ping {
+                        self.notifier.notify("WATCHDOG=1");
+                        next_ping = Instant::now() + every;
+                    }
+                }
+            }
             for signal in signals.pending() {
                 match signal {
                     SIGHUP => self.reload(),

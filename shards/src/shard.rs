@@ -249,6 +249,7 @@ async fn housekeeping_loop(
         s.decoder.expire_pending(now_ns());
         s.sink.tick();
         s.publish();
+        s.metrics.heartbeats.fetch_add(1, Relaxed);
         if let Some((queue, every)) = &state_out {
             if last_save.elapsed() >= *every {
                 last_save = Instant::now();
@@ -285,6 +286,8 @@ struct Shard {
 
 impl Shard {
     fn process(&mut self, batch: &ReceiveBatch, listener: usize) {
+        #[cfg(debug_assertions)]
+        test_hooks::wedge_if_asked(self.index, self.counts.datagrams);
         self.apply_inbox();
         let Shard { decoder, sink, counts, kernel_drops, .. } = self;
         let mut clock_ns = 0;
@@ -372,6 +375,30 @@ fn timed_out(e: &glommio::GlommioError<()>) -> bool {
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Debug builds only: `WEIR_TEST_WEDGE_SHARD=INDEX:DATAGRAMS` makes that
+/// shard hang forever once it has received that many datagrams, so that the
+/// watchdog's test can see a wedged shard (`tests/watchdog.rs`).
+#[cfg(debug_assertions)]
+mod test_hooks {
+    use std::sync::OnceLock;
+
+    static WEDGE: OnceLock<Option<(usize, u64)>> = OnceLock::new();
+
+    pub fn wedge_if_asked(shard: usize, datagrams: u64) {
+        let wedge = WEDGE.get_or_init(|| {
+            let v = std::env::var("WEIR_TEST_WEDGE_SHARD").ok()?;
+            let (index, after) = v.split_once(':')?;
+            Some((index.parse().ok()?, after.parse().ok()?))
+        });
+        if wedge.is_some_and(|(index, after)| index == shard && datagrams >= after) {
+            eprintln!("weir: warn: shard {shard} wedged on purpose (WEIR_TEST_WEDGE_SHARD)");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -323,11 +323,17 @@ fn a_30_second_clickhouse_outage_under_load_loses_nothing() {
     std::thread::sleep(Duration::from_secs(30));
     assert!(c.metric("weir_store_insert_errors_total", "")[0] > 0, "inserts failed during the outage");
     assert!(c.metric("weir_store_spooled_chunks_total", "")[0] > 0, "the outage outgrew memory");
+    let (status, body) = c.get_status("/health/ready");
+    assert_eq!(status, 503, "not ready while inserts fail: {body}");
+    assert!(body.contains("the last insert failed"), "{body}");
+    let (status, body) = c.get_status("/health/live");
+    assert_eq!(status, 200, "a store that is down is no wedge: {body}");
     server.restart();
     let sent = sender.join().unwrap();
     assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(60)), sent, "rows inserted after the outage");
     assert_eq!(c.metric("weir_store_dropped_rows_total", "").iter().sum::<u64>(), 0);
     assert_eq!(c.metric("weir_store_spool_chunks", "")[0], 0, "the spool was replayed");
+    assert_eq!(c.get_status("/health/ready").0, 200, "ready again");
     let (distinct, rows) = stored_numbers(&config, Some(&c.metrics));
     assert_eq!(distinct, sent, "every flow is stored");
     // An insert the server took but never acknowledged comes back once more (at least once).

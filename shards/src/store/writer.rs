@@ -282,6 +282,7 @@ impl Writer {
                 },
                 default(wait) => {}
             }
+            self.metrics.heartbeats.fetch_add(1, Relaxed);
             while let Ok(batch) = batches.try_recv() {
                 self.take(batch, &free);
             }
@@ -482,5 +483,6 @@ impl Writer {
         m.spool_bytes.store(self.spool.bytes(), Relaxed);
         m.spool_chunks.store(self.spool.chunks() as u64, Relaxed);
         m.up.store(self.up as u64, Relaxed);
+        m.connected.store(self.engine.is_some() as u64, Relaxed);
     }
 }

@@ -35,9 +35,15 @@ pub struct Collector {
 
 impl Collector {
     pub fn start(config: &Path) -> Collector {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Starts `weir run` with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Collector {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -76,12 +82,19 @@ impl Collector {
 
     /// The body of a GET on the HTTP port, which must answer 200.
     pub fn get(&self, path: &str) -> String {
+        let (status, body) = self.get_status(path);
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// The status code and body of a GET on the HTTP port.
+    pub fn get_status(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(&self.metrics).unwrap();
         write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut response = String::new();
         s.read_to_string(&mut response).unwrap();
-        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-        response.split_once("\r\n\r\n").unwrap().1.to_string()
+        let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
     }
 
     /// The samples of one metric whose labels contain `labels`.
