@@ -403,9 +403,56 @@ impl Config {
     /// Parses and checks TOML text. Machine facts are checked separately
     /// (`check_machine`), so a file can be checked on another box.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        Ok(Self::load(text, &[], RENAMED)?.0)
+    }
+
+    /// Parses a file's text with environment overrides and renamed keys:
+    /// returns the config and the warnings to log (each renamed key used).
+    ///
+    /// - `env`: (name, value) pairs; those named `WEIR_SECTION__KEY`
+    ///   (`__` between levels: `WEIR_STORE__REMOTE__URL`) set that key,
+    ///   the value read as a TOML value (`64`, `true`, `[0, 1]`) or else as
+    ///   a string. Other names are ignored.
+    /// - `renamed`: keys that moved; a file using the old name still works,
+    ///   with a warning, and naming both is an error.
+    pub fn load(
+        text: &str,
+        env: &[(String, String)],
+        renamed: &[Renamed],
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let mut warnings = Vec::new();
+        for r in renamed {
+            if let Some(value) = take_path(&mut table, r.old) {
+                if get_path(&table, r.new).is_some() {
+                    let message = format!("renamed to {}, and both are set: keep {}", r.new, r.new);
+                    return Err(ConfigError::new(r.old, message));
+                }
+                set_path(&mut table, r.new, value).map_err(|m| ConfigError::new(r.new, m))?;
+                warnings.push(format!("{} is deprecated: it is now {} (since {}); rename it", r.old, r.new, r.since));
+            }
+        }
+        let overrides: Vec<(&str, String, &str)> =
+            env.iter().filter_map(|(n, v)| Some((n.as_str(), override_path(n)?, v.as_str()))).collect();
+        let config = if warnings.is_empty() && overrides.is_empty() {
+            // The text as it is: errors name the key and its line.
+            toml::from_str(text).map_err(|e| toml_error(text, &e))?
+        } else {
+            for (name, path, value) in &overrides {
+                let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .unwrap_or_else(|| toml::Value::String(value.to_string()));
+                set_path(&mut table, path, parsed).map_err(|m| ConfigError::new(*name, m))?;
+            }
+            Config::deserialize(table).map_err(|e| {
+                let names: Vec<&str> = overrides.iter().map(|(n, ..)| *n).collect();
+                let context = if names.is_empty() { "renamed keys applied".to_string() } else { names.join(", ") };
+                ConfigError::new("", format!("{} (with {context})", e.message().trim()))
+            })?
+        };
         config.check()?;
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// The checks that need no machine facts.
@@ -548,6 +595,59 @@ fn positive(key: &str, value: u64, max: u64) -> Result<(), ConfigError> {
     if value == 0 || value > max {
         return Err(ConfigError::new(key, format!("{value} is out of range 1..={max}")));
     }
+    Ok(())
+}
+
+/// A key that moved: files naming `old` keep working, with a warning.
+#[derive(Clone, Copy, Debug)]
+pub struct Renamed {
+    /// Dotted paths, e.g. `shards.batch` and `shards.receive_batch_datagrams`.
+    pub old: &'static str,
+    pub new: &'static str,
+    /// The release that renamed it.
+    pub since: &'static str,
+}
+
+/// Every key renamed so far, oldest first (none yet: 0.1 is the first
+/// release). A rename adds a line here; `config_tests.rs` checks the
+/// mechanism on the fixture pair `config/tests/renamed-{before,after}.toml`.
+pub const RENAMED: &[Renamed] = &[];
+
+/// The dotted key an environment variable overrides, if it is one.
+fn override_path(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("WEIR_")?;
+    rest.contains("__").then(|| rest.split("__").map(|p| p.to_ascii_lowercase()).collect::<Vec<_>>().join("."))
+}
+
+fn get_path<'a>(table: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let (parents, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+    let mut t = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        t = t.get(part)?.as_table()?;
+    }
+    t.get(key)
+}
+
+fn take_path(table: &mut toml::Table, path: &str) -> Option<toml::Value> {
+    let (parents, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+    let mut t = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        t = t.get_mut(part)?.as_table_mut()?;
+    }
+    t.remove(key)
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let (parents, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+    let mut t = table;
+    for part in parents.split('.').filter(|p| !p.is_empty()) {
+        t = t
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    t.insert(key.to_string(), value);
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-use super::{default_listeners, BalancerMode, Config, SinkKind};
+use super::{default_listeners, BalancerMode, Config, Renamed, SinkKind, StoreKind};
 
 fn error_key(text: &str) -> String {
     let e = Config::parse(text).expect_err("must be refused");
@@ -75,4 +75,62 @@ fn only_the_socket_buffer_changes_live() {
     assert!(old.keys_needing_restart(&new).is_empty());
     let new = Config::parse("[shards]\ncores = [0]\n[sink]\nkind = \"json\"\n").unwrap();
     assert_eq!(old.keys_needing_restart(&new), vec!["shards", "sink"]);
+}
+
+const TEST_RENAMES: &[Renamed] = &[
+    Renamed { old: "shards.batch", new: "shards.receive_batch_datagrams", since: "0.2.0" },
+    Renamed { old: "store.flush", new: "store.flush_interval_ms", since: "0.2.0" },
+    Renamed { old: "run.state_file", new: "decoder.state_file", since: "0.3.0" },
+];
+
+#[test]
+fn renamed_keys_keep_old_files_working_with_a_warning() {
+    let before = include_str!("../../config/tests/renamed-before.toml");
+    let after = include_str!("../../config/tests/renamed-after.toml");
+    let (old, warnings) = Config::load(before, &[], TEST_RENAMES).unwrap();
+    assert_eq!(old, Config::parse(after).unwrap());
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(warnings[2].contains("run.state_file") && warnings[2].contains("decoder.state_file"), "{warnings:?}");
+    // The current names load without warnings.
+    assert!(Config::load(after, &[], TEST_RENAMES).unwrap().1.is_empty());
+    // Both names at once is an error naming the old one.
+    let both = "[shards]\nbatch = 8\nreceive_batch_datagrams = 16\n";
+    let e = Config::load(both, &[], TEST_RENAMES).unwrap_err();
+    assert_eq!(e.key, "shards.batch", "{e}");
+    // Without the renames (today's list), an old name is an unknown key.
+    assert!(Config::parse(before).is_err());
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let file = "[store]\nkind = \"embedded\"\n[shards]\ncores = [0]\n";
+    let vars = env(&[
+        ("WEIR_STORE__KIND", "remote"),
+        ("WEIR_STORE__REMOTE__URL", "http://192.0.2.7:8123"),
+        ("WEIR_SHARDS__CORES", "[1, 2]"),
+        ("WEIR_SHARDS__RECEIVE_COALESCE_US", "0"),
+        ("WEIR_HTTP__LISTEN", "127.0.0.1:9999"),
+        // Not overrides: no section separator, or another prefix.
+        ("WEIR_TEST_WEDGE_SHARD", "0:1"),
+        ("PATH", "/usr/bin"),
+    ]);
+    let (c, warnings) = Config::load(file, &vars, &[]).unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!(c.store.kind, StoreKind::Remote);
+    assert_eq!(c.store.remote.url, "http://192.0.2.7:8123");
+    assert_eq!(c.shards.cores, [1, 2]);
+    assert_eq!(c.shards.receive_coalesce_us, 0);
+    assert_eq!(c.http.listen, Some("127.0.0.1:9999".parse().unwrap()));
+    // A bad override is refused, naming the variable.
+    let e = Config::load(file, &env(&[("WEIR_SHARDS__CORES", "many")]), &[]).unwrap_err();
+    assert!(e.to_string().contains("WEIR_SHARDS__CORES"), "{e}");
+    let e = Config::load(file, &env(&[("WEIR_STORE__NO_SUCH_KEY", "1")]), &[]).unwrap_err();
+    assert!(e.to_string().contains("no_such_key"), "{e}");
+    // Checks still name the key.
+    let e = Config::load(file, &env(&[("WEIR_STORE__INSERT_INTERVAL_MS", "9999999")]), &[]).unwrap_err();
+    assert_eq!(e.key, "store.insert_interval_ms");
 }

@@ -115,6 +115,15 @@ pub fn parse_config(data: &[u8]) {
         }
         Err(e) => assert!(!e.message.is_empty()),
     }
+    // The first line as an environment override (`NAME=VALUE`), the rest as
+    // the file, with a rename that moves a key across sections.
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let env: Vec<(String, String)> =
+        first.split_once('=').map(|(n, v)| (format!("WEIR_{n}"), v.to_string())).into_iter().collect();
+    let renamed = [crate::config::Renamed { old: "run.state", new: "decoder.state_file", since: "fuzz" }];
+    if let Err(e) = crate::config::Config::load(rest, &env, &renamed) {
+        assert!(!e.message.is_empty());
+    }
 }
 
 /// What the store's migrations read from a server: input split at the

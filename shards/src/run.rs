@@ -49,6 +49,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     let online = online_cpus();
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);
+    // Before anything starts: a SIGTERM during start-up is then a clean stop
+    // once the shards run, not the default action (death without draining).
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
     let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
     let mut metrics = Metrics::new(listeners, cores.clone());
     if config.sink.kind == SinkKind::Store {
@@ -109,7 +112,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let notifier = Notifier::from_env();
     notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={} shards running", std::process::id(), cores.len()));
     let control = Control { config_path: args.config.clone(), config, raw_fds, metrics, writer, notifier };
-    control.run_until_stopped(&state_out)?;
+    control.run_until_stopped(signals, &state_out)?;
     control.notifier.notify("STOPPING=1");
     stop.store(true, Relaxed);
     let mut state = None;
@@ -144,9 +147,17 @@ fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, S
     })
 }
 
+/// Reads the file, applies `WEIR_SECTION__KEY` environment overrides and
+/// renamed keys (each old name logs a deprecation warning), and checks it.
 pub fn read_config(path: &Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Config::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let env: Vec<(String, String)> = std::env::vars().filter(|(name, _)| name.starts_with("WEIR_")).collect();
+    let (config, warnings) =
+        Config::load(&text, &env, weir_core::config::RENAMED).map_err(|e| format!("{}: {e}", path.display()))?;
+    for w in warnings {
+        log("warn", &format!("{}: {w}", path.display()));
+    }
+    Ok(config)
 }
 
 /// `sockets[shard][listener]`.
@@ -249,8 +260,11 @@ struct Control {
 
 impl Control {
     /// Waits for SIGTERM or SIGINT; handles SIGHUP and periodic state saves.
-    fn run_until_stopped(&self, state_out: &ArrayQueue<Vec<u8>>) -> Result<(), String> {
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
+    fn run_until_stopped(
+        &self,
+        mut signals: signal_hook::iterator::Signals,
+        state_out: &ArrayQueue<Vec<u8>>,
+    ) -> Result<(), String> {
         let stall = Duration::from_secs(self.config.run.stall_timeout_s);
         let mut watch = Watch::new(stall, self.metrics.shards.len(), Instant::now());
         let check_every =
