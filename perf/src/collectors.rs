@@ -119,9 +119,14 @@ fn cpu_list(cores: &[usize]) -> String {
 impl Running {
     pub fn start(s: &Setup) -> Result<Running, String> {
         let program = s.kind.program(s.format);
-        let mut cmd = Command::new("taskset");
-        cmd.args(["-c", &cpu_list(s.cores)]);
-        match s.kind {
+        // The peers run under taskset; Weir pins its own threads (taskset
+        // would confine its control thread to the shard cores).
+        let pinned = |exe: PathBuf| {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &cpu_list(s.cores)]).arg(exe);
+            cmd
+        };
+        let mut cmd = match s.kind {
             Kind::Weir | Kind::WeirStore => {
                 let sink = if s.kind == Kind::Weir {
                     "[sink]\nkind = \"count\"\n".to_string()
@@ -143,23 +148,25 @@ impl Running {
                     s.port
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
-                // Weir pins its own threads; taskset would confine the
-                // control thread to the shard cores.
-                cmd = Command::new(s.weir);
+                let mut cmd = Command::new(s.weir);
                 cmd.args(["run", "--config"]).arg(&config);
+                cmd
             }
             Kind::Nfdump => {
                 let exe =
                     find_program(program).ok_or(format!("{program} is not installed (apt-get install nfdump)"))?;
                 let flows = s.dir.join("flows");
                 std::fs::create_dir_all(&flows).map_err(|e| e.to_string())?;
-                cmd.arg(exe).args(["-b", "127.0.0.1", "-p", &s.port.to_string(), "-w"]).arg(flows);
+                let mut cmd = pinned(exe);
+                cmd.args(["-b", "127.0.0.1", "-p", &s.port.to_string(), "-w"]).arg(flows);
                 cmd.args(["-B", "33554432", "-t", "3600"]);
+                cmd
             }
             Kind::Pmacct => {
                 let exe =
                     find_program(program).ok_or(format!("{program} is not installed (apt-get install pmacct)"))?;
-                let prefix = if s.format == Format::SflowV5 { "sfacctd" } else { "nfacctd" };
+                // Its keys are prefixed with the daemon's name.
+                let prefix = program;
                 let config = s.dir.join("pmacct.conf");
                 let text = format!(
                     "daemonize: false\n{prefix}_ip: 127.0.0.1\n{prefix}_port: {}\n{prefix}_pipe_size: 33554432\n\
@@ -170,9 +177,11 @@ impl Running {
                     s.dir.join("out.csv").display()
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
-                cmd.arg(exe).arg("-f").arg(&config);
+                let mut cmd = pinned(exe);
+                cmd.arg("-f").arg(&config);
+                cmd
             }
-        }
+        };
         let log = std::fs::File::create(s.dir.join("collector.log")).map_err(|e| e.to_string())?;
         cmd.process_group(0).stdout(log.try_clone().map_err(|e| e.to_string())?);
         if s.kind.is_weir() {
@@ -251,12 +260,7 @@ impl Running {
 
     /// Sum of a Weir metric's series.
     pub fn metric(&self, name: &str) -> u64 {
-        let Some(address) = self.http.as_deref() else { return 0 };
-        let Ok((_, body)) = http(address, "GET", "/metrics", "") else { return 0 };
-        body.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        self.http.as_deref().map_or(0, |address| metric_sum(address, name))
     }
 
     /// Weir's `/latency` report (ms quantiles of the commit delay).
@@ -371,7 +375,18 @@ pub struct Latency {
     pub max_ms: u64,
 }
 
-fn http(address: &str, method: &str, path: &str, body: &str) -> Result<(String, String), String> {
+/// Sum of a metric's series on Weir's `/metrics` at `address` (0 when
+/// it cannot be read).
+pub fn metric_sum(address: &str, name: &str) -> u64 {
+    let Ok((_, body)) = http(address, "GET", "/metrics", "") else { return 0 };
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// One HTTP/1.1 request; returns the status line and the body.
+pub fn http(address: &str, method: &str, path: &str, body: &str) -> Result<(String, String), String> {
     let mut s = TcpStream::connect(address).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
     write!(s, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).map_err(|e| e.to_string())?;
@@ -406,28 +421,39 @@ struct ProcessUsage {
 
 /// CPU and peak RSS of the processes whose process group is `pgid`.
 fn group_processes(pgid: u32) -> Vec<ProcessUsage> {
-    // SAFETY: plain libc call.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // After the command: state, ppid, pgrp, ... utime (11), stime (12).
-            if fields.get(2)?.parse::<u32>().ok()? != pgid {
+            let (group, cpu_s) = process_stat(pid)?;
+            if group != pgid {
                 return None;
             }
-            let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
             let hwm_kb = status
                 .lines()
                 .find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
                 .unwrap_or(0);
-            Some(ProcessUsage { cpu_s: ticks / tick, peak_rss_bytes: hwm_kb * 1024 })
+            Some(ProcessUsage { cpu_s, peak_rss_bytes: hwm_kb * 1024 })
         })
         .collect()
+}
+
+/// A process's group and its user + system CPU seconds (`/proc/PID/stat`).
+fn process_stat(pid: u32) -> Option<(u32, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command: state, ppid, pgrp, ... utime (11), stime (12).
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: plain libc call.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((fields.get(2)?.parse().ok()?, ticks / tick))
+}
+
+/// User + system CPU seconds of one process (0 when it is gone).
+pub fn process_cpu_s(pid: u32) -> f64 {
+    process_stat(pid).map_or(0.0, |(_, cpu_s)| cpu_s)
 }
 
 /// Drops summed over the UDP sockets bound to `port` (IPv4 and IPv6), or

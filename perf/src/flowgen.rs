@@ -18,7 +18,9 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::traffic::{exporter_datagram, exporter_templates, Exporter, FlowMix, Format, Generated, MixConfig};
+use crate::traffic::{
+    exporter_datagram, exporter_templates, sequence_step, Exporter, FlowMix, Format, Generated, MixConfig,
+};
 
 /// What a rate counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,15 +178,6 @@ struct Source {
     sequence: u32,
     templates_due: Instant,
     sampling_rate: u64,
-}
-
-/// How far a data datagram of `flows` records moves the header's sequence
-/// number: datagrams for v9 and sFlow, flows for v5, data records for IPFIX.
-fn sequence_step(format: Format, flows: u32) -> u32 {
-    match format {
-        Format::NetflowV9 | Format::SflowV5 => 1,
-        Format::NetflowV5 | Format::Ipfix => flows,
-    }
 }
 
 fn unix_now() -> Duration {

@@ -200,6 +200,15 @@ impl Exporter {
     }
 }
 
+/// How far a data datagram of `flows` records moves its header's sequence
+/// number: datagrams for v9 and sFlow, flows for v5, data records for IPFIX.
+pub fn sequence_step(format: Format, flows: u32) -> u32 {
+    match format {
+        Format::NetflowV9 | Format::SflowV5 => 1,
+        Format::NetflowV5 | Format::Ipfix => flows,
+    }
+}
+
 /// One generated datagram and what it carries.
 #[derive(Clone, Debug)]
 pub struct Generated {
@@ -302,9 +311,9 @@ fn datagrams(format: Format, mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, 
     let mut records = 0;
     let mut sequence = 0u32;
     let datagrams = (0..count)
-        .map(|i| {
-            let g = exporter_datagram(&e, mix, if format == Format::NetflowV9 { i as u32 + 1 } else { sequence });
-            sequence = sequence.wrapping_add(if format == Format::SflowV5 { 1 } else { g.flows });
+        .map(|_| {
+            let g = exporter_datagram(&e, mix, sequence);
+            sequence = sequence.wrapping_add(sequence_step(format, g.flows));
             records += g.flows as usize;
             g.bytes
         })

@@ -22,14 +22,15 @@
 //! (run as root so the socket buffer can be forced; `weir` needs
 //! `cargo build --release -p weir-shards` first.)
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_core::wire::template::Protocol;
+use weir_perf::collectors::{http, metric_sum as scrape, process_cpu_s};
+use weir_perf::flowgen::pin;
 use weir_perf::traffic::{data_datagrams, template_datagram, FlowMix};
 
 const BATCH: usize = 64;
@@ -177,11 +178,7 @@ fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagra
 
 /// A query through the collector's `/query` endpoint (TabSeparated).
 fn query(address: &str, sql: &str) -> String {
-    let mut s = TcpStream::connect(address).unwrap();
-    write!(s, "POST /query?format=TabSeparated HTTP/1.1\r\nContent-Length: {}\r\n\r\n{sql}", sql.len()).unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    http(address, "POST", "/query?format=TabSeparated", sql).map(|(_, body)| body).unwrap_or_default()
 }
 
 struct Outcome {
@@ -466,39 +463,9 @@ fn start_weir(port: u16, rx_cpu: usize, tx_cpu: usize, sink: &str) -> (std::proc
     (child, metrics, cpu)
 }
 
-fn scrape(address: &str, name: &str) -> u64 {
-    let mut s = TcpStream::connect(address).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
-}
-
-/// User + system CPU seconds of a process (/proc/PID/stat, clock ticks).
-fn process_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    // SAFETY: plain libc call.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 fn thread_cpu_ns() -> u64 {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: ts is valid for the call.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
