@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreMetrics};
 
 /// The counters one check reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,12 +47,18 @@ impl Sample {
         Sample {
             shard_beats: metrics.shards.iter().map(|s| s.heartbeats.load(Relaxed)).collect(),
             decoded: metrics.shards.iter().map(|s| s.flows.load(Relaxed)).sum(),
-            store: metrics.store.as_ref().map(|s| StoreSample {
-                beats: s.heartbeats.load(Relaxed),
-                rows_received: s.rows_received.load(Relaxed),
-                connected: s.connected.load(Relaxed) == 1,
-                up: s.up.load(Relaxed) == 1,
-            }),
+            store: metrics.store.as_deref().map(StoreSample::of),
+        }
+    }
+}
+
+impl StoreSample {
+    pub fn of(s: &StoreMetrics) -> StoreSample {
+        StoreSample {
+            beats: s.heartbeats.load(Relaxed),
+            rows_received: s.rows_received.load(Relaxed),
+            connected: s.connected.load(Relaxed) == 1,
+            up: s.up.load(Relaxed) == 1,
         }
     }
 }
@@ -144,7 +150,6 @@ struct Report {
     started: bool,
     alive: bool,
     components: Vec<Component>,
-    store: Option<StoreSample>,
 }
 
 impl Health {
@@ -154,11 +159,10 @@ impl Health {
         }
     }
 
-    pub fn update(&self, alive: bool, components: Vec<Component>, store: Option<StoreSample>) {
+    pub fn update(&self, alive: bool, components: Vec<Component>) {
         if let Ok(mut r) = self.report.lock() {
             r.alive = alive;
             r.components = components;
-            r.store = store;
         }
     }
 
@@ -170,15 +174,16 @@ impl Health {
         (ok, json(ok, &r.components))
     }
 
-    /// `/health/ready`: (ok, JSON).
-    pub fn ready(&self) -> (bool, String) {
-        let r = self.report.lock().map(|r| r.clone()).unwrap_or_default();
+    /// `/health/ready`: (ok, JSON), with the store's state as it is now
+    /// (`store`: read at the request, not at the last check).
+    pub fn ready(&self, store: Option<StoreSample>) -> (bool, String) {
+        let started = self.report.lock().map(|r| r.started).unwrap_or(false);
         let mut components = vec![Component {
             name: "listeners".into(),
-            ok: r.started,
-            detail: if r.started { "bound, shards running" } else { "starting" }.into(),
+            ok: started,
+            detail: if started { "bound, shards running" } else { "starting" }.into(),
         }];
-        if let Some(s) = r.store {
+        if let Some(s) = store {
             components.push(Component {
                 name: "store".into(),
                 ok: s.connected && s.up,
@@ -248,16 +253,16 @@ mod tests {
     #[test]
     fn readiness_waits_for_the_shards_and_the_store() {
         let h = Health::default();
-        assert!(!h.ready().0 && !h.live().0);
+        assert!(!h.ready(None).0 && !h.live().0);
         h.set_started();
         assert!(h.live().0, "alive once started, before the first check");
+        assert!(h.ready(None).0, "no store: ready once started");
         let store = StoreSample { beats: 1, rows_received: 0, connected: false, up: true };
-        h.update(true, Vec::new(), Some(store));
-        let (ok, body) = h.ready();
+        let (ok, body) = h.ready(Some(store));
         assert!(!ok && body.contains("not connected"), "{body}");
-        h.update(true, Vec::new(), Some(StoreSample { connected: true, ..store }));
-        assert!(h.ready().0);
-        let body: serde_json::Value = serde_json::from_str(&h.ready().1).unwrap();
+        let connected = StoreSample { connected: true, ..store };
+        assert!(h.ready(Some(connected)).0);
+        let body: serde_json::Value = serde_json::from_str(&h.ready(Some(connected)).1).unwrap();
         assert_eq!(body["status"], "ok");
         assert_eq!(body["components"][1]["name"], "store");
     }

@@ -457,7 +457,9 @@ fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryReq
             }
         }
         (_, "/health/live") => health_answer(metrics.health.live()),
-        (_, "/health/ready") => health_answer(metrics.health.ready()),
+        (_, "/health/ready") => {
+            health_answer(metrics.health.ready(metrics.store.as_deref().map(crate::health::StoreSample::of)))
+        }
         (_, "/version") => ("200 OK", "application/json", version_json().into_bytes()),
         (_, "/latency") => match &metrics.store {
             Some(store) => ("200 OK", "text/plain", store.commit_delay.quantiles().into_bytes()),

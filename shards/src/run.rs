@@ -275,9 +275,7 @@ impl Control {
         loop {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + check_every;
-                let sample = Sample::read(&self.metrics);
-                let store = sample.store;
-                let (alive, components) = watch.check(sample, Instant::now());
+                let (alive, components) = watch.check(Sample::read(&self.metrics), Instant::now());
                 if alive != was_alive {
                     let failing: Vec<String> =
                         components.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
@@ -288,7 +286,7 @@ impl Control {
                     }
                     was_alive = alive;
                 }
-                self.metrics.health.update(alive, components, store);
+                self.metrics.health.update(alive, components);
                 if let Some(every) = self.notifier.watchdog_every {
                     if alive && Instant::now() >= next_ping {
                         self.notifier.notify("WATCHDOG=1");
