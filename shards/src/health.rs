@@ -1,6 +1,7 @@
 //! Is the pipeline alive, and is it ready? The control loop samples the
-//! counters once a second and keeps a report for `/health/live`,
-//! `/health/ready` and systemd's watchdog (`systemd`).
+//! counters once a second and keeps the liveness report for `/health/live`
+//! and systemd's watchdog (`systemd`); `/health/ready` reads the store's
+//! state when it is asked.
 //!
 //! Alive means nothing is wedged, judged by what moved within
 //! `run.stall_timeout_s`:
