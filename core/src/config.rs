@@ -28,6 +28,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub http: HttpConfig,
     pub run: RunConfig,
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             http: HttpConfig::default(),
             run: RunConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -343,12 +345,53 @@ impl Default for RemoteStoreConfig {
 pub struct HttpConfig {
     /// `/metrics` (Prometheus text format). None: no HTTP server.
     pub listen: Option<SocketAddr>,
+    /// The profiling endpoints (`/debug/pprof/profile`, `/debug/memory`).
+    pub debug: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))) }
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))), debug: true }
     }
+}
+
+/// Where log lines go: standard error, as text or JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (one line per event) or `json` (one object per line).
+    pub format: LogFormat,
+    /// The least severe level written: `error`, `warn`, `info`, `debug`
+    /// or `trace`.
+    pub level: LogLevel,
+    /// Per shard and kind of data-plane error (a failed receive, a run of
+    /// undecodable datagrams), at most this many lines a minute; the rest
+    /// are summed into the next line. The counters in `/metrics` count
+    /// every one.
+    pub data_plane_lines_per_minute: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Human, level: LogLevel::Info, data_plane_lines_per_minute: 6 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
 }
 
 /// Process lifecycle: graceful restart and shutdown.
@@ -493,6 +536,7 @@ impl Config {
         }
         positive("run.drain_timeout_ms", self.run.drain_timeout_ms, 600_000)?;
         positive("run.stall_timeout_s", self.run.stall_timeout_s, 86_400)?;
+        positive("log.data_plane_lines_per_minute", self.log.data_plane_lines_per_minute.into(), 6000)?;
         self.store.check()
     }
 
@@ -541,6 +585,7 @@ impl Config {
             ("store", self.store != new.store),
             ("http", self.http != new.http),
             ("run", self.run != new.run),
+            ("log", self.log != new.log),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }

@@ -205,7 +205,7 @@ impl Running {
                     return Err(format!("weir run exited: see {}", self.dir.join("collector.log").display()));
                 }
                 if let Some(rest) = line.split("http://").nth(1) {
-                    self.http = Some(rest.trim().replace("/metrics", ""));
+                    self.http = rest.split('/').next().map(str::to_string);
                 }
                 if line.contains("ready") {
                     break;

@@ -8,8 +8,12 @@
 //! - `weir config check FILE` / `weir config defaults`.
 
 mod decode;
+mod exposition;
 mod health;
+mod http;
+mod logging;
 mod metrics;
+mod profile;
 mod run;
 mod shard;
 mod sink;
@@ -55,7 +59,7 @@ enum ConfigCommand {
 fn config_command(c: &ConfigCommand) -> Result<(), String> {
     match c {
         ConfigCommand::Check { file } => {
-            let config = run::read_config(file)?;
+            let config = run::read_config_printing_warnings(file)?;
             let cores = config.check_machine(run::online_cpus()).map_err(|e| format!("{}: {e}", file.display()))?;
             println!("{}: ok ({} shards on CPUs {cores:?})", file.display(), cores.len());
             Ok(())

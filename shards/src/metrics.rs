@@ -1,24 +1,18 @@
-//! Counters and the `/metrics` endpoint.
+//! Counters.
 //!
 //! Each shard owns one `ShardMetrics`: it counts in plain integers on its
 //! own thread and publishes them with relaxed atomic stores after every
 //! receive batch. The HTTP thread (on the control core) reads them with
-//! relaxed loads: no locks, and a counter is written by one thread only.
-//! Names follow `weir_<room>_<thing>_<unit>`; error counters carry a bounded
-//! `reason` label.
+//! relaxed loads when scraped (`exposition`): no locks, and a counter is
+//! written by one thread only. Names follow `weir_<room>_<thing>_<unit>`;
+//! error counters carry a bounded `reason` label.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use crossbeam_channel::{bounded, Sender};
 use hdrhistogram::Histogram;
 use weir_core::{DecodeCounters, Reason};
-
-use crate::store::writer::QueryRequest;
 
 /// Why a received datagram was dropped before decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +23,7 @@ pub enum ReceiveDrop {
 
 impl ReceiveDrop {
     pub const ALL: [ReceiveDrop; 1] = [ReceiveDrop::TooLong];
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             ReceiveDrop::TooLong => "too_long",
         }
@@ -108,7 +102,7 @@ pub enum StoreDrop {
 
 impl StoreDrop {
     pub const ALL: [StoreDrop; 3] = [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk];
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             StoreDrop::FullSpool => "spool_full",
             StoreDrop::SpoolWriteFailed => "spool_error",
@@ -144,7 +138,7 @@ pub struct StoreMetrics {
 }
 
 /// Upper bounds (seconds) of `weir_store_commit_delay_seconds`' buckets.
-const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+pub const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 /// Delays are recorded in ms and clamped to one day.
 const COMMIT_DELAY_MS_MAX: u64 = 86_400_000;
 
@@ -173,17 +167,22 @@ impl CommitDelay {
         self.sum_ms.fetch_add(delay_ms.saturating_mul(rows), Relaxed);
     }
 
-    fn render(&self, out: &mut String) {
-        let name = "weir_store_commit_delay_seconds";
-        header(out, name, "Per row: kernel receive timestamp to the store accepting its insert.", "histogram");
-        let Ok(h) = self.histogram.lock() else { return };
-        for le in COMMIT_DELAY_BUCKETS {
-            let n = h.count_between(0, (le * 1000.0) as u64);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.len());
-        let _ = writeln!(out, "{name}_sum {}", self.sum_ms.load(Relaxed) as f64 / 1e3);
-        let _ = writeln!(out, "{name}_count {}", h.len());
+    /// Rows recorded, the sum of their delays in seconds, and the rows per
+    /// bucket of `upper` (seconds; not cumulative; the rest fall in +Inf).
+    pub fn buckets(&self, upper: &[f64]) -> (u64, f64, Vec<(f64, u64)>) {
+        let Ok(h) = self.histogram.lock() else { return (0, 0.0, Vec::new()) };
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = upper
+            .iter()
+            .map(|le| {
+                let n = h.count_between(0, (le * 1000.0) as u64);
+                let bucket = (*le, n - below);
+                below = n;
+                bucket
+            })
+            .collect();
+        buckets.push((f64::INFINITY, h.len() - below));
+        (h.len(), self.sum_ms.load(Relaxed) as f64 / 1e3, buckets)
     }
 
     /// `/latency`: rows recorded and the quantiles, in ms.
@@ -196,44 +195,6 @@ impl CommitDelay {
         }
         let _ = writeln!(out, "max {}", h.max());
         out
-    }
-}
-
-impl StoreMetrics {
-    fn render(&self, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 10] = [
-            ("weir_store_batches_received_total", "Batches handed over by the shards.", &self.batches_received),
-            ("weir_store_rows_received_total", "Rows handed over by the shards.", &self.rows_received),
-            ("weir_store_inserts_total", "Inserts the store accepted.", &self.inserts),
-            ("weir_store_rows_inserted_total", "Rows the store accepted.", &self.rows_inserted),
-            ("weir_store_bytes_inserted_total", "RowBinary bytes the store accepted.", &self.bytes_inserted),
-            (
-                "weir_store_insert_errors_total",
-                "Inserts that failed (each is retried with backoff).",
-                &self.insert_errors,
-            ),
-            ("weir_store_spooled_chunks_total", "Chunks written to the on-disk spool.", &self.chunks_spooled),
-            ("weir_store_spooled_rows_total", "Rows written to the on-disk spool.", &self.rows_spooled),
-            ("weir_store_replayed_chunks_total", "Spooled chunks inserted.", &self.chunks_replayed),
-            ("weir_store_replayed_rows_total", "Spooled rows inserted.", &self.rows_replayed),
-        ];
-        plain_series(out, "counter", &counters);
-        let name = "weir_store_insert_seconds_total";
-        header(out, name, "Time spent in accepted inserts.", "counter");
-        let _ = writeln!(out, "{name} {}", self.insert_micros.load(Relaxed) as f64 / 1e6);
-        let name = "weir_store_dropped_rows_total";
-        header(out, name, "Rows that never reached the store, by reason.", "counter");
-        for r in StoreDrop::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", r.label(), self.dropped_rows[r as usize].load(Relaxed));
-        }
-        let gauges: [(&str, &str, &AtomicU64); 4] = [
-            ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
-            ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),
-            ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
-            ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
-        ];
-        plain_series(out, "gauge", &gauges);
-        self.commit_delay.render(out);
     }
 }
 
@@ -264,250 +225,5 @@ impl Metrics {
             store: None,
             health: Default::default(),
         }
-    }
-
-    /// The Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(16 << 10);
-        type Get = fn(&ShardMetrics) -> &AtomicU64;
-        let per_shard: [(&str, &str, Get); 13] = [
-            ("weir_receive_datagrams_total", "Datagrams received.", |m| &m.datagrams),
-            ("weir_receive_bytes_total", "UDP payload bytes received.", |m| &m.bytes),
-            ("weir_receive_errors_total", "Receive calls that failed.", |m| &m.receive_errors),
-            (
-                "weir_receive_timestamp_fallbacks_total",
-                "Datagrams without a kernel timestamp (the clock was read instead).",
-                |m| &m.timestamp_fallbacks,
-            ),
-            ("weir_decode_flows_total", "Flows decoded.", |m| &m.flows),
-            ("weir_decode_templates_total", "Template records accepted.", |m| &m.templates),
-            ("weir_decode_pending_queued_total", "Data sets parked to wait for their template.", |m| &m.pending_queued),
-            ("weir_decode_pending_decoded_total", "Parked data sets decoded once their template came.", |m| {
-                &m.pending_decoded
-            }),
-            (
-                "weir_decode_pending_drops_total",
-                "Parked data sets given up on (also counted as template_missing).",
-                |m| &m.pending_dropped,
-            ),
-            (
-                "weir_shard_state_updates_sent_total",
-                "Template and sampling-rate updates sent to the other shards.",
-                |m| &m.updates_sent,
-            ),
-            ("weir_shard_state_updates_dropped_total", "Updates not delivered: a shard's inbox was full.", |m| {
-                &m.updates_dropped
-            }),
-            ("weir_shard_state_updates_applied_total", "Updates from other shards applied.", |m| &m.updates_applied),
-            ("weir_sink_flows_total", "Flows handed to the sink.", |m| &m.sink_flows),
-        ];
-        for (name, help, get) in per_shard {
-            header(&mut out, name, help, "counter");
-            for (shard, m) in self.shards.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{shard=\"{shard}\",core=\"{}\"}} {}",
-                    self.cores[shard],
-                    get(m).load(Relaxed)
-                );
-            }
-        }
-        self.render_reasons(&mut out);
-        self.render_sockets(&mut out);
-        header(
-            &mut out,
-            "weir_receive_balancer_ebpf",
-            "1: the eBPF round-robin balancer is attached; 0: kernel hash.",
-            "gauge",
-        );
-        for (listener, a) in self.listeners.iter().zip(&self.ebpf_active) {
-            let _ = writeln!(out, "weir_receive_balancer_ebpf{{listener=\"{listener}\"}} {}", a.load(Relaxed));
-        }
-        let sink: [(&str, &str, &AtomicU64); 3] = [
-            ("weir_sink_bytes_written_total", "Bytes written by the JSON sink.", &self.sink.bytes_written),
-            (
-                "weir_sink_write_errors_total",
-                "Failed writes of the JSON sink (the buffer is lost).",
-                &self.sink.write_errors,
-            ),
-            ("weir_sink_reopens_total", "Times the JSON sink's file was reopened (SIGHUP).", &self.sink.reopens),
-        ];
-        plain_series(&mut out, "counter", &sink);
-        if let Some(store) = &self.store {
-            store.render(&mut out);
-        }
-        out
-    }
-
-    fn render_reasons(&self, out: &mut String) {
-        let reasons = Reason::ALL.map(|r| (r.label(), r as usize));
-        self.per_reason(
-            out,
-            "weir_decode_errors_total",
-            "Datagrams, sets or samples not decoded, by reason.",
-            &reasons,
-            |m, i| &m.decode_errors[i],
-        );
-        let reasons = ReceiveDrop::ALL.map(|r| (r.label(), r as usize));
-        self.per_reason(
-            out,
-            "weir_receive_drops_total",
-            "Datagrams dropped before decoding, by reason.",
-            &reasons,
-            |m, i| &m.receive_drops[i],
-        );
-    }
-
-    /// One counter per shard and reason (`reasons`: label and index).
-    fn per_reason(
-        &self,
-        out: &mut String,
-        name: &str,
-        help: &str,
-        reasons: &[(&str, usize)],
-        get: fn(&ShardMetrics, usize) -> &AtomicU64,
-    ) {
-        header(out, name, help, "counter");
-        for (shard, m) in self.shards.iter().enumerate() {
-            for (label, i) in reasons {
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",reason=\"{label}\"}} {}", get(m, *i).load(Relaxed));
-            }
-        }
-    }
-
-    fn render_sockets(&self, out: &mut String) {
-        let drops = "Datagrams the kernel dropped on a full socket buffer (SO_RXQ_OVFL).";
-        self.per_socket(out, "weir_receive_kernel_drops_total", drops, "counter", |s| &s.kernel_drops);
-        let buffer = "Socket receive buffer granted by the kernel (SO_RCVBUF as read back).";
-        self.per_socket(out, "weir_receive_socket_buffer_bytes", buffer, "gauge", |s| &s.buffer_bytes);
-    }
-
-    /// One sample per shard and listener.
-    fn per_socket(&self, out: &mut String, name: &str, help: &str, kind: &str, get: fn(&SocketMetrics) -> &AtomicU64) {
-        header(out, name, help, kind);
-        for (shard, m) in self.shards.iter().enumerate() {
-            for (listener, s) in self.listeners.iter().zip(&m.sockets) {
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\",listener=\"{listener}\"}} {}", get(s).load(Relaxed));
-            }
-        }
-    }
-}
-
-/// One unlabelled sample per series: `(name, help, value)`.
-fn plain_series(out: &mut String, kind: &str, series: &[(&str, &str, &AtomicU64)]) {
-    for (name, help, a) in series {
-        header(out, name, help, kind);
-        let _ = writeln!(out, "{name} {}", a.load(Relaxed));
-    }
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-/// Binds the metrics address (an error here stops start-up) and serves it
-/// on a thread, one request at a time: a scrape every few seconds needs no
-/// more. With the store as sink, `POST /query?format=F` (the SQL as the
-/// body) runs a query on the store writer's connection, for `weir query`:
-/// from loopback peers only, since it runs any SQL.
-pub fn serve(
-    address: SocketAddr,
-    metrics: Arc<Metrics>,
-    queries: Option<Sender<QueryRequest>>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(address)?;
-    let local = listener.local_addr()?;
-    std::thread::Builder::new().name("weir-http".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let _ = answer(stream, &metrics, queries.as_ref());
-        }
-    })?;
-    Ok(local)
-}
-
-fn answer(stream: TcpStream, metrics: &Metrics, queries: Option<&Sender<QueryRequest>>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Read the headers to their end so the client sees a clean close.
-    let mut line = String::new();
-    let mut content_length = 0usize;
-    while reader.read_line(&mut line)? > 2 {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        line.clear();
-    }
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (path, query_string) = target.split_once('?').unwrap_or((target, ""));
-    let (status, kind, body): (&str, &str, Vec<u8>) = match (method, path) {
-        (_, "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render().into_bytes()),
-        ("POST", "/query") => {
-            let loopback = stream.peer_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
-            let mut sql = vec![0u8; content_length.min(1 << 20)];
-            std::io::Read::read_exact(&mut reader, &mut sql)?;
-            match (queries, loopback) {
-                (None, _) => ("404 Not Found", "text/plain", b"no store: sink.kind is not store\n".to_vec()),
-                (_, false) => ("403 Forbidden", "text/plain", b"/query answers loopback peers only\n".to_vec()),
-                (Some(q), true) => run_query(q, &String::from_utf8_lossy(&sql), query_string),
-            }
-        }
-        (_, "/health/live") => health_answer(metrics.health.live()),
-        (_, "/health/ready") => {
-            health_answer(metrics.health.ready(metrics.store.as_deref().map(crate::health::StoreSample::of)))
-        }
-        (_, "/version") => ("200 OK", "application/json", version_json().into_bytes()),
-        (_, "/latency") => match &metrics.store {
-            Some(store) => ("200 OK", "text/plain", store.commit_delay.quantiles().into_bytes()),
-            None => ("404 Not Found", "text/plain", b"no store: sink.kind is not store\n".to_vec()),
-        },
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            b"/metrics, /health/live, /health/ready, /version, /latency, or POST /query\n".to_vec(),
-        ),
-    };
-    let mut w = &stream;
-    write!(
-        w,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    w.write_all(&body)
-}
-
-fn health_answer((ok, body): (bool, String)) -> (&'static str, &'static str, Vec<u8>) {
-    (if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body.into_bytes())
-}
-
-/// `/version`: the release and the build.
-fn version_json() -> String {
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "debug_build": cfg!(debug_assertions),
-    })
-    .to_string()
-        + "\n"
-}
-
-fn run_query(queries: &Sender<QueryRequest>, sql: &str, query_string: &str) -> (&'static str, &'static str, Vec<u8>) {
-    let format = query_string
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("format="))
-        .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric()))
-        .unwrap_or("TabSeparated");
-    let (reply, answer) = bounded(1);
-    let request = QueryRequest { sql: sql.to_string(), format: format.to_string(), reply };
-    if queries.send(request).is_err() {
-        return ("503 Service Unavailable", "text/plain", b"the store writer has stopped\n".to_vec());
-    }
-    match answer.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(bytes)) => ("200 OK", "application/octet-stream", bytes),
-        Ok(Err(e)) => ("400 Bad Request", "text/plain", format!("{e}\n").into_bytes()),
-        Err(_) => ("504 Gateway Timeout", "text/plain", b"the store did not answer within 60 s\n".to_vec()),
     }
 }

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use tracing::{error, info, warn};
 use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
 use crate::health::{Sample, Watch};
-use crate::metrics::{self, Metrics, StoreMetrics};
+use crate::metrics::{Metrics, StoreMetrics};
 use crate::shard::{self, Inboxes, ShardSetup};
 use crate::sink::{JsonWriter, SinkWriter};
 use crate::socket;
@@ -45,7 +46,11 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let config = read_config(&args.config)?;
+    let (config, warnings) = read_config(&args.config)?;
+    crate::logging::init(&config.log);
+    for w in warnings {
+        warn!("{w}");
+    }
     let online = online_cpus();
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);
@@ -70,9 +75,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             SinkWriter::Store(w) => Some(w.queries()),
             _ => None,
         };
-        let local =
-            metrics::serve(address, metrics.clone(), queries).map_err(|e| format!("http.listen {address}: {e}"))?;
-        log("info", &format!("metrics at http://{local}/metrics"));
+        let server = crate::http::Server { metrics: metrics.clone(), queries, debug: config.http.debug };
+        let local = crate::http::serve(address, server).map_err(|e| format!("http.listen {address}: {e}"))?;
+        info!("metrics at http://{local}/metrics");
     }
     let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,6 +96,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             datagram_bytes_max: config.shards.datagram_bytes_max,
             housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
             coalesce: Duration::from_micros(config.shards.receive_coalesce_us),
+            log_lines_per_minute: config.log.data_plane_lines_per_minute,
             limits: config.decoder.limits(seed),
             saved_state: saved_state.clone(),
             metrics: metrics.shards[index].clone(),
@@ -106,7 +112,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     while ready.load(Relaxed) < cores.len() {
         std::thread::sleep(Duration::from_millis(1));
     }
-    log("info", &format!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len()));
+    info!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len());
     take_over(&config, &inboxes);
     metrics.health.set_started();
     let notifier = Notifier::from_env();
@@ -120,7 +126,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         match h.join() {
             Ok(snapshot) if i == 0 => state = Some(snapshot),
             Ok(_) => {}
-            Err(e) => log("error", &format!("shard {i} ended badly: {e}")),
+            Err(e) => error!("shard {i} ended badly: {e}"),
         }
     }
     let Control { config, writer, .. } = control;
@@ -129,15 +135,21 @@ pub fn run(args: &Args) -> Result<(), String> {
         save_atomically(path, &state);
     }
     release_pid_file(&config);
-    log("info", "stopped");
+    info!("stopped");
     Ok(())
 }
 
 fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, String> {
     Ok(match config.sink.kind {
         SinkKind::Json => SinkWriter::Json(
-            JsonWriter::start(&config.sink.path, config.sink.buffer_bytes, config.sink.buffers_max, metrics.clone())
-                .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
+            JsonWriter::start(
+                &config.sink.path,
+                config.sink.buffer_bytes,
+                config.sink.buffers_max,
+                metrics.clone(),
+                config.log.data_plane_lines_per_minute,
+            )
+            .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
         ),
         SinkKind::Count => SinkWriter::Count,
         SinkKind::Store => {
@@ -148,14 +160,22 @@ fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, S
 }
 
 /// Reads the file, applies `WEIR_SECTION__KEY` environment overrides and
-/// renamed keys (each old name logs a deprecation warning), and checks it.
-pub fn read_config(path: &Path) -> Result<Config, String> {
+/// renamed keys, and checks it; returns the deprecation warnings (one per
+/// old name used) for the caller to log.
+pub fn read_config(path: &Path) -> Result<(Config, Vec<String>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let env: Vec<(String, String)> = std::env::vars().filter(|(name, _)| name.starts_with("WEIR_")).collect();
     let (config, warnings) =
         Config::load(&text, &env, weir_core::config::RENAMED).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((config, warnings.into_iter().map(|w| format!("{}: {w}", path.display())).collect()))
+}
+
+/// For the one-shot commands (`config check`, `migrate`, `query`), which
+/// print rather than log: the config, its warnings on standard error.
+pub fn read_config_printing_warnings(path: &Path) -> Result<Config, String> {
+    let (config, warnings) = read_config(path)?;
     for w in warnings {
-        log("warn", &format!("{}: {w}", path.display()));
+        eprintln!("weir: warning: {w}");
     }
     Ok(config)
 }
@@ -173,8 +193,12 @@ fn open_sockets(config: &Config, cores: &[usize], metrics: &Metrics) -> Result<V
             if shard == 0 {
                 let granted = opened.receive_buffer_bytes / 2;
                 let how = if opened.forced { "SO_RCVBUFFORCE" } else { "SO_RCVBUF (not root: capped by rmem_max)" };
-                let level = if granted < asked { "warn" } else { "info" };
-                log(level, &format!("{}: receive buffer {granted} of {asked} bytes asked, via {how}", l.address));
+                let message = format!("{}: receive buffer {granted} of {asked} bytes asked, via {how}", l.address);
+                if granted < asked {
+                    warn!("{message}");
+                } else {
+                    info!("{message}");
+                }
             }
             per_shard.push(fd);
         }
@@ -196,7 +220,7 @@ fn attach_balancers(config: &Config, sockets: &[Vec<OwnedFd>], metrics: &Metrics
                 metrics.ebpf_active[listener].store(1, Relaxed);
                 balancers.push(b);
             }
-            Err(e) => log("warn", &format!("{}: {e}; keeping the kernel's 5-tuple hash", l.address)),
+            Err(e) => warn!("{}: {e}; keeping the kernel's 5-tuple hash", l.address),
         }
     }
     balancers
@@ -209,7 +233,7 @@ fn take_over(config: &Config, inboxes: &Inboxes) {
     let old = previous_instance(pid_file);
     save_atomically(pid_file, format!("{}\n", std::process::id()).as_bytes());
     let Some(old) = old else { return };
-    log("info", &format!("taking over from pid {old}: asking it to drain and exit"));
+    info!("taking over from pid {old}: asking it to drain and exit");
     // SAFETY: plain syscall on a pid checked to be a running weir.
     unsafe { libc::kill(old, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_millis(config.run.drain_timeout_ms) + Duration::from_secs(10);
@@ -221,13 +245,10 @@ fn take_over(config: &Config, inboxes: &Inboxes) {
     let updates: Arc<[_]> = snapshot.updates().into();
     for (shard, inbox) in inboxes.iter().enumerate() {
         if inbox.push(updates.clone()).is_err() {
-            log(
-                "warn",
-                &format!("shard {shard}: inbox full, predecessor's state not loaded; templates come with refreshes"),
-            );
+            warn!("shard {shard}: inbox full, predecessor's state not loaded; templates come with refreshes");
         }
     }
-    log("info", &format!("pid {old} is gone; loaded its decoder state ({} items)", updates.len()));
+    info!("pid {old} is gone; loaded its decoder state ({} items)", updates.len());
 }
 
 /// The pid in the file, if it is a running `weir` other than us.
@@ -280,9 +301,9 @@ impl Control {
                     let failing: Vec<String> =
                         components.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
                     if alive {
-                        log("info", "pipeline moving again; watchdog pings resume");
+                        info!("pipeline moving again; watchdog pings resume");
                     } else {
-                        log("error", &format!("pipeline stalled ({}); withholding watchdog pings", failing.join("; ")));
+                        error!("pipeline stalled ({}); withholding watchdog pings", failing.join("; "));
                     }
                     was_alive = alive;
                 }
@@ -298,7 +319,7 @@ impl Control {
                 match signal {
                     SIGHUP => self.reload(),
                     _ => {
-                        log("info", "stopping: draining the sockets");
+                        info!("stopping: draining the sockets");
                         return Ok(());
                     }
                 }
@@ -312,13 +333,16 @@ impl Control {
 
     fn reload(&self) {
         let new = match read_config(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => return log("error", &format!("reload refused, keeping the running config: {e}")),
+            Ok((c, warnings)) => {
+                warnings.iter().for_each(|w| warn!("{w}"));
+                c
+            }
+            Err(e) => return error!("reload refused, keeping the running config: {e}"),
         };
         let bytes = new.shards.socket_receive_buffer_bytes;
         for (i, fd) in self.raw_fds.iter().enumerate() {
             if let Err(e) = socket::set_receive_buffer(*fd, bytes) {
-                log("warn", &format!("reload: receive buffer: {e}"));
+                warn!("reload: receive buffer: {e}");
             }
             let granted = socket::receive_buffer_bytes_of(*fd).unwrap_or(0) as u64;
             let listeners = self.metrics.listeners.len();
@@ -328,9 +352,9 @@ impl Control {
         self.writer.reopen();
         let restart = self.config.keys_needing_restart(&new);
         if restart.is_empty() {
-            log("info", "reloaded: socket receive buffers set, sink file reopened");
+            info!("reloaded: socket receive buffers set, sink file reopened");
         } else {
-            log("warn", &format!("reloaded what can change live; these need a restart: {}", restart.join(", ")));
+            warn!("reloaded what can change live; these need a restart: {}", restart.join(", "));
         }
     }
 }
@@ -344,7 +368,7 @@ fn save_atomically(path: &Path, bytes: &[u8]) {
     let tmp = PathBuf::from(tmp);
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
-        log("error", &format!("{}: {e}", path.display()));
+        error!("{}: {e}", path.display());
     }
 }
 
@@ -360,7 +384,7 @@ fn pin_to(core: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            log("warn", &format!("could not pin the control plane to CPU {core}"));
+            warn!("could not pin the control plane to CPU {core}");
         }
     }
 }
@@ -371,8 +395,4 @@ fn random_seed() -> u64 {
     // SAFETY: the buffer is valid for its length.
     unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };
     u64::from_ne_bytes(seed)
-}
-
-pub fn log(level: &str, message: &str) {
-    eprintln!("weir: {level}: {message}");
 }

@@ -26,6 +26,9 @@ use glommio::{net::UdpSocket, ExecutorJoinHandle, LocalExecutorBuilder, Placemen
 use weir_core::wire::state::{Limits, StateUpdate};
 use weir_core::{Datagram, Decoder};
 
+use tracing::warn;
+
+use crate::logging::Limiter;
 use crate::metrics::{ReceiveDrop, ShardMetrics};
 use crate::sink::Sink;
 use crate::socket::ReceiveBatch;
@@ -44,6 +47,8 @@ pub struct ShardSetup {
     pub housekeeping_interval: Duration,
     /// Wait after a receive call that emptied the queue (0: none).
     pub coalesce: Duration,
+    /// Data-plane errors logged per minute and kind (`log`).
+    pub log_lines_per_minute: u32,
     pub limits: Limits,
     /// Saved decoder state to start from.
     pub saved_state: Option<Arc<Vec<u8>>>,
@@ -76,7 +81,7 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
     if let Some(bytes) = &setup.saved_state {
         // Restoring records no updates: every shard loads the same file.
         if let Err(e) = decoder.restore_state_json(bytes) {
-            eprintln!("weir: warn: shard {}: saved decoder state not loaded: {e}", setup.index);
+            warn!(shard = setup.index, "saved decoder state not loaded: {e}");
         }
     }
     let shard = Rc::new(RefCell::new(Shard {
@@ -88,6 +93,10 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
         updates: Vec::new(),
         counts: Counts::default(),
         kernel_drops: vec![0; sockets.len()],
+        logs: LogLimits {
+            receive: Limiter::new(setup.log_lines_per_minute),
+            decode: Limiter::new(setup.log_lines_per_minute),
+        },
     }));
     let mut tasks = Vec::new();
     for (listener, fd) in sockets.into_iter().enumerate() {
@@ -157,8 +166,10 @@ async fn receive_loop(
                     let mut s = shard.borrow_mut();
                     s.counts.receive_errors += 1;
                     s.publish();
+                    if let Some(held_back) = s.logs.receive.allow(Instant::now()) {
+                        warn!(shard = s.index, listener, held_back, "receive wait failed: {e}");
+                    }
                 }
-                eprintln!("weir: warn: shard receive wait failed: {e}");
                 glommio::timer::sleep(wait_max).await;
             }
         }
@@ -217,8 +228,11 @@ async fn take_queued(
         let n = match batch.receive(socket) {
             Ok(n) => n,
             Err(e) => {
-                shard.borrow_mut().counts.receive_errors += 1;
-                eprintln!("weir: warn: recvmmsg failed: {e}");
+                let mut s = shard.borrow_mut();
+                s.counts.receive_errors += 1;
+                if let Some(held_back) = s.logs.receive.allow(Instant::now()) {
+                    warn!(shard = s.index, listener, held_back, "recvmmsg failed: {e}");
+                }
                 0
             }
         };
@@ -282,6 +296,13 @@ struct Shard {
     counts: Counts,
     /// Latest SO_RXQ_OVFL value per socket.
     kernel_drops: Vec<u64>,
+    logs: LogLimits,
+}
+
+/// Data-plane errors are counted every time and logged within these.
+struct LogLimits {
+    receive: Limiter,
+    decode: Limiter,
 }
 
 impl Shard {
@@ -289,7 +310,7 @@ impl Shard {
         #[cfg(debug_assertions)]
         test_hooks::wedge_if_asked(self.index, self.counts.datagrams);
         self.apply_inbox();
-        let Shard { decoder, sink, counts, kernel_drops, .. } = self;
+        let Shard { decoder, sink, counts, kernel_drops, logs, index, .. } = self;
         let mut clock_ns = 0;
         for i in 0..batch.len() {
             let d = batch.get(i);
@@ -314,7 +335,12 @@ impl Shard {
             };
             let datagram = Datagram { exporter: d.exporter, received_ns, payload: d.payload };
             // Errors are counted by the decoder, by reason.
-            let _ = decoder.decode(&datagram, &mut |flow| sink.flow(flow));
+            if let Err(e) = decoder.decode(&datagram, &mut |flow| sink.flow(flow)) {
+                if let Some(held_back) = logs.decode.allow(Instant::now()) {
+                    let (exporter, reason) = (weir_core::flow::addr_to_ip(&d.exporter), e.reason.label());
+                    warn!(shard = *index, %exporter, reason, held_back, "datagram not decoded: {e}");
+                }
+            }
         }
         self.broadcast();
         self.publish();
@@ -393,7 +419,7 @@ mod test_hooks {
             Some((index.parse().ok()?, after.parse().ok()?))
         });
         if wedge.is_some_and(|(index, after)| index == shard && datagrams >= after) {
-            eprintln!("weir: warn: shard {shard} wedged on purpose (WEIR_TEST_WEDGE_SHARD)");
+            tracing::warn!(shard, "wedged on purpose (WEIR_TEST_WEDGE_SHARD)");
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
             }

@@ -27,6 +27,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use weir_core::json::write_flow;
 use weir_core::FlowRecord;
 
+use crate::logging::Limiter;
 use crate::metrics::Metrics;
 use crate::store::writer::{StoreSink, StoreWriter};
 
@@ -151,8 +152,16 @@ pub struct JsonWriter {
 impl JsonWriter {
     /// Opens the output (a file, appended to, or `-` for stdout) and starts
     /// the writer with `buffers_max` preallocated buffers.
-    pub fn start(path: &Path, buffer_bytes: usize, buffers_max: usize, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    /// Failed writes are logged at most `log_lines_per_minute` times a minute.
+    pub fn start(
+        path: &Path,
+        buffer_bytes: usize,
+        buffers_max: usize,
+        metrics: Arc<Metrics>,
+        log_lines_per_minute: u32,
+    ) -> std::io::Result<Self> {
         let mut out = Output::open(path)?;
+        let mut write_failures = Limiter::new(log_lines_per_minute);
         let (full, full_rx) = bounded::<String>(buffers_max);
         let (free_tx, free) = bounded::<String>(buffers_max);
         for _ in 0..buffers_max {
@@ -167,7 +176,7 @@ impl JsonWriter {
                 match out.reopen() {
                     Ok(()) => metrics.sink.reopens.fetch_add(1, Relaxed),
                     Err(e) => {
-                        eprintln!("weir: warn: json sink: reopen failed, keeping the old file: {e}");
+                        tracing::warn!("json sink: reopen failed, keeping the old file: {e}");
                         0
                     }
                 };
@@ -176,7 +185,12 @@ impl JsonWriter {
                 Ok(mut buffer) => {
                     match out.write_all(buffer.as_bytes()) {
                         Ok(()) => metrics.sink.bytes_written.fetch_add(buffer.len() as u64, Relaxed),
-                        Err(_) => metrics.sink.write_errors.fetch_add(1, Relaxed),
+                        Err(e) => {
+                            if let Some(held_back) = write_failures.allow(std::time::Instant::now()) {
+                                tracing::error!(held_back, "json sink: write failed, {} bytes lost: {e}", buffer.len());
+                            }
+                            metrics.sink.write_errors.fetch_add(1, Relaxed)
+                        }
                     };
                     buffer.clear();
                     let _ = free_tx.send(buffer);

@@ -60,7 +60,7 @@ fn ebpf_spreads_one_sender_over_every_shard() {
     assert_eq!(c.metric("weir_receive_balancer_ebpf", ""), vec![1], "the eBPF balancer is attached");
     send_v5(port, 2000);
     assert_eq!(c.wait_metric_sum("weir_receive_datagrams_total", 2000), 2000);
-    let per_shard = c.metric("weir_receive_datagrams_total", "");
+    let per_shard = c.metric("weir_shard_datagrams_total", "");
     // Round robin per CPU: the sender may move between CPUs, so not exactly half.
     assert!(per_shard.iter().all(|n| *n >= 600), "one sender, both shards get a fair share: {per_shard:?}");
     assert_eq!(c.metric("weir_decode_flows_total", "").iter().sum::<u64>(), 2000);
@@ -78,7 +78,7 @@ fn the_kernel_hash_keeps_one_sender_on_one_shard() {
     assert_eq!(c.metric("weir_receive_balancer_ebpf", ""), vec![0]);
     send_v5(port, 1000);
     assert_eq!(c.wait_metric_sum("weir_receive_datagrams_total", 1000), 1000);
-    let mut per_shard = c.metric("weir_receive_datagrams_total", "");
+    let mut per_shard = c.metric("weir_shard_datagrams_total", "");
     per_shard.sort();
     assert_eq!(per_shard, vec![0, 1000], "one 5-tuple, one socket");
     c.stop();
@@ -179,7 +179,7 @@ fn a_template_on_one_shard_decodes_data_on_the_other() {
         sender.send_to(&ipfix(3 + i, false, 5), ("127.0.0.1", port)).unwrap();
     }
     assert_eq!(c.wait_metric_sum("weir_decode_flows_total", 105), 105, "every data set decodes");
-    let per_shard = c.metric("weir_receive_datagrams_total", "");
+    let per_shard = c.metric("weir_shard_datagrams_total", "");
     assert!(per_shard.iter().all(|n| *n > 0), "both shards got datagrams: {per_shard:?}");
     assert!(c.metric("weir_shard_state_updates_applied_total", "").iter().sum::<u64>() >= 1);
     assert_eq!(c.metric("weir_decode_errors_total", "").iter().sum::<u64>(), 0);

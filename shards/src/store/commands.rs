@@ -15,7 +15,7 @@ use std::time::Duration;
 use weir_core::schema::ServerVersion;
 
 use super::{migrate, Engine};
-use crate::run::read_config;
+use crate::run::read_config_printing_warnings as read_config;
 
 #[derive(clap::Args)]
 pub struct MigrateArgs {

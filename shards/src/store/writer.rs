@@ -26,7 +26,7 @@ use weir_core::FlowRecord;
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
 use crate::metrics::{StoreDrop, StoreMetrics};
-use crate::run::log;
+use tracing::{error, info, warn};
 
 /// Largest insert: 32 MiB of rows (~300 k flows).
 const CHUNK_BYTES_MAX: usize = 32 << 20;
@@ -38,20 +38,12 @@ fn open(config: &StoreConfig) -> Result<Engine, String> {
     let mut engine = Engine::connect(config)?;
     let (schema, plan) = migrate(&mut engine, config, false)?;
     for w in &plan.warnings {
-        log("warn", &format!("store: {w}"));
+        warn!("store: {w}");
     }
     for step in &plan.steps {
-        log("info", &format!("store: migrated: {}", step.why));
+        info!("store: migrated: {}", step.why);
     }
-    log(
-        "info",
-        &format!(
-            "store: {} columns in {}.flows, {} migration steps",
-            schema.columns.len(),
-            schema.database,
-            plan.steps.len()
-        ),
-    );
+    info!("store: {} columns in {}.flows, {} migration steps", schema.columns.len(), schema.database, plan.steps.len());
     Ok(engine)
 }
 
@@ -149,10 +141,7 @@ impl StoreWriter {
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
         let spool = Spool::open(&config.spool_dir, config.spool_bytes_max)?;
         if !spool.is_empty() {
-            log(
-                "info",
-                &format!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows()),
-            );
+            info!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows());
         }
         let (full, full_rx) = bounded::<Batch>(config.batches_max);
         let (free_tx, free) = bounded::<Vec<u8>>(config.batches_max);
@@ -337,7 +326,7 @@ impl Writer {
             match self.spool.front() {
                 Some(Ok(chunk)) => chunk,
                 Some(Err((rows, why))) => {
-                    log("warn", &format!("store: spooled chunk dropped: {why}"));
+                    warn!("store: spooled chunk dropped: {why}");
                     self.metrics.dropped_rows[StoreDrop::UnreadableChunk as usize].fetch_add(rows, Relaxed);
                     return;
                 }
@@ -382,7 +371,7 @@ impl Writer {
             self.spare = Some(chunk.bytes);
         }
         if !self.up {
-            log("info", &format!("store: inserts work again ({} failures not logged)", self.failures_unlogged));
+            info!("store: inserts work again ({} failures not logged)", self.failures_unlogged);
             self.failures_unlogged = 0;
         }
         self.up = true;
@@ -396,13 +385,10 @@ impl Writer {
         self.next_attempt = Instant::now() + self.backoff;
         let due = self.last_failure_log.is_none_or(|t| t.elapsed() >= LOG_INTERVAL);
         if due {
-            log(
-                "warn",
-                &format!(
-                    "store: insert failed, retrying in {} ms ({} more failures since the last line): {error}",
-                    self.backoff.as_millis(),
-                    self.failures_unlogged
-                ),
+            warn!(
+                "store: insert failed, retrying in {} ms ({} more failures since the last line): {error}",
+                self.backoff.as_millis(),
+                self.failures_unlogged
             );
             self.failures_unlogged = 0;
             self.last_failure_log = Some(Instant::now());
@@ -433,7 +419,7 @@ impl Writer {
                     SpoolRefusal::Disk(e) => (StoreDrop::SpoolWriteFailed, e),
                 };
                 self.metrics.dropped_rows[reason as usize].fetch_add(chunk.rows, Relaxed);
-                log("error", &format!("store: {} rows dropped: {why}", chunk.rows));
+                error!("store: {} rows dropped: {why}", chunk.rows);
             }
         }
     }
@@ -449,13 +435,10 @@ impl Writer {
             self.spill(chunk);
         }
         if rest > 0 || !self.spool.is_empty() {
-            log(
-                "warn",
-                &format!(
-                    "store: {} chunks ({} rows) stay in the spool for the next start",
-                    self.spool.chunks(),
-                    self.spool.rows()
-                ),
+            warn!(
+                "store: {} chunks ({} rows) stay in the spool for the next start",
+                self.spool.chunks(),
+                self.spool.rows()
             );
         }
         self.publish();

@@ -57,7 +57,9 @@ impl Collector {
             }
         });
         let mut c = Collector { child, metrics: String::new(), log };
-        c.metrics = c.wait_for("metrics at http://").split("http://").nth(1).unwrap().replace("/metrics", "");
+        // The address ends at the path, in a human line or a JSON one.
+        let line = c.wait_for("metrics at http://");
+        c.metrics = line.split("http://").nth(1).unwrap().split('/').next().unwrap().to_string();
         c.wait_for("ready");
         c
     }
@@ -78,6 +80,16 @@ impl Collector {
     /// The body of `/metrics`.
     pub fn scrape(&self) -> String {
         self.get("/metrics")
+    }
+
+    /// The log lines written since the last `wait_for`, waiting `quiet`
+    /// for more after the last one.
+    pub fn log_lines(&mut self, quiet: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.log.recv_timeout(quiet) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// The body of a GET on the HTTP port, which must answer 200.
