@@ -38,6 +38,15 @@ def main(out):
         open(os.path.join(out, "pcap", name), "wb").write(open(path, "rb").read())
     open(os.path.join(out, "state_snapshot", "empty.json"), "wb").write(
         b'{"format_version":1,"templates":[],"samplers":[],"system_init":[]}')
+    os.makedirs(os.path.join(out, "access_log"), exist_ok=True)
+    lines = [
+        b'<134>1 2026-11-21T12:00:00.123456+01:00 cache1 haproxy 4242 - [weir@1 ci="192.0.2.7" ST="200" '
+        b't="21/Nov/2026:11:00:00.120" Ts="1795258800.5" hr="{example.com|Mozilla/5.0 (X11)}"] '
+        b'www "GET /a?b=c HTTP/1.1" {text/html|#7C}',
+        b'<13>1 - - - - - [a x="\\\"\\]"][weir@1 ST="-1"] - "<BADREQ>"\n',
+    ]
+    for i, line in enumerate(lines):
+        open(os.path.join(out, "access_log", "line%d" % i), "wb").write(line)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub run: RunConfig,
     pub log: LogConfig,
+    pub haproxy: HaproxyConfig,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             run: RunConfig::default(),
             log: LogConfig::default(),
+            haproxy: HaproxyConfig::default(),
         }
     }
 }
@@ -355,6 +357,293 @@ impl Default for HttpConfig {
     }
 }
 
+/// HAProxy's access logs: a unix datagram socket in, Kafka out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaproxyConfig {
+    pub enabled: bool,
+    /// The unix datagram socket HAProxy's `log` line names. Weir creates it
+    /// (replacing a stale socket, never another kind of file).
+    pub socket: PathBuf,
+    /// Permissions of the socket file, octal.
+    pub socket_mode: String,
+    /// Owner and group of the socket file (a name or a number); unset: Weir's.
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    /// SO_RCVBUF of the socket: how many lines wait while Kafka is slow.
+    pub receive_buffer_bytes: usize,
+    /// Longest line taken whole (HAProxy's `len`); longer ones are dead-lettered.
+    pub line_bytes_max: usize,
+    /// Lines per receive call.
+    pub batch_lines: usize,
+    /// CPU of the log shard; unset: `shards.control_core`.
+    pub core: Option<usize>,
+    /// The SD-ID of the structured-data element (`log-format-sd`) that
+    /// fields with `sd` read.
+    pub structured_data_id: String,
+    /// The field whose text is the Kafka message key; unset: no key.
+    pub key: Option<String>,
+    /// The `int` field holding HAProxy's request counter (`%rt`): gaps in
+    /// it, per host and process, are counted as lost lines.
+    pub request_counter: Option<String>,
+    pub fields: Vec<HaproxyField>,
+    pub kafka: KafkaConfig,
+}
+
+impl Default for HaproxyConfig {
+    fn default() -> Self {
+        HaproxyConfig {
+            enabled: false,
+            socket: "/run/weir/haproxy-log.sock".into(),
+            socket_mode: "0660".into(),
+            socket_owner: None,
+            socket_group: None,
+            receive_buffer_bytes: 8 << 20,
+            line_bytes_max: 8192,
+            batch_lines: 64,
+            core: None,
+            structured_data_id: "weir@1".into(),
+            key: None,
+            request_counter: Some("request_counter".into()),
+            fields: default_haproxy_fields(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+/// One field of the JSON message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxyField {
+    /// The JSON key.
+    pub name: String,
+    /// Read from this parameter of the structured-data element...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sd: Option<String>,
+    /// ...or from this token (0-based) of the message part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// string, int, ip, clf_time, epoch_seconds, request or headers.
+    #[serde(rename = "type")]
+    pub kind: crate::accesslog::Kind,
+    /// A line without it goes to the dead-letter topic.
+    #[serde(default)]
+    pub required: bool,
+    /// For `headers`: the captured headers' names, in capture order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+}
+
+fn default_haproxy_fields() -> Vec<HaproxyField> {
+    use crate::accesslog::Kind;
+    let sd = |name: &str, param: &str, kind: Kind, required: bool| HaproxyField {
+        name: name.into(),
+        sd: Some(param.into()),
+        position: None,
+        kind,
+        required,
+        headers: Vec::new(),
+    };
+    let mut request_headers = sd("request_headers", "hr", Kind::Headers, false);
+    request_headers.headers = vec!["host".into(), "user-agent".into(), "x-request-id".into()];
+    let mut response_headers = sd("response_headers", "hs", Kind::Headers, false);
+    response_headers.headers = vec!["content-type".into(), "x-cache".into()];
+    vec![
+        sd("client_ip", "ci", Kind::Ip, true),
+        sd("client_port", "cp", Kind::Int, false),
+        sd("accept_ms", "t", Kind::EpochSeconds, false),
+        sd("frontend", "ft", Kind::String, false),
+        sd("backend", "b", Kind::String, false),
+        sd("server", "s", Kind::String, false),
+        sd("tr_ms", "TR", Kind::Int, false),
+        sd("tw_ms", "Tw", Kind::Int, false),
+        sd("tc_ms", "Tc", Kind::Int, false),
+        sd("tresp_ms", "Tr", Kind::Int, false),
+        sd("ta_ms", "Ta", Kind::Int, false),
+        sd("status", "ST", Kind::Int, true),
+        sd("bytes_read", "B", Kind::Int, false),
+        sd("termination_state", "tsc", Kind::String, false),
+        sd("request_counter", "rt", Kind::Int, false),
+        sd("cache", "cache", Kind::String, false),
+        request_headers,
+        response_headers,
+        HaproxyField {
+            name: "request".into(),
+            sd: None,
+            position: Some(0),
+            kind: Kind::Request,
+            required: true,
+            headers: Vec::new(),
+        },
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+/// The Kafka producer of the HAProxy input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port,host:port` (bootstrap.servers).
+    pub brokers: String,
+    /// One JSON object per request.
+    pub topic: String,
+    /// Lines that could not be parsed, with the reason.
+    pub dead_letter_topic: String,
+    pub compression: Compression,
+    /// `all`, `1` or `0`.
+    pub acks: String,
+    /// No duplicates or reordering on retries (needs acks = all).
+    pub idempotence: bool,
+    /// Messages the local queue holds before reading pauses.
+    pub queue_messages_max: usize,
+    /// Bytes the local queue holds before reading pauses.
+    pub queue_bytes_max: usize,
+    pub linger_ms: u64,
+    /// How long one message is retried before it counts as a delivery error.
+    pub delivery_timeout_ms: u64,
+    /// With the local queue full, reading pauses for up to this long (the
+    /// socket buffer fills meanwhile) before a message is dropped, counted.
+    pub backpressure_wait_ms: u64,
+    /// More librdkafka properties (security.protocol, sasl.*, ssl.*, ...).
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "haproxy-logs".into(),
+            dead_letter_topic: "haproxy-logs-dead-letter".into(),
+            compression: Compression::Lz4,
+            acks: "all".into(),
+            idempotence: true,
+            queue_messages_max: 100_000,
+            queue_bytes_max: 256 << 20,
+            linger_ms: 5,
+            delivery_timeout_ms: 300_000,
+            backpressure_wait_ms: 1000,
+            options: Default::default(),
+        }
+    }
+}
+
+impl HaproxyConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let key = |k: &str| format!("haproxy.{k}");
+        if self.socket.as_os_str().is_empty() {
+            return Err(ConfigError::new(key("socket"), "empty"));
+        }
+        // sun_path holds 108 bytes with the terminating NUL.
+        if self.socket.as_os_str().len() > 107 {
+            return Err(ConfigError::new(key("socket"), "longer than a unix socket path can be (107 bytes)"));
+        }
+        if u32::from_str_radix(&self.socket_mode, 8).map_or(true, |m| m > 0o777) {
+            return Err(ConfigError::new(key("socket_mode"), "octal permissions, such as \"0660\""));
+        }
+        positive(&key("receive_buffer_bytes"), self.receive_buffer_bytes as u64, 1 << 31)?;
+        positive(&key("line_bytes_max"), self.line_bytes_max as u64, 65_535)?;
+        positive(&key("batch_lines"), self.batch_lines as u64, 1024)?;
+        if self.structured_data_id.is_empty() || self.structured_data_id.contains([' ', '=', ']', '"']) {
+            return Err(ConfigError::new(key("structured_data_id"), "an SD-ID: no space, =, ] or \""));
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            let at = |k: &str| format!("haproxy.fields[{i}].{k}");
+            if f.name.is_empty() || self.fields[..i].iter().any(|o| o.name == f.name) {
+                return Err(ConfigError::new(at("name"), "empty or used twice"));
+            }
+            if ["time_ms", "host", "program", "pid", "facility", "severity"].contains(&f.name.as_str()) {
+                return Err(ConfigError::new(at("name"), "taken by the syslog header's fields"));
+            }
+            if f.sd.is_some() == f.position.is_some() {
+                return Err(ConfigError::new(at("sd"), "give exactly one of `sd` and `position`"));
+            }
+            if f.position.is_some_and(|p| p >= 64) {
+                return Err(ConfigError::new(at("position"), "at most 63"));
+            }
+            let headers = f.kind == crate::accesslog::Kind::Headers;
+            if headers == f.headers.is_empty() {
+                return Err(ConfigError::new(at("headers"), "the header names, for (and only for) type = \"headers\""));
+            }
+        }
+        let int_field =
+            |name: &str| self.fields.iter().find(|f| f.name == name).map(|f| f.kind == crate::accesslog::Kind::Int);
+        if let Some(name) = &self.key {
+            if int_field(name).is_none() {
+                return Err(ConfigError::new(key("key"), format!("no field is named {name:?}")));
+            }
+        }
+        if let Some(name) = &self.request_counter {
+            if int_field(name) != Some(true) {
+                return Err(ConfigError::new(
+                    key("request_counter"),
+                    format!("no field of type int is named {name:?}"),
+                ));
+            }
+        }
+        let k = &self.kafka;
+        let at = |s: &str| format!("haproxy.kafka.{s}");
+        for (name, value) in [("brokers", &k.brokers), ("topic", &k.topic), ("dead_letter_topic", &k.dead_letter_topic)]
+        {
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(at(name), "empty"));
+            }
+        }
+        if k.topic == k.dead_letter_topic {
+            return Err(ConfigError::new(at("dead_letter_topic"), "the same as `topic`"));
+        }
+        if !["all", "1", "0"].contains(&k.acks.as_str()) {
+            return Err(ConfigError::new(at("acks"), "\"all\", \"1\" or \"0\""));
+        }
+        if k.idempotence && k.acks != "all" {
+            return Err(ConfigError::new(at("idempotence"), "needs acks = \"all\""));
+        }
+        positive(&at("queue_messages_max"), k.queue_messages_max as u64, 10_000_000)?;
+        positive(&at("queue_bytes_max"), k.queue_bytes_max as u64, 1 << 31)?;
+        positive(&at("delivery_timeout_ms"), k.delivery_timeout_ms, 86_400_000)?;
+        if k.linger_ms > 60_000 || k.backpressure_wait_ms > 600_000 {
+            return Err(ConfigError::new(at("linger_ms"), "linger_ms ≤ 60000 and backpressure_wait_ms ≤ 600000"));
+        }
+        Ok(())
+    }
+
+    /// The parser's format, from the fields (after `check`).
+    pub fn format(&self) -> crate::accesslog::Format {
+        use crate::accesslog::{Field, Source};
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| Field {
+                name: f.name.clone(),
+                source: match (&f.sd, f.position) {
+                    (Some(p), _) => Source::Sd(p.clone()),
+                    (None, p) => Source::Message(p.unwrap_or(0)),
+                },
+                kind: f.kind,
+                required: f.required,
+                headers: f.headers.clone(),
+            })
+            .collect();
+        crate::accesslog::Format::new(
+            &self.structured_data_id,
+            fields,
+            self.request_counter.as_deref(),
+            self.key.as_deref(),
+        )
+    }
+}
+
 /// Where log lines go: standard error, as text or JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -517,8 +806,8 @@ impl Config {
         if s.datagram_bytes_max < 512 {
             return Err(ConfigError::new("shards.datagram_bytes_max", "must be at least 512 (RFC 7011 §10.3.3)"));
         }
-        if self.listeners.is_empty() {
-            return Err(ConfigError::new("listeners", "at least one listener is needed"));
+        if self.listeners.is_empty() && !self.haproxy.enabled {
+            return Err(ConfigError::new("listeners", "at least one listener is needed (or haproxy.enabled)"));
         }
         for (i, l) in self.listeners.iter().enumerate() {
             if self.listeners[..i].iter().any(|o| o.address == l.address) {
@@ -537,6 +826,7 @@ impl Config {
         positive("run.drain_timeout_ms", self.run.drain_timeout_ms, 600_000)?;
         positive("run.stall_timeout_s", self.run.stall_timeout_s, 86_400)?;
         positive("log.data_plane_lines_per_minute", self.log.data_plane_lines_per_minute.into(), 6000)?;
+        self.haproxy.check()?;
         self.store.check()
     }
 
@@ -558,6 +848,13 @@ impl Config {
                     format!("CPU {core} is not online: {range}"),
                 ));
             }
+        }
+        if let Some(core) = self.haproxy.core.filter(|c| self.haproxy.enabled && *c >= online_cpus) {
+            return Err(ConfigError::new("haproxy.core", format!("CPU {core} is not online: {range}")));
+        }
+        // A cache host running only the HAProxy input needs no flow shard.
+        if self.listeners.is_empty() {
+            return Ok(Vec::new());
         }
         if !s.cores.is_empty() {
             return Ok(s.cores.clone());
@@ -586,6 +883,7 @@ impl Config {
             ("http", self.http != new.http),
             ("run", self.run != new.run),
             ("log", self.log != new.log),
+            ("haproxy", self.haproxy != new.haproxy),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }

@@ -134,3 +134,38 @@ fn environment_variables_override_the_file() {
     let e = Config::load(file, &env(&[("WEIR_STORE__INSERT_INTERVAL_MS", "9999999")]), &[]).unwrap_err();
     assert_eq!(e.key, "store.insert_interval_ms");
 }
+
+#[test]
+fn haproxy_settings_are_checked_only_when_enabled_and_name_their_key() {
+    let on = "[haproxy]\nenabled = true\n";
+    assert!(Config::parse(on).is_ok(), "the defaults are a working input");
+    assert!(Config::parse("[haproxy]\nsocket_mode = \"rwx\"\n").is_ok(), "off: not checked");
+    assert_eq!(error_key(&format!("{on}socket_mode = \"0999\"\n")), "haproxy.socket_mode");
+    assert_eq!(error_key(&format!("{on}socket = \"{}\"\n", "x".repeat(200))), "haproxy.socket");
+    assert_eq!(error_key(&format!("{on}structured_data_id = \"a b\"\n")), "haproxy.structured_data_id");
+    assert_eq!(error_key(&format!("{on}key = \"nope\"\n")), "haproxy.key");
+    assert_eq!(error_key(&format!("{on}request_counter = \"client_ip\"\n")), "haproxy.request_counter");
+    assert_eq!(error_key(&format!("{on}[haproxy.kafka]\nacks = \"1\"\n")), "haproxy.kafka.idempotence");
+    assert_eq!(error_key(&format!("{on}[haproxy.kafka]\nacks = \"some\"\n")), "haproxy.kafka.acks");
+    assert_eq!(
+        error_key(&format!("{on}[haproxy.kafka]\ndead_letter_topic = \"haproxy-logs\"\n")),
+        "haproxy.kafka.dead_letter_topic"
+    );
+    assert_eq!(error_key(&format!("{on}[haproxy.kafka]\ncompression = \"brotli\"\n")), "haproxy.kafka.compression");
+    let field = |body: &str| format!("{on}request_counter = \"n\"\n[[haproxy.fields]]\nname = \"n\"\n{body}");
+    assert_eq!(error_key(&field("type = \"int\"\n")), "haproxy.fields[0].sd");
+    assert_eq!(error_key(&field("sd = \"a\"\nposition = 1\ntype = \"int\"\n")), "haproxy.fields[0].sd");
+    assert_eq!(error_key(&field("sd = \"a\"\ntype = \"headers\"\n")), "haproxy.fields[0].headers");
+    assert_eq!(error_key(&field("sd = \"a\"\ntype = \"float\"\n")), "haproxy.fields.type");
+    assert!(Config::parse(&field("sd = \"a\"\ntype = \"int\"\n")).is_ok());
+    let host =
+        format!("{on}request_counter = \"host\"\n[[haproxy.fields]]\nname = \"host\"\nsd = \"h\"\ntype = \"int\"\n");
+    assert_eq!(error_key(&host), "haproxy.fields[0].name");
+}
+
+#[test]
+fn a_cache_host_runs_the_haproxy_input_alone() {
+    let c = Config::parse("listeners = []\n[haproxy]\nenabled = true\ncore = 1\n").unwrap();
+    assert_eq!(c.check_machine(2).unwrap(), Vec::<usize>::new(), "no flow shard");
+    assert_eq!(c.check_machine(1).unwrap_err().key, "haproxy.core");
+}

@@ -155,3 +155,33 @@ pub fn live_schema(data: &[u8]) {
         let _ = plan(&Schema::new(&settings, v), &live);
     }
 }
+
+/// One HAProxy access-log datagram through the format of the README and
+/// the HAProxy test (structured-data and message fields of every kind):
+/// an error or a JSON object that parses, never a panic.
+pub fn access_log(data: &[u8]) {
+    use crate::accesslog::{Field, Format, Kind, Source};
+    let field = |name: &str, source: Source, kind: Kind| Field {
+        name: name.into(),
+        source,
+        kind,
+        required: false,
+        headers: vec!["host".into(), "user-agent".into()],
+    };
+    let sd = |p: &str| Source::Sd(p.into());
+    let fields = vec![
+        field("client_ip", sd("ci"), Kind::Ip),
+        field("status", sd("ST"), Kind::Int),
+        field("accept_ms", sd("t"), Kind::ClfTime),
+        field("epoch_ms", sd("Ts"), Kind::EpochSeconds),
+        field("request_headers", sd("hr"), Kind::Headers),
+        field("frontend", Source::Message(0), Kind::String),
+        field("request", Source::Message(1), Kind::Request),
+        field("response_headers", Source::Message(2), Kind::Headers),
+    ];
+    let format = Format::new("weir@1", fields, Some("status"), Some("client_ip"));
+    let mut out = Vec::new();
+    if format.render(data, &mut out).is_ok() {
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
+    }
+}

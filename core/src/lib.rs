@@ -31,6 +31,7 @@
 //! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
 //!   regression test that replays saved inputs.
 
+pub mod accesslog;
 pub mod config;
 pub mod decoder;
 pub mod encode;

@@ -23,6 +23,7 @@ fn replay(target: &str) -> usize {
             "state_snapshot" => harness::restore_snapshot(&data),
             "config" => harness::parse_config(&data),
             "live_schema" => harness::live_schema(&data),
+            "access_log" => harness::access_log(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -32,9 +33,18 @@ fn replay(target: &str) -> usize {
 
 #[test]
 fn saved_fuzz_inputs_do_not_panic() {
-    for target in
-        ["netflow_v5", "netflow_v9", "ipfix", "sflow", "any_format", "pcap", "state_snapshot", "config", "live_schema"]
-    {
+    for target in [
+        "netflow_v5",
+        "netflow_v9",
+        "ipfix",
+        "sflow",
+        "any_format",
+        "pcap",
+        "state_snapshot",
+        "config",
+        "live_schema",
+        "access_log",
+    ] {
         replay(target);
     }
 }

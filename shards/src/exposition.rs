@@ -153,6 +153,9 @@ impl Collector for Weir {
         if let Some(store) = &m.store {
             encode_store(&mut e, store)?;
         }
+        if let Some(haproxy) = &m.haproxy {
+            encode_haproxy(&mut e, haproxy)?;
+        }
         encode_process(&mut e)
     }
 }
@@ -214,6 +217,58 @@ fn encode_store(e: &mut DescriptorEncoder, s: &StoreMetrics) -> fmt::Result {
     let (count, sum_s, buckets) = s.commit_delay.buckets(&COMMIT_DELAY_BUCKETS);
     let help = "Per row: kernel receive timestamp to the store accepting its insert.";
     let mut metric = e.encode_descriptor("weir_store_commit_delay_seconds", help, None, MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
+}
+
+/// Buckets (seconds) of `weir_haproxy_delivery_delay_seconds`.
+const DELIVERY_DELAY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+fn encode_haproxy(e: &mut DescriptorEncoder, h: &crate::haproxy::HaproxyMetrics) -> fmt::Result {
+    use crate::haproxy::Topic;
+    use weir_core::accesslog::LineReason;
+    let counters: [(&str, &str, &AtomicU64); 7] = [
+        ("weir_haproxy_lines_received", "Datagrams (log lines) read from the socket.", &h.lines_received),
+        ("weir_haproxy_bytes_received", "Bytes of the lines read.", &h.bytes_received),
+        ("weir_haproxy_receive_errors", "Receive calls on the socket that failed.", &h.receive_errors),
+        ("weir_haproxy_lines_parsed", "Lines parsed into a JSON message.", &h.lines_parsed),
+        (
+            "weir_haproxy_messages_dropped",
+            "Messages dropped: the producer's queue stayed full past kafka.backpressure_wait_ms.",
+            &h.dropped_queue_full,
+        ),
+        ("weir_haproxy_lines_lost", "Lines HAProxy numbered (request counter) that never arrived.", &h.lines_lost),
+        ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
+    ];
+    for (name, help, a) in counters {
+        counter(e, name, help, a.load(Relaxed))?;
+    }
+    let reasons = LineReason::ALL.map(|r| (r.label(), h.parse_errors[r as usize].load(Relaxed)));
+    let help = "Lines not parsed (sent to the dead-letter topic), by reason.";
+    counter_by(e, "weir_haproxy_parse_errors", help, "reason", &reasons)?;
+    let per_topic = |a: &[AtomicU64; 2]| Topic::ALL.map(|t| (t.label(), a[t as usize].load(Relaxed)));
+    let help = "Messages handed to the Kafka producer, by topic (main or dead_letter).";
+    counter_by(e, "weir_haproxy_messages_produced", help, "topic", &per_topic(&h.produced))?;
+    let help = "Messages the brokers acknowledged, by topic.";
+    counter_by(e, "weir_haproxy_messages_delivered", help, "topic", &per_topic(&h.delivered))?;
+    let help = "Messages that failed delivery (after retries for kafka.delivery_timeout_ms), by topic.";
+    counter_by(e, "weir_haproxy_delivery_errors", help, "topic", &per_topic(&h.delivery_errors))?;
+    let gauges: [(&str, &str, &AtomicU64); 5] = [
+        ("weir_haproxy_socket_queue_datagrams", "Lines waiting in the socket's queue.", &h.socket_queue),
+        (
+            "weir_haproxy_socket_queue_datagrams_max",
+            "Lines the socket queues at most (net.unix.max_dgram_qlen).",
+            &h.socket_queue_max,
+        ),
+        ("weir_haproxy_socket_buffer_bytes", "Receive buffer granted to the socket.", &h.socket_buffer_bytes),
+        ("weir_haproxy_producer_queue_messages", "Messages in the producer, not yet acknowledged.", &h.producer_queue),
+        ("weir_haproxy_processes", "HAProxy processes (host, pid) whose request counter is followed.", &h.processes),
+    ];
+    for (name, help, a) in gauges {
+        gauge(e, name, help, a.load(Relaxed))?;
+    }
+    let (count, sum_s, buckets) = h.delivery_delay.buckets(&DELIVERY_DELAY_BUCKETS);
+    let help = "Per message: the log line's timestamp to the brokers' acknowledgement.";
+    let mut metric = e.encode_descriptor("weir_haproxy_delivery_delay_seconds", help, None, MetricType::Histogram)?;
     metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
 }
 

@@ -33,6 +33,15 @@ pub struct Sample {
     /// With the store: the writer's heartbeat, rows it took, and whether it
     /// is connected (and migrated) and its last insert worked.
     pub store: Option<StoreSample>,
+    pub haproxy: Option<HaproxySample>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HaproxySample {
+    pub beats: u64,
+    pub lines: u64,
+    /// Messages acknowledged or failed: the producer answered.
+    pub answered: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +58,11 @@ impl Sample {
             shard_beats: metrics.shards.iter().map(|s| s.heartbeats.load(Relaxed)).collect(),
             decoded: metrics.shards.iter().map(|s| s.flows.load(Relaxed)).sum(),
             store: metrics.store.as_deref().map(StoreSample::of),
+            haproxy: metrics.haproxy.as_deref().map(|h| HaproxySample {
+                beats: h.heartbeats.load(Relaxed),
+                lines: h.lines_received.load(Relaxed),
+                answered: h.delivered.iter().chain(&h.delivery_errors).map(|a| a.load(Relaxed)).sum(),
+            }),
         }
     }
 }
@@ -82,11 +96,22 @@ pub struct Watch {
     /// Last time decoded flows did not outrun the writer: either no new
     /// flows, or the writer took rows.
     flowing: Instant,
+    haproxy_moved: Instant,
+    /// Last time lines did not outrun the producer's answers.
+    delivering: Instant,
 }
 
 impl Watch {
     pub fn new(stall: Duration, shards: usize, now: Instant) -> Watch {
-        Watch { stall, last: None, shard_moved: vec![now; shards], store_moved: now, flowing: now }
+        Watch {
+            stall,
+            last: None,
+            shard_moved: vec![now; shards],
+            store_moved: now,
+            flowing: now,
+            haproxy_moved: now,
+            delivering: now,
+        }
     }
 
     /// Takes a sample; returns whether the pipeline is alive, and why not.
@@ -103,6 +128,14 @@ impl Watch {
                 }
                 if s.decoded == last.decoded || b.rows_received != a.rows_received {
                     self.flowing = now;
+                }
+            }
+            if let (Some(a), Some(b)) = (last.haproxy, s.haproxy) {
+                if a.beats != b.beats {
+                    self.haproxy_moved = now;
+                }
+                if a.lines == b.lines || a.answered != b.answered {
+                    self.delivering = now;
                 }
             }
         }
@@ -131,6 +164,24 @@ impl Watch {
                     "flowing".into()
                 } else {
                     format!("shards decoded flows the writer has not taken for {} ms", stuck.as_millis())
+                },
+            });
+        }
+        if s.haproxy.is_some() {
+            let quiet = since(self.haproxy_moved);
+            components.push(Component {
+                name: "haproxy log shard".into(),
+                ok: quiet < self.stall,
+                detail: format!("heartbeat {} ms ago", quiet.as_millis()),
+            });
+            let stuck = since(self.delivering);
+            components.push(Component {
+                name: "haproxy lines to kafka".into(),
+                ok: stuck < self.stall,
+                detail: if stuck.is_zero() {
+                    "delivering".into()
+                } else {
+                    format!("lines arrive but no message was acknowledged for {} ms", stuck.as_millis())
                 },
             });
         }
@@ -215,7 +266,37 @@ mod tests {
             shard_beats: beats.to_vec(),
             decoded,
             store: store.map(|(beats, rows_received)| StoreSample { beats, rows_received, connected: true, up: true }),
+            haproxy: None,
         }
+    }
+
+    #[test]
+    fn haproxy_lines_arriving_without_acknowledgements_fail_after_the_stall_timeout() {
+        let t0 = Instant::now();
+        let stall = Duration::from_secs(10);
+        let mut w = Watch::new(stall, 0, t0);
+        let at = |beats, lines, answered| Sample {
+            haproxy: Some(HaproxySample { beats, lines, answered }),
+            ..sample(&[], 0, None)
+        };
+        assert!(w.check(at(1, 10, 10), t0).0);
+        // Quiet HAProxy: nothing arrives, nothing is owed.
+        assert!(w.check(at(2, 10, 10), t0 + Duration::from_secs(20)).0);
+        // Lines arrive, the brokers answer.
+        assert!(w.check(at(3, 50, 40), t0 + Duration::from_secs(21)).0);
+        // Lines keep arriving and nothing is answered any more.
+        for s in 22..=30 {
+            assert!(w.check(at(s, s * 10, 40), t0 + Duration::from_secs(s)).0);
+        }
+        let (alive, components) = w.check(at(40, 400, 40), t0 + Duration::from_secs(32));
+        assert!(!alive);
+        let failing: Vec<_> = components.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
+        assert_eq!(failing, ["haproxy lines to kafka"]);
+        // Answers again (delivered, or failed for good): alive.
+        assert!(w.check(at(41, 410, 45), t0 + Duration::from_secs(33)).0);
+        // A log shard that stops turning.
+        let (alive, components) = w.check(at(41, 410, 45), t0 + Duration::from_secs(50));
+        assert!(!alive && components.iter().any(|c| c.name == "haproxy log shard" && !c.ok));
     }
 
     #[test]

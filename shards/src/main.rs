@@ -9,6 +9,7 @@
 
 mod decode;
 mod exposition;
+mod haproxy;
 mod health;
 mod http;
 mod logging;

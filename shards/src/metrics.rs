@@ -208,6 +208,8 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     /// Present when the sink is the store.
     pub store: Option<Arc<StoreMetrics>>,
+    /// Present when the HAProxy input is enabled.
+    pub haproxy: Option<Arc<crate::haproxy::HaproxyMetrics>>,
     /// Liveness and readiness, kept by the control loop.
     pub health: crate::health::Health,
 }
@@ -223,6 +225,7 @@ impl Metrics {
             ebpf_active,
             sink: SinkMetrics::default(),
             store: None,
+            haproxy: None,
             health: Default::default(),
         }
     }

@@ -59,7 +59,10 @@ pub fn run(args: &Args) -> Result<(), String> {
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
     let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
     let mut metrics = Metrics::new(listeners, cores.clone());
-    if config.sink.kind == SinkKind::Store {
+    if config.haproxy.enabled {
+        metrics.haproxy = Some(Arc::new(crate::haproxy::HaproxyMetrics::default()));
+    }
+    if config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
         if config.store.kind == StoreKind::Embedded {
             chdb::check_library(&config.store.embedded.library)?;
         }
@@ -79,6 +82,16 @@ pub fn run(args: &Args) -> Result<(), String> {
         let local = crate::http::serve(address, server).map_err(|e| format!("http.listen {address}: {e}"))?;
         info!("metrics at http://{local}/metrics");
     }
+    let haproxy = match &metrics.haproxy {
+        Some(m) => Some(crate::haproxy::HaproxyInput::start(
+            &config.haproxy,
+            config.haproxy.core.unwrap_or(config.shards.control_core),
+            m.clone(),
+            config.log.data_plane_lines_per_minute,
+            Duration::from_millis(config.run.drain_timeout_ms),
+        )?),
+        None => None,
+    };
     let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicUsize::new(0));
@@ -129,6 +142,9 @@ pub fn run(args: &Args) -> Result<(), String> {
             Err(e) => error!("shard {i} ended badly: {e}"),
         }
     }
+    if let Some(input) = haproxy {
+        input.finish();
+    }
     let Control { config, writer, .. } = control;
     writer.finish();
     if let (Some(path), Some(state)) = (&config.decoder.state_file, state) {
@@ -140,6 +156,10 @@ pub fn run(args: &Args) -> Result<(), String> {
 }
 
 fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, String> {
+    // A cache host running only the HAProxy input has no flows to sink.
+    if config.listeners.is_empty() {
+        return Ok(SinkWriter::Count);
+    }
     Ok(match config.sink.kind {
         SinkKind::Json => SinkWriter::Json(
             JsonWriter::start(
@@ -378,7 +398,7 @@ pub fn online_cpus() -> usize {
     n.max(1) as usize
 }
 
-fn pin_to(core: usize) {
+pub fn pin_to(core: usize) {
     // SAFETY: cpu_set_t is plain data; the calls only read and write it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

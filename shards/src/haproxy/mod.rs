@@ -1,0 +1,445 @@
+//! HAProxy's access logs: a unix datagram socket in, Kafka out, nothing
+//! lost without a counter saying so.
+//!
+//! ```text
+//!  HAProxy ── log /run/weir/haproxy-log.sock format rfc5424 ──▶ LogSocket
+//!      │ recvmmsg batches on the log shard (a thread pinned to haproxy.core)
+//!  accesslog::Format::render ── ok ──▶ topic: one JSON object per request
+//!      │ error (reason) ──▶ dead_letter_topic: {"reason","detail","raw"}
+//!  rdkafka ThreadedProducer (acks=all, idempotent) ── delivery reports ──▶ counters,
+//!      delay histogram (log timestamp → acknowledgement)
+//! ```
+//!
+//! Backpressure: when the producer's local queue is full, the shard stops
+//! reading for up to `kafka.backpressure_wait_ms` (the socket queue fills
+//! meanwhile, then HAProxy's sends fail), and only then drops a message,
+//! counted. Loss HAProxy sees (its sends failing) shows as gaps in its
+//! request counter, counted per host and process.
+
+pub mod socket;
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tracing::{error, info, warn};
+use weir_core::accesslog::{Format, LineError, LineReason};
+use weir_core::config::{Compression, HaproxyConfig};
+
+use crate::logging::Limiter;
+use crate::metrics::CommitDelay;
+
+/// Which topic a message went to (the `topic` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    Main,
+    DeadLetter,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::Main, Topic::DeadLetter];
+    pub fn label(self) -> &'static str {
+        match self {
+            Topic::Main => "main",
+            Topic::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Counters of the HAProxy input; written by the log shard and the
+/// producer's delivery callback.
+#[derive(Default)]
+pub struct HaproxyMetrics {
+    pub lines_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub receive_errors: AtomicU64,
+    pub lines_parsed: AtomicU64,
+    pub parse_errors: [AtomicU64; LineReason::ALL.len()],
+    pub produced: [AtomicU64; 2],
+    pub delivered: [AtomicU64; 2],
+    pub delivery_errors: [AtomicU64; 2],
+    /// Messages dropped because the local queue stayed full.
+    pub dropped_queue_full: AtomicU64,
+    /// Gaps in HAProxy's request counter.
+    pub lines_lost: AtomicU64,
+    /// Processes (host, pid) seen, bounded.
+    pub processes: AtomicU64,
+    pub socket_queue: AtomicU64,
+    pub socket_queue_max: AtomicU64,
+    pub socket_buffer_bytes: AtomicU64,
+    /// Messages in librdkafka's queue, not yet acknowledged.
+    pub producer_queue: AtomicU64,
+    /// Log timestamp to Kafka acknowledgement, per message.
+    pub delivery_delay: CommitDelay,
+    /// Turns of the log shard's loop (`health`).
+    pub heartbeats: AtomicU64,
+}
+
+/// Log timestamp and topic of a message in flight.
+struct Sent {
+    time_ms: i64,
+    topic: Topic,
+}
+
+struct Deliveries {
+    metrics: Arc<HaproxyMetrics>,
+    main_topic: String,
+    errors_logged: std::sync::Mutex<Limiter>,
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // Broker connection errors repeat while a broker is down: the
+        // error callback reports them, within the limit.
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            if let Some(held_back) = self.allow() {
+                warn!(facility, held_back, "kafka: {message}");
+            }
+        } else {
+            tracing::debug!(facility, "kafka: {message}");
+        }
+    }
+
+    fn error(&self, e: KafkaError, reason: &str) {
+        if let Some(held_back) = self.allow() {
+            warn!(held_back, "kafka: {e}: {reason}");
+        }
+    }
+}
+
+impl Deliveries {
+    fn allow(&self) -> Option<u64> {
+        self.errors_logged.lock().ok().and_then(|mut l| l.allow(Instant::now()))
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Sent>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
+        let i = sent.topic as usize;
+        match result {
+            Ok(m) => {
+                debug_assert!(sent.topic != Topic::Main || m.topic() == self.main_topic);
+                self.metrics.delivered[i].fetch_add(1, Relaxed);
+                if sent.time_ms > 0 {
+                    let delay = now_ms().saturating_sub(sent.time_ms).max(0) as u64;
+                    self.metrics.delivery_delay.record(delay, 1);
+                }
+            }
+            Err((e, _)) => {
+                self.metrics.delivery_errors[i].fetch_add(1, Relaxed);
+                if let Some(held_back) = self.allow() {
+                    error!(held_back, topic = sent.topic.label(), "kafka: message not delivered: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The running input; stopping it flushes the producer.
+pub struct HaproxyInput {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HaproxyInput {
+    /// Creates the socket and the producer (errors stop start-up), then
+    /// starts the log shard on `core`.
+    pub fn start(
+        config: &HaproxyConfig,
+        core: usize,
+        metrics: Arc<HaproxyMetrics>,
+        log_lines_per_minute: u32,
+        drain_timeout: Duration,
+    ) -> Result<HaproxyInput, String> {
+        let producer = producer(config, metrics.clone(), log_lines_per_minute)?;
+        let socket = socket::create(config)?;
+        info!(
+            "haproxy: reading {} (receive buffer {} bytes, queue of {} datagrams: net.unix.max_dgram_qlen), \
+             producing to {} on {}",
+            socket.path.display(),
+            socket.buffer_bytes,
+            socket::max_queue_datagrams(),
+            config.kafka.topic,
+            config.kafka.brokers
+        );
+        metrics.socket_buffer_bytes.store(socket.buffer_bytes as u64, Relaxed);
+        let queue_max = socket::max_queue_datagrams();
+        metrics.socket_queue_max.store(queue_max, Relaxed);
+        if queue_max < 512 {
+            warn!(
+                "haproxy: net.unix.max_dgram_qlen is {queue_max}: a burst of more lines than that while Weir \
+                 is busy makes HAProxy drop them; raise it (sysctl -w net.unix.max_dgram_qlen=4096) and restart Weir"
+            );
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shard = LogShard {
+            format: config.format(),
+            config: config.clone(),
+            producer,
+            metrics,
+            socket,
+            counters: ProcessCounters::default(),
+            parse_errors_logged: Limiter::new(log_lines_per_minute),
+            drops_logged: Limiter::new(log_lines_per_minute),
+            drain_timeout,
+        };
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-haproxy".into())
+            .spawn(move || {
+                crate::run::pin_to(core);
+                shard.run(&stop_flag);
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(HaproxyInput { stop, thread: Some(thread) })
+    }
+
+    /// Stops reading, waits for the producer to deliver (within the drain
+    /// timeout) and removes the socket file.
+    pub fn finish(mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn producer(
+    config: &HaproxyConfig,
+    metrics: Arc<HaproxyMetrics>,
+    log_lines_per_minute: u32,
+) -> Result<ThreadedProducer<Deliveries>, String> {
+    let k = &config.kafka;
+    let compression = match k.compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    };
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("client.id", "weir")
+        .set("compression.codec", compression)
+        .set("acks", &k.acks)
+        .set("enable.idempotence", k.idempotence.to_string())
+        .set("queue.buffering.max.messages", k.queue_messages_max.to_string())
+        .set("queue.buffering.max.kbytes", (k.queue_bytes_max / 1024).max(1).to_string())
+        .set("linger.ms", k.linger_ms.to_string())
+        .set("message.timeout.ms", k.delivery_timeout_ms.to_string());
+    for (key, value) in &k.options {
+        c.set(key, value);
+    }
+    let context = Deliveries {
+        metrics,
+        main_topic: k.topic.clone(),
+        errors_logged: std::sync::Mutex::new(Limiter::new(log_lines_per_minute)),
+    };
+    c.create_with_context(context).map_err(|e| format!("haproxy.kafka: {e}"))
+}
+
+/// The last request counter per HAProxy process, to count gaps. Bounded:
+/// beyond `MAX` processes (restarts add one each), the table starts over.
+#[derive(Default)]
+struct ProcessCounters {
+    last: HashMap<(String, String), i64>,
+}
+
+impl ProcessCounters {
+    const MAX: usize = 4096;
+
+    /// Lines missing before `counter` from this process.
+    fn gap(&mut self, host: &str, procid: &str, counter: i64) -> u64 {
+        if let Some(last) = self.last.get_mut(&(host.to_string(), procid.to_string())) {
+            let missing = if counter > *last { (counter - *last - 1) as u64 } else { 0 };
+            // A smaller counter: the process was reloaded under the same pid.
+            *last = counter;
+            return missing;
+        }
+        if self.last.len() >= Self::MAX {
+            self.last.clear();
+        }
+        self.last.insert((host.to_string(), procid.to_string()), counter);
+        0
+    }
+}
+
+struct LogShard {
+    format: Format,
+    config: HaproxyConfig,
+    producer: ThreadedProducer<Deliveries>,
+    metrics: Arc<HaproxyMetrics>,
+    socket: socket::LogSocket,
+    counters: ProcessCounters,
+    parse_errors_logged: Limiter,
+    drops_logged: Limiter,
+    drain_timeout: Duration,
+}
+
+impl LogShard {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut batch = socket::LineBatch::new(self.config.batch_lines, self.config.line_bytes_max);
+        let mut json = Vec::with_capacity(4096);
+        let mut next_gauges = Instant::now();
+        let fd = self.socket.socket.as_raw_fd();
+        while !stop.load(Relaxed) {
+            self.metrics.heartbeats.fetch_add(1, Relaxed);
+            if Instant::now() >= next_gauges {
+                next_gauges = Instant::now() + Duration::from_millis(250);
+                self.update_gauges();
+            }
+            let n = match batch.receive(fd) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.metrics.receive_errors.fetch_add(1, Relaxed);
+                    if let Some(held_back) = self.drops_logged.allow(Instant::now()) {
+                        warn!(held_back, "haproxy: receive failed: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                    0
+                }
+            };
+            for i in 0..n {
+                let (line, cut) = batch.get(i);
+                self.take(line, cut, &mut json, stop);
+            }
+        }
+        self.update_gauges();
+        // Lines HAProxy sent before the stop are still queued: take them.
+        while let Ok(n) = batch.receive_now(fd) {
+            if n == 0 {
+                break;
+            }
+            for i in 0..n {
+                let (line, cut) = batch.get(i);
+                self.take(line, cut, &mut json, stop);
+            }
+        }
+        if let Err(e) = self.producer.flush(self.drain_timeout) {
+            warn!("haproxy: {} messages not delivered at stop: {e}", self.producer.in_flight_count());
+        }
+    }
+
+    fn update_gauges(&self) {
+        if let Ok(q) = self.socket.queued_datagrams() {
+            self.metrics.socket_queue.store(q, Relaxed);
+        }
+        self.metrics.producer_queue.store(self.producer.in_flight_count().max(0) as u64, Relaxed);
+    }
+
+    /// One line: parsed and produced, or dead-lettered.
+    fn take(&mut self, line: &[u8], cut: bool, json: &mut Vec<u8>, stop: &AtomicBool) {
+        let m = &self.metrics;
+        m.lines_received.fetch_add(1, Relaxed);
+        m.bytes_received.fetch_add(line.len() as u64, Relaxed);
+        let rendered = if cut {
+            Err(LineError { reason: LineReason::TooLong, detail: format!("longer than {} bytes", line.len()) })
+        } else {
+            self.format.render(line, json)
+        };
+        match rendered {
+            Ok(r) => {
+                m.lines_parsed.fetch_add(1, Relaxed);
+                if let Some(counter) = r.counter {
+                    let lost = self.counters.gap(r.host, r.procid, counter);
+                    m.lines_lost.fetch_add(lost, Relaxed);
+                    m.processes.store(self.counters.last.len() as u64, Relaxed);
+                }
+                let sent = Box::new(Sent { time_ms: r.time_ms, topic: Topic::Main });
+                let mut record: Record = BaseRecord::with_opaque_to(&self.config.kafka.topic, sent).payload(&json[..]);
+                if let Some(key) = r.key.as_deref() {
+                    record = record.key(key.as_bytes());
+                }
+                send(&self.producer, record, &self.metrics, &self.config, &mut self.drops_logged, stop);
+            }
+            Err(e) => {
+                m.parse_errors[e.reason as usize].fetch_add(1, Relaxed);
+                if let Some(held_back) = self.parse_errors_logged.allow(Instant::now()) {
+                    warn!(held_back, reason = e.reason.label(), "haproxy: line dead-lettered: {e}");
+                }
+                json.clear();
+                let raw = String::from_utf8_lossy(line);
+                let body = serde_json::json!({
+                    "reason": e.reason.label(),
+                    "detail": e.detail,
+                    "raw": raw,
+                    "received_ms": now_ms(),
+                });
+                let _ = serde_json::to_writer(&mut *json, &body);
+                let sent = Box::new(Sent { time_ms: 0, topic: Topic::DeadLetter });
+                let record = BaseRecord::with_opaque_to(&self.config.kafka.dead_letter_topic, sent)
+                    .payload(&json[..])
+                    .key(e.reason.label().as_bytes());
+                send(&self.producer, record, &self.metrics, &self.config, &mut self.drops_logged, stop);
+            }
+        }
+    }
+}
+
+type Record<'a> = BaseRecord<'a, [u8], [u8], Box<Sent>>;
+
+/// Enqueues one message; a full queue is waited out up to the configured
+/// backpressure wait (less when stopping), then the message is dropped.
+fn send(
+    producer: &ThreadedProducer<Deliveries>,
+    mut record: Record,
+    metrics: &HaproxyMetrics,
+    config: &HaproxyConfig,
+    drops_logged: &mut Limiter,
+    stop: &AtomicBool,
+) {
+    let topic = record.delivery_opaque.topic as usize;
+    let deadline = Instant::now() + Duration::from_millis(config.kafka.backpressure_wait_ms);
+    loop {
+        match producer.send(record) {
+            Ok(()) => {
+                metrics.produced[topic].fetch_add(1, Relaxed);
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if Instant::now() < deadline && !stop.load(Relaxed) =>
+            {
+                record = back;
+                metrics.heartbeats.fetch_add(1, Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => {
+                metrics.dropped_queue_full.fetch_add(1, Relaxed);
+                if let Some(held_back) = drops_logged.allow(Instant::now()) {
+                    error!(held_back, "haproxy: message dropped: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_in_the_request_counter_are_counted_per_process() {
+        let mut c = ProcessCounters::default();
+        assert_eq!(c.gap("h", "1", 10), 0, "the first line sets the base");
+        assert_eq!(c.gap("h", "1", 11), 0);
+        assert_eq!(c.gap("h", "1", 15), 3);
+        assert_eq!(c.gap("h", "2", 100), 0, "another process");
+        assert_eq!(c.gap("h", "1", 2), 0, "a reload under the same pid starts over");
+        assert_eq!(c.gap("h", "1", 3), 0);
+        assert_eq!(c.gap("other", "1", 5), 0, "another host");
+    }
+}

@@ -1,0 +1,436 @@
+//! The HAProxy access-log input against real parts: Debian's HAProxy
+//! logging RFC 5424 with structured data and captured headers to Weir's
+//! socket, a Python backend, and tansu (a Kafka-protocol broker) read back
+//! with rdkafka's consumer.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, Collector};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+static TURNS: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURNS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// tansu with in-memory storage (scripts/setup-tansu installs it).
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(port: u16, topics: &[&str]) -> Broker {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu (scripts/setup-tansu installs it)");
+        wait_for_port(port, "tansu");
+        for topic in topics {
+            let out = Command::new("tansu")
+                .args(["topic", "create", topic, "--partitions", "1", "--broker", &url])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "tansu topic create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Broker { child, port }
+    }
+
+    /// SIGSTOP: connections stay open and nothing is answered.
+    fn pause(&self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    fn resume(&self) {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Every message of partition 0 of `topic`, from the start, until
+    /// `want` have come or `wait` has passed.
+    fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<serde_json::Value> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.address())
+            .set("group.id", "weir-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+        consumer.assign(&partitions).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + wait;
+        while out.len() < want && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let payload = m.payload().unwrap_or_default();
+                out.push(serde_json::from_slice(payload).unwrap_or_else(|e| panic!("{e}: {payload:?}")));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `python3 -m http.server` serving a directory with one page.
+struct Backend(Child);
+
+impl Backend {
+    fn start(dir: &Path, port: u16) -> Backend {
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "<html>weir</html>\n").unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .current_dir(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "the backend");
+        Backend(child)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HAProxy in the foreground, logging to `socket` with the README's format.
+struct Haproxy(Child);
+
+impl Haproxy {
+    fn start(dir: &Path, socket: &Path, port: u16, backend: u16) -> Haproxy {
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(&config, haproxy_config(socket, port, backend)).unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/setup installs it)");
+        wait_for_port(port, "haproxy");
+        Haproxy(child)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The configuration the README shows, on test ports.
+fn haproxy_config(socket: &Path, port: u16, backend: u16) -> String {
+    format!(
+        r#"global
+    log {socket} len 8192 format rfc5424 local0 info
+defaults
+    mode http
+    log global
+    option dontlognull
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend www
+    bind 127.0.0.1:{port}
+    capture request header Host len 64
+    capture request header User-Agent len 128
+    capture request header X-Request-Id len 64
+    capture response header Content-Type len 64
+    capture response header X-Cache len 16
+    log-format-sd "[weir@1 ci=\"%ci\" cp=\"%cp\" t=\"%Ts.%ms\" ft=\"%ft\" b=\"%b\" s=\"%s\" TR=\"%TR\" Tw=\"%Tw\" Tc=\"%Tc\" Tr=\"%Tr\" Ta=\"%Ta\" ST=\"%ST\" B=\"%B\" tsc=\"%tsc\" rt=\"%rt\" cache=\"%[res.cache_hit]\" hr=\"%{{+E}}hr\" hs=\"%{{+E}}hs\"]"
+    log-format "%{{+Q}}r"
+    default_backend app
+backend app
+    server app1 127.0.0.1:{backend}
+"#,
+        socket = socket.display()
+    )
+}
+
+/// One GET through HAProxy; returns the status.
+fn get(port: u16, path: &str, id: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: cache.example\r\nUser-Agent: weir-test \"quoted\" (x|y)\r\n\
+         X-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = s.read_to_string(&mut response);
+    response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn weir_config(dir: &Path, socket: &Path, broker: &Broker) -> PathBuf {
+    // Top-level keys come before any table.
+    let body = format!(
+        "listeners = []\n[http]\nlisten = \"127.0.0.1:0\"\n[haproxy]\nenabled = true\nsocket = \"{}\"\nkey = \"client_ip\"\n\
+         [haproxy.kafka]\nbrokers = \"{}\"\ntopic = \"access\"\ndead_letter_topic = \"access-dead\"\n\
+         linger_ms = 1\n",
+        socket.display(),
+        broker.address()
+    );
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+struct Setup {
+    dir: PathBuf,
+    socket: PathBuf,
+    /// HAProxy's frontend.
+    port: u16,
+    backend_port: u16,
+    _backend: Backend,
+}
+
+fn setup(name: &str) -> Setup {
+    let dir = temp_dir(name);
+    let backend_port = free_tcp_port();
+    let backend = Backend::start(&dir, backend_port);
+    Setup { socket: dir.join("haproxy-log.sock"), dir, port: free_tcp_port(), backend_port, _backend: backend }
+}
+
+#[test]
+fn every_request_becomes_one_message_and_garbage_is_dead_lettered() {
+    let _turn = turn();
+    let s = setup("haproxy-requests");
+    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let c = Collector::start(&weir_config(&s.dir, &s.socket, &broker));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&s.socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o660, "the configured mode");
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    let n = 200;
+    let mut statuses = BTreeMap::new();
+    for i in 0..n {
+        let path = if i % 10 == 9 { format!("/missing-{i}") } else { "/".to_string() };
+        let id = format!("req-{i:04}");
+        statuses.insert(id.clone(), (get(s.port, &path, &id), path));
+    }
+    let messages = broker.consume("access", n, Duration::from_secs(30));
+    assert_eq!(messages.len(), n, "exactly one message per request");
+    let mut seen = BTreeSet::new();
+    for m in &messages {
+        let id = m["request_headers"]["x-request-id"].as_str().unwrap_or_else(|| panic!("{m}")).to_string();
+        assert!(seen.insert(id.clone()), "{id} twice");
+        let (status, path) = &statuses[&id];
+        assert_eq!(m["status"].as_u64(), Some(u64::from(*status)), "{m}");
+        assert_eq!(m["request"]["method"], "GET");
+        assert_eq!(m["request"]["uri"], path.as_str());
+        assert_eq!(m["request"]["version"], "HTTP/1.1");
+        assert_eq!(m["request_headers"]["host"], "cache.example");
+        assert_eq!(m["request_headers"]["user-agent"], "weir-test \"quoted\" (x|y)", "escapes undone");
+        assert!(m["response_headers"]["content-type"].as_str().unwrap().starts_with("text/html"));
+        assert_eq!(m["client_ip"], "127.0.0.1");
+        assert_eq!(
+            (m["frontend"].as_str(), m["backend"].as_str(), m["server"].as_str()),
+            (Some("www"), Some("app"), Some("app1"))
+        );
+        for timer in ["tr_ms", "tw_ms", "tc_ms", "tresp_ms", "ta_ms"] {
+            assert!(m[timer].is_i64(), "{timer} in {m}");
+        }
+        assert!(m["bytes_read"].as_u64().unwrap() > 0);
+        let lag = m["time_ms"].as_i64().unwrap() - m["accept_ms"].as_i64().unwrap();
+        assert!((0..5000).contains(&lag), "accept time before the log time: {m}");
+        assert_eq!(m["program"], "haproxy");
+    }
+    let counters: BTreeSet<i64> = messages.iter().map(|m| m["request_counter"].as_i64().unwrap()).collect();
+    assert_eq!(counters.len(), n, "HAProxy numbered every request");
+    assert_eq!(c.metric("weir_haproxy_lines_lost_total", ""), [0]);
+
+    // Garbage straight into the socket: each goes to the dead-letter topic with its reason.
+    let client = UnixDatagram::unbound().unwrap();
+    let too_long = format!("<134>1 - - haproxy 1 - - {}", "x".repeat(9000));
+    let garbage: [&[u8]; 5] = [
+        b"not syslog at all",
+        b"<134>1 yesterday - haproxy 1 - - \"GET / HTTP/1.1\"",
+        b"<134>1 2026-11-21T12:00:00Z - haproxy 1 - [weir@1 ci=\"127.0.0.1\" ST=\"200\"] -",
+        b"\xff\xfe\xfd",
+        too_long.as_bytes(),
+    ];
+    for g in garbage {
+        client.send_to(g, &s.socket).unwrap();
+    }
+    let dead = broker.consume("access-dead", garbage.len(), Duration::from_secs(20));
+    let reasons: BTreeSet<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    let want: BTreeSet<&str> = ["bad_header", "bad_timestamp", "missing_field", "not_utf8", "too_long"].into();
+    assert_eq!(reasons, want, "{dead:?}");
+    assert!(dead.iter().any(|d| d["raw"] == "not syslog at all"));
+    assert_eq!(
+        c.wait_metric_sum("weir_haproxy_messages_delivered_total", (n + garbage.len()) as u64),
+        (n + garbage.len()) as u64
+    );
+    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [(n + garbage.len()) as u64]);
+    assert_eq!(c.metric("weir_haproxy_parse_errors_total", "reason=\"too_long\""), [1]);
+    assert_eq!(c.metric("weir_haproxy_messages_delivered_total", "topic=\"dead_letter\""), [garbage.len() as u64]);
+    assert_eq!(c.metric("weir_haproxy_delivery_errors_total", "").iter().sum::<u64>(), 0);
+    assert_eq!(c.metric("weir_haproxy_delivery_delay_seconds_count", ""), [n as u64]);
+    c.assert_promtool_is_silent();
+    c.stop();
+    assert!(!s.socket.exists(), "the socket file goes with Weir");
+}
+
+/// Sends one request every `every` until stopped; returns the ids of
+/// those HAProxy answered with 200.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Traffic {
+    fn start(port: u16, prefix: &'static str, every: Duration) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut ok = Vec::new();
+            let mut i = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("{prefix}-{i:05}");
+                if get(port, "/", &id) == 200 {
+                    ok.push(id);
+                }
+                i += 1;
+                std::thread::sleep(every);
+            }
+            ok
+        });
+        Traffic { stop, thread }
+    }
+
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn ids(messages: &[serde_json::Value]) -> BTreeSet<String> {
+    messages.iter().filter_map(|m| m["request_headers"]["x-request-id"].as_str().map(String::from)).collect()
+}
+
+/// Waits until the brokers have acknowledged every message produced.
+fn wait_delivered(c: &Collector, wait: Duration) -> u64 {
+    let deadline = Instant::now() + wait;
+    loop {
+        let produced: u64 = c.metric("weir_haproxy_messages_produced_total", "").iter().sum();
+        let delivered: u64 = c.metric("weir_haproxy_messages_delivered_total", "").iter().sum();
+        if produced == delivered || Instant::now() > deadline {
+            return delivered;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
+    let _turn = turn();
+    let s = setup("haproxy-outage");
+    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let config = weir_config(&s.dir, &s.socket, &broker);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[haproxy]\n", "[run]\nstall_timeout_s = 5\n[haproxy]\n")).unwrap();
+    let c = Collector::start(&config);
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    let traffic = Traffic::start(s.port, "outage", Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(3));
+    let before_delivered = wait_delivered(&c, Duration::from_secs(10));
+    let before = ids(&broker.consume("access", before_delivered as usize, Duration::from_secs(10)));
+    assert!(before.len() as u64 >= before_delivered && !before.is_empty());
+    // Stopped, not killed: tansu keeps its data in memory only, and a real
+    // broker's log (producer ids included) survives a restart.
+    broker.pause();
+    std::thread::sleep(Duration::from_secs(15));
+    let (status, live) = c.get_status("/health/live");
+    assert_eq!(status, 503, "lines arrive, nothing is acknowledged: the watchdog would stop: {live}");
+    assert!(live.contains("haproxy lines to kafka"), "{live}");
+    std::thread::sleep(Duration::from_secs(15));
+    broker.resume();
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = traffic.stop();
+    let delivered = wait_delivered(&c, Duration::from_secs(90));
+    let produced: u64 = c.metric("weir_haproxy_messages_produced_total", "").iter().sum();
+    let errors = c.metric("weir_haproxy_delivery_errors_total", "");
+    assert_eq!(delivered, produced, "every message acknowledged once the broker is back (errors {errors:?})");
+    let got = ids(&broker.consume("access", delivered as usize, Duration::from_secs(30)));
+    assert!(got.is_superset(&before));
+    let missing: Vec<_> = sent.iter().filter(|id| !got.contains(*id)).collect();
+    assert!(missing.is_empty(), "{} of {} requests missing: {missing:?}", missing.len(), sent.len());
+    assert!(sent.len() > 300, "steady requests through the outage: {}", sent.len());
+    assert_eq!(c.metric("weir_haproxy_delivery_errors_total", "").iter().sum::<u64>(), 0);
+    assert_eq!(c.metric("weir_haproxy_messages_dropped_total", ""), [0]);
+    assert_eq!(c.get_status("/health/live").0, 200, "alive again");
+    c.stop();
+}
+
+#[test]
+fn weir_restarted_recreates_the_socket_and_haproxy_keeps_logging_to_it() {
+    let _turn = turn();
+    let s = setup("haproxy-restart");
+    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let config = weir_config(&s.dir, &s.socket, &broker);
+    let c = Collector::start(&config);
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    for i in 0..20 {
+        assert_eq!(get(s.port, "/", &format!("first-{i}")), 200);
+    }
+    wait_delivered(&c, Duration::from_secs(10));
+    c.stop();
+    // A socket file left behind (a crash) must not stop the next start.
+    let _stale = UnixDatagram::bind(&s.socket).unwrap();
+    drop(_stale);
+    let c = Collector::start(&config);
+    for i in 0..20 {
+        assert_eq!(get(s.port, "/", &format!("second-{i}")), 200);
+    }
+    let all = ids(&broker.consume("access", 40, Duration::from_secs(20)));
+    for i in 0..20 {
+        assert!(all.contains(&format!("first-{i}")) && all.contains(&format!("second-{i}")), "{all:?}");
+    }
+    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [20], "the same HAProxy, the new socket");
+    c.stop();
+}
