@@ -47,7 +47,13 @@ fn every_metric_the_rules_read_is_exported() {
         dir.join("spool").display(),
         dir.join("chdb").display()
     );
-    let config = write_config(&dir, "weir.toml", &format!("{}{store}", two_shards(free_udp_port(), "ebpf")));
+    // The HAProxy input too; its producer connects only when it has something to send.
+    let haproxy = format!(
+        "[haproxy]\nenabled = true\nsocket = \"{}\"\n[haproxy.kafka]\nbrokers = \"127.0.0.1:9\"\n",
+        dir.join("haproxy.sock").display()
+    );
+    let body = format!("{}{store}{haproxy}", two_shards(free_udp_port(), "ebpf"));
+    let config = write_config(&dir, "weir.toml", &body);
     let c = Collector::start(&config);
     let exported = c.scrape();
     c.stop();
