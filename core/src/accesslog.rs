@@ -24,7 +24,9 @@
 //! and of the dead-letter messages).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+use std::io::Write as _;
 use std::net::IpAddr;
 
 /// Why a line was not turned into a message.
@@ -145,6 +147,8 @@ pub struct Format {
     key: Option<usize>,
     /// The largest message position any field reads.
     positions: usize,
+    /// SD parameter name to the fields that read it.
+    by_param: HashMap<String, Vec<usize>>,
 }
 
 /// What `render` learnt besides the JSON.
@@ -172,7 +176,13 @@ impl Format {
             })
             .max()
             .unwrap_or(0);
-        Format { sd_id: sd_id.to_string(), counter: find(counter), key: find(key), positions, fields }
+        let mut by_param: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, f) in fields.iter().enumerate() {
+            if let Source::Sd(name) = &f.source {
+                by_param.entry(name.clone()).or_default().push(i);
+            }
+        }
+        Format { sd_id: sd_id.to_string(), counter: find(counter), key: find(key), positions, fields, by_param }
     }
 
     pub fn fields(&self) -> &[Field] {
@@ -186,26 +196,34 @@ impl Format {
         // HAProxy ends lines with a newline on some transports.
         let text = text.strip_suffix('\n').unwrap_or(text);
         let line = Line::parse(text)?;
-        let mut params: Vec<(&str, Cow<str>)> = Vec::new();
+        // Each field's SD value, by field index.
+        let mut values: Vec<Option<Cow<'a, str>>> = vec![None; self.fields.len()];
         if let Some(sd) = line.structured_data {
-            sd_params(sd, &self.sd_id, &mut params)?;
+            sd_params(sd, &self.sd_id, &mut |name, value| {
+                if let Some(fields) = self.by_param.get(name) {
+                    for &i in fields {
+                        values[i] = Some(value.clone());
+                    }
+                }
+            })?;
         }
         let mut tokens: Vec<&str> = Vec::with_capacity(self.positions);
         message_tokens(line.message, self.positions, &mut tokens);
         let h = &line.header;
         out.extend_from_slice(b"{\"time_ms\":");
-        out.extend_from_slice(h.time_ms.to_string().as_bytes());
+        // Writes to a Vec cannot fail.
+        let _ = write!(out, "{}", h.time_ms);
         out.extend_from_slice(b",\"host\":");
         json_nil_or_str(out, h.host);
         out.extend_from_slice(b",\"program\":");
         json_nil_or_str(out, h.app);
         out.extend_from_slice(b",\"pid\":");
         json_nil_or_str(out, h.procid);
-        out.extend_from_slice(format!(",\"facility\":{},\"severity\":{}", h.pri >> 3, h.pri & 7).as_bytes());
+        let _ = write!(out, ",\"facility\":{},\"severity\":{}", h.pri >> 3, h.pri & 7);
         let mut rendered = Rendered { time_ms: h.time_ms, host: h.host, procid: h.procid, ..Default::default() };
         for (i, field) in self.fields.iter().enumerate() {
             let value: Option<Cow<'a, str>> = match &field.source {
-                Source::Sd(name) => params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+                Source::Sd(_) => values[i].take(),
                 Source::Message(p) => tokens.get(*p).map(|t| Cow::Borrowed(*t)),
             };
             let value = value.filter(|v| v != "-" && !v.is_empty());
@@ -239,21 +257,22 @@ fn write_value(out: &mut Vec<u8>, field: &Field, value: &str) -> Result<Option<i
         Kind::Int => {
             let n: i64 =
                 value.strip_prefix('+').unwrap_or(value).parse().map_err(|_| format!("{value:?} is not an integer"))?;
-            out.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(out, "{n}");
             return Ok(Some(n));
         }
         Kind::Ip => {
             let ip: IpAddr = value.parse().map_err(|_| format!("{value:?} is not an IP address"))?;
-            json_str(out, &ip.to_string());
+            // An address's text needs no JSON escaping.
+            let _ = write!(out, "\"{ip}\"");
         }
         Kind::ClfTime => {
             let ms =
                 clf_time_ms(value).ok_or_else(|| format!("{value:?} is not dd/Mon/yyyy:HH:MM:SS[.mmm] [+zzzz]"))?;
-            out.extend_from_slice(ms.to_string().as_bytes());
+            let _ = write!(out, "{ms}");
         }
         Kind::EpochSeconds => {
             let ms = epoch_ms(value).ok_or_else(|| format!("{value:?} is not seconds since the epoch"))?;
-            out.extend_from_slice(ms.to_string().as_bytes());
+            let _ = write!(out, "{ms}");
         }
         Kind::Request => {
             let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
@@ -396,7 +415,7 @@ fn sd_end(s: &str) -> Result<usize, LineError> {
 
 /// The parameters of the element `[id name="value" ...]` in `sd`, values
 /// unescaped (`\"`, `\\`, `\]`). Other elements are skipped.
-fn sd_params<'a>(sd: &'a str, id: &str, out: &mut Vec<(&'a str, Cow<'a, str>)>) -> Result<(), LineError> {
+fn sd_params<'a>(sd: &'a str, id: &str, out: &mut dyn FnMut(&str, Cow<'a, str>)) -> Result<(), LineError> {
     let bad = |what: String| LineError::new(LineReason::BadStructuredData, what);
     let mut rest = sd;
     while let Some(element) = rest.strip_prefix('[') {
@@ -409,14 +428,16 @@ fn sd_params<'a>(sd: &'a str, id: &str, out: &mut Vec<(&'a str, Cow<'a, str>)>) 
                 rest = after;
                 break;
             }
-            let (name, after) =
-                p.split_once("=\"").ok_or_else(|| bad(format!("[{this_id}: a parameter without =\"")))?;
+            let (name, after) = p
+                .split_once('=')
+                .and_then(|(name, after)| Some((name, after.strip_prefix('"')?)))
+                .ok_or_else(|| bad(format!("[{this_id}: a parameter without =\"")))?;
             if name.is_empty() || name.contains([' ', ']', '"']) {
                 return Err(bad(format!("[{this_id}: bad parameter name {name:?}")));
             }
             let (value, after) = sd_value(after).ok_or_else(|| bad(format!("[{this_id} {name}: value not closed")))?;
             if this_id == id {
-                out.push((name, value));
+                out(name, value);
             }
             p = after;
         }
@@ -498,6 +519,14 @@ fn message_tokens<'a>(message: &'a str, n: usize, out: &mut Vec<&'a str>) {
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Most values need no escaping: copied as they are.
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

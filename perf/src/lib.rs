@@ -7,8 +7,11 @@
 //! - `flowgen`: `weir-flowgen`, which sends those datagrams over UDP at a
 //!   target rate from many exporters;
 //! - `collectors`: Weir and its peers (nfcapd, nfacctd, sfcapd, sfacctd) as
-//!   the end-to-end benchmark (`weir-bench`) runs and measures them.
+//!   the end-to-end benchmark (`weir-bench`) runs and measures them;
+//! - `accesslog`: HAProxy access-log lines for `weir-logbench` (Weir next
+//!   to rsyslog + omkafka) and `benches/accesslog.rs` (the parser alone).
 
+pub mod accesslog;
 pub mod collectors;
 pub mod flowgen;
 pub mod traffic;

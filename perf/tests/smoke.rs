@@ -64,3 +64,21 @@ fn the_flow_generator_sends_for_two_seconds_and_reports() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad format is refused");
 }
+
+#[test]
+fn the_access_log_benchmark_runs_both_collectors_on_a_few_lines() {
+    let (collector, sender) = cores();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-logbench"))
+        .args(["--lines", "2000", "--collector-cpu", &collector, "--sender-cpu", &sender])
+        .arg("--weir")
+        .arg(weir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for collector in ["weir", "rsyslog"] {
+        assert!(stdout.contains(&format!("| {collector} | 2000 |")), "{collector} ran:\n{stdout}\n{stderr}");
+    }
+    assert!(stdout.contains("weir / rsyslog:"), "{stdout}");
+}

@@ -373,6 +373,22 @@ mod tests {
     }
 
     #[test]
+    fn the_haproxy_families_have_every_reason_and_topic() {
+        let mut m = Metrics::new(vec![], vec![]);
+        let h = Arc::new(crate::haproxy::HaproxyMetrics::default());
+        h.delivered[crate::haproxy::Topic::DeadLetter as usize].store(3, Relaxed);
+        h.delivery_delay.record(20, 5);
+        m.haproxy = Some(h);
+        let text = scrape(m);
+        for r in weir_core::accesslog::LineReason::ALL {
+            assert!(text.contains(&format!("weir_haproxy_parse_errors_total{{reason=\"{}\"}} 0\n", r.label())));
+        }
+        assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"main\"} 0\n"), "{text}");
+        assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"dead_letter\"} 3\n"), "{text}");
+        assert!(text.contains("weir_haproxy_delivery_delay_seconds_bucket{le=\"0.025\"} 5\n"), "{text}");
+    }
+
+    #[test]
     fn the_store_family_carries_the_commit_delay_histogram() {
         let mut m = Metrics::new(vec!["[::]:2055".into()], vec![0]);
         let store = Arc::new(StoreMetrics::default());

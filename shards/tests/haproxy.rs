@@ -297,20 +297,27 @@ fn every_request_becomes_one_message_and_garbage_is_dead_lettered() {
     for g in garbage {
         client.send_to(g, &s.socket).unwrap();
     }
+    // Another HAProxy process whose request counter jumps: 4 lines lost.
+    for rt in [1000, 1005] {
+        let line = format!(
+            "<134>1 2026-11-21T12:00:00Z edge2 haproxy 77 - [weir@1 ci=\"192.0.2.1\" ST=\"200\" rt=\"{rt}\"] \"GET /gap HTTP/1.1\""
+        );
+        client.send_to(line.as_bytes(), &s.socket).unwrap();
+    }
     let dead = broker.consume("access-dead", garbage.len(), Duration::from_secs(20));
     let reasons: BTreeSet<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     let want: BTreeSet<&str> = ["bad_header", "bad_timestamp", "missing_field", "not_utf8", "too_long"].into();
     assert_eq!(reasons, want, "{dead:?}");
     assert!(dead.iter().any(|d| d["raw"] == "not syslog at all"));
-    assert_eq!(
-        c.wait_metric_sum("weir_haproxy_messages_delivered_total", (n + garbage.len()) as u64),
-        (n + garbage.len()) as u64
-    );
-    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [(n + garbage.len()) as u64]);
+    let total = (n + garbage.len() + 2) as u64;
+    assert_eq!(c.wait_metric_sum("weir_haproxy_messages_delivered_total", total), total);
+    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [total]);
+    assert_eq!(c.metric("weir_haproxy_lines_lost_total", ""), [4], "the counter jumped from 1000 to 1005");
+    assert_eq!(c.metric("weir_haproxy_processes", ""), [2]);
     assert_eq!(c.metric("weir_haproxy_parse_errors_total", "reason=\"too_long\""), [1]);
     assert_eq!(c.metric("weir_haproxy_messages_delivered_total", "topic=\"dead_letter\""), [garbage.len() as u64]);
     assert_eq!(c.metric("weir_haproxy_delivery_errors_total", "").iter().sum::<u64>(), 0);
-    assert_eq!(c.metric("weir_haproxy_delivery_delay_seconds_count", ""), [n as u64]);
+    assert_eq!(c.metric("weir_haproxy_delivery_delay_seconds_count", ""), [n as u64 + 2]);
     c.assert_promtool_is_silent();
     c.stop();
     assert!(!s.socket.exists(), "the socket file goes with Weir");
@@ -408,7 +415,7 @@ fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
 }
 
 #[test]
-fn weir_restarted_recreates_the_socket_and_haproxy_keeps_logging_to_it() {
+fn weir_or_haproxy_restarted_the_lines_keep_coming() {
     let _turn = turn();
     let s = setup("haproxy-restart");
     let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
@@ -427,10 +434,79 @@ fn weir_restarted_recreates_the_socket_and_haproxy_keeps_logging_to_it() {
     for i in 0..20 {
         assert_eq!(get(s.port, "/", &format!("second-{i}")), 200);
     }
-    let all = ids(&broker.consume("access", 40, Duration::from_secs(20)));
+    // And HAProxy restarted under a running Weir.
+    drop(_haproxy);
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
     for i in 0..20 {
-        assert!(all.contains(&format!("first-{i}")) && all.contains(&format!("second-{i}")), "{all:?}");
+        assert_eq!(get(s.port, "/", &format!("third-{i}")), 200);
     }
-    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [20], "the same HAProxy, the new socket");
+    let all = ids(&broker.consume("access", 60, Duration::from_secs(20)));
+    for i in 0..20 {
+        for round in ["first", "second", "third"] {
+            assert!(all.contains(&format!("{round}-{i}")), "{round}-{i} missing: {all:?}");
+        }
+    }
+    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [40], "the new socket, both HAProxy processes");
+    assert_eq!(c.metric("weir_haproxy_processes", ""), [2]);
     c.stop();
+}
+
+#[test]
+fn a_full_producer_queue_pushes_back_then_drops_and_counts() {
+    let _turn = turn();
+    let s = setup("haproxy-queue");
+    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let config = weir_config(&s.dir, &s.socket, &broker);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tight = "linger_ms = 1\nqueue_messages_max = 10\nbackpressure_wait_ms = 50\n";
+    std::fs::write(&config, text.replace("linger_ms = 1\n", tight)).unwrap();
+    let c = Collector::start(&config);
+    broker.pause();
+    let client = UnixDatagram::unbound().unwrap();
+    let line = "<134>1 2026-11-21T12:00:00Z - haproxy 1 - [weir@1 ci=\"192.0.2.1\" ST=\"200\"] \"GET / HTTP/1.1\"";
+    for _ in 0..40 {
+        client.send_to(line.as_bytes(), &s.socket).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut produced, mut dropped) = (0, 0);
+    while produced + dropped < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        produced = c.metric("weir_haproxy_messages_produced_total", "").iter().sum();
+        dropped = c.metric("weir_haproxy_messages_dropped_total", "")[0];
+    }
+    assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [40]);
+    assert_eq!(produced, 10, "the queue holds 10");
+    assert_eq!(produced + dropped, 40, "every line produced or counted as dropped");
+    assert_eq!(c.metric("weir_haproxy_producer_queue_messages", ""), [10]);
+    broker.resume();
+    assert_eq!(wait_delivered(&c, Duration::from_secs(30)), 10);
+    c.stop();
+}
+
+#[test]
+fn every_compression_codec_reaches_the_consumer() {
+    let _turn = turn();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let s = setup(&format!("haproxy-{codec}"));
+        let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+        let config = weir_config(&s.dir, &s.socket, &broker);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace("linger_ms = 1\n", &format!("linger_ms = 1\ncompression = \"{codec}\"\n")),
+        )
+        .unwrap();
+        let c = Collector::start(&config);
+        let client = UnixDatagram::unbound().unwrap();
+        for i in 0..5 {
+            let line = format!(
+                "<134>1 2026-11-21T12:00:00Z - haproxy 1 - [weir@1 ci=\"192.0.2.1\" ST=\"200\" rt=\"{i}\"] \"GET /{codec} HTTP/1.1\""
+            );
+            client.send_to(line.as_bytes(), &s.socket).unwrap();
+        }
+        let got = broker.consume("access", 5, Duration::from_secs(20));
+        assert_eq!(got.len(), 5, "{codec}");
+        assert!(got.iter().all(|m| m["request"]["uri"] == format!("/{codec}")), "{codec}: {got:?}");
+        c.stop();
+    }
 }
