@@ -314,7 +314,9 @@ impl LogShard {
             }
         }
         self.update_gauges();
-        // Lines HAProxy sent before the stop are still queued: take them.
+        // No new lines (HAProxy's sends fail from now until the next
+        // instance creates the socket), then take the ones already queued.
+        self.socket.unlink();
         while let Ok(n) = batch.receive_now(fd) {
             if n == 0 {
                 break;

@@ -22,13 +22,29 @@ pub struct LogSocket {
     pub path: PathBuf,
     /// The socket's inode in sockfs, for sock_diag.
     inode: u32,
+    /// The socket file's (device, inode): removed only while it is ours.
+    file: (u64, u64),
     /// SO_RCVBUF as granted.
     pub buffer_bytes: usize,
 }
 
+impl LogSocket {
+    /// Removes the socket file, if it is still the one we created (not a
+    /// successor's): new lines then fail at HAProxy, while the ones
+    /// already queued can still be read.
+    pub fn unlink(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.file {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
 impl Drop for LogSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.unlink();
     }
 }
 
@@ -73,7 +89,9 @@ pub fn create(config: &HaproxyConfig) -> Result<LogSocket, String> {
     // Wake up regularly to see the stop flag and update the queue gauge.
     socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| cleanup(at(&e)))?;
     let inode = socket_inode(fd).map_err(|e| cleanup(at(&e)))?;
-    Ok(LogSocket { socket, path: path.clone(), inode, buffer_bytes })
+    let file = std::fs::symlink_metadata(path).map_err(|e| cleanup(at(&e)))?;
+    let file = (std::os::unix::fs::MetadataExt::dev(&file), std::os::unix::fs::MetadataExt::ino(&file));
+    Ok(LogSocket { socket, path: path.clone(), inode, file, buffer_bytes })
 }
 
 fn socket_inode(fd: RawFd) -> io::Result<u32> {
@@ -313,7 +331,12 @@ mod tests {
         assert!(!c.socket.exists(), "removed on drop");
         let mut c2 = config(&dir);
         c2.socket = dir.join("stale.sock");
-        let _s2 = create(&c2).unwrap();
+        let s2 = create(&c2).unwrap();
+        // Replaced by someone else meanwhile: not ours to remove.
+        std::fs::remove_file(&c2.socket).unwrap();
+        let _other = UnixDatagram::bind(&c2.socket).unwrap();
+        drop(s2);
+        assert!(c2.socket.exists(), "a successor's socket file stays");
         // Not a socket: never replaced.
         std::fs::write(dir.join("file"), b"keep").unwrap();
         c2.socket = dir.join("file");
