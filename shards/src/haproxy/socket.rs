@@ -349,6 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn owner_and_group_by_name_or_number() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chown to another user needs root (CI runs as root)
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dir = temp_dir("owner");
+        let mut c = config(&dir);
+        c.socket_owner = Some("nobody".into());
+        c.socket_group = Some("4321".into());
+        let s = create(&c).unwrap();
+        let m = std::fs::metadata(&s.path).unwrap();
+        assert_eq!((m.uid(), m.gid()), (user_id("nobody").unwrap(), 4321));
+        assert_eq!(group_id("root").unwrap(), 0);
+        assert!(group_id("no-such-group-here").unwrap_err().contains("no group"));
+    }
+
+    #[test]
     fn batches_flag_cut_lines_and_the_queue_is_counted() {
         let dir = temp_dir("batch");
         let s = create(&config(&dir)).unwrap();
