@@ -399,6 +399,8 @@ fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
     broker.resume();
     std::thread::sleep(Duration::from_secs(3));
     let sent = traffic.stop();
+    // HAProxy logs a request after answering it: wait for the last lines.
+    c.wait_metric_sum("weir_haproxy_lines_received_total", sent.len() as u64);
     let delivered = wait_delivered(&c, Duration::from_secs(90));
     let produced: u64 = c.metric("weir_haproxy_messages_produced_total", "").iter().sum();
     let errors = c.metric("weir_haproxy_delivery_errors_total", "");
@@ -425,6 +427,8 @@ fn weir_or_haproxy_restarted_the_lines_keep_coming() {
     for i in 0..20 {
         assert_eq!(get(s.port, "/", &format!("first-{i}")), 200);
     }
+    // HAProxy logs a request after answering it: wait for the last line.
+    assert_eq!(c.wait_metric_sum("weir_haproxy_lines_received_total", 20), 20);
     wait_delivered(&c, Duration::from_secs(10));
     c.stop();
     // A socket file left behind (a crash) must not stop the next start.
@@ -434,6 +438,7 @@ fn weir_or_haproxy_restarted_the_lines_keep_coming() {
     for i in 0..20 {
         assert_eq!(get(s.port, "/", &format!("second-{i}")), 200);
     }
+    assert_eq!(c.wait_metric_sum("weir_haproxy_lines_received_total", 20), 20);
     // And HAProxy restarted under a running Weir.
     drop(_haproxy);
     let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
