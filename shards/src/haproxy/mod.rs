@@ -19,6 +19,7 @@
 pub mod socket;
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tracing::{error, info, warn};
@@ -90,7 +90,6 @@ struct Sent {
 
 struct Deliveries {
     metrics: Arc<HaproxyMetrics>,
-    main_topic: String,
     errors_logged: std::sync::Mutex<Limiter>,
 }
 
@@ -126,8 +125,7 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, sent: Box<Sent>) {
         let i = sent.topic as usize;
         match result {
-            Ok(m) => {
-                debug_assert!(sent.topic != Topic::Main || m.topic() == self.main_topic);
+            Ok(_) => {
                 self.metrics.delivered[i].fetch_add(1, Relaxed);
                 if sent.time_ms > 0 {
                     let delay = now_ms().saturating_sub(sent.time_ms).max(0) as u64;
@@ -239,19 +237,17 @@ fn producer(
     for (key, value) in &k.options {
         c.set(key, value);
     }
-    let context = Deliveries {
-        metrics,
-        main_topic: k.topic.clone(),
-        errors_logged: std::sync::Mutex::new(Limiter::new(log_lines_per_minute)),
-    };
+    let context = Deliveries { metrics, errors_logged: std::sync::Mutex::new(Limiter::new(log_lines_per_minute)) };
     c.create_with_context(context).map_err(|e| format!("haproxy.kafka: {e}"))
 }
 
-/// The last request counter per HAProxy process, to count gaps. Bounded:
+/// The last request counter per HAProxy process, to count gaps. Keyed by
+/// a hash of (host, procid), so a line costs no allocation. Bounded:
 /// beyond `MAX` processes (restarts add one each), the table starts over.
 #[derive(Default)]
 struct ProcessCounters {
-    last: HashMap<(String, String), i64>,
+    last: HashMap<u64, i64>,
+    keys: std::collections::hash_map::RandomState,
 }
 
 impl ProcessCounters {
@@ -259,7 +255,8 @@ impl ProcessCounters {
 
     /// Lines missing before `counter` from this process.
     fn gap(&mut self, host: &str, procid: &str, counter: i64) -> u64 {
-        if let Some(last) = self.last.get_mut(&(host.to_string(), procid.to_string())) {
+        let key = self.keys.hash_one((host, procid));
+        if let Some(last) = self.last.get_mut(&key) {
             let missing = if counter > *last { (counter - *last - 1) as u64 } else { 0 };
             // A smaller counter: the process was reloaded under the same pid.
             *last = counter;
@@ -268,7 +265,7 @@ impl ProcessCounters {
         if self.last.len() >= Self::MAX {
             self.last.clear();
         }
-        self.last.insert((host.to_string(), procid.to_string()), counter);
+        self.last.insert(key, counter);
         0
     }
 }
