@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use weir_core::Reason;
 
-use crate::metrics::{Metrics, ReceiveDrop, ShardMetrics, StoreDrop, StoreMetrics, COMMIT_DELAY_BUCKETS};
+use crate::metrics::{CommitDelay, Metrics, ReceiveDrop, ShardMetrics, StoreDrop, StoreMetrics, COMMIT_DELAY_BUCKETS};
 
 /// The media type of what `render` returns.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -139,17 +139,12 @@ impl Collector for Weir {
         let drops = ReceiveDrop::ALL.map(|r| (r.label(), sum(&|s| s.receive_drops[r as usize].load(Relaxed))));
         counter_by(&mut e, "weir_receive_drops", "Datagrams dropped before decoding, by reason.", "reason", &drops)?;
         self.encode_listeners(&mut e)?;
-        let sink = &m.sink;
-        counter(
-            &mut e,
-            "weir_sink_bytes_written",
-            "Bytes written by the JSON sink.",
-            sink.bytes_written.load(Relaxed),
-        )?;
-        let help = "Failed writes of the JSON sink (the buffer is lost).";
-        counter(&mut e, "weir_sink_write_errors", help, sink.write_errors.load(Relaxed))?;
-        let help = "Times the JSON sink's file was reopened (SIGHUP).";
-        counter(&mut e, "weir_sink_reopens", help, sink.reopens.load(Relaxed))?;
+        let sink: [(&str, &str, &AtomicU64); 3] = [
+            ("weir_sink_bytes_written", "Bytes written by the JSON sink.", &m.sink.bytes_written),
+            ("weir_sink_write_errors", "Failed writes of the JSON sink (the buffer is lost).", &m.sink.write_errors),
+            ("weir_sink_reopens", "Times the JSON sink's file was reopened (SIGHUP).", &m.sink.reopens),
+        ];
+        counters_of(&mut e, &sink)?;
         if let Some(store) = &m.store {
             encode_store(&mut e, store)?;
         }
@@ -196,9 +191,7 @@ fn encode_store(e: &mut DescriptorEncoder, s: &StoreMetrics) -> fmt::Result {
         ("weir_store_replayed_chunks", "Spooled chunks inserted.", &s.chunks_replayed),
         ("weir_store_replayed_rows", "Spooled rows inserted.", &s.rows_replayed),
     ];
-    for (name, help, a) in counters {
-        counter(e, name, help, a.load(Relaxed))?;
-    }
+    counters_of(e, &counters)?;
     let seconds = s.insert_micros.load(Relaxed) as f64 / 1e6;
     let metric =
         e.encode_descriptor("weir_store_insert_seconds", "Time spent in accepted inserts.", None, MetricType::Counter)?;
@@ -211,13 +204,9 @@ fn encode_store(e: &mut DescriptorEncoder, s: &StoreMetrics) -> fmt::Result {
         ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &s.spool_chunks),
         ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &s.up),
     ];
-    for (name, help, a) in gauges {
-        gauge(e, name, help, a.load(Relaxed))?;
-    }
-    let (count, sum_s, buckets) = s.commit_delay.buckets(&COMMIT_DELAY_BUCKETS);
+    gauges_of(e, &gauges)?;
     let help = "Per row: kernel receive timestamp to the store accepting its insert.";
-    let mut metric = e.encode_descriptor("weir_store_commit_delay_seconds", help, None, MetricType::Histogram)?;
-    metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
+    histogram(e, "weir_store_commit_delay_seconds", help, &s.commit_delay, &COMMIT_DELAY_BUCKETS)
 }
 
 /// Buckets (seconds) of `weir_haproxy_delivery_delay_seconds`.
@@ -239,9 +228,7 @@ fn encode_haproxy(e: &mut DescriptorEncoder, h: &crate::haproxy::HaproxyMetrics)
         ("weir_haproxy_lines_lost", "Lines HAProxy numbered (request counter) that never arrived.", &h.lines_lost),
         ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
     ];
-    for (name, help, a) in counters {
-        counter(e, name, help, a.load(Relaxed))?;
-    }
+    counters_of(e, &counters)?;
     let reasons = LineReason::ALL.map(|r| (r.label(), h.parse_errors[r as usize].load(Relaxed)));
     let help = "Lines not parsed (sent to the dead-letter topic), by reason.";
     counter_by(e, "weir_haproxy_parse_errors", help, "reason", &reasons)?;
@@ -263,13 +250,9 @@ fn encode_haproxy(e: &mut DescriptorEncoder, h: &crate::haproxy::HaproxyMetrics)
         ("weir_haproxy_producer_queue_messages", "Messages in the producer, not yet acknowledged.", &h.producer_queue),
         ("weir_haproxy_processes", "HAProxy processes (host, pid) whose request counter is followed.", &h.processes),
     ];
-    for (name, help, a) in gauges {
-        gauge(e, name, help, a.load(Relaxed))?;
-    }
-    let (count, sum_s, buckets) = h.delivery_delay.buckets(&DELIVERY_DELAY_BUCKETS);
+    gauges_of(e, &gauges)?;
     let help = "Per message: the log line's timestamp to the brokers' acknowledgement.";
-    let mut metric = e.encode_descriptor("weir_haproxy_delivery_delay_seconds", help, None, MetricType::Histogram)?;
-    metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
+    histogram(e, "weir_haproxy_delivery_delay_seconds", help, &h.delivery_delay, &DELIVERY_DELAY_BUCKETS)
 }
 
 /// The usual `process_*` series, read from /proc at scrape time.
@@ -295,6 +278,22 @@ fn encode_process(e: &mut DescriptorEncoder) -> fmt::Result {
 
 fn encode_value_counter(mut metric: prometheus_client::encoding::MetricEncoder, value: f64) -> fmt::Result {
     metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+/// One unlabelled series per `(name, help, value)`.
+fn counters_of(e: &mut DescriptorEncoder, series: &[(&str, &str, &AtomicU64)]) -> fmt::Result {
+    series.iter().try_for_each(|(name, help, a)| counter(e, name, help, a.load(Relaxed)))
+}
+
+fn gauges_of(e: &mut DescriptorEncoder, series: &[(&str, &str, &AtomicU64)]) -> fmt::Result {
+    series.iter().try_for_each(|(name, help, a)| gauge(e, name, help, a.load(Relaxed)))
+}
+
+/// A `CommitDelay`-kept histogram with buckets `upper` (seconds).
+fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &CommitDelay, upper: &[f64]) -> fmt::Result {
+    let (count, sum_s, buckets) = h.buckets(upper);
+    let mut metric = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {

@@ -140,50 +140,39 @@ impl Watch {
             }
         }
         let since = |t: Instant| now.saturating_duration_since(t);
-        let mut components = Vec::new();
-        for (i, moved) in self.shard_moved.iter().enumerate() {
-            let quiet = since(*moved);
-            components.push(Component {
-                name: format!("shard {i}"),
-                ok: quiet < self.stall,
-                detail: format!("heartbeat {} ms ago", quiet.as_millis()),
-            });
-        }
+        let stall = self.stall;
+        let heartbeat = |name: String, moved: Instant| {
+            let quiet = since(moved);
+            Component { name, ok: quiet < stall, detail: format!("heartbeat {} ms ago", quiet.as_millis()) }
+        };
+        // Work that must move on: `moving` while it does, else how long not.
+        let moving = |name: &str, last_ok: Instant, moving: &str, stuck_for: &str| {
+            let stuck = since(last_ok);
+            Component {
+                name: name.into(),
+                ok: stuck < stall,
+                detail: if stuck.is_zero() { moving.into() } else { format!("{stuck_for} {} ms", stuck.as_millis()) },
+            }
+        };
+        let mut components: Vec<Component> =
+            self.shard_moved.iter().enumerate().map(|(i, moved)| heartbeat(format!("shard {i}"), *moved)).collect();
         if s.store.is_some() {
-            let quiet = since(self.store_moved);
-            components.push(Component {
-                name: "store writer".into(),
-                ok: quiet < self.stall,
-                detail: format!("heartbeat {} ms ago", quiet.as_millis()),
-            });
-            let stuck = since(self.flowing);
-            components.push(Component {
-                name: "flows to the store writer".into(),
-                ok: stuck < self.stall,
-                detail: if stuck.is_zero() {
-                    "flowing".into()
-                } else {
-                    format!("shards decoded flows the writer has not taken for {} ms", stuck.as_millis())
-                },
-            });
+            components.push(heartbeat("store writer".into(), self.store_moved));
+            components.push(moving(
+                "flows to the store writer",
+                self.flowing,
+                "flowing",
+                "shards decoded flows the writer has not taken for",
+            ));
         }
         if s.haproxy.is_some() {
-            let quiet = since(self.haproxy_moved);
-            components.push(Component {
-                name: "haproxy log shard".into(),
-                ok: quiet < self.stall,
-                detail: format!("heartbeat {} ms ago", quiet.as_millis()),
-            });
-            let stuck = since(self.delivering);
-            components.push(Component {
-                name: "haproxy lines to kafka".into(),
-                ok: stuck < self.stall,
-                detail: if stuck.is_zero() {
-                    "delivering".into()
-                } else {
-                    format!("lines arrive but no message was acknowledged for {} ms", stuck.as_millis())
-                },
-            });
+            components.push(heartbeat("haproxy log shard".into(), self.haproxy_moved));
+            components.push(moving(
+                "haproxy lines to kafka",
+                self.delivering,
+                "delivering",
+                "lines arrive but no message was acknowledged for",
+            ));
         }
         self.last = Some(s);
         (components.iter().all(|c| c.ok), components)

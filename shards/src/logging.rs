@@ -34,35 +34,48 @@ pub fn init(config: &LogConfig) {
     };
 }
 
-/// At most `per_minute` events per rolling minute pass.
+/// At most `limit` events pass per window; a window opens with the first
+/// event that passes, so with a limit of 1 an event passes when the last
+/// one that passed is a window old.
 pub struct Limiter {
-    per_minute: u32,
+    limit: u32,
+    window: Duration,
     window_start: Instant,
     passed: u32,
     held_back: u64,
 }
 
 impl Limiter {
-    const WINDOW: Duration = Duration::from_secs(60);
-
+    /// At most `per_minute` a minute (the data-plane logs).
     pub fn new(per_minute: u32) -> Limiter {
-        Limiter { per_minute, window_start: Instant::now(), passed: 0, held_back: 0 }
+        Limiter::per_window(per_minute, Duration::from_secs(60))
+    }
+
+    pub fn per_window(limit: u32, window: Duration) -> Limiter {
+        Limiter { limit, window, window_start: Instant::now(), passed: 0, held_back: 0 }
     }
 
     /// An event happened at `now`: `Some(n)` when it may be logged, `n`
     /// being how many were held back since the last one logged; `None`
     /// when it is to be held back.
     pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.window_start) >= Self::WINDOW {
-            self.window_start = now;
+        if self.passed > 0 && now.saturating_duration_since(self.window_start) >= self.window {
             self.passed = 0;
         }
-        if self.passed >= self.per_minute {
+        if self.passed >= self.limit {
             self.held_back += 1;
             return None;
         }
+        if self.passed == 0 {
+            self.window_start = now;
+        }
         self.passed += 1;
         Some(std::mem::take(&mut self.held_back))
+    }
+
+    /// How many were held back since the last one logged, counting afresh.
+    pub fn take_held_back(&mut self) -> u64 {
+        std::mem::take(&mut self.held_back)
     }
 }
 
@@ -80,5 +93,21 @@ mod tests {
         let later = start + Duration::from_secs(61);
         assert_eq!(limiter.allow(later), Some(997));
         assert_eq!(limiter.allow(later), Some(0));
+    }
+
+    #[test]
+    fn one_per_window_counts_from_the_last_line_logged() {
+        let t0 = Instant::now();
+        let mut limiter = Limiter::per_window(1, Duration::from_secs(10));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(limiter.allow(at(9)), Some(0));
+        // 2 s after the line, not 11 s after the limiter was made: held back.
+        assert_eq!(limiter.allow(at(11)), None);
+        assert_eq!(limiter.allow(at(18)), None);
+        assert_eq!(limiter.allow(at(19)), Some(2));
+        assert_eq!(limiter.allow(at(20)), None);
+        assert_eq!(limiter.take_held_back(), 1);
+        assert_eq!(limiter.take_held_back(), 0);
+        assert_eq!(limiter.allow(at(25)), None, "taking the count leaves the window as it is");
     }
 }

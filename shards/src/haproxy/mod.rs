@@ -160,17 +160,17 @@ impl HaproxyInput {
     ) -> Result<HaproxyInput, String> {
         let producer = producer(config, metrics.clone(), log_lines_per_minute)?;
         let socket = socket::create(config)?;
+        let queue_max = socket::max_queue_datagrams();
         info!(
             "haproxy: reading {} (receive buffer {} bytes, queue of {} datagrams: net.unix.max_dgram_qlen), \
              producing to {} on {}",
             socket.path.display(),
             socket.buffer_bytes,
-            socket::max_queue_datagrams(),
+            queue_max,
             config.kafka.topic,
             config.kafka.brokers
         );
         metrics.socket_buffer_bytes.store(socket.buffer_bytes as u64, Relaxed);
-        let queue_max = socket::max_queue_datagrams();
         metrics.socket_queue_max.store(queue_max, Relaxed);
         if queue_max < 512 {
             warn!(

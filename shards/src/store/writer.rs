@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
+use tracing::{error, info, warn};
 use weir_core::config::StoreConfig;
 use weir_core::row::encode_flow;
 use weir_core::schema::{insert_sql, stored_columns, Column};
@@ -25,8 +26,8 @@ use weir_core::FlowRecord;
 
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
+use crate::logging::Limiter;
 use crate::metrics::{StoreDrop, StoreMetrics};
-use tracing::{error, info, warn};
 
 /// Largest insert: 32 MiB of rows (~300 k flows).
 const CHUNK_BYTES_MAX: usize = 32 << 20;
@@ -167,8 +168,7 @@ impl StoreWriter {
             next_insert: Instant::now(),
             insert_interval: Duration::from_millis(config.insert_interval_ms),
             memory_bytes_max: config.memory_bytes_max,
-            failures_unlogged: 0,
-            last_failure_log: None,
+            failure_logs: Limiter::per_window(1, LOG_INTERVAL),
             up: true,
             metrics,
         };
@@ -237,8 +237,8 @@ struct Writer {
     next_insert: Instant,
     insert_interval: Duration,
     memory_bytes_max: u64,
-    failures_unlogged: u64,
-    last_failure_log: Option<Instant>,
+    /// One failure line per `LOG_INTERVAL`, with the count left out.
+    failure_logs: Limiter,
     /// Whether the last insert worked.
     up: bool,
     metrics: Arc<StoreMetrics>,
@@ -371,8 +371,7 @@ impl Writer {
             self.spare = Some(chunk.bytes);
         }
         if !self.up {
-            info!("store: inserts work again ({} failures not logged)", self.failures_unlogged);
-            self.failures_unlogged = 0;
+            info!("store: inserts work again ({} failures not logged)", self.failure_logs.take_held_back());
         }
         self.up = true;
         self.backoff = self.backoff_min;
@@ -383,17 +382,11 @@ impl Writer {
         self.metrics.insert_errors.fetch_add(1, Relaxed);
         self.up = false;
         self.next_attempt = Instant::now() + self.backoff;
-        let due = self.last_failure_log.is_none_or(|t| t.elapsed() >= LOG_INTERVAL);
-        if due {
+        if let Some(held_back) = self.failure_logs.allow(Instant::now()) {
             warn!(
-                "store: insert failed, retrying in {} ms ({} more failures since the last line): {error}",
+                "store: insert failed, retrying in {} ms ({held_back} more failures since the last line): {error}",
                 self.backoff.as_millis(),
-                self.failures_unlogged
             );
-            self.failures_unlogged = 0;
-            self.last_failure_log = Some(Instant::now());
-        } else {
-            self.failures_unlogged += 1;
         }
         self.backoff = (self.backoff * 2).min(self.backoff_max);
     }
