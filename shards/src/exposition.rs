@@ -215,20 +215,19 @@ const DELIVERY_DELAY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 fn encode_haproxy(e: &mut DescriptorEncoder, h: &crate::haproxy::HaproxyMetrics) -> fmt::Result {
     use crate::haproxy::Topic;
     use weir_core::accesslog::LineReason;
-    let counters: [(&str, &str, &AtomicU64); 7] = [
+    let counters: [(&str, &str, &AtomicU64); 6] = [
         ("weir_haproxy_lines_received", "Datagrams (log lines) read from the socket.", &h.lines_received),
         ("weir_haproxy_bytes_received", "Bytes of the lines read.", &h.bytes_received),
         ("weir_haproxy_receive_errors", "Receive calls on the socket that failed.", &h.receive_errors),
         ("weir_haproxy_lines_parsed", "Lines parsed into a JSON message.", &h.lines_parsed),
-        (
-            "weir_haproxy_messages_dropped",
-            "Messages dropped: the producer's queue stayed full past kafka.backpressure_wait_ms.",
-            &h.dropped_queue_full,
-        ),
         ("weir_haproxy_lines_lost", "Lines HAProxy numbered (request counter) that never arrived.", &h.lines_lost),
         ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
     ];
     counters_of(e, &counters)?;
+    let drops = crate::haproxy::ProduceDrop::ALL.map(|r| (r.label(), h.dropped[r as usize].load(Relaxed)));
+    let help =
+        "Messages dropped before the producer took them, by reason (queue_full: past kafka.backpressure_wait_ms).";
+    counter_by(e, "weir_haproxy_messages_dropped", help, "reason", &drops)?;
     let reasons = LineReason::ALL.map(|r| (r.label(), h.parse_errors[r as usize].load(Relaxed)));
     let help = "Lines not parsed (sent to the dead-letter topic), by reason.";
     counter_by(e, "weir_haproxy_parse_errors", help, "reason", &reasons)?;
@@ -383,6 +382,9 @@ mod tests {
             assert!(text.contains(&format!("weir_haproxy_parse_errors_total{{reason=\"{}\"}} 0\n", r.label())));
         }
         assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"main\"} 0\n"), "{text}");
+        for r in crate::haproxy::ProduceDrop::ALL {
+            assert!(text.contains(&format!("weir_haproxy_messages_dropped_total{{reason=\"{}\"}} 0\n", r.label())));
+        }
         assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"dead_letter\"} 3\n"), "{text}");
         assert!(text.contains("weir_haproxy_delivery_delay_seconds_bucket{le=\"0.025\"} 5\n"), "{text}");
     }

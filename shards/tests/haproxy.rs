@@ -411,7 +411,7 @@ fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
     assert!(missing.is_empty(), "{} of {} requests missing: {missing:?}", missing.len(), sent.len());
     assert!(sent.len() > 300, "steady requests through the outage: {}", sent.len());
     assert_eq!(c.metric("weir_haproxy_delivery_errors_total", "").iter().sum::<u64>(), 0);
-    assert_eq!(c.metric("weir_haproxy_messages_dropped_total", ""), [0]);
+    assert_eq!(c.metric("weir_haproxy_messages_dropped_total", ""), [0, 0]);
     assert_eq!(c.get_status("/health/live").0, 200, "alive again");
     c.stop();
 }
@@ -477,7 +477,7 @@ fn a_full_producer_queue_pushes_back_then_drops_and_counts() {
     while produced + dropped < 40 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
         produced = c.metric("weir_haproxy_messages_produced_total", "").iter().sum();
-        dropped = c.metric("weir_haproxy_messages_dropped_total", "")[0];
+        dropped = c.metric("weir_haproxy_messages_dropped_total", "reason=\"queue_full\"")[0];
     }
     assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [40]);
     assert_eq!(produced, 10, "the queue holds 10");

@@ -53,6 +53,27 @@ impl Topic {
     }
 }
 
+/// Why a message never went to the producer (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProduceDrop {
+    /// The local queue stayed full past `kafka.backpressure_wait_ms` (or
+    /// Weir was stopping).
+    QueueFull,
+    /// librdkafka refused the message (too large for `message.max.bytes`,
+    /// an unknown partition, a fatal producer error).
+    Refused,
+}
+
+impl ProduceDrop {
+    pub const ALL: [ProduceDrop; 2] = [ProduceDrop::QueueFull, ProduceDrop::Refused];
+    pub fn label(self) -> &'static str {
+        match self {
+            ProduceDrop::QueueFull => "queue_full",
+            ProduceDrop::Refused => "refused",
+        }
+    }
+}
+
 /// Counters of the HAProxy input; written by the log shard and the
 /// producer's delivery callback.
 #[derive(Default)]
@@ -65,8 +86,8 @@ pub struct HaproxyMetrics {
     pub produced: [AtomicU64; 2],
     pub delivered: [AtomicU64; 2],
     pub delivery_errors: [AtomicU64; 2],
-    /// Messages dropped because the local queue stayed full.
-    pub dropped_queue_full: AtomicU64,
+    /// Messages the producer did not take, by `ProduceDrop`.
+    pub dropped: [AtomicU64; ProduceDrop::ALL.len()],
     /// Gaps in HAProxy's request counter.
     pub lines_lost: AtomicU64,
     /// Processes (host, pid) seen, bounded.
@@ -412,9 +433,13 @@ fn send(
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err((e, _)) => {
-                metrics.dropped_queue_full.fetch_add(1, Relaxed);
+                let reason = match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => ProduceDrop::QueueFull,
+                    _ => ProduceDrop::Refused,
+                };
+                metrics.dropped[reason as usize].fetch_add(1, Relaxed);
                 if let Some(held_back) = drops_logged.allow(Instant::now()) {
-                    error!(held_back, "haproxy: message dropped: {e}");
+                    error!(held_back, reason = reason.label(), "haproxy: message dropped: {e}");
                 }
                 return;
             }
