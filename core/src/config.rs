@@ -349,11 +349,15 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// The profiling endpoints (`/debug/pprof/profile`, `/debug/memory`).
     pub debug: bool,
+    /// Let `POST /query` (and `weir query`) run statements that change the
+    /// store. Off: they run read-only (`readonly = 1` on a ClickHouse
+    /// server; chDB's parser must find one read-only statement).
+    pub query_writes: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))), debug: true }
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))), debug: true, query_writes: false }
     }
 }
 

@@ -1,26 +1,22 @@
-//! The `weir` binary. Subcommands live in their own modules:
-//! - `weir run --config FILE` (`run`): the collector — pinned shards
-//!   (`shard`) receiving on reuseport sockets (`socket`), decoding into a
-//!   sink (`sink`), counted at `/metrics` (`metrics`).
-//! - `weir decode FILE.pcap` (`decode`): the flows of a capture as JSON lines.
-//! - `weir migrate` / `weir query "SQL"` (`store::commands`): the store's
-//!   schema and a look inside it.
-//! - `weir config check FILE` / `weir config defaults`.
+//! The `weir` binary. Its rooms (DESIGN.md §6), lower ones first; a room
+//! imports only rooms above it in this list, never one below:
+//! - `ops`: the control-plane HTTP server (axum), `/metrics` exposition,
+//!   health, profiling, systemd, logging, CPU pinning. Knows no feature.
+//! - `store`: the store writer, chDB and ClickHouse engines, the spool,
+//!   `/latency` and `POST /query`.
+//! - `receive`: the data plane: pinned shards, reuseport sockets, sinks.
+//! - `haproxy`: the access-log input (unix socket to Kafka).
+//! - `cli`: one file per one-shot subcommand (`decode`, `query`,
+//!   `migrate`, `config`).
+//! - `run`: `weir run`, wiring only: starts the rooms and registers each
+//!   feature's counters, probes and routes.
 
-mod decode;
-mod exposition;
+mod cli;
 mod haproxy;
-mod health;
-mod http;
-mod logging;
-mod metrics;
-mod profile;
+mod ops;
+mod receive;
 mod run;
-mod shard;
-mod sink;
-mod socket;
 mod store;
-mod systemd;
 
 use std::process::ExitCode;
 
@@ -37,49 +33,26 @@ struct Cli {
 enum Command {
     /// Decode NetFlow v5/v9, IPFIX and sFlow datagrams from a pcap file:
     /// one JSON object per flow on stdout, a summary on stderr.
-    Decode(decode::Args),
+    Decode(cli::decode::Args),
     /// Run the collector: one pinned shard per configured CPU.
     Run(run::Args),
     /// Create or alter the store's tables to match the configuration.
-    Migrate(store::commands::MigrateArgs),
+    Migrate(cli::migrate::MigrateArgs),
     /// Run SQL against the configured store and print the result.
-    Query(store::commands::QueryArgs),
+    Query(cli::query::QueryArgs),
     /// Check a configuration file, or print the defaults.
     #[command(subcommand)]
-    Config(ConfigCommand),
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Parse and check a file against this machine; errors name the key.
-    Check { file: std::path::PathBuf },
-    /// Print the default configuration, every key with its value.
-    Defaults,
-}
-
-fn config_command(c: &ConfigCommand) -> Result<(), String> {
-    match c {
-        ConfigCommand::Check { file } => {
-            let config = run::read_config_printing_warnings(file)?;
-            let cores = config.check_machine(run::online_cpus()).map_err(|e| format!("{}: {e}", file.display()))?;
-            println!("{}: ok ({} shards on CPUs {cores:?})", file.display(), cores.len());
-            Ok(())
-        }
-        ConfigCommand::Defaults => {
-            print!("{}", include_str!("../../config/weir.toml"));
-            Ok(())
-        }
-    }
+    Config(cli::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Decode(args) => decode::run(&args),
+        Command::Decode(args) => cli::decode::run(&args),
         Command::Run(args) => run::run(&args),
-        Command::Migrate(args) => store::commands::migrate_command(&args),
-        Command::Query(args) => store::commands::query_command(&args),
-        Command::Config(c) => config_command(&c),
+        Command::Migrate(args) => cli::migrate::migrate_command(&args),
+        Command::Query(args) => cli::query::query_command(&args),
+        Command::Config(c) => cli::config::config_command(&c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

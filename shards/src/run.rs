@@ -6,9 +6,12 @@
 //! 2. open one socket per listener per shard, all in SO_REUSEPORT groups,
 //!    and log what receive buffer the kernel granted;
 //! 3. attach the eBPF balancer per listener (or keep the kernel's hash);
-//! 4. start the sink writer, `/metrics`, and one pinned shard per core,
-//!    each loading the saved decoder state;
-//! 5. with a pid file naming a running `weir`: that is the old instance of
+//! 4. make each feature's counters and register them, with its health
+//!    probes, readiness check and HTTP routes (`Counters::register`,
+//!    `serve_http`): this file is wiring, each feature owns its parts;
+//! 5. start the sink writer, the HTTP server, and one pinned shard per
+//!    core, each loading the saved decoder state;
+//! 6. with a pid file naming a running `weir`: that is the old instance of
 //!    a graceful restart. Our sockets are in its groups and our balancer has
 //!    replaced its program, so we tell it to drain and exit (SIGTERM), wait
 //!    for it, and load the decoder state it saved on its way out.
@@ -30,13 +33,20 @@ use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
-use crate::health::{Sample, Watch};
-use crate::metrics::{Metrics, StoreMetrics};
-use crate::shard::{self, Inboxes, ShardSetup};
-use crate::sink::{JsonWriter, SinkWriter};
-use crate::socket;
-use crate::store::{chdb, writer::StoreWriter};
-use crate::systemd::Notifier;
+use crate::cli::config::read_config;
+use crate::haproxy::{HaproxyInput, HaproxyMetrics};
+use crate::ops::cpu::{online_cpus, pin_to};
+use crate::ops::exposition::Exposition;
+use crate::ops::health::{Health, Probe, ReadyCheck, Watch};
+use crate::ops::http::{self, HttpMetrics, Ops};
+use crate::ops::systemd::Notifier;
+use crate::receive::metrics::ReceiveMetrics;
+use crate::receive::shard::{self, Inboxes, ShardSetup};
+use crate::receive::sink::{JsonWriter, SinkMetrics, SinkWriter};
+use crate::receive::socket;
+use crate::store::metrics::StoreMetrics;
+use crate::store::routes::StoreEndpoints;
+use crate::store::{self, chdb, writer::StoreWriter};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,7 +57,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<(), String> {
     let (config, warnings) = read_config(&args.config)?;
-    crate::logging::init(&config.log);
+    crate::ops::logging::init(&config.log);
     for w in warnings {
         warn!("{w}");
     }
@@ -57,33 +67,16 @@ pub fn run(args: &Args) -> Result<(), String> {
     // Before anything starts: a SIGTERM during start-up is then a clean stop
     // once the shards run, not the default action (death without draining).
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
-    let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
-    let mut metrics = Metrics::new(listeners, cores.clone());
-    if config.haproxy.enabled {
-        metrics.haproxy = Some(Arc::new(crate::haproxy::HaproxyMetrics::default()));
-    }
-    if config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
-        if config.store.kind == StoreKind::Embedded {
-            chdb::check_library(&config.store.embedded.library)?;
-        }
-        metrics.store = Some(Arc::new(StoreMetrics::default()));
-    }
-    let metrics = Arc::new(metrics);
-    let sockets = open_sockets(&config, &cores, &metrics)?;
-    let _balancers = attach_balancers(&config, &sockets, &metrics);
+    let counters = Counters::new(&config, &cores)?;
+    let sockets = open_sockets(&config, &cores, &counters.receive)?;
+    let _balancers = attach_balancers(&config, &sockets, &counters.receive);
     let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
-    let writer = start_writer(&config, &metrics)?;
-    if let Some(address) = config.http.listen {
-        let queries = match &writer {
-            SinkWriter::Store(w) => Some(w.queries()),
-            _ => None,
-        };
-        let server = crate::http::Server { metrics: metrics.clone(), queries, debug: config.http.debug };
-        let local = crate::http::serve(address, server).map_err(|e| format!("http.listen {address}: {e}"))?;
-        info!("metrics at http://{local}/metrics");
-    }
-    let haproxy = match &metrics.haproxy {
-        Some(m) => Some(crate::haproxy::HaproxyInput::start(
+    let writer = start_writer(&config, &counters)?;
+    let (exposition, probes, ready_checks) = counters.register();
+    let health = Arc::new(Health::new(ready_checks));
+    serve_http(&config, &counters, exposition, &health, &writer)?;
+    let haproxy = match &counters.haproxy {
+        Some(m) => Some(HaproxyInput::start(
             &config.haproxy,
             config.haproxy.core.unwrap_or(config.shards.control_core),
             m.clone(),
@@ -112,7 +105,7 @@ pub fn run(args: &Args) -> Result<(), String> {
             log_lines_per_minute: config.log.data_plane_lines_per_minute,
             limits: config.decoder.limits(seed),
             saved_state: saved_state.clone(),
-            metrics: metrics.shards[index].clone(),
+            metrics: counters.receive.shards[index].clone(),
             inboxes: inboxes.clone(),
             sink: writer.sink(),
             stop: stop.clone(),
@@ -127,11 +120,13 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     info!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len());
     take_over(&config, &inboxes);
-    metrics.health.set_started();
+    health.set_started();
     let notifier = Notifier::from_env();
     notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={} shards running", std::process::id(), cores.len()));
-    let control = Control { config_path: args.config.clone(), config, raw_fds, metrics, writer, notifier };
-    control.run_until_stopped(signals, &state_out)?;
+    let watch = Watch::new(Duration::from_secs(config.run.stall_timeout_s), probes, Instant::now());
+    let receive = counters.receive;
+    let control = Control { config_path: args.config.clone(), config, raw_fds, receive, health, writer, notifier };
+    control.run_until_stopped(signals, watch, &state_out)?;
     control.notifier.notify("STOPPING=1");
     stop.store(true, Relaxed);
     let mut state = None;
@@ -155,7 +150,91 @@ pub fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, String> {
+/// Each feature's counters, made before anything starts.
+struct Counters {
+    receive: Arc<ReceiveMetrics>,
+    sink: Arc<SinkMetrics>,
+    /// With the store as sink.
+    store: Option<Arc<StoreMetrics>>,
+    /// With the HAProxy input.
+    haproxy: Option<Arc<HaproxyMetrics>>,
+    http: Arc<HttpMetrics>,
+}
+
+impl Counters {
+    fn new(config: &Config, cores: &[usize]) -> Result<Counters, String> {
+        let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
+        let store = if config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
+            if config.store.kind == StoreKind::Embedded {
+                chdb::check_library(&config.store.embedded.library)?;
+            }
+            Some(Arc::default())
+        } else {
+            None
+        };
+        Ok(Counters {
+            receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),
+            sink: Arc::default(),
+            store,
+            haproxy: config.haproxy.enabled.then(Arc::default),
+            http: Arc::default(),
+        })
+    }
+
+    /// Every feature's counters for `/metrics` (in the order they are
+    /// shown), its liveness probes and its readiness check: one line each.
+    fn register(&self) -> (Exposition, Vec<Probe>, Vec<ReadyCheck>) {
+        let mut exposition = Exposition::default();
+        let mut probes = self.receive.probes();
+        let mut ready_checks = Vec::new();
+        exposition.register(self.receive.clone());
+        exposition.register(self.sink.clone());
+        if let Some(store) = &self.store {
+            exposition.register(store.clone());
+            probes.push(store.probe());
+            let (decoded, taken) = (self.receive.clone(), store.clone());
+            probes.push(Probe::progress(
+                "flows to the store writer",
+                "flowing",
+                "shards decoded flows the writer has not taken for",
+                move || (decoded.flows(), taken.rows_received.load(Relaxed)),
+            ));
+            ready_checks.push(store.readiness());
+        }
+        if let Some(haproxy) = &self.haproxy {
+            exposition.register(haproxy.clone());
+            probes.extend(haproxy.probes());
+        }
+        exposition.register(self.http.clone());
+        (exposition, probes, ready_checks)
+    }
+}
+
+/// The control-plane server on `http.listen`: the operations routes and
+/// each feature's own.
+fn serve_http(
+    config: &Config,
+    counters: &Counters,
+    exposition: Exposition,
+    health: &Arc<Health>,
+    writer: &SinkWriter,
+) -> Result<(), String> {
+    let Some(address) = config.http.listen else { return Ok(()) };
+    let store = match (writer, &counters.store) {
+        (SinkWriter::Store(w), Some(metrics)) => {
+            Some(StoreEndpoints { queries: w.queries(), metrics: metrics.clone(), writes: config.http.query_writes })
+        }
+        _ => None,
+    };
+    let ops = Ops { exposition, health: health.clone(), debug: config.http.debug };
+    let app = http::routes(ops).merge(store::routes::routes(store));
+    let local = http::serve(address, app, config.shards.control_core, counters.http.clone())
+        .map_err(|e| format!("http.listen {address}: {e}"))?;
+    info!("metrics at http://{local}/metrics");
+    Ok(())
+}
+
+fn start_writer(config: &Config, counters: &Counters) -> Result<SinkWriter, String> {
     // A cache host running only the HAProxy input has no flows to sink.
     if config.listeners.is_empty() {
         return Ok(SinkWriter::Count);
@@ -166,42 +245,21 @@ fn start_writer(config: &Config, metrics: &Arc<Metrics>) -> Result<SinkWriter, S
                 &config.sink.path,
                 config.sink.buffer_bytes,
                 config.sink.buffers_max,
-                metrics.clone(),
+                counters.sink.clone(),
                 config.log.data_plane_lines_per_minute,
             )
             .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
         ),
         SinkKind::Count => SinkWriter::Count,
         SinkKind::Store => {
-            let store_metrics = metrics.store.clone().expect("set for the store sink");
-            SinkWriter::Store(StoreWriter::start(&config.store, store_metrics)?)
+            let metrics = counters.store.clone().expect("set for the store sink");
+            SinkWriter::Store(StoreWriter::start(&config.store, metrics)?)
         }
     })
 }
 
-/// Reads the file, applies `WEIR_SECTION__KEY` environment overrides and
-/// renamed keys, and checks it; returns the deprecation warnings (one per
-/// old name used) for the caller to log.
-pub fn read_config(path: &Path) -> Result<(Config, Vec<String>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let env: Vec<(String, String)> = std::env::vars().filter(|(name, _)| name.starts_with("WEIR_")).collect();
-    let (config, warnings) =
-        Config::load(&text, &env, weir_core::config::RENAMED).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((config, warnings.into_iter().map(|w| format!("{}: {w}", path.display())).collect()))
-}
-
-/// For the one-shot commands (`config check`, `migrate`, `query`), which
-/// print rather than log: the config, its warnings on standard error.
-pub fn read_config_printing_warnings(path: &Path) -> Result<Config, String> {
-    let (config, warnings) = read_config(path)?;
-    for w in warnings {
-        eprintln!("weir: warning: {w}");
-    }
-    Ok(config)
-}
-
 /// `sockets[shard][listener]`.
-fn open_sockets(config: &Config, cores: &[usize], metrics: &Metrics) -> Result<Vec<Vec<OwnedFd>>, String> {
+fn open_sockets(config: &Config, cores: &[usize], metrics: &ReceiveMetrics) -> Result<Vec<Vec<OwnedFd>>, String> {
     let asked = config.shards.socket_receive_buffer_bytes;
     let mut sockets: Vec<Vec<OwnedFd>> = cores.iter().map(|_| Vec::new()).collect();
     for (listener, l) in config.listeners.iter().enumerate() {
@@ -226,7 +284,7 @@ fn open_sockets(config: &Config, cores: &[usize], metrics: &Metrics) -> Result<V
     Ok(sockets)
 }
 
-fn attach_balancers(config: &Config, sockets: &[Vec<OwnedFd>], metrics: &Metrics) -> Vec<Balancer> {
+fn attach_balancers(config: &Config, sockets: &[Vec<OwnedFd>], metrics: &ReceiveMetrics) -> Vec<Balancer> {
     let mut balancers = Vec::new();
     for (listener, l) in config.listeners.iter().enumerate() {
         let group: Vec<_> = sockets.iter().map(|s| s[listener].as_fd()).collect();
@@ -294,7 +352,8 @@ struct Control {
     config_path: PathBuf,
     config: Config,
     raw_fds: Vec<RawFd>,
-    metrics: Arc<Metrics>,
+    receive: Arc<ReceiveMetrics>,
+    health: Arc<Health>,
     writer: SinkWriter,
     notifier: Notifier,
 }
@@ -304,10 +363,9 @@ impl Control {
     fn run_until_stopped(
         &self,
         mut signals: signal_hook::iterator::Signals,
+        mut watch: Watch,
         state_out: &ArrayQueue<Vec<u8>>,
     ) -> Result<(), String> {
-        let stall = Duration::from_secs(self.config.run.stall_timeout_s);
-        let mut watch = Watch::new(stall, self.metrics.shards.len(), Instant::now());
         let check_every =
             self.notifier.watchdog_every.map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
         let mut next_check = Instant::now();
@@ -316,7 +374,7 @@ impl Control {
         loop {
             if Instant::now() >= next_check {
                 next_check = Instant::now() + check_every;
-                let (alive, components) = watch.check(Sample::read(&self.metrics), Instant::now());
+                let (alive, components) = watch.check(Instant::now());
                 if alive != was_alive {
                     let failing: Vec<String> =
                         components.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
@@ -327,7 +385,7 @@ impl Control {
                     }
                     was_alive = alive;
                 }
-                self.metrics.health.update(alive, components);
+                self.health.update(alive, components);
                 if let Some(every) = self.notifier.watchdog_every {
                     if alive && Instant::now() >= next_ping {
                         self.notifier.notify("WATCHDOG=1");
@@ -365,9 +423,9 @@ impl Control {
                 warn!("reload: receive buffer: {e}");
             }
             let granted = socket::receive_buffer_bytes_of(*fd).unwrap_or(0) as u64;
-            let listeners = self.metrics.listeners.len();
+            let listeners = self.receive.listeners.len();
             let (shard, listener) = (i / listeners, i % listeners);
-            self.metrics.shards[shard].sockets[listener].buffer_bytes.store(granted, Relaxed);
+            self.receive.shards[shard].sockets[listener].buffer_bytes.store(granted, Relaxed);
         }
         self.writer.reopen();
         let restart = self.config.keys_needing_restart(&new);
@@ -389,23 +447,6 @@ fn save_atomically(path: &Path, bytes: &[u8]) {
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         error!("{}: {e}", path.display());
-    }
-}
-
-pub fn online_cpus() -> usize {
-    // SAFETY: plain libc call.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    n.max(1) as usize
-}
-
-pub fn pin_to(core: usize) {
-    // SAFETY: cpu_set_t is plain data; the calls only read and write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            warn!("could not pin the control plane to CPU {core}");
-        }
     }
 }
 

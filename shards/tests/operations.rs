@@ -71,7 +71,7 @@ fn a_cpu_profile_under_traffic_names_the_shard_and_loses_nothing() {
     let sent = sender.join().unwrap();
     assert_eq!(status, 200, "{svg}");
     assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "a flamegraph");
-    assert!(svg.contains("weir::shard"), "the shard's code was sampled");
+    assert!(svg.contains("weir::receive::shard"), "the shard's code was sampled");
     // SIGPROF interrupted the shards' receive calls many times over: none failed.
     assert_eq!(c.wait_metric_sum("weir_decode_flows_total", sent.into()), u64::from(sent));
     assert_eq!(c.metric("weir_receive_errors_total", ""), [0]);

@@ -127,6 +127,20 @@ fn query(config: &Path, http: Option<&str>, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `weir query` of a statement that changes the store: refused (the
+/// default `http.query_writes = false`); returns what it said.
+fn query_refused(config: &Path, http: &str, sql: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["query", "--http", http, "--config"])
+        .arg(config)
+        .arg(sql)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && said.contains("read-only (http.query_writes = false)"), "{sql}: {said}");
+    said
+}
+
 fn weir(args: &[&str], config: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(args).arg("--config").arg(config).output().unwrap();
     assert!(out.status.success(), "weir {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -223,6 +237,13 @@ fn captures_match_tshark(store: &Store, dir: &Path) {
             }
             assert_eq!(got, want, "{name}: {spec}");
         }
+        // The operator's queries only read (readonly = 1 on the server).
+        query_refused(&config, &c.metrics, &format!("DROP TABLE {database}.flows"));
+        query_refused(&config, &c.metrics, &format!("INSERT INTO {database}.flows (Bytes) VALUES (1)"));
+        assert_eq!(
+            query(&config, Some(&c.metrics), &format!("SELECT count() FROM {database}.flows")),
+            format!("{flows}\n")
+        );
         c.stop();
     }
     // sFlow: one flow per sample; Bytes is the sampled frame's length.

@@ -16,12 +16,13 @@
 //! counted. Loss HAProxy sees (its sends failing) shows as gaps in its
 //! request counter, counted per host and process.
 
+pub mod metrics;
 pub mod socket;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,75 +34,8 @@ use tracing::{error, info, warn};
 use weir_core::accesslog::{Format, LineError, LineReason};
 use weir_core::config::{Compression, HaproxyConfig};
 
-use crate::logging::Limiter;
-use crate::metrics::CommitDelay;
-
-/// Which topic a message went to (the `topic` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Topic {
-    Main,
-    DeadLetter,
-}
-
-impl Topic {
-    pub const ALL: [Topic; 2] = [Topic::Main, Topic::DeadLetter];
-    pub fn label(self) -> &'static str {
-        match self {
-            Topic::Main => "main",
-            Topic::DeadLetter => "dead_letter",
-        }
-    }
-}
-
-/// Why a message never went to the producer (the `reason` label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProduceDrop {
-    /// The local queue stayed full past `kafka.backpressure_wait_ms` (or
-    /// Weir was stopping).
-    QueueFull,
-    /// librdkafka refused the message (too large for `message.max.bytes`,
-    /// an unknown partition, a fatal producer error).
-    Refused,
-}
-
-impl ProduceDrop {
-    pub const ALL: [ProduceDrop; 2] = [ProduceDrop::QueueFull, ProduceDrop::Refused];
-    pub fn label(self) -> &'static str {
-        match self {
-            ProduceDrop::QueueFull => "queue_full",
-            ProduceDrop::Refused => "refused",
-        }
-    }
-}
-
-/// Counters of the HAProxy input; written by the log shard and the
-/// producer's delivery callback.
-#[derive(Default)]
-pub struct HaproxyMetrics {
-    pub lines_received: AtomicU64,
-    pub bytes_received: AtomicU64,
-    pub receive_errors: AtomicU64,
-    pub lines_parsed: AtomicU64,
-    pub parse_errors: [AtomicU64; LineReason::ALL.len()],
-    pub produced: [AtomicU64; 2],
-    pub delivered: [AtomicU64; 2],
-    pub delivery_errors: [AtomicU64; 2],
-    /// Messages the producer did not take, by `ProduceDrop`.
-    pub dropped: [AtomicU64; ProduceDrop::ALL.len()],
-    /// Gaps in HAProxy's request counter.
-    pub lines_lost: AtomicU64,
-    /// Processes (host, pid) seen, bounded.
-    pub processes: AtomicU64,
-    pub socket_queue: AtomicU64,
-    pub socket_queue_max: AtomicU64,
-    pub socket_buffer_bytes: AtomicU64,
-    /// Messages in librdkafka's queue, not yet acknowledged.
-    pub producer_queue: AtomicU64,
-    /// Log timestamp to Kafka acknowledgement, per message.
-    pub delivery_delay: CommitDelay,
-    /// Turns of the log shard's loop (`health`).
-    pub heartbeats: AtomicU64,
-}
+pub use self::metrics::{HaproxyMetrics, ProduceDrop, Topic};
+use crate::ops::logging::Limiter;
 
 /// Log timestamp and topic of a message in flight.
 struct Sent {
@@ -215,7 +149,7 @@ impl HaproxyInput {
         let thread = std::thread::Builder::new()
             .name("weir-haproxy".into())
             .spawn(move || {
-                crate::run::pin_to(core);
+                crate::ops::cpu::pin_to(core);
                 shard.run(&stop_flag);
             })
             .map_err(|e| e.to_string())?;

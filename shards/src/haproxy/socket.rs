@@ -84,8 +84,8 @@ pub fn create(config: &HaproxyConfig) -> Result<LogSocket, String> {
         std::os::unix::fs::chown(path, uid, gid).map_err(|e| cleanup(at(&format!("chown: {e}"))))?;
     }
     let fd = socket.as_raw_fd();
-    let _ = crate::socket::set_receive_buffer(fd, config.receive_buffer_bytes);
-    let buffer_bytes = crate::socket::receive_buffer_bytes_of(fd).unwrap_or(0);
+    let _ = crate::receive::socket::set_receive_buffer(fd, config.receive_buffer_bytes);
+    let buffer_bytes = crate::receive::socket::receive_buffer_bytes_of(fd).unwrap_or(0);
     // Wake up regularly to see the stop flag and update the queue gauge.
     socket.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| cleanup(at(&e)))?;
     let inode = socket_inode(fd).map_err(|e| cleanup(at(&e)))?;

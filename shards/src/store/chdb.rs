@@ -8,15 +8,18 @@
 //! the streaming insert (`chdb_stream_insert_n` with the statement and the
 //! format apart, `chdb_stream_append`, `chdb_stream_done`,
 //! `chdb_stream_insert_error`, `chdb_destroy_insert_stream`),
-//! `chdb_destroy_query_result`, `chdb_close_conn` and
-//! `chdb_set_signal_handlers_enabled` (so SIGTERM/SIGHUP stay Weir's). The
-//! store tests check each signature against the library's behaviour.
+//! `chdb_destroy_query_result`, `chdb_close_conn`,
+//! `chdb_set_signal_handlers_enabled` (so SIGTERM/SIGHUP stay Weir's) and
+//! `chdb_classify_query_n` (the engine's parser says whether a statement
+//! only reads: the read-only `/query`). The store tests check each
+//! signature against the library's behaviour.
 //!
 //! chDB runs one storage path per process and locks it: a second process on
 //! the same path fails to connect (`weir query` then asks the running
 //! collector over HTTP).
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::mem::size_of;
 use std::path::Path;
 
 type Connect = unsafe extern "C" fn(argc: c_int, argv: *mut *mut c_char) -> *mut *mut c_void;
@@ -39,6 +42,50 @@ type StreamAppend = unsafe extern "C" fn(stream: *mut c_void, data: *const c_voi
 type StreamDone = unsafe extern "C" fn(stream: *mut c_void) -> *mut c_void;
 type StreamInsertError = unsafe extern "C" fn(stream: *mut c_void) -> *const c_char;
 type DestroyInsertStream = unsafe extern "C" fn(stream: *mut c_void);
+type ClassifyQueryN = unsafe extern "C" fn(
+    conn: *mut c_void,
+    sql: *const c_char,
+    sql_len: usize,
+    target_database: *const c_char,
+    target_database_len: usize,
+    out: *mut QueryAnalysis,
+) -> c_int;
+
+/// chDB's `chdb_query_analysis_v1`: four `uint32_t`, the first its size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct QueryAnalysis {
+    struct_size: u32,
+    statement_count: u32,
+    flags: u32,
+    query_class: u32,
+}
+
+/// What a statement does, as chDB's `chdb_query_class` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementClass {
+    /// Reads only (SELECT, SHOW, DESCRIBE, EXISTS, EXPLAIN).
+    ReadOnly,
+    /// Changes data or schema (INSERT, ALTER, CREATE, DROP, TRUNCATE...).
+    Mutating,
+    /// Changes state outside the database (global mutations).
+    MutatingGlobal,
+    /// Changes the session or the engine (SET, USE, SYSTEM, KILL, INTO OUTFILE).
+    Control,
+    Unknown,
+}
+
+impl StatementClass {
+    fn of(class: u32) -> StatementClass {
+        match class {
+            0 => StatementClass::ReadOnly,
+            1 => StatementClass::Mutating,
+            2 => StatementClass::MutatingGlobal,
+            3 => StatementClass::Control,
+            _ => StatementClass::Unknown,
+        }
+    }
+}
 
 struct Api {
     connect: Connect,
@@ -54,6 +101,7 @@ struct Api {
     stream_done: StreamDone,
     stream_insert_error: StreamInsertError,
     destroy_insert_stream: DestroyInsertStream,
+    classify_query_n: ClassifyQueryN,
 }
 
 /// One open chDB database. Owned by one thread (the store writer, or the
@@ -122,6 +170,28 @@ impl Chdb {
         };
         unsafe { (self.api.destroy_result)(result) };
         outcome
+    }
+
+    /// How many statements `sql` holds and what the first does, by the
+    /// engine's own parser; nothing runs.
+    pub fn classify(&mut self, sql: &str) -> Result<(u32, StatementClass), String> {
+        let mut out = QueryAnalysis { struct_size: size_of::<QueryAnalysis>() as u32, ..Default::default() };
+        // SAFETY: `sql` is valid for its length (the call is length-based);
+        // no target database; `out` is live and its size is set as asked.
+        let state = unsafe {
+            (self.api.classify_query_n)(
+                *self.conn,
+                sql.as_ptr() as *const c_char,
+                sql.len(),
+                std::ptr::null(),
+                0,
+                &mut out,
+            )
+        };
+        if state != 0 {
+            return Err("chDB could not classify the statement".into());
+        }
+        Ok((out.statement_count, StatementClass::of(out.query_class)))
     }
 
     /// Inserts RowBinary `rows` with `insert` (`INSERT INTO t (cols)`,
@@ -224,6 +294,7 @@ fn load(library: &Path) -> Result<Api, String> {
             destroy_insert_stream: std::mem::transmute::<*mut c_void, DestroyInsertStream>(symbol(
                 "chdb_destroy_insert_stream",
             )?),
+            classify_query_n: std::mem::transmute::<*mut c_void, ClassifyQueryN>(symbol("chdb_classify_query_n")?),
         })
     }
 }

@@ -13,12 +13,15 @@
 //!
 //! - `chdb`: libchdb.so loaded at run time; `remote`: the `clickhouse` crate.
 //! - `writer`: batches, retries, spool, queries from `/query`; `spool`: the files.
+//! - `metrics`: the writer's counters, its health probe and readiness check;
+//!   `routes`: `/latency` and `POST /query` on the control-plane server.
 //! - `migrate` (below): reads the live database, plans with
 //!   `weir_core::migrate::plan`, runs the steps.
 
 pub mod chdb;
-pub mod commands;
+pub mod metrics;
 pub mod remote;
+pub mod routes;
 pub mod spool;
 pub mod writer;
 
@@ -74,6 +77,40 @@ impl Engine {
         match self {
             Engine::Embedded(c) => c.query(sql.as_bytes(), format),
             Engine::Remote(r) => r.query(sql, format),
+        }
+    }
+
+    /// An operator's statement (`weir query`, `POST /query`): read-only
+    /// unless `writes` (`http.query_writes`).
+    pub fn operator_query(&mut self, sql: &str, format: &str, writes: bool) -> Result<Vec<u8>, String> {
+        if writes {
+            self.query(sql, format)
+        } else {
+            self.query_read_only(sql, format)
+        }
+    }
+
+    /// Runs `sql` only if it cannot change the store: a ClickHouse server
+    /// runs it with `readonly = 1`; on chDB, whose settings are the
+    /// writer's session's, the engine's parser must find one statement that
+    /// only reads.
+    fn query_read_only(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
+        const WHY: &str = "read-only (http.query_writes = false)";
+        match self {
+            Engine::Embedded(c) => match c.classify(sql)? {
+                (1, chdb::StatementClass::ReadOnly) => c.query(sql.as_bytes(), format),
+                (0, _) => c.query(sql.as_bytes(), format),
+                (1, class) => Err(format!("{WHY}: a {class:?} statement is refused; only reads run")),
+                (n, _) => Err(format!("{WHY}: {n} statements; send one at a time")),
+            },
+            Engine::Remote(r) => r.query_read_only(sql, format).map_err(|e| {
+                // Code 164: READONLY.
+                if e.contains("Code: 164") {
+                    format!("{WHY}: {e}")
+                } else {
+                    e
+                }
+            }),
         }
     }
 

@@ -51,12 +51,20 @@ impl Remote {
 
     /// Runs `sql` and returns its output in `format`.
     pub fn query(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
-        let client = &self.client;
-        let work = async move {
-            let mut cursor = client.query_raw(sql).fetch_bytes(format)?;
+        self.fetch(self.client.query_raw(sql), format)
+    }
+
+    /// `query` with the server's `readonly = 1`: it refuses anything that
+    /// writes, changes settings or calls a table function.
+    pub fn query_read_only(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
+        self.fetch(self.client.query_raw(sql).with_setting("readonly", "1"), format)
+    }
+
+    fn fetch(&self, query: clickhouse::query::Query, format: &str) -> Result<Vec<u8>, String> {
+        self.block_on(async move {
+            let mut cursor = query.fetch_bytes(format)?;
             cursor.collect().await.map(|b| b.to_vec())
-        };
-        self.block_on(work)
+        })
     }
 
     /// Runs a statement with no result (DDL, INSERT ... VALUES).

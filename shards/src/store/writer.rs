@@ -24,10 +24,10 @@ use weir_core::row::encode_flow;
 use weir_core::schema::{insert_sql, stored_columns, Column};
 use weir_core::FlowRecord;
 
+use super::metrics::{StoreDrop, StoreMetrics};
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
-use crate::logging::Limiter;
-use crate::metrics::{StoreDrop, StoreMetrics};
+use crate::ops::logging::Limiter;
 
 /// Largest insert: 32 MiB of rows (~300 k flows).
 const CHUNK_BYTES_MAX: usize = 32 << 20;
@@ -118,6 +118,8 @@ impl StoreSink {
 pub struct QueryRequest {
     pub sql: String,
     pub format: String,
+    /// Whether the statement may change the store (`http.query_writes`).
+    pub writes: bool,
     pub reply: Sender<Result<Vec<u8>, String>>,
 }
 
@@ -439,7 +441,7 @@ impl Writer {
 
     fn answer(&mut self, request: QueryRequest) {
         let result = match self.connected() {
-            Ok(engine) => engine.query(&request.sql, &request.format),
+            Ok(engine) => engine.operator_query(&request.sql, &request.format, request.writes),
             Err(e) => Err(format!("the store is not reachable: {e}")),
         };
         let _ = request.reply.send(result);

@@ -1,31 +1,19 @@
-//! `weir migrate` and `weir query`: the operator's way into the store until
-//! the console exists.
+//! `weir query "SQL"`: a look inside the store until the console exists.
 //!
-//! `weir query` asks the running collector first (`POST /query` on its
-//! `http.listen` address, answered on the store writer's connection): an
-//! embedded chDB path is locked by the process that opened it, so that is
-//! the only way in while `weir run` is up. When nothing answers there, it
-//! opens the store itself.
+//! It asks the running collector first (`POST /query` on its `http.listen`
+//! address, answered on the store writer's connection): an embedded chDB
+//! path is locked by the process that opened it, so that is the only way in
+//! while `weir run` is up. When nothing answers there, it opens the store
+//! itself. Either way the statement runs read-only unless
+//! `http.query_writes` is on (`store::Engine::operator_query`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use weir_core::schema::ServerVersion;
-
-use super::{migrate, Engine};
-use crate::run::read_config_printing_warnings as read_config;
-
-#[derive(clap::Args)]
-pub struct MigrateArgs {
-    /// The configuration file; its `[store]` section is used.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Print the steps without running them.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+use super::config::read_config_printing_warnings as read_config;
+use crate::store::Engine;
 
 #[derive(clap::Args)]
 pub struct QueryArgs {
@@ -42,22 +30,6 @@ pub struct QueryArgs {
     pub sql: String,
 }
 
-pub fn migrate_command(args: &MigrateArgs) -> Result<(), String> {
-    let config = read_config(&args.config)?;
-    let mut engine = Engine::connect(&config.store)?;
-    let (schema, plan) = migrate(&mut engine, &config.store, args.dry_run)?;
-    for w in &plan.warnings {
-        eprintln!("weir: warn: {w}");
-    }
-    for step in &plan.steps {
-        println!("-- {}\n{};", step.why, step.sql);
-    }
-    let verb = if args.dry_run { "would run" } else { "ran" };
-    let ServerVersion(major, minor) = schema.version;
-    eprintln!("weir: server {major}.{minor}: {verb} {} steps", plan.steps.len());
-    Ok(())
-}
-
 pub fn query_command(args: &QueryArgs) -> Result<(), String> {
     let config = read_config(&args.config)?;
     let address = args.http.or(config.http.listen.filter(|a| a.port() != 0));
@@ -65,7 +37,7 @@ pub fn query_command(args: &QueryArgs) -> Result<(), String> {
         return print(&output);
     }
     let mut engine = Engine::connect(&config.store)?;
-    print(&engine.query(&args.sql, &args.format)?)
+    print(&engine.operator_query(&args.sql, &args.format, config.http.query_writes)?)
 }
 
 fn print(output: &[u8]) -> Result<(), String> {
@@ -97,6 +69,10 @@ fn ask_collector(address: SocketAddr, sql: &str, format: &str) -> Result<Option<
         "200" => Ok(Some(body)),
         // An older collector, or one whose sink is not the store.
         "404" => Ok(None),
-        _ => Err(String::from_utf8_lossy(&body).trim().to_string()),
+        // The collector's errors are JSON: {"error": "..."}.
+        _ => Err(serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string())),
     }
 }

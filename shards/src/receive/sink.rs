@@ -18,7 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -27,8 +27,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use weir_core::json::write_flow;
 use weir_core::FlowRecord;
 
-use crate::logging::Limiter;
-use crate::metrics::Metrics;
+use crate::ops::exposition::{counters_of, Exported};
+use crate::ops::logging::Limiter;
 use crate::store::writer::{StoreSink, StoreWriter};
 
 pub enum Sink {
@@ -140,6 +140,26 @@ impl JsonSink {
     }
 }
 
+/// Counters of the JSON sink's writer thread; written by it only, and
+/// exported whatever the sink (at 0 unless it is `json`).
+#[derive(Default)]
+pub struct SinkMetrics {
+    pub bytes_written: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub reopens: AtomicU64,
+}
+
+impl Exported for SinkMetrics {
+    fn encode(&self, e: &mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        let sink: [(&str, &str, &AtomicU64); 3] = [
+            ("weir_sink_bytes_written", "Bytes written by the JSON sink.", &self.bytes_written),
+            ("weir_sink_write_errors", "Failed writes of the JSON sink (the buffer is lost).", &self.write_errors),
+            ("weir_sink_reopens", "Times the JSON sink's file was reopened (SIGHUP).", &self.reopens),
+        ];
+        counters_of(e, &sink)
+    }
+}
+
 /// The JSON writer thread and the channels shards use to reach it.
 pub struct JsonWriter {
     full: Sender<String>,
@@ -157,7 +177,7 @@ impl JsonWriter {
         path: &Path,
         buffer_bytes: usize,
         buffers_max: usize,
-        metrics: Arc<Metrics>,
+        metrics: Arc<SinkMetrics>,
         log_lines_per_minute: u32,
     ) -> std::io::Result<Self> {
         let mut out = Output::open(path)?;
@@ -174,7 +194,7 @@ impl JsonWriter {
             // Checked after the wait too, so lines received after SIGHUP go to the new file.
             if reopen_flag.swap(false, Relaxed) {
                 match out.reopen() {
-                    Ok(()) => metrics.sink.reopens.fetch_add(1, Relaxed),
+                    Ok(()) => metrics.reopens.fetch_add(1, Relaxed),
                     Err(e) => {
                         tracing::warn!("json sink: reopen failed, keeping the old file: {e}");
                         0
@@ -184,12 +204,12 @@ impl JsonWriter {
             match received {
                 Ok(mut buffer) => {
                     match out.write_all(buffer.as_bytes()) {
-                        Ok(()) => metrics.sink.bytes_written.fetch_add(buffer.len() as u64, Relaxed),
+                        Ok(()) => metrics.bytes_written.fetch_add(buffer.len() as u64, Relaxed),
                         Err(e) => {
                             if let Some(held_back) = write_failures.allow(std::time::Instant::now()) {
                                 tracing::error!(held_back, "json sink: write failed, {} bytes lost: {e}", buffer.len());
                             }
-                            metrics.sink.write_errors.fetch_add(1, Relaxed)
+                            metrics.write_errors.fetch_add(1, Relaxed)
                         }
                     };
                     buffer.clear();

@@ -28,10 +28,10 @@ use weir_core::{Datagram, Decoder};
 
 use tracing::warn;
 
-use crate::logging::Limiter;
-use crate::metrics::{ReceiveDrop, ShardMetrics};
-use crate::sink::Sink;
-use crate::socket::ReceiveBatch;
+use super::metrics::{ReceiveDrop, ShardMetrics};
+use super::sink::Sink;
+use super::socket::ReceiveBatch;
+use crate::ops::logging::Limiter;
 
 /// Each shard's inbox of state updates from the others, indexed by shard.
 pub type Inboxes = Arc<Vec<ArrayQueue<Arc<[StateUpdate]>>>>;

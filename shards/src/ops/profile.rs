@@ -14,8 +14,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::metrics::Metrics;
-
 /// The longest profile one request may ask for.
 pub const SECONDS_MAX: u64 = 300;
 
@@ -168,25 +166,13 @@ fn status_kib(text: &str, name: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 
-/// `/debug/memory`: one JSON object.
-pub fn memory(metrics: &Metrics) -> serde_json::Value {
+/// `/debug/memory`: one JSON object; `weir` holds what the features
+/// registered with the exposition say of their buffers.
+pub fn memory(weir: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
     let p = ProcessStats::read();
     let h = heap();
     let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
     let kib = |name| status_kib(&rollup, name) * 1024;
-    let socket_buffers: u64 = metrics
-        .shards
-        .iter()
-        .flat_map(|s| s.sockets.iter())
-        .map(|s| s.buffer_bytes.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
-    let store = metrics.store.as_ref().map(|s| {
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        serde_json::json!({
-            "waiting_in_memory_bytes": get(&s.memory_bytes),
-            "spool_bytes_on_disk": get(&s.spool_bytes),
-        })
-    });
     serde_json::json!({
         "process": {
             "resident_bytes": p.resident_bytes,
@@ -203,11 +189,7 @@ pub fn memory(metrics: &Metrics) -> serde_json::Value {
             "mmapped_bytes": h.mmapped,
             "releasable_bytes": h.releasable,
         },
-        "weir": {
-            "shards": metrics.shards.len(),
-            "socket_receive_buffers_bytes": socket_buffers,
-            "store": store,
-        },
+        "weir": weir,
         "note": "heap: glibc malloc over all arenas, the embedded store (chDB) included; process: from /proc/self.",
     })
 }

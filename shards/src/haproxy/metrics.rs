@@ -1,0 +1,181 @@
+//! The HAProxy input's counters (written by the log shard and the
+//! producer's delivery callback), what `/metrics` shows of them, and the
+//! input's liveness probes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use prometheus_client::encoding::DescriptorEncoder;
+use weir_core::accesslog::LineReason;
+
+use crate::ops::exposition::{counter_by, counters_of, gauges_of, histogram, Exported};
+use crate::ops::health::Probe;
+use crate::ops::metrics::DelayHistogram;
+
+/// Which topic a message went to (the `topic` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    Main,
+    DeadLetter,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 2] = [Topic::Main, Topic::DeadLetter];
+    pub fn label(self) -> &'static str {
+        match self {
+            Topic::Main => "main",
+            Topic::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Why a message never went to the producer (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProduceDrop {
+    /// The local queue stayed full past `kafka.backpressure_wait_ms` (or
+    /// Weir was stopping).
+    QueueFull,
+    /// librdkafka refused the message (too large for `message.max.bytes`,
+    /// an unknown partition, a fatal producer error).
+    Refused,
+}
+
+impl ProduceDrop {
+    pub const ALL: [ProduceDrop; 2] = [ProduceDrop::QueueFull, ProduceDrop::Refused];
+    pub fn label(self) -> &'static str {
+        match self {
+            ProduceDrop::QueueFull => "queue_full",
+            ProduceDrop::Refused => "refused",
+        }
+    }
+}
+
+/// Counters of the HAProxy input; written by the log shard and the
+/// producer's delivery callback.
+#[derive(Default)]
+pub struct HaproxyMetrics {
+    pub lines_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub receive_errors: AtomicU64,
+    pub lines_parsed: AtomicU64,
+    pub parse_errors: [AtomicU64; LineReason::ALL.len()],
+    pub produced: [AtomicU64; 2],
+    pub delivered: [AtomicU64; 2],
+    pub delivery_errors: [AtomicU64; 2],
+    /// Messages the producer did not take, by `ProduceDrop`.
+    pub dropped: [AtomicU64; ProduceDrop::ALL.len()],
+    /// Gaps in HAProxy's request counter.
+    pub lines_lost: AtomicU64,
+    /// Processes (host, pid) seen, bounded.
+    pub processes: AtomicU64,
+    pub socket_queue: AtomicU64,
+    pub socket_queue_max: AtomicU64,
+    pub socket_buffer_bytes: AtomicU64,
+    /// Messages in librdkafka's queue, not yet acknowledged.
+    pub producer_queue: AtomicU64,
+    /// Log timestamp to Kafka acknowledgement, per message.
+    pub delivery_delay: DelayHistogram,
+    /// Turns of the log shard's loop (`probes`).
+    pub heartbeats: AtomicU64,
+}
+
+/// Buckets (seconds) of `weir_haproxy_delivery_delay_seconds`.
+const DELIVERY_DELAY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+impl HaproxyMetrics {
+    /// The log shard's loop must turn, and lines that arrive must be
+    /// answered by the brokers (acknowledged, or failed for good).
+    pub fn probes(self: &Arc<Self>) -> Vec<Probe> {
+        let (beats, lines) = (self.clone(), self.clone());
+        vec![
+            Probe::heartbeat("haproxy log shard", move || beats.heartbeats.load(Relaxed)),
+            Probe::progress(
+                "haproxy lines to kafka",
+                "delivering",
+                "lines arrive but no message was acknowledged for",
+                move || {
+                    let h = &lines;
+                    let answered = h.delivered.iter().chain(&h.delivery_errors).map(|a| a.load(Relaxed)).sum();
+                    (h.lines_received.load(Relaxed), answered)
+                },
+            ),
+        ]
+    }
+}
+
+impl Exported for HaproxyMetrics {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let h = self;
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            ("weir_haproxy_lines_received", "Datagrams (log lines) read from the socket.", &h.lines_received),
+            ("weir_haproxy_bytes_received", "Bytes of the lines read.", &h.bytes_received),
+            ("weir_haproxy_receive_errors", "Receive calls on the socket that failed.", &h.receive_errors),
+            ("weir_haproxy_lines_parsed", "Lines parsed into a JSON message.", &h.lines_parsed),
+            ("weir_haproxy_lines_lost", "Lines HAProxy numbered (request counter) that never arrived.", &h.lines_lost),
+            ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
+        ];
+        counters_of(e, &counters)?;
+        let drops = ProduceDrop::ALL.map(|r| (r.label(), h.dropped[r as usize].load(Relaxed)));
+        let help =
+            "Messages dropped before the producer took them, by reason (queue_full: past kafka.backpressure_wait_ms).";
+        counter_by(e, "weir_haproxy_messages_dropped", help, "reason", &drops)?;
+        let reasons = LineReason::ALL.map(|r| (r.label(), h.parse_errors[r as usize].load(Relaxed)));
+        let help = "Lines not parsed (sent to the dead-letter topic), by reason.";
+        counter_by(e, "weir_haproxy_parse_errors", help, "reason", &reasons)?;
+        let per_topic = |a: &[AtomicU64; 2]| Topic::ALL.map(|t| (t.label(), a[t as usize].load(Relaxed)));
+        let help = "Messages handed to the Kafka producer, by topic (main or dead_letter).";
+        counter_by(e, "weir_haproxy_messages_produced", help, "topic", &per_topic(&h.produced))?;
+        let help = "Messages the brokers acknowledged, by topic.";
+        counter_by(e, "weir_haproxy_messages_delivered", help, "topic", &per_topic(&h.delivered))?;
+        let help = "Messages that failed delivery (after retries for kafka.delivery_timeout_ms), by topic.";
+        counter_by(e, "weir_haproxy_delivery_errors", help, "topic", &per_topic(&h.delivery_errors))?;
+        let gauges: [(&str, &str, &AtomicU64); 5] = [
+            ("weir_haproxy_socket_queue_datagrams", "Lines waiting in the socket's queue.", &h.socket_queue),
+            (
+                "weir_haproxy_socket_queue_datagrams_max",
+                "Lines the socket queues at most (net.unix.max_dgram_qlen).",
+                &h.socket_queue_max,
+            ),
+            ("weir_haproxy_socket_buffer_bytes", "Receive buffer granted to the socket.", &h.socket_buffer_bytes),
+            (
+                "weir_haproxy_producer_queue_messages",
+                "Messages in the producer, not yet acknowledged.",
+                &h.producer_queue,
+            ),
+            (
+                "weir_haproxy_processes",
+                "HAProxy processes (host, pid) whose request counter is followed.",
+                &h.processes,
+            ),
+        ];
+        gauges_of(e, &gauges)?;
+        let help = "Per message: the log line's timestamp to the brokers' acknowledgement.";
+        histogram(e, "weir_haproxy_delivery_delay_seconds", help, &h.delivery_delay, &DELIVERY_DELAY_BUCKETS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::exposition::{render, Exposition};
+
+    #[test]
+    fn the_haproxy_families_have_every_reason_and_topic() {
+        let h = HaproxyMetrics::default();
+        h.delivered[Topic::DeadLetter as usize].store(3, Relaxed);
+        h.delivery_delay.record(20, 5);
+        let mut exposition = Exposition::default();
+        exposition.register(Arc::new(h));
+        let text = render(&exposition.registry());
+        for r in LineReason::ALL {
+            assert!(text.contains(&format!("weir_haproxy_parse_errors_total{{reason=\"{}\"}} 0\n", r.label())));
+        }
+        assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"main\"} 0\n"), "{text}");
+        for r in ProduceDrop::ALL {
+            assert!(text.contains(&format!("weir_haproxy_messages_dropped_total{{reason=\"{}\"}} 0\n", r.label())));
+        }
+        assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"dead_letter\"} 3\n"), "{text}");
+        assert!(text.contains("weir_haproxy_delivery_delay_seconds_bucket{le=\"0.025\"} 5\n"), "{text}");
+    }
+}

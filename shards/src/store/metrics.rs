@@ -1,0 +1,170 @@
+//! The store writer's counters (written by the writer thread only), what
+//! `/metrics` shows of them, and the store's part in `/health`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use prometheus_client::encoding::DescriptorEncoder;
+use serde_json::{Map, Value};
+
+use crate::ops::exposition::{counter_by, counter_f64, counters_of, gauges_of, histogram, Exported};
+use crate::ops::health::{Component, Probe, ReadyCheck};
+use crate::ops::metrics::DelayHistogram;
+
+/// Why rows never reached the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreDrop {
+    /// The store was down past the memory bound and the spool was full.
+    FullSpool,
+    /// Writing a chunk to the spool failed (disk full, permissions).
+    SpoolWriteFailed,
+    /// A spooled chunk could not be read back.
+    UnreadableChunk,
+}
+
+impl StoreDrop {
+    pub const ALL: [StoreDrop; 3] = [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk];
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreDrop::FullSpool => "spool_full",
+            StoreDrop::SpoolWriteFailed => "spool_error",
+            StoreDrop::UnreadableChunk => "spool_unreadable",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of `weir_store_commit_delay_seconds`' buckets.
+pub const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Counters of the store writer thread; written by it only.
+#[derive(Default)]
+pub struct StoreMetrics {
+    pub batches_received: AtomicU64,
+    pub rows_received: AtomicU64,
+    pub inserts: AtomicU64,
+    pub rows_inserted: AtomicU64,
+    pub bytes_inserted: AtomicU64,
+    pub insert_micros: AtomicU64,
+    pub insert_errors: AtomicU64,
+    pub chunks_spooled: AtomicU64,
+    pub rows_spooled: AtomicU64,
+    pub chunks_replayed: AtomicU64,
+    pub rows_replayed: AtomicU64,
+    pub dropped_rows: [AtomicU64; StoreDrop::ALL.len()],
+    pub memory_bytes: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    pub spool_chunks: AtomicU64,
+    pub up: AtomicU64,
+    /// Per row: the kernel's receive timestamp to the store accepting the
+    /// insert (`/metrics`, `/latency`).
+    pub commit_delay: DelayHistogram,
+    /// Turns of the writer's loop (`probes`; not exported).
+    pub heartbeats: AtomicU64,
+    /// 1 once connected and migrated, 0 after a failed connection.
+    pub connected: AtomicU64,
+}
+
+impl StoreMetrics {
+    /// The writer's loop must turn (at least every
+    /// `store.retry_backoff_max_ms`, or once per insert).
+    pub fn probe(self: &Arc<Self>) -> Probe {
+        let s = self.clone();
+        Probe::heartbeat("store writer", move || s.heartbeats.load(Relaxed))
+    }
+
+    /// `/health/ready`'s store component: connected and migrated, and the
+    /// last insert worked, as it is at the request.
+    pub fn readiness(self: &Arc<Self>) -> ReadyCheck {
+        let s = self.clone();
+        Box::new(move || {
+            let (connected, up) = (s.connected.load(Relaxed) == 1, s.up.load(Relaxed) == 1);
+            Component {
+                name: "store".into(),
+                ok: connected && up,
+                detail: match (connected, up) {
+                    (false, _) => "not connected or not migrated yet".into(),
+                    (true, false) => "connected; the last insert failed".into(),
+                    (true, true) => "connected, migrated, inserts work".into(),
+                },
+            }
+        })
+    }
+}
+
+impl Exported for StoreMetrics {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
+            ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
+            ("weir_store_inserts", "Inserts the store accepted.", &self.inserts),
+            ("weir_store_rows_inserted", "Rows the store accepted.", &self.rows_inserted),
+            ("weir_store_bytes_inserted", "RowBinary bytes the store accepted.", &self.bytes_inserted),
+            ("weir_store_insert_errors", "Inserts that failed (each is retried with backoff).", &self.insert_errors),
+            ("weir_store_spooled_chunks", "Chunks written to the on-disk spool.", &self.chunks_spooled),
+            ("weir_store_spooled_rows", "Rows written to the on-disk spool.", &self.rows_spooled),
+            ("weir_store_replayed_chunks", "Spooled chunks inserted.", &self.chunks_replayed),
+            ("weir_store_replayed_rows", "Spooled rows inserted.", &self.rows_replayed),
+        ];
+        counters_of(e, &counters)?;
+        let seconds = self.insert_micros.load(Relaxed) as f64 / 1e6;
+        counter_f64(e, "weir_store_insert_seconds", "Time spent in accepted inserts.", seconds)?;
+        let dropped = StoreDrop::ALL.map(|r| (r.label(), self.dropped_rows[r as usize].load(Relaxed)));
+        let help = "Rows that never reached the store, by reason.";
+        counter_by(e, "weir_store_dropped_rows", help, "reason", &dropped)?;
+        let gauges: [(&str, &str, &AtomicU64); 4] = [
+            ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
+            ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),
+            ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
+            ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
+        ];
+        gauges_of(e, &gauges)?;
+        let help = "Per row: kernel receive timestamp to the store accepting its insert.";
+        histogram(e, "weir_store_commit_delay_seconds", help, &self.commit_delay, &COMMIT_DELAY_BUCKETS)
+    }
+
+    fn memory(&self, weir: &mut Map<String, Value>) {
+        let store = serde_json::json!({
+            "waiting_in_memory_bytes": self.memory_bytes.load(Relaxed),
+            "spool_bytes_on_disk": self.spool_bytes.load(Relaxed),
+        });
+        weir.insert("store".into(), store);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::exposition::{render, Exposition};
+
+    #[test]
+    fn the_store_family_carries_the_commit_delay_histogram() {
+        let store = StoreMetrics::default();
+        store.commit_delay.record(700, 3);
+        store.commit_delay.record(3_000, 1);
+        let mut exposition = Exposition::default();
+        exposition.register(Arc::new(store));
+        let text = render(&exposition.registry());
+        assert!(text.contains("weir_store_commit_delay_seconds_bucket{le=\"0.5\"} 0\n"), "{text}");
+        assert!(text.contains("weir_store_commit_delay_seconds_bucket{le=\"1.0\"} 3\n"), "{text}");
+        assert!(text.contains("weir_store_commit_delay_seconds_bucket{le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("weir_store_commit_delay_seconds_count 4\n"), "{text}");
+        assert!(text.contains("weir_store_commit_delay_seconds_sum 5.1\n"), "{text}");
+        for r in StoreDrop::ALL {
+            assert!(text.contains(&format!("weir_store_dropped_rows_total{{reason=\"{}\"}} 0", r.label())));
+        }
+    }
+
+    #[test]
+    fn the_store_is_ready_once_connected_migrated_and_inserting() {
+        let store = Arc::new(StoreMetrics::default());
+        let check = store.readiness();
+        store.up.store(1, Relaxed);
+        let c = check();
+        assert!(!c.ok && c.detail.contains("not connected"), "{c:?}");
+        store.connected.store(1, Relaxed);
+        assert!(check().ok);
+        store.up.store(0, Relaxed);
+        assert_eq!(check().detail, "connected; the last insert failed");
+    }
+}
