@@ -85,58 +85,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         )?),
         None => None,
     };
-    let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicUsize::new(0));
-    let inboxes: Inboxes =
-        Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
-    let state_out = Arc::new(ArrayQueue::new(1));
-    let seed = random_seed();
-    let mut handles = Vec::new();
-    for (index, (core, sockets)) in cores.iter().zip(sockets).enumerate() {
-        let setup = ShardSetup {
-            index,
-            core: *core,
-            sockets,
-            receive_batch_datagrams: config.shards.receive_batch_datagrams,
-            datagram_bytes_max: config.shards.datagram_bytes_max,
-            housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
-            coalesce: Duration::from_micros(config.shards.receive_coalesce_us),
-            log_lines_per_minute: config.log.data_plane_lines_per_minute,
-            limits: config.decoder.limits(seed),
-            saved_state: saved_state.clone(),
-            metrics: counters.receive.shards[index].clone(),
-            inboxes: inboxes.clone(),
-            sink: writer.sink(),
-            stop: stop.clone(),
-            ready: ready.clone(),
-            state_out: (index == 0)
-                .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
-        };
-        handles.push(shard::spawn(setup).map_err(|e| format!("shard {index} on CPU {core}: {e}"))?);
-    }
-    while ready.load(Relaxed) < cores.len() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let shards = Shards::start(&config, &cores, sockets, &counters.receive, &writer)?;
     info!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len());
-    take_over(&config, &inboxes);
+    take_over(&config, &shards.inboxes);
     health.set_started();
     let notifier = Notifier::from_env();
     notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={} shards running", std::process::id(), cores.len()));
     let watch = Watch::new(Duration::from_secs(config.run.stall_timeout_s), probes, Instant::now());
     let receive = counters.receive;
     let control = Control { config_path: args.config.clone(), config, raw_fds, receive, health, writer, notifier };
-    control.run_until_stopped(signals, watch, &state_out)?;
+    control.run_until_stopped(signals, watch, &shards.state_out)?;
     control.notifier.notify("STOPPING=1");
-    stop.store(true, Relaxed);
-    let mut state = None;
-    for (i, h) in handles.into_iter().enumerate() {
-        match h.join() {
-            Ok(snapshot) if i == 0 => state = Some(snapshot),
-            Ok(_) => {}
-            Err(e) => error!("shard {i} ended badly: {e}"),
-        }
-    }
+    let state = shards.stop();
     if let Some(input) = haproxy {
         input.finish();
     }
@@ -148,6 +108,77 @@ pub fn run(args: &Args) -> Result<(), String> {
     release_pid_file(&config);
     info!("stopped");
     Ok(())
+}
+
+/// The running shards, and what the control plane keeps to reach them.
+struct Shards {
+    handles: Vec<glommio::ExecutorJoinHandle<Vec<u8>>>,
+    inboxes: Inboxes,
+    stop: Arc<AtomicBool>,
+    /// Shard 0's periodic decoder-state snapshots, for the control loop to save.
+    state_out: Arc<ArrayQueue<Vec<u8>>>,
+}
+
+impl Shards {
+    /// One pinned shard per core with its sockets, each loading the saved
+    /// decoder state; returns once every shard reads its sockets.
+    fn start(
+        config: &Config,
+        cores: &[usize],
+        sockets: Vec<Vec<OwnedFd>>,
+        receive: &ReceiveMetrics,
+        writer: &SinkWriter,
+    ) -> Result<Shards, String> {
+        let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicUsize::new(0));
+        let inboxes: Inboxes =
+            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
+        let state_out = Arc::new(ArrayQueue::new(1));
+        let seed = random_seed();
+        let mut handles = Vec::new();
+        for (index, (core, sockets)) in cores.iter().zip(sockets).enumerate() {
+            let setup = ShardSetup {
+                index,
+                core: *core,
+                sockets,
+                receive_batch_datagrams: config.shards.receive_batch_datagrams,
+                datagram_bytes_max: config.shards.datagram_bytes_max,
+                housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
+                coalesce: Duration::from_micros(config.shards.receive_coalesce_us),
+                log_lines_per_minute: config.log.data_plane_lines_per_minute,
+                limits: config.decoder.limits(seed),
+                saved_state: saved_state.clone(),
+                metrics: receive.shards[index].clone(),
+                inboxes: inboxes.clone(),
+                sink: writer.sink(),
+                stop: stop.clone(),
+                ready: ready.clone(),
+                state_out: (index == 0)
+                    .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
+            };
+            handles.push(shard::spawn(setup).map_err(|e| format!("shard {index} on CPU {core}: {e}"))?);
+        }
+        while ready.load(Relaxed) < cores.len() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Shards { handles, inboxes, stop, state_out })
+    }
+
+    /// Stops the shards (each drains its sockets) and returns shard 0's
+    /// decoder state.
+    fn stop(self) -> Option<Vec<u8>> {
+        self.stop.store(true, Relaxed);
+        let mut state = None;
+        for (i, h) in self.handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(snapshot) if i == 0 => state = Some(snapshot),
+                Ok(_) => {}
+                Err(e) => error!("shard {i} ended badly: {e}"),
+            }
+        }
+        state
+    }
 }
 
 /// Each feature's counters, made before anything starts.

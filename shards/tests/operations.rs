@@ -86,14 +86,7 @@ fn a_cpu_profile_under_traffic_names_the_shard_and_loses_nothing() {
 
 /// A GET on `address` (status, body).
 fn get(address: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(address).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
-    let mut response = Vec::new();
-    s.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    common::exchange(address, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
 }
 
 #[test]

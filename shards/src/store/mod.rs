@@ -99,7 +99,12 @@ impl Engine {
         match self {
             Engine::Embedded(c) => match c.classify(sql)? {
                 (1, chdb::StatementClass::ReadOnly) => c.query(sql.as_bytes(), format),
-                (0, _) => c.query(sql.as_bytes(), format),
+                // Empty, or it does not parse: the parser says where, and
+                // EXPLAIN AST runs nothing even if it parsed after all.
+                (0, _) => Err(match c.query(format!("EXPLAIN AST {sql}").as_bytes(), "TSV") {
+                    Err(syntax) => syntax,
+                    Ok(_) => format!("{WHY}: chDB's parser found no statement"),
+                }),
                 (1, class) => Err(format!("{WHY}: a {class:?} statement is refused; only reads run")),
                 (n, _) => Err(format!("{WHY}: {n} statements; send one at a time")),
             },

@@ -101,12 +101,7 @@ impl Collector {
 
     /// The status code and body of a GET on the HTTP port.
     pub fn get_status(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.metrics).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+        exchange(&self.metrics, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
     }
 
     /// The samples of one metric whose labels contain `labels`.
@@ -158,6 +153,20 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `request` as it is to `address` and reads until the server closes
+/// (it answers one request per connection): the status and the body.
+pub fn exchange(address: &str, request: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(70))).unwrap();
+    // The server may answer (and close) before it read everything.
+    let _ = s.write_all(request);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
