@@ -25,6 +25,80 @@ def udp_payloads(path):
         yield frame[14 + ihl + 8:]
 
 
+def ipfix(template_fields, records, template_id=400):
+    """An IPFIX message: one template (fields: (id, pen, length)) and its records."""
+    t = struct.pack("!HH", template_id, len(template_fields))
+    for ie, pen, length in template_fields:
+        t += struct.pack("!HH", ie | (0x8000 if pen else 0), length) + (struct.pack("!I", pen) if pen else b"")
+    sets = struct.pack("!HH", 2, 4 + len(t)) + t
+    body = b"".join(records)
+    sets += struct.pack("!HH", template_id, 4 + len(body)) + body
+    return struct.pack("!HHIII", 10, 16 + len(sets), 1795258800, 1, 42) + sets
+
+
+def netflow_v9(template_fields, record, template_id=402):
+    t = struct.pack("!HH", template_id, len(template_fields)) + b"".join(struct.pack("!HH", i, n) for i, n in template_fields)
+    flowsets = struct.pack("!HH", 0, 4 + len(t)) + t + struct.pack("!HH", template_id, 4 + len(record)) + record
+    return struct.pack("!HHIIII", 9, 2, 60000, 1795258800, 1, 42) + flowsets
+
+
+def ethernet(etype, payload, src=b"\xa0\0\0\0\0\x01"):
+    return b"\xa0\0\0\0\0\x02" + src + struct.pack("!H", etype) + payload
+
+
+def ipv4(proto, payload, src=b"\xc0\0\x02\x01", dst=b"\xc0\0\x02\x02"):
+    return struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0) + src + dst + payload
+
+
+def udp(dport, payload):
+    return struct.pack("!HHHH", 12345, dport, 8 + len(payload), 0) + payload
+
+
+def mpls(label, bottom):
+    return struct.pack("!I", label << 12 | (0x100 if bottom else 0) | 64)
+
+
+def sflow(samples):
+    """An sFlow v5 datagram of flow samples, each a list of (format, record body)."""
+    out = struct.pack("!II4sIIII", 5, 1, b"\xc0\0\x02\x63", 0, 1, 0, len(samples))
+    for output, records in samples:
+        body = struct.pack("!IIIIIIII", 1, 5, 100, 0, 0, 4, output, len(records))
+        for fmt, rec in records:
+            rec += b"\0" * (-len(rec) % 4)
+            body += struct.pack("!II", fmt, len(rec)) + rec
+        out += struct.pack("!II", 1, len(body)) + body
+    return out
+
+
+def header(packet):
+    return struct.pack("!IIII", 1, len(packet) + 18, 4, len(packet)) + packet
+
+
+def hand_built():
+    """Datagrams for each decoder rule a capture may lack: (target, name, exporter byte, datagram).
+    The exporter byte picks the listener options in the harness: >>2 the
+    decapsulation (1 vxlan, 2 gre, 3 ipip, 4 srv6), >>5 the time source."""
+    inner = ethernet(0x0800, ipv4(6, struct.pack("!HHIIHHHH", 40000, 443, 0, 0, 0x5012, 0, 0, 0), b"\x0a\0\0\x01", b"\xc6\x33\x64\x07"))
+    frame = ethernet(0x8847, mpls(1000001, True) + ipv4(17, udp(3503, b"\0" * 40)))
+    juniper = [(137, 2636, 4), (137, 2636, 2), (10, 0, 4), (315, 0, 0xFFFF)]
+    yield "ipfix", "frame-and-exception", 0, ipfix(juniper, [b"\0" * 4 + b"\0\xc2" + struct.pack("!I", 576) + bytes([len(frame)]) + frame])
+    fields = [(8, 0, 4), (27, 0, 16), (4, 0, 1), (11, 0, 2), (252, 0, 4), (253, 0, 4), (243, 0, 2), (245, 0, 2)] + [(70 + i, 0, 3) for i in range(4)]
+    record = b"\x0a\0\0\x01" + b"\0" * 16 + b"\x01" + struct.pack("!HIIHH", 0x0301, 17, 18, 200, 300)
+    record += b"".join(struct.pack("!I", e)[1:] for e in [20005 << 4, 524250 << 4 | 1, 16 << 4 | 1, 0])
+    yield "ipfix", "fallbacks-zero-address-mpls-bottom", 32, ipfix(fields, [record])
+    yield "netflow_v9", "layer2-packet-section", 64, netflow_v9([(10, 4), (104, len(frame))], struct.pack("!I", 3) + frame)
+    v6 = ethernet(0x86dd, struct.pack("!IHBB", 6 << 28, 20, 6, 64) + b"\x20\x01" + b"\0" * 13 + b"\x01" + b"\x20\x01" + b"\0" * 13 + b"\x02" + b"\0" * 20)
+    evpn = ethernet(0x8847, mpls(3000, True) + b"\0\0\0\0" + inner)
+    switch = (1001, struct.pack("!IIII", 10, 0, 20, 0))
+    yield "sflow", "l3-bytes-switch-evpn-discard", 0, sflow([(9, [switch, (1, header(v6))]), (9, [(1, header(evpn))]), (1 << 30 | 1, [(1, header(inner))])])
+    ipip = ethernet(0x0800, ipv4(4, inner[14:]))
+    gre = ethernet(0x0800, ipv4(47, struct.pack("!HHI", 0x2000, 0x0800, 42) + inner[14:]))
+    vxlan = ethernet(0x0800, ipv4(17, udp(4789, b"\x08\0\0\0\0\0\x64\0" + inner)))
+    for byte, name, packet in [(4, "vxlan", vxlan), (8, "gre", gre), (12, "ipip", ipip)]:
+        yield "sflow", "decapsulation-" + name, byte, sflow([(9, [(1, header(packet))]), (9, [(1, header(inner))])])
+        yield "ipfix", "decapsulation-" + name, byte, ipfix([(10, 0, 4), (315, 0, 0xFFFF)], [struct.pack("!IB", 9, len(packet)) + packet])
+
+
 def main(out):
     targets = {"netflow_v5": "v5", "netflow_v9": "v9", "ipfix": "ipfix", "sflow": "sflow", "any_format": ""}
     for target in list(targets) + ["pcap", "state_snapshot"]:
@@ -36,6 +110,10 @@ def main(out):
             if tag in name:
                 open(os.path.join(out, target, name + ".seed"), "wb").write(seed)
         open(os.path.join(out, "pcap", name), "wb").write(open(path, "rb").read())
+    for target, name, exporter, d in hand_built():
+        seed = bytes([exporter]) + struct.pack("!H", len(d)) + d
+        for t in (target, "any_format"):
+            open(os.path.join(out, t, name + ".seed"), "wb").write(seed)
     open(os.path.join(out, "state_snapshot", "empty.json"), "wb").write(
         b'{"format_version":1,"templates":[],"samplers":[],"system_init":[]}')
     os.makedirs(os.path.join(out, "access_log"), exist_ok=True)

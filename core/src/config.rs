@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::wire::state::Limits;
+use crate::wire::{Decapsulation, ListenerOptions, TimestampSource};
 
 /// The whole file. Every section has defaults, so an empty file is valid;
 /// `listeners = []` written out is an empty list (refused by `check`).
@@ -102,11 +103,32 @@ impl Default for ShardsConfig {
 pub struct ListenerConfig {
     /// `[::]:P` listens on IPv6 and, through mapped addresses, IPv4.
     pub address: SocketAddr,
+    /// Report the packet inside this tunnel for sampled packets (sFlow
+    /// headers, IPFIX dataLinkFrameSection); others give no flow.
+    #[serde(default)]
+    pub decapsulation: Decapsulation,
+    /// Where TimeReceived comes from: the kernel, the export header, the
+    /// flow's start.
+    #[serde(default)]
+    pub timestamp_source: TimestampSource,
+}
+
+impl ListenerConfig {
+    /// How the decoder reads this listener's datagrams.
+    pub fn options(&self) -> ListenerOptions {
+        ListenerOptions { decapsulation: self.decapsulation, timestamp_source: self.timestamp_source }
+    }
 }
 
 /// Defaults: NetFlow (2055), IPFIX (4739) and sFlow (6343), IPv4 and IPv6.
 pub fn default_listeners() -> Vec<ListenerConfig> {
-    [2055, 4739, 6343].map(|port| ListenerConfig { address: SocketAddr::from(([0u16; 8], port)) }).to_vec()
+    [2055, 4739, 6343]
+        .map(|port| ListenerConfig {
+            address: SocketAddr::from(([0u16; 8], port)),
+            decapsulation: Decapsulation::None,
+            timestamp_source: TimestampSource::Kernel,
+        })
+        .to_vec()
 }
 
 /// How the kernel spreads datagrams over the shards' sockets.

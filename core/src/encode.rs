@@ -575,7 +575,9 @@ fn sflow_flow_sample(sequence: u32, opts: SflowSampleOptions, f: &FlowRecord, ou
     put_uint(out, 1, 4); // sampled header
     put_uint(out, 16 + header.len().next_multiple_of(4) as u64, 4);
     put_uint(out, 1, 4); // Ethernet
-    put_uint(out, f.bytes, 4);
+                         // The frame: the IP bytes, the Ethernet header (and tag), the FCS.
+    let l2 = if f.has(Field::SrcVlan) { 22 } else { 18 };
+    put_uint(out, f.bytes + l2, 4);
     put_uint(out, 0, 4);
     put_uint(out, header.len() as u64, 4);
     out.extend_from_slice(&header);
@@ -620,6 +622,8 @@ fn sflow_extended(f: &FlowRecord, out: &mut Vec<u8>) {
 }
 
 /// Ethernet + 802.1Q + IPv4/IPv6 + TCP/UDP/ICMP headers built from `f`.
+/// The IP length field says `f.bytes` (the layer-3 bytes the decoder reads
+/// back), at least the headers and at most what the field holds.
 pub fn sampled_packet(f: &FlowRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(&f.dst_mac);
     out.extend_from_slice(&f.src_mac);
@@ -633,14 +637,14 @@ pub fn sampled_packet(f: &FlowRecord, out: &mut Vec<u8>) {
         put_uint(out, 0x86dd, 2);
         let first = 6u32 << 28 | (f.ip_tos as u32) << 20 | f.ipv6_flow_label & 0xf_ffff;
         put_uint(out, first as u64, 4);
-        put_uint(out, l4.len() as u64, 2);
+        put_uint(out, f.bytes.saturating_sub(40).clamp(l4.len() as u64, 0xffff), 2);
         out.extend_from_slice(&[f.proto, f.ip_ttl]);
         out.extend_from_slice(&f.src_addr);
         out.extend_from_slice(&f.dst_addr);
     } else {
         put_uint(out, 0x0800, 2);
         out.extend_from_slice(&[0x45, f.ip_tos]);
-        put_uint(out, 20 + l4.len() as u64, 2);
+        put_uint(out, f.bytes.clamp(20 + l4.len() as u64, 0xffff), 2);
         put_uint(out, f.ip_fragment_id as u64 & 0xffff, 2);
         put_uint(out, 0, 2);
         out.extend_from_slice(&[f.ip_ttl, f.proto, 0, 0]);

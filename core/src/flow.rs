@@ -110,6 +110,34 @@ macro_rules! flow_fields {
                     self.present |= Field::$variant.bit();
                 }
             )*
+
+            /// Takes from `other` every field this record lacks (the lists
+            /// with their presence): a record's own fields win over what a
+            /// sampled frame in it says.
+            pub fn fill_absent_from(&mut self, other: &FlowRecord) {
+                let missing = other.present & !self.present;
+                if missing == 0 {
+                    return;
+                }
+                $(
+                    if missing & Field::$variant.bit() != 0 {
+                        self.$field = other.$field;
+                    }
+                )*
+                if missing & Field::MPLSLabels.bit() != 0 {
+                    self.mpls_labels = other.mpls_labels;
+                    self.mpls_labels_len = other.mpls_labels_len;
+                }
+                if missing & Field::DstASPath.bit() != 0 {
+                    self.dst_as_path = other.dst_as_path;
+                    self.dst_as_path_len = other.dst_as_path_len;
+                }
+                if missing & Field::DstCommunities.bit() != 0 {
+                    self.dst_communities = other.dst_communities;
+                    self.dst_communities_len = other.dst_communities_len;
+                }
+                self.present |= missing;
+            }
         }
     };
 }
@@ -180,6 +208,13 @@ impl FlowRecord {
     #[inline]
     pub fn has(&self, field: Field) -> bool {
         self.present & field.bit() != 0
+    }
+
+    /// Whether any of `fields` holds a value: one test when `fields` is
+    /// known at compile time.
+    #[inline]
+    pub fn has_any(&self, fields: &[Field]) -> bool {
+        self.present & fields.iter().fold(0, |mask, f| mask | f.bit()) != 0
     }
 
     /// Drops `field`'s value.
@@ -351,6 +386,22 @@ mod tests {
         assert_eq!(addr_to_ip(&a).to_string(), "192.0.2.1");
         let v6: Addr = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
         assert_eq!(addr_as_v4(&v6), None);
+    }
+
+    #[test]
+    fn filling_absent_fields_keeps_the_record_own_ones() {
+        let mut own = FlowRecord::default();
+        own.set_src_addr(addr_from_v4([192, 0, 2, 1]));
+        own.set_in_if_index(7);
+        let mut frame = FlowRecord::default();
+        frame.set_src_addr(addr_from_v4([10, 0, 0, 1]));
+        frame.set_dst_addr(addr_from_v4([10, 0, 0, 2]));
+        frame.set_mpls_label(0, 16);
+        own.fill_absent_from(&frame);
+        assert_eq!(addr_to_ip(&own.src_addr).to_string(), "192.0.2.1");
+        assert_eq!(addr_to_ip(&own.dst_addr).to_string(), "10.0.0.2");
+        assert_eq!((own.in_if_index, own.mpls_labels()), (7, &[16][..]));
+        assert!(!own.has(Field::Proto));
     }
 
     #[test]

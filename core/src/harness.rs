@@ -7,6 +7,7 @@ use crate::decoder::Format;
 use crate::flow::addr_from_v4;
 use crate::pcap::{Frame, PcapReader};
 use crate::wire::state::Limits;
+use crate::wire::ListenerOptions;
 use crate::{Datagram, Decoder, FlowRecord};
 
 /// Small limits so that fuzzing reaches evictions and queue overflows.
@@ -60,6 +61,7 @@ pub fn decode_datagrams(format: Option<Format>, data: &[u8]) {
             exporter: addr_from_v4([192, 0, 2, exporter % 3]),
             received_ns: i as u64 * 4_000_000,
             payload: &scratch,
+            options: options(exporter),
         };
         let _ = decoder.decode(&d, &mut |f: &FlowRecord| {
             flows += 1;
@@ -73,6 +75,18 @@ pub fn decode_datagrams(format: Option<Format>, data: &[u8]) {
     let saved = decoder.state().snapshot_json();
     let mut restored = Decoder::new(tight_limits());
     restored.restore_state_json(&saved).expect("own snapshot restores");
+}
+
+/// The listener options an input's exporter byte picks (0: the defaults),
+/// so every decapsulation and time source is fuzzed too.
+fn options(exporter: u8) -> ListenerOptions {
+    use crate::wire::{Decapsulation, TimestampSource};
+    let decapsulation =
+        [Decapsulation::None, Decapsulation::Vxlan, Decapsulation::Gre, Decapsulation::Ipip, Decapsulation::Srv6]
+            [(exporter as usize >> 2) % 5];
+    let timestamp_source =
+        [TimestampSource::Kernel, TimestampSource::Export, TimestampSource::FlowStart][(exporter as usize >> 5) % 3];
+    ListenerOptions { decapsulation, timestamp_source }
 }
 
 fn force_version(b: &mut Vec<u8>, version: &[u8]) {
@@ -89,7 +103,8 @@ pub fn read_pcap(data: &[u8]) {
     for frame in reader {
         match frame {
             Ok(Frame::Udp(u)) => {
-                let d = Datagram { exporter: u.src, received_ns: u.timestamp_ns, payload: u.payload };
+                let d =
+                    Datagram { exporter: u.src, received_ns: u.timestamp_ns, payload: u.payload, ..Default::default() };
                 let _ = decoder.decode(&d, &mut |_: &FlowRecord| {});
             }
             Ok(Frame::Skipped(_)) => {}

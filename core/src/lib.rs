@@ -6,7 +6,7 @@
 //! How data moves:
 //!
 //! ```text
-//!  Datagram { exporter, received_ns, payload }
+//!  Datagram { exporter, received_ns, payload, options }
 //!      │
 //!  decoder::Decoder ── Format::detect ──▶ wire::{netflow_v5, netflow_v9, ipfix, sflow}
 //!      │  (wire::state::DecoderState: templates, sampling rates, pending queue)

@@ -88,7 +88,7 @@ fn steady_state_decoding_does_not_allocate() {
     let mut flows = 0u64;
     let mut decode_all = |decoder: &mut Decoder| {
         for payload in &all {
-            let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload };
+            let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
             decoder.decode(&d, &mut |f: &FlowRecord| flows += f.bytes.min(1)).unwrap();
         }
     };

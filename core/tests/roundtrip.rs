@@ -94,7 +94,7 @@ fn flow(v6: bool) -> impl Strategy<Value = FlowRecord> {
 
 fn decode_all(dec: &mut Decoder, payload: &[u8]) -> Vec<FlowRecord> {
     let mut out = Vec::new();
-    let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload };
+    let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
     dec.decode(&d, &mut |f: &FlowRecord| out.push(f.clone())).expect("decodes");
     assert_eq!(dec.counters().errors_total(), 0);
     out
@@ -184,7 +184,9 @@ proptest! {
     ) {
         for f in &mut flows {
             f.set_sampling_rate(f.bytes % 100_000 + 1);
-            f.set_bytes(f.bytes & 0xffff_ffff);
+            // Bytes are the sampled packet's IP length: at least its
+            // headers, at most what the 16-bit length field holds.
+            f.set_bytes(f.bytes % 60_000 + 100);
             f.set_in_if_index(f.in_if_index & 0x00ff_ffff);
             f.set_out_if_index(f.out_if_index & 0x00ff_ffff);
             f.set_tcp_flags(f.tcp_flags & 0x01ff);

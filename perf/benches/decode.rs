@@ -21,7 +21,7 @@ const DATAGRAMS: usize = 64;
 fn weir_decode(decoder: &mut Decoder, datagrams: &[Vec<u8>]) -> u64 {
     let mut bytes = 0u64;
     for payload in datagrams {
-        let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload };
+        let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
         let _ = decoder.decode(&d, &mut |f: &FlowRecord| bytes = bytes.wrapping_add(f.bytes));
     }
     bytes

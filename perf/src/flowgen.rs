@@ -445,7 +445,12 @@ mod tests {
         let mut decoder = Decoder::default();
         let (mut buf, mut datagrams, mut packets) = (vec![0u8; 65_536], 0, 0);
         while let Ok(n) = rx.recv(&mut buf) {
-            let d = Datagram { exporter: addr_from_v4([127, 0, 0, 1]), received_ns: 1, payload: &buf[..n] };
+            let d = Datagram {
+                exporter: addr_from_v4([127, 0, 0, 1]),
+                received_ns: 1,
+                payload: &buf[..n],
+                ..Default::default()
+            };
             decoder.decode(&d, &mut |f: &FlowRecord| packets += f.packets).unwrap();
             datagrams += 1;
         }

@@ -352,7 +352,12 @@ mod tests {
             assert!(records / 4 >= 20, "~1400-byte datagrams of 20-30 records");
             let mut flows = 0;
             for d in std::iter::once(template_datagram(protocol)).chain(data) {
-                let dg = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 0, payload: &d };
+                let dg = Datagram {
+                    exporter: addr_from_v4([192, 0, 2, 1]),
+                    received_ns: 0,
+                    payload: &d,
+                    ..Default::default()
+                };
                 dec.decode(&dg, &mut |f: &FlowRecord| {
                     assert_eq!(f.sampling_rate, SAMPLING_RATE);
                     flows += 1;
@@ -364,7 +369,12 @@ mod tests {
         for (data, records) in [v5_datagrams(&mut mix, 2), sflow_datagrams(&mut mix, 2)] {
             let mut dec = Decoder::default();
             for d in &data {
-                let dg = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 0, payload: d };
+                let dg = Datagram {
+                    exporter: addr_from_v4([192, 0, 2, 1]),
+                    received_ns: 0,
+                    payload: d,
+                    ..Default::default()
+                };
                 dec.decode(&dg, &mut |_: &FlowRecord| {}).unwrap();
             }
             assert_eq!(dec.counters().flows as usize, records);

@@ -142,6 +142,7 @@ impl Shards {
                 index,
                 core: *core,
                 sockets,
+                listener_options: config.listeners.iter().map(|l| l.options()).collect(),
                 receive_batch_datagrams: config.shards.receive_batch_datagrams,
                 datagram_bytes_max: config.shards.datagram_bytes_max,
                 housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),

@@ -56,7 +56,7 @@ fn capture(datagrams: &[(u16, Vec<u8>)]) -> Vec<u8> {
         .iter()
         .enumerate()
         .map(|(i, (port, payload))| UdpToWrite {
-            timestamp_ns: 1_767_225_600_000_000_000 + i as u64,
+            timestamp_ns: 1_767_225_600_000_000_000 + i as u64 * 1000,
             src: [192, 0, 2, 1],
             dst: [192, 0, 2, 2],
             src_port: 40000,
@@ -143,4 +143,31 @@ fn unreadable_inputs_fail_with_a_clear_message() {
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+}
+
+#[test]
+fn listener_options_as_flags_time_source_and_decapsulation() {
+    let file = temp("options.pcap");
+    // The IPFIX message is captured 1 µs after its export second.
+    std::fs::write(&file, capture(&[(4739, b"garbage!".to_vec()), (4739, ipfix(true, true))])).unwrap();
+    let time = |args: &[&str]| {
+        let out = weir(args, &file);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().next().unwrap()).unwrap();
+        line["TimeReceived"].as_str().unwrap().to_string()
+    };
+    // The export header's 1 767 225 600 s, not the capture time.
+    assert_eq!(time(&["--timestamp-source", "export"]), "2026-01-01T00:00:00.000000000Z");
+    assert_eq!(time(&[]), "2026-01-01T00:00:00.000001000Z");
+    // sFlow samples outside the tunnel: no flow, each counted.
+    let sflow = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exporters/pmacct-sflow.pcap");
+    let plain = weir(&[], &sflow);
+    let out = weir(&["--decapsulation", "vxlan"], &sflow);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert_eq!(summary(&out, "errors{reason=\"not_encapsulated\"}"), summary(&plain, "flows"));
+    let bad = weir(&["--decapsulation", "mpls"], &sflow);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"mpls\" is not one of none, vxlan, gre, ipip, srv6"));
 }

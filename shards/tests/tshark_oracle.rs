@@ -63,6 +63,8 @@ enum Conv {
     Int,
     /// Text as is (addresses, MACs).
     Text,
+    /// IPv6 payload length, plus the 40-byte header: the packet's length.
+    Ipv6Length,
 }
 
 fn normalize(conv: Conv, s: &str) -> String {
@@ -75,6 +77,7 @@ fn normalize(conv: Conv, s: &str) -> String {
             }
         }
         Conv::Text => s.to_string(),
+        Conv::Ipv6Length => (s.trim().parse::<u64>().unwrap() + 40).to_string(),
     }
 }
 
@@ -112,6 +115,9 @@ fn v6(f: &Flow) -> bool {
 fn tcp(f: &Flow) -> bool {
     f.get("Proto").and_then(Value::as_u64) == Some(6)
 }
+fn no_icmp_in_port(f: &Flow) -> bool {
+    f.get("DstPort").and_then(Value::as_u64).unwrap_or(0) == 0
+}
 fn udp(f: &Flow) -> bool {
     f.get("Proto").and_then(Value::as_u64) == Some(17)
 }
@@ -141,8 +147,10 @@ fn netflow_checks() -> Vec<Check> {
         check("cflow.srcmask", "SrcNetMask", Int),
         check("cflow.dstmask", "DstNetMask", Int),
         check("cflow.direction", "FlowDirection", Int),
-        check("cflow.icmp_ipv6_type", "ICMPv6Type", Int),
-        check("cflow.icmp_ipv6_code", "ICMPv6Code", Int),
+        // Where the type is in the destination port (pmacct), tshark shows
+        // no type and Weir derives it from the port (the port is checked).
+        Check { select: no_icmp_in_port, ..check("cflow.icmp_ipv6_type", "ICMPv6Type", Int) },
+        Check { select: no_icmp_in_port, ..check("cflow.icmp_ipv6_code", "ICMPv6Code", Int) },
         check("cflow.ipv6flowlabel", "IPv6FlowLabel", Int),
     ]
 }
@@ -151,7 +159,10 @@ fn sflow_checks() -> Vec<Check> {
     use Conv::*;
     vec![
         check("sflow.flow_sample.sampling_rate", "SamplingRate", Int),
-        check("sflow_245.header.frame_length", "Bytes", Int),
+        // Layer-3 bytes: the sampled packet's IP length (the first IPv4
+        // header of a frame is the datagram's own).
+        Check { select: v4, skip: 1, ..check("ip.len", "Bytes", Int) },
+        Check { select: v6, ..check("ipv6.plen", "Bytes", Ipv6Length) },
         Check { select: v4, skip: 1, ..check("ip.src", "SrcAddr", Text) },
         Check { select: v4, skip: 1, ..check("ip.dst", "DstAddr", Text) },
         Check { select: v4, skip: 1, ..check("ip.proto", "Proto", Int) },

@@ -41,13 +41,14 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
     let Some(message) = d.payload.get(16..length) else {
         return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "IPFIX message")));
     };
-    let ctx = RecordContext {
-        exporter: d.exporter,
-        domain: header.observation_domain.get(),
-        received_ns: d.received_ns,
-        export_time_s: header.export_time.get(),
-        sys_uptime_ms: None,
-    };
+    let ctx = RecordContext::new(
+        d.exporter,
+        header.observation_domain.get(),
+        d.received_ns,
+        header.export_time.get(),
+        None,
+        d.options,
+    );
     dec.state.touch_exporter(d.exporter, d.received_ns);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     let mut rest = message;

@@ -16,6 +16,8 @@ pub mod sflow;
 pub mod state;
 pub mod template;
 
+use serde::{Deserialize, Serialize};
+
 use crate::flow::Addr;
 
 /// Why a datagram, set or record was dropped. A small fixed set so that it
@@ -39,10 +41,13 @@ pub enum Reason {
     ExporterLimit,
     /// A well-formed structure Weir does not decode (e.g. an unknown address type).
     Unsupported,
+    /// A sampled packet not in the tunnel the listener decapsulates
+    /// (`decapsulation`): no flow.
+    NotEncapsulated,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::Truncated,
         Reason::BadVersion,
         Reason::BadLength,
@@ -51,6 +56,7 @@ impl Reason {
         Reason::TemplateLimit,
         Reason::ExporterLimit,
         Reason::Unsupported,
+        Reason::NotEncapsulated,
     ];
 
     /// The metric label / summary key.
@@ -64,6 +70,7 @@ impl Reason {
             Reason::TemplateLimit => "template_limit",
             Reason::ExporterLimit => "exporter_limit",
             Reason::Unsupported => "unsupported",
+            Reason::NotEncapsulated => "not_encapsulated",
         }
     }
 }
@@ -132,13 +139,103 @@ impl DecodeCounters {
 }
 
 /// One received datagram as the decoder sees it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Datagram<'a> {
     /// Source address of the datagram.
     pub exporter: Addr,
     /// Kernel receive time, nanoseconds since the Unix epoch.
     pub received_ns: u64,
     pub payload: &'a [u8],
+    /// How the listener it came to reads it.
+    pub options: ListenerOptions,
+}
+
+/// How one listener's datagrams are read: options of `[[listeners]]` in
+/// `weir run`, flags of `weir decode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerOptions {
+    pub decapsulation: Decapsulation,
+    pub timestamp_source: TimestampSource,
+}
+
+/// The tunnel whose inner packet a listener reports, for sampled packets
+/// (sFlow's sampled header, IPFIX's dataLinkFrameSection). A sampled packet
+/// not in that tunnel gives no flow (`Reason::NotEncapsulated`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decapsulation {
+    #[default]
+    None,
+    /// UDP to port 4789 (RFC 7348), then an Ethernet frame.
+    Vxlan,
+    /// IP protocol 47 (RFC 2784, 2890), then IPv4, IPv6 or Ethernet (0x6558).
+    Gre,
+    /// IP protocol 4 or 41: IPv4 or IPv6 in IP.
+    Ipip,
+    /// IPv6 with a segment routing header (RFC 8754), then IPv4, IPv6 or
+    /// Ethernet (next header 4, 41, 143).
+    Srv6,
+}
+
+impl Decapsulation {
+    pub const ALL: [Decapsulation; 5] =
+        [Decapsulation::None, Decapsulation::Vxlan, Decapsulation::Gre, Decapsulation::Ipip, Decapsulation::Srv6];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Decapsulation::None => "none",
+            Decapsulation::Vxlan => "vxlan",
+            Decapsulation::Gre => "gre",
+            Decapsulation::Ipip => "ipip",
+            Decapsulation::Srv6 => "srv6",
+        }
+    }
+}
+
+impl std::str::FromStr for Decapsulation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Decapsulation::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("{s:?} is not one of {}", Decapsulation::ALL.map(Decapsulation::name).join(", ")))
+    }
+}
+
+/// Where a flow's TimeReceived comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampSource {
+    /// The kernel's receive timestamp of the datagram.
+    #[default]
+    Kernel,
+    /// The export time in the v5/v9/IPFIX header (seconds); sFlow has none
+    /// and keeps the kernel's.
+    Export,
+    /// The flow's start time when it has one, else the kernel's.
+    FlowStart,
+}
+
+impl std::str::FromStr for TimestampSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TimestampSource::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            format!("{s:?} is not one of {}", TimestampSource::ALL.map(TimestampSource::name).join(", "))
+        })
+    }
+}
+
+impl TimestampSource {
+    pub const ALL: [TimestampSource; 3] =
+        [TimestampSource::Kernel, TimestampSource::Export, TimestampSource::FlowStart];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampSource::Kernel => "kernel",
+            TimestampSource::Export => "export",
+            TimestampSource::FlowStart => "flow_start",
+        }
+    }
 }
 
 /// Reads a big-endian unsigned integer of 1..=8 bytes (RFC 7011 §6.2
@@ -255,7 +352,7 @@ pub(crate) mod testing {
 
     pub fn decode_from(dec: &mut Decoder, exporter: [u8; 4], received_ns: u64, payload: &[u8]) -> Decoded {
         let mut flows = Vec::new();
-        let d = Datagram { exporter: addr_from_v4(exporter), received_ns, payload };
+        let d = Datagram { exporter: addr_from_v4(exporter), received_ns, payload, ..Default::default() };
         let r = dec.decode(&d, &mut |f: &FlowRecord| flows.push(f.clone()));
         Decoded(flows, r)
     }

@@ -4,7 +4,7 @@
 use zerocopy::byteorder::big_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
-use super::{Datagram, DecodeError, Reason};
+use super::{Datagram, DecodeError, Reason, TimestampSource};
 use crate::decoder::Decoder;
 use crate::flow::{addr_from_v4, FlowRecord};
 
@@ -68,10 +68,15 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
     // Boot time in ms since the epoch: FIRST/LAST are sysUptime values.
     let boot_ms =
         h.unix_secs.get() as i64 * 1000 + (h.unix_nsecs.get() / 1_000_000) as i64 - h.sys_uptime_ms.get() as i64;
+    let time_received_ns = match d.options.timestamp_source {
+        TimestampSource::Export => h.unix_secs.get() as u64 * 1_000_000_000 + h.unix_nsecs.get() as u64,
+        TimestampSource::Kernel | TimestampSource::FlowStart => d.received_ns,
+    };
+    let from_flow_start = d.options.timestamp_source == TimestampSource::FlowStart;
     let f = &mut dec.flow;
     for r in records {
         f.clear();
-        f.set_time_received_ns(d.received_ns);
+        f.set_time_received_ns(time_received_ns);
         f.set_exporter_address(d.exporter);
         f.set_observation_domain(domain);
         f.set_sampling_rate(interval.max(1));
@@ -88,6 +93,9 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
         if start >= 0 && end >= 0 {
             f.set_flow_start_ns(start as u64 * 1_000_000);
             f.set_flow_end_ns(end as u64 * 1_000_000);
+            if from_flow_start {
+                f.set_time_received_ns(start as u64 * 1_000_000);
+            }
         }
         f.set_src_port(r.src_port.get());
         f.set_dst_port(r.dst_port.get());

@@ -40,13 +40,14 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
     let Ok((header, mut rest)) = Header::ref_from_prefix(d.payload) else {
         return Err(dec.counters.error(DecodeError::new(Reason::Truncated, "v9 header")));
     };
-    let ctx = RecordContext {
-        exporter: d.exporter,
-        domain: header.source_id.get(),
-        received_ns: d.received_ns,
-        export_time_s: header.unix_secs.get(),
-        sys_uptime_ms: Some(header.sys_uptime_ms.get()),
-    };
+    let ctx = RecordContext::new(
+        d.exporter,
+        header.source_id.get(),
+        d.received_ns,
+        header.unix_secs.get(),
+        Some(header.sys_uptime_ms.get()),
+        d.options,
+    );
     dec.state.touch_exporter(d.exporter, d.received_ns);
     dec.state.expire_pending(d.received_ns, &mut dec.counters);
     // Sets pad to 4 bytes; fewer than 4 bytes left cannot hold another set.

@@ -6,22 +6,45 @@
 
 use super::state::{KeyHashMap, SamplerKey};
 use super::template::{decode_by_layout, Layout, Slot, Template, TemplateKey, VARIABLE_LENGTH};
-use super::{be_uint, DecodeCounters, DecodeError, Reason};
+use super::{be_uint, Decapsulation, DecodeCounters, DecodeError, ListenerOptions, Reason, TimestampSource};
 use crate::flow::{addr_from_v4, Addr, Field, FlowRecord};
 
 /// Seconds between the NTP era (1900) and the Unix epoch.
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
-/// What a data set needs from its datagram's header to decode times.
+/// What a data set needs from its datagram's header to decode times, and
+/// the listener's options.
 #[derive(Clone, Copy, Debug)]
 pub struct RecordContext {
     pub exporter: Addr,
     pub domain: u32,
+    /// Kernel receive time (the pending queue's ages count from it).
     pub received_ns: u64,
     /// Export time, seconds since the Unix epoch.
     pub export_time_s: u32,
     /// NetFlow v9 header sysUpTime (ms), the base of FIRST/LAST_SWITCHED.
     pub sys_uptime_ms: Option<u32>,
+    pub options: ListenerOptions,
+    /// TimeReceived before a record's own start time is looked at: the
+    /// kernel's, or the export time (`new` decides once per datagram).
+    time_received_ns: u64,
+}
+
+impl RecordContext {
+    pub fn new(
+        exporter: Addr,
+        domain: u32,
+        received_ns: u64,
+        export_time_s: u32,
+        sys_uptime_ms: Option<u32>,
+        options: ListenerOptions,
+    ) -> RecordContext {
+        let time_received_ns = match options.timestamp_source {
+            TimestampSource::Export => export_time_s as u64 * 1_000_000_000,
+            TimestampSource::Kernel | TimestampSource::FlowStart => received_ns,
+        };
+        RecordContext { exporter, domain, received_ns, export_time_s, sys_uptime_ms, options, time_received_ns }
+    }
 }
 
 macro_rules! record_extra {
@@ -70,12 +93,17 @@ record_extra! {
     15: reverse_packets: u64, set_reverse_packets;
     16: reverse_tcp_flags: u16, set_reverse_tcp_flags;
     17: reverse_tos: u8, set_reverse_tos;
+    18: mpls_bottom: u8, set_mpls_bottom;
+    19: frame_l3_bytes: u32, set_frame_l3_bytes;
+    20: dot1q_vlan: u16, set_dot1q_vlan;
+    21: dot1q_customer_vlan: u16, set_dot1q_customer_vlan;
+    22: not_encapsulated: bool, set_not_encapsulated;
 }
 
 /// Bits of `RecordExtra` that carry sampling information.
 const EXTRA_SAMPLING_BITS: u32 = 0b11_1110;
 /// Bits that `finish_record` must look at beyond sampling.
-const EXTRA_FINISH_BITS: u32 = 0b11_1111_1100_0000;
+const EXTRA_FINISH_BITS: u32 = 0b11_1000_0011_1111_1100_0000;
 /// Bits of the RFC 5103 reverse direction.
 const EXTRA_REVERSE_BITS: u32 = 0b1100_0000_0000_0000;
 
@@ -145,16 +173,34 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         Slot::TcpFlags => f.set_tcp_flags(v() as u16),
         Slot::SrcPort => f.set_src_port(v() as u16),
         Slot::DstPort => f.set_dst_port(v() as u16),
-        Slot::SrcAddr => address(b).into_iter().for_each(|a| f.set_src_addr(a)),
-        Slot::DstAddr => address(b).into_iter().for_each(|a| f.set_dst_addr(a)),
+        // An all-zero address (the unused family of a template that names
+        // both) never overwrites one the record carries.
+        Slot::SrcAddr => {
+            if let Some(a) = address(b).filter(|_| !f.has(Field::SrcAddr) || !zero(b)) {
+                f.set_src_addr(a)
+            }
+        }
+        Slot::DstAddr => {
+            if let Some(a) = address(b).filter(|_| !f.has(Field::DstAddr) || !zero(b)) {
+                f.set_dst_addr(a)
+            }
+        }
         Slot::SrcMask => f.set_src_net_mask(v() as u8),
         Slot::DstMask => f.set_dst_net_mask(v() as u8),
         Slot::InIf => f.set_in_if_index(v() as u32),
         Slot::OutIf => f.set_out_if_index(v() as u32),
         Slot::InPhysIf => f.set_in_if_physical_index(v() as u32),
         Slot::OutPhysIf => f.set_out_if_physical_index(v() as u32),
-        Slot::NextHop => address(b).into_iter().for_each(|a| f.set_next_hop(a)),
-        Slot::BgpNextHop => address(b).into_iter().for_each(|a| f.set_bgp_next_hop(a)),
+        Slot::NextHop => {
+            if let Some(a) = address(b).filter(|_| !f.has(Field::NextHop) || !zero(b)) {
+                f.set_next_hop(a)
+            }
+        }
+        Slot::BgpNextHop => {
+            if let Some(a) = address(b).filter(|_| !f.has(Field::BGPNextHop) || !zero(b)) {
+                f.set_bgp_next_hop(a)
+            }
+        }
         Slot::SrcAs => f.set_src_as(v() as u32),
         Slot::DstAs => f.set_dst_as(v() as u32),
         Slot::StartUptime => x.set_start_uptime_ms(v()),
@@ -190,6 +236,8 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         Slot::PostDstMac => mac(b).into_iter().for_each(|m| x.set_post_dst_mac(m)),
         Slot::SrcVlan => f.set_src_vlan(v() as u16 & 0x0fff),
         Slot::DstVlan => f.set_dst_vlan(v() as u16 & 0x0fff),
+        Slot::Dot1qVlan => x.set_dot1q_vlan(v() as u16 & 0x0fff),
+        Slot::Dot1qCustomerVlan => x.set_dot1q_customer_vlan(v() as u16 & 0x0fff),
         Slot::IpVersion => match v() {
             4 => f.set_etype(0x0800),
             6 => f.set_etype(0x86dd),
@@ -198,6 +246,10 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         Slot::EtherType => f.set_etype(v() as u16),
         Slot::Direction => f.set_flow_direction(v() as u8),
         Slot::ForwardingStatus => f.set_forwarding_status(forwarding_status(b)),
+        // A forwarding exception: the packet was dropped (the record stays).
+        Slot::JuniperException if v() != 0 => f.set_forwarding_status(FORWARDING_DROPPED),
+        Slot::JuniperException => {}
+        Slot::DataLinkFrame => data_link_frame(b, f, x, ctx.options.decapsulation),
         Slot::Mpls0
         | Slot::Mpls1
         | Slot::Mpls2
@@ -208,9 +260,16 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         | Slot::Mpls7
         | Slot::Mpls8
         | Slot::Mpls9 => {
-            // RFC 7011 IE 70: label (20 bits), traffic class (3), bottom of stack (1).
-            let position = slot as usize - Slot::Mpls0 as usize;
-            f.set_mpls_label(position, (v() >> 4) as u32 & 0xf_ffff);
+            // RFC 7011 IE 70: label (20 bits), traffic class (3), bottom of
+            // stack (1). Positions after the bottom, and all-zero ones, are
+            // not labels.
+            let (entry, position) = (v(), slot as usize - Slot::Mpls0 as usize);
+            if entry != 0 && x.mpls_bottom().is_none() {
+                f.set_mpls_label(f.mpls_labels().len(), (entry >> 4) as u32 & 0xf_ffff);
+                if entry & 1 != 0 {
+                    x.set_mpls_bottom(position as u8);
+                }
+            }
         }
         Slot::SrcAddrNat => address(b).into_iter().for_each(|a| f.set_src_addr_nat(a)),
         Slot::DstAddrNat => address(b).into_iter().for_each(|a| f.set_dst_addr_nat(a)),
@@ -230,6 +289,36 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         Slot::ReverseTcpFlags => x.set_reverse_tcp_flags(v() as u16),
         Slot::ReverseTos => x.set_reverse_tos(v() as u8),
     }
+}
+
+/// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12).
+const FORWARDING_DROPPED: u8 = 128;
+
+#[inline(always)]
+fn zero(b: &[u8]) -> bool {
+    b.iter().all(|&byte| byte == 0)
+}
+
+/// RFC 7133 dataLinkFrameSection (v9: layer2packetSectionData): the start of
+/// a sampled frame. Its fields fill what the record does not carry itself;
+/// its IP length becomes Bytes when the record has no counters
+/// (`finish_extras`).
+/// With a tunnel to take apart (`decap`), the inner packet's fields win
+/// over the record's, and a frame not in such a tunnel drops the record.
+#[inline(never)]
+fn data_link_frame(b: &[u8], f: &mut FlowRecord, x: &mut RecordExtra, decap: Decapsulation) {
+    let mut frame = FlowRecord::default();
+    let Some(parsed) = super::packet::parse_sampled(b, super::packet::Start::Ethernet, decap, &mut frame) else {
+        x.set_not_encapsulated(true);
+        return;
+    };
+    if decap != Decapsulation::None {
+        frame.fill_absent_from(f);
+        *f = frame;
+    } else {
+        f.fill_absent_from(&frame);
+    }
+    x.set_frame_l3_bytes(parsed.l3_bytes.unwrap_or(0));
 }
 
 /// RFC 7270 §4.12: forwardingStatus is an unsigned32 whose status and reason
@@ -276,6 +365,10 @@ impl<F: FnMut(&FlowRecord)> SetOutput<'_, F> {
             self.options_records.push(*x);
             return;
         }
+        if x.not_encapsulated().is_some() {
+            self.counters.error(DecodeError::new(Reason::NotEncapsulated, "sampled frame"));
+            return;
+        }
         let key = self.key;
         let rate = x.sampling_rate().or_else(|| match x.sampler_id() {
             Some(id) => match self.sampler_cache {
@@ -316,6 +409,11 @@ pub(super) fn decode_fixed<F: FnMut(&FlowRecord)>(
         x.reset();
         flow.clear();
         decode_by_layout(layout, record, flow, ctx, &mut x);
+        for &(at, len, slot) in &layout.rare {
+            if let Some(b) = record.get(at as usize..at as usize + len as usize) {
+                apply(slot, b, flow, ctx, &mut x);
+            }
+        }
         out.emit(flow, &x);
     }
 }
@@ -386,7 +484,7 @@ fn finish_record(
     x: &RecordExtra,
     rate: Option<u64>,
 ) {
-    f.set_time_received_ns(ctx.received_ns);
+    f.set_time_received_ns(ctx.time_received_ns);
     f.set_exporter_address(ctx.exporter);
     f.set_observation_domain(ctx.domain);
     if let Some(rate) = rate {
@@ -397,6 +495,40 @@ fn finish_record(
     }
     if !f.has(Field::EType) {
         infer_etype(f);
+    }
+    if ctx.options.timestamp_source == TimestampSource::FlowStart && f.has(Field::FlowStart) {
+        f.set_time_received_ns(f.flow_start_ns);
+    }
+    if f.has_any(&[Field::InIfPhysicalIndex, Field::OutIfPhysicalIndex]) {
+        interfaces_from_physical(f);
+    }
+    // Most exporters send ICMP's type and code in the destination port.
+    if matches!(f.proto, 1 | 58) && f.has(Field::Proto) && f.has(Field::DstPort) {
+        icmp_from_port(f);
+    }
+}
+
+fn interfaces_from_physical(f: &mut FlowRecord) {
+    if f.has(Field::InIfPhysicalIndex) && !f.has(Field::InIfIndex) {
+        f.set_in_if_index(f.in_if_physical_index);
+    }
+    if f.has(Field::OutIfPhysicalIndex) && !f.has(Field::OutIfIndex) {
+        f.set_out_if_index(f.out_if_physical_index);
+    }
+}
+
+fn icmp_from_port(f: &mut FlowRecord) {
+    let (t, c) = ((f.dst_port >> 8) as u8, f.dst_port as u8);
+    match f.proto {
+        1 if !f.has(Field::ICMPv4Type) => {
+            f.set_icmpv4_type(t);
+            f.set_icmpv4_code(c);
+        }
+        58 if !f.has(Field::ICMPv6Type) => {
+            f.set_icmpv6_type(t);
+            f.set_icmpv6_code(c);
+        }
+        _ => {}
     }
 }
 
@@ -424,6 +556,18 @@ fn finish_extras(f: &mut FlowRecord, ctx: &RecordContext, system_init: Option<u6
     }
     if let (Some(m), false) = (x.post_dst_mac(), f.has(Field::DstMAC)) {
         f.set_dst_mac(m);
+    }
+    if let (Some(v), false) = (x.dot1q_vlan().or(x.dot1q_customer_vlan()), f.has(Field::SrcVlan)) {
+        f.set_src_vlan(v);
+    }
+    // A sampled frame: one packet of its IP length, unless counted.
+    if let Some(l3) = x.frame_l3_bytes() {
+        if l3 > 0 && !f.has(Field::Bytes) {
+            f.set_bytes(l3 as u64);
+        }
+        if !f.has(Field::Packets) {
+            f.set_packets(1);
+        }
     }
 }
 

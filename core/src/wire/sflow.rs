@@ -5,9 +5,14 @@
 //! router (1002) and gateway (1003). Counter samples (2, 4) are counted and
 //! skipped. ExporterAddress is the agent address; ObservationDomain is the
 //! sub-agent id.
+//!
+//! Bytes are layer-3 bytes, as NetFlow and IPFIX count them: the sampled
+//! header's IP length (IPv4 total length, IPv6 payload length + 40), the
+//! sampled IPv4/IPv6 record's length, or else the frame length less the
+//! Ethernet header and FCS (18 bytes). Packets is 1 per sample.
 
-use super::packet::{parse_ethernet, parse_ipv4, parse_ipv6, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use super::{Cursor, Datagram, DecodeError, Reason};
+use super::packet::{parse_sampled, Start, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use super::{Cursor, Datagram, Decapsulation, DecodeError, Reason};
 use crate::decoder::Decoder;
 use crate::flow::{addr_from_v4, Addr, FlowRecord};
 
@@ -17,6 +22,8 @@ pub const VERSION: u32 = 5;
 const INTERFACE_LOCAL: u32 = 0x3fff_ffff;
 /// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12).
 const FORWARDING_DROPPED: u8 = 128;
+/// An Ethernet header and its FCS: a frame's length less these is the IP length.
+const ETHERNET_OVERHEAD: u32 = 18;
 
 const HEADER_PROTOCOL_ETHERNET: u32 = 1;
 const HEADER_PROTOCOL_IPV4: u32 = 11;
@@ -39,8 +46,8 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
         })();
         let (format, body) = sample.map_err(|e| dec.counters.error(e))?;
         let result = match (format >> 12, format & 0xfff) {
-            (0, 1) => flow_sample(dec, &header, d.received_ns, body, false, sink),
-            (0, 3) => flow_sample(dec, &header, d.received_ns, body, true, sink),
+            (0, 1) => flow_sample(dec, &header, d, body, false, sink),
+            (0, 3) => flow_sample(dec, &header, d, body, true, sink),
             (0, 2) | (0, 4) => {
                 dec.counters.counter_samples += 1;
                 Ok(())
@@ -79,10 +86,12 @@ fn read_address(c: &mut Cursor) -> Result<Addr, DecodeError> {
     }
 }
 
+/// One flow sample. sFlow carries no export time nor flow start: TimeReceived
+/// is the kernel's whatever the listener's `timestamp_source`.
 fn flow_sample<F: FnMut(&FlowRecord)>(
     dec: &mut Decoder,
     header: &DatagramHeader,
-    received_ns: u64,
+    d: &Datagram,
     body: &[u8],
     expanded: bool,
     sink: &mut F,
@@ -90,7 +99,7 @@ fn flow_sample<F: FnMut(&FlowRecord)>(
     let mut c = Cursor::new(body);
     let f = &mut dec.flow;
     f.clear();
-    f.set_time_received_ns(received_ns);
+    f.set_time_received_ns(d.received_ns);
     f.set_exporter_address(header.agent);
     f.set_observation_domain(header.sub_agent_id);
     let _sequence = c.u32()?;
@@ -111,11 +120,30 @@ fn flow_sample<F: FnMut(&FlowRecord)>(
     f.set_packets(1);
     let records = c.u32()?;
     let mut truncated = false;
+    let mut switch = None;
+    let decap = d.options.decapsulation;
+    let mut decapsulated = false;
     for _ in 0..records {
         let format = c.u32()?;
         let len = c.u32()? as usize;
         let data = c.opaque(len)?;
-        truncated |= flow_record(f, format, data)?;
+        match format {
+            1001 => switch = Some(extended_switch(data)?),
+            1 => {
+                truncated |= sampled_header(f, data, decap)?;
+                decapsulated = true;
+            }
+            _ => truncated |= flow_record(f, format, data)?,
+        }
+    }
+    if decap != Decapsulation::None && !decapsulated {
+        return Err(DecodeError::new(Reason::NotEncapsulated, "sFlow sample without a sampled header"));
+    }
+    // The switch's VLANs win over the tags in the sampled header (QinQ too),
+    // whichever record came first.
+    if let Some((src_vlan, dst_vlan)) = switch {
+        f.set_src_vlan(src_vlan);
+        f.set_dst_vlan(dst_vlan);
     }
     if truncated {
         dec.counters.lists_truncated += 1;
@@ -127,6 +155,7 @@ fn flow_sample<F: FnMut(&FlowRecord)>(
 
 /// Interface encoding (spec §"interface"): format 0 is an ifIndex, 1 a
 /// discarded packet (value = reason), 2 several interfaces (value = count).
+/// A discard's reason becomes IPFIX's dropped sub-reason where one exists.
 fn set_interfaces(f: &mut FlowRecord, in_format: u32, in_value: u32, out_format: u32, out_value: u32) {
     let index = |format: u32, value: u32| match (format, value) {
         (0, INTERFACE_LOCAL) => 0,
@@ -136,52 +165,81 @@ fn set_interfaces(f: &mut FlowRecord, in_format: u32, in_value: u32, out_format:
     f.set_in_if_index(index(in_format, in_value));
     f.set_out_if_index(index(out_format, out_value));
     if out_format == 1 {
-        f.set_forwarding_status(FORWARDING_DROPPED);
+        f.set_forwarding_status(discard_status(out_value));
     }
+}
+
+/// sFlow's discard reasons (spec §"interface": ICMP unreachable codes, then
+/// 256 and up) as IPFIX forwardingStatus dropped codes (IANA registry,
+/// RFC 7270 §4.12): 129 ACL deny, 131 unroutable, 133 fragmentation needed
+/// and DF set, 137 bad TTL, 138 policer, 139 WRED; 128 for the rest.
+fn discard_status(reason: u32) -> u8 {
+    match reason {
+        // Net, host, network/host unknown or unreachable for ToS.
+        0 | 1 | 6 | 7 | 11 | 12 => 131,
+        4 | 262 => 133,
+        // Communication administratively prohibited; ACL.
+        9 | 10 | 13 | 258 => 129,
+        257 => 137,
+        260 => 139,
+        261 => 138,
+        _ => FORWARDING_DROPPED,
+    }
+}
+
+/// Extended switch (format 1001): source and destination VLANs.
+fn extended_switch(data: &[u8]) -> Result<(u16, u16), DecodeError> {
+    let mut c = Cursor::new(data);
+    let src_vlan = c.u32()? as u16;
+    let _src_priority = c.u32()?;
+    Ok((src_vlan, c.u32()? as u16))
+}
+
+/// Sampled header (format 1); returns whether a list was cut to its bound.
+/// With `decap`, the tunnel's inner packet, or `NotEncapsulated`.
+fn sampled_header(f: &mut FlowRecord, data: &[u8], decap: Decapsulation) -> Result<bool, DecodeError> {
+    let mut c = Cursor::new(data);
+    let protocol = c.u32()?;
+    let frame_length = c.u32()?;
+    let _stripped = c.u32()?;
+    let len = c.u32()? as usize;
+    let packet = c.bytes(len)?;
+    let (start, overhead) = match protocol {
+        HEADER_PROTOCOL_ETHERNET => (Start::Ethernet, ETHERNET_OVERHEAD),
+        HEADER_PROTOCOL_IPV4 => (Start::Ipv4, 0),
+        HEADER_PROTOCOL_IPV6 => (Start::Ipv6, 0),
+        _ if decap == Decapsulation::None => {
+            f.set_bytes(frame_length as u64);
+            return Ok(false);
+        }
+        _ => return Err(DecodeError::new(Reason::NotEncapsulated, "sFlow header protocol")),
+    };
+    let Some(parsed) = parse_sampled(packet, start, decap, f) else {
+        return Err(DecodeError::new(Reason::NotEncapsulated, "sFlow sampled header"));
+    };
+    // The (inner) IP packet's length; the frame's less its layer 2 when the
+    // header was cut before it.
+    f.set_bytes(parsed.l3_bytes.unwrap_or(frame_length.saturating_sub(overhead)) as u64);
+    Ok(parsed.labels_cut)
 }
 
 /// Applies one flow record; returns whether a list was cut to its bound.
 fn flow_record(f: &mut FlowRecord, format: u32, data: &[u8]) -> Result<bool, DecodeError> {
     let mut c = Cursor::new(data);
     match format {
-        1 => {
-            let protocol = c.u32()?;
-            let frame_length = c.u32()?;
-            let _stripped = c.u32()?;
-            let len = c.u32()? as usize;
-            let packet = c.bytes(len)?;
-            f.set_bytes(frame_length as u64);
-            return Ok(match protocol {
-                HEADER_PROTOCOL_ETHERNET => parse_ethernet(packet, f),
-                HEADER_PROTOCOL_IPV4 => {
-                    parse_ipv4(packet, f);
-                    false
-                }
-                HEADER_PROTOCOL_IPV6 => {
-                    parse_ipv6(packet, f);
-                    false
-                }
-                _ => false,
-            });
-        }
         2 => {
             let length = c.u32()?;
             let src = c.opaque(6)?;
             let dst = c.opaque(6)?;
             let etype = c.u32()?;
             if !f.has(crate::flow::Field::Bytes) {
-                f.set_bytes(length as u64);
+                f.set_bytes(length.saturating_sub(ETHERNET_OVERHEAD) as u64);
             }
             f.set_src_mac(src.try_into().expect("6 bytes"));
             f.set_dst_mac(dst.try_into().expect("6 bytes"));
             f.set_etype(etype as u16);
         }
         3 | 4 => sampled_ip(f, &mut c, format == 4)?,
-        1001 => {
-            f.set_src_vlan(c.u32()? as u16);
-            let _src_priority = c.u32()?;
-            f.set_dst_vlan(c.u32()? as u16);
-        }
         1002 => {
             f.set_next_hop(read_address(&mut c)?);
             f.set_src_net_mask(c.u32()? as u8);

@@ -15,6 +15,10 @@ use crate::flow::{Addr, FlowRecord};
 
 /// Private enterprise number of RFC 5103 reverse information elements.
 pub const REVERSE_PEN: u32 = 29305;
+/// Juniper's private enterprise number: its inline monitoring exports its
+/// own fields as element 137 (commonPropertiesId) of this enterprise, told
+/// apart by length; the 2-byte one is the forwarding-exception code.
+pub const JUNIPER_PEN: u32 = 2636;
 /// IPFIX length value announcing a variable-length field (RFC 7011 §7).
 pub const VARIABLE_LENGTH: u16 = 0xffff;
 
@@ -57,8 +61,8 @@ macro_rules! slots {
             x: &mut RecordExtra,
         ) {
             $(
-                if Slot::$variant != Slot::Skip {
-                    let (at, len) = layout[Slot::$variant as usize];
+                if Slot::$variant != Slot::Skip && !Slot::$variant.rare() {
+                    let (at, len) = layout.slots[Slot::$variant as usize];
                     if at != ABSENT {
                         if let Some(b) = rec.get(at as usize..at as usize + len as usize) {
                             apply(Slot::$variant, b, f, ctx, x);
@@ -120,10 +124,14 @@ slots! {
     PostDstMac,
     SrcVlan,
     DstVlan,
+    Dot1qVlan,
+    Dot1qCustomerVlan,
     IpVersion,
     EtherType,
     Direction,
     ForwardingStatus,
+    JuniperException,
+    DataLinkFrame,
     Mpls0,
     Mpls1,
     Mpls2,
@@ -155,11 +163,31 @@ slots! {
 
 /// Where each slot sits in a fixed-length record: (offset, length), or
 /// `ABSENT`. When a template names an element twice, the later one wins, as
-/// it would decoding field by field.
-pub(super) type Layout = [(u16, u16); Slot::COUNT];
+/// it would decoding field by field; but a second address of the same role
+/// (sourceIPv4Address and sourceIPv6Address) is kept in `rare`, so that the
+/// one that is not all zero wins (`record::apply`).
+///
+/// `rare` also holds the fields of rare slots, applied after the others
+/// through a short list: each slot in the unrolled chain costs every record
+/// of every template a test, so elements few exporters send stay out of it.
+#[derive(Clone, Debug)]
+pub(super) struct Layout {
+    pub(super) slots: [(u16, u16); Slot::COUNT],
+    pub(super) rare: Vec<(u16, u16, Slot)>,
+}
 const ABSENT: u16 = u16::MAX;
 
 impl Slot {
+    /// Slots of elements few exporters send (see `Layout`).
+    pub(super) const fn rare(self) -> bool {
+        matches!(self, Slot::Dot1qVlan | Slot::Dot1qCustomerVlan | Slot::JuniperException | Slot::DataLinkFrame)
+    }
+
+    /// Slots a template may name twice, one of them all zero.
+    const fn address(self) -> bool {
+        matches!(self, Slot::SrcAddr | Slot::DstAddr | Slot::NextHop | Slot::BgpNextHop)
+    }
+
     /// The slot of MPLS label stack position `position` (0..=9).
     fn mpls(position: u16) -> Slot {
         const MPLS: [Slot; 10] = [
@@ -222,7 +250,7 @@ impl Slot {
             54 => Slot::FragmentId,
             56 => Slot::SrcMac,
             57 => Slot::PostDstMac,
-            58 | 243 => Slot::SrcVlan,
+            58 => Slot::SrcVlan,
             59 | 254 => Slot::DstVlan,
             60 => Slot::IpVersion,
             61 => Slot::Direction,
@@ -233,6 +261,8 @@ impl Slot {
             86 => Slot::PacketsTotal,
             88 => Slot::FragmentOffset,
             89 => Slot::ForwardingStatus,
+            // layer2packetSectionData (v9 and IPFIX); dataLinkFrameSection (RFC 7133).
+            104 | 315 => Slot::DataLinkFrame,
             139 => Slot::IcmpTypeCodeV6,
             150 => Slot::StartSeconds,
             151 => Slot::EndSeconds,
@@ -254,6 +284,8 @@ impl Slot {
             228 => Slot::DstPortNat,
             234 => Slot::IngressVrf,
             235 => Slot::EgressVrf,
+            243 => Slot::Dot1qVlan,
+            245 => Slot::Dot1qCustomerVlan,
             252 => Slot::InPhysIf,
             253 => Slot::OutPhysIf,
             256 => Slot::EtherType,
@@ -326,8 +358,13 @@ impl Template {
             } else {
                 min_len += spec.len as usize;
             }
-            let slot =
-                if (scope_fields as usize) > fields.len() { Slot::Skip } else { Slot::for_element(spec.id, spec.pen) };
+            let slot = if (scope_fields as usize) > fields.len() {
+                Slot::Skip
+            } else if (spec.pen, spec.id, spec.len) == (JUNIPER_PEN, 137, 2) {
+                Slot::JuniperException
+            } else {
+                Slot::for_element(spec.id, spec.pen)
+            };
             fields.push(CompiledField { len: spec.len, slot });
         }
         if min_len > u16::MAX as usize {
@@ -340,10 +377,15 @@ impl Template {
             }
         }
         let layout = fixed.then(|| {
-            let mut layout = Box::new([(ABSENT, 0u16); Slot::COUNT]);
+            let mut layout = Box::new(Layout { slots: [(ABSENT, 0u16); Slot::COUNT], rare: Vec::new() });
             let mut at = 0u16;
             for field in &fields {
-                layout[field.slot as usize] = (at, field.len);
+                let taken = layout.slots[field.slot as usize].0 != ABSENT;
+                if field.slot.rare() || (field.slot.address() && taken) {
+                    layout.rare.push((at, field.len, field.slot));
+                } else {
+                    layout.slots[field.slot as usize] = (at, field.len);
+                }
                 at += field.len;
             }
             layout

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use weir_core::json::write_flow;
 use weir_core::pcap::{Frame, PcapReader};
+use weir_core::wire::{Decapsulation, ListenerOptions, TimestampSource};
 use weir_core::{Datagram, Decoder, Reason};
 
 #[derive(clap::Args)]
@@ -27,6 +28,13 @@ pub struct Args {
     /// Save decoder state to this file at the end.
     #[arg(long)]
     pub save_state: Option<PathBuf>,
+    /// Report the packet inside this tunnel for sampled packets: none,
+    /// vxlan, gre, ipip, srv6 (as a listener's `decapsulation`).
+    #[arg(long, default_value = "none")]
+    pub decapsulation: Decapsulation,
+    /// TimeReceived from: kernel (the capture time), export, flow_start.
+    #[arg(long, default_value = "kernel")]
+    pub timestamp_source: TimestampSource,
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
@@ -59,7 +67,8 @@ pub fn run(args: &Args) -> Result<(), String> {
             *skipped.entry("other_port").or_default() += 1;
             continue;
         }
-        let datagram = Datagram { exporter: d.src, received_ns: d.timestamp_ns, payload: d.payload };
+        let options = ListenerOptions { decapsulation: args.decapsulation, timestamp_source: args.timestamp_source };
+        let datagram = Datagram { exporter: d.src, received_ns: d.timestamp_ns, payload: d.payload, options };
         let mut sink = |flow: &weir_core::FlowRecord| {
             line.clear();
             write_flow(flow, &mut line);

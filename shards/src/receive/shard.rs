@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_queue::ArrayQueue;
 use glommio::{net::UdpSocket, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use weir_core::wire::state::{Limits, StateUpdate};
+use weir_core::wire::ListenerOptions;
 use weir_core::{Datagram, Decoder};
 
 use tracing::warn;
@@ -42,6 +43,8 @@ pub struct ShardSetup {
     pub core: usize,
     /// One per listener, in config order, bound and in their reuseport groups.
     pub sockets: Vec<OwnedFd>,
+    /// How each listener's datagrams are read, in the same order.
+    pub listener_options: Vec<ListenerOptions>,
     pub receive_batch_datagrams: usize,
     pub datagram_bytes_max: usize,
     pub housekeeping_interval: Duration,
@@ -93,6 +96,7 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
         updates: Vec::new(),
         counts: Counts::default(),
         kernel_drops: vec![0; sockets.len()],
+        listener_options: setup.listener_options,
         logs: LogLimits {
             receive: Limiter::new(setup.log_lines_per_minute),
             decode: Limiter::new(setup.log_lines_per_minute),
@@ -296,6 +300,7 @@ struct Shard {
     counts: Counts,
     /// Latest SO_RXQ_OVFL value per socket.
     kernel_drops: Vec<u64>,
+    listener_options: Vec<ListenerOptions>,
     logs: LogLimits,
 }
 
@@ -311,6 +316,7 @@ impl Shard {
         test_hooks::wedge_if_asked(self.index, self.counts.datagrams);
         self.apply_inbox();
         let Shard { decoder, sink, counts, kernel_drops, logs, index, .. } = self;
+        let options = self.listener_options.get(listener).copied().unwrap_or_default();
         let mut clock_ns = 0;
         for i in 0..batch.len() {
             let d = batch.get(i);
@@ -333,7 +339,7 @@ impl Shard {
                     clock_ns
                 }
             };
-            let datagram = Datagram { exporter: d.exporter, received_ns, payload: d.payload };
+            let datagram = Datagram { exporter: d.exporter, received_ns, payload: d.payload, options };
             // Errors are counted by the decoder, by reason.
             if let Err(e) = decoder.decode(&datagram, &mut |flow| sink.flow(flow)) {
                 if let Some(held_back) = logs.decode.allow(Instant::now()) {

@@ -1,0 +1,50 @@
+//! `weir-decode-count FORMAT [PASSES]`: decodes the decode bench's datagrams
+//! (`traffic::data_datagrams`, `sflow_datagrams`; FORMAT `ipfix`, `v9` or
+//! `sflow`) PASSES times (default 300) and prints the flows. Made to run
+//! under `valgrind --tool=callgrind`, whose instruction counts repeat on a
+//! VM without performance counters, where criterion's times move ±20 %
+//! with the neighbours: compare two builds by their totals (perf/RESULTS.md).
+
+use std::hint::black_box;
+
+use weir_core::flow::addr_from_v4;
+use weir_core::wire::template::Protocol;
+use weir_core::{Datagram, Decoder, FlowRecord};
+use weir_perf::traffic::{data_datagrams, sflow_datagrams, template_datagram, FlowMix};
+
+/// Datagrams per pass, as in `benches/decode.rs`.
+const DATAGRAMS: usize = 64;
+
+fn decode(decoder: &mut Decoder, datagrams: &[Vec<u8>]) -> u64 {
+    let mut bytes = 0u64;
+    for payload in datagrams {
+        let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
+        let _ = decoder.decode(&d, &mut |f: &FlowRecord| bytes = bytes.wrapping_add(f.bytes));
+    }
+    bytes
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let format = args.next().unwrap_or_default();
+    let passes: usize = args.next().and_then(|p| p.parse().ok()).unwrap_or(300);
+    let mut mix = FlowMix::new(1);
+    let (templates, data) = match format.as_str() {
+        "ipfix" => (vec![template_datagram(Protocol::Ipfix)], data_datagrams(Protocol::Ipfix, &mut mix, DATAGRAMS).0),
+        "v9" => {
+            (vec![template_datagram(Protocol::NetflowV9)], data_datagrams(Protocol::NetflowV9, &mut mix, DATAGRAMS).0)
+        }
+        "sflow" => (Vec::new(), sflow_datagrams(&mut mix, DATAGRAMS).0),
+        other => {
+            eprintln!("weir-decode-count: FORMAT is ipfix, v9 or sflow, not {other:?}");
+            std::process::exit(2);
+        }
+    };
+    let mut decoder = Decoder::default();
+    decode(&mut decoder, &templates);
+    let mut sum = 0;
+    for _ in 0..passes {
+        sum ^= decode(&mut decoder, black_box(&data));
+    }
+    println!("{} flows ({sum})", decoder.counters().flows);
+}
