@@ -10,22 +10,14 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netgauze_parse_utils::reader::SliceReader;
 use netgauze_parse_utils::traits::ParseFromWithOneInput;
-use weir_core::flow::addr_from_v4;
 use weir_core::wire::template::Protocol;
-use weir_core::{Datagram, Decoder, FlowRecord};
-use weir_perf::traffic::{data_datagrams, sflow_datagrams, template_datagram, v5_datagrams, FlowMix};
+use weir_core::Decoder;
+use weir_perf::traffic::{
+    data_datagrams, decode_all as weir_decode, sflow_datagrams, template_datagram, v5_datagrams, FlowMix,
+};
 
 /// Datagrams decoded per benchmark iteration.
 const DATAGRAMS: usize = 64;
-
-fn weir_decode(decoder: &mut Decoder, datagrams: &[Vec<u8>]) -> u64 {
-    let mut bytes = 0u64;
-    for payload in datagrams {
-        let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
-        let _ = decoder.decode(&d, &mut |f: &FlowRecord| bytes = bytes.wrapping_add(f.bytes));
-    }
-    bytes
-}
 
 fn templated(c: &mut Criterion, name: &str, protocol: Protocol) {
     let templates = template_datagram(protocol);

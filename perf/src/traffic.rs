@@ -328,6 +328,23 @@ pub fn data_datagrams(protocol: Protocol, mix: &mut FlowMix, count: usize) -> (V
 }
 
 /// NetFlow v5 datagrams of 30 records each.
+/// Decodes `datagrams` with `decoder` as the decode benchmarks do (one
+/// exporter, the default listener options); returns the sum of the flows'
+/// bytes, for the caller to keep the work from being optimized away.
+pub fn decode_all(decoder: &mut weir_core::Decoder, datagrams: &[Vec<u8>]) -> u64 {
+    let mut bytes = 0u64;
+    for payload in datagrams {
+        let d = weir_core::Datagram {
+            exporter: addr_from_v4([192, 0, 2, 1]),
+            received_ns: 1,
+            payload,
+            ..Default::default()
+        };
+        let _ = decoder.decode(&d, &mut |f: &FlowRecord| bytes = bytes.wrapping_add(f.bytes));
+    }
+    bytes
+}
+
 pub fn v5_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize) {
     datagrams(Format::NetflowV5, mix, count)
 }

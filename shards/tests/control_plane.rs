@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{exchange, free_udp_port, temp_dir, write_config, Collector};
+use common::{exchange, free_udp_port, query_refused, temp_dir, write_config, Collector};
 
 /// One collector at a time: each pins a shard to CPU 0.
 static TURNS: Mutex<()> = Mutex::new(());
@@ -179,14 +179,8 @@ fn query_runs_read_only_unless_the_config_says_otherwise() {
     let (status, body) = post_query(&address, "SELEC 1 FROM weir.flows");
     assert!(status == 400 && json_error(&body).contains("Syntax error"), "{body}");
     // `weir query` says why, in the collector's words.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["query", "--http", &address, "--config"])
-        .arg(dir.join("weir.toml"))
-        .arg("DROP TABLE weir.flows")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.starts_with("weir: read-only (http.query_writes = false)"), "{said}");
+    let said = query_refused(&dir.join("weir.toml"), &address, "DROP TABLE weir.flows");
+    assert!(said.starts_with("weir: read-only (http.query_writes = false)"), "{said}");
     c.stop();
     let c = with_store(&dir, &[("WEIR_HTTP__QUERY_WRITES", "true")]);
     let (status, body) = post_query(&c.metrics, "CREATE TABLE weir.scratch (a UInt8) ENGINE = Memory");

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, replay, temp_dir, two_shards, write_config, Collector};
+use common::{free_udp_port, query_refused, replay, temp_dir, two_shards, write_config, Collector};
 use weir_core::encode::{netflow_v5, ExportHeader};
 use weir_core::flow::{addr_from_v4, FlowRecord};
 
@@ -125,20 +125,6 @@ fn query(config: &Path, http: Option<&str>, sql: &str) -> String {
     let out = cmd.arg(sql).output().unwrap();
     assert!(out.status.success(), "weir query {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `weir query` of a statement that changes the store: refused (the
-/// default `http.query_writes = false`); returns what it said.
-fn query_refused(config: &Path, http: &str, sql: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["query", "--http", http, "--config"])
-        .arg(config)
-        .arg(sql)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success() && said.contains("read-only (http.query_writes = false)"), "{sql}: {said}");
-    said
 }
 
 fn weir(args: &[&str], config: &Path) -> String {

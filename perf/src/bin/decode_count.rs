@@ -7,22 +7,12 @@
 
 use std::hint::black_box;
 
-use weir_core::flow::addr_from_v4;
 use weir_core::wire::template::Protocol;
-use weir_core::{Datagram, Decoder, FlowRecord};
-use weir_perf::traffic::{data_datagrams, sflow_datagrams, template_datagram, FlowMix};
+use weir_core::Decoder;
+use weir_perf::traffic::{data_datagrams, decode_all as decode, sflow_datagrams, template_datagram, FlowMix};
 
 /// Datagrams per pass, as in `benches/decode.rs`.
 const DATAGRAMS: usize = 64;
-
-fn decode(decoder: &mut Decoder, datagrams: &[Vec<u8>]) -> u64 {
-    let mut bytes = 0u64;
-    for payload in datagrams {
-        let d = Datagram { exporter: addr_from_v4([192, 0, 2, 1]), received_ns: 1, payload, ..Default::default() };
-        let _ = decoder.decode(&d, &mut |f: &FlowRecord| bytes = bytes.wrapping_add(f.bytes));
-    }
-    bytes
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -169,6 +169,21 @@ pub fn exchange(address: &str, request: &[u8]) -> (u16, String) {
     (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
+/// `weir query` of a statement that changes the store, through the
+/// collector at `http`: refused (the default `http.query_writes = false`);
+/// returns what it said.
+pub fn query_refused(config: &Path, http: &str, sql: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["query", "--http", http, "--config"])
+        .arg(config)
+        .arg(sql)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && said.contains("read-only (http.query_writes = false)"), "{sql}: {said}");
+    said
+}
+
 pub fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
     // Without a [sink] section, flows are counted (the default is the store).
