@@ -76,8 +76,10 @@ def header(packet):
 
 def hand_built():
     """Datagrams for each decoder rule a capture may lack: (target, name, exporter byte, datagram).
-    The exporter byte picks the listener options in the harness: >>2 the
-    decapsulation (1 vxlan, 2 gre, 3 ipip, 4 srv6), >>5 the time source."""
+    The exporter byte picks the listener options in the harness: (byte >> 2) % 5
+    the decapsulation (0 none, 1 vxlan, 2 gre, 3 ipip, 4 srv6), (byte >> 5) % 3
+    the time source (0 kernel, 1 export, 2 flow_start): 40 is none + export,
+    80 none + flow_start."""
     inner = ethernet(0x0800, ipv4(6, struct.pack("!HHIIHHHH", 40000, 443, 0, 0, 0x5012, 0, 0, 0), b"\x0a\0\0\x01", b"\xc6\x33\x64\x07"))
     frame = ethernet(0x8847, mpls(1000001, True) + ipv4(17, udp(3503, b"\0" * 40)))
     juniper = [(137, 2636, 4), (137, 2636, 2), (10, 0, 4), (315, 0, 0xFFFF)]
@@ -85,8 +87,8 @@ def hand_built():
     fields = [(8, 0, 4), (27, 0, 16), (4, 0, 1), (11, 0, 2), (252, 0, 4), (253, 0, 4), (243, 0, 2), (245, 0, 2)] + [(70 + i, 0, 3) for i in range(4)]
     record = b"\x0a\0\0\x01" + b"\0" * 16 + b"\x01" + struct.pack("!HIIHH", 0x0301, 17, 18, 200, 300)
     record += b"".join(struct.pack("!I", e)[1:] for e in [20005 << 4, 524250 << 4 | 1, 16 << 4 | 1, 0])
-    yield "ipfix", "fallbacks-zero-address-mpls-bottom", 32, ipfix(fields, [record])
-    yield "netflow_v9", "layer2-packet-section", 64, netflow_v9([(10, 4), (104, len(frame))], struct.pack("!I", 3) + frame)
+    yield "ipfix", "fallbacks-zero-address-mpls-bottom", 40, ipfix(fields, [record])
+    yield "netflow_v9", "layer2-packet-section", 80, netflow_v9([(10, 4), (104, len(frame))], struct.pack("!I", 3) + frame)
     v6 = ethernet(0x86dd, struct.pack("!IHBB", 6 << 28, 20, 6, 64) + b"\x20\x01" + b"\0" * 13 + b"\x01" + b"\x20\x01" + b"\0" * 13 + b"\x02" + b"\0" * 20)
     evpn = ethernet(0x8847, mpls(3000, True) + b"\0\0\0\0" + inner)
     switch = (1001, struct.pack("!IIII", 10, 0, 20, 0))
@@ -94,7 +96,11 @@ def hand_built():
     ipip = ethernet(0x0800, ipv4(4, inner[14:]))
     gre = ethernet(0x0800, ipv4(47, struct.pack("!HHI", 0x2000, 0x0800, 42) + inner[14:]))
     vxlan = ethernet(0x0800, ipv4(17, udp(4789, b"\x08\0\0\0\0\0\x64\0" + inner)))
-    for byte, name, packet in [(4, "vxlan", vxlan), (8, "gre", gre), (12, "ipip", ipip)]:
+    # IPv6 with a one-segment routing header (43, type 4), then IPv4.
+    segment = b"\x20\x01" + b"\0" * 13 + b"\x02"
+    srh = struct.pack("!BBBBI", 4, 2, 4, 0, 0) + segment
+    srv6 = ethernet(0x86dd, struct.pack("!IHBB", 6 << 28, len(srh) + len(inner) - 14, 43, 64) + b"\x20\x01" + b"\0" * 13 + b"\x01" + segment + srh + inner[14:])
+    for byte, name, packet in [(4, "vxlan", vxlan), (8, "gre", gre), (12, "ipip", ipip), (16, "srv6", srv6)]:
         yield "sflow", "decapsulation-" + name, byte, sflow([(9, [(1, header(packet))]), (9, [(1, header(inner))])])
         yield "ipfix", "decapsulation-" + name, byte, ipfix([(10, 0, 4), (315, 0, 0xFFFF)], [struct.pack("!IB", 9, len(packet)) + packet])
 
