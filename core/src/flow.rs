@@ -217,6 +217,24 @@ impl FlowRecord {
         self.present & fields.iter().fold(0, |mask, f| mask | f.bit()) != 0
     }
 
+    /// ICMP's type and code from the destination port (type << 8 | code,
+    /// where v5 and most v9/IPFIX exporters put them), for an ICMP or
+    /// ICMPv6 flow that has no type of its own.
+    pub fn icmp_from_dst_port(&mut self) {
+        let (t, c) = ((self.dst_port >> 8) as u8, self.dst_port as u8);
+        match self.proto {
+            1 if !self.has(Field::ICMPv4Type) => {
+                self.set_icmpv4_type(t);
+                self.set_icmpv4_code(c);
+            }
+            58 if !self.has(Field::ICMPv6Type) => {
+                self.set_icmpv6_type(t);
+                self.set_icmpv6_code(c);
+            }
+            _ => {}
+        }
+    }
+
     /// Drops `field`'s value.
     #[inline]
     pub fn unset(&mut self, field: Field) {

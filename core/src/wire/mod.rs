@@ -75,6 +75,10 @@ impl Reason {
     }
 }
 
+/// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12): the
+/// value sFlow discards and Juniper's forwarding exceptions map to.
+pub(crate) const FORWARDING_DROPPED: u8 = 128;
+
 /// A decoding failure: its reason and a static description of where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeError {

@@ -108,8 +108,7 @@ pub(crate) fn decode<F: FnMut(&FlowRecord)>(dec: &mut Decoder, d: &Datagram, sin
         f.set_dst_net_mask(r.dst_mask);
         if r.proto == 1 {
             // Cisco puts ICMP type and code in the destination port.
-            f.set_icmpv4_type((r.dst_port.get() >> 8) as u8);
-            f.set_icmpv4_code(r.dst_port.get() as u8);
+            f.icmp_from_dst_port();
         }
         sink(f);
     }

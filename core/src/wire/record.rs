@@ -6,7 +6,9 @@
 
 use super::state::{KeyHashMap, SamplerKey};
 use super::template::{decode_by_layout, Layout, Slot, Template, TemplateKey, VARIABLE_LENGTH};
-use super::{be_uint, Decapsulation, DecodeCounters, DecodeError, ListenerOptions, Reason, TimestampSource};
+use super::{
+    be_uint, Decapsulation, DecodeCounters, DecodeError, ListenerOptions, Reason, TimestampSource, FORWARDING_DROPPED,
+};
 use crate::flow::{addr_from_v4, Addr, Field, FlowRecord};
 
 /// Seconds between the NTP era (1900) and the Unix epoch.
@@ -174,33 +176,17 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
         Slot::SrcPort => f.set_src_port(v() as u16),
         Slot::DstPort => f.set_dst_port(v() as u16),
         // An all-zero address (the unused family of a template that names
-        // both) never overwrites one the record carries.
-        Slot::SrcAddr => {
-            if let Some(a) = address(b).filter(|_| !f.has(Field::SrcAddr) || !zero(b)) {
-                f.set_src_addr(a)
-            }
-        }
-        Slot::DstAddr => {
-            if let Some(a) = address(b).filter(|_| !f.has(Field::DstAddr) || !zero(b)) {
-                f.set_dst_addr(a)
-            }
-        }
+        // both) never overwrites one the record carries (`kept_address`).
+        Slot::SrcAddr => kept_address(f, Field::SrcAddr, b).into_iter().for_each(|a| f.set_src_addr(a)),
+        Slot::DstAddr => kept_address(f, Field::DstAddr, b).into_iter().for_each(|a| f.set_dst_addr(a)),
         Slot::SrcMask => f.set_src_net_mask(v() as u8),
         Slot::DstMask => f.set_dst_net_mask(v() as u8),
         Slot::InIf => f.set_in_if_index(v() as u32),
         Slot::OutIf => f.set_out_if_index(v() as u32),
         Slot::InPhysIf => f.set_in_if_physical_index(v() as u32),
         Slot::OutPhysIf => f.set_out_if_physical_index(v() as u32),
-        Slot::NextHop => {
-            if let Some(a) = address(b).filter(|_| !f.has(Field::NextHop) || !zero(b)) {
-                f.set_next_hop(a)
-            }
-        }
-        Slot::BgpNextHop => {
-            if let Some(a) = address(b).filter(|_| !f.has(Field::BGPNextHop) || !zero(b)) {
-                f.set_bgp_next_hop(a)
-            }
-        }
+        Slot::NextHop => kept_address(f, Field::NextHop, b).into_iter().for_each(|a| f.set_next_hop(a)),
+        Slot::BgpNextHop => kept_address(f, Field::BGPNextHop, b).into_iter().for_each(|a| f.set_bgp_next_hop(a)),
         Slot::SrcAs => f.set_src_as(v() as u32),
         Slot::DstAs => f.set_dst_as(v() as u32),
         Slot::StartUptime => x.set_start_uptime_ms(v()),
@@ -291,12 +277,11 @@ pub(super) fn apply(slot: Slot, b: &[u8], f: &mut FlowRecord, ctx: &RecordContex
     }
 }
 
-/// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12).
-const FORWARDING_DROPPED: u8 = 128;
-
+/// The address in `b` for `field`, unless the record carries one already
+/// and `b` is all zero.
 #[inline(always)]
-fn zero(b: &[u8]) -> bool {
-    b.iter().all(|&byte| byte == 0)
+fn kept_address(f: &FlowRecord, field: Field, b: &[u8]) -> Option<Addr> {
+    address(b).filter(|_| !f.has(field) || b.iter().any(|&byte| byte != 0))
 }
 
 /// RFC 7133 dataLinkFrameSection (v9: layer2packetSectionData): the start of
@@ -504,7 +489,7 @@ fn finish_record(
     }
     // Most exporters send ICMP's type and code in the destination port.
     if matches!(f.proto, 1 | 58) && f.has(Field::Proto) && f.has(Field::DstPort) {
-        icmp_from_port(f);
+        f.icmp_from_dst_port();
     }
 }
 
@@ -514,21 +499,6 @@ fn interfaces_from_physical(f: &mut FlowRecord) {
     }
     if f.has(Field::OutIfPhysicalIndex) && !f.has(Field::OutIfIndex) {
         f.set_out_if_index(f.out_if_physical_index);
-    }
-}
-
-fn icmp_from_port(f: &mut FlowRecord) {
-    let (t, c) = ((f.dst_port >> 8) as u8, f.dst_port as u8);
-    match f.proto {
-        1 if !f.has(Field::ICMPv4Type) => {
-            f.set_icmpv4_type(t);
-            f.set_icmpv4_code(c);
-        }
-        58 if !f.has(Field::ICMPv6Type) => {
-            f.set_icmpv6_type(t);
-            f.set_icmpv6_code(c);
-        }
-        _ => {}
     }
 }
 

@@ -12,7 +12,7 @@
 //! Ethernet header and FCS (18 bytes). Packets is 1 per sample.
 
 use super::packet::{parse_sampled, Start, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use super::{Cursor, Datagram, Decapsulation, DecodeError, Reason};
+use super::{Cursor, Datagram, Decapsulation, DecodeError, Reason, FORWARDING_DROPPED};
 use crate::decoder::Decoder;
 use crate::flow::{addr_from_v4, Addr, FlowRecord};
 
@@ -20,8 +20,6 @@ pub const VERSION: u32 = 5;
 
 /// The interface value that means "the agent itself" (spec §"interface").
 const INTERFACE_LOCAL: u32 = 0x3fff_ffff;
-/// IPFIX forwardingStatus "dropped, unknown reason" (RFC 7270 §4.12).
-const FORWARDING_DROPPED: u8 = 128;
 /// An Ethernet header and its FCS: a frame's length less these is the IP length.
 const ETHERNET_OVERHEAD: u32 = 18;
 

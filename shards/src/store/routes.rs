@@ -68,8 +68,9 @@ async fn query(
     if !peer.ip().is_loopback() {
         return error(StatusCode::FORBIDDEN, "/query answers loopback peers only");
     }
-    let Ok(Query(params)) = params else {
-        return error(StatusCode::BAD_REQUEST, "the query string is not key=value pairs");
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(e) => return error(e.status(), e.body_text()),
     };
     let format = match params.format {
         None => "TabSeparated".to_string(),
