@@ -128,6 +128,12 @@ def main(out):
         b't="21/Nov/2026:11:00:00.120" Ts="1795258800.5" hr="{example.com|Mozilla/5.0 (X11)}"] '
         b'www "GET /a?b=c HTTP/1.1" {text/html|#7C}',
         b'<13>1 - - - - - [a x="\\\"\\]"][weir@1 ST="-1"] - "<BADREQ>"\n',
+        # Invalid UTF-8 as HAProxy sends it: a Latin-1 capture and a
+        # character cut by a capture's len in SD values, raw bytes in %hr,
+        # a #XX-escaped path that decodes to bytes that are not UTF-8.
+        b'<134>1 - cache\xff haproxy 7 - [weir@1 ci="192.0.2.7" ST="200" ua="caf\xe9 l\\"a\\]t" '
+        b'HP="/#C3#A9t/#22x#22?q=#E9" hr="{ab\xc3\xa9cdef\xc3|#E9}"] '
+        b'www "GET /x\xe9 HTTP/1.1" {\xe2\x82|ok}',
     ]
     for i, line in enumerate(lines):
         open(os.path.join(out, "access_log", "line%d" % i), "wb").write(line)

@@ -22,6 +22,14 @@
 //! A line that does not parse, or misses a required field, is an error
 //! with one `LineReason` (a bounded set: the `reason` label of the metrics
 //! and of the dead-letter messages).
+//!
+//! Bytes that are not UTF-8 never cost a line: HAProxy copies captured
+//! header bytes as they came (a Latin-1 User-Agent) and cuts captures at a
+//! byte count (a multi-byte character cut in two). Each invalid sequence is
+//! replaced (U+FFFD) or written as escaped bytes (`\xE9`), as
+//! `InvalidUtf8` says, in the field it occurs in, and `Rendered::repairs`
+//! counts the fields so repaired, per kind. The same holds for bytes a
+//! field's `#XX` decoding (`Decode::HaproxyHex`) yields.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -34,8 +42,6 @@ use std::net::IpAddr;
 pub enum LineReason {
     /// Longer than the configured maximum (cut by the kernel).
     TooLong,
-    /// Not UTF-8.
-    NotUtf8,
     /// The RFC 5424 header (PRI, version, host, app, procid, msgid) is malformed.
     BadHeader,
     /// The header's timestamp is not RFC 3339.
@@ -49,9 +55,8 @@ pub enum LineReason {
 }
 
 impl LineReason {
-    pub const ALL: [LineReason; 7] = [
+    pub const ALL: [LineReason; 6] = [
         LineReason::TooLong,
-        LineReason::NotUtf8,
         LineReason::BadHeader,
         LineReason::BadTimestamp,
         LineReason::BadStructuredData,
@@ -62,7 +67,6 @@ impl LineReason {
     pub fn label(self) -> &'static str {
         match self {
             LineReason::TooLong => "too_long",
-            LineReason::NotUtf8 => "not_utf8",
             LineReason::BadHeader => "bad_header",
             LineReason::BadTimestamp => "bad_timestamp",
             LineReason::BadStructuredData => "bad_structured_data",
@@ -114,6 +118,108 @@ pub enum Kind {
     Headers,
 }
 
+impl Kind {
+    pub const ALL: [Kind; 7] =
+        [Kind::String, Kind::Int, Kind::Ip, Kind::ClfTime, Kind::EpochSeconds, Kind::Request, Kind::Headers];
+
+    /// The configuration's name (also the `kind` label of the metrics).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Int => "int",
+            Kind::Ip => "ip",
+            Kind::ClfTime => "clf_time",
+            Kind::EpochSeconds => "epoch_seconds",
+            Kind::Request => "request",
+            Kind::Headers => "headers",
+        }
+    }
+
+    /// How the kind reads HAProxy's `#XX` escapes unless a field says:
+    /// `%r`, `%hr` and `%hs` always escape (`#` itself as `#23`), so they
+    /// are decoded; anything else, a single captured header above all, is
+    /// taken as it is (a literal `#22` a client sent survives).
+    pub fn default_decode(self) -> Decode {
+        match self {
+            Kind::Request | Kind::Headers => Decode::HaproxyHex,
+            _ => Decode::None,
+        }
+    }
+
+    /// Whether a `decode` option means anything for the kind (text kinds).
+    pub fn decodes(self) -> bool {
+        matches!(self, Kind::String | Kind::Request | Kind::Headers)
+    }
+}
+
+/// How a text field's escapes are undone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decode {
+    /// As it is.
+    #[default]
+    None,
+    /// HAProxy's `#XX` (hex) escapes, as `%r`, `%HU`, `%HP`, `%HQ`, `%hr`
+    /// and `%hs` write `"`, `#`, control and non-ASCII bytes, undone.
+    HaproxyHex,
+}
+
+/// What bytes that are not UTF-8 become, in the field they occur in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    /// One U+FFFD per invalid sequence.
+    #[default]
+    Replace,
+    /// Each invalid byte as the four characters `\xHH` (upper-case hex).
+    Escape,
+}
+
+impl InvalidUtf8 {
+    /// The `reason` label of the fields repaired this way.
+    pub fn label(self) -> &'static str {
+        match self {
+            InvalidUtf8::Replace => "invalid_utf8_replaced",
+            InvalidUtf8::Escape => "invalid_utf8_escaped",
+        }
+    }
+}
+
+/// Fields of one line whose invalid UTF-8 was repaired, per site: the
+/// syslog header's host, app-name and procid, then each `Kind`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repairs([u16; Repairs::SITES]);
+
+impl Repairs {
+    pub const SITES: usize = Kind::ALL.len() + 1;
+
+    /// The `kind` label of each site.
+    pub fn label(site: usize) -> &'static str {
+        match site.checked_sub(1) {
+            None => "syslog_header",
+            Some(k) => Kind::ALL.get(k).map_or("unknown", |k| k.label()),
+        }
+    }
+
+    fn header(&mut self) {
+        self.0[0] = self.0[0].saturating_add(1);
+    }
+
+    fn field(&mut self, kind: Kind) {
+        let site = &mut self.0[1 + kind as usize];
+        *site = site.saturating_add(1);
+    }
+
+    /// Fields repaired, by site.
+    pub fn counts(&self) -> &[u16; Repairs::SITES] {
+        &self.0
+    }
+
+    pub fn any(&self) -> bool {
+        self.0.iter().any(|&n| n > 0)
+    }
+}
+
 /// Where a field's text comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -134,6 +240,8 @@ pub struct Field {
     pub required: bool,
     /// For `Kind::Headers`: the captured headers' names, in capture order.
     pub headers: Vec<String>,
+    /// Escapes undone in the text (see `Kind::default_decode`).
+    pub decode: Decode,
 }
 
 /// The configured log format, compiled.
@@ -149,6 +257,7 @@ pub struct Format {
     positions: usize,
     /// SD parameter name to the fields that read it.
     by_param: HashMap<String, Vec<usize>>,
+    invalid_utf8: InvalidUtf8,
 }
 
 /// What `render` learnt besides the JSON.
@@ -156,12 +265,29 @@ pub struct Format {
 pub struct Rendered<'a> {
     /// The header's timestamp, epoch ms.
     pub time_ms: i64,
-    pub host: &'a str,
-    pub procid: &'a str,
+    pub host: Cow<'a, str>,
+    pub procid: Cow<'a, str>,
     /// The request counter, when configured and present.
     pub counter: Option<i64>,
     /// The key field's text, when configured and present.
     pub key: Option<Cow<'a, str>>,
+    /// HAProxy could not parse the request: a request or string field is
+    /// `<BADREQ>` (HAProxy 2.6 numbers such a request but also uses up the
+    /// next counter value).
+    pub bad_request: bool,
+    /// Fields whose invalid UTF-8 was repaired.
+    pub repairs: Repairs,
+}
+
+impl Rendered<'_> {
+    fn into_owned(self) -> Rendered<'static> {
+        Rendered {
+            host: Cow::Owned(self.host.into_owned()),
+            procid: Cow::Owned(self.procid.into_owned()),
+            key: self.key.map(|k| Cow::Owned(k.into_owned())),
+            ..self
+        }
+    }
 }
 
 impl Format {
@@ -182,7 +308,30 @@ impl Format {
                 by_param.entry(name.clone()).or_default().push(i);
             }
         }
-        Format { sd_id: sd_id.to_string(), counter: find(counter), key: find(key), positions, fields, by_param }
+        Format {
+            sd_id: sd_id.to_string(),
+            counter: find(counter),
+            key: find(key),
+            positions,
+            fields,
+            by_param,
+            invalid_utf8: InvalidUtf8::default(),
+        }
+    }
+
+    /// What invalid UTF-8 becomes (replaced unless set).
+    pub fn with_invalid_utf8(mut self, invalid_utf8: InvalidUtf8) -> Format {
+        self.invalid_utf8 = invalid_utf8;
+        self
+    }
+
+    pub fn invalid_utf8(&self) -> InvalidUtf8 {
+        self.invalid_utf8
+    }
+
+    /// Whether a request counter field is configured.
+    pub fn counts_requests(&self) -> bool {
+        self.counter.is_some()
     }
 
     pub fn fields(&self) -> &[Field] {
@@ -191,18 +340,34 @@ impl Format {
 
     /// Parses `line` and writes its JSON object to `out` (cleared first).
     pub fn render<'a>(&self, line: &'a [u8], out: &mut Vec<u8>) -> Result<Rendered<'a>, LineError> {
+        match std::str::from_utf8(line) {
+            Ok(text) => self.render_text(text, &[], out),
+            // Rare: repaired into a copy, the structure unchanged (only
+            // bytes of 0x80 and above are ever invalid; the structure is ASCII).
+            Err(_) => {
+                let mut text = String::with_capacity(line.len() + 16);
+                let mut at = Vec::new();
+                repair_into(line, self.invalid_utf8, &mut text, &mut at);
+                self.render_text(&text, &at, out).map(Rendered::into_owned)
+            }
+        }
+    }
+
+    /// `render` of a line in text; `repaired` holds the offsets in `text`
+    /// where an invalid sequence was repaired (ascending).
+    fn render_text<'a>(&self, text: &'a str, repaired: &[usize], out: &mut Vec<u8>) -> Result<Rendered<'a>, LineError> {
         out.clear();
-        let text = std::str::from_utf8(line).map_err(|e| LineError::new(LineReason::NotUtf8, e.to_string()))?;
         // HAProxy ends lines with a newline on some transports.
         let text = text.strip_suffix('\n').unwrap_or(text);
         let line = Line::parse(text)?;
-        // Each field's SD value, by field index.
-        let mut values: Vec<Option<Cow<'a, str>>> = vec![None; self.fields.len()];
+        let touched = |span: &str| touches(text, repaired, span);
+        // Each field's SD value (the raw text and the unescaped value), by field index.
+        let mut values: Vec<Option<(&'a str, Cow<'a, str>)>> = vec![None; self.fields.len()];
         if let Some(sd) = line.structured_data {
-            sd_params(sd, &self.sd_id, &mut |name, value| {
+            sd_params(sd, &self.sd_id, &mut |name, raw, value| {
                 if let Some(fields) = self.by_param.get(name) {
                     for &i in fields {
-                        values[i] = Some(value.clone());
+                        values[i] = Some((raw, value.clone()));
                     }
                 }
             })?;
@@ -210,6 +375,17 @@ impl Format {
         let mut tokens: Vec<&str> = Vec::with_capacity(self.positions);
         message_tokens(line.message, self.positions, &mut tokens);
         let h = &line.header;
+        let mut rendered = Rendered {
+            time_ms: h.time_ms,
+            host: Cow::Borrowed(h.host),
+            procid: Cow::Borrowed(h.procid),
+            ..Default::default()
+        };
+        for part in [h.host, h.app, h.procid] {
+            if touched(part) {
+                rendered.repairs.header();
+            }
+        }
         out.extend_from_slice(b"{\"time_ms\":");
         // Writes to a Vec cannot fail.
         let _ = write!(out, "{}", h.time_ms);
@@ -220,26 +396,35 @@ impl Format {
         out.extend_from_slice(b",\"pid\":");
         json_nil_or_str(out, h.procid);
         let _ = write!(out, ",\"facility\":{},\"severity\":{}", h.pri >> 3, h.pri & 7);
-        let mut rendered = Rendered { time_ms: h.time_ms, host: h.host, procid: h.procid, ..Default::default() };
         for (i, field) in self.fields.iter().enumerate() {
-            let value: Option<Cow<'a, str>> = match &field.source {
+            let value: Option<(&'a str, Cow<'a, str>)> = match &field.source {
                 Source::Sd(_) => values[i].take(),
-                Source::Message(p) => tokens.get(*p).map(|t| Cow::Borrowed(*t)),
+                Source::Message(p) => tokens.get(*p).map(|t| (*t, Cow::Borrowed(*t))),
             };
-            let value = value.filter(|v| v != "-" && !v.is_empty());
-            let Some(value) = value else {
+            let value = value.filter(|(_, v)| v != "-" && !v.is_empty());
+            let Some((raw, value)) = value else {
                 if field.required {
                     return Err(LineError::new(LineReason::MissingField, field.name.clone()));
                 }
                 continue;
             };
+            // `<BADREQ>`, quoted or not (length first: most values are longer).
+            if matches!(value.len(), 8 | 10)
+                && matches!(field.kind, Kind::Request | Kind::String)
+                && value.trim_matches('"') == "<BADREQ>"
+            {
+                rendered.bad_request = true;
+            }
             out.push(b',');
             json_str(out, &field.name);
             out.push(b':');
-            let int = write_value(out, field, &value)
+            let written = write_value(out, field, &value, self.invalid_utf8)
                 .map_err(|why| LineError::new(LineReason::BadField, format!("{}: {why}", field.name)))?;
+            if written.repaired || touched(raw) {
+                rendered.repairs.field(field.kind);
+            }
             if Some(i) == self.counter {
-                rendered.counter = int;
+                rendered.counter = written.int;
             }
             if Some(i) == self.key {
                 rendered.key = Some(value);
@@ -250,15 +435,55 @@ impl Format {
     }
 }
 
-/// Writes `value` as `field.kind`; returns the integer for `Kind::Int`.
-fn write_value(out: &mut Vec<u8>, field: &Field, value: &str) -> Result<Option<i64>, String> {
+/// Whether a repair offset of `text` lies in `span` (a slice of `text`).
+fn touches(text: &str, repaired: &[usize], span: &str) -> bool {
+    if repaired.is_empty() {
+        return false;
+    }
+    let start = (span.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    let first = repaired.partition_point(|&at| at < start);
+    repaired.get(first).is_some_and(|&at| at < start + span.len())
+}
+
+/// `bytes` into `out`, each invalid UTF-8 sequence repaired as `mode`
+/// says; the offset in `out` of each repair is pushed to `at`.
+fn repair_into(bytes: &[u8], mode: InvalidUtf8, out: &mut String, at: &mut Vec<usize>) {
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if chunk.invalid().is_empty() {
+            continue;
+        }
+        at.push(out.len());
+        match mode {
+            InvalidUtf8::Replace => out.push(char::REPLACEMENT_CHARACTER),
+            InvalidUtf8::Escape => {
+                for b in chunk.invalid() {
+                    let _ = fmt::Write::write_fmt(out, format_args!("\\x{b:02X}"));
+                }
+            }
+        }
+    }
+}
+
+/// What `write_value` wrote besides the JSON.
+struct Written {
+    /// The integer of a `Kind::Int`.
+    int: Option<i64>,
+    /// Decoding escapes yielded invalid UTF-8, repaired.
+    repaired: bool,
+}
+
+/// Writes `value` as `field.kind`.
+fn write_value(out: &mut Vec<u8>, field: &Field, value: &str, invalid: InvalidUtf8) -> Result<Written, String> {
+    let mut repaired = false;
+    let mut decoded = |s| decode(s, field.decode, invalid, &mut repaired);
     match field.kind {
-        Kind::String => json_str(out, value),
+        Kind::String => json_str(out, &decoded(value)),
         Kind::Int => {
             let n: i64 =
                 value.strip_prefix('+').unwrap_or(value).parse().map_err(|_| format!("{value:?} is not an integer"))?;
             let _ = write!(out, "{n}");
-            return Ok(Some(n));
+            return Ok(Written { int: Some(n), repaired: false });
         }
         Kind::Ip => {
             let ip: IpAddr = value.parse().map_err(|_| format!("{value:?} is not an IP address"))?;
@@ -285,11 +510,11 @@ fn write_value(out: &mut Vec<u8>, field: &Field, value: &str) -> Result<Option<i
                 _ => (None, "", None),
             };
             out.extend_from_slice(b"{\"method\":");
-            json_opt_str(out, method.map(hash_decoded).as_deref());
+            json_opt_str(out, method.map(&mut decoded).as_deref());
             out.extend_from_slice(b",\"uri\":");
-            json_str(out, &hash_decoded(uri));
+            json_str(out, &decoded(uri));
             out.extend_from_slice(b",\"version\":");
-            json_opt_str(out, version.map(hash_decoded).as_deref());
+            json_opt_str(out, version.map(&mut decoded).as_deref());
             out.push(b'}');
         }
         Kind::Headers => {
@@ -304,19 +529,33 @@ fn write_value(out: &mut Vec<u8>, field: &Field, value: &str) -> Result<Option<i
                 }
                 json_str(out, name);
                 out.push(b':');
-                json_str(out, &hash_decoded(v));
+                json_str(out, &decoded(v));
             }
             out.push(b'}');
         }
     }
-    Ok(None)
+    Ok(Written { int: None, repaired })
+}
+
+/// `s` with the escapes `how` names undone; `repaired` is set when that
+/// yielded invalid UTF-8.
+fn decode<'s>(s: &'s str, how: Decode, invalid: InvalidUtf8, repaired: &mut bool) -> Cow<'s, str> {
+    match how {
+        Decode::None => Cow::Borrowed(s),
+        Decode::HaproxyHex => {
+            let (text, bad) = hash_decoded(s, invalid);
+            *repaired |= bad;
+            text
+        }
+    }
 }
 
 /// HAProxy escapes bytes in logged values as `#XX` (hex); undoes it. A `#`
-/// not followed by two hex digits stays as it is.
-fn hash_decoded(s: &str) -> Cow<'_, str> {
+/// not followed by two hex digits stays as it is. Decoded bytes that are
+/// not UTF-8 are repaired as `invalid` says (then the flag is true).
+fn hash_decoded(s: &str, invalid: InvalidUtf8) -> (Cow<'_, str>, bool) {
     if !s.contains('#') {
-        return Cow::Borrowed(s);
+        return (Cow::Borrowed(s), false);
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -334,7 +573,14 @@ fn hash_decoded(s: &str) -> Cow<'_, str> {
             }
         }
     }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+    match String::from_utf8(out) {
+        Ok(text) => (Cow::Owned(text), false),
+        Err(e) => {
+            let mut text = String::with_capacity(b.len() + 8);
+            repair_into(e.as_bytes(), invalid, &mut text, &mut Vec::new());
+            (Cow::Owned(text), true)
+        }
+    }
 }
 
 struct Header<'a> {
@@ -414,8 +660,9 @@ fn sd_end(s: &str) -> Result<usize, LineError> {
 }
 
 /// The parameters of the element `[id name="value" ...]` in `sd`, values
-/// unescaped (`\"`, `\\`, `\]`). Other elements are skipped.
-fn sd_params<'a>(sd: &'a str, id: &str, out: &mut dyn FnMut(&str, Cow<'a, str>)) -> Result<(), LineError> {
+/// unescaped (`\"`, `\\`, `\]`), after the raw text of each. Other
+/// elements are skipped.
+fn sd_params<'a>(sd: &'a str, id: &str, out: &mut dyn FnMut(&str, &'a str, Cow<'a, str>)) -> Result<(), LineError> {
     let bad = |what: String| LineError::new(LineReason::BadStructuredData, what);
     let mut rest = sd;
     while let Some(element) = rest.strip_prefix('[') {
@@ -428,16 +675,18 @@ fn sd_params<'a>(sd: &'a str, id: &str, out: &mut dyn FnMut(&str, Cow<'a, str>))
                 rest = after;
                 break;
             }
-            let (name, after) = p
+            let (name, quoted) = p
                 .split_once('=')
                 .and_then(|(name, after)| Some((name, after.strip_prefix('"')?)))
                 .ok_or_else(|| bad(format!("[{this_id}: a parameter without =\"")))?;
             if name.is_empty() || name.contains([' ', ']', '"']) {
                 return Err(bad(format!("[{this_id}: bad parameter name {name:?}")));
             }
-            let (value, after) = sd_value(after).ok_or_else(|| bad(format!("[{this_id} {name}: value not closed")))?;
+            let (value, after) = sd_value(quoted).ok_or_else(|| bad(format!("[{this_id} {name}: value not closed")))?;
             if this_id == id {
-                out(name, value);
+                // Up to the closing quote.
+                let raw = &quoted[..quoted.len() - after.len() - 1];
+                out(name, raw, value);
             }
             p = after;
         }

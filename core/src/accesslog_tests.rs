@@ -1,7 +1,7 @@
 use super::*;
 
 fn field(name: &str, source: Source, kind: Kind, required: bool) -> Field {
-    Field { name: name.into(), source, kind, required, headers: Vec::new() }
+    Field { name: name.into(), source, kind, required, headers: Vec::new(), decode: kind.default_decode() }
 }
 
 fn sd(name: &str) -> Source {
@@ -69,7 +69,7 @@ fn a_haproxy_line_becomes_typed_json() {
     assert_eq!(v["cache"], "HIT");
     assert_eq!(r.counter, Some(17));
     assert_eq!(r.key.as_deref(), Some("192.0.2.7"));
-    assert_eq!((r.host, r.procid, r.time_ms), ("cache1", "4242", expected_ms));
+    assert_eq!((&*r.host, &*r.procid, r.time_ms), ("cache1", "4242", expected_ms));
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn missing_and_nil_fields() {
 fn each_bad_line_has_its_reason() {
     let f = format();
     let cases: &[(&[u8], LineReason)] = &[
-        (b"\xff\xfe", LineReason::NotUtf8),
+        (b"\xff\xfe", LineReason::BadHeader),
         (b"", LineReason::BadHeader),
         (b"hello world", LineReason::BadHeader),
         (b"<999>1 - - - - - -", LineReason::BadHeader),
@@ -159,4 +159,115 @@ fn requests_without_a_method_and_a_trailing_newline() {
     let (v, _) = render(&f, "<13>1 - - - - - - \"<BADREQ>\"\n").unwrap();
     assert!(v["r"]["method"].is_null());
     assert_eq!(v["r"]["uri"], "<BADREQ>");
+}
+
+/// The README's production shape: captured request headers in SD
+/// parameters (`%{+E}[capture.req.hdr(N)]`, raw bytes), `%hr`, `%HP`.
+fn captures(invalid: InvalidUtf8) -> Format {
+    let mut hr = field("request_headers", sd("hr"), Kind::Headers, false);
+    hr.headers = vec!["user-agent".into(), "referer".into()];
+    let mut path = field("path", sd("HP"), Kind::String, false);
+    path.decode = Decode::HaproxyHex;
+    let fields = vec![
+        field("user_agent", sd("ua"), Kind::String, false),
+        field("referer", sd("ref"), Kind::String, false),
+        field("status", sd("ST"), Kind::Int, false),
+        path,
+        field("query", sd("HQ"), Kind::String, false),
+        hr,
+        field("request", Source::Message(0), Kind::Request, false),
+    ];
+    Format::new("weir@1", fields, None, Some("user_agent")).with_invalid_utf8(invalid)
+}
+
+fn render_bytes(f: &Format, line: &[u8]) -> (serde_json::Value, Rendered<'static>) {
+    let mut out = Vec::new();
+    let r = f.render(line, &mut out).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(line)));
+    let r = Rendered {
+        host: Cow::Owned(r.host.into_owned()),
+        procid: Cow::Owned(r.procid.into_owned()),
+        key: r.key.map(|k| Cow::Owned(k.into_owned())),
+        ..r
+    };
+    (serde_json::from_slice(&out).expect("valid JSON"), r)
+}
+
+fn sites(r: &Rendered) -> Vec<(&'static str, u16)> {
+    r.repairs.counts().iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (Repairs::label(i), *n)).collect()
+}
+
+#[test]
+fn invalid_utf8_is_replaced_in_the_field_it_is_in_and_counted() {
+    // As HAProxy 2.6 logged them: a Latin-1 User-Agent, a Referer cut in
+    // the middle of a two-byte character by `len 10`.
+    let line = b"<134>1 2026-11-21T12:00:00Z cache1 haproxy 7 - [weir@1 ua=\"caf\xe9 latin\" ref=\"ab\xc3\xa9cdef\xc3\" ST=\"200\" \
+        hr=\"{caf#E9|ok}\"] \"GET /ok HTTP/1.1\"";
+    let (v, r) = render_bytes(&captures(InvalidUtf8::Replace), line);
+    assert_eq!(v["user_agent"], "caf\u{fffd} latin");
+    assert_eq!(v["referer"], "ab\u{e9}cdef\u{fffd}", "the valid character kept, the cut one replaced");
+    assert_eq!(v["request_headers"]["user-agent"], "caf\u{fffd}", "#E9 decodes to a byte that is not UTF-8");
+    assert_eq!(v["request"]["uri"], "/ok");
+    assert_eq!(v["status"], 200);
+    assert_eq!(sites(&r), [("string", 2), ("headers", 1)]);
+    assert_eq!(r.key.as_deref(), Some("caf\u{fffd} latin"));
+    let (v, r) = render_bytes(&captures(InvalidUtf8::Escape), line);
+    assert_eq!(v["user_agent"], "caf\\xE9 latin");
+    assert_eq!(v["referer"], "ab\u{e9}cdef\\xC3");
+    assert_eq!(v["request_headers"]["user-agent"], "caf\\xE9");
+    assert_eq!(sites(&r), [("string", 2), ("headers", 1)]);
+    // A valid line repairs nothing.
+    let (_, r) = render_bytes(&captures(InvalidUtf8::Replace), LINE.as_bytes());
+    assert!(!r.repairs.any());
+}
+
+#[test]
+fn invalid_utf8_in_the_header_the_message_and_escaped_sd_values() {
+    let f = captures(InvalidUtf8::Replace);
+    let line = b"<134>1 - cache\xff haproxy 7 - [weir@1 ua=\"a\\\"\xe9\\]\" other=\"\xe9\"] \"GET /x\xe9y HTTP/1.1\"\n";
+    let (v, r) = render_bytes(&f, line);
+    assert_eq!(v["host"], "cache\u{fffd}");
+    assert_eq!(r.host, "cache\u{fffd}");
+    assert_eq!(v["user_agent"], "a\"\u{fffd}]");
+    assert_eq!(v["request"]["uri"], "/x\u{fffd}y");
+    // Bytes in a parameter no field reads count nowhere.
+    assert_eq!(sites(&r), [("syslog_header", 1), ("string", 1), ("request", 1)]);
+    // An integer with a stray byte does not fit its type.
+    let mut out = Vec::new();
+    let e = f.render(b"<134>1 - - - - - [weir@1 ST=\"20\xe9\"] -", &mut out).unwrap_err();
+    assert_eq!(e.reason, LineReason::BadField);
+    // Only a structure that does not parse goes to the dead-letter topic.
+    let e = f.render(b"<134>1 - - - - - [weir@1 ua=\"\xe9] -", &mut out).unwrap_err();
+    assert_eq!(e.reason, LineReason::BadStructuredData);
+}
+
+#[test]
+fn haproxy_hex_decoding_is_per_field() {
+    // HAProxy 2.6 with `option accept-invalid-http-request`, for
+    // `GET /été/"x"?q=<Latin-1 é>&r="1"`.
+    let line = b"<134>1 - - haproxy 7 - [weir@1 HP=\"/#C3#A9t#C3#A9/#22x#22\" HQ=\"?q=#E9&r=#221#22\" \
+        ua=\"x#22y\" hr=\"{a#2322b|#7C}\"] \"GET /#C3#A9t#C3#A9/#22x#22?q=#E9 HTTP/1.1\"";
+    let (v, r) = render_bytes(&captures(InvalidUtf8::Replace), line);
+    assert_eq!(v["path"], "/\u{e9}t\u{e9}/\"x\"", "decode = haproxy_hex");
+    assert_eq!(v["query"], "?q=#E9&r=#221#22", "a string is kept as it is by default");
+    assert_eq!(v["user_agent"], "x#22y", "a literal #22 a client sent survives in a single capture");
+    assert_eq!(v["request_headers"]["user-agent"], "a#22b", "%hr writes # as #23");
+    assert_eq!(v["request_headers"]["referer"], "|");
+    assert_eq!(v["request"]["uri"], "/\u{e9}t\u{e9}/\"x\"?q=\u{fffd}");
+    assert_eq!(sites(&r), [("request", 1)]);
+    // A request field can keep the escapes.
+    let mut request = field("request", Source::Message(0), Kind::Request, true);
+    request.decode = Decode::None;
+    let f = Format::new("weir@1", vec![request], None, None);
+    let (v, r) = render_bytes(&f, line);
+    assert_eq!(v["request"]["uri"], "/#C3#A9t#C3#A9/#22x#22?q=#E9");
+    assert!(!r.repairs.any());
+}
+
+#[test]
+fn unparsable_requests_are_flagged() {
+    let f = captures(InvalidUtf8::Replace);
+    let (_, r) = render_bytes(&f, b"<134>1 - - haproxy 7 - [weir@1 ST=\"400\" HP=\"<BADREQ>\"] \"<BADREQ>\"");
+    assert!(r.bad_request);
+    let (_, r) = render_bytes(&f, LINE.as_bytes());
+    assert!(!r.bad_request);
 }

@@ -412,6 +412,13 @@ pub struct HaproxyConfig {
     /// The `int` field holding HAProxy's request counter (`%rt`): gaps in
     /// it, per host and process, are counted as lost lines.
     pub request_counter: Option<String>,
+    /// How long a number missing from the request counter may wait for its
+    /// line (HAProxy logs a request when it ends, so lines come out of
+    /// order) before it counts as lost.
+    pub request_counter_wait_s: u64,
+    /// What bytes that are not UTF-8 become in a field: `replace` (U+FFFD)
+    /// or `escape` (`\xHH` per byte). The line is produced either way.
+    pub invalid_utf8: crate::accesslog::InvalidUtf8,
     pub fields: Vec<HaproxyField>,
     pub kafka: KafkaConfig,
 }
@@ -431,6 +438,8 @@ impl Default for HaproxyConfig {
             structured_data_id: "weir@1".into(),
             key: None,
             request_counter: Some("request_counter".into()),
+            request_counter_wait_s: 60,
+            invalid_utf8: Default::default(),
             fields: default_haproxy_fields(),
             kafka: KafkaConfig::default(),
         }
@@ -458,6 +467,11 @@ pub struct HaproxyField {
     /// For `headers`: the captured headers' names, in capture order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
+    /// For `string`, `request` and `headers`: `haproxy_hex` undoes
+    /// HAProxy's `#XX` escapes, `none` keeps the text. Unset: `haproxy_hex`
+    /// for `request` and `headers`, `none` for `string`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<crate::accesslog::Decode>,
 }
 
 fn default_haproxy_fields() -> Vec<HaproxyField> {
@@ -469,6 +483,7 @@ fn default_haproxy_fields() -> Vec<HaproxyField> {
         kind,
         required,
         headers: Vec::new(),
+        decode: None,
     };
     let mut request_headers = sd("request_headers", "hr", Kind::Headers, false);
     request_headers.headers = vec!["host".into(), "user-agent".into(), "x-request-id".into()];
@@ -500,6 +515,7 @@ fn default_haproxy_fields() -> Vec<HaproxyField> {
             kind: Kind::Request,
             required: true,
             headers: Vec::new(),
+            decode: None,
         },
     ]
 }
@@ -581,6 +597,7 @@ impl HaproxyConfig {
         positive(&key("receive_buffer_bytes"), self.receive_buffer_bytes as u64, 1 << 31)?;
         positive(&key("line_bytes_max"), self.line_bytes_max as u64, 65_535)?;
         positive(&key("batch_lines"), self.batch_lines as u64, 1024)?;
+        positive(&key("request_counter_wait_s"), self.request_counter_wait_s, 86_400)?;
         if self.structured_data_id.is_empty() || self.structured_data_id.contains([' ', '=', ']', '"']) {
             return Err(ConfigError::new(key("structured_data_id"), "an SD-ID: no space, =, ] or \""));
         }
@@ -601,6 +618,9 @@ impl HaproxyConfig {
             let headers = f.kind == crate::accesslog::Kind::Headers;
             if headers == f.headers.is_empty() {
                 return Err(ConfigError::new(at("headers"), "the header names, for (and only for) type = \"headers\""));
+            }
+            if f.decode.is_some() && !f.kind.decodes() {
+                return Err(ConfigError::new(at("decode"), "only for type = \"string\", \"request\" or \"headers\""));
             }
         }
         let int_field =
@@ -659,6 +679,7 @@ impl HaproxyConfig {
                 kind: f.kind,
                 required: f.required,
                 headers: f.headers.clone(),
+                decode: f.decode.unwrap_or(f.kind.default_decode()),
             })
             .collect();
         crate::accesslog::Format::new(
@@ -667,6 +688,7 @@ impl HaproxyConfig {
             self.request_counter.as_deref(),
             self.key.as_deref(),
         )
+        .with_invalid_utf8(self.invalid_utf8)
     }
 }
 

@@ -157,6 +157,10 @@ fn haproxy_settings_are_checked_only_when_enabled_and_name_their_key() {
     assert_eq!(error_key(&field("sd = \"a\"\nposition = 1\ntype = \"int\"\n")), "haproxy.fields[0].sd");
     assert_eq!(error_key(&field("sd = \"a\"\ntype = \"headers\"\n")), "haproxy.fields[0].headers");
     assert_eq!(error_key(&field("sd = \"a\"\ntype = \"float\"\n")), "haproxy.fields.type");
+    assert_eq!(error_key(&field("sd = \"a\"\ntype = \"int\"\ndecode = \"haproxy_hex\"\n")), "haproxy.fields[0].decode");
+    assert_eq!(error_key(&field("sd = \"a\"\ntype = \"int\"\ndecode = \"base64\"\n")), "haproxy.fields.decode");
+    assert_eq!(error_key(&format!("{on}request_counter_wait_s = 0\n")), "haproxy.request_counter_wait_s");
+    assert_eq!(error_key(&format!("{on}invalid_utf8 = \"drop\"\n")), "haproxy.invalid_utf8");
     assert!(Config::parse(&field("sd = \"a\"\ntype = \"int\"\n")).is_ok());
     let host =
         format!("{on}request_counter = \"host\"\n[[haproxy.fields]]\nname = \"host\"\nsd = \"h\"\ntype = \"int\"\n");

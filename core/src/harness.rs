@@ -172,30 +172,53 @@ pub fn live_schema(data: &[u8]) {
 }
 
 /// One HAProxy access-log datagram through the format of the README and
-/// the HAProxy test (structured-data and message fields of every kind):
-/// an error or a JSON object that parses, never a panic.
+/// the HAProxy test (structured-data and message fields of every kind, a
+/// `#XX`-decoded string): an error or a JSON object that parses, never a
+/// panic. Invalid UTF-8 (in SD values, captured headers, anywhere) is
+/// repaired: replaced, the line renders exactly as its lossy UTF-8 copy
+/// does; escaped, it renders too.
 pub fn access_log(data: &[u8]) {
-    use crate::accesslog::{Field, Format, Kind, Source};
+    use crate::accesslog::{Decode, Field, Format, InvalidUtf8, Kind, Source};
     let field = |name: &str, source: Source, kind: Kind| Field {
         name: name.into(),
         source,
         kind,
         required: false,
         headers: vec!["host".into(), "user-agent".into()],
+        decode: kind.default_decode(),
     };
     let sd = |p: &str| Source::Sd(p.into());
+    let mut path = field("path", sd("HP"), Kind::String);
+    path.decode = Decode::HaproxyHex;
     let fields = vec![
         field("client_ip", sd("ci"), Kind::Ip),
         field("status", sd("ST"), Kind::Int),
         field("accept_ms", sd("t"), Kind::ClfTime),
         field("epoch_ms", sd("Ts"), Kind::EpochSeconds),
         field("request_headers", sd("hr"), Kind::Headers),
+        field("user_agent", sd("ua"), Kind::String),
+        path,
         field("frontend", Source::Message(0), Kind::String),
         field("request", Source::Message(1), Kind::Request),
         field("response_headers", Source::Message(2), Kind::Headers),
     ];
     let format = Format::new("weir@1", fields, Some("status"), Some("client_ip"));
     let mut out = Vec::new();
+    let replaced = format.render(data, &mut out).map(|r| r.repairs);
+    if replaced.is_ok() {
+        assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
+    }
+    let lossy = String::from_utf8_lossy(data);
+    let mut out_lossy = Vec::new();
+    let lossy_result = format.render(lossy.as_bytes(), &mut out_lossy);
+    assert_eq!(replaced.is_ok(), lossy_result.is_ok(), "repairing changed the structure");
+    if replaced.is_ok() {
+        assert_eq!(out, out_lossy, "replaced as String::from_utf8_lossy does");
+    }
+    if let (Ok(repairs), Ok(_)) = (replaced, std::str::from_utf8(data)) {
+        assert_eq!(repairs.counts()[0], 0, "a valid syslog header is never repaired");
+    }
+    let format = format.with_invalid_utf8(InvalidUtf8::Escape);
     if format.render(data, &mut out).is_ok() {
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
     }

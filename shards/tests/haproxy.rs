@@ -142,8 +142,12 @@ struct Haproxy(Child);
 
 impl Haproxy {
     fn start(dir: &Path, socket: &Path, port: u16, backend: u16) -> Haproxy {
+        Haproxy::with_config(dir, &haproxy_config(socket, port, backend), port)
+    }
+
+    fn with_config(dir: &Path, text: &str, port: u16) -> Haproxy {
         let config = dir.join("haproxy.cfg");
-        std::fs::write(&config, haproxy_config(socket, port, backend)).unwrap();
+        std::fs::write(&config, text).unwrap();
         let child = Command::new("haproxy")
             .args(["-db", "-f"])
             .arg(&config)
@@ -207,10 +211,38 @@ fn get(port: u16, path: &str, id: &str) -> u16 {
     response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
+/// One request as raw bytes (headers HAProxy copies as they come); returns the status.
+fn raw_request(port: u16, request: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The fenced block after `<!-- NAME: ... -->` in the README.
+fn readme_block(name: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let after = readme.split_once(&format!("<!-- {name}:")).unwrap_or_else(|| panic!("README has no {name}")).1;
+    let block = after.split_once("```").unwrap().1.split_once('\n').unwrap().1;
+    block.split_once("```").unwrap().0.to_string()
+}
+
+/// `text` with each (from, to) replaced; each `from` must be there.
+fn replaced(mut text: String, pairs: &[(&str, &str)]) -> String {
+    for (from, to) in pairs {
+        assert!(text.contains(from), "the README's block no longer has {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
 fn weir_config(dir: &Path, socket: &Path, broker: &Broker) -> PathBuf {
     // Top-level keys come before any table.
     let body = format!(
         "listeners = []\n[http]\nlisten = \"127.0.0.1:0\"\n[haproxy]\nenabled = true\nsocket = \"{}\"\nkey = \"client_ip\"\n\
+         request_counter_wait_s = 1\n\
          [haproxy.kafka]\nbrokers = \"{}\"\ntopic = \"access\"\ndead_letter_topic = \"access-dead\"\n\
          linger_ms = 1\n",
         socket.display(),
@@ -291,7 +323,7 @@ fn every_request_becomes_one_message_and_garbage_is_dead_lettered() {
         b"not syslog at all",
         b"<134>1 yesterday - haproxy 1 - - \"GET / HTTP/1.1\"",
         b"<134>1 2026-11-21T12:00:00Z - haproxy 1 - [weir@1 ci=\"127.0.0.1\" ST=\"200\"] -",
-        b"\xff\xfe\xfd",
+        b"\xff\xfe\xfd\x80",
         too_long.as_bytes(),
     ];
     for g in garbage {
@@ -306,13 +338,15 @@ fn every_request_becomes_one_message_and_garbage_is_dead_lettered() {
     }
     let dead = broker.consume("access-dead", garbage.len(), Duration::from_secs(20));
     let reasons: BTreeSet<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    let want: BTreeSet<&str> = ["bad_header", "bad_timestamp", "missing_field", "not_utf8", "too_long"].into();
+    let want: BTreeSet<&str> = ["bad_header", "bad_timestamp", "missing_field", "too_long"].into();
     assert_eq!(reasons, want, "{dead:?}");
+    assert!(dead.iter().any(|d| d["raw"] == "\u{fffd}\u{fffd}\u{fffd}\u{fffd}"), "bytes, no structure: {dead:?}");
     assert!(dead.iter().any(|d| d["raw"] == "not syslog at all"));
     let total = (n + garbage.len() + 2) as u64;
     assert_eq!(c.wait_metric_sum("weir_haproxy_messages_delivered_total", total), total);
     assert_eq!(c.metric("weir_haproxy_lines_received_total", ""), [total]);
-    assert_eq!(c.metric("weir_haproxy_lines_lost_total", ""), [4], "the counter jumped from 1000 to 1005");
+    let lost = c.wait_metric_sum("weir_haproxy_lines_lost_total", 4);
+    assert_eq!(lost, 4, "the counter jumped from 1000 to 1005, and the numbers waited 1 s for their lines");
     assert_eq!(c.metric("weir_haproxy_processes", ""), [2]);
     assert_eq!(c.metric("weir_haproxy_parse_errors_total", "reason=\"too_long\""), [1]);
     assert_eq!(c.metric("weir_haproxy_messages_delivered_total", "topic=\"dead_letter\""), [garbage.len() as u64]);
@@ -514,4 +548,93 @@ fn every_compression_codec_reaches_the_consumer() {
         assert!(got.iter().all(|m| m["request"]["uri"] == format!("/{codec}")), "{codec}: {got:?}");
         c.stop();
     }
+}
+
+#[test]
+fn the_readme_production_config_keeps_bytes_decodes_uris_and_explains_bad_requests() {
+    let _turn = turn();
+    let s = setup("haproxy-production");
+    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let socket = s.socket.display().to_string();
+    let weir = replaced(
+        readme_block("haproxy-production.toml"),
+        &[("/run/weir/haproxy-log.sock", &socket), ("request_counter_wait_s = 60", "request_counter_wait_s = 1")],
+    );
+    let body = format!(
+        "listeners = []\n[http]\nlisten = \"127.0.0.1:0\"\n{weir}\n[haproxy.kafka]\nbrokers = \"{}\"\n\
+         topic = \"access\"\ndead_letter_topic = \"access-dead\"\nlinger_ms = 1\n",
+        broker.address()
+    );
+    let config = s.dir.join("weir.toml");
+    std::fs::write(&config, body).unwrap();
+    let c = Collector::start(&config);
+    let haproxy = replaced(
+        readme_block("haproxy-production.cfg"),
+        &[
+            ("/run/weir/haproxy-log.sock", &socket),
+            ("# option accept-invalid-http-request", "option accept-invalid-http-request"),
+            ("bind :80", &format!("bind 127.0.0.1:{}", s.port)),
+            ("127.0.0.1:8080", &format!("127.0.0.1:{}", s.backend_port)),
+        ],
+    );
+    let _haproxy = Haproxy::with_config(&s.dir, &haproxy, s.port);
+    let get = |path: &[u8], headers: &[u8]| {
+        let mut r = b"GET ".to_vec();
+        r.extend_from_slice(path);
+        r.extend_from_slice(b" HTTP/1.1\r\nHost: cache.example\r\n");
+        r.extend_from_slice(headers);
+        r.extend_from_slice(b"Connection: close\r\n\r\n");
+        raw_request(s.port, &r)
+    };
+    // A Latin-1 User-Agent, and a Referer with a literal #22.
+    assert_eq!(get(b"/latin", b"User-Agent: caf\xe9 latin\r\nReferer: http://x/#22y\r\n"), 404);
+    // A two-byte character across the User-Agent capture's 128 bytes.
+    let mut cut = b"User-Agent: ".to_vec();
+    cut.extend_from_slice(&[b'a'; 127]);
+    cut.extend_from_slice("é\r\n".as_bytes());
+    assert_eq!(get(b"/cut", &cut), 404);
+    // Quotes and non-ASCII bytes in the path and the query: HAProxy logs #XX.
+    assert_eq!(get(b"/caf\xc3\xa9/\"x\"?q=\xe9&r=\"1\"", b""), 404);
+    // A request HAProxy cannot parse (400), then a good one.
+    assert_eq!(raw_request(s.port, b"\x01\x02 garbage\r\n\r\n"), 400);
+    assert_eq!(get(b"/", b""), 200);
+
+    let messages = broker.consume("access", 5, Duration::from_secs(30));
+    assert_eq!(messages.len(), 5, "every line produced: {messages:?}");
+    let by_path = |p: &str| {
+        messages.iter().find(|m| m["path"] == p).unwrap_or_else(|| panic!("no {p:?} in {messages:?}")).clone()
+    };
+    let latin = by_path("/latin");
+    assert_eq!(latin["user_agent"], "caf\u{fffd} latin");
+    assert_eq!(latin["referer"], "http://x/#22y", "a single capture stays raw");
+    assert_eq!(latin["http_host"], "cache.example");
+    let cut = by_path("/cut");
+    assert_eq!(cut["user_agent"], format!("{}\u{fffd}", "a".repeat(127)), "cut at 128 bytes");
+    let uri = by_path("/caf\u{e9}/\"x\"");
+    assert_eq!(uri["query"], "?q=\u{fffd}&r=\"1\"");
+    assert_eq!(uri["request"]["uri"], "/caf\u{e9}/\"x\"?q=\u{fffd}&r=\"1\"");
+    assert_eq!(uri["status"], 404);
+    let bad = by_path("<BADREQ>");
+    let good = by_path("/");
+    assert_eq!(bad["status"], 400);
+    let (bad_n, good_n) = (bad["request_counter"].as_i64().unwrap(), good["request_counter"].as_i64().unwrap());
+    assert_eq!(good_n - bad_n, 2, "HAProxy 2.6 uses up a second number for a request it cannot parse");
+    for m in &messages {
+        assert_eq!(m["client_ip"], "127.0.0.1", "{m}");
+        assert_eq!(m["frontend"], "cdn");
+    }
+
+    assert_eq!(c.wait_metric_sum("weir_haproxy_request_gaps_explained_total", 1), 1);
+    assert_eq!(c.metric("weir_haproxy_lines_lost_total", ""), [0], "the number the bad request used up");
+    assert_eq!(c.metric("weir_haproxy_lines_unnumbered_total", ""), [1]);
+    assert_eq!(c.metric("weir_haproxy_parse_errors_total", "").iter().sum::<u64>(), 0);
+    let repaired = |kind: &str| {
+        c.metric("weir_haproxy_fields_repaired_total", &format!("reason=\"invalid_utf8_replaced\",kind=\"{kind}\""))
+    };
+    assert_eq!(repaired("string"), [3], "the two User-Agents and the query");
+    assert_eq!(repaired("request"), [1]);
+    assert_eq!(repaired("syslog_header"), [0]);
+    assert_eq!(c.metric("weir_haproxy_request_numbers_missing", ""), [0]);
+    c.assert_promtool_is_silent();
+    c.stop();
 }

@@ -6,8 +6,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use prometheus_client::encoding::DescriptorEncoder;
-use weir_core::accesslog::LineReason;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use weir_core::accesslog::{InvalidUtf8, LineReason, Repairs};
 
 use crate::ops::exposition::{counter_by, counters_of, gauges_of, histogram, Exported};
 use crate::ops::health::Probe;
@@ -65,8 +66,20 @@ pub struct HaproxyMetrics {
     pub delivery_errors: [AtomicU64; 2],
     /// Messages the producer did not take, by `ProduceDrop`.
     pub dropped: [AtomicU64; ProduceDrop::ALL.len()],
-    /// Gaps in HAProxy's request counter.
+    /// Fields whose invalid UTF-8 was repaired: by `InvalidUtf8` (the
+    /// reason), then by `Repairs` site (the kind).
+    pub repaired: [[AtomicU64; Repairs::SITES]; 2],
+    /// Numbers missing from HAProxy's request counter that settled with no
+    /// line to explain them.
     pub lines_lost: AtomicU64,
+    /// Lines that stand for a counter number they do not carry.
+    pub lines_unnumbered: AtomicU64,
+    /// Missing numbers those lines explained.
+    pub counter_explained: AtomicU64,
+    /// Lines whose number had settled, or was seen, already.
+    pub lines_late: AtomicU64,
+    /// Numbers missing now, waiting for their line.
+    pub counter_missing: AtomicU64,
     /// Processes (host, pid) seen, bounded.
     pub processes: AtomicU64,
     pub socket_queue: AtomicU64,
@@ -84,6 +97,14 @@ pub struct HaproxyMetrics {
 const DELIVERY_DELAY_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
 impl HaproxyMetrics {
+    pub fn count_repairs(&self, mode: InvalidUtf8, repairs: &Repairs) {
+        if repairs.any() {
+            for (site, &n) in repairs.counts().iter().enumerate() {
+                self.repaired[mode as usize][site].fetch_add(u64::from(n), Relaxed);
+            }
+        }
+    }
+
     /// The log shard's loop must turn, and lines that arrive must be
     /// answered by the brokers (acknowledged, or failed for good).
     pub fn probes(self: &Arc<Self>) -> Vec<Probe> {
@@ -107,15 +128,43 @@ impl HaproxyMetrics {
 impl Exported for HaproxyMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let h = self;
-        let counters: [(&str, &str, &AtomicU64); 6] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             ("weir_haproxy_lines_received", "Datagrams (log lines) read from the socket.", &h.lines_received),
             ("weir_haproxy_bytes_received", "Bytes of the lines read.", &h.bytes_received),
             ("weir_haproxy_receive_errors", "Receive calls on the socket that failed.", &h.receive_errors),
             ("weir_haproxy_lines_parsed", "Lines parsed into a JSON message.", &h.lines_parsed),
-            ("weir_haproxy_lines_lost", "Lines HAProxy numbered (request counter) that never arrived.", &h.lines_lost),
+            (
+                "weir_haproxy_lines_lost",
+                "Numbers of HAProxy's request counter whose line never came (after haproxy.request_counter_wait_s).",
+                &h.lines_lost,
+            ),
+            (
+                "weir_haproxy_lines_unnumbered",
+                "Lines that stand for a request counter number they do not carry (counter -, or <BADREQ>).",
+                &h.lines_unnumbered,
+            ),
+            (
+                "weir_haproxy_lines_late",
+                "Lines whose request counter number had settled (lost) or been seen already.",
+                &h.lines_late,
+            ),
+            (
+                "weir_haproxy_request_gaps_explained",
+                "Numbers missing from HAProxy's request counter that unnumbered lines explain (not lost).",
+                &h.counter_explained,
+            ),
             ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
         ];
         counters_of(e, &counters)?;
+        let help = "Fields whose bytes were not UTF-8, repaired (the line still produced), by reason and field kind.";
+        let mut metric = e.encode_descriptor("weir_haproxy_fields_repaired", help, None, MetricType::Counter)?;
+        for mode in [InvalidUtf8::Replace, InvalidUtf8::Escape] {
+            for (site, n) in h.repaired[mode as usize].iter().enumerate() {
+                metric
+                    .encode_family(&[("reason", mode.label()), ("kind", Repairs::label(site))])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+            }
+        }
         let drops = ProduceDrop::ALL.map(|r| (r.label(), h.dropped[r as usize].load(Relaxed)));
         let help =
             "Messages dropped before the producer took them, by reason (queue_full: past kafka.backpressure_wait_ms).";
@@ -130,7 +179,7 @@ impl Exported for HaproxyMetrics {
         counter_by(e, "weir_haproxy_messages_delivered", help, "topic", &per_topic(&h.delivered))?;
         let help = "Messages that failed delivery (after retries for kafka.delivery_timeout_ms), by topic.";
         counter_by(e, "weir_haproxy_delivery_errors", help, "topic", &per_topic(&h.delivery_errors))?;
-        let gauges: [(&str, &str, &AtomicU64); 5] = [
+        let gauges: [(&str, &str, &AtomicU64); 6] = [
             ("weir_haproxy_socket_queue_datagrams", "Lines waiting in the socket's queue.", &h.socket_queue),
             (
                 "weir_haproxy_socket_queue_datagrams_max",
@@ -147,6 +196,11 @@ impl Exported for HaproxyMetrics {
                 "weir_haproxy_processes",
                 "HAProxy processes (host, pid) whose request counter is followed.",
                 &h.processes,
+            ),
+            (
+                "weir_haproxy_request_numbers_missing",
+                "Request counter numbers missing now, waiting for their line (out of order) before they settle.",
+                &h.counter_missing,
             ),
         ];
         gauges_of(e, &gauges)?;
@@ -172,6 +226,8 @@ mod tests {
             assert!(text.contains(&format!("weir_haproxy_parse_errors_total{{reason=\"{}\"}} 0\n", r.label())));
         }
         assert!(text.contains("weir_haproxy_messages_delivered_total{topic=\"main\"} 0\n"), "{text}");
+        let repaired = "weir_haproxy_fields_repaired_total{reason=\"invalid_utf8_replaced\",kind=\"headers\"} 0\n";
+        assert!(text.contains(repaired), "{text}");
         for r in ProduceDrop::ALL {
             assert!(text.contains(&format!("weir_haproxy_messages_dropped_total{{reason=\"{}\"}} 0\n", r.label())));
         }

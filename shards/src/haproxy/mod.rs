@@ -14,13 +14,12 @@
 //! reading for up to `kafka.backpressure_wait_ms` (the socket queue fills
 //! meanwhile, then HAProxy's sends fail), and only then drops a message,
 //! counted. Loss HAProxy sees (its sends failing) shows as gaps in its
-//! request counter, counted per host and process.
+//! request counter, counted per host and process (`counter`).
 
+pub mod counter;
 pub mod metrics;
 pub mod socket;
 
-use std::collections::HashMap;
-use std::hash::BuildHasher as _;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use tracing::{error, info, warn};
 use weir_core::accesslog::{Format, LineError, LineReason};
 use weir_core::config::{Compression, HaproxyConfig};
 
+use self::counter::{RequestCounters, Tally};
 pub use self::metrics::{HaproxyMetrics, ProduceDrop, Topic};
 use crate::ops::logging::Limiter;
 
@@ -140,7 +140,7 @@ impl HaproxyInput {
             producer,
             metrics,
             socket,
-            counters: ProcessCounters::default(),
+            counters: RequestCounters::new(Duration::from_secs(config.request_counter_wait_s)),
             parse_errors_logged: Limiter::new(log_lines_per_minute),
             drops_logged: Limiter::new(log_lines_per_minute),
             drain_timeout,
@@ -196,42 +196,13 @@ fn producer(
     c.create_with_context(context).map_err(|e| format!("haproxy.kafka: {e}"))
 }
 
-/// The last request counter per HAProxy process, to count gaps. Keyed by
-/// a hash of (host, procid), so a line costs no allocation. Bounded:
-/// beyond `MAX` processes (restarts add one each), the table starts over.
-#[derive(Default)]
-struct ProcessCounters {
-    last: HashMap<u64, i64>,
-    keys: std::collections::hash_map::RandomState,
-}
-
-impl ProcessCounters {
-    const MAX: usize = 4096;
-
-    /// Lines missing before `counter` from this process.
-    fn gap(&mut self, host: &str, procid: &str, counter: i64) -> u64 {
-        let key = self.keys.hash_one((host, procid));
-        if let Some(last) = self.last.get_mut(&key) {
-            let missing = if counter > *last { (counter - *last - 1) as u64 } else { 0 };
-            // A smaller counter: the process was reloaded under the same pid.
-            *last = counter;
-            return missing;
-        }
-        if self.last.len() >= Self::MAX {
-            self.last.clear();
-        }
-        self.last.insert(key, counter);
-        0
-    }
-}
-
 struct LogShard {
     format: Format,
     config: HaproxyConfig,
     producer: ThreadedProducer<Deliveries>,
     metrics: Arc<HaproxyMetrics>,
     socket: socket::LogSocket,
-    counters: ProcessCounters,
+    counters: RequestCounters,
     parse_errors_logged: Limiter,
     drops_logged: Limiter,
     drain_timeout: Duration,
@@ -283,7 +254,12 @@ impl LogShard {
         }
     }
 
-    fn update_gauges(&self) {
+    /// Also settles the request counters' holes that waited long enough.
+    fn update_gauges(&mut self) {
+        let settled = self.counters.settle(Instant::now());
+        self.count(settled);
+        self.metrics.counter_missing.store(self.counters.missing(), Relaxed);
+        self.metrics.processes.store(self.counters.processes() as u64, Relaxed);
         if let Ok(q) = self.socket.queued_datagrams() {
             self.metrics.socket_queue.store(q, Relaxed);
         }
@@ -303,10 +279,19 @@ impl LogShard {
         match rendered {
             Ok(r) => {
                 m.lines_parsed.fetch_add(1, Relaxed);
-                if let Some(counter) = r.counter {
-                    let lost = self.counters.gap(r.host, r.procid, counter);
-                    m.lines_lost.fetch_add(lost, Relaxed);
-                    m.processes.store(self.counters.last.len() as u64, Relaxed);
+                m.count_repairs(self.format.invalid_utf8(), &r.repairs);
+                if self.format.counts_requests() {
+                    let now = Instant::now();
+                    if r.counter.is_none() || r.bad_request {
+                        m.lines_unnumbered.fetch_add(1, Relaxed);
+                    }
+                    match r.counter {
+                        Some(n) => {
+                            let tally = self.counters.numbered(&r.host, &r.procid, n, r.bad_request, now);
+                            self.count(tally);
+                        }
+                        None => self.counters.unnumbered(&r.host, &r.procid, now),
+                    }
                 }
                 let sent = Box::new(Sent { time_ms: r.time_ms, topic: Topic::Main });
                 let mut record: Record = BaseRecord::with_opaque_to(&self.config.kafka.topic, sent).payload(&json[..]);
@@ -336,6 +321,15 @@ impl LogShard {
                 send(&self.producer, record, &self.metrics, &self.config, &mut self.drops_logged, stop);
             }
         }
+    }
+}
+
+impl LogShard {
+    fn count(&self, tally: Tally) {
+        let m = &self.metrics;
+        m.lines_lost.fetch_add(tally.lost, Relaxed);
+        m.counter_explained.fetch_add(tally.explained, Relaxed);
+        m.lines_late.fetch_add(tally.late, Relaxed);
     }
 }
 
@@ -383,21 +377,4 @@ fn send(
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gaps_in_the_request_counter_are_counted_per_process() {
-        let mut c = ProcessCounters::default();
-        assert_eq!(c.gap("h", "1", 10), 0, "the first line sets the base");
-        assert_eq!(c.gap("h", "1", 11), 0);
-        assert_eq!(c.gap("h", "1", 15), 3);
-        assert_eq!(c.gap("h", "2", 100), 0, "another process");
-        assert_eq!(c.gap("h", "1", 2), 0, "a reload under the same pid starts over");
-        assert_eq!(c.gap("h", "1", 3), 0);
-        assert_eq!(c.gap("other", "1", 5), 0, "another host");
-    }
 }
