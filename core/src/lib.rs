@@ -13,8 +13,8 @@
 //!      ▼
 //!  sink(&flow::FlowRecord)  ── one reused fixed-layout record per flow
 //!      │
-//!  json::write_flow (weir decode)      row::encode_flow (RowBinary, store batches)
-//!                                          in schema::Schema column order
+//!  json::write_flow (weir decode)      columns::Columns::push (a shard's column
+//!                                      buffers) ─▶ write_block (sorted Native block)
 //! ```
 //!
 //! - `flow`: the flow record, its fields (named after Akvorado's columns)
@@ -26,12 +26,14 @@
 //! - `pcap`: reads capture files from memory into UDP datagrams.
 //! - `json`: one flow as one JSON object.
 //! - `schema`: the store's columns, types, keys, TTLs and DDL per server version.
-//! - `row`: one flow as one RowBinary row of the schema's columns.
+//! - `columns`: a batch of flows as column buffers, written as a ClickHouse
+//!   Native block sorted by the raw table's key.
 //! - `migrate`: what to create or alter, from the live database's description.
 //! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
 //!   regression test that replays saved inputs.
 
 pub mod accesslog;
+pub mod columns;
 pub mod config;
 pub mod decoder;
 pub mod encode;
@@ -41,7 +43,6 @@ pub mod harness;
 pub mod json;
 pub mod migrate;
 pub mod pcap;
-pub mod row;
 pub mod schema;
 pub mod wire;
 

@@ -4,13 +4,15 @@
 //! tables, the sort keys, partitions and TTLs, and the DDL for a given server.
 //!
 //! `Schema::new(settings, version)` picks the columns and the dialect;
-//! `row::encode_flow` writes one flow in RowBinary in `Schema::columns` order;
+//! `columns::Columns` holds flows in `Schema::columns` order and writes them
+//! as Native blocks;
 //! `migrate::plan` compares the schema with the live database.
 //!
-//! Degraded types are chosen so their RowBinary bytes are the same as the
-//! modern ones (`FixedString(16)` for `IPv6`, `UInt64` milliseconds for
-//! `DateTime64(3)`, `String` for `LowCardinality(String)`): the same encoded
-//! batch goes to chDB 26 and to ClickHouse 18.16.
+//! Degraded types are chosen so their bytes are the same as the modern
+//! ones (`FixedString(16)` for `IPv6`, `UInt64` milliseconds for
+//! `DateTime64(3)`, `String` for `LowCardinality(String)`): the same column
+//! data goes to chDB 26 and to ClickHouse 18.16, only the type names in the
+//! Native block headers differ (`columns::retype`).
 
 use crate::flow::Field;
 
@@ -258,7 +260,7 @@ impl Schema {
         }
     }
 
-    /// The statement every batch is sent with; the RowBinary rows follow it.
+    /// The statement every batch is sent with; the Native blocks follow it.
     pub fn insert_sql(&self) -> String {
         insert_sql(&self.database, &self.column_names())
     }
@@ -376,10 +378,10 @@ pub fn stored_columns(settings: &SchemaSettings) -> Vec<Column> {
     catalog().into_iter().filter(|c| !c.optional || settings.optional_columns.iter().any(|n| n == c.name)).collect()
 }
 
-/// `INSERT INTO db.flows (a, b, ...) FORMAT RowBinary` for the columns of a
+/// `INSERT INTO db.flows (a, b, ...) FORMAT Native` for the columns of a
 /// batch (a spooled batch keeps the columns it was encoded with).
 pub fn insert_sql(database: &str, columns: &[&str]) -> String {
-    format!("INSERT INTO {database}.{RAW_TABLE} ({}) FORMAT RowBinary", columns.join(", "))
+    format!("INSERT INTO {database}.{RAW_TABLE} ({}) FORMAT Native", columns.join(", "))
 }
 
 /// FNV-1a, 32 bits: a stable name suffix, not a security measure.

@@ -475,3 +475,37 @@ fn batches_arriving_within_the_insert_interval_share_one_insert() {
     assert!(inserts <= 3, "{batches} batches went in {inserts} inserts");
     c.stop();
 }
+
+/// A spool written by a Weir from before Native blocks (the statement says
+/// `FORMAT RowBinary`) is replayed as it is; a file without a statement is
+/// dropped and counted.
+#[test]
+fn a_spool_from_before_native_blocks_is_replayed() {
+    let _turn = turn();
+    let dir = temp_dir("store-old-spool");
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mut rows = Vec::new();
+    // Now: an older time would fall to the raw table's TTL.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32;
+    for i in 0..3u64 {
+        rows.extend_from_slice(&now.to_le_bytes());
+        rows.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 9]);
+        rows.extend_from_slice(&(1000 + i).to_le_bytes());
+    }
+    let mut old = 3u64.to_le_bytes().to_vec();
+    old.extend_from_slice(b"INSERT INTO weir.flows (TimeReceived, ExporterAddress, Bytes) FORMAT RowBinary\n");
+    old.extend_from_slice(&rows);
+    std::fs::write(spool.join(format!("{:020}.chunk", 1)), old).unwrap();
+    let mut broken = 2u64.to_le_bytes().to_vec();
+    broken.extend_from_slice(b"no statement");
+    std::fs::write(spool.join(format!("{:020}.chunk", 2)), broken).unwrap();
+    let config = store_config(&dir, free_udp_port(), &Store::Embedded, "");
+    let c = Collector::start(&config);
+    assert_eq!(wait_rows_inserted(&c, 3, Duration::from_secs(20)), 3);
+    assert_eq!(c.metric("weir_store_dropped_rows_total", "reason=\"spool_unreadable\""), [2]);
+    let stored = query(&config, Some(&c.metrics), "SELECT sum(Bytes), any(ExporterAddress) FROM weir.flows");
+    assert_eq!(stored.trim(), "3003\t::ffff:192.0.2.9");
+    c.stop();
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+}

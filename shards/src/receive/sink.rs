@@ -4,8 +4,8 @@
 //! `Sink::tick` (the shard's housekeeping tick: hand over what is due) and
 //! `Sink::flush` (shutdown: hand over everything).
 //!
-//! - `Store`: the shard's RowBinary batch buffer for the store writer
-//!   (`store::writer`), handed over by row count or age.
+//! - `Store`: the shard's column buffers for the store writer
+//!   (`store::writer`), handed over by row count or age as a sorted Native block.
 //! - `Count`: counts and forgets (benchmarks).
 //! - `Json`: each shard fills its own buffer with JSON lines (the keys of
 //!   `weir decode`) and hands full buffers to one writer thread on the

@@ -194,8 +194,8 @@ impl Chdb {
         Ok((out.statement_count, StatementClass::of(out.query_class)))
     }
 
-    /// Inserts RowBinary `rows` with `insert` (`INSERT INTO t (cols)`,
-    /// without FORMAT). Binary data must not ride inline in a query: the
+    /// Inserts `rows` in `format` (Native blocks) with `insert` (`INSERT
+    /// INTO t (cols)`, without FORMAT). Binary data must not ride inline in a query: the
     /// statement parser ends inline data early (at a blank line), so bytes
     /// such as `0a 0a` inside an address cut a batch short.
     pub fn insert(&mut self, insert: &str, format: &str, rows: &[u8]) -> Result<(), String> {

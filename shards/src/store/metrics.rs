@@ -99,7 +99,7 @@ impl Exported for StoreMetrics {
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_inserts", "Inserts the store accepted.", &self.inserts),
             ("weir_store_rows_inserted", "Rows the store accepted.", &self.rows_inserted),
-            ("weir_store_bytes_inserted", "RowBinary bytes the store accepted.", &self.bytes_inserted),
+            ("weir_store_bytes_inserted", "Bytes of data (Native blocks) the store accepted.", &self.bytes_inserted),
             ("weir_store_insert_errors", "Inserts that failed (each is retried with backoff).", &self.insert_errors),
             ("weir_store_spooled_chunks", "Chunks written to the on-disk spool.", &self.chunks_spooled),
             ("weir_store_spooled_rows", "Rows written to the on-disk spool.", &self.rows_spooled),

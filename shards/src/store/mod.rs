@@ -2,10 +2,11 @@
 //! `weir query` talk to.
 //!
 //! ```text
-//!  shard k: StoreSink ── row::encode_flow into its batch buffer (RowBinary)
-//!      │ full or old batch (bounded channel, buffers come back on a free list)
+//!  shard k: StoreSink ── columns::Columns: one buffer per stored column
+//!      │ full or old batch: sorted by the raw key, one Native block
+//!      │ (bounded channel, buffers come back on a free list)
 //!      ▼
-//!  writer thread (control core): chunks = "INSERT ... FORMAT RowBinary\n" + rows
+//!  writer thread (control core): chunks = "INSERT ... FORMAT Native\n" + blocks
 //!      │ insert ── ok ──▶ Engine::{Embedded (chDB), Remote (ClickHouse over HTTP)}
 //!      │ fails: retry with exponential backoff; chunks wait in memory
 //!      └─ beyond store.memory_bytes_max ──▶ Spool (files, replayed in order)
@@ -27,9 +28,11 @@ pub mod writer;
 
 use weir_core::config::{StoreConfig, StoreKind};
 use weir_core::migrate::{self, LiveDatabase, Plan, HELPER_TABLES};
-use weir_core::schema::{Schema, ServerVersion};
+use weir_core::schema::{Dialect, Schema, ServerVersion};
 
-/// Insert-ready bytes: the statement, a newline, then RowBinary rows.
+/// Insert-ready bytes: the statement, a newline, then the data in the
+/// statement's format (Native blocks; RowBinary rows in a spool file
+/// written before Weir encoded Native, replayed as they are).
 pub struct Chunk {
     /// Length of the statement (the newline follows it).
     pub sql_len: usize,
@@ -127,15 +130,20 @@ impl Engine {
         }
     }
 
-    /// Inserts one chunk.
-    pub fn insert(&mut self, chunk: &Chunk) -> Result<(), String> {
+    /// Inserts one chunk; Native blocks name their types as `dialect` does.
+    pub fn insert(&mut self, chunk: &Chunk, dialect: &Dialect) -> Result<(), String> {
+        let sql = chunk.sql();
+        let (insert, format) = sql.rsplit_once(" FORMAT ").ok_or("a chunk without FORMAT")?;
+        let retyped;
+        let data = if format == "Native" && !(dialect.ipv6 && dialect.datetime64) {
+            retyped = weir_core::columns::retype(chunk.rows_bytes(), dialect)?;
+            &retyped[..]
+        } else {
+            chunk.rows_bytes()
+        };
         match self {
-            Engine::Embedded(c) => {
-                let sql = chunk.sql();
-                let (insert, format) = sql.rsplit_once(" FORMAT ").ok_or("a chunk without FORMAT")?;
-                c.insert(insert, format, chunk.rows_bytes())
-            }
-            Engine::Remote(r) => r.insert(chunk.sql(), chunk.rows_bytes()),
+            Engine::Embedded(c) => c.insert(insert, format, data),
+            Engine::Remote(r) => r.insert(sql, data),
         }
     }
 

@@ -1,5 +1,5 @@
 //! A ClickHouse server over HTTP, through the `clickhouse` crate: batches go
-//! as pre-encoded RowBinary (`insert_formatted_with`), LZ4-compressed in
+//! as pre-encoded Native blocks (`insert_formatted_with`), LZ4-compressed in
 //! ClickHouse's block format when `store.remote.compression` is on; queries
 //! come back as bytes in the format asked for.
 //!
@@ -37,7 +37,7 @@ impl Remote {
         Ok(Remote { client, runtime, timeout: Duration::from_millis(config.timeout_ms) })
     }
 
-    /// Sends `rows` (RowBinary) with `insert_sql` (`INSERT ... FORMAT RowBinary`).
+    /// Sends `rows` (Native blocks) with `insert_sql` (`INSERT ... FORMAT Native`).
     pub fn insert(&mut self, insert_sql: &str, rows: &[u8]) -> Result<(), String> {
         let client = &self.client;
         let data = Bytes::copy_from_slice(rows);

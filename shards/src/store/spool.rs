@@ -2,10 +2,12 @@
 //! kept in order as one file each (`<sequence>.chunk`, 20 digits, so names
 //! sort in order) and replayed oldest first, also after a restart.
 //!
-//! A file is the insert statement, a newline, then the RowBinary rows: the
+//! A file is the insert statement, a newline, then the Native blocks: the
 //! exact bytes an embedded insert sends, and the statement names the columns
-//! the rows were encoded with, so a spool written before a column was
-//! switched on still inserts. Files are written to `NAME.tmp` and renamed,
+//! and the format the data was encoded with, so a spool written before a
+//! column was switched on still inserts, and so does one written before
+//! Weir encoded Native (its statement says `FORMAT RowBinary`, and its rows
+//! go to the engine as they are). Files are written to `NAME.tmp` and renamed,
 //! so a crash leaves no half chunk. A chunk is deleted once inserted: a
 //! crash between the two inserts it again at the next start (at least once).
 //!
@@ -155,7 +157,7 @@ mod tests {
     use super::*;
 
     fn chunk(rows: u64, body: &[u8]) -> Chunk {
-        let mut chunk = Chunk::new("INSERT INTO weir.flows (a) FORMAT RowBinary", Vec::new());
+        let mut chunk = Chunk::new("INSERT INTO weir.flows (a) FORMAT Native", Vec::new());
         chunk.bytes.extend_from_slice(body);
         chunk.rows = rows;
         chunk

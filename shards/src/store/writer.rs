@@ -1,5 +1,5 @@
-//! The shard side (`StoreSink`: a RowBinary batch buffer per shard) and the
-//! store writer thread that owns the engine.
+//! The shard side (`StoreSink`: a shard's column buffers, handed over as
+//! one sorted Native block) and the store writer thread that owns the engine.
 //!
 //! Bounds: `store.batches_max` buffers exist in all (they come back to the
 //! shards on a free list, so a shard waits when the writer is behind); the
@@ -19,9 +19,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tracing::{error, info, warn};
+use weir_core::columns::{Columns, MODERN};
 use weir_core::config::StoreConfig;
-use weir_core::row::encode_flow;
-use weir_core::schema::{insert_sql, stored_columns, Column};
+use weir_core::schema::{insert_sql, stored_columns, Column, Dialect};
 use weir_core::FlowRecord;
 
 use super::metrics::{StoreDrop, StoreMetrics};
@@ -34,8 +34,9 @@ const CHUNK_BYTES_MAX: usize = 32 << 20;
 /// Failed inserts are logged once per this interval, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Connects and migrates, logging what the migration did.
-fn open(config: &StoreConfig) -> Result<Engine, String> {
+/// Connects and migrates, logging what the migration did; the server's
+/// dialect says how its Native block headers name the types.
+fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
     let mut engine = Engine::connect(config)?;
     let (schema, plan) = migrate(&mut engine, config, false)?;
     for w in &plan.warnings {
@@ -45,10 +46,10 @@ fn open(config: &StoreConfig) -> Result<Engine, String> {
         info!("store: migrated: {}", step.why);
     }
     info!("store: {} columns in {}.flows, {} migration steps", schema.columns.len(), schema.database, plan.steps.len());
-    Ok(engine)
+    Ok((engine, schema.dialect))
 }
 
-/// A shard's full batch.
+/// A shard's full batch: one Native block, sorted by the raw table's key.
 pub struct Batch {
     pub rows: u32,
     pub bytes: Vec<u8>,
@@ -57,10 +58,9 @@ pub struct Batch {
     pub arrivals: Vec<(u64, u32)>,
 }
 
-/// One shard's batch buffer.
+/// One shard's column buffers (allocated at start, reused).
 pub struct StoreSink {
-    columns: Vec<Column>,
-    buffer: Vec<u8>,
+    columns: Columns,
     rows: u32,
     rows_max: u32,
     first_row_at: Instant,
@@ -82,7 +82,7 @@ impl StoreSink {
             Some((at, n)) if *at == ms => *n += 1,
             _ => self.arrivals.push((ms, 1)),
         }
-        encode_flow(&self.columns, flow, &mut self.buffer);
+        self.columns.push(flow);
         self.rows += 1;
         self.flows += 1;
         if self.rows >= self.rows_max {
@@ -106,8 +106,9 @@ impl StoreSink {
             return;
         }
         // Waits when every buffer is in flight: backpressure by design.
-        let Ok(next) = self.free.recv() else { return };
-        let bytes = std::mem::replace(&mut self.buffer, next);
+        let Ok(mut bytes) = self.free.recv() else { return };
+        self.columns.write_block(&MODERN, &mut bytes);
+        self.columns.clear();
         let arrivals = std::mem::take(&mut self.arrivals);
         let _ = self.full.send(Batch { rows: self.rows, bytes, arrivals });
         self.rows = 0;
@@ -157,6 +158,7 @@ impl StoreWriter {
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
         let writer = Writer {
             engine: None,
+            dialect: MODERN,
             config: config.clone(),
             insert_sql: insert_sql(&config.database, &names),
             pending: VecDeque::new(),
@@ -193,8 +195,7 @@ impl StoreWriter {
     /// A batch buffer for one shard.
     pub fn sink(&self) -> StoreSink {
         StoreSink {
-            columns: self.columns.clone(),
-            buffer: Vec::with_capacity(self.rows_max as usize * 128),
+            columns: Columns::new(&self.columns, self.rows_max as usize),
             rows: 0,
             rows_max: self.rows_max,
             first_row_at: Instant::now(),
@@ -223,6 +224,8 @@ impl StoreWriter {
 struct Writer {
     /// None until connected and migrated (and after a failed connection).
     engine: Option<Engine>,
+    /// The connected server's type names (Native block headers).
+    dialect: Dialect,
     config: StoreConfig,
     insert_sql: String,
     /// Chunks waiting in memory, oldest first; the last one takes new batches.
@@ -343,7 +346,7 @@ impl Writer {
         let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
         self.next_insert = started + self.insert_interval;
-        match engine.insert(&chunk) {
+        match engine.insert(&chunk, &self.dialect) {
             Ok(()) => self.inserted(chunk, from_spool, started.elapsed()),
             Err(e) => {
                 if !from_spool {
@@ -450,7 +453,9 @@ impl Writer {
     /// The engine, connected and migrated first if it is not yet.
     fn connected(&mut self) -> Result<&mut Engine, String> {
         if self.engine.is_none() {
-            self.engine = Some(open(&self.config)?);
+            let (engine, dialect) = open(&self.config)?;
+            self.engine = Some(engine);
+            self.dialect = dialect;
         }
         Ok(self.engine.as_mut().expect("set above"))
     }

@@ -1,0 +1,452 @@
+//! A shard's flows column by column (struct of arrays), and ClickHouse's
+//! **Native** format for them: the store's write path.
+//!
+//! A shard appends each flow to one buffer per stored column (allocated at
+//! start, cleared and reused per batch), then `Columns::write_block` sorts
+//! the rows by the raw table's ORDER BY key (`TimeReceived, ExporterAddress,
+//! InIfIndex, OutIfIndex`) and writes one Native block, so the engine finds
+//! the block already sorted and skips its own sort. chDB's streaming insert
+//! and a ClickHouse server's HTTP insert (`INSERT ... FORMAT Native`) take
+//! the same bytes.
+//!
+//! Native, as `NativeInputFormat` reads it with server revision 0 (no block
+//! info, no custom serialization byte): per block `VarUInt columns, VarUInt
+//! rows`, then per column its name and type (each a VarUInt length and the
+//! bytes) and its data: fixed-width integers little-endian (`DateTime` is
+//! UInt32 seconds, `DateTime64(3)` Int64 milliseconds), `IPv6` and
+//! `FixedString(16)` 16 bytes in network order, `Array(UInt32)` the
+//! cumulative end offset of each row (UInt64) then the items. A stream is
+//! blocks one after the other.
+//!
+//! Blocks carry the modern type names; `retype` rewrites them for a server
+//! that names the same bytes differently (ClickHouse 18.16: `FixedString(16)`
+//! for `IPv6`, `UInt64` for `DateTime64(3)`). A field a flow does not carry
+//! is the type's zero, as ClickHouse's own default would be.
+
+use crate::flow::{Field, FlowRecord, Value};
+use crate::schema::{Column, ColumnType, Dialect};
+
+/// The dialect blocks are written in: every modern type.
+pub const MODERN: Dialect = Dialect { ipv6: true, ttl: true, codecs: true, datetime64: true, modify_order_by: true };
+
+/// One column's values.
+#[derive(Clone, Debug)]
+enum Data {
+    /// `width` bytes per row, as Native lays them out.
+    Fixed(Vec<u8>),
+    /// Per row the end offset into `items`.
+    Array { ends: Vec<u64>, items: Vec<u32> },
+}
+
+/// Where the sort key's columns are in the layout.
+#[derive(Clone, Copy, Debug)]
+struct KeyColumns {
+    time: usize,
+    exporter: usize,
+    in_if: usize,
+    out_if: usize,
+}
+
+/// A batch of flows as columns: the stored columns' buffers, reused.
+#[derive(Clone, Debug)]
+pub struct Columns {
+    layout: Vec<Column>,
+    data: Vec<Data>,
+    rows: usize,
+    key: KeyColumns,
+    /// Sort scratch: (key, row), reused.
+    order: Vec<(u128, u128)>,
+}
+
+/// Bytes one row of `kind` takes in a fixed-width column.
+fn width(kind: ColumnType) -> usize {
+    match kind {
+        ColumnType::UInt8 => 1,
+        ColumnType::UInt16 => 2,
+        ColumnType::UInt32 | ColumnType::DateTime => 4,
+        ColumnType::UInt64 | ColumnType::DateTimeMs | ColumnType::Mac => 8,
+        ColumnType::Address => 16,
+        ColumnType::ArrayUInt32 => 0,
+    }
+}
+
+impl Columns {
+    /// Buffers for `layout` (the schema's stored columns, which always
+    /// hold the sort key's), sized for `rows` rows of fixed-width data.
+    pub fn new(layout: &[Column], rows: usize) -> Columns {
+        let data = layout
+            .iter()
+            .map(|c| match c.kind {
+                ColumnType::ArrayUInt32 => Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() },
+                kind => Data::Fixed(Vec::with_capacity(rows * width(kind))),
+            })
+            .collect();
+        let at = |field: Field| layout.iter().position(|c| c.field == field).unwrap_or(usize::MAX);
+        let key = KeyColumns {
+            time: at(Field::TimeReceived),
+            exporter: at(Field::ExporterAddress),
+            in_if: at(Field::InIfIndex),
+            out_if: at(Field::OutIfIndex),
+        };
+        Columns { layout: layout.to_vec(), data, rows: 0, key, order: Vec::new() }
+    }
+
+    pub fn layout(&self) -> &[Column] {
+        &self.layout
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Bytes of column data held (about the Native block's size).
+    pub fn bytes(&self) -> usize {
+        self.data
+            .iter()
+            .map(|d| match d {
+                Data::Fixed(b) => b.len(),
+                Data::Array { ends, items } => ends.len() * 8 + items.len() * 4,
+            })
+            .sum()
+    }
+
+    /// Forgets the rows, keeping the buffers.
+    pub fn clear(&mut self) {
+        for d in &mut self.data {
+            match d {
+                Data::Fixed(b) => b.clear(),
+                Data::Array { ends, items } => {
+                    ends.clear();
+                    items.clear();
+                }
+            }
+        }
+        self.rows = 0;
+    }
+
+    /// Appends `flow` as one row.
+    #[inline]
+    pub fn push(&mut self, flow: &FlowRecord) {
+        for (c, d) in self.layout.iter().zip(&mut self.data) {
+            let value = flow.value(c.field);
+            match d {
+                Data::Fixed(out) => match c.kind {
+                    ColumnType::UInt8 => out.push(uint(value) as u8),
+                    ColumnType::UInt16 => out.extend_from_slice(&(uint(value) as u16).to_le_bytes()),
+                    ColumnType::UInt32 => out.extend_from_slice(&saturate_u32(uint(value)).to_le_bytes()),
+                    ColumnType::UInt64 => out.extend_from_slice(&uint(value).to_le_bytes()),
+                    ColumnType::DateTime => {
+                        out.extend_from_slice(&saturate_u32(uint(value) / 1_000_000_000).to_le_bytes())
+                    }
+                    ColumnType::DateTimeMs => out.extend_from_slice(&(uint(value) / 1_000_000).to_le_bytes()),
+                    ColumnType::Address => match value {
+                        Some(Value::Addr(a)) => out.extend_from_slice(a),
+                        _ => out.extend_from_slice(&[0; 16]),
+                    },
+                    ColumnType::Mac => {
+                        let mut word = [0u8; 8];
+                        if let Some(Value::Mac(m)) = value {
+                            // 48 bits, most significant first, as MACNumToString reads them.
+                            word[2..].copy_from_slice(m);
+                        }
+                        out.extend_from_slice(&u64::from_be_bytes(word).to_le_bytes());
+                    }
+                    ColumnType::ArrayUInt32 => {}
+                },
+                Data::Array { ends, items } => {
+                    if let Some(Value::List(list)) = value {
+                        items.extend_from_slice(list);
+                    }
+                    ends.push(items.len() as u64);
+                }
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// Appends the rows to `out` as one Native block sorted by the raw
+    /// table's key, with `dialect`'s type names. Whether they needed sorting.
+    pub fn write_block(&mut self, dialect: &Dialect, out: &mut Vec<u8>) -> bool {
+        let sorted = self.sort();
+        write_varuint(self.layout.len() as u64, out);
+        write_varuint(self.rows as u64, out);
+        for (c, d) in self.layout.iter().zip(&self.data) {
+            write_string(c.name.as_bytes(), out);
+            write_string(dialect.type_name(c.kind).as_bytes(), out);
+            match d {
+                Data::Fixed(b) if sorted => out.extend_from_slice(b),
+                Data::Fixed(b) => match width(c.kind) {
+                    1 => gather::<1>(b, &self.order, out),
+                    2 => gather::<2>(b, &self.order, out),
+                    4 => gather::<4>(b, &self.order, out),
+                    8 => gather::<8>(b, &self.order, out),
+                    _ => gather::<16>(b, &self.order, out),
+                },
+                Data::Array { ends, items } => {
+                    let span = |row: usize| {
+                        let start = if row == 0 { 0 } else { ends[row - 1] as usize };
+                        start..ends[row] as usize
+                    };
+                    let mut end = 0u64;
+                    for i in 0..self.rows {
+                        let row = if sorted { i } else { row_of(&self.order[i]) };
+                        end += span(row).len() as u64;
+                        out.extend_from_slice(&end.to_le_bytes());
+                    }
+                    for i in 0..self.rows {
+                        let row = if sorted { i } else { row_of(&self.order[i]) };
+                        for v in &items[span(row)] {
+                            out.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        !sorted
+    }
+
+    /// Fills `order` with the rows in key order; true when they already are.
+    fn sort(&mut self) -> bool {
+        let k = self.key;
+        let fixed = |i: usize| match self.data.get(i) {
+            Some(Data::Fixed(b)) => b.as_slice(),
+            _ => &[],
+        };
+        let (time, exporter, in_if, out_if) = (fixed(k.time), fixed(k.exporter), fixed(k.in_if), fixed(k.out_if));
+        let u32_at = |b: &[u8], row: usize| {
+            b.get(row * 4..row * 4 + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
+        };
+        let addr_at = |row: usize| {
+            exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
+        };
+        self.order.clear();
+        // Two u128 words compared in turn: time and the exporter's first 96
+        // bits; the exporter's last 32, the interfaces and the row.
+        for row in 0..self.rows {
+            let a = addr_at(row);
+            let high = (u128::from(u32_at(time, row)) << 96) | (a >> 32);
+            let low = ((a & 0xffff_ffff) << 96)
+                | (u128::from(u32_at(in_if, row)) << 64)
+                | (u128::from(u32_at(out_if, row)) << 32)
+                | row as u128;
+            self.order.push((high, low));
+        }
+        if self.order.windows(2).all(|w| w[0] <= w[1]) {
+            return true;
+        }
+        self.order.sort_unstable();
+        false
+    }
+}
+
+#[inline(always)]
+fn row_of(key: &(u128, u128)) -> usize {
+    (key.1 & 0xffff_ffff) as usize
+}
+
+/// Appends the `W`-byte values of `column` in `order`.
+fn gather<const W: usize>(column: &[u8], order: &[(u128, u128)], out: &mut Vec<u8>) {
+    out.reserve(order.len() * W);
+    for key in order {
+        let at = row_of(key) * W;
+        if let Some(v) = column.get(at..at + W) {
+            out.extend_from_slice(v);
+        }
+    }
+}
+
+#[inline(always)]
+fn uint(value: Option<Value>) -> u64 {
+    match value {
+        Some(Value::Uint(v)) | Some(Value::Time(v)) => v,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn saturate_u32(v: u64) -> u32 {
+    v.min(u32::MAX as u64) as u32
+}
+
+pub fn write_varuint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn write_string(s: &[u8], out: &mut Vec<u8>) {
+    write_varuint(s.len() as u64, out);
+    out.extend_from_slice(s);
+}
+
+/// A Native stream read back: per block, its rows and per column (name,
+/// type, data bytes). Only the types Weir writes are known.
+pub struct Block<'a> {
+    pub rows: usize,
+    pub columns: Vec<(&'a str, &'a str, &'a [u8])>,
+}
+
+/// Reads the blocks of a Native stream Weir wrote (the spool's, a test's).
+pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
+    let mut blocks = Vec::new();
+    while !s.is_empty() {
+        let ncols = read_varuint(&mut s)? as usize;
+        let rows = read_varuint(&mut s)? as usize;
+        let mut columns = Vec::with_capacity(ncols.min(256));
+        for _ in 0..ncols {
+            let name = read_string(&mut s)?;
+            let kind = read_string(&mut s)?;
+            let len = match kind {
+                "UInt8" => rows,
+                "UInt16" => rows * 2,
+                "UInt32" | "DateTime" => rows * 4,
+                "UInt64" | "DateTime64(3)" => rows * 8,
+                "IPv6" | "FixedString(16)" => rows * 16,
+                "Array(UInt32)" => {
+                    let ends = s.get(rows.saturating_sub(1) * 8..rows * 8).ok_or("Array offsets cut short")?;
+                    let items = if rows == 0 { 0 } else { u64::from_le_bytes(ends.try_into().unwrap_or_default()) };
+                    let items = usize::try_from(items).map_err(|_| "Array too long")?;
+                    rows * 8 + items.checked_mul(4).ok_or("Array too long")?
+                }
+                other => return Err(format!("column {name}: type {other} is not one Weir writes")),
+            };
+            let data = s.get(..len).ok_or_else(|| format!("column {name}: {len} bytes cut short"))?;
+            s = &s[len..];
+            columns.push((name, kind, data));
+        }
+        blocks.push(Block { rows, columns });
+    }
+    Ok(blocks)
+}
+
+/// `stream` with each column's type named as `dialect` names it (the
+/// bytes are the same). Errors when it does not parse.
+pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(stream.len());
+    for block in read_blocks(stream)? {
+        write_varuint(block.columns.len() as u64, &mut out);
+        write_varuint(block.rows as u64, &mut out);
+        for (name, kind, data) in block.columns {
+            let kind = match kind {
+                "IPv6" => dialect.type_name(ColumnType::Address),
+                "DateTime64(3)" => dialect.type_name(ColumnType::DateTimeMs),
+                other => other,
+            };
+            write_string(name.as_bytes(), &mut out);
+            write_string(kind.as_bytes(), &mut out);
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out)
+}
+
+fn read_varuint(s: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = s.split_first().ok_or("a number cut short")?;
+        *s = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("a number longer than 64 bits".into())
+}
+
+fn read_string<'a>(s: &mut &'a [u8]) -> Result<&'a str, String> {
+    let len = read_varuint(s)? as usize;
+    let bytes = s.get(..len).ok_or("a name cut short")?;
+    *s = &s[len..];
+    std::str::from_utf8(bytes).map_err(|_| "a name that is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::addr_from_v4;
+    use crate::schema::{catalog, stored_columns, test_settings, ServerVersion};
+
+    fn only(names: &[&str]) -> Vec<Column> {
+        catalog().into_iter().filter(|c| names.contains(&c.name)).collect()
+    }
+
+    fn flow(second: u64, exporter: u8, in_if: u32, bytes: u64) -> FlowRecord {
+        let mut f = FlowRecord::default();
+        f.set_time_received_ns(second * 1_000_000_000 + 5);
+        f.set_exporter_address(addr_from_v4([10, 0, 0, exporter]));
+        f.set_in_if_index(in_if);
+        f.set_bytes(bytes);
+        f
+    }
+
+    fn column<'a>(block: &'a Block, name: &str) -> &'a [u8] {
+        block.columns.iter().find(|c| c.0 == name).unwrap().2
+    }
+
+    #[test]
+    fn a_block_is_sorted_by_the_raw_key_and_reads_back() {
+        let layout = only(&["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "Bytes", "MPLSLabels"]);
+        let mut c = Columns::new(&layout, 8);
+        let mut labelled = flow(100, 2, 1, 30);
+        labelled.set_mpls_label(0, 16);
+        labelled.set_mpls_label(1, 17);
+        for f in [flow(101, 1, 1, 50), labelled, flow(100, 1, 7, 20), flow(100, 1, 3, 10)] {
+            c.push(&f);
+        }
+        assert_eq!(c.len(), 4);
+        let mut out = Vec::new();
+        assert!(c.write_block(&MODERN, &mut out), "the rows needed sorting");
+        let blocks = read_blocks(&out).unwrap();
+        assert_eq!((blocks.len(), blocks[0].rows, blocks[0].columns.len()), (1, 4, 6));
+        let b = &blocks[0];
+        let bytes: Vec<u64> = column(b, "Bytes").chunks(8).map(|v| u64::from_le_bytes(v.try_into().unwrap())).collect();
+        assert_eq!(bytes, [10, 20, 30, 50], "time, exporter, InIfIndex");
+        let labels = column(b, "MPLSLabels");
+        let ends: Vec<u64> = labels[..32].chunks(8).map(|v| u64::from_le_bytes(v.try_into().unwrap())).collect();
+        assert_eq!(ends, [0, 0, 2, 2], "the labelled row is third");
+        assert_eq!(&labels[32..], [16, 0, 0, 0, 17, 0, 0, 0]);
+        let types: Vec<&str> = b.columns.iter().map(|c| c.1).collect();
+        assert_eq!(types, ["DateTime", "IPv6", "UInt32", "UInt32", "UInt64", "Array(UInt32)"]);
+        // Sorted already: the columns are copied as they are.
+        c.clear();
+        c.push(&flow(100, 1, 3, 10));
+        c.push(&flow(100, 1, 7, 20));
+        let mut again = Vec::new();
+        assert!(!c.write_block(&MODERN, &mut again));
+        assert_eq!(c.bytes(), 2 * (4 + 16 + 4 + 4 + 8 + 8));
+    }
+
+    #[test]
+    fn old_servers_get_their_type_names_for_the_same_bytes() {
+        let layout = stored_columns(&test_settings(&["FlowStart"]));
+        let mut c = Columns::new(&layout, 4);
+        c.push(&flow(1, 1, 1, 1));
+        let mut out = Vec::new();
+        c.write_block(&MODERN, &mut out);
+        c.push(&flow(2, 1, 1, 1));
+        c.write_block(&MODERN, &mut out);
+        let old = Dialect::for_version(ServerVersion(18, 16));
+        let retyped = retype(&out, &old).unwrap();
+        let blocks = read_blocks(&retyped).unwrap();
+        assert_eq!(blocks.len(), 2);
+        let types: Vec<(&str, &str)> = blocks[1].columns.iter().map(|c| (c.0, c.1)).collect();
+        assert!(types.contains(&("SrcAddr", "FixedString(16)")) && types.contains(&("FlowStart", "UInt64")));
+        let data = |b: &[u8]| {
+            read_blocks(b).unwrap().iter().flat_map(|b| b.columns.iter().map(|c| c.2.to_vec())).collect::<Vec<_>>()
+        };
+        assert_eq!(data(&out), data(&retyped), "the bytes stay");
+        assert!(read_blocks(&out[..out.len() - 1]).is_err());
+        assert!(read_blocks(&[1, 1, 1, b'a', 3, b'I', b'n', b't']).is_err());
+    }
+}
