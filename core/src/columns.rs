@@ -59,7 +59,7 @@ pub struct Columns {
 }
 
 /// Bytes one row of `kind` takes in a fixed-width column.
-fn width(kind: ColumnType) -> usize {
+pub(crate) fn width(kind: ColumnType) -> usize {
     match kind {
         ColumnType::UInt8 => 1,
         ColumnType::UInt16 => 2,
@@ -135,29 +135,10 @@ impl Columns {
         for (c, d) in self.layout.iter().zip(&mut self.data) {
             let value = flow.value(c.field);
             match d {
-                Data::Fixed(out) => match c.kind {
-                    ColumnType::UInt8 => out.push(uint(value) as u8),
-                    ColumnType::UInt16 => out.extend_from_slice(&(uint(value) as u16).to_le_bytes()),
-                    ColumnType::UInt32 => out.extend_from_slice(&saturate_u32(uint(value)).to_le_bytes()),
-                    ColumnType::UInt64 => out.extend_from_slice(&uint(value).to_le_bytes()),
-                    ColumnType::DateTime => {
-                        out.extend_from_slice(&saturate_u32(uint(value) / 1_000_000_000).to_le_bytes())
-                    }
-                    ColumnType::DateTimeMs => out.extend_from_slice(&(uint(value) / 1_000_000).to_le_bytes()),
-                    ColumnType::Address => match value {
-                        Some(Value::Addr(a)) => out.extend_from_slice(a),
-                        _ => out.extend_from_slice(&[0; 16]),
-                    },
-                    ColumnType::Mac => {
-                        let mut word = [0u8; 8];
-                        if let Some(Value::Mac(m)) = value {
-                            // 48 bits, most significant first, as MACNumToString reads them.
-                            word[2..].copy_from_slice(m);
-                        }
-                        out.extend_from_slice(&u64::from_be_bytes(word).to_le_bytes());
-                    }
-                    ColumnType::ArrayUInt32 => {}
-                },
+                Data::Fixed(out) => {
+                    let (bytes, width) = value_bytes(c.kind, value);
+                    extend_fixed(out, &bytes, width);
+                }
                 Data::Array { ends, items } => {
                     if let Some(Value::List(list)) = value {
                         items.extend_from_slice(list);
@@ -244,6 +225,67 @@ impl Columns {
     }
 }
 
+/// A fixed-width column value as Native lays it out: the bytes (the first
+/// `width`) and the width. Arrays have no fixed width (0).
+#[inline(always)]
+pub(crate) fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
+    let mut b = [0u8; 16];
+    let mut put = |bytes: &[u8]| {
+        b[..bytes.len()].copy_from_slice(bytes);
+        bytes.len()
+    };
+    let width = match kind {
+        ColumnType::UInt8 => put(&[uint(value) as u8]),
+        ColumnType::UInt16 => put(&(uint(value) as u16).to_le_bytes()),
+        ColumnType::UInt32 => put(&saturate_u32(uint(value)).to_le_bytes()),
+        ColumnType::UInt64 => put(&uint(value).to_le_bytes()),
+        ColumnType::DateTime => put(&saturate_u32(uint(value) / 1_000_000_000).to_le_bytes()),
+        ColumnType::DateTimeMs => put(&(uint(value) / 1_000_000).to_le_bytes()),
+        ColumnType::Address => match value {
+            Some(Value::Addr(a)) => put(a),
+            _ => 16,
+        },
+        ColumnType::Mac => {
+            let mut word = [0u8; 8];
+            if let Some(Value::Mac(m)) = value {
+                // 48 bits, most significant first, as MACNumToString reads them.
+                word[2..].copy_from_slice(m);
+            }
+            put(&u64::from_be_bytes(word).to_le_bytes())
+        }
+        ColumnType::ArrayUInt32 => 0,
+    };
+    (b, width)
+}
+
+/// `out` extended by the first `width` of `bytes`: constant-size copies
+/// (a copy of a variable length is a call to memmove, per value).
+#[inline(always)]
+pub(crate) fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
+    match width {
+        1 => out.push(bytes[0]),
+        2 => out.extend_from_slice(&bytes[..2]),
+        4 => out.extend_from_slice(&bytes[..4]),
+        8 => out.extend_from_slice(&bytes[..8]),
+        16 => out.extend_from_slice(bytes),
+        _ => {}
+    }
+}
+
+/// `to` (at least `width` long) set to the first `width` of `bytes`, by
+/// constant-size copies.
+#[inline(always)]
+pub(crate) fn copy_fixed(to: &mut [u8], bytes: &[u8; 16], width: usize) {
+    match width {
+        1 => to[0] = bytes[0],
+        2 => to[..2].copy_from_slice(&bytes[..2]),
+        4 => to[..4].copy_from_slice(&bytes[..4]),
+        8 => to[..8].copy_from_slice(&bytes[..8]),
+        16 => to[..16].copy_from_slice(bytes),
+        _ => {}
+    }
+}
+
 #[inline(always)]
 fn row_of(key: &(u128, u128)) -> usize {
     (key.1 & 0xffff_ffff) as usize
@@ -261,7 +303,7 @@ fn gather<const W: usize>(column: &[u8], order: &[(u128, u128)], out: &mut Vec<u
 }
 
 #[inline(always)]
-fn uint(value: Option<Value>) -> u64 {
+pub(crate) fn uint(value: Option<Value>) -> u64 {
     match value {
         Some(Value::Uint(v)) | Some(Value::Time(v)) => v,
         _ => 0,
@@ -285,7 +327,7 @@ pub fn write_varuint(mut v: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn write_string(s: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &[u8], out: &mut Vec<u8>) {
     write_varuint(s.len() as u64, out);
     out.extend_from_slice(s);
 }

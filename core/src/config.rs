@@ -265,6 +265,10 @@ pub struct StoreConfig {
     /// Batches in flight between the shards and the store writer; when all
     /// are taken the shards wait (backpressure).
     pub batches_max: usize,
+    /// Keys (minute and consolidated dimensions) a shard sums at most
+    /// between two hand-overs; a full map hands the batch over early
+    /// (counted). Each key takes about 100 bytes.
+    pub consolidation_keys_max: usize,
     /// Bytes of batches the writer holds in memory while the store is down;
     /// beyond this, batches go to the spool.
     pub memory_bytes_max: u64,
@@ -294,6 +298,7 @@ impl Default for StoreConfig {
             flush_interval_ms: 1000,
             insert_interval_ms: 1000,
             batches_max: 32,
+            consolidation_keys_max: 65_536,
             memory_bytes_max: 256 << 20,
             spool_dir: PathBuf::from("/var/lib/weir/spool"),
             spool_bytes_max: 4 << 30,
@@ -954,6 +959,7 @@ impl StoreConfig {
             return Err(ConfigError::new("store.insert_interval_ms", "at most 600000 (10 minutes)"));
         }
         positive("store.batches_max", self.batches_max as u64, 1 << 16)?;
+        positive("store.consolidation_keys_max", self.consolidation_keys_max as u64, 1 << 24)?;
         positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
         positive("store.spool_bytes_max", self.spool_bytes_max, 1 << 50)?;
         positive("store.retry_backoff_min_ms", self.retry_backoff_min_ms, 600_000)?;

@@ -35,6 +35,7 @@
 pub mod accesslog;
 pub mod columns;
 pub mod config;
+pub mod consolidate;
 pub mod decoder;
 pub mod encode;
 pub mod flow;

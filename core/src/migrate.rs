@@ -5,15 +5,15 @@
 //!
 //! Every step is safe to run on a populated database and the plan of a
 //! migrated database is empty (idempotent):
-//! - a missing table or view is created;
+//! - a missing table is created;
 //! - a missing column is added (`ADD COLUMN ... AFTER`), keeping the data;
 //!   a consolidated table also extends its sort key where the server can,
 //!   so rows that differ in the new dimension are not summed together;
 //! - a TTL that differs from the config is changed (`MODIFY TTL`);
-//! - a view whose SELECT changed (it is named after the SELECT's hash) is
-//!   replaced: the new one is created before the old one is dropped, so
-//!   rows inserted in between may be counted twice in consolidated tables
-//!   but never lost (migrations run before the shards start);
+//! - the materialized views that filled the consolidated tables until the
+//!   shards summed them (`flows_1m_mv_...`) are dropped; the tables and
+//!   their rows stay (migrations run before the shards start, so no flow
+//!   is summed twice or missed);
 //! - helper tables whose row count differs from the bundled list are refilled.
 //!
 //! Columns are never dropped or retyped: a column switched off stays in the
@@ -145,15 +145,11 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
                 check_ttl(&mut plan, schema, t, c.ttl_hours);
             }
         }
-        let view = schema.view_name(c);
         let prefix = format!("{}_mv_", c.table);
-        if live.table(&view).is_none() {
-            plan.step(format!("view {view} is missing"), schema.create_view(c));
-        }
-        for old in live.tables.iter().filter(|t| t.name.starts_with(&prefix) && t.name != view) {
+        for view in live.tables.iter().filter(|t| t.name.starts_with(&prefix)) {
             plan.step(
-                format!("view {} is replaced by {view}", old.name),
-                format!("DROP TABLE IF EXISTS {db}.{}", old.name),
+                format!("view {} is not needed: the shards sum {} themselves", view.name, c.table),
+                format!("DROP TABLE IF EXISTS {db}.{}", view.name),
             );
         }
     }
@@ -360,7 +356,6 @@ mod tests {
                 create_query: s.create_consolidated_table(c),
                 ..LiveTable::default()
             });
-            tables.push(LiveTable { name: s.view_name(c), ..LiveTable::default() });
         }
         tables.push(LiveTable { name: "protocols".into(), rows: Some(PROTOCOLS.len() as u64), ..LiveTable::default() });
         tables.push(LiveTable { name: "ports".into(), rows: Some(PORTS.len() as u64), ..LiveTable::default() });
@@ -371,24 +366,43 @@ mod tests {
     fn an_empty_database_gets_everything_and_a_migrated_one_nothing() {
         let s = schema(&[], ServerVersion(26, 7));
         let p = plan(&s, &LiveDatabase::default());
-        assert_eq!(p.steps.len(), 1 + 1 + 3 * 2 + 2 * 2, "{:#?}", p.steps);
+        assert_eq!(p.steps.len(), 1 + 1 + 3 + 2 * 2, "{:#?}", p.steps);
         assert!(plan(&s, &migrated(&s)).steps.is_empty());
     }
 
     #[test]
-    fn enabling_a_dimension_adds_columns_and_replaces_views() {
+    fn enabling_a_dimension_adds_columns_and_extends_the_sort_key() {
         let before = schema(&[], ServerVersion(26, 7));
         let after = schema(&["SrcVlan"], ServerVersion(26, 7));
         let p = plan(&after, &migrated(&before));
         let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
         assert!(sql[0].starts_with("ALTER TABLE weir.flows ADD COLUMN SrcVlan UInt16 AFTER"), "{sql:#?}");
         assert!(sql.iter().any(|s| s.contains("flows_1m ADD COLUMN SrcVlan") && s.contains("MODIFY ORDER BY")));
-        assert_eq!(sql.iter().filter(|s| s.starts_with("CREATE MATERIALIZED VIEW")).count(), 3);
-        assert_eq!(sql.iter().filter(|s| s.starts_with("DROP TABLE")).count(), 3);
-        let create = sql.iter().position(|s| s.contains("flows_1m_mv")).unwrap();
-        let drop = sql.iter().position(|s| s.starts_with("DROP TABLE IF EXISTS weir.flows_1m_mv")).unwrap();
-        assert!(create < drop, "the new view exists before the old one goes");
+        assert!(!sql.iter().any(|s| s.contains("MATERIALIZED VIEW")));
         assert!(plan(&after, &migrated(&after)).steps.is_empty());
+    }
+
+    #[test]
+    fn the_views_of_earlier_versions_are_dropped_and_their_tables_kept() {
+        let s = schema(&[], ServerVersion(26, 7));
+        let mut live = migrated(&s);
+        for view in ["flows_1m_mv_0123abcd", "flows_5m_mv_0123abcd", "flows_1h_mv_89abcdef"] {
+            live.tables.push(LiveTable {
+                name: view.into(),
+                engine: "MaterializedView".into(),
+                ..LiveTable::default()
+            });
+        }
+        let p = plan(&s, &live);
+        let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            [
+                "DROP TABLE IF EXISTS weir.flows_1m_mv_0123abcd",
+                "DROP TABLE IF EXISTS weir.flows_5m_mv_0123abcd",
+                "DROP TABLE IF EXISTS weir.flows_1h_mv_89abcdef"
+            ]
+        );
     }
 
     #[test]

@@ -339,12 +339,12 @@ impl Schema {
         )
     }
 
-    /// The materialized view's SELECT for `c`. Its hash names the view, so a
-    /// changed SELECT (a dimension switched on) is a new view.
+    /// What the consolidated table holds, as a query over the raw table:
+    /// the SELECT the materialized views ran before Weir summed in the
+    /// shards (`consolidate`), kept as the reference the tests compare
+    /// with (its buckets in the server's time zone: UTC in the tests).
     pub fn consolidation_select(&self, c: &Consolidation) -> String {
         let dims: Vec<&str> = self.dimensions().iter().map(|d| d.name).collect();
-        // The alias takes the column's name, so the view's columns match the
-        // table's by name; ClickHouse (18.16 and 26 alike) groups by the alias.
         let rate = "toUInt64(greatest(SamplingRate, 1))";
         format!(
             "SELECT {bucket}(TimeReceived) AS TimeReceived, {dims}, sum(Bytes * {rate}) AS Bytes, \
@@ -355,20 +355,19 @@ impl Schema {
         )
     }
 
-    /// The view's name: `flows_1m_mv_` and 8 hex digits of the SELECT's hash.
-    pub fn view_name(&self, c: &Consolidation) -> String {
-        format!("{}_mv_{:08x}", c.table, fnv1a32(self.consolidation_select(c).as_bytes()))
+    /// The statement a shard's summed rows for `c` are inserted with.
+    pub fn consolidated_insert_sql(&self, c: &Consolidation) -> String {
+        consolidated_insert_sql(&self.database, c.table, &self.dimensions().iter().map(|d| d.name).collect::<Vec<_>>())
     }
+}
 
-    pub fn create_view(&self, c: &Consolidation) -> String {
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{view} TO {db}.{table} AS {select}",
-            db = self.database,
-            view = self.view_name(c),
-            table = c.table,
-            select = self.consolidation_select(c),
-        )
-    }
+/// `INSERT INTO db.table (TimeReceived, dims..., Bytes, Packets, Flows)
+/// FORMAT Native` for a consolidated table.
+pub fn consolidated_insert_sql(database: &str, table: &str, dims: &[&str]) -> String {
+    let mut columns = vec!["TimeReceived"];
+    columns.extend_from_slice(dims);
+    columns.extend(["Bytes", "Packets", "Flows"]);
+    format!("INSERT INTO {database}.{table} ({}) FORMAT Native", columns.join(", "))
 }
 
 /// The raw table's columns `settings` switches on, in insert order. The
@@ -382,11 +381,6 @@ pub fn stored_columns(settings: &SchemaSettings) -> Vec<Column> {
 /// batch (a spooled batch keeps the columns it was encoded with).
 pub fn insert_sql(database: &str, columns: &[&str]) -> String {
     format!("INSERT INTO {database}.{RAW_TABLE} ({}) FORMAT Native", columns.join(", "))
-}
-
-/// FNV-1a, 32 bits: a stable name suffix, not a security measure.
-pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
 /// The optional column names in `names` that the catalog does not know, with
@@ -451,13 +445,11 @@ mod tests {
     }
 
     #[test]
-    fn a_new_dimension_renames_the_view() {
-        let c = Schema::new(&test_settings(&[]), ServerVersion(26, 7));
-        let v = Schema::new(&test_settings(&["SrcVlan"]), ServerVersion(26, 7));
-        let mac = Schema::new(&test_settings(&["SrcMAC"]), ServerVersion(26, 7));
-        let one = &c.consolidations[0];
-        assert_ne!(c.view_name(one), v.view_name(one));
-        assert_eq!(c.view_name(one), mac.view_name(one), "a raw-only column leaves the views alone");
-        assert!(c.view_name(one).starts_with("flows_1m_mv_"));
+    fn consolidated_inserts_name_the_dimensions() {
+        let c = Schema::new(&test_settings(&["SrcVlan", "SrcMAC"]), ServerVersion(26, 7));
+        let sql = c.consolidated_insert_sql(&c.consolidations[0]);
+        assert!(sql.starts_with("INSERT INTO weir.flows_1m (TimeReceived, ExporterAddress, InIfIndex"), "{sql}");
+        assert!(sql.contains("SrcVlan") && !sql.contains("SrcMAC"), "only consolidated columns: {sql}");
+        assert!(sql.ends_with("Bytes, Packets, Flows) FORMAT Native"), "{sql}");
     }
 }

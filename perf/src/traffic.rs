@@ -151,9 +151,10 @@ impl FlowMix {
         f.set_bytes(packets * packet_size);
         f.set_tcp_flags(if proto == 6 { 0x1b } else { 0 });
         f.set_ip_tos([0, 0, 0, 0x28, 0xb8][r.below(5) as usize]);
-        f.set_in_if_index(1 + r.below(48) as u32);
-        f.set_out_if_index(1 + r.below(48) as u32);
-        f.set_src_as(64_512 + r.below(100) as u32);
+        // A few uplinks and peers carry most of a router's traffic.
+        f.set_in_if_index(1 + r.zipf(48) as u32);
+        f.set_out_if_index(1 + r.zipf(48) as u32);
+        f.set_src_as(64_512 + r.zipf(100) as u32);
         f.set_dst_as([15_169, 13_335, 16_509, 32_934, 8_075][r.zipf(5) as usize]);
         f.set_src_net_mask(24);
         f.set_dst_net_mask([16, 20, 24][r.below(3) as usize]);

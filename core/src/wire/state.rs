@@ -101,6 +101,14 @@ impl Hasher for KeyHasher {
 #[derive(Clone, Copy)]
 pub struct KeyHash(u64);
 
+impl KeyHash {
+    /// Hashers seeded with `seed` (the runtime's random seed, so keys an
+    /// exporter controls cannot be chosen to collide).
+    pub fn with_seed(seed: u64) -> KeyHash {
+        KeyHash(seed)
+    }
+}
+
 impl Default for KeyHash {
     fn default() -> Self {
         KeyHash(Limits::default().hash_seed)

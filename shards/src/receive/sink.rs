@@ -34,7 +34,7 @@ use crate::store::writer::{StoreSink, StoreWriter};
 pub enum Sink {
     Count { flows: u64 },
     Json(JsonSink),
-    Store(StoreSink),
+    Store(Box<StoreSink>),
 }
 
 impl Sink {
@@ -89,7 +89,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Count => Sink::Count { flows: 0 },
             SinkWriter::Json(w) => w.sink(),
-            SinkWriter::Store(w) => Sink::Store(w.sink()),
+            SinkWriter::Store(w) => Sink::Store(Box::new(w.sink())),
         }
     }
 

@@ -42,7 +42,8 @@ pub const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 pub struct StoreMetrics {
     pub batches_received: AtomicU64,
     pub rows_received: AtomicU64,
-    pub inserts: AtomicU64,
+    /// Inserts accepted, per table: raw, then `consolidate::TABLES`.
+    pub inserts: [AtomicU64; 4],
     pub rows_inserted: AtomicU64,
     pub bytes_inserted: AtomicU64,
     pub insert_micros: AtomicU64,
@@ -52,6 +53,13 @@ pub struct StoreMetrics {
     pub chunks_replayed: AtomicU64,
     pub rows_replayed: AtomicU64,
     pub dropped_rows: [AtomicU64; StoreDrop::ALL.len()],
+    /// Summed rows per consolidated table (`consolidate::TABLES` order):
+    /// inserted, and lost with their chunk (any `StoreDrop` reason).
+    pub consolidated_rows_inserted: [AtomicU64; 3],
+    pub consolidated_rows_dropped: [AtomicU64; 3],
+    /// Batches a shard handed over early because its consolidation map
+    /// was full (`store.consolidation_keys_max`).
+    pub consolidation_early_flushes: AtomicU64,
     pub memory_bytes: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub spool_chunks: AtomicU64,
@@ -97,21 +105,45 @@ impl Exported for StoreMetrics {
         let counters: [(&str, &str, &AtomicU64); 10] = [
             ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
-            ("weir_store_inserts", "Inserts the store accepted.", &self.inserts),
-            ("weir_store_rows_inserted", "Rows the store accepted.", &self.rows_inserted),
+            ("weir_store_rows_inserted", "Raw flow rows the store accepted.", &self.rows_inserted),
             ("weir_store_bytes_inserted", "Bytes of data (Native blocks) the store accepted.", &self.bytes_inserted),
             ("weir_store_insert_errors", "Inserts that failed (each is retried with backoff).", &self.insert_errors),
             ("weir_store_spooled_chunks", "Chunks written to the on-disk spool.", &self.chunks_spooled),
             ("weir_store_spooled_rows", "Rows written to the on-disk spool.", &self.rows_spooled),
             ("weir_store_replayed_chunks", "Spooled chunks inserted.", &self.chunks_replayed),
-            ("weir_store_replayed_rows", "Spooled rows inserted.", &self.rows_replayed),
+            ("weir_store_replayed_rows", "Spooled raw flow rows inserted.", &self.rows_replayed),
+            (
+                "weir_store_consolidation_early_flushes",
+                "Batches handed over before they were full: the shard's consolidation map was (store.consolidation_keys_max).",
+                &self.consolidation_early_flushes,
+            ),
         ];
         counters_of(e, &counters)?;
+        let tables = [weir_core::schema::RAW_TABLE, "flows_1m", "flows_5m", "flows_1h"];
+        let inserts: Vec<(&str, u64)> = tables.iter().zip(&self.inserts).map(|(t, n)| (*t, n.load(Relaxed))).collect();
+        counter_by(e, "weir_store_inserts", "Inserts the store accepted, per table.", "table", &inserts)?;
         let seconds = self.insert_micros.load(Relaxed) as f64 / 1e6;
         counter_f64(e, "weir_store_insert_seconds", "Time spent in accepted inserts.", seconds)?;
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.dropped_rows[r as usize].load(Relaxed)));
-        let help = "Rows that never reached the store, by reason.";
+        let help = "Raw flow rows that never reached the store, by reason.";
         counter_by(e, "weir_store_dropped_rows", help, "reason", &dropped)?;
+        let tables = |a: &[AtomicU64; 3]| {
+            let mut i = 0;
+            weir_core::consolidate::TABLES.map(|(_, table)| {
+                i += 1;
+                (table, a[i - 1].load(Relaxed))
+            })
+        };
+        let help = "Summed rows (bucket and dimensions) the store accepted, per consolidated table.";
+        counter_by(
+            e,
+            "weir_store_consolidated_rows_inserted",
+            help,
+            "table",
+            &tables(&self.consolidated_rows_inserted),
+        )?;
+        let help = "Summed rows lost with their chunk (spool full or unreadable), per consolidated table.";
+        counter_by(e, "weir_store_consolidated_rows_dropped", help, "table", &tables(&self.consolidated_rows_dropped))?;
         let gauges: [(&str, &str, &AtomicU64); 4] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),

@@ -36,6 +36,8 @@ use weir_core::schema::{Dialect, Schema, ServerVersion};
 pub struct Chunk {
     /// Length of the statement (the newline follows it).
     pub sql_len: usize,
+    /// The table it goes to: 0 the raw table, 1 + i `consolidate::TABLES[i]`.
+    pub table: usize,
     pub rows: u64,
     pub bytes: Vec<u8>,
     /// When the rows arrived: (ms since the epoch, rows), for the commit
@@ -49,7 +51,7 @@ impl Chunk {
         bytes.clear();
         bytes.extend_from_slice(insert_sql.as_bytes());
         bytes.push(b'\n');
-        Chunk { sql_len: insert_sql.len(), rows: 0, bytes, arrivals: Vec::new() }
+        Chunk { sql_len: insert_sql.len(), table: table_of(insert_sql), rows: 0, bytes, arrivals: Vec::new() }
     }
 
     pub fn sql(&self) -> &str {
@@ -59,6 +61,17 @@ impl Chunk {
     pub fn rows_bytes(&self) -> &[u8] {
         &self.bytes[self.sql_len + 1..]
     }
+}
+
+/// The table an insert statement names: 0 for the raw table (and anything
+/// else), 1 + i for `consolidate::TABLES[i]`.
+pub fn table_of(insert_sql: &str) -> usize {
+    let table = insert_sql
+        .strip_prefix("INSERT INTO ")
+        .and_then(|rest| rest.split([' ', '(']).next())
+        .and_then(|name| name.rsplit('.').next())
+        .unwrap_or("");
+    weir_core::consolidate::TABLES.iter().position(|(_, t)| *t == table).map_or(0, |i| i + 1)
 }
 
 /// One open store.

@@ -108,7 +108,10 @@ impl Spool {
                 let rows = u64::from_le_bytes(data[..8].try_into().unwrap());
                 let bytes = data[8..].to_vec();
                 match bytes.iter().position(|&b| b == b'\n') {
-                    Some(sql_len) => Ok(Chunk { sql_len, rows, bytes, arrivals: Vec::new() }),
+                    Some(sql_len) => {
+                        let table = super::table_of(&String::from_utf8_lossy(&bytes[..sql_len]));
+                        Ok(Chunk { sql_len, table, rows, bytes, arrivals: Vec::new() })
+                    }
                     None => {
                         self.pop_front();
                         Err((rows, format!("{}: no insert statement", path.display())))

@@ -21,7 +21,9 @@ use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tracing::{error, info, warn};
 use weir_core::columns::{Columns, MODERN};
 use weir_core::config::StoreConfig;
-use weir_core::schema::{insert_sql, stored_columns, Column, Dialect};
+use weir_core::consolidate::{self, Consolidator};
+use weir_core::schema::{consolidated_insert_sql, insert_sql, stored_columns, Column, Dialect};
+use weir_core::wire::state::KeyHash;
 use weir_core::FlowRecord;
 
 use super::metrics::{StoreDrop, StoreMetrics};
@@ -46,21 +48,40 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
         info!("store: migrated: {}", step.why);
     }
     info!("store: {} columns in {}.flows, {} migration steps", schema.columns.len(), schema.database, plan.steps.len());
+    if let Engine::Embedded(_) = engine {
+        // The shards' sums need no merge at insert (the writer's session).
+        engine.execute("SET optimize_on_insert = 0")?;
+    }
     Ok((engine, schema.dialect))
 }
 
-/// A shard's full batch: one Native block, sorted by the raw table's key.
+/// A batch's buffers: the raw table's Native block and one block per
+/// consolidated table (`consolidate::TABLES`). They go back to the shards
+/// on the free list, cleared.
+#[derive(Default)]
+pub struct Blocks {
+    pub raw: Vec<u8>,
+    pub consolidated: [Vec<u8>; 3],
+}
+
+/// A shard's full batch: its flows as one Native block sorted by the raw
+/// table's key, and their sums per consolidated table.
 pub struct Batch {
     pub rows: u32,
-    pub bytes: Vec<u8>,
+    pub blocks: Blocks,
+    pub consolidated_rows: [u32; 3],
+    /// Handed over before it was full: the consolidation map was.
+    pub early: bool,
     /// Rows per kernel receive millisecond, in arrival order (run-length
     /// coded: at most one entry per millisecond the batch was open).
     pub arrivals: Vec<(u64, u32)>,
 }
 
-/// One shard's column buffers (allocated at start, reused).
+/// One shard's column buffers and consolidation map (allocated at start,
+/// reused).
 pub struct StoreSink {
     columns: Columns,
+    consolidator: Consolidator,
     rows: u32,
     rows_max: u32,
     first_row_at: Instant,
@@ -68,7 +89,7 @@ pub struct StoreSink {
     flows: u64,
     arrivals: Vec<(u64, u32)>,
     full: Sender<Batch>,
-    free: Receiver<Vec<u8>>,
+    free: Receiver<Blocks>,
 }
 
 impl StoreSink {
@@ -83,9 +104,10 @@ impl StoreSink {
             _ => self.arrivals.push((ms, 1)),
         }
         self.columns.push(flow);
+        let map_full = self.consolidator.add(flow);
         self.rows += 1;
         self.flows += 1;
-        if self.rows >= self.rows_max {
+        if self.rows >= self.rows_max || map_full {
             self.hand_over();
         }
     }
@@ -106,11 +128,13 @@ impl StoreSink {
             return;
         }
         // Waits when every buffer is in flight: backpressure by design.
-        let Ok(mut bytes) = self.free.recv() else { return };
-        self.columns.write_block(&MODERN, &mut bytes);
+        let Ok(mut blocks) = self.free.recv() else { return };
+        self.columns.write_block(&MODERN, &mut blocks.raw);
         self.columns.clear();
+        let early = self.rows < self.rows_max && !self.consolidator.is_empty() && self.consolidator.at_bound();
+        let consolidated_rows = self.consolidator.write_blocks(&MODERN, &mut blocks.consolidated).map(|n| n as u32);
         let arrivals = std::mem::take(&mut self.arrivals);
-        let _ = self.full.send(Batch { rows: self.rows, bytes, arrivals });
+        let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals });
         self.rows = 0;
     }
 }
@@ -127,10 +151,13 @@ pub struct QueryRequest {
 /// The writer thread and the channels that reach it.
 pub struct StoreWriter {
     full: Sender<Batch>,
-    free: Receiver<Vec<u8>>,
+    free: Receiver<Blocks>,
     queries: Sender<QueryRequest>,
     columns: Vec<Column>,
     rows_max: u32,
+    keys_max: usize,
+    /// The consolidation maps' hasher seed (random per run).
+    seed: u64,
     flush_interval: Duration,
     thread: JoinHandle<()>,
 }
@@ -148,22 +175,25 @@ impl StoreWriter {
             info!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows());
         }
         let (full, full_rx) = bounded::<Batch>(config.batches_max);
-        let (free_tx, free) = bounded::<Vec<u8>>(config.batches_max);
+        let (free_tx, free) = bounded::<Blocks>(config.batches_max);
         // Sized for a batch of typical rows; a buffer grows once if rows are wider.
         let typical = config.batch_rows_max * 128;
         for _ in 0..config.batches_max {
-            let _ = free_tx.send(Vec::with_capacity(typical));
+            let _ = free_tx.send(Blocks { raw: Vec::with_capacity(typical), ..Blocks::default() });
         }
+        let dims: Vec<&str> = columns.iter().filter(|c| c.consolidated).map(|c| c.name).collect();
+        let mut insert_sqls = vec![insert_sql(&config.database, &names)];
+        insert_sqls.extend(consolidate::TABLES.map(|(_, t)| consolidated_insert_sql(&config.database, t, &dims)));
         let (queries, query_rx) = bounded::<QueryRequest>(16);
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
         let writer = Writer {
             engine: None,
             dialect: MODERN,
             config: config.clone(),
-            insert_sql: insert_sql(&config.database, &names),
+            insert_sqls,
             pending: VecDeque::new(),
             pending_bytes: 0,
-            spare: None,
+            spares: Vec::new(),
             spool,
             backoff: backoff_min,
             backoff_min,
@@ -187,6 +217,8 @@ impl StoreWriter {
             queries,
             columns,
             rows_max: config.batch_rows_max as u32,
+            keys_max: config.consolidation_keys_max,
+            seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64),
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             thread,
         })
@@ -196,6 +228,7 @@ impl StoreWriter {
     pub fn sink(&self) -> StoreSink {
         StoreSink {
             columns: Columns::new(&self.columns, self.rows_max as usize),
+            consolidator: Consolidator::new(&self.columns, self.keys_max, KeyHash::with_seed(self.seed)),
             rows: 0,
             rows_max: self.rows_max,
             first_row_at: Instant::now(),
@@ -227,12 +260,14 @@ struct Writer {
     /// The connected server's type names (Native block headers).
     dialect: Dialect,
     config: StoreConfig,
-    insert_sql: String,
-    /// Chunks waiting in memory, oldest first; the last one takes new batches.
+    /// The insert statement per table: raw, then `consolidate::TABLES`.
+    insert_sqls: Vec<String>,
+    /// Chunks waiting in memory, oldest first; each table's newest takes
+    /// that table's new blocks.
     pending: VecDeque<Chunk>,
     pending_bytes: u64,
-    /// An inserted chunk's buffer, reused for the next one.
-    spare: Option<Vec<u8>>,
+    /// Inserted chunks' buffers, reused for the next ones.
+    spares: Vec<Vec<u8>>,
     spool: Spool,
     backoff: Duration,
     backoff_min: Duration,
@@ -250,7 +285,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, batches: Receiver<Batch>, free: Sender<Vec<u8>>, queries: Receiver<QueryRequest>) {
+    fn run(mut self, batches: Receiver<Batch>, free: Sender<Blocks>, queries: Receiver<QueryRequest>) {
         let mut queries = Some(queries);
         // Migrate at start, not at the first insert; a failure is retried.
         if let Err(e) = self.connected() {
@@ -281,7 +316,14 @@ impl Writer {
                 self.take(batch, &free);
             }
             if Instant::now() >= self.due() {
-                self.attempt();
+                // One round: every chunk waiting now (the tables' chunks go
+                // together), or one spooled chunk at a time.
+                let round = if self.spool.is_empty() { self.pending.len().max(1) } else { 1 };
+                for _ in 0..round {
+                    if !self.attempt() {
+                        break;
+                    }
+                }
             }
             self.bound_memory();
             self.publish();
@@ -292,7 +334,11 @@ impl Writer {
     /// there is a backlog (a spool, or more than one chunk), not before the
     /// insert interval has passed, so that batches gather into one insert.
     fn due(&self) -> Instant {
-        let backlog = self.pending.len() > 1 || !self.spool.is_empty();
+        let mut per_table = [0usize; 1 + consolidate::TABLES.len()];
+        for c in &self.pending {
+            per_table[c.table.min(per_table.len() - 1)] += 1;
+        }
+        let backlog = per_table.iter().any(|&n| n > 1) || !self.spool.is_empty();
         if backlog {
             self.next_attempt
         } else {
@@ -300,31 +346,56 @@ impl Writer {
         }
     }
 
-    /// Appends a shard's batch to the newest chunk and gives the buffer back.
-    fn take(&mut self, mut batch: Batch, free: &Sender<Vec<u8>>) {
-        self.metrics.batches_received.fetch_add(1, Relaxed);
-        self.metrics.rows_received.fetch_add(batch.rows as u64, Relaxed);
-        let fits = self.pending.back().is_some_and(|c| c.bytes.len() + batch.bytes.len() <= CHUNK_BYTES_MAX);
-        if !fits {
-            let chunk = Chunk::new(&self.insert_sql, self.spare.take().unwrap_or_default());
-            self.pending.push_back(chunk);
+    /// Appends a shard's blocks to their tables' newest chunks and gives
+    /// the buffers back.
+    fn take(&mut self, mut batch: Batch, free: &Sender<Blocks>) {
+        let m = &self.metrics;
+        m.batches_received.fetch_add(1, Relaxed);
+        m.rows_received.fetch_add(batch.rows as u64, Relaxed);
+        if batch.early {
+            m.consolidation_early_flushes.fetch_add(1, Relaxed);
         }
-        let chunk = self.pending.back_mut().expect("pushed above");
-        chunk.bytes.extend_from_slice(&batch.bytes);
-        chunk.rows += batch.rows as u64;
-        chunk.arrivals.extend_from_slice(&batch.arrivals);
-        self.pending_bytes += batch.bytes.len() as u64;
-        batch.bytes.clear();
-        let _ = free.send(batch.bytes);
+        let arrivals = std::mem::take(&mut batch.arrivals);
+        self.append(0, &batch.blocks.raw, batch.rows, arrivals);
+        for (i, block) in batch.blocks.consolidated.iter().enumerate() {
+            if batch.consolidated_rows[i] > 0 {
+                self.append(1 + i, block, batch.consolidated_rows[i], Vec::new());
+            }
+        }
+        batch.blocks.raw.clear();
+        batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
+        let _ = free.send(batch.blocks);
+    }
+
+    fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: Vec<(u64, u32)>) {
+        if block.is_empty() {
+            return;
+        }
+        let newest = self.pending.iter().rposition(|c| c.table == table);
+        let at = match newest {
+            Some(i) if self.pending[i].bytes.len() + block.len() <= CHUNK_BYTES_MAX => i,
+            _ => {
+                let chunk = Chunk::new(&self.insert_sqls[table], self.spares.pop().unwrap_or_default());
+                self.pending.push_back(chunk);
+                self.pending.len() - 1
+            }
+        };
+        let chunk = &mut self.pending[at];
+        chunk.bytes.extend_from_slice(block);
+        chunk.rows += rows as u64;
+        chunk.arrivals.extend_from_slice(&arrivals);
+        self.pending_bytes += block.len() as u64;
     }
 
     /// Inserts the oldest chunk: from the spool if it has any, else memory.
-    fn attempt(&mut self) {
+    /// Whether one was inserted.
+    fn attempt(&mut self) -> bool {
         if self.pending.is_empty() && self.spool.is_empty() {
-            return;
+            return false;
         }
         if let Err(e) = self.connected() {
-            return self.failed(&e);
+            self.failed(&e);
+            return false;
         }
         let from_spool = !self.spool.is_empty();
         let chunk = if from_spool {
@@ -333,34 +404,41 @@ impl Writer {
                 Some(Err((rows, why))) => {
                     warn!("store: spooled chunk dropped: {why}");
                     self.metrics.dropped_rows[StoreDrop::UnreadableChunk as usize].fetch_add(rows, Relaxed);
-                    return;
+                    return true;
                 }
-                None => return,
+                None => return false,
             }
         } else {
             match self.pending.pop_front() {
                 Some(chunk) => chunk,
-                None => return,
+                None => return false,
             }
         };
         let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
         self.next_insert = started + self.insert_interval;
         match engine.insert(&chunk, &self.dialect) {
-            Ok(()) => self.inserted(chunk, from_spool, started.elapsed()),
+            Ok(()) => {
+                self.inserted(chunk, from_spool, started.elapsed());
+                true
+            }
             Err(e) => {
                 if !from_spool {
                     self.pending.push_front(chunk);
                 }
                 self.failed(&e);
+                false
             }
         }
     }
 
     fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
         let m = &self.metrics;
-        m.inserts.fetch_add(1, Relaxed);
-        m.rows_inserted.fetch_add(chunk.rows, Relaxed);
+        m.inserts[chunk.table.min(3)].fetch_add(1, Relaxed);
+        match chunk.table.checked_sub(1) {
+            None => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
+            Some(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
+        };
         m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -369,11 +447,15 @@ impl Writer {
         }
         if from_spool {
             m.chunks_replayed.fetch_add(1, Relaxed);
-            m.rows_replayed.fetch_add(chunk.rows, Relaxed);
+            if chunk.table == 0 {
+                m.rows_replayed.fetch_add(chunk.rows, Relaxed);
+            }
             self.spool.pop_front();
         } else {
             self.pending_bytes -= chunk.rows_bytes().len() as u64;
-            self.spare = Some(chunk.bytes);
+            if self.spares.len() < 8 {
+                self.spares.push(chunk.bytes);
+            }
         }
         if !self.up {
             info!("store: inserts work again ({} failures not logged)", self.failure_logs.take_held_back());
@@ -409,16 +491,33 @@ impl Writer {
         match self.spool.push(&chunk) {
             Ok(()) => {
                 self.metrics.chunks_spooled.fetch_add(1, Relaxed);
-                self.metrics.rows_spooled.fetch_add(chunk.rows, Relaxed);
+                if chunk.table == 0 {
+                    self.metrics.rows_spooled.fetch_add(chunk.rows, Relaxed);
+                }
             }
             Err(refusal) => {
                 let (reason, why) = match refusal {
                     SpoolRefusal::Full => (StoreDrop::FullSpool, "the spool is full".to_string()),
                     SpoolRefusal::Disk(e) => (StoreDrop::SpoolWriteFailed, e),
                 };
-                self.metrics.dropped_rows[reason as usize].fetch_add(chunk.rows, Relaxed);
-                error!("store: {} rows dropped: {why}", chunk.rows);
+                self.dropped(chunk.table, chunk.rows, reason);
+                error!("store: {} rows of {} dropped: {why}", chunk.rows, self.table_name(chunk.table));
             }
+        }
+    }
+
+    /// Counts `rows` of `table` lost.
+    fn dropped(&self, table: usize, rows: u64, reason: StoreDrop) {
+        match table.checked_sub(1) {
+            None => self.metrics.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
+            Some(t) => self.metrics.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
+        };
+    }
+
+    fn table_name(&self, table: usize) -> &'static str {
+        match table.checked_sub(1) {
+            None => weir_core::schema::RAW_TABLE,
+            Some(t) => consolidate::TABLES[t.min(2)].1,
         }
     }
 
