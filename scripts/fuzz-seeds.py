@@ -138,6 +138,20 @@ def main(out):
     for i, line in enumerate(lines):
         open(os.path.join(out, "access_log", "line%d" % i), "wb").write(line)
 
+    # Native blocks as the shards write them (and the spool keeps them).
+    os.makedirs(os.path.join(out, "native_blocks"), exist_ok=True)
+
+    def column(name, kind, data):
+        return bytes([len(name)]) + name + bytes([len(kind)]) + kind + data
+
+    rows = 2
+    block = bytes([4, rows])
+    block += column(b"TimeReceived", b"DateTime", struct.pack("<II", 1795258800, 1795258801))
+    block += column(b"ExporterAddress", b"IPv6", (b"\0" * 10 + b"\xff\xff\xc0\x00\x02\x01") * rows)
+    block += column(b"FlowStart", b"DateTime64(3)", struct.pack("<qq", 1795258800000, 1795258800500))
+    block += column(b"MPLSLabels", b"Array(UInt32)", struct.pack("<QQ", 1, 3) + struct.pack("<III", 16, 17, 18))
+    open(os.path.join(out, "native_blocks", "two_blocks"), "wb").write(block + block)
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

@@ -349,17 +349,19 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
         for _ in 0..ncols {
             let name = read_string(&mut s)?;
             let kind = read_string(&mut s)?;
+            let fixed = |width: usize| rows.checked_mul(width).ok_or_else(|| format!("column {name}: too many rows"));
             let len = match kind {
                 "UInt8" => rows,
-                "UInt16" => rows * 2,
-                "UInt32" | "DateTime" => rows * 4,
-                "UInt64" | "DateTime64(3)" => rows * 8,
-                "IPv6" | "FixedString(16)" => rows * 16,
+                "UInt16" => fixed(2)?,
+                "UInt32" | "DateTime" => fixed(4)?,
+                "UInt64" | "DateTime64(3)" => fixed(8)?,
+                "IPv6" | "FixedString(16)" => fixed(16)?,
                 "Array(UInt32)" => {
-                    let ends = s.get(rows.saturating_sub(1) * 8..rows * 8).ok_or("Array offsets cut short")?;
-                    let items = if rows == 0 { 0 } else { u64::from_le_bytes(ends.try_into().unwrap_or_default()) };
-                    let items = usize::try_from(items).map_err(|_| "Array too long")?;
-                    rows * 8 + items.checked_mul(4).ok_or("Array too long")?
+                    let offsets = fixed(8)?;
+                    let last = s.get(offsets.saturating_sub(8)..offsets).ok_or("Array offsets cut short")?;
+                    let items = if rows == 0 { 0 } else { u64::from_le_bytes(last.try_into().unwrap_or_default()) };
+                    let items = usize::try_from(items).ok().and_then(|n| n.checked_mul(4)).ok_or("Array too long")?;
+                    offsets.checked_add(items).ok_or("Array too long")?
                 }
                 other => return Err(format!("column {name}: type {other} is not one Weir writes")),
             };

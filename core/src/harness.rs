@@ -223,3 +223,21 @@ pub fn access_log(data: &[u8]) {
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
     }
 }
+
+/// A Native stream as a spool file or a chunk holds it: read back, and
+/// retyped for an old server, with an error or the same blocks, never a
+/// panic or an allocation the input sizes.
+pub fn native_blocks(data: &[u8]) {
+    use crate::columns::{read_blocks, retype};
+    use crate::schema::{Dialect, ServerVersion};
+    let read = read_blocks(data);
+    let old = retype(data, &Dialect::for_version(ServerVersion(18, 16)));
+    assert_eq!(read.is_ok(), old.is_ok());
+    if let (Ok(blocks), Ok(old)) = (read, old) {
+        let again = read_blocks(&old).expect("a retyped stream reads back");
+        assert_eq!(blocks.len(), again.len());
+        for (a, b) in blocks.iter().zip(&again) {
+            assert_eq!((a.rows, a.columns.len()), (b.rows, b.columns.len()));
+        }
+    }
+}

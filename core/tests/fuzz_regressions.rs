@@ -24,6 +24,7 @@ fn replay(target: &str) -> usize {
             "config" => harness::parse_config(&data),
             "live_schema" => harness::live_schema(&data),
             "access_log" => harness::access_log(&data),
+            "native_blocks" => harness::native_blocks(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -44,6 +45,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "config",
         "live_schema",
         "access_log",
+        "native_blocks",
     ] {
         replay(target);
     }

@@ -197,16 +197,12 @@ impl RequestCounters {
             self.unnumbered(host, procid, now);
             return Tally::default();
         }
-        let (p, mut tally) = self.process(host, procid, n, now);
-        if let Some(p) = p {
+        let (p, new, mut tally) = self.process(host, procid, n, now);
+        if !new {
             tally.add(p.numbered(n, now));
-            if explains_one {
-                p.explain(n);
-            }
-        } else if explains_one {
-            if let Some(p) = self.processes.get_mut(&self.keys.hash_one((host, procid))) {
-                p.explain(n);
-            }
+        }
+        if explains_one {
+            p.explain(n);
         }
         tally
     }
@@ -240,28 +236,22 @@ impl RequestCounters {
         self.processes.values().map(|p| p.missing).sum()
     }
 
-    /// The process's entry, `None` when this line starts it (a new
+    /// The process's entry, and whether this line starts it (a new
     /// process's first number sets its base). Forgetting the least
     /// recently heard process to make room settles its holes.
-    fn process(&mut self, host: &str, procid: &str, n: i64, now: Instant) -> (Option<&mut Process>, Tally) {
+    fn process(&mut self, host: &str, procid: &str, n: i64, now: Instant) -> (&mut Process, bool, Tally) {
         let key = self.keys.hash_one((host, procid));
         let mut tally = Tally::default();
-        if !self.processes.contains_key(&key) {
-            if self.processes.len() >= MAX_PROCESSES {
-                let oldest = self.processes.iter().min_by_key(|(_, p)| p.heard).map(|(&k, _)| k);
-                if let Some(mut p) = oldest.and_then(|k| self.processes.remove(&k)) {
-                    tally.add(p.settle_all());
-                }
+        let new = !self.processes.contains_key(&key);
+        if new && self.processes.len() >= MAX_PROCESSES {
+            let oldest = self.processes.iter().min_by_key(|(_, p)| p.heard).map(|(&k, _)| k);
+            if let Some(mut p) = oldest.and_then(|k| self.processes.remove(&k)) {
+                tally.add(p.settle_all());
             }
-            self.processes.insert(key, Process::new(n, now));
-            return (None, tally);
         }
-        let p = self.processes.get_mut(&key);
-        if let Some(p) = p {
-            p.heard = now;
-            return (Some(p), tally);
-        }
-        (None, tally)
+        let p = self.processes.entry(key).or_insert_with(|| Process::new(n, now));
+        p.heard = now;
+        (p, new, tally)
     }
 }
 

@@ -119,31 +119,32 @@ impl Exported for StoreMetrics {
             ),
         ];
         counters_of(e, &counters)?;
-        let tables = [weir_core::schema::RAW_TABLE, "flows_1m", "flows_5m", "flows_1h"];
-        let inserts: Vec<(&str, u64)> = tables.iter().zip(&self.inserts).map(|(t, n)| (*t, n.load(Relaxed))).collect();
+        let per_table = |first: usize, a: &[AtomicU64]| -> Vec<(&str, u64)> {
+            a.iter().enumerate().map(|(i, n)| (super::table_name(first + i), n.load(Relaxed))).collect()
+        };
+        let inserts = per_table(0, &self.inserts);
         counter_by(e, "weir_store_inserts", "Inserts the store accepted, per table.", "table", &inserts)?;
         let seconds = self.insert_micros.load(Relaxed) as f64 / 1e6;
         counter_f64(e, "weir_store_insert_seconds", "Time spent in accepted inserts.", seconds)?;
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.dropped_rows[r as usize].load(Relaxed)));
         let help = "Raw flow rows that never reached the store, by reason.";
         counter_by(e, "weir_store_dropped_rows", help, "reason", &dropped)?;
-        let tables = |a: &[AtomicU64; 3]| {
-            let mut i = 0;
-            weir_core::consolidate::TABLES.map(|(_, table)| {
-                i += 1;
-                (table, a[i - 1].load(Relaxed))
-            })
-        };
         let help = "Summed rows (bucket and dimensions) the store accepted, per consolidated table.";
         counter_by(
             e,
             "weir_store_consolidated_rows_inserted",
             help,
             "table",
-            &tables(&self.consolidated_rows_inserted),
+            &per_table(1, &self.consolidated_rows_inserted),
         )?;
         let help = "Summed rows lost with their chunk (spool full or unreadable), per consolidated table.";
-        counter_by(e, "weir_store_consolidated_rows_dropped", help, "table", &tables(&self.consolidated_rows_dropped))?;
+        counter_by(
+            e,
+            "weir_store_consolidated_rows_dropped",
+            help,
+            "table",
+            &per_table(1, &self.consolidated_rows_dropped),
+        )?;
         let gauges: [(&str, &str, &AtomicU64); 4] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),

@@ -74,6 +74,14 @@ pub fn table_of(insert_sql: &str) -> usize {
     weir_core::consolidate::TABLES.iter().position(|(_, t)| *t == table).map_or(0, |i| i + 1)
 }
 
+/// The name of table `table` (as `table_of` numbers them).
+pub fn table_name(table: usize) -> &'static str {
+    match table.checked_sub(1) {
+        None => weir_core::schema::RAW_TABLE,
+        Some(t) => weir_core::consolidate::TABLES[t.min(2)].1,
+    }
+}
+
 /// One open store.
 pub enum Engine {
     Embedded(chdb::Chdb),

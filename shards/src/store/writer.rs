@@ -501,7 +501,7 @@ impl Writer {
                     SpoolRefusal::Disk(e) => (StoreDrop::SpoolWriteFailed, e),
                 };
                 self.dropped(chunk.table, chunk.rows, reason);
-                error!("store: {} rows of {} dropped: {why}", chunk.rows, self.table_name(chunk.table));
+                error!("store: {} rows of {} dropped: {why}", chunk.rows, super::table_name(chunk.table));
             }
         }
     }
@@ -512,13 +512,6 @@ impl Writer {
             None => self.metrics.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
             Some(t) => self.metrics.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
         };
-    }
-
-    fn table_name(&self, table: usize) -> &'static str {
-        match table.checked_sub(1) {
-            None => weir_core::schema::RAW_TABLE,
-            Some(t) => consolidate::TABLES[t.min(2)].1,
-        }
     }
 
     /// SIGTERM: the shards have handed everything over. Insert what is in
