@@ -124,9 +124,17 @@ impl Consolidator {
     /// `dialect`'s type names), returns each block's rows, and clears.
     pub fn write_blocks(&mut self, dialect: &Dialect, out: &mut [Vec<u8>; 3]) -> [usize; 3] {
         let mut rows = [0; 3];
-        for (i, &(seconds, _)) in TABLES.iter().enumerate() {
-            if seconds == 60 {
-                rows[i] = write_block(&self.dims, &self.minutes, dialect, &mut self.sort, &mut out[i]);
+        sort(&self.dims, &self.minutes, &mut self.sort);
+        rows[0] = write_block(&self.dims, &self.sort, None, dialect, &mut out[0]);
+        // One minute (a batch usually spans milliseconds): the coarser
+        // tables have the same rows in the same order, only the bucket
+        // differs; otherwise the minutes are folded and sorted again.
+        let mut buckets = self.minutes.keys().map(|k| k.bucket);
+        let first = buckets.next().unwrap_or(0);
+        let one_minute = buckets.all(|b| b == first);
+        for (i, &(seconds, _)) in TABLES.iter().enumerate().skip(1) {
+            if one_minute {
+                rows[i] = write_block(&self.dims, &self.sort, Some(first - first % seconds), dialect, &mut out[i]);
                 continue;
             }
             self.coarse.clear();
@@ -134,7 +142,8 @@ impl Consolidator {
                 let coarse = Key { bucket: key.bucket - key.bucket % seconds, dims: key.dims };
                 self.coarse.entry(coarse).or_default().add(*sums);
             }
-            rows[i] = write_block(&self.dims, &self.coarse, dialect, &mut self.sort, &mut out[i]);
+            sort(&self.dims, &self.coarse, &mut self.sort);
+            rows[i] = write_block(&self.dims, &self.sort, None, dialect, &mut out[i]);
         }
         self.minutes.clear();
         self.coarse.clear();
@@ -163,19 +172,9 @@ struct SortScratch {
     order: Vec<(u128, u128, u32)>,
 }
 
-/// One Native block of `sums`: TimeReceived, the dimensions, the sums,
-/// sorted by the table's key (TimeReceived, then the dimensions as
-/// numbers), so the engine finds it sorted.
-fn write_block(
-    dims: &[Column],
-    sums: &HashMap<Key, Sums, KeyHash>,
-    dialect: &Dialect,
-    scratch: &mut SortScratch,
-    out: &mut Vec<u8>,
-) -> usize {
-    if sums.is_empty() {
-        return 0;
-    }
+/// Sorts `sums` into `scratch` by the table's key (TimeReceived, then the
+/// dimensions as numbers), so the engine finds the block sorted.
+fn sort(dims: &[Column], sums: &HashMap<Key, Sums, KeyHash>, scratch: &mut SortScratch) {
     let SortScratch { entries, order } = scratch;
     entries.clear();
     order.clear();
@@ -202,13 +201,28 @@ fn write_block(
     order.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| entries[a.2 as usize].0[32..].cmp(&entries[b.2 as usize].0[32..]))
     });
+}
+
+/// One Native block of the rows `scratch` holds, in its order:
+/// TimeReceived (`bucket` for every row when given), the dimensions, the sums.
+fn write_block(
+    dims: &[Column],
+    scratch: &SortScratch,
+    bucket: Option<u32>,
+    dialect: &Dialect,
+    out: &mut Vec<u8>,
+) -> usize {
+    let SortScratch { entries, order } = scratch;
+    if order.is_empty() {
+        return 0;
+    }
     let rows = || order.iter().map(|o| &entries[o.2 as usize]);
     write_varuint(dims.len() as u64 + 4, out);
     write_varuint(order.len() as u64, out);
     write_string(b"TimeReceived", out);
     write_string(b"DateTime", out);
     for (_, key, _) in rows() {
-        out.extend_from_slice(&key.bucket.to_le_bytes());
+        out.extend_from_slice(&bucket.unwrap_or(key.bucket).to_le_bytes());
     }
     let mut at = 0;
     for d in dims {
@@ -304,6 +318,28 @@ mod tests {
             (vec![&3600u32.to_le_bytes()[..], &3600u32.to_le_bytes()[..], &7200u32.to_le_bytes()[..]], vec![1, 2, 1]),
             "sorted by the table's key"
         );
+    }
+
+    #[test]
+    fn within_one_minute_the_coarser_tables_take_the_same_rows() {
+        let layout = stored_columns(&test_settings(&[]));
+        let mut c = Consolidator::new(&layout, 1000, KeyHash::with_seed(7));
+        let mut big_interface = flow(7230, 1, 5, 1);
+        big_interface.set_in_if_index(256);
+        for f in [flow(7230, 2, 1, 1), big_interface, flow(7231, 1, 10, 3), flow(7259, 2, 1, 1)] {
+            c.add(&f);
+        }
+        let mut out = [Vec::new(), Vec::new(), Vec::new()];
+        assert_eq!(c.write_blocks(&MODERN, &mut out), [3, 3, 3]);
+        assert_eq!(sums_of(&out[0])[&(7200, 2)], (2, 2, 2));
+        assert_eq!(sums_of(&out[1])[&(7200, 2)], (2, 2, 2), "7200 starts a 5-minute bucket");
+        let hours = read_blocks(&out[2]).unwrap();
+        let col = |name: &str| hours[0].columns.iter().find(|c| c.0 == name).unwrap().2;
+        let in_if: Vec<u32> = col("InIfIndex").chunks(4).map(|v| u32::from_le_bytes(v.try_into().unwrap())).collect();
+        let exporters: Vec<u8> = col("ExporterAddress").chunks(16).map(|a| a[15]).collect();
+        assert_eq!((exporters, in_if), (vec![1, 1, 2], vec![0, 256, 0]), "sorted as numbers");
+        let flows: Vec<u64> = col("Flows").chunks(8).map(|v| u64::from_le_bytes(v.try_into().unwrap())).collect();
+        assert_eq!(flows, [1, 1, 2], "exporter 2's two flows (7230 and 7259) summed");
     }
 
     #[test]
