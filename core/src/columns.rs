@@ -115,6 +115,16 @@ impl Columns {
             .sum()
     }
 
+    /// The last row's bytes in fixed-width column `column` (layout order);
+    /// empty for an array column, an unknown index or no rows.
+    #[inline]
+    pub fn last(&self, column: usize) -> &[u8] {
+        match (self.data.get(column), self.layout.get(column)) {
+            (Some(Data::Fixed(b)), Some(c)) => b.get(b.len().saturating_sub(width(c.kind))..).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
     /// Forgets the rows, keeping the buffers.
     pub fn clear(&mut self) {
         for d in &mut self.data {
@@ -268,20 +278,6 @@ pub(crate) fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
         4 => out.extend_from_slice(&bytes[..4]),
         8 => out.extend_from_slice(&bytes[..8]),
         16 => out.extend_from_slice(bytes),
-        _ => {}
-    }
-}
-
-/// `to` (at least `width` long) set to the first `width` of `bytes`, by
-/// constant-size copies.
-#[inline(always)]
-pub(crate) fn copy_fixed(to: &mut [u8], bytes: &[u8; 16], width: usize) {
-    match width {
-        1 => to[0] = bytes[0],
-        2 => to[..2].copy_from_slice(&bytes[..2]),
-        4 => to[..4].copy_from_slice(&bytes[..4]),
-        8 => to[..8].copy_from_slice(&bytes[..8]),
-        16 => to[..16].copy_from_slice(bytes),
         _ => {}
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Per flow, one upsert into a hash map keyed by (minute, the consolidated
 //! dimensions) of (Bytes × rate, Packets × rate, Flows), the rate being
-//! `max(SamplingRate, 1)`; the map uses the decoder's seeded hasher and is
+//! `max(SamplingRate, 1)`, all read from the row the shard just appended
+//! to its column buffers (the stored values, as the views read them); the map uses the decoder's seeded hasher and is
 //! bounded (`keys_max`: a full map asks to be flushed early). When the
 //! shard hands its batch over, `write_blocks` folds the minutes into 5-minute
 //! and hour buckets and writes one Native block per table, whose rows go
@@ -17,8 +18,8 @@
 
 use std::collections::HashMap;
 
-use crate::columns::{copy_fixed, uint, value_bytes, width, write_string, write_varuint};
-use crate::flow::{Field, FlowRecord};
+use crate::columns::{width, write_string, write_varuint, Columns};
+use crate::flow::Field;
 use crate::schema::{Column, ColumnType, Dialect};
 use crate::wire::state::KeyHash;
 
@@ -56,6 +57,13 @@ impl Sums {
 /// A shard's sums for the three tables, between two hand-overs.
 pub struct Consolidator {
     dims: Vec<Column>,
+    /// Where each dimension is in the layout, and its width.
+    dim_at: Vec<(usize, usize)>,
+    /// Where TimeReceived, SamplingRate, Bytes and Packets are in the layout.
+    time_at: usize,
+    rate_at: usize,
+    bytes_at: usize,
+    packets_at: usize,
     minutes: HashMap<Key, Sums, KeyHash>,
     /// Scratch for the 5-minute and hour folds, reused.
     coarse: HashMap<Key, Sums, KeyHash>,
@@ -70,9 +78,17 @@ impl Consolidator {
     pub fn new(layout: &[Column], keys_max: usize, hash: KeyHash) -> Consolidator {
         let dims: Vec<Column> = layout.iter().filter(|c| c.consolidated).copied().collect();
         debug_assert!(dims.iter().map(|d| width(d.kind)).sum::<usize>() <= KEY_BYTES);
+        let dim_at =
+            layout.iter().enumerate().filter(|(_, c)| c.consolidated).map(|(i, c)| (i, width(c.kind))).collect();
+        let at = |field: Field| layout.iter().position(|c| c.field == field).unwrap_or(usize::MAX);
         let capacity = keys_max.min(1 << 16);
         Consolidator {
             dims,
+            dim_at,
+            time_at: at(Field::TimeReceived),
+            rate_at: at(Field::SamplingRate),
+            bytes_at: at(Field::Bytes),
+            packets_at: at(Field::Packets),
             minutes: HashMap::with_capacity_and_hasher(capacity, hash),
             coarse: HashMap::with_capacity_and_hasher(capacity / 4, hash),
             sort: SortScratch::default(),
@@ -99,21 +115,27 @@ impl Consolidator {
         self.minutes.len() >= self.keys_max
     }
 
-    /// Adds `flow`; true when the map is full and must be flushed now.
+    /// Adds the row `columns` got last (a flow just pushed); true when the
+    /// map is full and must be flushed now.
     #[inline]
-    pub fn add(&mut self, flow: &FlowRecord) -> bool {
-        let seconds = (flow.time_received_ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32;
+    pub fn add_last_row(&mut self, columns: &Columns) -> bool {
+        let number = |at: usize| {
+            let b = columns.last(at);
+            let mut word = [0u8; 8];
+            word[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+            u64::from_le_bytes(word)
+        };
+        let seconds = number(self.time_at) as u32;
         let mut key = Key { bucket: seconds - seconds % 60, dims: [0; KEY_BYTES] };
         let mut at = 0;
-        for d in &self.dims {
-            let (bytes, width) = value_bytes(d.kind, flow.value(d.field));
-            copy_fixed(&mut key.dims[at..], &bytes, width);
+        for &(column, width) in &self.dim_at {
+            copy_width(&mut key.dims[at..], columns.last(column), width);
             at += width;
         }
-        let rate = uint(flow.value(Field::SamplingRate)).max(1);
+        let rate = number(self.rate_at).max(1);
         let sums = Sums {
-            bytes: uint(flow.value(Field::Bytes)).wrapping_mul(rate),
-            packets: uint(flow.value(Field::Packets)).wrapping_mul(rate),
+            bytes: number(self.bytes_at).wrapping_mul(rate),
+            packets: number(self.packets_at).wrapping_mul(rate),
             flows: 1,
         };
         self.minutes.entry(key).or_default().add(sums);
@@ -148,6 +170,20 @@ impl Consolidator {
         self.minutes.clear();
         self.coarse.clear();
         rows
+    }
+}
+
+/// `to` set to the first `width` bytes of `from` (when it has them), by
+/// constant-size copies (a variable-length copy is a memmove call).
+#[inline(always)]
+fn copy_width(to: &mut [u8], from: &[u8], width: usize) {
+    match (width, from.len() >= width && to.len() >= width) {
+        (1, true) => to[0] = from[0],
+        (2, true) => to[..2].copy_from_slice(&from[..2]),
+        (4, true) => to[..4].copy_from_slice(&from[..4]),
+        (8, true) => to[..8].copy_from_slice(&from[..8]),
+        (16, true) => to[..16].copy_from_slice(&from[..16]),
+        _ => {}
     }
 }
 
@@ -253,8 +289,26 @@ fn write_block(
 mod tests {
     use super::*;
     use crate::columns::{read_blocks, MODERN};
-    use crate::flow::addr_from_v4;
+    use crate::flow::{addr_from_v4, FlowRecord};
     use crate::schema::{catalog, stored_columns, test_settings};
+
+    /// A consolidator over `layout` and the column buffers it reads.
+    struct Shard {
+        columns: Columns,
+        c: Consolidator,
+    }
+
+    impl Shard {
+        fn new(keys_max: usize) -> Shard {
+            let layout = stored_columns(&test_settings(&[]));
+            Shard { columns: Columns::new(&layout, 16), c: Consolidator::new(&layout, keys_max, KeyHash::with_seed(7)) }
+        }
+
+        fn add(&mut self, f: &FlowRecord) -> bool {
+            self.columns.push(f);
+            self.c.add_last_row(&self.columns)
+        }
+    }
 
     fn flow(seconds: u64, exporter: u8, bytes: u64, rate: u64) -> FlowRecord {
         let mut f = FlowRecord::default();
@@ -285,13 +339,13 @@ mod tests {
 
     #[test]
     fn sums_per_bucket_and_dimensions_scaled_by_the_sampling_rate() {
-        let layout = stored_columns(&test_settings(&[]));
-        let mut c = Consolidator::new(&layout, 1000, KeyHash::with_seed(7));
+        let mut shard = Shard::new(1000);
         for f in [flow(3600, 1, 100, 10), flow(3659, 1, 50, 0), flow(3660, 1, 7, 1), flow(3600, 2, 1, 1)] {
-            assert!(!c.add(&f));
+            assert!(!shard.add(&f));
         }
         // A minute and an hour later.
-        c.add(&flow(7200 + 301, 1, 5, 2));
+        shard.add(&flow(7200 + 301, 1, 5, 2));
+        let c = &mut shard.c;
         assert_eq!(c.len(), 4, "(3600, 1), (3660, 1), (3600, 2), (7500, 1)");
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
         assert_eq!(c.write_blocks(&MODERN, &mut out), [4, 3, 3]);
@@ -322,15 +376,14 @@ mod tests {
 
     #[test]
     fn within_one_minute_the_coarser_tables_take_the_same_rows() {
-        let layout = stored_columns(&test_settings(&[]));
-        let mut c = Consolidator::new(&layout, 1000, KeyHash::with_seed(7));
+        let mut shard = Shard::new(1000);
         let mut big_interface = flow(7230, 1, 5, 1);
         big_interface.set_in_if_index(256);
         for f in [flow(7230, 2, 1, 1), big_interface, flow(7231, 1, 10, 3), flow(7259, 2, 1, 1)] {
-            c.add(&f);
+            shard.add(&f);
         }
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
-        assert_eq!(c.write_blocks(&MODERN, &mut out), [3, 3, 3]);
+        assert_eq!(shard.c.write_blocks(&MODERN, &mut out), [3, 3, 3]);
         assert_eq!(sums_of(&out[0])[&(7200, 2)], (2, 2, 2));
         assert_eq!(sums_of(&out[1])[&(7200, 2)], (2, 2, 2), "7200 starts a 5-minute bucket");
         let hours = read_blocks(&out[2]).unwrap();
@@ -344,15 +397,14 @@ mod tests {
 
     #[test]
     fn a_full_map_asks_to_be_flushed_and_every_dimension_fits_the_key() {
-        let layout = stored_columns(&test_settings(&[]));
-        let mut c = Consolidator::new(&layout, 2, KeyHash::with_seed(7));
-        assert!(!c.add(&flow(60, 1, 1, 1)));
-        assert!(!c.add(&flow(60, 1, 1, 1)), "the same key");
-        assert!(c.add(&flow(60, 2, 1, 1)), "two keys: full");
+        let mut shard = Shard::new(2);
+        assert!(!shard.add(&flow(60, 1, 1, 1)));
+        assert!(!shard.add(&flow(60, 1, 1, 1)), "the same key");
+        assert!(shard.add(&flow(60, 2, 1, 1)), "two keys: full");
         let every: usize = catalog().iter().filter(|c| c.consolidated).map(|c| width(c.kind)).sum();
         assert!(every <= KEY_BYTES, "{every}");
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
-        let mut empty = Consolidator::new(&layout, 2, KeyHash::with_seed(7));
+        let mut empty = Shard::new(2).c;
         assert_eq!(empty.write_blocks(&MODERN, &mut out), [0, 0, 0]);
         assert!(out.iter().all(Vec::is_empty));
     }

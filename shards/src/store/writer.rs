@@ -104,7 +104,7 @@ impl StoreSink {
             _ => self.arrivals.push((ms, 1)),
         }
         self.columns.push(flow);
-        let map_full = self.consolidator.add(flow);
+        let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
         if self.rows >= self.rows_max || map_full {
