@@ -238,7 +238,7 @@ impl Columns {
 /// A fixed-width column value as Native lays it out: the bytes (the first
 /// `width`) and the width. Arrays have no fixed width (0).
 #[inline(always)]
-pub(crate) fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
+fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
     let mut b = [0u8; 16];
     let mut put = |bytes: &[u8]| {
         b[..bytes.len()].copy_from_slice(bytes);
@@ -271,7 +271,7 @@ pub(crate) fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], 
 /// `out` extended by the first `width` of `bytes`: constant-size copies
 /// (a copy of a variable length is a call to memmove, per value).
 #[inline(always)]
-pub(crate) fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
+fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
     match width {
         1 => out.push(bytes[0]),
         2 => out.extend_from_slice(&bytes[..2]),
@@ -299,7 +299,7 @@ fn gather<const W: usize>(column: &[u8], order: &[(u128, u128)], out: &mut Vec<u
 }
 
 #[inline(always)]
-pub(crate) fn uint(value: Option<Value>) -> u64 {
+fn uint(value: Option<Value>) -> u64 {
     match value {
         Some(Value::Uint(v)) | Some(Value::Time(v)) => v,
         _ => 0,

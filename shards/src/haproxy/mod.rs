@@ -254,6 +254,14 @@ impl LogShard {
         }
     }
 
+    /// Adds what the request counters settled or judged to the metrics.
+    fn count(&self, tally: Tally) {
+        let m = &self.metrics;
+        m.lines_lost.fetch_add(tally.lost, Relaxed);
+        m.counter_explained.fetch_add(tally.explained, Relaxed);
+        m.lines_late.fetch_add(tally.late, Relaxed);
+    }
+
     /// Also settles the request counters' holes that waited long enough.
     fn update_gauges(&mut self) {
         let settled = self.counters.settle(Instant::now());
@@ -321,15 +329,6 @@ impl LogShard {
                 send(&self.producer, record, &self.metrics, &self.config, &mut self.drops_logged, stop);
             }
         }
-    }
-}
-
-impl LogShard {
-    fn count(&self, tally: Tally) {
-        let m = &self.metrics;
-        m.lines_lost.fetch_add(tally.lost, Relaxed);
-        m.counter_explained.fetch_add(tally.explained, Relaxed);
-        m.lines_late.fetch_add(tally.late, Relaxed);
     }
 }
 

@@ -131,7 +131,7 @@ impl StoreSink {
         let Ok(mut blocks) = self.free.recv() else { return };
         self.columns.write_block(&MODERN, &mut blocks.raw);
         self.columns.clear();
-        let early = self.rows < self.rows_max && !self.consolidator.is_empty() && self.consolidator.at_bound();
+        let early = self.rows < self.rows_max && self.consolidator.at_bound();
         let consolidated_rows = self.consolidator.write_blocks(&MODERN, &mut blocks.consolidated).map(|n| n as u32);
         let arrivals = std::mem::take(&mut self.arrivals);
         let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals });
@@ -355,11 +355,10 @@ impl Writer {
         if batch.early {
             m.consolidation_early_flushes.fetch_add(1, Relaxed);
         }
-        let arrivals = std::mem::take(&mut batch.arrivals);
-        self.append(0, &batch.blocks.raw, batch.rows, arrivals);
+        self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals);
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
             if batch.consolidated_rows[i] > 0 {
-                self.append(1 + i, block, batch.consolidated_rows[i], Vec::new());
+                self.append(1 + i, block, batch.consolidated_rows[i], &[]);
             }
         }
         batch.blocks.raw.clear();
@@ -367,7 +366,7 @@ impl Writer {
         let _ = free.send(batch.blocks);
     }
 
-    fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: Vec<(u64, u32)>) {
+    fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: &[(u64, u32)]) {
         if block.is_empty() {
             return;
         }
@@ -383,7 +382,7 @@ impl Writer {
         let chunk = &mut self.pending[at];
         chunk.bytes.extend_from_slice(block);
         chunk.rows += rows as u64;
-        chunk.arrivals.extend_from_slice(&arrivals);
+        chunk.arrivals.extend_from_slice(arrivals);
         self.pending_bytes += block.len() as u64;
     }
 
