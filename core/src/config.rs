@@ -266,9 +266,14 @@ pub struct StoreConfig {
     /// are taken the shards wait (backpressure).
     pub batches_max: usize,
     /// Keys (minute and consolidated dimensions) a shard sums at most
-    /// between two hand-overs; a full map hands the batch over early
-    /// (counted). Each key takes about 100 bytes.
+    /// between two hand-overs of its sums; a full map hands them over early
+    /// (counted). Each key takes about 112 bytes, allocated at start.
     pub consolidation_keys_max: usize,
+    /// A shard hands its sums over when the first was added this long ago
+    /// (or when the map is full, or at shutdown), independently of the raw
+    /// batches: the longer, the more flows share a key, the fewer rows the
+    /// consolidated tables take; their rows lag by up to this much.
+    pub consolidation_interval_ms: u64,
     /// Bytes of batches the writer holds in memory while the store is down;
     /// beyond this, batches go to the spool.
     pub memory_bytes_max: u64,
@@ -299,6 +304,7 @@ impl Default for StoreConfig {
             insert_interval_ms: 1000,
             batches_max: 32,
             consolidation_keys_max: 65_536,
+            consolidation_interval_ms: 10_000,
             memory_bytes_max: 256 << 20,
             spool_dir: PathBuf::from("/var/lib/weir/spool"),
             spool_bytes_max: 4 << 30,
@@ -960,6 +966,7 @@ impl StoreConfig {
         }
         positive("store.batches_max", self.batches_max as u64, 1 << 16)?;
         positive("store.consolidation_keys_max", self.consolidation_keys_max as u64, 1 << 24)?;
+        positive("store.consolidation_interval_ms", self.consolidation_interval_ms, 600_000)?;
         positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
         positive("store.spool_bytes_max", self.spool_bytes_max, 1 << 50)?;
         positive("store.retry_backoff_min_ms", self.retry_backoff_min_ms, 600_000)?;

@@ -94,6 +94,7 @@ macro_rules! flow_fields {
 
         impl FlowRecord {
             /// The value of `field`, typed; `None` when absent.
+            #[inline]
             pub fn value(&self, field: Field) -> Option<Value<'_>> {
                 if !self.has(field) {
                     return None;

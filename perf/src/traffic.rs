@@ -109,6 +109,10 @@ pub struct FlowMix {
     config: MixConfig,
 }
 
+/// The largest remote networks, by traffic share (the rest are drawn
+/// from 65 000 + Zipf).
+const REMOTE_ASES: [u32; 8] = [15_169, 13_335, 16_509, 32_934, 8_075, 2_906, 20_940, 714];
+
 const PORTS: [(u8, u16); 10] =
     [(6, 443), (6, 80), (17, 53), (17, 443), (6, 22), (6, 25), (17, 123), (6, 993), (6, 8080), (1, 0)];
 
@@ -151,11 +155,23 @@ impl FlowMix {
         f.set_bytes(packets * packet_size);
         f.set_tcp_flags(if proto == 6 { 0x1b } else { 0 });
         f.set_ip_tos([0, 0, 0, 0x28, 0xb8][r.below(5) as usize]);
-        // A few uplinks and peers carry most of a router's traffic.
-        f.set_in_if_index(1 + r.zipf(48) as u32);
-        f.set_out_if_index(1 + r.zipf(48) as u32);
-        f.set_src_as(64_512 + r.zipf(100) as u32);
-        f.set_dst_as([15_169, 13_335, 16_509, 32_934, 8_075][r.zipf(5) as usize]);
+        // A border router: traffic between remote networks (a few big
+        // ones carry most of it) and the customers behind it, 70 % inbound.
+        // A remote AS arrives over one of 4 uplinks (another one 10 % of
+        // the time), a customer sits behind its own port (two for some),
+        // so interfaces follow the ASes as they do on a real router.
+        let remote = REMOTE_ASES.get(r.zipf(1000) as usize).copied().unwrap_or(0);
+        let remote = if remote == 0 { 65_000 + r.zipf(1000) as u32 } else { remote };
+        let customer = r.zipf(20) as u32;
+        let uplink = 1 + if r.below(10) == 0 { r.below(4) as u32 } else { remote % 4 };
+        let port = 5 + customer * 2 + (r.below(5) == 0) as u32;
+        let (local_as, inbound) = (64_496 + customer, r.below(10) < 7);
+        let (src_as, dst_as, in_if, out_if) =
+            if inbound { (remote, local_as, uplink, port) } else { (local_as, remote, port, uplink) };
+        f.set_in_if_index(in_if);
+        f.set_out_if_index(out_if);
+        f.set_src_as(src_as);
+        f.set_dst_as(dst_as);
         f.set_src_net_mask(24);
         f.set_dst_net_mask([16, 20, 24][r.below(3) as usize]);
         let end_ms = c.now_s as u64 * 1000 - r.below(30_000);

@@ -105,7 +105,13 @@ fn store_config(dir: &Path, port: u16, store: &Store, store_extra: &str) -> Path
         Store::Embedded => ("embedded", String::new()),
         Store::Remote(s) => ("remote", format!("[store.remote]\nurl = \"{}\"\n", s.url())),
     };
-    let flush = if store_extra.contains("flush_interval_ms") { "" } else { "flush_interval_ms = 200\n" };
+    let mut flush = String::new();
+    if !store_extra.contains("flush_interval_ms") {
+        flush.push_str("flush_interval_ms = 200\n");
+    }
+    if !store_extra.contains("consolidation_interval_ms") {
+        flush.push_str("consolidation_interval_ms = 300\n");
+    }
     let body = format!(
         "{}[sink]\nkind = \"store\"\n[store]\nkind = \"{kind}\"\nspool_dir = \"{spool}\"\n{flush}{store_extra}\n\
          [store.embedded]\npath = \"{chdb}\"\n{remote}",

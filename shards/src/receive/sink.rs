@@ -71,7 +71,7 @@ impl Sink {
         match self {
             Sink::Count { .. } => {}
             Sink::Json(j) => j.hand_over(),
-            Sink::Store(s) => s.hand_over(),
+            Sink::Store(s) => s.flush(),
         }
     }
 }

@@ -57,8 +57,8 @@ pub struct StoreMetrics {
     /// inserted, and lost with their chunk (any `StoreDrop` reason).
     pub consolidated_rows_inserted: [AtomicU64; 3],
     pub consolidated_rows_dropped: [AtomicU64; 3],
-    /// Batches a shard handed over early because its consolidation map
-    /// was full (`store.consolidation_keys_max`).
+    /// Sums a shard handed over before `store.consolidation_interval_ms`
+    /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,
     pub memory_bytes: AtomicU64,
     pub spool_bytes: AtomicU64,
@@ -114,7 +114,7 @@ impl Exported for StoreMetrics {
             ("weir_store_replayed_rows", "Spooled raw flow rows inserted.", &self.rows_replayed),
             (
                 "weir_store_consolidation_early_flushes",
-                "Batches handed over before they were full: the shard's consolidation map was (store.consolidation_keys_max).",
+                "Sums handed over before store.consolidation_interval_ms: the shard's consolidation table was full (store.consolidation_keys_max).",
                 &self.consolidation_early_flushes,
             ),
         ];

@@ -70,7 +70,7 @@ pub struct Batch {
     pub rows: u32,
     pub blocks: Blocks,
     pub consolidated_rows: [u32; 3],
-    /// Handed over before it was full: the consolidation map was.
+    /// The sums were handed over before they were due: the map was full.
     pub early: bool,
     /// Rows per kernel receive millisecond, in arrival order (run-length
     /// coded: at most one entry per millisecond the batch was open).
@@ -86,6 +86,9 @@ pub struct StoreSink {
     rows_max: u32,
     first_row_at: Instant,
     flush_interval: Duration,
+    /// When the consolidation map got its first key since the last hand-over.
+    first_key_at: Instant,
+    consolidation_interval: Duration,
     flows: u64,
     arrivals: Vec<(u64, u32)>,
     full: Sender<Batch>,
@@ -98,6 +101,9 @@ impl StoreSink {
         if self.rows == 0 {
             self.first_row_at = Instant::now();
         }
+        if self.consolidator.is_empty() {
+            self.first_key_at = Instant::now();
+        }
         let ms = flow.time_received_ns / 1_000_000;
         match self.arrivals.last_mut() {
             Some((at, n)) if *at == ms => *n += 1,
@@ -108,7 +114,7 @@ impl StoreSink {
         self.rows += 1;
         self.flows += 1;
         if self.rows >= self.rows_max || map_full {
-            self.hand_over();
+            self.hand_over(map_full);
         }
     }
 
@@ -116,23 +122,37 @@ impl StoreSink {
         self.flows
     }
 
-    /// Housekeeping: hands the batch over once its first row is old enough.
+    /// Housekeeping: hands the batch over once its first row is old enough,
+    /// with the sums once their first key is.
     pub fn tick(&mut self) {
-        if self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval {
-            self.hand_over();
+        let sums_due = !self.consolidator.is_empty() && self.first_key_at.elapsed() >= self.consolidation_interval;
+        if sums_due || (self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval) {
+            self.hand_over(sums_due);
         }
     }
 
-    pub fn hand_over(&mut self) {
-        if self.rows == 0 {
+    /// Shutdown: everything goes.
+    pub fn flush(&mut self) {
+        self.hand_over(true);
+    }
+
+    /// Hands the raw rows over, and the sums too when `sums`.
+    fn hand_over(&mut self, sums: bool) {
+        if self.rows == 0 && (!sums || self.consolidator.is_empty()) {
             return;
         }
         // Waits when every buffer is in flight: backpressure by design.
         let Ok(mut blocks) = self.free.recv() else { return };
-        self.columns.write_block(&MODERN, &mut blocks.raw);
-        self.columns.clear();
-        let early = self.rows < self.rows_max && self.consolidator.at_bound();
-        let consolidated_rows = self.consolidator.write_blocks(&MODERN, &mut blocks.consolidated).map(|n| n as u32);
+        if self.rows > 0 {
+            self.columns.write_block(&MODERN, &mut blocks.raw);
+            self.columns.clear();
+        }
+        let mut consolidated_rows = [0; 3];
+        let mut early = false;
+        if sums {
+            early = self.consolidator.at_bound() && self.first_key_at.elapsed() < self.consolidation_interval;
+            consolidated_rows = self.consolidator.write_blocks(&MODERN, &mut blocks.consolidated).map(|n| n as u32);
+        }
         let arrivals = std::mem::take(&mut self.arrivals);
         let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals });
         self.rows = 0;
@@ -159,6 +179,7 @@ pub struct StoreWriter {
     /// The consolidation maps' hasher seed (random per run).
     seed: u64,
     flush_interval: Duration,
+    consolidation_interval: Duration,
     thread: JoinHandle<()>,
 }
 
@@ -220,6 +241,7 @@ impl StoreWriter {
             keys_max: config.consolidation_keys_max,
             seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64),
             flush_interval: Duration::from_millis(config.flush_interval_ms),
+            consolidation_interval: Duration::from_millis(config.consolidation_interval_ms),
             thread,
         })
     }
@@ -233,6 +255,8 @@ impl StoreWriter {
             rows_max: self.rows_max,
             first_row_at: Instant::now(),
             flush_interval: self.flush_interval,
+            first_key_at: Instant::now(),
+            consolidation_interval: self.consolidation_interval,
             flows: 0,
             arrivals: Vec::new(),
             full: self.full.clone(),

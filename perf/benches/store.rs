@@ -1,0 +1,105 @@
+//! The shard's side of the store, per flow, on one core: appending flows
+//! to the column buffers, summing them for the consolidated tables, and
+//! writing a batch's blocks (the raw block sorted by the table's key, the
+//! three summed blocks). 65 536 flows per batch (`store.batch_rows_max`)
+//! from the benchmark mix (`traffic::FlowMix`) over 4 exporters, 130 ms of
+//! arrival time. Results and the command: perf/RESULTS.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use weir_core::columns::{Columns, MODERN};
+use weir_core::config::StoreConfig;
+use weir_core::consolidate::Consolidator;
+use weir_core::flow::addr_from_v4;
+use weir_core::schema::stored_columns;
+use weir_core::wire::state::KeyHash;
+use weir_core::FlowRecord;
+use weir_perf::traffic::FlowMix;
+
+const ROWS: usize = 65_536;
+
+fn flows() -> Vec<FlowRecord> {
+    let mut mix = FlowMix::new(7);
+    (0..ROWS)
+        .map(|i| {
+            let mut f = mix.next_flow();
+            f.set_exporter_address(addr_from_v4([192, 0, 2, 1 + (i % 4) as u8]));
+            f.set_time_received_ns(1_764_000_000_000_000_000 + i as u64 * 2_000);
+            f
+        })
+        .collect()
+}
+
+fn store(c: &mut Criterion) {
+    let flows = flows();
+    let layout = stored_columns(&StoreConfig::default().schema_settings());
+    let mut group = c.benchmark_group("store_shard");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.sample_size(20);
+
+    let mut columns = Columns::new(&layout, ROWS);
+    group.bench_function("columns_push", |b| {
+        b.iter(|| {
+            columns.clear();
+            for f in &flows {
+                columns.push(black_box(f));
+            }
+        })
+    });
+
+    let mut sums = Consolidator::new(&layout, ROWS, KeyHash::with_seed(3));
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    group.bench_function("push_and_sum", |b| {
+        b.iter(|| {
+            columns.clear();
+            for f in &flows {
+                columns.push(black_box(f));
+                sums.add_last_row(&columns);
+            }
+            out.iter_mut().for_each(Vec::clear);
+            sums.write_blocks(&MODERN, &mut out);
+        })
+    });
+
+    for f in &flows {
+        sums.add_last_row({
+            columns.push(f);
+            &columns
+        });
+    }
+    let keys = sums.len();
+    group.bench_function("write_summed_blocks", |b| {
+        b.iter_batched_ref(
+            || {
+                let mut s = Consolidator::new(&layout, ROWS, KeyHash::with_seed(3));
+                columns.clear();
+                for f in &flows {
+                    columns.push(f);
+                    s.add_last_row(&columns);
+                }
+                s
+            },
+            |s| {
+                out.iter_mut().for_each(Vec::clear);
+                black_box(s.write_blocks(&MODERN, &mut out))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    columns.clear();
+    flows.iter().for_each(|f| columns.push(f));
+    let mut raw = Vec::new();
+    group.bench_function("write_raw_block", |b| {
+        b.iter(|| {
+            raw.clear();
+            black_box(columns.write_block(&MODERN, &mut raw))
+        })
+    });
+    group.finish();
+    eprintln!("store_shard: {ROWS} flows, {keys} keys (minute, dimensions), raw block {} bytes", raw.len());
+}
+
+criterion_group!(benches, store);
+criterion_main!(benches);
