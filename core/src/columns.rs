@@ -164,6 +164,18 @@ impl Columns {
     /// table's key, with `dialect`'s type names. Whether they needed sorting.
     pub fn write_block(&mut self, dialect: &Dialect, out: &mut Vec<u8>) -> bool {
         let sorted = self.sort();
+        self.write(sorted, dialect, out);
+        !sorted
+    }
+
+    /// Appends the rows to `out` as one Native block in the order they
+    /// came (for segment files: no engine sorts them).
+    pub fn write_block_as_pushed(&mut self, dialect: &Dialect, out: &mut Vec<u8>) {
+        self.write(true, dialect, out);
+    }
+
+    /// The block, rows in `order` unless `sorted` (then as they are).
+    fn write(&self, sorted: bool, dialect: &Dialect, out: &mut Vec<u8>) {
         write_varuint(self.layout.len() as u64, out);
         write_varuint(self.rows as u64, out);
         for (c, d) in self.layout.iter().zip(&self.data) {
@@ -198,7 +210,6 @@ impl Columns {
                 }
             }
         }
-        !sorted
     }
 
     /// Fills `order` with the rows in key order; true when they already are.
@@ -346,20 +357,16 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
             let name = read_string(&mut s)?;
             let kind = read_string(&mut s)?;
             let fixed = |width: usize| rows.checked_mul(width).ok_or_else(|| format!("column {name}: too many rows"));
-            let len = match kind {
-                "UInt8" => rows,
-                "UInt16" => fixed(2)?,
-                "UInt32" | "DateTime" => fixed(4)?,
-                "UInt64" | "DateTime64(3)" => fixed(8)?,
-                "IPv6" | "FixedString(16)" => fixed(16)?,
-                "Array(UInt32)" => {
+            let len = match (fixed_width(kind), kind) {
+                (Some(width), _) => fixed(width)?,
+                (None, "Array(UInt32)") => {
                     let offsets = fixed(8)?;
                     let last = s.get(offsets.saturating_sub(8)..offsets).ok_or("Array offsets cut short")?;
                     let items = if rows == 0 { 0 } else { u64::from_le_bytes(last.try_into().unwrap_or_default()) };
                     let items = usize::try_from(items).ok().and_then(|n| n.checked_mul(4)).ok_or("Array too long")?;
                     offsets.checked_add(items).ok_or("Array too long")?
                 }
-                other => return Err(format!("column {name}: type {other} is not one Weir writes")),
+                (None, other) => return Err(format!("column {name}: type {other} is not one Weir writes")),
             };
             let data = s.get(..len).ok_or_else(|| format!("column {name}: {len} bytes cut short"))?;
             s = &s[len..];
@@ -368,6 +375,87 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
         blocks.push(Block { rows, columns });
     }
     Ok(blocks)
+}
+
+/// Bytes per row of a fixed-width type Weir writes; `None` for an array
+/// (or a type Weir does not write).
+fn fixed_width(kind: &str) -> Option<usize> {
+    match kind {
+        "UInt8" => Some(1),
+        "UInt16" => Some(2),
+        "UInt32" | "DateTime" => Some(4),
+        "UInt64" | "DateTime64(3)" => Some(8),
+        "IPv6" | "FixedString(16)" => Some(16),
+        _ => None,
+    }
+}
+
+/// How many bytes from the start of `file` (a Native stream Weir wrote)
+/// are whole blocks: what is left after a crash in the middle of a write
+/// is cut there. Reads the headers only; the data is skipped.
+pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::io::Result<u64> {
+    use std::io::SeekFrom;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut whole = 0u64;
+    let mut at = 0u64;
+    // One header field, or None at a cut (or anything Weir did not write).
+    fn varuint<R: std::io::Read>(r: &mut R, at: &mut u64) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let mut b = [0u8];
+            r.read_exact(&mut b).ok()?;
+            *at += 1;
+            v |= u64::from(b[0] & 0x7f) << shift;
+            if b[0] & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn string<R: std::io::Read>(r: &mut R, at: &mut u64, end: u64) -> Option<String> {
+        let len = varuint(r, at)?;
+        if len > end.saturating_sub(*at) {
+            return None;
+        }
+        let mut b = vec![0u8; len as usize];
+        r.read_exact(&mut b).ok()?;
+        *at += len;
+        String::from_utf8(b).ok()
+    }
+    'blocks: while at < end {
+        let Some(columns) = varuint(file, &mut at) else { break };
+        let Some(rows) = varuint(file, &mut at) else { break };
+        for _ in 0..columns {
+            let (Some(_name), Some(kind)) = (string(file, &mut at, end), string(file, &mut at, end)) else {
+                break 'blocks;
+            };
+            let len = match (fixed_width(&kind), kind.as_str()) {
+                (Some(w), _) => rows.checked_mul(w as u64),
+                (None, "Array(UInt32)") if rows == 0 => Some(0),
+                (None, "Array(UInt32)") => {
+                    let offsets = rows.saturating_mul(8);
+                    if at.saturating_add(offsets) > end {
+                        break 'blocks;
+                    }
+                    file.seek(SeekFrom::Start(at + offsets - 8))?;
+                    let mut last = [0u8; 8];
+                    file.read_exact(&mut last)?;
+                    u64::from_le_bytes(last).checked_mul(4).and_then(|items| items.checked_add(offsets))
+                }
+                _ => None,
+            };
+            match len.and_then(|len| at.checked_add(len)) {
+                Some(next) if next <= end => {
+                    at = next;
+                    file.seek(SeekFrom::Start(at))?;
+                }
+                _ => break 'blocks,
+            }
+        }
+        whole = at;
+    }
+    Ok(whole)
 }
 
 /// `stream` with each column's type named as `dialect` names it (the
@@ -465,6 +553,29 @@ mod tests {
         let mut again = Vec::new();
         assert!(!c.write_block(&MODERN, &mut again));
         assert_eq!(c.bytes(), 2 * (4 + 16 + 4 + 4 + 8 + 8));
+    }
+
+    #[test]
+    fn a_file_cut_in_a_block_keeps_its_whole_blocks() {
+        let layout = only(&["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "Bytes", "MPLSLabels"]);
+        let mut c = Columns::new(&layout, 8);
+        let mut labelled = flow(100, 2, 1, 30);
+        labelled.set_mpls_label(0, 16);
+        let mut stream = Vec::new();
+        let mut ends = Vec::new();
+        for block in [vec![flow(1, 1, 1, 1), labelled], vec![], vec![flow(2, 1, 1, 2)]] {
+            c.clear();
+            block.iter().for_each(|f| c.push(f));
+            c.write_block(&MODERN, &mut stream);
+            ends.push(stream.len() as u64);
+        }
+        let len = |bytes: &[u8]| whole_blocks_len(&mut std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(len(&stream), stream.len() as u64);
+        for cut in 0..stream.len() {
+            let whole = ends.iter().copied().filter(|&e| e <= cut as u64).max().unwrap_or(0);
+            assert_eq!(len(&stream[..cut]), whole, "cut at {cut}");
+        }
+        assert_eq!(len(b"\x01\x01\x01a\x03Int"), 0, "a type Weir does not write");
     }
 
     #[test]

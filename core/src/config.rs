@@ -243,6 +243,34 @@ pub enum StoreKind {
     Remote,
 }
 
+/// Batch buffers per shard when `store.batches_max` is 0: the fewest with
+/// which one shard lost nothing at 1 M flows/s while the writer inserted
+/// (4 lost 7 %; perf/RESULTS.md).
+pub const BATCHES_PER_SHARD: usize = 8;
+
+impl StoreConfig {
+    /// Batch buffers for `shards` shards.
+    pub fn batches(&self, shards: usize) -> usize {
+        match self.batches_max {
+            0 => BATCHES_PER_SHARD * shards.max(1),
+            n => n,
+        }
+    }
+}
+
+/// Where raw flows go (`store.raw`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawStore {
+    /// The `flows` MergeTree table (compressed, merged, queried fastest).
+    #[default]
+    Table,
+    /// Native segment files, one per minute, queried in place through the
+    /// `flows_segments` view (embedded store only): no insert, no merge,
+    /// about 4× the disk of the table.
+    Segments,
+}
+
 /// The store: schema choices, batch limits, retries and the spool.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -263,7 +291,9 @@ pub struct StoreConfig {
     /// larger inserts make fewer parts for ClickHouse to merge.
     pub insert_interval_ms: u64,
     /// Batches in flight between the shards and the store writer; when all
-    /// are taken the shards wait (backpressure).
+    /// are taken the shards wait (backpressure). 0: `BATCHES_PER_SHARD` per
+    /// shard. Each holds a batch's raw block once used (about 6.5 MiB at
+    /// 65 536 rows), so this bounds that part of the memory.
     pub batches_max: usize,
     /// Keys (minute and consolidated dimensions) a shard sums at most
     /// between two hand-overs of its sums; a full map hands them over early
@@ -277,6 +307,12 @@ pub struct StoreConfig {
     /// Bytes of batches the writer holds in memory while the store is down;
     /// beyond this, batches go to the spool.
     pub memory_bytes_max: u64,
+    /// Where raw flows go: the `flows` table, or per-minute segment files.
+    pub raw: RawStore,
+    /// Directory of the segment files (`raw = "segments"`).
+    pub segments_dir: PathBuf,
+    /// Segment files older than this are deleted.
+    pub segments_hours: u32,
     /// Directory of the on-disk spool (replayed in order, also after a restart).
     pub spool_dir: PathBuf,
     /// Spool size bound; a batch that does not fit is dropped and counted.
@@ -302,10 +338,13 @@ impl Default for StoreConfig {
             batch_rows_max: 65_536,
             flush_interval_ms: 1000,
             insert_interval_ms: 1000,
-            batches_max: 32,
+            batches_max: 0,
             consolidation_keys_max: 65_536,
             consolidation_interval_ms: 10_000,
             memory_bytes_max: 256 << 20,
+            raw: RawStore::Table,
+            segments_dir: PathBuf::from("/var/lib/weir/segments"),
+            segments_hours: 6,
             spool_dir: PathBuf::from("/var/lib/weir/spool"),
             spool_bytes_max: 4 << 30,
             retry_backoff_min_ms: 100,
@@ -964,7 +1003,9 @@ impl StoreConfig {
         if self.insert_interval_ms > 600_000 {
             return Err(ConfigError::new("store.insert_interval_ms", "at most 600000 (10 minutes)"));
         }
-        positive("store.batches_max", self.batches_max as u64, 1 << 16)?;
+        if self.batches_max > 1 << 16 {
+            return Err(ConfigError::new("store.batches_max", "at most 65536 (0: 8 per shard)"));
+        }
         positive("store.consolidation_keys_max", self.consolidation_keys_max as u64, 1 << 24)?;
         positive("store.consolidation_interval_ms", self.consolidation_interval_ms, 600_000)?;
         positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
@@ -984,6 +1025,16 @@ impl StoreConfig {
         }
         if self.spool_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("store.spool_dir", "empty"));
+        }
+        if self.raw == RawStore::Segments {
+            if self.kind != StoreKind::Embedded {
+                let why = "\"segments\" needs store.kind = \"embedded\" (the engine reads the files in place)";
+                return Err(ConfigError::new("store.raw", why));
+            }
+            if self.segments_dir.as_os_str().is_empty() {
+                return Err(ConfigError::new("store.segments_dir", "empty"));
+            }
+            positive("store.segments_hours", self.segments_hours as u64, 24 * 365)?;
         }
         if self.kind == StoreKind::Remote
             && !self.remote.url.starts_with("http://")

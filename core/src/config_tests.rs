@@ -173,3 +173,17 @@ fn a_cache_host_runs_the_haproxy_input_alone() {
     assert_eq!(c.check_machine(2).unwrap(), Vec::<usize>::new(), "no flow shard");
     assert_eq!(c.check_machine(1).unwrap_err().key, "haproxy.core");
 }
+
+#[test]
+fn raw_segments_need_the_embedded_store_and_batches_follow_the_shards() {
+    let segments = Config::parse("[store]\nraw = \"segments\"\nsegments_hours = 2\n").unwrap();
+    assert_eq!(segments.store.raw, super::RawStore::Segments);
+    let remote = "[store]\nkind = \"remote\"\nraw = \"segments\"\n[store.remote]\nurl = \"http://127.0.0.1:8123\"\n";
+    assert_eq!(error_key(remote), "store.raw");
+    assert_eq!(error_key("[store]\nraw = \"files\"\n"), "store.raw");
+    assert_eq!(error_key("[store]\nraw = \"segments\"\nsegments_hours = 0\n"), "store.segments_hours");
+    assert_eq!(error_key("[store]\nconsolidation_interval_ms = 0\n"), "store.consolidation_interval_ms");
+    let auto = Config::parse("").unwrap().store;
+    assert_eq!((auto.batches(1), auto.batches(14)), (8, 112));
+    assert_eq!(Config::parse("[store]\nbatches_max = 5\n").unwrap().store.batches(14), 5);
+}

@@ -228,9 +228,17 @@ pub fn access_log(data: &[u8]) {
 /// retyped for an old server, with an error or the same blocks, never a
 /// panic or an allocation the input sizes.
 pub fn native_blocks(data: &[u8]) {
-    use crate::columns::{read_blocks, retype};
+    use crate::columns::{read_blocks, retype, whole_blocks_len};
     use crate::schema::{Dialect, ServerVersion};
+    // A segment file after a crash: its whole blocks read back, and a
+    // stream that reads back is whole.
+    let whole = whole_blocks_len(&mut std::io::Cursor::new(data)).expect("reading memory does not fail") as usize;
+    assert!(whole <= data.len());
+    assert!(read_blocks(&data[..whole]).is_ok(), "the whole blocks of a cut file read back");
     let read = read_blocks(data);
+    if read.is_ok() {
+        assert_eq!(whole, data.len(), "a stream that reads back is whole");
+    }
     let old = retype(data, &Dialect::for_version(ServerVersion(18, 16)));
     assert_eq!(read.is_ok(), old.is_ok());
     if let (Ok(blocks), Ok(old)) = (read, old) {

@@ -100,6 +100,8 @@ pub struct Setup<'a> {
     pub weir: &'a Path,
     /// Extra lines for Weir's `[shards]` section.
     pub weir_shards: &'a str,
+    /// Extra lines for Weir's `[store]` section (`weir-store`).
+    pub weir_store: &'a str,
 }
 
 /// A running collector.
@@ -131,10 +133,16 @@ impl Running {
                 let sink = if s.kind == Kind::Weir {
                     "[sink]\nkind = \"count\"\n".to_string()
                 } else {
+                    let segments = if s.weir_store.contains("segments_dir") {
+                        String::new()
+                    } else {
+                        format!("segments_dir = \"{}\"\n", s.dir.join("segments").display())
+                    };
                     format!(
-                        "[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{}\"\n\
+                        "[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{}\"\n{segments}{}\n\
                          [store.embedded]\npath = \"{}\"\n",
                         s.dir.join("spool").display(),
+                        s.weir_store,
                         s.dir.join("chdb").display()
                     )
                 };

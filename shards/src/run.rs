@@ -71,7 +71,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let sockets = open_sockets(&config, &cores, &counters.receive)?;
     let _balancers = attach_balancers(&config, &sockets, &counters.receive);
     let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
-    let writer = start_writer(&config, &counters)?;
+    let writer = start_writer(&config, &counters, cores.len())?;
     let (exposition, probes, ready_checks) = counters.register();
     let health = Arc::new(Health::new(ready_checks));
     serve_http(&config, &counters, exposition, &health, &writer)?;
@@ -266,7 +266,7 @@ fn serve_http(
     Ok(())
 }
 
-fn start_writer(config: &Config, counters: &Counters) -> Result<SinkWriter, String> {
+fn start_writer(config: &Config, counters: &Counters, shards: usize) -> Result<SinkWriter, String> {
     // A cache host running only the HAProxy input has no flows to sink.
     if config.listeners.is_empty() {
         return Ok(SinkWriter::Count);
@@ -285,7 +285,7 @@ fn start_writer(config: &Config, counters: &Counters) -> Result<SinkWriter, Stri
         SinkKind::Count => SinkWriter::Count,
         SinkKind::Store => {
             let metrics = counters.store.clone().expect("set for the store sink");
-            SinkWriter::Store(StoreWriter::start(&config.store, metrics)?)
+            SinkWriter::Store(StoreWriter::start(&config.store, shards, metrics)?)
         }
     })
 }

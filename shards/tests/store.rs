@@ -330,6 +330,47 @@ fn embedded_store_holds_what_tshark_decodes() {
     captures_match_tshark(&Store::Embedded, &dir);
 }
 
+/// `store.raw = "segments"`: the raw flows go to per-minute Native files
+/// that the engine reads through `flows_segments`; the `flows` table stays
+/// empty and the consolidated tables are filled as with the table.
+#[test]
+fn raw_segments_hold_what_tshark_decodes() {
+    let _turn = turn();
+    let dir = temp_dir("store-segments");
+    let pcap = fixture("softflowd-ipfix.pcap");
+    let port = free_udp_port();
+    let segments = dir.join("segments");
+    let extra = format!("raw = \"segments\"\nsegments_dir = \"{}\"", segments.display());
+    let config = store_config(&dir, port, &Store::Embedded, &extra);
+    let c = Collector::start(&config);
+    replay(&pcap, port);
+    let theirs = tshark_values(&pcap, "udp.port==2055,cflow", &["cflow.octets", "cflow.srcport"]);
+    let flows = theirs["cflow.octets"].len() as u64;
+    assert_eq!(wait_rows_inserted(&c, flows, Duration::from_secs(20)), flows, "rows appended");
+    let written: u64 = c.metric("weir_store_segment_bytes_written_total", "").iter().sum();
+    assert!(written > flows * 50, "{written} bytes for {flows} flows");
+    // Stopping closes the minute's file: the view reads it from then on.
+    c.stop();
+    let files: Vec<String> =
+        std::fs::read_dir(&segments).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!files.is_empty() && files.iter().all(|f| f.starts_with("flows-") && f.ends_with(".native")), "{files:?}");
+    let ours = query(&config, None, "SELECT Bytes, SrcPort FROM weir.flows_segments");
+    assert_eq!(stored_values(&ours, 0), theirs["cflow.octets"]);
+    let mut ports = stored_values(&ours, 1);
+    ports.retain(|p| p != "0");
+    assert_eq!(ports, theirs["cflow.srcport"]);
+    assert_eq!(query(&config, None, "SELECT count() FROM weir.flows"), "0\n");
+    let recent = "SELECT count() FROM weir.flows_segments WHERE SegmentMinute >= now() - 3600";
+    assert_eq!(query(&config, None, recent), format!("{flows}\n"));
+    let future = "SELECT count() FROM weir.flows_segments WHERE SegmentMinute > now() + 60";
+    assert_eq!(query(&config, None, future), "0\n");
+    let raw = "SELECT sum(Bytes * greatest(SamplingRate, 1)), count() FROM weir.flows_segments";
+    for table in ["flows_1m", "flows_5m", "flows_1h"] {
+        let sums = query(&config, None, &format!("SELECT sum(Bytes), sum(Flows) FROM weir.{table}"));
+        assert_eq!(sums, query(&config, None, raw), "{table}");
+    }
+}
+
 #[test]
 fn remote_clickhouse_18_holds_what_tshark_decodes() {
     let _turn = turn();

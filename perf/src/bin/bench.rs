@@ -76,6 +76,10 @@ struct Args {
     /// Extra lines for Weir's `[shards]` section (e.g. "receive_coalesce_us = 0").
     #[arg(long, default_value = "")]
     weir_shards: String,
+    /// Extra lines for `weir-store`'s `[store]` section (e.g. `raw = "segments"`;
+    /// `segments_dir` defaults to the step's directory).
+    #[arg(long, default_value = "")]
+    weir_store: String,
     /// Keep the collectors' directories (logs, files) under this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -153,6 +157,7 @@ impl Bench {
             dir: &dir,
             weir: &self.weir,
             weir_shards: &self.args.weir_shards,
+            weir_store: &self.args.weir_store,
         };
         let running = Running::start(&setup)?;
         let cpu_before = running.cpu_s();

@@ -60,6 +60,10 @@ pub struct StoreMetrics {
     /// Sums a shard handed over before `store.consolidation_interval_ms`
     /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,
+    /// `store.raw = "segments"`: bytes appended to segment files, and the
+    /// files deleted for their age (`store.segments_hours`).
+    pub segment_bytes_written: AtomicU64,
+    pub segment_files_expired: AtomicU64,
     pub memory_bytes: AtomicU64,
     pub spool_bytes: AtomicU64,
     pub spool_chunks: AtomicU64,
@@ -102,7 +106,7 @@ impl StoreMetrics {
 
 impl Exported for StoreMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_rows_inserted", "Raw flow rows the store accepted.", &self.rows_inserted),
@@ -116,6 +120,16 @@ impl Exported for StoreMetrics {
                 "weir_store_consolidation_early_flushes",
                 "Sums handed over before store.consolidation_interval_ms: the shard's consolidation table was full (store.consolidation_keys_max).",
                 &self.consolidation_early_flushes,
+            ),
+            (
+                "weir_store_segment_bytes_written",
+                "Bytes of raw flows appended to segment files (store.raw = segments).",
+                &self.segment_bytes_written,
+            ),
+            (
+                "weir_store_segment_files_expired",
+                "Segment files deleted because they were older than store.segments_hours.",
+                &self.segment_files_expired,
             ),
         ];
         counters_of(e, &counters)?;

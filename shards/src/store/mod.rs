@@ -23,6 +23,7 @@ pub mod chdb;
 pub mod metrics;
 pub mod remote;
 pub mod routes;
+pub mod segments;
 pub mod spool;
 pub mod writer;
 

@@ -20,19 +20,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tracing::{error, info, warn};
 use weir_core::columns::{Columns, MODERN};
-use weir_core::config::StoreConfig;
+use weir_core::config::{RawStore, StoreConfig, StoreKind};
 use weir_core::consolidate::{self, Consolidator};
 use weir_core::schema::{consolidated_insert_sql, insert_sql, stored_columns, Column, Dialect};
 use weir_core::wire::state::KeyHash;
 use weir_core::FlowRecord;
 
 use super::metrics::{StoreDrop, StoreMetrics};
+use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
 use crate::ops::logging::Limiter;
 
 /// Largest insert: 32 MiB of rows (~300 k flows).
 const CHUNK_BYTES_MAX: usize = 32 << 20;
+/// Inserted chunks' buffers kept for reuse: one per table (a round inserts
+/// one chunk of each); more only held memory (up to 32 MiB each).
+const SPARES_MAX: usize = 1 + consolidate::TABLES.len();
 /// Failed inserts are logged once per this interval, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -51,6 +55,10 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
     if let Engine::Embedded(_) = engine {
         // The shards' sums need no merge at insert (the writer's session).
         engine.execute("SET optimize_on_insert = 0")?;
+    }
+    if config.raw == RawStore::Segments && config.kind == StoreKind::Embedded {
+        let columns = stored_columns(&config.schema_settings());
+        engine.execute(&segments::view_sql(&config.database, &config.segments_dir, &columns))?;
     }
     Ok((engine, schema.dialect))
 }
@@ -81,6 +89,9 @@ pub struct Batch {
 /// reused).
 pub struct StoreSink {
     columns: Columns,
+    /// Whether raw blocks are sorted by the table's key (not for segment
+    /// files, which no engine sorts).
+    sort_raw: bool,
     consolidator: Consolidator,
     rows: u32,
     rows_max: u32,
@@ -144,7 +155,11 @@ impl StoreSink {
         // Waits when every buffer is in flight: backpressure by design.
         let Ok(mut blocks) = self.free.recv() else { return };
         if self.rows > 0 {
-            self.columns.write_block(&MODERN, &mut blocks.raw);
+            if self.sort_raw {
+                self.columns.write_block(&MODERN, &mut blocks.raw);
+            } else {
+                self.columns.write_block_as_pushed(&MODERN, &mut blocks.raw);
+            }
             self.columns.clear();
         }
         let mut consolidated_rows = [0; 3];
@@ -180,6 +195,7 @@ pub struct StoreWriter {
     seed: u64,
     flush_interval: Duration,
     consolidation_interval: Duration,
+    raw: RawStore,
     thread: JoinHandle<()>,
 }
 
@@ -188,18 +204,24 @@ impl StoreWriter {
     /// again after a failure, so a store that is down (or an embedded path
     /// still locked by the instance being replaced) delays inserts, not the
     /// start: batches wait in memory and in the spool meanwhile.
-    pub fn start(config: &StoreConfig, metrics: Arc<StoreMetrics>) -> Result<Self, String> {
+    /// `shards` sizes the batch buffers when `store.batches_max` is 0.
+    pub fn start(config: &StoreConfig, shards: usize, metrics: Arc<StoreMetrics>) -> Result<Self, String> {
         let columns = stored_columns(&config.schema_settings());
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
         let spool = Spool::open(&config.spool_dir, config.spool_bytes_max)?;
+        let segments = match config.raw {
+            RawStore::Segments => Some(Segments::open(&config.segments_dir, config.segments_hours)?),
+            RawStore::Table => None,
+        };
         if !spool.is_empty() {
             info!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows());
         }
-        let (full, full_rx) = bounded::<Batch>(config.batches_max);
-        let (free_tx, free) = bounded::<Blocks>(config.batches_max);
+        let batches = config.batches(shards);
+        let (full, full_rx) = bounded::<Batch>(batches);
+        let (free_tx, free) = bounded::<Blocks>(batches);
         // Sized for a batch of typical rows; a buffer grows once if rows are wider.
         let typical = config.batch_rows_max * 128;
-        for _ in 0..config.batches_max {
+        for _ in 0..batches {
             let _ = free_tx.send(Blocks { raw: Vec::with_capacity(typical), ..Blocks::default() });
         }
         let dims: Vec<&str> = columns.iter().filter(|c| c.consolidated).map(|c| c.name).collect();
@@ -216,6 +238,7 @@ impl StoreWriter {
             pending_bytes: 0,
             spares: Vec::new(),
             spool,
+            segments,
             backoff: backoff_min,
             backoff_min,
             backoff_max: Duration::from_millis(config.retry_backoff_max_ms),
@@ -242,6 +265,7 @@ impl StoreWriter {
             seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64),
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             consolidation_interval: Duration::from_millis(config.consolidation_interval_ms),
+            raw: config.raw,
             thread,
         })
     }
@@ -250,6 +274,7 @@ impl StoreWriter {
     pub fn sink(&self) -> StoreSink {
         StoreSink {
             columns: Columns::new(&self.columns, self.rows_max as usize),
+            sort_raw: self.raw == RawStore::Table,
             consolidator: Consolidator::new(&self.columns, self.keys_max, KeyHash::with_seed(self.seed)),
             rows: 0,
             rows_max: self.rows_max,
@@ -278,6 +303,10 @@ impl StoreWriter {
     }
 }
 
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 struct Writer {
     /// None until connected and migrated (and after a failed connection).
     engine: Option<Engine>,
@@ -293,6 +322,8 @@ struct Writer {
     /// Inserted chunks' buffers, reused for the next ones.
     spares: Vec<Vec<u8>>,
     spool: Spool,
+    /// Where raw chunks go instead of the `flows` table (`store.raw = "segments"`).
+    segments: Option<Segments>,
     backoff: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
@@ -347,6 +378,11 @@ impl Writer {
                     if !self.attempt() {
                         break;
                     }
+                }
+            }
+            if let Some(s) = &mut self.segments {
+                if let Err(e) = s.close_if_past(unix_seconds()) {
+                    warn!("store: {e}");
                 }
             }
             self.bound_memory();
@@ -440,7 +476,19 @@ impl Writer {
         let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
         self.next_insert = started + self.insert_interval;
-        match engine.insert(&chunk, &self.dialect) {
+        let stored = match &mut self.segments {
+            // Native blocks only: a RowBinary chunk from an old spool goes
+            // to the table by its own statement.
+            Some(s) if chunk.table == 0 && chunk.sql().ends_with("FORMAT Native") => {
+                s.append(chunk.rows_bytes(), unix_seconds()).map(|done| {
+                    let m = &self.metrics;
+                    m.segment_bytes_written.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
+                    m.segment_files_expired.fetch_add(done.expired, Relaxed);
+                })
+            }
+            _ => engine.insert(&chunk, &self.dialect),
+        };
+        match stored {
             Ok(()) => {
                 self.inserted(chunk, from_spool, started.elapsed());
                 true
@@ -476,7 +524,7 @@ impl Writer {
             self.spool.pop_front();
         } else {
             self.pending_bytes -= chunk.rows_bytes().len() as u64;
-            if self.spares.len() < 8 {
+            if self.spares.len() < SPARES_MAX {
                 self.spares.push(chunk.bytes);
             }
         }
@@ -542,6 +590,9 @@ impl Writer {
     fn shut_down(mut self) {
         while self.up && self.spool.is_empty() && !self.pending.is_empty() {
             self.attempt();
+        }
+        if let Some(Err(e)) = self.segments.as_mut().map(Segments::close) {
+            warn!("store: {e}");
         }
         let rest = self.pending.len();
         while let Some(chunk) = self.pending.pop_front() {

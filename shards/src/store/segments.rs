@@ -1,0 +1,276 @@
+//! Raw flows as Native segment files (`store.raw = "segments"`): the
+//! writer appends each raw chunk's blocks, as the shards wrote them (sorted
+//! per batch, uncompressed), to the file of the current minute, instead of
+//! inserting them into the `flows` MergeTree table. Nothing is parsed,
+//! sorted, compressed or merged; the engine reads the files in place
+//! through the view `flows_segments` (`file('<dir>/flows-*.native',
+//! 'Native', <columns>)` plus `SegmentMinute`, the minute of the file a row
+//! is in: a condition on it reads only those files). perf/RESULTS.md has
+//! the cost per flow and the query speed of both.
+//!
+//! - A minute's file is `flows-<minute start, s>-<n>.native.open` while
+//!   written (the view does not read it: a block may be half written) and
+//!   renamed `flows-<minute>-<n>.native` when the minute is over or the
+//!   writer stops. `n` keeps a restart within the same minute apart.
+//! - A failed append is cut back to the file's last whole block and
+//!   retried like a failed insert (the chunk waits, then spools).
+//! - At start, a `.open` file left by a crash is cut to its whole blocks
+//!   (`columns::whole_blocks_len`) and closed.
+//! - Files whose minute is older than `store.segments_hours` are deleted
+//!   (checked once a minute).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use weir_core::columns::{whole_blocks_len, MODERN};
+use weir_core::schema::Column;
+
+const PREFIX: &str = "flows-";
+const CLOSED: &str = ".native";
+const OPEN: &str = ".native.open";
+
+/// The segment files of one writer.
+pub struct Segments {
+    dir: PathBuf,
+    keep_s: u64,
+    open: Option<Open>,
+    /// The minute expiry last ran in.
+    expired_at: u64,
+}
+
+/// The file being written.
+struct Open {
+    minute: u64,
+    path: PathBuf,
+    file: File,
+    /// Bytes of whole blocks in it.
+    len: u64,
+}
+
+/// What an append did besides appending.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Appended {
+    /// Files of past minutes deleted.
+    pub expired: u64,
+}
+
+impl Segments {
+    /// The segments in `dir` (made if missing), kept `hours`; a file a
+    /// crash left open is cut to its whole blocks and closed.
+    pub fn open(dir: &Path, hours: u32) -> Result<Segments, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let listing = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for entry in listing.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(PREFIX) && name.ends_with(OPEN)) {
+                continue;
+            }
+            let recovered = (|| -> std::io::Result<u64> {
+                let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+                let whole = whole_blocks_len(&mut file)?;
+                file.set_len(whole)?;
+                fs::rename(&path, closed_name(&path))?;
+                Ok(whole)
+            })();
+            match recovered {
+                Ok(bytes) => {
+                    tracing::info!("store: segment {name} closed after a stop ({bytes} bytes of whole blocks)")
+                }
+                Err(e) => return Err(format!("cannot recover segment {}: {e}", path.display())),
+            }
+        }
+        Ok(Segments { dir: dir.to_path_buf(), keep_s: u64::from(hours) * 3600, open: None, expired_at: 0 })
+    }
+
+    /// Appends `blocks` (whole Native blocks) to the file of `now_s`'s
+    /// minute; on failure the file keeps only its whole blocks.
+    pub fn append(&mut self, blocks: &[u8], now_s: u64) -> Result<Appended, String> {
+        let minute = now_s - now_s % 60;
+        if self.open.as_ref().is_some_and(|o| o.minute != minute) {
+            self.close()?;
+        }
+        if self.open.is_none() {
+            self.open = Some(self.create(minute)?);
+        }
+        let open = self.open.as_mut().expect("opened above");
+        if let Err(e) = open.file.write_all(blocks) {
+            // A part of the chunk may be in the file: cut it off, so that
+            // the retry does not follow half a block.
+            let cut = open.file.set_len(open.len);
+            return Err(format!("cannot append to {}: {e} (cut back: {cut:?})", open.path.display()));
+        }
+        open.len += blocks.len() as u64;
+        let mut done = Appended::default();
+        if minute != self.expired_at {
+            self.expired_at = minute;
+            done.expired = self.expire(now_s);
+        }
+        Ok(done)
+    }
+
+    /// Closes the file being written once `now_s` is past its minute.
+    pub fn close_if_past(&mut self, now_s: u64) -> Result<(), String> {
+        match &self.open {
+            Some(o) if now_s >= o.minute + 60 => self.close(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the file being written (the view reads it from now on).
+    pub fn close(&mut self) -> Result<(), String> {
+        let Some(open) = self.open.take() else { return Ok(()) };
+        drop(open.file);
+        fs::rename(&open.path, closed_name(&open.path))
+            .map_err(|e| format!("cannot close segment {}: {e}", open.path.display()))
+    }
+
+    fn create(&self, minute: u64) -> Result<Open, String> {
+        for n in 0..1000 {
+            let stem = format!("{PREFIX}{minute}-{n}");
+            let path = self.dir.join(format!("{stem}{OPEN}"));
+            if self.dir.join(format!("{stem}{CLOSED}")).exists() {
+                continue;
+            }
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok(Open { minute, path, file, len: 0 }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+            }
+        }
+        Err(format!("1000 segment files for minute {minute} in {}", self.dir.display()))
+    }
+
+    /// Deletes the closed files whose minute ended `keep_s` before `now_s`;
+    /// how many.
+    fn expire(&self, now_s: u64) -> u64 {
+        let Ok(listing) = fs::read_dir(&self.dir) else { return 0 };
+        let mut deleted = 0;
+        for entry in listing.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(minute) = minute_of(&name) else { continue };
+            if minute + 60 + self.keep_s <= now_s && fs::remove_file(entry.path()).is_ok() {
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+}
+
+/// The minute a closed segment file's name says.
+fn minute_of(name: &str) -> Option<u64> {
+    let stem = name.strip_prefix(PREFIX)?.strip_suffix(CLOSED)?;
+    stem.split('-').next()?.parse().ok()
+}
+
+fn closed_name(open: &Path) -> PathBuf {
+    let name = open.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    open.with_file_name(name.replace(OPEN, CLOSED))
+}
+
+/// The view over the closed segment files of `dir`, with `columns`.
+pub fn view_sql(database: &str, dir: &Path, columns: &[Column]) -> String {
+    let structure: Vec<String> = columns.iter().map(|c| format!("{} {}", c.name, MODERN.type_name(c.kind))).collect();
+    let glob = dir.join(format!("{PREFIX}*{CLOSED}"));
+    // SegmentMinute, from the file's name: a condition on it skips the
+    // other files unread (the engine filters files on `_file` first).
+    format!(
+        "CREATE OR REPLACE VIEW {database}.flows_segments AS SELECT *, \
+         toDateTime(toUInt32OrZero(splitByChar('-', _file)[2]), 'UTC') AS SegmentMinute \
+         FROM file({}, 'Native', {})",
+        quote(&glob.to_string_lossy()),
+        quote(&structure.join(", "))
+    )
+}
+
+/// A ClickHouse string literal.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_core::columns::Columns;
+    use weir_core::config::StoreConfig;
+    use weir_core::schema::stored_columns;
+    use weir_core::FlowRecord;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("weir-segments-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn block(rows: u64) -> Vec<u8> {
+        let layout = stored_columns(&StoreConfig::default().schema_settings());
+        let mut c = Columns::new(&layout, 4);
+        for i in 0..rows {
+            let mut f = FlowRecord::default();
+            f.set_bytes(i);
+            c.push(&f);
+        }
+        let mut out = Vec::new();
+        c.write_block(&MODERN, &mut out);
+        out
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut n: Vec<String> =
+            fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_file_per_minute_closed_when_the_minute_ends_and_deleted_when_old() {
+        let d = dir("minutes");
+        let mut s = Segments::open(&d, 1).unwrap();
+        let (a, b) = (block(2), block(3));
+        s.append(&a, 6_000).unwrap();
+        s.append(&b, 6_059).unwrap();
+        assert_eq!(names(&d), ["flows-6000-0.native.open"]);
+        s.append(&a, 6_060).unwrap();
+        assert_eq!(names(&d), ["flows-6000-0.native", "flows-6060-0.native.open"]);
+        assert_eq!(fs::read(d.join("flows-6000-0.native")).unwrap(), [a.clone(), b].concat());
+        s.close().unwrap();
+        // A restart in the same minute starts a second file.
+        let mut s = Segments::open(&d, 1).unwrap();
+        s.append(&a, 6_061).unwrap();
+        assert!(names(&d).contains(&"flows-6060-1.native.open".to_string()));
+        // An hour after the first minute ended, its file goes.
+        let done = s.append(&a, 6_060 + 3_600).unwrap();
+        assert_eq!(done.expired, 1);
+        assert_eq!(names(&d), ["flows-6060-0.native", "flows-6060-1.native", "flows-9660-0.native.open"]);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_file_left_open_by_a_crash_keeps_its_whole_blocks() {
+        let d = dir("crash");
+        let mut s = Segments::open(&d, 1).unwrap();
+        let a = block(2);
+        s.append(&a, 120).unwrap();
+        s.append(&a, 121).unwrap();
+        drop(s);
+        // Half a block after the two whole ones.
+        let path = d.join("flows-120-0.native.open");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&a[..a.len() / 2]).unwrap();
+        drop(f);
+        Segments::open(&d, 1).unwrap();
+        assert_eq!(names(&d), ["flows-120-0.native"]);
+        assert_eq!(fs::read(d.join("flows-120-0.native")).unwrap().len(), 2 * a.len());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_view_names_the_closed_files_and_every_column() {
+        let layout = stored_columns(&StoreConfig::default().schema_settings());
+        let sql = view_sql("weir", Path::new("/data/it's"), &layout);
+        assert!(sql.starts_with("CREATE OR REPLACE VIEW weir.flows_segments AS SELECT *, "), "{sql}");
+        assert!(sql.contains(r"'/data/it\'s/flows-*.native', 'Native', 'TimeReceived DateTime, "), "{sql}");
+        assert!(sql.contains("SrcAddr IPv6"), "{sql}");
+    }
+}
