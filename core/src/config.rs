@@ -287,9 +287,14 @@ pub struct StoreConfig {
     pub flush_interval_ms: u64,
     /// The writer starts an insert at most this often (0: as soon as a
     /// batch arrives), gathering the batches that arrive meanwhile into one
-    /// insert of up to 32 MiB; a backlog is inserted without waiting. Fewer,
+    /// insert (up to `insert_rows_max`); a backlog is inserted without waiting. Fewer,
     /// larger inserts make fewer parts for ClickHouse to merge.
     pub insert_interval_ms: u64,
+    /// One insert holds at most this many rows and bytes of blocks (at most
+    /// 1 000 000 rows and 256 MiB: below ClickHouse's insert block, so that
+    /// an insert is one part, all or nothing, and a retry cannot repeat rows).
+    pub insert_rows_max: u64,
+    pub insert_bytes_max: u64,
     /// Batches in flight between the shards and the store writer; when all
     /// are taken the shards wait (backpressure). 0: `BATCHES_PER_SHARD` per
     /// shard. Each holds a batch's raw block once used (about 6.5 MiB at
@@ -338,6 +343,8 @@ impl Default for StoreConfig {
             batch_rows_max: 65_536,
             flush_interval_ms: 1000,
             insert_interval_ms: 1000,
+            insert_rows_max: 1_000_000,
+            insert_bytes_max: 128 << 20,
             batches_max: 0,
             consolidation_keys_max: 65_536,
             consolidation_interval_ms: 10_000,
@@ -1003,6 +1010,8 @@ impl StoreConfig {
         if self.insert_interval_ms > 600_000 {
             return Err(ConfigError::new("store.insert_interval_ms", "at most 600000 (10 minutes)"));
         }
+        positive("store.insert_rows_max", self.insert_rows_max, 1_000_000)?;
+        positive("store.insert_bytes_max", self.insert_bytes_max, 256 << 20)?;
         if self.batches_max > 1 << 16 {
             return Err(ConfigError::new("store.batches_max", "at most 65536 (0: 8 per shard)"));
         }

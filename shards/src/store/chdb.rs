@@ -217,7 +217,15 @@ impl Chdb {
                 (api.destroy_insert_stream)(stream);
                 return Err(error);
             }
-            let appended = (api.stream_append)(stream, rows.as_ptr() as *const c_void, rows.len());
+            // In pieces: chDB copies each append into its queue, so one
+            // append of a whole chunk held a second copy of it.
+            let mut appended = 0;
+            for piece in rows.chunks(APPEND_BYTES) {
+                appended = (api.stream_append)(stream, piece.as_ptr() as *const c_void, piece.len());
+                if appended != 0 {
+                    break;
+                }
+            }
             // Done also reports what went wrong in the append.
             let result = (api.stream_done)(stream);
             let mut outcome = if appended == 0 { Ok(()) } else { Err(format!("append failed ({appended})")) };
@@ -232,6 +240,9 @@ impl Chdb {
         }
     }
 }
+
+/// Bytes per append to an insert stream.
+const APPEND_BYTES: usize = 4 << 20;
 
 impl Drop for Chdb {
     fn drop(&mut self) {

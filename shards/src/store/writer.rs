@@ -4,7 +4,8 @@
 //! Bounds: `store.batches_max` buffers exist in all (they come back to the
 //! shards on a free list, so a shard waits when the writer is behind); the
 //! writer holds at most `store.memory_bytes_max` of chunks, each at most
-//! `CHUNK_BYTES_MAX` (one insert, below ClickHouse's 1 M-row insert block so
+//! `store.insert_rows_max` rows and `store.insert_bytes_max` bytes (one
+//! insert, below ClickHouse's 1 M-row insert block so
 //! an insert is all or nothing); beyond that chunks go to the spool, and a
 //! full spool drops rows, counted with a reason.
 //!
@@ -32,10 +33,8 @@ use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
 use crate::ops::logging::Limiter;
 
-/// Largest insert: 32 MiB of rows (~300 k flows).
-const CHUNK_BYTES_MAX: usize = 32 << 20;
 /// Inserted chunks' buffers kept for reuse: one per table (a round inserts
-/// one chunk of each); more only held memory (up to 32 MiB each).
+/// one chunk of each); more only held memory (up to `store.insert_bytes_max` each).
 const SPARES_MAX: usize = 1 + consolidate::TABLES.len();
 /// Failed inserts are logged once per this interval, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -432,7 +431,12 @@ impl Writer {
         }
         let newest = self.pending.iter().rposition(|c| c.table == table);
         let at = match newest {
-            Some(i) if self.pending[i].bytes.len() + block.len() <= CHUNK_BYTES_MAX => i,
+            Some(i)
+                if self.pending[i].bytes.len() + block.len() <= self.config.insert_bytes_max as usize
+                    && self.pending[i].rows + rows as u64 <= self.config.insert_rows_max =>
+            {
+                i
+            }
             _ => {
                 let chunk = Chunk::new(&self.insert_sqls[table], self.spares.pop().unwrap_or_default());
                 self.pending.push_back(chunk);
