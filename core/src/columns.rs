@@ -54,8 +54,12 @@ pub struct Columns {
     data: Vec<Data>,
     rows: usize,
     key: KeyColumns,
-    /// Sort scratch: (key, row), reused.
-    order: Vec<(u128, u128)>,
+    /// Sort scratch, reused: the rows in key order, the radix sort's
+    /// (packed key, row) pairs, and the wide keys when they do not pack.
+    rows_sorted: Vec<u32>,
+    packed: [Vec<(u64, u32)>; 2],
+    wide: Vec<(u128, u128)>,
+    exporters: Vec<u128>,
 }
 
 /// Bytes one row of `kind` takes in a fixed-width column.
@@ -88,7 +92,16 @@ impl Columns {
             in_if: at(Field::InIfIndex),
             out_if: at(Field::OutIfIndex),
         };
-        Columns { layout: layout.to_vec(), data, rows: 0, key, order: Vec::new() }
+        Columns {
+            layout: layout.to_vec(),
+            data,
+            rows: 0,
+            key,
+            rows_sorted: Vec::new(),
+            packed: [Vec::new(), Vec::new()],
+            wide: Vec::new(),
+            exporters: Vec::new(),
+        }
     }
 
     pub fn layout(&self) -> &[Column] {
@@ -184,11 +197,11 @@ impl Columns {
             match d {
                 Data::Fixed(b) if sorted => out.extend_from_slice(b),
                 Data::Fixed(b) => match width(c.kind) {
-                    1 => gather::<1>(b, &self.order, out),
-                    2 => gather::<2>(b, &self.order, out),
-                    4 => gather::<4>(b, &self.order, out),
-                    8 => gather::<8>(b, &self.order, out),
-                    _ => gather::<16>(b, &self.order, out),
+                    1 => gather::<1>(b, &self.rows_sorted, out),
+                    2 => gather::<2>(b, &self.rows_sorted, out),
+                    4 => gather::<4>(b, &self.rows_sorted, out),
+                    8 => gather::<8>(b, &self.rows_sorted, out),
+                    _ => gather::<16>(b, &self.rows_sorted, out),
                 },
                 Data::Array { ends, items } => {
                     let span = |row: usize| {
@@ -197,12 +210,12 @@ impl Columns {
                     };
                     let mut end = 0u64;
                     for i in 0..self.rows {
-                        let row = if sorted { i } else { row_of(&self.order[i]) };
+                        let row = if sorted { i } else { self.rows_sorted[i] as usize };
                         end += span(row).len() as u64;
                         out.extend_from_slice(&end.to_le_bytes());
                     }
                     for i in 0..self.rows {
-                        let row = if sorted { i } else { row_of(&self.order[i]) };
+                        let row = if sorted { i } else { self.rows_sorted[i] as usize };
                         for v in &items[span(row)] {
                             out.extend_from_slice(&v.to_le_bytes());
                         }
@@ -212,7 +225,16 @@ impl Columns {
         }
     }
 
-    /// Fills `order` with the rows in key order; true when they already are.
+    /// Fills `rows_sorted` with the rows in key order (ties in arrival
+    /// order); true when they already are.
+    ///
+    /// The key (TimeReceived, ExporterAddress, InIfIndex, OutIfIndex) is
+    /// packed into 64 bits when it fits, as it does for a batch (seconds
+    /// since the batch's first, the exporter's rank among the batch's
+    /// exporters, the interfaces, each in as many bits as the batch needs),
+    /// and sorted by a radix sort: 8-bit digits, as many passes as bits
+    /// used (two or three for a typical batch). Otherwise the wide keys are
+    /// compared.
     fn sort(&mut self) -> bool {
         let k = self.key;
         let fixed = |i: usize| match self.data.get(i) {
@@ -226,9 +248,110 @@ impl Columns {
         let addr_at = |row: usize| {
             exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
         };
-        self.order.clear();
-        // Two u128 words compared in turn: time and the exporter's first 96
-        // bits; the exporter's last 32, the interfaces and the row.
+        let n = self.rows;
+        self.rows_sorted.clear();
+        // The exporters of the batch, in order (a datagram's flows come
+        // from one: look up only when it changes).
+        let exporters = &mut self.exporters;
+        exporters.clear();
+        let mut last = None;
+        let mut many = false;
+        for row in 0..n {
+            let a = addr_at(row);
+            if last != Some(a) {
+                last = Some(a);
+                if exporters.len() == 8192 {
+                    exporters.sort_unstable();
+                    exporters.dedup();
+                    if exporters.len() > 4096 {
+                        many = true;
+                        break;
+                    }
+                }
+                exporters.push(a);
+            }
+        }
+        exporters.sort_unstable();
+        exporters.dedup();
+        let (mut t_min, mut t_max, mut i_max, mut o_max) = (u32::MAX, 0u32, 0u32, 0u32);
+        for row in 0..n {
+            let t = u32_at(time, row);
+            t_min = t_min.min(t);
+            t_max = t_max.max(t);
+            i_max = i_max.max(u32_at(in_if, row));
+            o_max = o_max.max(u32_at(out_if, row));
+        }
+        let bits = |v: u64| 64 - v.leading_zeros();
+        let (tb, eb) = (bits(u64::from(t_max.saturating_sub(t_min))), bits(exporters.len().saturating_sub(1) as u64));
+        let (ib, ob) = (bits(u64::from(i_max)), bits(u64::from(o_max)));
+        let total = tb + eb + ib + ob;
+        if many || total > 64 {
+            return self.sort_wide();
+        }
+        let [packed, scratch] = &mut self.packed;
+        packed.clear();
+        let mut last: Option<(u128, u64)> = None;
+        for row in 0..n {
+            let a = addr_at(row);
+            let rank = match last {
+                Some((b, r)) if b == a => r,
+                _ => {
+                    let r = exporters.binary_search(&a).unwrap_or(0) as u64;
+                    last = Some((a, r));
+                    r
+                }
+            };
+            let t = u64::from(u32_at(time, row) - t_min);
+            // Shifts by the total of the lower fields' bits (at most 64 in all).
+            let key = (((t << eb) | rank) << ib | u64::from(u32_at(in_if, row))) << ob | u64::from(u32_at(out_if, row));
+            packed.push((if total == 0 { 0 } else { key }, row as u32));
+        }
+        if packed.windows(2).all(|w| w[0].0 <= w[1].0) {
+            return true;
+        }
+        scratch.clear();
+        scratch.resize(n, (0, 0));
+        let mut shift = 0;
+        while shift < total {
+            let mut counts = [0usize; 256];
+            for &(key, _) in packed.iter() {
+                counts[((key >> shift) & 0xff) as usize] += 1;
+            }
+            let mut at = 0;
+            for c in counts.iter_mut() {
+                let here = *c;
+                *c = at;
+                at += here;
+            }
+            for &(key, row) in packed.iter() {
+                let digit = ((key >> shift) & 0xff) as usize;
+                scratch[counts[digit]] = (key, row);
+                counts[digit] += 1;
+            }
+            std::mem::swap(packed, scratch);
+            shift += 8;
+        }
+        self.rows_sorted.extend(packed.iter().map(|&(_, row)| row));
+        false
+    }
+
+    /// The rows sorted by their whole keys: two u128 words compared in
+    /// turn, time and the exporter's first 96 bits, then the exporter's
+    /// last 32, the interfaces and the row.
+    fn sort_wide(&mut self) -> bool {
+        let k = self.key;
+        let fixed = |i: usize| match self.data.get(i) {
+            Some(Data::Fixed(b)) => b.as_slice(),
+            _ => &[],
+        };
+        let (time, exporter, in_if, out_if) = (fixed(k.time), fixed(k.exporter), fixed(k.in_if), fixed(k.out_if));
+        let u32_at = |b: &[u8], row: usize| {
+            b.get(row * 4..row * 4 + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
+        };
+        let addr_at = |row: usize| {
+            exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
+        };
+        self.wide.clear();
         for row in 0..self.rows {
             let a = addr_at(row);
             let high = (u128::from(u32_at(time, row)) << 96) | (a >> 32);
@@ -236,12 +359,13 @@ impl Columns {
                 | (u128::from(u32_at(in_if, row)) << 64)
                 | (u128::from(u32_at(out_if, row)) << 32)
                 | row as u128;
-            self.order.push((high, low));
+            self.wide.push((high, low));
         }
-        if self.order.windows(2).all(|w| w[0] <= w[1]) {
+        if self.wide.windows(2).all(|w| w[0] <= w[1]) {
             return true;
         }
-        self.order.sort_unstable();
+        self.wide.sort_unstable();
+        self.rows_sorted.extend(self.wide.iter().map(|w| (w.1 & 0xffff_ffff) as u32));
         false
     }
 }
@@ -293,16 +417,11 @@ fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
     }
 }
 
-#[inline(always)]
-fn row_of(key: &(u128, u128)) -> usize {
-    (key.1 & 0xffff_ffff) as usize
-}
-
-/// Appends the `W`-byte values of `column` in `order`.
-fn gather<const W: usize>(column: &[u8], order: &[(u128, u128)], out: &mut Vec<u8>) {
-    out.reserve(order.len() * W);
-    for key in order {
-        let at = row_of(key) * W;
+/// Appends the `W`-byte values of `column` in the order of `rows`.
+fn gather<const W: usize>(column: &[u8], rows: &[u32], out: &mut Vec<u8>) {
+    out.reserve(rows.len() * W);
+    for &row in rows {
+        let at = row as usize * W;
         if let Some(v) = column.get(at..at + W) {
             out.extend_from_slice(v);
         }
@@ -553,6 +672,34 @@ mod tests {
         let mut again = Vec::new();
         assert!(!c.write_block(&MODERN, &mut again));
         assert_eq!(c.bytes(), 2 * (4 + 16 + 4 + 4 + 8 + 8));
+    }
+
+    #[test]
+    fn the_radix_sort_orders_rows_as_the_wide_keys_do() {
+        let layout = only(&["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "Bytes"]);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // Small interfaces (packed keys), then one huge (wide keys), then
+        // a sorted batch.
+        for (rows, if_max) in [(5000, 50), (3000, 1 << 20), (4000, u32::MAX as u64), (1, 10)] {
+            let mut c = Columns::new(&layout, rows);
+            for i in 0..rows {
+                let mut f = flow(100 + next(3), 1 + next(40) as u8, next(if_max) as u32, i as u64);
+                f.set_out_if_index(next(if_max) as u32);
+                c.push(&f);
+            }
+            let radix = c.sort();
+            let by_radix = c.rows_sorted.clone();
+            c.rows_sorted.clear();
+            let wide = c.sort_wide();
+            assert_eq!(radix, wide, "{rows} rows");
+            assert_eq!(by_radix, c.rows_sorted, "{rows} rows, interfaces below {if_max}");
+        }
     }
 
     #[test]
