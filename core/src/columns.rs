@@ -236,18 +236,7 @@ impl Columns {
     /// used (two or three for a typical batch). Otherwise the wide keys are
     /// compared.
     fn sort(&mut self) -> bool {
-        let k = self.key;
-        let fixed = |i: usize| match self.data.get(i) {
-            Some(Data::Fixed(b)) => b.as_slice(),
-            _ => &[],
-        };
-        let (time, exporter, in_if, out_if) = (fixed(k.time), fixed(k.exporter), fixed(k.in_if), fixed(k.out_if));
-        let u32_at = |b: &[u8], row: usize| {
-            b.get(row * 4..row * 4 + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
-        };
-        let addr_at = |row: usize| {
-            exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
-        };
+        let key = SortKey::of(self.key, &self.data);
         let n = self.rows;
         self.rows_sorted.clear();
         // The exporters of the batch, in order (a datagram's flows come
@@ -257,7 +246,7 @@ impl Columns {
         let mut last = None;
         let mut many = false;
         for row in 0..n {
-            let a = addr_at(row);
+            let a = key.exporter(row);
             if last != Some(a) {
                 last = Some(a);
                 if exporters.len() == 8192 {
@@ -275,11 +264,11 @@ impl Columns {
         exporters.dedup();
         let (mut t_min, mut t_max, mut i_max, mut o_max) = (u32::MAX, 0u32, 0u32, 0u32);
         for row in 0..n {
-            let t = u32_at(time, row);
+            let t = key.time(row);
             t_min = t_min.min(t);
             t_max = t_max.max(t);
-            i_max = i_max.max(u32_at(in_if, row));
-            o_max = o_max.max(u32_at(out_if, row));
+            i_max = i_max.max(key.in_if(row));
+            o_max = o_max.max(key.out_if(row));
         }
         let bits = |v: u64| 64 - v.leading_zeros();
         let (tb, eb) = (bits(u64::from(t_max.saturating_sub(t_min))), bits(exporters.len().saturating_sub(1) as u64));
@@ -292,7 +281,7 @@ impl Columns {
         packed.clear();
         let mut last: Option<(u128, u64)> = None;
         for row in 0..n {
-            let a = addr_at(row);
+            let a = key.exporter(row);
             let rank = match last {
                 Some((b, r)) if b == a => r,
                 _ => {
@@ -301,10 +290,10 @@ impl Columns {
                     r
                 }
             };
-            let t = u64::from(u32_at(time, row) - t_min);
+            let t = u64::from(key.time(row) - t_min);
             // Shifts by the total of the lower fields' bits (at most 64 in all).
-            let key = (((t << eb) | rank) << ib | u64::from(u32_at(in_if, row))) << ob | u64::from(u32_at(out_if, row));
-            packed.push((if total == 0 { 0 } else { key }, row as u32));
+            let packed_key = (((t << eb) | rank) << ib | u64::from(key.in_if(row))) << ob | u64::from(key.out_if(row));
+            packed.push((if total == 0 { 0 } else { packed_key }, row as u32));
         }
         if packed.windows(2).all(|w| w[0].0 <= w[1].0) {
             return true;
@@ -339,25 +328,14 @@ impl Columns {
     /// turn, time and the exporter's first 96 bits, then the exporter's
     /// last 32, the interfaces and the row.
     fn sort_wide(&mut self) -> bool {
-        let k = self.key;
-        let fixed = |i: usize| match self.data.get(i) {
-            Some(Data::Fixed(b)) => b.as_slice(),
-            _ => &[],
-        };
-        let (time, exporter, in_if, out_if) = (fixed(k.time), fixed(k.exporter), fixed(k.in_if), fixed(k.out_if));
-        let u32_at = |b: &[u8], row: usize| {
-            b.get(row * 4..row * 4 + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
-        };
-        let addr_at = |row: usize| {
-            exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
-        };
+        let key = SortKey::of(self.key, &self.data);
         self.wide.clear();
         for row in 0..self.rows {
-            let a = addr_at(row);
-            let high = (u128::from(u32_at(time, row)) << 96) | (a >> 32);
+            let a = key.exporter(row);
+            let high = (u128::from(key.time(row)) << 96) | (a >> 32);
             let low = ((a & 0xffff_ffff) << 96)
-                | (u128::from(u32_at(in_if, row)) << 64)
-                | (u128::from(u32_at(out_if, row)) << 32)
+                | (u128::from(key.in_if(row)) << 64)
+                | (u128::from(key.out_if(row)) << 32)
                 | row as u128;
             self.wide.push((high, low));
         }
@@ -367,6 +345,51 @@ impl Columns {
         self.wide.sort_unstable();
         self.rows_sorted.extend(self.wide.iter().map(|w| (w.1 & 0xffff_ffff) as u32));
         false
+    }
+}
+
+/// The sort key's columns of a batch, read per row (0 where missing).
+struct SortKey<'a> {
+    time: &'a [u8],
+    exporter: &'a [u8],
+    in_if: &'a [u8],
+    out_if: &'a [u8],
+}
+
+impl<'a> SortKey<'a> {
+    fn of(k: KeyColumns, data: &'a [Data]) -> SortKey<'a> {
+        let fixed = |i: usize| match data.get(i) {
+            Some(Data::Fixed(b)) => b.as_slice(),
+            _ => &[],
+        };
+        SortKey { time: fixed(k.time), exporter: fixed(k.exporter), in_if: fixed(k.in_if), out_if: fixed(k.out_if) }
+    }
+
+    #[inline(always)]
+    fn u32_at(b: &[u8], row: usize) -> u32 {
+        b.get(row * 4..row * 4 + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or_default()))
+    }
+
+    #[inline(always)]
+    fn time(&self, row: usize) -> u32 {
+        Self::u32_at(self.time, row)
+    }
+
+    /// The exporter's address as a number (network order: compares as the
+    /// table's IPv6 column does).
+    #[inline(always)]
+    fn exporter(&self, row: usize) -> u128 {
+        self.exporter.get(row * 16..row * 16 + 16).map_or(0, |s| u128::from_be_bytes(s.try_into().unwrap_or_default()))
+    }
+
+    #[inline(always)]
+    fn in_if(&self, row: usize) -> u32 {
+        Self::u32_at(self.in_if, row)
+    }
+
+    #[inline(always)]
+    fn out_if(&self, row: usize) -> u32 {
+        Self::u32_at(self.out_if, row)
     }
 }
 
