@@ -543,17 +543,7 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
     let mut at = 0u64;
     // One header field, or None at a cut (or anything Weir did not write).
     fn varuint<R: std::io::Read>(r: &mut R, at: &mut u64) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let mut b = [0u8];
-            r.read_exact(&mut b).ok()?;
-            *at += 1;
-            v |= u64::from(b[0] & 0x7f) << shift;
-            if b[0] & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        read_varuint(&mut Counted { inner: r, at }).ok()
     }
     fn string<R: std::io::Read>(r: &mut R, at: &mut u64, end: u64) -> Option<String> {
         let len = varuint(r, at)?;
@@ -621,17 +611,32 @@ pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn read_varuint(s: &mut &[u8]) -> Result<u64, String> {
+/// A VarUInt from `r` (a slice advances past it).
+fn read_varuint(r: &mut impl std::io::Read) -> Result<u64, String> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let (&b, rest) = s.split_first().ok_or("a number cut short")?;
-        *s = rest;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
+        let mut b = [0u8];
+        r.read_exact(&mut b).map_err(|_| "a number cut short")?;
+        v |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
             return Ok(v);
         }
     }
     Err("a number longer than 64 bits".into())
+}
+
+/// A reader that adds the bytes read through it to `at`.
+struct Counted<'r, R> {
+    inner: &'r mut R,
+    at: &'r mut u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.at += n as u64;
+        Ok(n)
+    }
 }
 
 fn read_string<'a>(s: &mut &'a [u8]) -> Result<&'a str, String> {
