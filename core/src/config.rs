@@ -388,11 +388,48 @@ pub struct EmbeddedStoreConfig {
     /// libchdb.so: a file name is searched like any shared library
     /// (`scripts/setup` installs it in /usr/local/lib), a path is used as is.
     pub library: PathBuf,
+    /// The engine's server settings (names as in ClickHouse's
+    /// `system.server_settings`, integer values), each replacing the one of
+    /// the same name in [`EMBEDDED_SERVER_SETTINGS`]. Checked at connect:
+    /// a name the engine does not know, or a value it does not apply, stops
+    /// the store with an error naming it.
+    pub server_settings: std::collections::BTreeMap<String, u64>,
+}
+
+/// The embedded engine's bounds for a small appliance, where the engine's
+/// own defaults are sized for a database server (5 GiB per mark and index
+/// cache, 10 000 threads). Caches fill only as queries read parts, so these
+/// bound what the console and `weir query` can pin, not the insert path.
+pub const EMBEDDED_SERVER_SETTINGS: [(&str, u64); 9] = [
+    ("mark_cache_size", 128 << 20),
+    ("primary_index_cache_size", 64 << 20),
+    ("index_mark_cache_size", 16 << 20),
+    ("index_uncompressed_cache_size", 16 << 20),
+    ("uncompressed_cache_size", 0),
+    ("compiled_expression_cache_size", 32 << 20),
+    ("query_condition_cache_size", 16 << 20),
+    ("max_thread_pool_size", 256),
+    ("max_io_thread_pool_size", 16),
+];
+
+impl EmbeddedStoreConfig {
+    /// The settings the engine starts with: the appliance bounds, then the
+    /// configured ones over them, by name.
+    pub fn effective_server_settings(&self) -> Vec<(String, u64)> {
+        let mut all: std::collections::BTreeMap<String, u64> =
+            EMBEDDED_SERVER_SETTINGS.iter().map(|&(n, v)| (n.to_string(), v)).collect();
+        all.extend(self.server_settings.iter().map(|(n, v)| (n.clone(), *v)));
+        all.into_iter().collect()
+    }
 }
 
 impl Default for EmbeddedStoreConfig {
     fn default() -> Self {
-        EmbeddedStoreConfig { path: PathBuf::from("/var/lib/weir/chdb"), library: PathBuf::from("libchdb.so") }
+        EmbeddedStoreConfig {
+            path: PathBuf::from("/var/lib/weir/chdb"),
+            library: PathBuf::from("libchdb.so"),
+            server_settings: Default::default(),
+        }
     }
 }
 
@@ -1044,6 +1081,12 @@ impl StoreConfig {
                 return Err(ConfigError::new("store.segments_dir", "empty"));
             }
             positive("store.segments_hours", self.segments_hours as u64, 24 * 365)?;
+        }
+        for name in self.embedded.server_settings.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                let key = format!("store.embedded.server_settings.{name}");
+                return Err(ConfigError::new(key, "a setting name is lower-case letters, digits and `_`"));
+            }
         }
         if self.kind == StoreKind::Remote
             && !self.remote.url.starts_with("http://")

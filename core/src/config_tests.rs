@@ -189,3 +189,15 @@ fn raw_segments_need_the_embedded_store_and_batches_follow_the_shards() {
     assert_eq!(error_key("[store]\ninsert_rows_max = 2000000\n"), "store.insert_rows_max");
     assert_eq!(error_key("[store]\ninsert_bytes_max = 0\n"), "store.insert_bytes_max");
 }
+
+#[test]
+fn embedded_server_settings_override_the_appliance_bounds_by_name() {
+    let file = "[store.embedded]\nserver_settings = { mark_cache_size = 1048576, background_pool_size = 4 }\n";
+    let settings = Config::parse(file).unwrap().store.embedded.effective_server_settings();
+    let get = |name: &str| settings.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(get("mark_cache_size"), Some(1 << 20), "configured wins");
+    assert_eq!(get("background_pool_size"), Some(4), "a setting beyond the bounds is passed on");
+    assert_eq!(get("primary_index_cache_size"), Some(64 << 20), "the rest keep the appliance bounds");
+    let bad = "[store.embedded]\nserver_settings = { \"mark_cache_size=1 --x\" = 1 }\n";
+    assert_eq!(error_key(bad), "store.embedded.server_settings.mark_cache_size=1 --x");
+}

@@ -121,14 +121,24 @@ pub fn check_library(library: &Path) -> Result<(), String> {
 }
 
 impl Chdb {
-    /// Loads `library` and opens the database at `path` (created if missing).
-    pub fn open(library: &Path, path: &Path) -> Result<Chdb, String> {
+    /// Loads `library` and opens the database at `path` (created if missing),
+    /// the engine started with `settings` (server settings, by name); each
+    /// is then read back from `system.server_settings`, since the engine
+    /// ignores a name it does not know and some it does not apply.
+    pub fn open(library: &Path, path: &Path, settings: &[(String, u64)]) -> Result<Chdb, String> {
         let api = load(library)?;
         std::fs::create_dir_all(path).map_err(|e| format!("store.embedded.path {}: {e}", path.display()))?;
         // Before the engine starts: its own handlers would take SIGTERM and
         // SIGHUP from Weir, and its crash handlers sleep before re-raising.
         unsafe { (api.set_signal_handlers)(0) };
-        let args = [CString::new("weir").unwrap(), arg(&format!("--path={}", path.display()))?];
+        let mut args = vec![CString::new("weir").unwrap(), arg(&format!("--path={}", path.display()))?];
+        if !settings.is_empty() {
+            // After `--`: configuration, not query settings.
+            args.push(arg("--")?);
+            for (name, value) in settings {
+                args.push(arg(&format!("--{name}={value}"))?);
+            }
+        }
         let mut argv: Vec<*mut c_char> = args.iter().map(|a| a.as_ptr() as *mut c_char).collect();
         let conn = unsafe { (api.connect)(argv.len() as c_int, argv.as_mut_ptr()) };
         if conn.is_null() || unsafe { (*conn).is_null() } {
@@ -137,7 +147,30 @@ impl Chdb {
                 path.display()
             ));
         }
-        Ok(Chdb { api, conn })
+        let mut chdb = Chdb { api, conn };
+        chdb.check_settings(settings)?;
+        Ok(chdb)
+    }
+
+    fn check_settings(&mut self, settings: &[(String, u64)]) -> Result<(), String> {
+        if settings.is_empty() {
+            return Ok(());
+        }
+        // Names are checked by the configuration: lower-case letters, digits, `_`.
+        let names: Vec<String> = settings.iter().map(|(n, _)| format!("'{n}'")).collect();
+        let sql = format!("SELECT name, value FROM system.server_settings WHERE name IN ({})", names.join(","));
+        let out = String::from_utf8_lossy(&self.query(sql.as_bytes(), "TSV")?).into_owned();
+        let read: std::collections::HashMap<&str, &str> = out.lines().filter_map(|l| l.split_once('\t')).collect();
+        for (name, value) in settings {
+            match read.get(name.as_str()) {
+                None => return Err(format!("store.embedded.server_settings.{name}: the engine has no such setting")),
+                Some(v) if v.parse::<u64>().ok() != Some(*value) => return Err(format!(
+                    "store.embedded.server_settings.{name}: the engine does not apply it here (set {value}, reads {v})"
+                )),
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Runs `query` (may carry binary data); returns the output in `format`.

@@ -92,7 +92,10 @@ pub enum Engine {
 impl Engine {
     pub fn connect(config: &StoreConfig) -> Result<Engine, String> {
         Ok(match config.kind {
-            StoreKind::Embedded => Engine::Embedded(chdb::Chdb::open(&config.embedded.library, &config.embedded.path)?),
+            StoreKind::Embedded => {
+                let e = &config.embedded;
+                Engine::Embedded(chdb::Chdb::open(&e.library, &e.path, &e.effective_server_settings())?)
+            }
             StoreKind::Remote => Engine::Remote(Box::new(remote::Remote::connect(&config.remote)?)),
         })
     }
