@@ -152,6 +152,23 @@ def main(out):
     block += column(b"MPLSLabels", b"Array(UInt32)", struct.pack("<QQ", 1, 3) + struct.pack("<III", 16, 17, 18))
     open(os.path.join(out, "native_blocks", "two_blocks"), "wb").write(block + block)
 
+    # Console filters (console/fuzz): one per column kind and operator, and
+    # the hostile shapes the filter test sends.
+    filters = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "console", "fuzz", "corpus", "filter")
+    os.makedirs(filters, exist_ok=True)
+    seeds = [
+        "SrcAS = AS65000 AND (DstPort IN (80, 443) OR Proto = 'UDP') -- web",
+        "NOT SrcAddr << 192.0.2.0/24 /* c */ OR DstAddr !<< 2001:db8::/32",
+        "SrcAddr IN (192.0.2.1, 198.51.100.0/24) AND SrcMAC = 00:11:22:33:44:55",
+        "DstCommunities = 65000:100 AND DstASPath != AS1299 AND MPLSLabels = 16",
+        "ExporterName ILIKE 'edge%' AND InIfName = OutIfName AND InIfBoundary = external",
+        "ExporterName = 'it\\'s \\\\ \"q\"' OR ExporterName NOTIN (\"a\", 'b')",
+        "EType = IPv6 AND FlowDirection = egress AND SrcPort != DstPort AND PacketSize >= 1400",
+        "((((SrcPort = 1))))",
+    ]
+    for i, seed in enumerate(seeds):
+        open(os.path.join(filters, "seed%d" % i), "wb").write(seed.encode())
+
 
 if __name__ == "__main__":
     main(sys.argv[1])

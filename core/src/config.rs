@@ -31,6 +31,7 @@ pub struct Config {
     pub run: RunConfig,
     pub log: LogConfig,
     pub haproxy: HaproxyConfig,
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             run: RunConfig::default(),
             log: LogConfig::default(),
             haproxy: HaproxyConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -474,6 +476,122 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9108))), debug: true, query_writes: false }
+    }
+}
+
+/// The console's REST API (`/api/v0/console/...`): graphs, top talkers,
+/// filters, over the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// Its own address; unset: served on `http.listen`.
+    pub listen: Option<SocketAddr>,
+    /// The most top rows a graph may ask for (its `limit`).
+    pub dimensions_limit: u64,
+    /// How far back a graph may start, in days.
+    pub range_max_days: u32,
+    /// Bounds on each console query, enforced by the engine.
+    pub query_timeout_s: u64,
+    pub query_memory_bytes_max: u64,
+    pub query_result_rows_max: u64,
+    /// What the visualize page starts with (`/configuration`).
+    pub default_visualize_options: VisualizeDefaults,
+    /// The home page's top widgets (`/widget/top/{name}`).
+    pub homepage_top_widgets: Vec<String>,
+    /// The home page graph (`/widget/graph`): its range and its filter
+    /// (the filter language, not SQL).
+    pub homepage_graph_time_range_s: u64,
+    pub homepage_graph_filter: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: true,
+            listen: None,
+            dimensions_limit: 50,
+            range_max_days: 400,
+            query_timeout_s: 30,
+            query_memory_bytes_max: 2 << 30,
+            query_result_rows_max: 1_000_000,
+            default_visualize_options: VisualizeDefaults::default(),
+            homepage_top_widgets: ["src-as", "dst-as", "protocol", "etype", "exporter"].map(String::from).to_vec(),
+            homepage_graph_time_range_s: 86_400,
+            homepage_graph_filter: String::new(),
+        }
+    }
+}
+
+/// The visualize page's defaults (Akvorado's `default-visualize-options`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisualizeDefaults {
+    /// stacked, stacked100, lines, grid, heatmap or sankey.
+    pub graph_type: String,
+    /// Natural-language times the front end reads ("6 hours ago", "now").
+    pub start: String,
+    pub end: String,
+    pub filter: String,
+    pub dimensions: Vec<String>,
+    pub limit: u64,
+    /// avg, max or last.
+    pub limit_type: String,
+    pub bidirectional: bool,
+    pub previous_period: bool,
+}
+
+impl Default for VisualizeDefaults {
+    fn default() -> Self {
+        VisualizeDefaults {
+            graph_type: "stacked".into(),
+            start: "6 hours ago".into(),
+            end: "now".into(),
+            filter: String::new(),
+            dimensions: vec!["SrcAS".into()],
+            limit: 10,
+            limit_type: "avg".into(),
+            bidirectional: false,
+            previous_period: false,
+        }
+    }
+}
+
+/// The home page's top widgets.
+pub const TOP_WIDGETS: [&str; 7] = ["src-as", "dst-as", "exporter", "protocol", "etype", "src-port", "dst-port"];
+
+impl ConsoleConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !(10..=1000).contains(&self.dimensions_limit) {
+            return Err(ConfigError::new("console.dimensions_limit", "10..1000"));
+        }
+        positive("console.range_max_days", self.range_max_days as u64, 36_500)?;
+        positive("console.query_timeout_s", self.query_timeout_s, 3600)?;
+        positive("console.query_memory_bytes_max", self.query_memory_bytes_max, 1 << 40)?;
+        positive("console.query_result_rows_max", self.query_result_rows_max, 1 << 32)?;
+        positive("console.homepage_graph_time_range_s", self.homepage_graph_time_range_s, 366 * 86_400)?;
+        if self.homepage_graph_time_range_s < 60 {
+            return Err(ConfigError::new("console.homepage_graph_time_range_s", "at least 60"));
+        }
+        for (i, w) in self.homepage_top_widgets.iter().enumerate() {
+            if !TOP_WIDGETS.contains(&w.as_str()) {
+                let why = format!("{w:?} is not one of {}", TOP_WIDGETS.join(", "));
+                return Err(ConfigError::new(format!("console.homepage_top_widgets[{i}]"), why));
+            }
+        }
+        let d = &self.default_visualize_options;
+        let types = ["stacked", "stacked100", "lines", "grid", "heatmap", "sankey"];
+        if !types.contains(&d.graph_type.as_str()) {
+            let why = format!("one of {}", types.join(", "));
+            return Err(ConfigError::new("console.default_visualize_options.graph_type", why));
+        }
+        if !["avg", "max", "last"].contains(&d.limit_type.as_str()) {
+            return Err(ConfigError::new("console.default_visualize_options.limit_type", "avg, max or last"));
+        }
+        if d.limit == 0 || d.limit > self.dimensions_limit {
+            return Err(ConfigError::new("console.default_visualize_options.limit", "1..dimensions_limit"));
+        }
+        Ok(())
     }
 }
 
@@ -959,6 +1077,7 @@ impl Config {
                 return Err(ConfigError::new(format!("listeners[{i}].address"), "needs a port"));
             }
         }
+        self.console.check()?;
         positive("decoder.state_save_interval_s", self.decoder.state_save_interval_s, 86_400)?;
         positive("sink.buffer_bytes", self.sink.buffer_bytes as u64, 1 << 30)?;
         positive("sink.buffers_max", self.sink.buffers_max as u64, 1 << 16)?;
@@ -1026,6 +1145,7 @@ impl Config {
             ("run", self.run != new.run),
             ("log", self.log != new.log),
             ("haproxy", self.haproxy != new.haproxy),
+            ("console", self.console != new.console),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }

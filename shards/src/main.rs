@@ -4,6 +4,8 @@
 //!   health, profiling, systemd, logging, CPU pinning. Knows no feature.
 //! - `store`: the store writer, chDB and ClickHouse engines, the spool,
 //!   `/latency` and `POST /query`.
+//! - `console`: the console API (`weir-console`) over its own store
+//!   connection, and its counters.
 //! - `receive`: the data plane: pinned shards, reuseport sockets, sinks.
 //! - `haproxy`: the access-log input (unix socket to Kafka).
 //! - `cli`: one file per one-shot subcommand (`decode`, `query`,
@@ -12,6 +14,7 @@
 //!   feature's counters, probes and routes.
 
 mod cli;
+mod console;
 mod haproxy;
 mod ops;
 mod receive;

@@ -34,6 +34,7 @@ use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
 use crate::cli::config::read_config;
+use crate::console::{self, metrics::ConsoleMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
 use crate::ops::exposition::Exposition;
@@ -190,6 +191,8 @@ struct Counters {
     store: Option<Arc<StoreMetrics>>,
     /// With the HAProxy input.
     haproxy: Option<Arc<HaproxyMetrics>>,
+    /// With the store as sink and `console.enabled`.
+    console: Option<Arc<ConsoleMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -204,9 +207,11 @@ impl Counters {
         } else {
             None
         };
+        let console = (store.is_some() && config.console.enabled).then(Arc::default);
         Ok(Counters {
             receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),
             sink: Arc::default(),
+            console,
             store,
             haproxy: config.haproxy.enabled.then(Arc::default),
             http: Arc::default(),
@@ -237,6 +242,9 @@ impl Counters {
             exposition.register(haproxy.clone());
             probes.extend(haproxy.probes());
         }
+        if let Some(console) = &self.console {
+            exposition.register(console.clone());
+        }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
     }
@@ -259,7 +267,18 @@ fn serve_http(
         _ => None,
     };
     let ops = Ops { exposition, health: health.clone(), debug: config.http.debug };
-    let app = http::routes(ops).merge(store::routes::routes(store));
+    let mut app = http::routes(ops).merge(store::routes::routes(store));
+    if let Some(metrics) = &counters.console {
+        let routes = console::routes(console::start(config, metrics.clone())?);
+        match config.console.listen {
+            Some(own) if own != address => {
+                let local = http::serve(own, routes, config.shards.control_core, counters.http.clone())
+                    .map_err(|e| format!("console.listen {own}: {e}"))?;
+                info!("console API at http://{local}/api/v0/console/");
+            }
+            _ => app = app.merge(routes),
+        }
+    }
     let local = http::serve(address, app, config.shards.control_core, counters.http.clone())
         .map_err(|e| format!("http.listen {address}: {e}"))?;
     info!("metrics at http://{local}/metrics");

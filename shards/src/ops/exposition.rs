@@ -164,6 +164,23 @@ pub fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &DelayHis
     metric.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)
 }
 
+/// One `DelayHistogram` per value of `label`, buckets `upper` (seconds).
+pub fn histogram_by(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    series: &[(&str, &DelayHistogram)],
+    upper: &[f64],
+) -> fmt::Result {
+    let mut metric = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (value, h) in series {
+        let (count, sum_s, buckets) = h.buckets(upper);
+        metric.encode_family(&[(label, *value)])?.encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
+    }
+    Ok(())
+}
+
 pub fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
     let metric = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     prometheus_client::metrics::counter::ConstCounter::new(value).encode(metric)

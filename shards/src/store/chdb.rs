@@ -164,9 +164,11 @@ impl Chdb {
         for (name, value) in settings {
             match read.get(name.as_str()) {
                 None => return Err(format!("store.embedded.server_settings.{name}: the engine has no such setting")),
-                Some(v) if v.parse::<u64>().ok() != Some(*value) => return Err(format!(
+                Some(v) if v.parse::<u64>().ok() != Some(*value) => {
+                    return Err(format!(
                     "store.embedded.server_settings.{name}: the engine does not apply it here (set {value}, reads {v})"
-                )),
+                ))
+                }
                 Some(_) => {}
             }
         }

@@ -100,6 +100,29 @@ impl Engine {
         })
     }
 
+    /// A connection for the console: on chDB a session of its own set
+    /// `readonly = 2` (it reads, and may only set query limits).
+    pub fn connect_console(config: &StoreConfig) -> Result<Engine, String> {
+        let mut engine = Engine::connect(config)?;
+        if let Engine::Embedded(c) = &mut engine {
+            c.query(b"SET readonly = 2", "TabSeparated")?;
+        }
+        Ok(engine)
+    }
+
+    /// A console SELECT with `limits` (setting, value) applied by the engine;
+    /// on a ClickHouse server with `readonly = 2`.
+    pub fn console_query(&mut self, sql: &str, format: &str, limits: &[(&str, u64)]) -> Result<Vec<u8>, String> {
+        match self {
+            Engine::Embedded(c) => {
+                let settings: Vec<String> = limits.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+                let sql = format!("{sql} SETTINGS {}, result_overflow_mode = 'throw'", settings.join(", "));
+                c.query(sql.as_bytes(), format)
+            }
+            Engine::Remote(r) => r.console_query(sql, format, limits),
+        }
+    }
+
     /// Runs a SELECT and returns its output in `format`.
     pub fn query(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
         match self {

@@ -60,6 +60,15 @@ impl Remote {
         self.fetch(self.client.query_raw(sql).with_setting("readonly", "1"), format)
     }
 
+    /// A console SELECT: `readonly = 2` and the console's `limits`.
+    pub fn console_query(&mut self, sql: &str, format: &str, limits: &[(&str, u64)]) -> Result<Vec<u8>, String> {
+        let mut query = self.client.query_raw(sql).with_setting("readonly", "2");
+        for (name, value) in limits {
+            query = query.with_setting(*name, value.to_string());
+        }
+        self.fetch(query.with_setting("result_overflow_mode", "throw"), format)
+    }
+
     fn fetch(&self, query: clickhouse::query::Query, format: &str) -> Result<Vec<u8>, String> {
         self.block_on(async move {
             let mut cursor = query.fetch_bytes(format)?;

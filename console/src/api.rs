@@ -1,0 +1,660 @@
+//! The REST API under `/api/v0/console/`, with Akvorado's paths and JSON
+//! shapes. Errors are `{"message": ...}`: 400 for a bad request (the
+//! message says what), 404, 503 when the store cannot answer now, 504 when
+//! a query ran past `console.query_timeout_s`, 422 when it ran past the
+//! memory or result bounds.
+//!
+//! Every SQL statement is built here from parsed and checked parts; nothing
+//! a client sends is executed. The store runs each one read-only, bounded
+//! in time, memory and result rows ([`Store`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value as Json_};
+use weir_core::config::ConsoleConfig;
+
+use crate::columns::{Catalogue, Kind};
+use crate::filter::{self, SqlDialect};
+use crate::query::{self, Builder, Choice, GraphRequest, Limits, Tables, Units};
+
+/// Why a console query failed, as the engine said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryFailure {
+    /// Past `console.query_timeout_s`.
+    Timeout,
+    /// Past `console.query_memory_bytes_max`.
+    Memory,
+    /// Past `console.query_result_rows_max`.
+    Rows,
+    /// The store is not there (starting, down, not migrated yet).
+    Unavailable,
+    /// Anything else the engine refused.
+    Failed,
+}
+
+impl QueryFailure {
+    pub const ALL: [QueryFailure; 5] = [
+        QueryFailure::Timeout,
+        QueryFailure::Memory,
+        QueryFailure::Rows,
+        QueryFailure::Unavailable,
+        QueryFailure::Failed,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            QueryFailure::Timeout => "timeout",
+            QueryFailure::Memory => "memory",
+            QueryFailure::Rows => "result_rows",
+            QueryFailure::Unavailable => "unavailable",
+            QueryFailure::Failed => "failed",
+        }
+    }
+
+    /// From the engine's error text (`Code: N.`).
+    pub fn of(message: &str) -> QueryFailure {
+        let code = message.split("Code: ").nth(1).and_then(|c| c.split(|ch: char| !ch.is_ascii_digit()).next());
+        match code.and_then(|c| c.parse::<u32>().ok()) {
+            Some(159) => QueryFailure::Timeout,
+            Some(241) => QueryFailure::Memory,
+            Some(396) => QueryFailure::Rows,
+            Some(60 | 81) => QueryFailure::Unavailable,
+            _ => QueryFailure::Failed,
+        }
+    }
+}
+
+/// A failed console query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryError {
+    pub failure: QueryFailure,
+    pub message: String,
+}
+
+/// A boxed future, so the store can be a trait object.
+pub type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What runs the console's SQL: one SELECT at a time, read-only, within
+/// the console's time, memory and result-row bounds, answering
+/// `TabSeparatedWithNames` when `names`, else `TabSeparated`.
+pub trait Store: Send + Sync + 'static {
+    fn select(&self, sql: String, names: bool) -> Pending<Result<Vec<u8>, QueryError>>;
+
+    /// How the server spells addresses (known once connected).
+    fn dialect(&self) -> SqlDialect {
+        SqlDialect::MODERN
+    }
+}
+
+/// How the console is doing, per endpoint.
+pub trait Observer: Send + Sync + 'static {
+    /// A request to `endpoint` answered `status` after `took`.
+    fn request(&self, endpoint: &'static str, status: u16, took: Duration);
+    /// A query failed for `failure`.
+    fn query_failed(&self, failure: QueryFailure);
+}
+
+/// The console: the schema's columns, the config, and the store.
+pub struct Console {
+    pub columns: Catalogue,
+    pub config: ConsoleConfig,
+    pub database: String,
+    /// `flows` or `flows_segments`.
+    pub raw_table: String,
+    pub store: Arc<dyn Store>,
+    pub observer: Arc<dyn Observer>,
+    pub version: &'static str,
+    tables: Mutex<Option<(Instant, Tables)>>,
+}
+
+/// How long the tables' oldest rows are trusted.
+const TABLES_TTL: Duration = Duration::from_secs(60);
+/// The longest `X-SQL-Query` header.
+const SQL_HEADER_MAX: usize = 8192;
+
+impl Console {
+    /// Checks the configured filters against the columns.
+    pub fn new(
+        columns: Catalogue,
+        config: ConsoleConfig,
+        database: String,
+        raw_table: String,
+        store: Arc<dyn Store>,
+        observer: Arc<dyn Observer>,
+        version: &'static str,
+    ) -> Result<Console, String> {
+        for (key, f) in [
+            ("console.homepage_graph_filter", &config.homepage_graph_filter),
+            ("console.default_visualize_options.filter", &config.default_visualize_options.filter),
+        ] {
+            filter::parse(f, &columns).map_err(|e| format!("{key}: {e}"))?;
+        }
+        for (i, d) in config.default_visualize_options.dimensions.iter().enumerate() {
+            if !columns.find(d).is_some_and(|c| c.dimension) {
+                return Err(format!("console.default_visualize_options.dimensions[{i}]: {d:?} is not a dimension"));
+            }
+        }
+        Ok(Console { columns, config, database, raw_table, store, observer, version, tables: Mutex::new(None) })
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            dimensions_limit: self.config.dimensions_limit,
+            range_max_s: self.config.range_max_days as i64 * 86_400,
+        }
+    }
+
+    fn builder<'a>(&'a self, tables: &'a Tables) -> Builder<'a> {
+        Builder { columns: &self.columns, database: &self.database, dialect: self.store.dialect(), tables }
+    }
+
+    async fn select(&self, sql: String) -> Result<Vec<u8>, Failure> {
+        self.store.select(sql, false).await.map_err(|e| {
+            self.observer.query_failed(e.failure);
+            Failure::Query(e)
+        })
+    }
+
+    /// The tables and their oldest rows, cached for a minute.
+    async fn tables(&self) -> Result<Tables, Failure> {
+        if let Some((at, t)) = self.tables.lock().unwrap().as_ref() {
+            if at.elapsed() < TABLES_TTL {
+                return Ok(t.clone());
+            }
+        }
+        let names = [self.raw_table.as_str(), "flows_1m", "flows_5m", "flows_1h"];
+        let parts: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("SELECT {i}, toUInt32(min(TimeReceived)) FROM {}.{t}", self.database))
+            .collect();
+        let out = self.select(parts.join(" UNION ALL ")).await?;
+        let mut oldest = [None; 4];
+        for row in query::parse_rows(&out, 0).map_err(Failure::Internal)? {
+            if let Some(slot) = oldest.get_mut(row.bucket as usize) {
+                *slot = Some(row.value as i64).filter(|t| *t > 0);
+            }
+        }
+        let tables = Tables { raw: self.raw_table.clone(), oldest };
+        *self.tables.lock().unwrap() = Some((Instant::now(), tables.clone()));
+        Ok(tables)
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug)]
+enum Failure {
+    BadRequest(String),
+    NotFound(String),
+    Query(QueryError),
+    Internal(String),
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Failure::Query(e) => match e.failure {
+                QueryFailure::Timeout => {
+                    (StatusCode::GATEWAY_TIMEOUT, format!("the query ran too long: {}", e.message))
+                }
+                QueryFailure::Memory | QueryFailure::Rows => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, format!("the query is too large: {}", e.message))
+                }
+                QueryFailure::Unavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, format!("the store cannot answer now: {}", e.message))
+                }
+                QueryFailure::Failed => (StatusCode::INTERNAL_SERVER_ERROR, format!("the query failed: {}", e.message)),
+            },
+            Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        };
+        (status, Json(json!({ "message": message }))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure::BadRequest(message.into())
+}
+
+type Answer = Result<Response, Failure>;
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Every endpoint's name in the metrics, as `routes` names them.
+pub const ENDPOINTS: [&str; 11] = [
+    "configuration",
+    "widget/flow-last",
+    "widget/flow-rate",
+    "widget/exporters",
+    "widget/top",
+    "widget/graph",
+    "graph/line",
+    "graph/sankey",
+    "graph/table-interval",
+    "filter/validate",
+    "filter/complete",
+];
+
+/// The routes, to nest under `/api/v0/console`.
+pub fn routes(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/configuration", get(configuration))
+        .route("/widget/flow-last", get(flow_last))
+        .route("/widget/flow-rate", get(flow_rate))
+        .route("/widget/exporters", get(exporters))
+        .route("/widget/top/{name}", get(top))
+        .route("/widget/graph", get(home_graph))
+        .route("/graph/line", post(line))
+        .route("/graph/sankey", post(sankey))
+        .route("/graph/table-interval", post(table_interval))
+        .route("/filter/validate", post(validate))
+        .route("/filter/complete", post(complete))
+        .with_state(console)
+}
+
+/// Times and counts each request under its endpoint's name.
+async fn observed(console: &Console, endpoint: &'static str, work: impl Future<Output = Answer>) -> Response {
+    let started = Instant::now();
+    let response = match work.await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    };
+    console.observer.request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
+    payload.map(|Json(t)| t).map_err(|e| bad(e.body_text()))
+}
+
+async fn configuration(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "configuration", async {
+        let d = &c.config.default_visualize_options;
+        let dimensions: Vec<&str> = c.columns.dimensions().map(|d| d.name.as_str()).collect();
+        let truncatable: Vec<&str> = query::TRUNCATABLE.into_iter().filter(|t| c.columns.find(t).is_some()).collect();
+        Ok(Json(json!({
+            "version": c.version,
+            "defaultVisualizeOptions": {
+                "graphType": d.graph_type,
+                "start": d.start,
+                "end": d.end,
+                "filter": d.filter,
+                "dimensions": d.dimensions,
+                "limit": d.limit,
+                "limitType": d.limit_type,
+                "bidirectional": d.bidirectional,
+                "previousPeriod": d.previous_period,
+            },
+            "dimensionsLimit": c.config.dimensions_limit,
+            "dimensions": dimensions,
+            "truncatable": truncatable,
+            "homepageTopWidgets": c.config.homepage_top_widgets,
+            "branding": false,
+        }))
+        .into_response())
+    })
+    .await
+}
+
+/// The display form of every stored column, for a row's worth of values.
+fn shown(c: &Console, column: &str) -> String {
+    match c.columns.find(column).map(|col| col.kind) {
+        Some(Kind::Ip) => format!("IPv6NumToString({column})"),
+        _ => format!("toString({column})"),
+    }
+}
+
+async fn flow_last(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "widget/flow-last", async {
+        let names: Vec<&str> =
+            std::iter::once("TimeReceived").chain(c.columns.columns.iter().map(|col| col.name.as_str())).collect();
+        let select: Vec<String> = names.iter().map(|n| shown(&c, n)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}.{} WHERE TimeReceived >= now() - 3600 ORDER BY TimeReceived DESC LIMIT 1",
+            select.join(", "),
+            c.database,
+            c.raw_table
+        );
+        let out = c.select(sql).await?;
+        let text = String::from_utf8_lossy(&out);
+        let Some(line) = text.lines().next() else {
+            return Err(Failure::NotFound("No flow currently in database.".into()));
+        };
+        let mut flow = serde_json::Map::new();
+        for (name, value) in names.iter().zip(line.split('\t')) {
+            let value = query::unescape_tsv(value);
+            flow.insert(name.to_string(), Json_::String(query::label(&c.columns, name, &value)));
+        }
+        Ok(Json(flow).into_response())
+    })
+    .await
+}
+
+async fn flow_rate(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "widget/flow-rate", async {
+        let sql = format!("SELECT count() FROM {}.{} WHERE TimeReceived >= now() - 300", c.database, c.raw_table);
+        let out = c.select(sql).await?;
+        let count: f64 = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0.0);
+        Ok(Json(json!({ "rate": count / 300.0, "period": "second" })).into_response())
+    })
+    .await
+}
+
+async fn exporters(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "widget/exporters", async {
+        let sql = format!(
+            "SELECT DISTINCT IPv6NumToString(ExporterAddress) FROM {}.flows_1h WHERE TimeReceived >= now() - 7 * 86400",
+            c.database
+        );
+        let out = c.select(sql).await?;
+        let mut names: Vec<String> = String::from_utf8_lossy(&out)
+            .lines()
+            .map(|l| query::label(&c.columns, "ExporterAddress", &query::unescape_tsv(l)))
+            .collect();
+        names.sort();
+        Ok(Json(json!({ "exporters": names })).into_response())
+    })
+    .await
+}
+
+async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
+    observed(&c, "widget/top", async {
+        let column = match name.as_str() {
+            "src-as" => "SrcAS",
+            "dst-as" => "DstAS",
+            "exporter" => "ExporterAddress",
+            "protocol" => "Proto",
+            "etype" => "EType",
+            "src-port" => "SrcPort",
+            "dst-port" => "DstPort",
+            other => {
+                let known = weir_core::config::TOP_WIDGETS.join(", ");
+                return Err(bad(format!("unknown top widget {other:?}; known: {known}")));
+            }
+        };
+        let raw = !c.columns.find(column).is_some_and(|col| col.consolidated);
+        let (table, metric) =
+            if raw { (c.raw_table.as_str(), "sum(Bytes * SamplingRate)") } else { ("flows_1m", "sum(Bytes)") };
+        let from = format!("FROM {}.{table} WHERE TimeReceived >= now() - 300", c.database);
+        let sql = format!(
+            "SELECT * FROM (SELECT 0, {metric} AS v, {} AS d {from} GROUP BY d ORDER BY v DESC LIMIT 5) \
+             UNION ALL SELECT 1, {metric}, '' {from}",
+            shown(&c, column)
+        );
+        let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
+        let total: f64 = rows.iter().filter(|r| r.bucket == 1).map(|r| r.value).sum();
+        let mut top: Vec<(String, f64)> = rows
+            .iter()
+            .filter(|r| r.bucket == 0)
+            .map(|r| {
+                let name = query::label(&c.columns, column, &r.labels[0]);
+                (if name.is_empty() { "Unknown".into() } else { name }, r.value)
+            })
+            .collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<Json_> = top
+            .into_iter()
+            .map(|(name, v)| json!({ "name": name, "percent": if total > 0.0 { v * 100.0 / total } else { 0.0 } }))
+            .collect();
+        Ok(Json(json!({ "top": top })).into_response())
+    })
+    .await
+}
+
+async fn home_graph(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "widget/graph", async {
+        let end = now();
+        let start = end - c.config.homepage_graph_time_range_s as i64;
+        let request = GraphRequest {
+            start: query::format_time(start),
+            end: query::format_time(end),
+            dimensions: Vec::new(),
+            limit: 1,
+            limit_type: Default::default(),
+            filter: c.config.homepage_graph_filter.clone(),
+            truncate_v4: 0,
+            truncate_v6: 0,
+            units: Units::L3Bps,
+            points: Some(200),
+            bidirectional: false,
+            previous_period: false,
+            graph_type: None,
+        };
+        let (answer, _) = run_line(&c, &request).await?;
+        let data: Vec<Json_> = answer
+            .t
+            .iter()
+            .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0; answer.t.len()]))
+            .map(|(t, bps)| json!({ "t": t, "gbps": bps as f64 / 1e9 }))
+            .collect();
+        Ok(Json(json!({ "data": data })).into_response())
+    })
+    .await
+}
+
+async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAnswer, String), Failure> {
+    let r = request.check(&c.columns, c.limits(), now()).map_err(bad)?;
+    let points = request.points.ok_or_else(|| bad("points is required (5..2000)"))?;
+    let tables = c.tables().await?;
+    let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(&c.columns));
+    let axes = c.builder(&tables).line(&r, &choice).map_err(bad)?;
+    let mut results = Vec::with_capacity(axes.len());
+    for q in axes {
+        let out = c.select(q.sql.clone()).await?;
+        let rows = query::parse_rows(&out, q.dimensions).map_err(Failure::Internal)?;
+        results.push((q, rows));
+    }
+    let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
+    Ok((query::line_answer(&c.columns, &r, &choice, &results), sql))
+}
+
+fn with_sql(mut response: Response, sql: &str) -> Response {
+    if sql.len() <= SQL_HEADER_MAX {
+        if let Ok(v) = HeaderValue::from_str(sql) {
+            response.headers_mut().insert("x-sql-query", v);
+        }
+    }
+    response
+}
+
+async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
+    observed(&c, "graph/line", async {
+        let request = body(payload)?;
+        let (answer, sql) = run_line(&c, &request).await?;
+        Ok(with_sql(Json(answer).into_response(), &sql))
+    })
+    .await
+}
+
+async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
+    observed(&c, "graph/sankey", async {
+        let request = body(payload)?;
+        let r = request.check(&c.columns, c.limits(), now()).map_err(bad)?;
+        let tables = c.tables().await?;
+        let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(&c.columns));
+        let axes = c.builder(&tables).sankey(&r, &choice).map_err(bad)?;
+        let mut results = Vec::with_capacity(axes.len());
+        for q in axes {
+            let out = c.select(q.sql.clone()).await?;
+            let rows = query::parse_rows(&out, q.dimensions).map_err(Failure::Internal)?;
+            results.push((q, rows));
+        }
+        let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
+        Ok(with_sql(Json(query::sankey_answer(&c.columns, &r, &choice, &results)).into_response(), &sql))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntervalRequest {
+    start: String,
+    end: String,
+    points: u64,
+}
+
+#[derive(Serialize)]
+struct IntervalAnswer {
+    table: String,
+    interval: u64,
+}
+
+async fn table_interval(
+    State(c): State<Arc<Console>>,
+    payload: Result<Json<IntervalRequest>, JsonRejection>,
+) -> Response {
+    observed(&c, "graph/table-interval", async {
+        let r = body(payload)?;
+        let start = query::parse_time("start", &r.start).map_err(bad)?;
+        let end = query::parse_time("end", &r.end).map_err(bad)?;
+        if end <= start {
+            return Err(bad("end must be after start"));
+        }
+        if !(5..=2000).contains(&r.points) {
+            return Err(bad("points must be 5..2000"));
+        }
+        let tables = c.tables().await?;
+        let Choice { table, interval, .. } = query::choose_table(&tables, start, end, r.points, false);
+        Ok(Json(IntervalAnswer { table, interval }).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterRequest {
+    filter: String,
+}
+
+async fn validate(State(c): State<Arc<Console>>, payload: Result<Json<FilterRequest>, JsonRejection>) -> Response {
+    observed(&c, "filter/validate", async {
+        let r = body(payload)?;
+        Ok(Json(match filter::parse(&r.filter, &c.columns) {
+            Ok(None) => json!({ "message": "ok" }),
+            Ok(Some(e)) => json!({ "message": "ok", "parsed": e.to_sql(c.store.dialect()) }),
+            Err(e) => json!({ "message": e.to_string(), "errors": [e] }),
+        })
+        .into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteRequest {
+    what: String,
+    #[serde(default)]
+    column: Option<String>,
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct Completion {
+    label: String,
+    detail: String,
+    quoted: bool,
+}
+
+fn completion(label: impl Into<String>, detail: &str, quoted: bool) -> Completion {
+    Completion { label: label.into(), detail: detail.into(), quoted }
+}
+
+async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRequest>, JsonRejection>) -> Response {
+    observed(&c, "filter/complete", async {
+        let r = body(payload)?;
+        let limit = r.limit.unwrap_or(20).clamp(1, 100);
+        let prefix = r.prefix.to_ascii_lowercase();
+        let column = || {
+            let name = r.column.as_deref().ok_or_else(|| bad("column is required"))?;
+            c.columns.find(name).ok_or_else(|| bad(format!("unknown column {name:?}")))
+        };
+        let mut out: Vec<Completion> = match r.what.as_str() {
+            "column" => c.columns.columns.iter().map(|col| completion(&col.name, "column name", false)).collect(),
+            "operator" => {
+                column()?.kind.operators().iter().map(|op| completion(*op, "comparison operator", false)).collect()
+            }
+            "value" => {
+                let col = column()?;
+                let mut values = values(&c, col.name.as_str(), col.kind, &r.prefix).await?;
+                // Columns of the same kind compare too.
+                values.extend(
+                    c.columns
+                        .columns
+                        .iter()
+                        .filter(|o| {
+                            o.name != col.name
+                                && o.kind == col.kind
+                                && !matches!(o.kind, Kind::Boundary | Kind::EType | Kind::Direction)
+                        })
+                        .map(|o| completion(&o.name, "column name", false)),
+                );
+                values
+            }
+            other => return Err(bad(format!("what: {other:?} is not column, operator or value"))),
+        };
+        out.retain(|x| x.label.to_ascii_lowercase().starts_with(&prefix));
+        out.truncate(limit);
+        Ok(Json(json!({ "completions": out })).into_response())
+    })
+    .await
+}
+
+/// Values worth offering for `column`: fixed lists, or the store's most
+/// frequent recent values.
+async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<Vec<Completion>, Failure> {
+    let fixed =
+        |labels: &[&str], detail: &str, quoted: bool| labels.iter().map(|l| completion(*l, detail, quoted)).collect();
+    Ok(match kind {
+        Kind::EType => fixed(&["IPv4", "IPv6"], "ethernet type", false),
+        Kind::Direction => fixed(&["ingress", "egress"], "flow direction", false),
+        Kind::Boundary => fixed(&["external", "internal", "undefined"], "network boundary", false),
+        Kind::Proto => {
+            weir_core::migrate::PROTOCOLS.iter().map(|(_, name, _)| completion(*name, "protocol", true)).collect()
+        }
+        Kind::Ip | Kind::Asn | Kind::UInt { .. } | Kind::Mac | Kind::Str => {
+            let consolidated = c.columns.find(column).is_some_and(|col| col.consolidated);
+            let (table, window) = if consolidated { ("flows_1h", 86_400) } else { (c.raw_table.as_str(), 60) };
+            let mut sql = format!(
+                "SELECT 0, count() AS n, {} AS v FROM {}.{table} WHERE TimeReceived >= now() - {window}",
+                shown(c, column),
+                c.database
+            );
+            if !prefix.is_empty() && kind == Kind::Str {
+                sql.push_str(&format!(" AND startsWith(lower({column}), {})", filter::quote(&prefix.to_lowercase())));
+            }
+            sql.push_str(" GROUP BY v ORDER BY n DESC LIMIT 20");
+            let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
+            let detail = match kind {
+                Kind::Ip => "IP address",
+                Kind::Asn => "AS number",
+                Kind::Mac => "MAC address",
+                Kind::Str => "recent value",
+                _ => "recent value",
+            };
+            rows.into_iter()
+                .map(|row| {
+                    let label = query::label(&c.columns, column, &row.labels[0]);
+                    completion(label, detail, kind == Kind::Str)
+                })
+                .collect()
+        }
+        Kind::AsPath | Kind::UIntArray | Kind::Communities => Vec::new(),
+    })
+}

@@ -1,0 +1,195 @@
+//! The columns the console knows: each stored column with the kind of
+//! values the filter language accepts for it, whether the consolidated
+//! tables keep it (otherwise a query using it must read raw `flows`), and
+//! its counterpart for the reverse direction (Src↔Dst, In↔Out).
+//!
+//! Built from the schema the store has enabled, so a column switched on in
+//! `store.optional_columns` (or added by enrichment) appears in the filter
+//! language, the dimensions and the completion without a change here.
+
+use weir_core::schema::{Column, ColumnType};
+
+/// What a filter may compare a column with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An IPv6 (or IPv4-mapped) address: addresses, subnets.
+    Ip,
+    /// An unsigned integer of `bits` bits.
+    UInt { bits: u8 },
+    /// An AS number: `AS65000` or `65000`.
+    Asn,
+    /// A list of AS numbers; `=` means "contains".
+    AsPath,
+    /// A list of unsigned 32-bit integers (MPLS labels); `=` means "contains".
+    UIntArray,
+    /// A list of standard communities `a:b`; `=` means "contains".
+    Communities,
+    /// A MAC address stored in the low 48 bits of a UInt64.
+    Mac,
+    /// A string (names from enrichment).
+    Str,
+    /// Ethernet type: `IPv4`, `IPv6` or a number.
+    EType,
+    /// IP protocol: a name (`TCP`) or a number.
+    Proto,
+    /// Flow direction: `ingress` (0) or `egress` (1).
+    Direction,
+    /// Interface boundary: `external`, `internal` or `undefined` (a string).
+    Boundary,
+}
+
+impl Kind {
+    /// What a value of this kind is called in error messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Ip => "an IP address or subnet",
+            Kind::UInt { bits: 8 } => "an unsigned 8-bit integer",
+            Kind::UInt { bits: 16 } => "an unsigned 16-bit integer",
+            Kind::UInt { bits: 32 } => "an unsigned 32-bit integer",
+            Kind::UInt { .. } => "an unsigned 64-bit integer",
+            Kind::Asn | Kind::AsPath => "an AS number",
+            Kind::UIntArray => "an unsigned 32-bit integer",
+            Kind::Communities => "a community (a:b, 16-bit parts)",
+            Kind::Mac => "a 6-byte MAC address",
+            Kind::Str => "a quoted string",
+            Kind::EType => "IPv4, IPv6 or an unsigned 16-bit integer",
+            Kind::Proto => "a protocol name or an unsigned 8-bit integer",
+            Kind::Direction => "ingress or egress",
+            Kind::Boundary => "external, internal or undefined",
+        }
+    }
+
+    /// The operators the filter language accepts after a column of this
+    /// kind, as completion offers them.
+    pub fn operators(self) -> &'static [&'static str] {
+        match self {
+            Kind::Ip => &["=", "!=", "<<", "!<<", "IN (", "NOTIN ("],
+            Kind::UInt { .. } | Kind::Proto => &["=", "!=", "<", "<=", ">", ">=", "IN (", "NOTIN ("],
+            Kind::Asn | Kind::Mac => &["=", "!=", "IN (", "NOTIN ("],
+            Kind::Str => &["=", "!=", "LIKE", "ILIKE", "UNLIKE", "IUNLIKE", "IN (", "NOTIN ("],
+            Kind::AsPath | Kind::UIntArray | Kind::Communities | Kind::EType | Kind::Direction | Kind::Boundary => {
+                &["=", "!="]
+            }
+        }
+    }
+}
+
+/// One column as the console sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleColumn {
+    pub name: String,
+    pub kind: Kind,
+    /// Kept in `flows_1m`, `flows_5m` and `flows_1h`.
+    pub consolidated: bool,
+    /// Offered as a dimension to group by (not the time, counters or masks).
+    pub dimension: bool,
+}
+
+/// The enabled columns, in table order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    pub columns: Vec<ConsoleColumn>,
+}
+
+/// Columns that are neither filters nor dimensions.
+const NOT_FILTERABLE: &[&str] = &["TimeReceived", "FlowStart", "FlowEnd"];
+/// Filterable, but not something to group by.
+const NOT_DIMENSIONS: &[&str] = &["SamplingRate", "Bytes", "Packets", "PacketSize", "SrcNetMask", "DstNetMask"];
+
+impl Catalogue {
+    /// The console's view of the stored columns (`schema::stored_columns`),
+    /// plus the raw table's `PacketSize` alias.
+    pub fn new(stored: &[Column]) -> Catalogue {
+        let mut columns: Vec<ConsoleColumn> = stored
+            .iter()
+            .filter(|c| !NOT_FILTERABLE.contains(&c.name))
+            .map(|c| ConsoleColumn {
+                name: c.name.to_string(),
+                kind: kind_of(c),
+                consolidated: c.consolidated,
+                dimension: !NOT_DIMENSIONS.contains(&c.name),
+            })
+            .collect();
+        columns.push(ConsoleColumn {
+            name: "PacketSize".into(),
+            kind: Kind::UInt { bits: 64 },
+            consolidated: false,
+            dimension: false,
+        });
+        Catalogue { columns }
+    }
+
+    /// Adds a column (enrichment's, or a test's).
+    pub fn with(mut self, name: &str, kind: Kind, consolidated: bool) -> Catalogue {
+        self.columns.push(ConsoleColumn { name: name.into(), kind, consolidated, dimension: true });
+        self
+    }
+
+    /// The column named `name`, matched case-insensitively.
+    pub fn find(&self, name: &str) -> Option<&ConsoleColumn> {
+        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The column `name` stands for in the reverse direction: Src↔Dst,
+    /// In↔Out (anywhere they start the name), when that column is enabled;
+    /// otherwise `name` itself.
+    pub fn counterpart<'a>(&'a self, name: &'a str) -> &'a str {
+        let swapped = [("Src", "Dst"), ("Dst", "Src"), ("In", "Out"), ("Out", "In")]
+            .iter()
+            .find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")));
+        match swapped.and_then(|s| self.find(&s)) {
+            Some(c) => &c.name,
+            None => name,
+        }
+    }
+
+    /// The dimensions, in table order.
+    pub fn dimensions(&self) -> impl Iterator<Item = &ConsoleColumn> {
+        self.columns.iter().filter(|c| c.dimension)
+    }
+}
+
+fn kind_of(c: &Column) -> Kind {
+    match (c.name, c.kind) {
+        ("SrcAS" | "DstAS", _) => Kind::Asn,
+        ("DstASPath", _) => Kind::AsPath,
+        ("DstCommunities", _) => Kind::Communities,
+        ("EType", _) => Kind::EType,
+        ("Proto", _) => Kind::Proto,
+        ("FlowDirection", _) => Kind::Direction,
+        (_, ColumnType::Address) => Kind::Ip,
+        (_, ColumnType::Mac) => Kind::Mac,
+        (_, ColumnType::ArrayUInt32) => Kind::UIntArray,
+        (_, ColumnType::UInt8) => Kind::UInt { bits: 8 },
+        (_, ColumnType::UInt16) => Kind::UInt { bits: 16 },
+        (_, ColumnType::UInt32) => Kind::UInt { bits: 32 },
+        (_, ColumnType::UInt64 | ColumnType::DateTime | ColumnType::DateTimeMs) => Kind::UInt { bits: 64 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn everything() -> Catalogue {
+        let all: Vec<Column> = weir_core::schema::catalog();
+        Catalogue::new(&all)
+    }
+
+    #[test]
+    fn kinds_counterparts_and_dimensions_follow_the_schema() {
+        let c = everything();
+        assert_eq!(c.find("srcaddr").unwrap().kind, Kind::Ip);
+        assert_eq!(c.find("DSTAS").unwrap().kind, Kind::Asn);
+        assert_eq!(c.find("SrcPort").unwrap().kind, Kind::UInt { bits: 16 });
+        assert_eq!(c.find("DstMAC").unwrap().kind, Kind::Mac);
+        assert!(c.find("TimeReceived").is_none());
+        assert_eq!(c.counterpart("SrcAS"), "DstAS");
+        assert_eq!(c.counterpart("InIfIndex"), "OutIfIndex");
+        assert_eq!(c.counterpart("DstASPath"), "DstASPath", "no SrcASPath: kept");
+        assert_eq!(c.counterpart("ExporterAddress"), "ExporterAddress");
+        assert!(c.find("SrcAS").unwrap().consolidated && !c.find("SrcAddr").unwrap().consolidated);
+        assert!(!c.dimensions().any(|d| d.name == "Bytes" || d.name == "SrcNetMask"));
+        assert!(c.dimensions().any(|d| d.name == "SrcAddr"));
+    }
+}

@@ -1,0 +1,94 @@
+//! What the fuzz targets run (`console/fuzz`), callable from tests too.
+
+use crate::columns::{Catalogue, Kind};
+use crate::filter::{self, SqlDialect};
+
+/// Every stored column plus string and boundary columns (as enrichment adds).
+pub fn fuzz_catalogue() -> Catalogue {
+    Catalogue::new(&weir_core::schema::catalog())
+        .with("ExporterName", Kind::Str, true)
+        .with("InIfName", Kind::Str, true)
+        .with("OutIfName", Kind::Str, true)
+        .with("InIfBoundary", Kind::Boundary, true)
+        .with("OutIfBoundary", Kind::Boundary, true)
+}
+
+/// Parses `data` as a filter. A filter that parses compiles, both ways,
+/// to one SQL expression ([`sql_is_one_expression`]), and its reverse
+/// reversed is itself.
+pub fn filter(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let columns = fuzz_catalogue();
+    match filter::parse(text, &columns) {
+        Ok(Some(e)) => {
+            for sql in [e.to_sql(SqlDialect::MODERN), e.reversed(&columns).to_sql(SqlDialect::FIXED_STRING_ADDRESSES)] {
+                assert!(sql_is_one_expression(&sql), "{text:?} gave {sql:?}");
+            }
+            assert_eq!(e.reversed(&columns).reversed(&columns), e);
+        }
+        Ok(None) => {}
+        Err(e) => assert!(e.offset <= text.len() && e.line >= 1 && e.column >= 1, "{e:?}"),
+    }
+}
+
+/// Whether `sql` is a single expression as ClickHouse would read it: string
+/// literals closed, and outside them no `;`, no comment, no `FORMAT` or
+/// `SETTINGS` clause, and parentheses balanced.
+pub fn sql_is_one_expression(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut outside = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return false,
+                    Some(b'\\') => i += 2,
+                    Some(b'\'') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            outside.push(b'0');
+        } else {
+            outside.push(b[i]);
+        }
+        i += 1;
+    }
+    let text = String::from_utf8_lossy(&outside).to_ascii_uppercase();
+    let mut depth = 0i64;
+    for c in text.bytes() {
+        depth += match c {
+            b'(' => 1,
+            b')' => -1,
+            _ => 0,
+        };
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
+        && !text.contains(';')
+        && !text.contains("--")
+        && !text.contains("/*")
+        && !text.contains('"')
+        && !text.contains('`')
+        && !text.contains("FORMAT")
+        && !text.contains("SETTINGS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expression_check_sees_statements_and_comments_outside_strings() {
+        assert!(sql_is_one_expression("a = 'x; -- /* FORMAT'"));
+        assert!(sql_is_one_expression(r"a = 'it\'s' AND (b = 1)"));
+        assert!(!sql_is_one_expression("a = 1; DROP TABLE flows"));
+        assert!(!sql_is_one_expression("a = 'x"));
+        assert!(!sql_is_one_expression("a = 1 -- x"));
+        assert!(!sql_is_one_expression("(a = 1"));
+        assert!(!sql_is_one_expression("a = 1) OR (1"));
+    }
+}
