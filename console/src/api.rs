@@ -9,15 +9,17 @@
 //! in time, memory and result rows ([`Store`]).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, Request, State};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
@@ -26,6 +28,8 @@ use weir_core::config::ConsoleConfig;
 use crate::columns::{Catalogue, Kind};
 use crate::filter::{self, SqlDialect};
 use crate::query::{self, Builder, Choice, GraphRequest, Limits, Tables, Units};
+use crate::saved::SavedFilters;
+use crate::users::{Auth, User};
 
 /// Why a console query failed, as the engine said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +120,9 @@ pub struct Console {
     pub observer: Arc<dyn Observer>,
     pub version: &'static str,
     tables: Mutex<Option<(Instant, Tables)>>,
+    auth: Auth,
+    /// Opened at start when there are built-ins, else at first use.
+    saved: Mutex<Option<Arc<SavedFilters>>>,
 }
 
 /// How long the tables' oldest rows are trusted.
@@ -145,7 +152,37 @@ impl Console {
                 return Err(format!("console.default_visualize_options.dimensions[{i}]: {d:?} is not a dimension"));
             }
         }
-        Ok(Console { columns, config, database, raw_table, store, observer, version, tables: Mutex::new(None) })
+        for (i, f) in config.saved_filters.iter().enumerate() {
+            filter::parse(&f.content, &columns).map_err(|e| format!("console.saved_filters[{i}].content: {e}"))?;
+        }
+        let saved = if config.saved_filters.is_empty() {
+            None
+        } else {
+            Some(Arc::new(SavedFilters::open(&config.database, &config.saved_filters)?))
+        };
+        let auth = Auth::new(&config.auth);
+        Ok(Console {
+            columns,
+            config,
+            database,
+            raw_table,
+            store,
+            observer,
+            version,
+            tables: Mutex::new(None),
+            auth,
+            saved: Mutex::new(saved),
+        })
+    }
+
+    fn saved(&self) -> Result<Arc<SavedFilters>, Failure> {
+        let mut saved = self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        if saved.is_none() {
+            let opened =
+                SavedFilters::open(&self.config.database, &self.config.saved_filters).map_err(Failure::Internal)?;
+            *saved = Some(Arc::new(opened));
+        }
+        Ok(saved.clone().expect("opened above"))
     }
 
     fn limits(&self) -> Limits {
@@ -235,7 +272,7 @@ fn now() -> i64 {
 }
 
 /// Every endpoint's name in the metrics, as `routes` names them.
-pub const ENDPOINTS: [&str; 11] = [
+pub const ENDPOINTS: [&str; 13] = [
     "configuration",
     "widget/flow-last",
     "widget/flow-rate",
@@ -247,6 +284,8 @@ pub const ENDPOINTS: [&str; 11] = [
     "graph/table-interval",
     "filter/validate",
     "filter/complete",
+    "filter/saved",
+    "user/info",
 ];
 
 /// The routes, to nest under `/api/v0/console`.
@@ -263,7 +302,82 @@ pub fn routes(console: Arc<Console>) -> Router {
         .route("/graph/table-interval", post(table_interval))
         .route("/filter/validate", post(validate))
         .route("/filter/complete", post(complete))
+        .route("/filter/saved", get(saved_list).post(saved_add))
+        .route("/filter/saved/{id}", delete(saved_delete))
+        .route("/user/info", get(user_info))
+        .layer(middleware::from_fn_with_state(console.clone(), authenticate))
         .with_state(console)
+}
+
+/// Names the request's user (an `Extension<User>`), or answers 401.
+async fn authenticate(State(c): State<Arc<Console>>, mut request: Request, next: Next) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    // Without the peer's address (no connection info), no header is believed.
+    let user = match peer {
+        Some(ip) => c.auth.user(ip, request.headers()),
+        None => c.auth.user(std::net::IpAddr::from([0u8; 16]), &Default::default()),
+    };
+    match user {
+        Some(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        None => (StatusCode::UNAUTHORIZED, Json(json!({ "message": "No user logged in." }))).into_response(),
+    }
+}
+
+async fn user_info(State(c): State<Arc<Console>>, Extension(user): Extension<User>) -> Response {
+    observed(&c, "user/info", async { Ok(Json(user).into_response()) }).await
+}
+
+async fn saved_list(State(c): State<Arc<Console>>, Extension(user): Extension<User>) -> Response {
+    observed(&c, "filter/saved", async {
+        let filters = c.saved()?.list(&user.login).map_err(Failure::Internal)?;
+        Ok(Json(json!({ "filters": filters })).into_response())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveRequest {
+    description: String,
+    content: String,
+    #[serde(default)]
+    shared: bool,
+}
+
+async fn saved_add(
+    State(c): State<Arc<Console>>,
+    Extension(user): Extension<User>,
+    payload: Result<Json<SaveRequest>, JsonRejection>,
+) -> Response {
+    observed(&c, "filter/saved", async {
+        let r = body(payload)?;
+        filter::parse(&r.content, &c.columns).map_err(|e| bad(format!("content: {e}")))?;
+        match c.saved()?.add(&user.login, r.shared, &r.description, &r.content) {
+            Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+            Err(Ok(why)) => Err(bad(why)),
+            Err(Err(e)) => Err(Failure::Internal(e)),
+        }
+    })
+    .await
+}
+
+async fn saved_delete(
+    State(c): State<Arc<Console>>,
+    Extension(user): Extension<User>,
+    Path(id): Path<String>,
+) -> Response {
+    observed(&c, "filter/saved", async {
+        let id: i64 = id.parse().map_err(|_| bad("bad ID format"))?;
+        if c.saved()?.delete(&user.login, id).map_err(Failure::Internal)? {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        } else {
+            Err(Failure::NotFound("filter not found".into()))
+        }
+    })
+    .await
 }
 
 /// Times and counts each request under its endpoint's name.

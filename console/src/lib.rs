@@ -12,3 +12,5 @@ pub mod columns;
 pub mod filter;
 pub mod harness;
 pub mod query;
+pub mod saved;
+pub mod users;

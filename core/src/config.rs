@@ -503,6 +503,56 @@ pub struct ConsoleConfig {
     /// (the filter language, not SQL).
     pub homepage_graph_time_range_s: u64,
     pub homepage_graph_filter: String,
+    /// The SQLite file of saved filters (created if missing).
+    pub database: PathBuf,
+    /// Filters every user sees, resynced into the database at each start.
+    pub saved_filters: Vec<SavedFilterConfig>,
+    pub auth: ConsoleAuthConfig,
+}
+
+/// A built-in saved filter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedFilterConfig {
+    pub description: String,
+    pub content: String,
+}
+
+/// Who is asking: a trusted reverse proxy names the user in headers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleAuthConfig {
+    /// Peers whose user headers are believed (CIDRs); others get the default user.
+    pub trusted_proxies: Vec<String>,
+    /// Header names.
+    pub login_header: String,
+    pub name_header: String,
+    pub email_header: String,
+    pub logout_url_header: String,
+    pub avatar_url_header: String,
+    /// Who a request without a (believed) login is; an empty login: 401.
+    pub default_login: String,
+    pub default_name: String,
+    /// Logout and avatar URLs when the proxy sends none.
+    pub logout_url: String,
+    pub avatar_url: String,
+}
+
+impl Default for ConsoleAuthConfig {
+    fn default() -> Self {
+        ConsoleAuthConfig {
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            login_header: "Remote-User".into(),
+            name_header: "Remote-Name".into(),
+            email_header: "Remote-Email".into(),
+            logout_url_header: "X-Logout-URL".into(),
+            avatar_url_header: "X-Avatar-URL".into(),
+            default_login: "__default".into(),
+            default_name: "Default User".into(),
+            logout_url: String::new(),
+            avatar_url: String::new(),
+        }
+    }
 }
 
 impl Default for ConsoleConfig {
@@ -519,6 +569,9 @@ impl Default for ConsoleConfig {
             homepage_top_widgets: ["src-as", "dst-as", "protocol", "etype", "exporter"].map(String::from).to_vec(),
             homepage_graph_time_range_s: 86_400,
             homepage_graph_filter: String::new(),
+            database: PathBuf::from("/var/lib/weir/console.sqlite"),
+            saved_filters: Vec::new(),
+            auth: ConsoleAuthConfig::default(),
         }
     }
 }
@@ -579,6 +632,27 @@ impl ConsoleConfig {
                 return Err(ConfigError::new(format!("console.homepage_top_widgets[{i}]"), why));
             }
         }
+        if self.database.as_os_str().is_empty() {
+            return Err(ConfigError::new("console.database", "empty"));
+        }
+        for (i, p) in self.auth.trusted_proxies.iter().enumerate() {
+            if parse_cidr(p).is_none() {
+                let why = format!("{p:?} is not an address or CIDR (192.0.2.0/24, 2001:db8::/32)");
+                return Err(ConfigError::new(format!("console.auth.trusted_proxies[{i}]"), why));
+            }
+        }
+        let a = &self.auth;
+        for (key, name) in [
+            ("login_header", &a.login_header),
+            ("name_header", &a.name_header),
+            ("email_header", &a.email_header),
+            ("logout_url_header", &a.logout_url_header),
+            ("avatar_url_header", &a.avatar_url_header),
+        ] {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::new(format!("console.auth.{key}"), "a header name: letters, digits, - and _"));
+            }
+        }
         let d = &self.default_visualize_options;
         let types = ["stacked", "stacked100", "lines", "grid", "heatmap", "sankey"];
         if !types.contains(&d.graph_type.as_str()) {
@@ -593,6 +667,24 @@ impl ConsoleConfig {
         }
         Ok(())
     }
+}
+
+/// An address or a CIDR (`192.0.2.0/24`, `2001:db8::/32`) as the first
+/// address and the prefix length, IPv4 mapped into IPv6.
+pub fn parse_cidr(text: &str) -> Option<(std::net::Ipv6Addr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+        None => (text, None),
+    };
+    let (ip, len) = match addr.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => (v4.to_ipv6_mapped(), 96 + len.unwrap_or(32).min(33)),
+        std::net::IpAddr::V6(v6) => (v6, len.unwrap_or(128)),
+    };
+    if len > 128 {
+        return None;
+    }
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    Some((std::net::Ipv6Addr::from(u128::from(ip) & mask), len))
 }
 
 /// HAProxy's access logs: a unix datagram socket in, Kafka out.

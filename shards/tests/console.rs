@@ -37,15 +37,19 @@ fn filled(dir: &Path, console: &str, seconds: u64) -> Collector {
     let body = format!(
         "[shards]\ncores = [0]\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[sink]\nkind = \"store\"\n\
          [store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nconsolidation_interval_ms = 300\n\
-         [store.embedded]\npath = \"{chdb}\"\n[console]\n{console}\n",
+         [store.embedded]\npath = \"{chdb}\"\n[console]\ndatabase = \"{saved}\"\n{console}\n",
         spool = dir.join("spool").display(),
         chdb = dir.join("chdb").display(),
+        saved = dir.join("console.sqlite").display(),
     );
     let c = Collector::start(&write_config(dir, "weir.toml", &body));
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.get_status("/health/ready").0 != 200 {
         assert!(Instant::now() < deadline, "the store never became ready");
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if seconds == 0 {
+        return c;
     }
     let target: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut plan = Plan::new(Format::Ipfix, target);
@@ -83,9 +87,14 @@ fn get(c: &Collector, path: &str) -> (u16, Value) {
 
 /// POST JSON under the API: status, JSON body and the `X-SQL-Query` header.
 fn post(c: &Collector, path: &str, body: &Value) -> (u16, Value, String) {
-    let body = body.to_string();
+    call(c, "POST", path, "", Some(body))
+}
+
+/// Any request under the API, with extra header lines.
+fn call(c: &Collector, method: &str, path: &str, headers: &str, body: Option<&Value>) -> (u16, Value, String) {
+    let body = body.map_or(String::new(), Value::to_string);
     let request = format!(
-        "POST {API}/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {API}/{path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     use std::io::{Read, Write};
@@ -102,7 +111,11 @@ fn post(c: &Collector, path: &str, body: &Value) -> (u16, Value, String) {
         .find_map(|l| l.split_once(": ").filter(|(name, _)| name.eq_ignore_ascii_case("x-sql-query")).map(|(_, v)| v))
         .unwrap_or("")
         .to_string();
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"))
+    };
     (status, json, sql)
 }
 
@@ -300,6 +313,45 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
         assert!(answer["message"].as_str().unwrap().contains(says), "{body}: {answer}");
     }
 
+    // Users from the proxy's headers (loopback is trusted by default), and
+    // their saved filters.
+    let alice = "Remote-User: alice\r\nRemote-Name: Alice\r\nRemote-Email: alice@example.net\r\n";
+    let bob = "Remote-User: bob\r\n";
+    let (status, info, _) = call(&c, "GET", "user/info", alice, None);
+    assert_eq!(status, 200);
+    assert_eq!(info, json!({"login": "alice", "name": "Alice", "email": "alice@example.net"}));
+    let (_, info, _) = call(&c, "GET", "user/info", "", None);
+    assert_eq!(info, json!({"login": "__default", "name": "Default User"}));
+    let save = |who: &str, shared: bool, description: &str, content: &str| {
+        let body = json!({"description": description, "content": content, "shared": shared});
+        call(&c, "POST", "filter/saved", who, Some(&body))
+    };
+    assert_eq!(save(alice, false, "mine", "SrcAS = AS1").0, 204);
+    assert_eq!(save(alice, true, "ours", "DstPort = 443").0, 204);
+    assert_eq!(save(bob, false, "bob's", "Proto = UDP").0, 204);
+    let (status, bad, _) = save(alice, false, "broken", "SrcAS = ");
+    assert_eq!(status, 400);
+    assert!(bad["message"].as_str().unwrap().starts_with("content: at line 1"), "{bad}");
+    let list = |who: &str| -> Vec<(i64, String)> {
+        let (_, v, _) = call(&c, "GET", "filter/saved", who, None);
+        v["filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["id"].as_i64().unwrap(), f["description"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let names = |l: Vec<(i64, String)>| l.into_iter().map(|(_, d)| d).collect::<Vec<_>>();
+    assert_eq!(names(list(alice)), ["mine", "ours"]);
+    assert_eq!(names(list(bob)), ["ours", "bob's"]);
+    let mine = list(alice)[0].0;
+    assert_eq!(call(&c, "DELETE", &format!("filter/saved/{mine}"), bob, None).0, 404, "only one's own");
+    assert_eq!(call(&c, "DELETE", &format!("filter/saved/{mine}"), alice, None).0, 204);
+    assert_eq!(call(&c, "DELETE", &format!("filter/saved/{mine}"), alice, None).0, 404);
+    let (status, bad, _) = call(&c, "DELETE", "filter/saved/x1", alice, None);
+    assert_eq!((status, bad["message"].as_str().unwrap()), (400, "bad ID format"));
+    assert_eq!(names(list(alice)), ["ours"]);
+
     let metrics = c.scrape();
     assert!(metrics.contains("weir_console_requests_total{endpoint=\"graph/line\"}"), "{metrics}");
     assert!(metrics.contains("weir_console_request_duration_seconds_count{endpoint=\"graph/line\"}"));
@@ -496,5 +548,26 @@ fn ten_thousand_generated_and_hostile_filters_are_refused_or_run_as_one_read_onl
     run(&mut batch);
     eprintln!("filters: {ran} ran, {refused} refused");
     assert!(ran > 1000 && refused > 1000, "the mix exercises both: {ran} ran, {refused} refused");
+    c.stop();
+}
+
+#[test]
+fn user_headers_count_only_from_trusted_proxies() {
+    let _turn = turn();
+    let dir = temp_dir("console-users");
+    let builtin = "[[console.saved_filters]]\ndescription = \"web\"\ncontent = \"DstPort IN (80, 443)\"\n";
+    let config = format!("[console.auth]\ntrusted_proxies = [\"192.0.2.0/24\"]\ndefault_login = \"\"\n{builtin}");
+    let c = filled(&dir, &config, 0);
+    // Loopback is not trusted here, and there is no default user: 401.
+    let (status, body, _) = call(&c, "GET", "user/info", "Remote-User: alice\r\n", None);
+    assert_eq!((status, body["message"].as_str().unwrap()), (401, "No user logged in."));
+    assert_eq!(call(&c, "GET", "configuration", "", None).0, 401);
+    c.stop();
+    // Trusted (the default, loopback), the built-in filter is there for everyone.
+    let c = filled(&dir, builtin, 0);
+    let (status, v, _) = call(&c, "GET", "filter/saved", "Remote-User: carol\r\n", None);
+    assert_eq!(status, 200);
+    assert_eq!(v["filters"][0]["user"], "__system");
+    assert_eq!(v["filters"][0]["description"], "web");
     c.stop();
 }
