@@ -560,8 +560,17 @@ async fn home_graph(State(c): State<Arc<Console>>) -> Response {
     .await
 }
 
-async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAnswer, String), Failure> {
+/// A checked graph request this server can answer.
+fn checked(c: &Console, request: &GraphRequest) -> Result<query::Checked, Failure> {
     let r = request.check(&c.columns, c.limits(), now()).map_err(bad)?;
+    if (r.truncate_v4 > 0 || r.truncate_v6 > 0) && c.store.dialect() != SqlDialect::MODERN {
+        return Err(bad("truncate-v4 and truncate-v6 need ClickHouse 19.3 or later (IPv6CIDRToRange)"));
+    }
+    Ok(r)
+}
+
+async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAnswer, String), Failure> {
+    let r = checked(c, request)?;
     let points = request.points.ok_or_else(|| bad("points is required (5..2000)"))?;
     let tables = c.tables().await?;
     let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(&c.columns));
@@ -597,7 +606,7 @@ async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>,
 async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
     observed(&c, "graph/sankey", async {
         let request = body(payload)?;
-        let r = request.check(&c.columns, c.limits(), now()).map_err(bad)?;
+        let r = checked(&c, &request)?;
         let tables = c.tables().await?;
         let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(&c.columns));
         let axes = c.builder(&tables).sankey(&r, &choice).map_err(bad)?;

@@ -39,6 +39,8 @@ enum Command {
     Decode(cli::decode::Args),
     /// Run the collector: one pinned shard per configured CPU.
     Run(run::Args),
+    /// Serve the console API alone, against the configuration's remote store.
+    Console(console::serve::Args),
     /// Create or alter the store's tables to match the configuration.
     Migrate(cli::migrate::MigrateArgs),
     /// Run SQL against the configured store and print the result.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => cli::decode::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Console(args) => console::serve::run(&args),
         Command::Migrate(args) => cli::migrate::migrate_command(&args),
         Command::Query(args) => cli::query::query_command(&args),
         Command::Config(c) => cli::config::config_command(&c),

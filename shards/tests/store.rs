@@ -379,6 +379,79 @@ fn remote_clickhouse_18_holds_what_tshark_decodes() {
     captures_match_tshark(&Store::Remote(&server), &dir);
 }
 
+#[test]
+fn weir_console_serves_the_api_against_a_remote_clickhouse_18() {
+    let _turn = turn();
+    let dir = temp_dir("store-console");
+    let server = Server::start(&dir.join("clickhouse"));
+    let port = free_udp_port();
+    let config = store_config(&dir, port, &Store::Remote(&server), "");
+    let c = Collector::start(&config);
+    let pcap = fixture("softflowd-ipfix.pcap");
+    replay(&pcap, port);
+    let flows = tshark_values(&pcap, "udp.port==2055,cflow", &["cflow.octets"])["cflow.octets"].len() as u64;
+    assert_eq!(wait_rows_inserted(&c, flows, Duration::from_secs(20)), flows);
+    // The console alone, on its own port, against the same server.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let console_config = dir.join("console.toml");
+    let extra =
+        format!("\n[console]\nlisten = \"{listen}\"\ndatabase = \"{}\"\n", dir.join("console.sqlite").display());
+    std::fs::write(&console_config, text + &extra).unwrap();
+    let mut console = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["console", "--config"])
+        .arg(&console_config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = console.stderr.take().unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    for line in lines.map_while(Result::ok) {
+        if line.contains("console API at") {
+            break;
+        }
+    }
+    let address = listen.to_string();
+    let get =
+        |path: &str| common::exchange(&address, format!("GET /api/v0/console/{path} HTTP/1.1\r\n\r\n").as_bytes());
+    let (status, body) = get("widget/exporters");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("exporters"), "{body}");
+    let graph = |extra: &str| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let body = format!(
+            "{{\"start\": \"{}\", \"end\": \"{}\", \"units\": \"l3bps\", \"points\": 10, \"dimensions\": [\"SrcAddr\", \"Proto\"]{extra}}}",
+            rfc3339(now - 600),
+            rfc3339(now + 60)
+        );
+        let request = format!(
+            "POST /api/v0/console/graph/line HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        common::exchange(&address, request.as_bytes())
+    };
+    let (status, body) = graph(", \"filter\": \"Proto = UDP OR SrcAddr << 10.0.0.0/8\"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"rows\""), "{body}");
+    // 18.16 lacks IPv6CIDRToRange: truncating addresses is a clear 400.
+    let (status, body) = graph(", \"truncate-v4\": 24");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("truncate"), "{body}");
+    let _ = console.kill();
+    let _ = console.wait();
+    c.stop();
+    // Without a remote store, `weir console` says why.
+    std::fs::create_dir_all(dir.join("embedded")).unwrap();
+    let embedded = store_config(&dir.join("embedded"), port, &Store::Embedded, "");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(["console", "--config"]).arg(&embedded).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("store.kind = \"remote\""));
+}
+
+fn rfc3339(t: u64) -> String {
+    let out = Command::new("date").args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// One v5 datagram of 30 flows numbered from `first` (SrcPort/DstPort carry the number).
 fn numbered_v5(first: u32) -> Vec<u8> {
     numbered_v5_from(first, [10, 0, 0, 1])
