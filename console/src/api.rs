@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Extension, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json_};
 use weir_core::config::ConsoleConfig;
 
+use crate::cache::{Cache, Cached};
 use crate::columns::{Catalogue, Kind};
 use crate::filter::{self, SqlDialect};
 use crate::query::{self, Builder, Choice, GraphRequest, Limits, Tables, Units};
@@ -107,6 +108,8 @@ pub trait Observer: Send + Sync + 'static {
     fn request(&self, endpoint: &'static str, status: u16, took: Duration);
     /// A query failed for `failure`.
     fn query_failed(&self, failure: QueryFailure);
+    /// An answer came from the cache (`hit`) or had to be computed.
+    fn cache(&self, hit: bool);
 }
 
 /// The console: the schema's columns, the config, and the store.
@@ -123,6 +126,7 @@ pub struct Console {
     auth: Auth,
     /// Opened at start when there are built-ins, else at first use.
     saved: Mutex<Option<Arc<SavedFilters>>>,
+    cache: Cache,
 }
 
 /// How long the tables' oldest rows are trusted.
@@ -161,6 +165,7 @@ impl Console {
             Some(Arc::new(SavedFilters::open(&config.database, &config.saved_filters)?))
         };
         let auth = Auth::new(&config.auth);
+        let cache = Cache::new(config.cache_bytes_max as usize);
         Ok(Console {
             columns,
             config,
@@ -172,7 +177,15 @@ impl Console {
             tables: Mutex::new(None),
             auth,
             saved: Mutex::new(saved),
+            cache,
         })
+    }
+
+    /// How long a graph's answer is kept: `console.cache_ttl_s`, or 10 s
+    /// while its last bucket may still be filling.
+    fn graph_ttl(&self, request: &GraphRequest) -> Duration {
+        let live = query::parse_time("end", &request.end).map_or(true, |end| end > now() - 120);
+        Duration::from_secs(if live { self.config.cache_ttl_s.min(10) } else { self.config.cache_ttl_s })
     }
 
     fn saved(&self) -> Result<Arc<SavedFilters>, Failure> {
@@ -433,130 +446,151 @@ fn shown(c: &Console, column: &str) -> String {
 }
 
 async fn flow_last(State(c): State<Arc<Console>>) -> Response {
-    observed(&c, "widget/flow-last", async {
-        let names: Vec<&str> =
-            std::iter::once("TimeReceived").chain(c.columns.columns.iter().map(|col| col.name.as_str())).collect();
-        let select: Vec<String> = names.iter().map(|n| shown(&c, n)).collect();
-        let sql = format!(
-            "SELECT {} FROM {}.{} WHERE TimeReceived >= now() - 3600 ORDER BY TimeReceived DESC LIMIT 1",
-            select.join(", "),
-            c.database,
-            c.raw_table
-        );
-        let out = c.select(sql).await?;
-        let text = String::from_utf8_lossy(&out);
-        let Some(line) = text.lines().next() else {
-            return Err(Failure::NotFound("No flow currently in database.".into()));
-        };
-        let mut flow = serde_json::Map::new();
-        for (name, value) in names.iter().zip(line.split('\t')) {
-            let value = query::unescape_tsv(value);
-            flow.insert(name.to_string(), Json_::String(query::label(&c.columns, name, &value)));
-        }
-        Ok(Json(flow).into_response())
-    })
+    observed(
+        &c,
+        "widget/flow-last",
+        cached(&c, "widget/flow-last".into(), FIVE_S, async {
+            let names: Vec<&str> =
+                std::iter::once("TimeReceived").chain(c.columns.columns.iter().map(|col| col.name.as_str())).collect();
+            let select: Vec<String> = names.iter().map(|n| shown(&c, n)).collect();
+            let sql = format!(
+                "SELECT {} FROM {}.{} WHERE TimeReceived >= now() - 3600 ORDER BY TimeReceived DESC LIMIT 1",
+                select.join(", "),
+                c.database,
+                c.raw_table
+            );
+            let out = c.select(sql).await?;
+            let text = String::from_utf8_lossy(&out);
+            let Some(line) = text.lines().next() else {
+                return Err(Failure::NotFound("No flow currently in database.".into()));
+            };
+            let mut flow = serde_json::Map::new();
+            for (name, value) in names.iter().zip(line.split('\t')) {
+                let value = query::unescape_tsv(value);
+                flow.insert(name.to_string(), Json_::String(query::label(&c.columns, name, &value)));
+            }
+            Ok(cache_json(&flow, None))
+        }),
+    )
     .await
 }
 
 async fn flow_rate(State(c): State<Arc<Console>>) -> Response {
-    observed(&c, "widget/flow-rate", async {
-        let sql = format!("SELECT count() FROM {}.{} WHERE TimeReceived >= now() - 300", c.database, c.raw_table);
-        let out = c.select(sql).await?;
-        let count: f64 = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0.0);
-        Ok(Json(json!({ "rate": count / 300.0, "period": "second" })).into_response())
-    })
+    observed(
+        &c,
+        "widget/flow-rate",
+        cached(&c, "widget/flow-rate".into(), FIVE_S, async {
+            let sql = format!("SELECT count() FROM {}.{} WHERE TimeReceived >= now() - 300", c.database, c.raw_table);
+            let out = c.select(sql).await?;
+            let count: f64 = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0.0);
+            Ok(cache_json(&json!({ "rate": count / 300.0, "period": "second" }), None))
+        }),
+    )
     .await
 }
 
 async fn exporters(State(c): State<Arc<Console>>) -> Response {
-    observed(&c, "widget/exporters", async {
-        let sql = format!(
+    observed(
+        &c,
+        "widget/exporters",
+        cached(&c, "widget/exporters".into(), THIRTY_S, async {
+            let sql = format!(
             "SELECT DISTINCT IPv6NumToString(ExporterAddress) FROM {}.flows_1h WHERE TimeReceived >= now() - 7 * 86400",
             c.database
         );
-        let out = c.select(sql).await?;
-        let mut names: Vec<String> = String::from_utf8_lossy(&out)
-            .lines()
-            .map(|l| query::label(&c.columns, "ExporterAddress", &query::unescape_tsv(l)))
-            .collect();
-        names.sort();
-        Ok(Json(json!({ "exporters": names })).into_response())
-    })
+            let out = c.select(sql).await?;
+            let mut names: Vec<String> = String::from_utf8_lossy(&out)
+                .lines()
+                .map(|l| query::label(&c.columns, "ExporterAddress", &query::unescape_tsv(l)))
+                .collect();
+            names.sort();
+            Ok(cache_json(&json!({ "exporters": names }), None))
+        }),
+    )
     .await
 }
 
 async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
-    observed(&c, "widget/top", async {
-        let column = match name.as_str() {
-            "src-as" => "SrcAS",
-            "dst-as" => "DstAS",
-            "exporter" => "ExporterAddress",
-            "protocol" => "Proto",
-            "etype" => "EType",
-            "src-port" => "SrcPort",
-            "dst-port" => "DstPort",
-            other => {
-                let known = weir_core::config::TOP_WIDGETS.join(", ");
-                return Err(bad(format!("unknown top widget {other:?}; known: {known}")));
-            }
-        };
-        let raw = !c.columns.find(column).is_some_and(|col| col.consolidated);
-        let (table, metric) =
-            if raw { (c.raw_table.as_str(), "sum(Bytes * SamplingRate)") } else { ("flows_1m", "sum(Bytes)") };
-        let from = format!("FROM {}.{table} WHERE TimeReceived >= now() - 300", c.database);
-        let sql = format!(
-            "SELECT * FROM (SELECT 0, {metric} AS v, {} AS d {from} GROUP BY d ORDER BY v DESC LIMIT 5) \
+    let key = format!("widget/top/{name}");
+    observed(
+        &c,
+        "widget/top",
+        cached(&c, key, THIRTY_S, async {
+            let column = match name.as_str() {
+                "src-as" => "SrcAS",
+                "dst-as" => "DstAS",
+                "exporter" => "ExporterAddress",
+                "protocol" => "Proto",
+                "etype" => "EType",
+                "src-port" => "SrcPort",
+                "dst-port" => "DstPort",
+                other => {
+                    let known = weir_core::config::TOP_WIDGETS.join(", ");
+                    return Err(bad(format!("unknown top widget {other:?}; known: {known}")));
+                }
+            };
+            let raw = !c.columns.find(column).is_some_and(|col| col.consolidated);
+            let (table, metric) =
+                if raw { (c.raw_table.as_str(), "sum(Bytes * SamplingRate)") } else { ("flows_1m", "sum(Bytes)") };
+            let from = format!("FROM {}.{table} WHERE TimeReceived >= now() - 300", c.database);
+            let sql = format!(
+                "SELECT * FROM (SELECT 0, {metric} AS v, {} AS d {from} GROUP BY d ORDER BY v DESC LIMIT 5) \
              UNION ALL SELECT 1, {metric}, '' {from}",
-            shown(&c, column)
-        );
-        let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
-        let total: f64 = rows.iter().filter(|r| r.bucket == 1).map(|r| r.value).sum();
-        let mut top: Vec<(String, f64)> = rows
-            .iter()
-            .filter(|r| r.bucket == 0)
-            .map(|r| {
-                let name = query::label(&c.columns, column, &r.labels[0]);
-                (if name.is_empty() { "Unknown".into() } else { name }, r.value)
-            })
-            .collect();
-        top.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let top: Vec<Json_> = top
-            .into_iter()
-            .map(|(name, v)| json!({ "name": name, "percent": if total > 0.0 { v * 100.0 / total } else { 0.0 } }))
-            .collect();
-        Ok(Json(json!({ "top": top })).into_response())
-    })
+                shown(&c, column)
+            );
+            let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
+            let total: f64 = rows.iter().filter(|r| r.bucket == 1).map(|r| r.value).sum();
+            let mut top: Vec<(String, f64)> = rows
+                .iter()
+                .filter(|r| r.bucket == 0)
+                .map(|r| {
+                    let name = query::label(&c.columns, column, &r.labels[0]);
+                    (if name.is_empty() { "Unknown".into() } else { name }, r.value)
+                })
+                .collect();
+            top.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let top: Vec<Json_> = top
+                .into_iter()
+                .map(|(name, v)| json!({ "name": name, "percent": if total > 0.0 { v * 100.0 / total } else { 0.0 } }))
+                .collect();
+            Ok(cache_json(&json!({ "top": top }), None))
+        }),
+    )
     .await
 }
 
 async fn home_graph(State(c): State<Arc<Console>>) -> Response {
-    observed(&c, "widget/graph", async {
-        let end = now();
-        let start = end - c.config.homepage_graph_time_range_s as i64;
-        let request = GraphRequest {
-            start: query::format_time(start),
-            end: query::format_time(end),
-            dimensions: Vec::new(),
-            limit: 1,
-            limit_type: Default::default(),
-            filter: c.config.homepage_graph_filter.clone(),
-            truncate_v4: 0,
-            truncate_v6: 0,
-            units: Units::L3Bps,
-            points: Some(200),
-            bidirectional: false,
-            previous_period: false,
-            graph_type: None,
-        };
-        let (answer, _) = run_line(&c, &request).await?;
-        let data: Vec<Json_> = answer
-            .t
-            .iter()
-            .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0; answer.t.len()]))
-            .map(|(t, bps)| json!({ "t": t, "gbps": bps as f64 / 1e9 }))
-            .collect();
-        Ok(Json(json!({ "data": data })).into_response())
-    })
+    observed(
+        &c,
+        "widget/graph",
+        cached(&c, "widget/graph".into(), Duration::from_secs(300), async {
+            let end = now();
+            let start = end - c.config.homepage_graph_time_range_s as i64;
+            let request = GraphRequest {
+                start: query::format_time(start),
+                end: query::format_time(end),
+                dimensions: Vec::new(),
+                limit: 1,
+                limit_type: Default::default(),
+                filter: c.config.homepage_graph_filter.clone(),
+                truncate_v4: 0,
+                truncate_v6: 0,
+                units: Units::L3Bps,
+                points: Some(200),
+                bidirectional: false,
+                previous_period: false,
+                graph_type: None,
+            };
+            let (answer, _) = run_line(&c, &request).await?;
+            let data: Vec<Json_> = answer
+                .t
+                .iter()
+                .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0; answer.t.len()]))
+                .map(|(t, bps)| json!({ "t": t, "gbps": bps as f64 / 1e9 }))
+                .collect();
+            Ok(cache_json(&json!({ "data": data }), None))
+        }),
+    )
     .await
 }
 
@@ -585,20 +619,50 @@ async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAns
     Ok((query::line_answer(&c.columns, &r, &choice, &results), sql))
 }
 
-fn with_sql(mut response: Response, sql: &str) -> Response {
-    if sql.len() <= SQL_HEADER_MAX {
-        if let Ok(v) = HeaderValue::from_str(sql) {
+/// An answer to keep: its JSON and the SQL behind it.
+fn cache_json<T: Serialize>(value: &T, sql: Option<String>) -> Cached {
+    Cached { body: serde_json::to_vec(value).unwrap_or_default().into(), sql }
+}
+
+fn respond(answer: Cached) -> Response {
+    let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], answer.body).into_response();
+    if let Some(sql) = answer.sql.filter(|s| s.len() <= SQL_HEADER_MAX) {
+        if let Ok(v) = HeaderValue::from_str(&sql) {
             response.headers_mut().insert("x-sql-query", v);
         }
     }
     response
 }
 
+/// The answer from the cache, or from `work` (kept `ttl` when it succeeds).
+async fn cached(
+    c: &Console,
+    key: String,
+    ttl: Duration,
+    work: impl Future<Output = Result<Cached, Failure>>,
+) -> Answer {
+    if let Some(hit) = c.cache.get(&key, Instant::now()) {
+        c.observer.cache(true);
+        return Ok(respond(hit));
+    }
+    c.observer.cache(false);
+    let answer = work.await?;
+    c.cache.put(key, answer.clone(), ttl, Instant::now());
+    Ok(respond(answer))
+}
+
+const FIVE_S: Duration = Duration::from_secs(5);
+const THIRTY_S: Duration = Duration::from_secs(30);
+
 async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
     observed(&c, "graph/line", async {
         let request = body(payload)?;
-        let (answer, sql) = run_line(&c, &request).await?;
-        Ok(with_sql(Json(answer).into_response(), &sql))
+        let key = format!("graph/line:{}", serde_json::to_string(&request).unwrap_or_default());
+        cached(&c, key, c.graph_ttl(&request), async {
+            let (answer, sql) = run_line(&c, &request).await?;
+            Ok(cache_json(&answer, Some(sql)))
+        })
+        .await
     })
     .await
 }
@@ -606,18 +670,22 @@ async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>,
 async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
     observed(&c, "graph/sankey", async {
         let request = body(payload)?;
-        let r = checked(&c, &request)?;
-        let tables = c.tables().await?;
-        let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(&c.columns));
-        let axes = c.builder(&tables).sankey(&r, &choice).map_err(bad)?;
-        let mut results = Vec::with_capacity(axes.len());
-        for q in axes {
-            let out = c.select(q.sql.clone()).await?;
-            let rows = query::parse_rows(&out, q.dimensions).map_err(Failure::Internal)?;
-            results.push((q, rows));
-        }
-        let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
-        Ok(with_sql(Json(query::sankey_answer(&c.columns, &r, &choice, &results)).into_response(), &sql))
+        let key = format!("graph/sankey:{}", serde_json::to_string(&request).unwrap_or_default());
+        cached(&c, key, c.graph_ttl(&request), async {
+            let r = checked(&c, &request)?;
+            let tables = c.tables().await?;
+            let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(&c.columns));
+            let axes = c.builder(&tables).sankey(&r, &choice).map_err(bad)?;
+            let mut results = Vec::with_capacity(axes.len());
+            for q in axes {
+                let out = c.select(q.sql.clone()).await?;
+                let rows = query::parse_rows(&out, q.dimensions).map_err(Failure::Internal)?;
+                results.push((q, rows));
+            }
+            let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
+            Ok(cache_json(&query::sankey_answer(&c.columns, &r, &choice, &results), Some(sql)))
+        })
+        .await
     })
     .await
 }
@@ -676,7 +744,7 @@ async fn validate(State(c): State<Arc<Console>>, payload: Result<Json<FilterRequ
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
     what: String,
@@ -702,39 +770,43 @@ fn completion(label: impl Into<String>, detail: &str, quoted: bool) -> Completio
 async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRequest>, JsonRejection>) -> Response {
     observed(&c, "filter/complete", async {
         let r = body(payload)?;
-        let limit = r.limit.unwrap_or(20).clamp(1, 100);
-        let prefix = r.prefix.to_ascii_lowercase();
-        let column = || {
-            let name = r.column.as_deref().ok_or_else(|| bad("column is required"))?;
-            c.columns.find(name).ok_or_else(|| bad(format!("unknown column {name:?}")))
-        };
-        let mut out: Vec<Completion> = match r.what.as_str() {
-            "column" => c.columns.columns.iter().map(|col| completion(&col.name, "column name", false)).collect(),
-            "operator" => {
-                column()?.kind.operators().iter().map(|op| completion(*op, "comparison operator", false)).collect()
-            }
-            "value" => {
-                let col = column()?;
-                let mut values = values(&c, col.name.as_str(), col.kind, &r.prefix).await?;
-                // Columns of the same kind compare too.
-                values.extend(
-                    c.columns
-                        .columns
-                        .iter()
-                        .filter(|o| {
-                            o.name != col.name
-                                && o.kind == col.kind
-                                && !matches!(o.kind, Kind::Boundary | Kind::EType | Kind::Direction)
-                        })
-                        .map(|o| completion(&o.name, "column name", false)),
-                );
-                values
-            }
-            other => return Err(bad(format!("what: {other:?} is not column, operator or value"))),
-        };
-        out.retain(|x| x.label.to_ascii_lowercase().starts_with(&prefix));
-        out.truncate(limit);
-        Ok(Json(json!({ "completions": out })).into_response())
+        let key = format!("filter/complete:{}", serde_json::to_string(&r).unwrap_or_default());
+        cached(&c, key, Duration::from_secs(60), async {
+            let limit = r.limit.unwrap_or(20).clamp(1, 100);
+            let prefix = r.prefix.to_ascii_lowercase();
+            let column = || {
+                let name = r.column.as_deref().ok_or_else(|| bad("column is required"))?;
+                c.columns.find(name).ok_or_else(|| bad(format!("unknown column {name:?}")))
+            };
+            let mut out: Vec<Completion> = match r.what.as_str() {
+                "column" => c.columns.columns.iter().map(|col| completion(&col.name, "column name", false)).collect(),
+                "operator" => {
+                    column()?.kind.operators().iter().map(|op| completion(*op, "comparison operator", false)).collect()
+                }
+                "value" => {
+                    let col = column()?;
+                    let mut values = values(&c, col.name.as_str(), col.kind, &r.prefix).await?;
+                    // Columns of the same kind compare too.
+                    values.extend(
+                        c.columns
+                            .columns
+                            .iter()
+                            .filter(|o| {
+                                o.name != col.name
+                                    && o.kind == col.kind
+                                    && !matches!(o.kind, Kind::Boundary | Kind::EType | Kind::Direction)
+                            })
+                            .map(|o| completion(&o.name, "column name", false)),
+                    );
+                    values
+                }
+                other => return Err(bad(format!("what: {other:?} is not column, operator or value"))),
+            };
+            out.retain(|x| x.label.to_ascii_lowercase().starts_with(&prefix));
+            out.truncate(limit);
+            Ok(cache_json(&json!({ "completions": out }), None))
+        })
+        .await
     })
     .await
 }

@@ -8,6 +8,7 @@
 //! serves them over HTTP against the store.
 
 pub mod api;
+pub mod cache;
 pub mod columns;
 pub mod filter;
 pub mod harness;

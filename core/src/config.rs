@@ -503,6 +503,12 @@ pub struct ConsoleConfig {
     /// (the filter language, not SQL).
     pub homepage_graph_time_range_s: u64,
     pub homepage_graph_filter: String,
+    /// Answers kept for their endpoint's time to live (widgets 5 s to
+    /// 5 min, completions 1 min, graphs `cache_ttl_s`), at most this many bytes.
+    pub cache_bytes_max: u64,
+    /// How long a graph's answer is kept (0: not at all); 10 s at most while
+    /// its range ends in the last two minutes.
+    pub cache_ttl_s: u64,
     /// The SQLite file of saved filters (created if missing).
     pub database: PathBuf,
     /// Filters every user sees, resynced into the database at each start.
@@ -569,6 +575,8 @@ impl Default for ConsoleConfig {
             homepage_top_widgets: ["src-as", "dst-as", "protocol", "etype", "exporter"].map(String::from).to_vec(),
             homepage_graph_time_range_s: 86_400,
             homepage_graph_filter: String::new(),
+            cache_bytes_max: 64 << 20,
+            cache_ttl_s: 3 * 3600,
             database: PathBuf::from("/var/lib/weir/console.sqlite"),
             saved_filters: Vec::new(),
             auth: ConsoleAuthConfig::default(),
@@ -622,6 +630,12 @@ impl ConsoleConfig {
         positive("console.query_timeout_s", self.query_timeout_s, 3600)?;
         positive("console.query_memory_bytes_max", self.query_memory_bytes_max, 1 << 40)?;
         positive("console.query_result_rows_max", self.query_result_rows_max, 1 << 32)?;
+        if self.cache_bytes_max > 1 << 34 {
+            return Err(ConfigError::new("console.cache_bytes_max", "at most 16 GiB"));
+        }
+        if self.cache_ttl_s > 7 * 86_400 {
+            return Err(ConfigError::new("console.cache_ttl_s", "at most 604800 (a week)"));
+        }
         positive("console.homepage_graph_time_range_s", self.homepage_graph_time_range_s, 366 * 86_400)?;
         if self.homepage_graph_time_range_s < 60 {
             return Err(ConfigError::new("console.homepage_graph_time_range_s", "at least 60"));

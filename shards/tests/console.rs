@@ -352,6 +352,20 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     assert_eq!((status, bad["message"].as_str().unwrap()), (400, "bad ID format"));
     assert_eq!(names(list(alice)), ["ours"]);
 
+    // Answers come from the cache when asked again; key order does not matter.
+    let hits = || c.metric("weir_console_cache_requests_total", "result=\"hit\"")[0];
+    let before = hits();
+    let (_, first, _) = post(&c, "graph/line", &graph(10, json!({"dimensions": ["Proto"], "limit": 2})));
+    let mut reordered: serde_json::Map<String, Value> = serde_json::Map::new();
+    let asked = graph(10, json!({"dimensions": ["Proto"], "limit": 2}));
+    for (k, v) in asked.as_object().unwrap().iter().rev() {
+        reordered.insert(k.clone(), v.clone());
+    }
+    let (status, again, sql) = post(&c, "graph/line", &Value::Object(reordered));
+    assert_eq!((status, &again), (200, &first));
+    assert!(!sql.is_empty(), "the SQL header is kept with the answer");
+    assert_eq!(hits(), before + 1);
+
     let metrics = c.scrape();
     assert!(metrics.contains("weir_console_requests_total{endpoint=\"graph/line\"}"), "{metrics}");
     assert!(metrics.contains("weir_console_request_duration_seconds_count{endpoint=\"graph/line\"}"));

@@ -20,6 +20,8 @@ pub struct ConsoleMetrics {
     errors: [AtomicU64; ENDPOINTS.len()],
     latency: [DelayHistogram; ENDPOINTS.len()],
     query_failures: [AtomicU64; QueryFailure::ALL.len()],
+    /// Answers from the cache, and computed.
+    cache: [AtomicU64; 2],
 }
 
 impl Default for ConsoleMetrics {
@@ -29,6 +31,7 @@ impl Default for ConsoleMetrics {
             errors: Default::default(),
             latency: std::array::from_fn(|_| DelayHistogram::default()),
             query_failures: Default::default(),
+            cache: Default::default(),
         }
     }
 }
@@ -45,6 +48,10 @@ impl Observer for ConsoleMetrics {
 
     fn query_failed(&self, failure: QueryFailure) {
         self.query_failures[failure as usize].fetch_add(1, Relaxed);
+    }
+
+    fn cache(&self, hit: bool) {
+        self.cache[usize::from(!hit)].fetch_add(1, Relaxed);
     }
 }
 
@@ -67,6 +74,9 @@ impl Exported for ConsoleMetrics {
         histogram_by(e, "weir_console_request_duration_seconds", help, "endpoint", &latency, &LATENCY_BUCKETS)?;
         let failures = QueryFailure::ALL.map(|f| (f.label(), self.query_failures[f as usize].load(Relaxed)));
         let help = "Console queries the store refused or stopped, by reason (timeout, memory and result_rows are the configured bounds).";
-        counter_by(e, "weir_console_query_errors", help, "reason", &failures)
+        counter_by(e, "weir_console_query_errors", help, "reason", &failures)?;
+        let cache = [("hit", self.cache[0].load(Relaxed)), ("miss", self.cache[1].load(Relaxed))];
+        let help = "Cacheable console answers served from the response cache (hit) or computed (miss).";
+        counter_by(e, "weir_console_cache_requests", help, "result", &cache)
     }
 }
