@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json_};
+use utoipa::{OpenApi, ToSchema};
 use weir_core::config::ConsoleConfig;
 
 use crate::cache::{Cache, Cached};
@@ -270,7 +270,7 @@ impl IntoResponse for Failure {
             },
             Failure::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         };
-        (status, Json(json!({ "message": message }))).into_response()
+        (status, Json(ErrorBody { message })).into_response()
     }
 }
 
@@ -282,6 +282,124 @@ type Answer = Result<Response, Failure>;
 
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An error: what went wrong, for a person to read.
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    message: String,
+}
+
+/// The visualize page's defaults.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct VisualizeOptions {
+    graph_type: String,
+    start: String,
+    end: String,
+    filter: String,
+    dimensions: Vec<String>,
+    limit: u64,
+    limit_type: String,
+    bidirectional: bool,
+    previous_period: bool,
+}
+
+/// What the front end needs to start.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Configuration {
+    version: String,
+    default_visualize_options: VisualizeOptions,
+    dimensions_limit: u64,
+    /// The columns a graph may group by.
+    dimensions: Vec<String>,
+    /// The address columns `truncate-v4`/`truncate-v6` apply to.
+    truncatable: Vec<String>,
+    homepage_top_widgets: Vec<String>,
+    branding: bool,
+}
+
+/// Flow records per second over the last 5 minutes.
+#[derive(Serialize, ToSchema)]
+struct FlowRate {
+    rate: f64,
+    period: String,
+}
+
+/// The exporters heard in the last 7 days.
+#[derive(Serialize, ToSchema)]
+struct Exporters {
+    exporters: Vec<String>,
+}
+
+/// One of the 5 largest, as a percentage of the bytes.
+#[derive(Serialize, ToSchema)]
+struct TopItem {
+    name: String,
+    percent: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Top {
+    top: Vec<TopItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct HomePoint {
+    t: String,
+    gbps: f64,
+}
+
+/// The home page graph.
+#[derive(Serialize, ToSchema)]
+struct HomeGraph {
+    data: Vec<HomePoint>,
+}
+
+/// A filter checked: `ok` and its SQL, or the error and where.
+#[derive(Serialize, ToSchema)]
+struct Validation {
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parsed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<filter::FilterError>>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Completions {
+    completions: Vec<Completion>,
+}
+
+/// The user's saved filters and the shared ones.
+#[derive(Serialize, ToSchema)]
+struct SavedList {
+    filters: Vec<crate::saved::SavedFilter>,
+}
+
+/// The OpenAPI document, from the routes' annotations and types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Weir console API", description = "Graphs, top talkers, filters and saved filters over Weir's flow store. Akvorado's paths and shapes."),
+    servers((url = "/api/v0/console")),
+    paths(
+        configuration, flow_last, flow_rate, exporters, top, home_graph, line, sankey, table_interval,
+        validate, complete, saved_list, saved_add, saved_delete, user_info, openapi
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, built once.
+pub fn openapi_json() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_json()).into_response()
 }
 
 /// Every endpoint's name in the metrics, as `routes` names them.
@@ -318,6 +436,7 @@ pub fn routes(console: Arc<Console>) -> Router {
         .route("/filter/saved", get(saved_list).post(saved_add))
         .route("/filter/saved/{id}", delete(saved_delete))
         .route("/user/info", get(user_info))
+        .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(console.clone(), authenticate))
         .with_state(console)
 }
@@ -335,23 +454,27 @@ async fn authenticate(State(c): State<Arc<Console>>, mut request: Request, next:
             request.extensions_mut().insert(user);
             next.run(request).await
         }
-        None => (StatusCode::UNAUTHORIZED, Json(json!({ "message": "No user logged in." }))).into_response(),
+        None => (StatusCode::UNAUTHORIZED, Json(ErrorBody { message: "No user logged in.".into() })).into_response(),
     }
 }
 
+/// Who the request is from (the trusted proxy's headers, or the default user).
+#[utoipa::path(get, path = "/user/info", responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
 async fn user_info(State(c): State<Arc<Console>>, Extension(user): Extension<User>) -> Response {
     observed(&c, "user/info", async { Ok(Json(user).into_response()) }).await
 }
 
+/// The user's saved filters and the shared ones.
+#[utoipa::path(get, path = "/filter/saved", responses((status = 200, body = SavedList)))]
 async fn saved_list(State(c): State<Arc<Console>>, Extension(user): Extension<User>) -> Response {
     observed(&c, "filter/saved", async {
         let filters = c.saved()?.list(&user.login).map_err(Failure::Internal)?;
-        Ok(Json(json!({ "filters": filters })).into_response())
+        Ok(Json(SavedList { filters }).into_response())
     })
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SaveRequest {
     description: String,
@@ -360,6 +483,8 @@ struct SaveRequest {
     shared: bool,
 }
 
+/// Saves a filter for the user.
+#[utoipa::path(post, path = "/filter/saved", request_body = SaveRequest, responses((status = 204), (status = 400, body = ErrorBody)))]
 async fn saved_add(
     State(c): State<Arc<Console>>,
     Extension(user): Extension<User>,
@@ -377,6 +502,8 @@ async fn saved_add(
     .await
 }
 
+/// Deletes one of the user's saved filters.
+#[utoipa::path(delete, path = "/filter/saved/{id}", params(("id" = i64, Path)), responses((status = 204), (status = 400, body = ErrorBody, description = "bad ID format"), (status = 404, body = ErrorBody, description = "filter not found")))]
 async fn saved_delete(
     State(c): State<Arc<Console>>,
     Extension(user): Extension<User>,
@@ -408,30 +535,33 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, Failure> {
     payload.map(|Json(t)| t).map_err(|e| bad(e.body_text()))
 }
 
+/// Defaults for the visualize page, the dimensions, the home page widgets.
+#[utoipa::path(get, path = "/configuration", responses((status = 200, body = Configuration)))]
 async fn configuration(State(c): State<Arc<Console>>) -> Response {
     observed(&c, "configuration", async {
         let d = &c.config.default_visualize_options;
         let dimensions: Vec<&str> = c.columns.dimensions().map(|d| d.name.as_str()).collect();
         let truncatable: Vec<&str> = query::TRUNCATABLE.into_iter().filter(|t| c.columns.find(t).is_some()).collect();
-        Ok(Json(json!({
-            "version": c.version,
-            "defaultVisualizeOptions": {
-                "graphType": d.graph_type,
-                "start": d.start,
-                "end": d.end,
-                "filter": d.filter,
-                "dimensions": d.dimensions,
-                "limit": d.limit,
-                "limitType": d.limit_type,
-                "bidirectional": d.bidirectional,
-                "previousPeriod": d.previous_period,
-            },
-            "dimensionsLimit": c.config.dimensions_limit,
-            "dimensions": dimensions,
-            "truncatable": truncatable,
-            "homepageTopWidgets": c.config.homepage_top_widgets,
-            "branding": false,
-        }))
+        let options = VisualizeOptions {
+            graph_type: d.graph_type.clone(),
+            start: d.start.clone(),
+            end: d.end.clone(),
+            filter: d.filter.clone(),
+            dimensions: d.dimensions.clone(),
+            limit: d.limit,
+            limit_type: d.limit_type.clone(),
+            bidirectional: d.bidirectional,
+            previous_period: d.previous_period,
+        };
+        Ok(Json(Configuration {
+            version: c.version.to_string(),
+            default_visualize_options: options,
+            dimensions_limit: c.config.dimensions_limit,
+            dimensions: dimensions.iter().map(|d| d.to_string()).collect(),
+            truncatable: truncatable.iter().map(|d| d.to_string()).collect(),
+            homepage_top_widgets: c.config.homepage_top_widgets.clone(),
+            branding: false,
+        })
         .into_response())
     })
     .await
@@ -445,6 +575,8 @@ fn shown(c: &Console, column: &str) -> String {
     }
 }
 
+/// The newest flow (the last hour), column by column, as operators read the values.
+#[utoipa::path(get, path = "/widget/flow-last", responses((status = 200, body = std::collections::BTreeMap<String, String>), (status = 404, body = ErrorBody, description = "No flow currently in database.")))]
 async fn flow_last(State(c): State<Arc<Console>>) -> Response {
     observed(
         &c,
@@ -464,10 +596,10 @@ async fn flow_last(State(c): State<Arc<Console>>) -> Response {
             let Some(line) = text.lines().next() else {
                 return Err(Failure::NotFound("No flow currently in database.".into()));
             };
-            let mut flow = serde_json::Map::new();
+            let mut flow = std::collections::BTreeMap::new();
             for (name, value) in names.iter().zip(line.split('\t')) {
                 let value = query::unescape_tsv(value);
-                flow.insert(name.to_string(), Json_::String(query::label(&c.columns, name, &value)));
+                flow.insert(name.to_string(), query::label(&c.columns, name, &value));
             }
             Ok(cache_json(&flow, None))
         }),
@@ -475,6 +607,8 @@ async fn flow_last(State(c): State<Arc<Console>>) -> Response {
     .await
 }
 
+/// Flow records per second over the last 5 minutes.
+#[utoipa::path(get, path = "/widget/flow-rate", responses((status = 200, body = FlowRate)))]
 async fn flow_rate(State(c): State<Arc<Console>>) -> Response {
     observed(
         &c,
@@ -483,12 +617,14 @@ async fn flow_rate(State(c): State<Arc<Console>>) -> Response {
             let sql = format!("SELECT count() FROM {}.{} WHERE TimeReceived >= now() - 300", c.database, c.raw_table);
             let out = c.select(sql).await?;
             let count: f64 = String::from_utf8_lossy(&out).trim().parse().unwrap_or(0.0);
-            Ok(cache_json(&json!({ "rate": count / 300.0, "period": "second" }), None))
+            Ok(cache_json(&FlowRate { rate: count / 300.0, period: "second".into() }, None))
         }),
     )
     .await
 }
 
+/// The exporters heard in the last 7 days.
+#[utoipa::path(get, path = "/widget/exporters", responses((status = 200, body = Exporters)))]
 async fn exporters(State(c): State<Arc<Console>>) -> Response {
     observed(
         &c,
@@ -504,12 +640,14 @@ async fn exporters(State(c): State<Arc<Console>>) -> Response {
                 .map(|l| query::label(&c.columns, "ExporterAddress", &query::unescape_tsv(l)))
                 .collect();
             names.sort();
-            Ok(cache_json(&json!({ "exporters": names }), None))
+            Ok(cache_json(&Exporters { exporters: names }, None))
         }),
     )
     .await
 }
 
+/// The 5 largest by bytes over the last 5 minutes.
+#[utoipa::path(get, path = "/widget/top/{name}", params(("name" = String, Path, description = "src-as, dst-as, exporter, protocol, etype, src-port or dst-port")), responses((status = 200, body = Top), (status = 400, body = ErrorBody)))]
 async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
     let key = format!("widget/top/{name}");
     observed(
@@ -549,16 +687,18 @@ async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Respons
                 })
                 .collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let top: Vec<Json_> = top
+            let top: Vec<TopItem> = top
                 .into_iter()
-                .map(|(name, v)| json!({ "name": name, "percent": if total > 0.0 { v * 100.0 / total } else { 0.0 } }))
+                .map(|(name, v)| TopItem { name, percent: if total > 0.0 { v * 100.0 / total } else { 0.0 } })
                 .collect();
-            Ok(cache_json(&json!({ "top": top }), None))
+            Ok(cache_json(&Top { top }, None))
         }),
     )
     .await
 }
 
+/// The home page graph: Gbit/s over `console.homepage_graph_time_range_s`.
+#[utoipa::path(get, path = "/widget/graph", responses((status = 200, body = HomeGraph)))]
 async fn home_graph(State(c): State<Arc<Console>>) -> Response {
     observed(
         &c,
@@ -582,13 +722,13 @@ async fn home_graph(State(c): State<Arc<Console>>) -> Response {
                 graph_type: None,
             };
             let (answer, _) = run_line(&c, &request).await?;
-            let data: Vec<Json_> = answer
+            let data: Vec<HomePoint> = answer
                 .t
                 .iter()
                 .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0; answer.t.len()]))
-                .map(|(t, bps)| json!({ "t": t, "gbps": bps as f64 / 1e9 }))
+                .map(|(t, bps)| HomePoint { t: t.clone(), gbps: bps as f64 / 1e9 })
                 .collect();
-            Ok(cache_json(&json!({ "data": data }), None))
+            Ok(cache_json(&HomeGraph { data }, None))
         }),
     )
     .await
@@ -654,6 +794,8 @@ async fn cached(
 const FIVE_S: Duration = Duration::from_secs(5);
 const THIRTY_S: Duration = Duration::from_secs(30);
 
+/// Time series per top row of the dimensions, `Other`, reverse and previous-period axes.
+#[utoipa::path(post, path = "/graph/line", request_body = GraphRequest, responses((status = 200, body = query::LineAnswer), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody, description = "past the memory or result-row bound"), (status = 504, body = ErrorBody, description = "past the time bound")))]
 async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
     observed(&c, "graph/line", async {
         let request = body(payload)?;
@@ -667,6 +809,8 @@ async fn line(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>,
     .await
 }
 
+/// Each dimension against the top rows, with the links between consecutive dimensions.
+#[utoipa::path(post, path = "/graph/sankey", request_body = GraphRequest, responses((status = 200, body = query::SankeyAnswer), (status = 400, body = ErrorBody)))]
 async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest>, JsonRejection>) -> Response {
     observed(&c, "graph/sankey", async {
         let request = body(payload)?;
@@ -690,7 +834,7 @@ async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IntervalRequest {
     start: String,
@@ -698,12 +842,14 @@ struct IntervalRequest {
     points: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct IntervalAnswer {
     table: String,
     interval: u64,
 }
 
+/// The table and interval a graph over the range would use.
+#[utoipa::path(post, path = "/graph/table-interval", request_body = IntervalRequest, responses((status = 200, body = IntervalAnswer), (status = 400, body = ErrorBody)))]
 async fn table_interval(
     State(c): State<Arc<Console>>,
     payload: Result<Json<IntervalRequest>, JsonRejection>,
@@ -725,26 +871,28 @@ async fn table_interval(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FilterRequest {
     filter: String,
 }
 
+/// Checks a filter: its SQL, or the error with line, column and offset (always 200).
+#[utoipa::path(post, path = "/filter/validate", request_body = FilterRequest, responses((status = 200, body = Validation)))]
 async fn validate(State(c): State<Arc<Console>>, payload: Result<Json<FilterRequest>, JsonRejection>) -> Response {
     observed(&c, "filter/validate", async {
         let r = body(payload)?;
         Ok(Json(match filter::parse(&r.filter, &c.columns) {
-            Ok(None) => json!({ "message": "ok" }),
-            Ok(Some(e)) => json!({ "message": "ok", "parsed": e.to_sql(c.store.dialect()) }),
-            Err(e) => json!({ "message": e.to_string(), "errors": [e] }),
+            Ok(None) => Validation { message: "ok".into(), parsed: None, errors: None },
+            Ok(Some(e)) => Validation { message: "ok".into(), parsed: Some(e.to_sql(c.store.dialect())), errors: None },
+            Err(e) => Validation { message: e.to_string(), parsed: None, errors: Some(vec![e]) },
         })
         .into_response())
     })
     .await
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
     what: String,
@@ -756,7 +904,8 @@ struct CompleteRequest {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// A completion: the text to insert, what it is, whether to quote it.
+#[derive(Serialize, ToSchema)]
 struct Completion {
     label: String,
     detail: String,
@@ -767,6 +916,8 @@ fn completion(label: impl Into<String>, detail: &str, quoted: bool) -> Completio
     Completion { label: label.into(), detail: detail.into(), quoted }
 }
 
+/// Completions for a column name, an operator, or a value.
+#[utoipa::path(post, path = "/filter/complete", request_body = CompleteRequest, responses((status = 200, body = Completions), (status = 400, body = ErrorBody)))]
 async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRequest>, JsonRejection>) -> Response {
     observed(&c, "filter/complete", async {
         let r = body(payload)?;
@@ -804,7 +955,7 @@ async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRe
             };
             out.retain(|x| x.label.to_ascii_lowercase().starts_with(&prefix));
             out.truncate(limit);
-            Ok(cache_json(&json!({ "completions": out }), None))
+            Ok(cache_json(&Completions { completions: out }, None))
         })
         .await
     })
@@ -852,4 +1003,32 @@ async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<V
         }
         Kind::AsPath | Kind::UIntArray | Kind::Communities => Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for endpoint in ENDPOINTS {
+            let path = match endpoint {
+                "widget/top" => "/widget/top/{name}".to_string(),
+                e => format!("/{e}"),
+            };
+            assert!(paths.contains_key(&path), "{path} is not documented");
+        }
+        assert!(paths.contains_key("/filter/saved/{id}") && paths.contains_key("/openapi.json"));
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in ["GraphRequest", "LineAnswer", "SankeyAnswer", "Units", "FilterError", "User", "SavedFilter"] {
+            assert!(schemas.contains_key(name), "schema {name}");
+        }
+        let units = &schemas["Units"]["enum"];
+        assert!(units.as_array().unwrap().contains(&serde_json::json!("inl2%")), "{units}");
+        let line = &doc["paths"]["/graph/line"]["post"];
+        assert!(line["requestBody"].is_object() && line["responses"]["400"].is_object());
+    }
 }

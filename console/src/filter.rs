@@ -100,7 +100,7 @@ pub struct Net {
 }
 
 /// Where and why a filter does not parse.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FilterError {
     pub message: String,
     /// 1-based.

@@ -109,7 +109,7 @@ pub fn choose_table(tables: &Tables, start: i64, end: i64, points: u64, raw_need
 }
 
 /// Rates the graphs show.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Units {
     #[serde(rename = "l3bps")]
     L3Bps,
@@ -154,7 +154,7 @@ impl Units {
 }
 
 /// How the top rows are ranked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitType {
     #[default]
@@ -164,30 +164,39 @@ pub enum LimitType {
 }
 
 /// What every graph request holds (Akvorado's field names).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphRequest {
-    /// RFC 3339.
+    /// The range's start, RFC 3339.
     pub start: String,
+    /// The range's end, RFC 3339; after the start, at most a day ahead.
     pub end: String,
+    /// Columns to group by (`configuration`'s `dimensions`); none: one total series.
     #[serde(default)]
     pub dimensions: Vec<String>,
+    /// How many top rows (1..`dimensionsLimit`); the rest is `Other`.
     #[serde(default = "default_limit")]
     pub limit: u64,
+    /// How the top rows are ranked: over the range (avg), by their largest interval (max), or the last one.
     #[serde(default, rename = "limitType")]
     pub limit_type: LimitType,
+    /// The filter language; empty: every flow.
     #[serde(default)]
     pub filter: String,
+    /// Group IPv4 addresses by this prefix length (0: whole addresses).
     #[serde(default, rename = "truncate-v4")]
     pub truncate_v4: u8,
+    /// Group IPv6 addresses by this prefix length (0: whole addresses).
     #[serde(default, rename = "truncate-v6")]
     pub truncate_v6: u8,
     pub units: Units,
-    /// Line graphs: 5..=2000.
+    /// Line graphs: how many points, 5..=2000.
     #[serde(default)]
     pub points: Option<u64>,
+    /// Add axis 2: the other direction (Src/Dst and In/Out swapped in the filter and dimensions).
     #[serde(default)]
     pub bidirectional: bool,
+    /// Add axis 3 (and 4): the total of the previous hour, day, week, 4 weeks or year.
     #[serde(default, rename = "previous-period")]
     pub previous_period: bool,
     /// Accepted for the front end's sake; every type takes the same series.
@@ -621,7 +630,7 @@ pub fn label(columns: &Catalogue, column: &str, value: &str) -> String {
 }
 
 /// The `graph/line` answer (Akvorado's shape).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LineAnswer {
     pub t: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -736,14 +745,14 @@ impl Stats {
 }
 
 /// A sankey node.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Node {
     pub name: String,
     pub axis: u8,
 }
 
 /// A sankey link between values of consecutive dimensions.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Link {
     pub source: String,
     pub target: String,
@@ -752,7 +761,7 @@ pub struct Link {
 }
 
 /// The `graph/sankey` answer (Akvorado's shape).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SankeyAnswer {
     pub rows: Vec<Vec<String>>,
     pub xps: Vec<u64>,

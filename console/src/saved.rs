@@ -16,7 +16,8 @@ pub const FILTERS_PER_USER_MAX: i64 = 1000;
 /// The longest description, in characters.
 pub const DESCRIPTION_MAX: usize = 256;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A saved filter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SavedFilter {
     pub id: i64,
     pub user: String,

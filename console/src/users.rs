@@ -13,7 +13,7 @@ use serde::Serialize;
 use weir_core::config::{parse_cidr, ConsoleAuthConfig};
 
 /// The user a request is from (`/user/info`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub login: String,
     #[serde(skip_serializing_if = "Option::is_none")]

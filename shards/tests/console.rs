@@ -284,6 +284,11 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     assert!(sankey["links"].as_array().unwrap().iter().all(|l| l["source"].as_str().unwrap().starts_with("SrcAS: ")));
     assert!(sankey["nodes"].as_array().unwrap().iter().any(|n| n["name"] == "Proto: TCP"), "{sankey}");
 
+    // The OpenAPI document names every route.
+    let (status, doc) = get(&c, "openapi.json");
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/graph/line"]["post"].is_object(), "{doc}");
+
     // Filters: validate and complete.
     let (_, ok, _) = post(&c, "filter/validate", &json!({"filter": "srcas = AS65000 and proto = tcp"}));
     assert_eq!(ok, json!({"message": "ok", "parsed": "SrcAS = 65000 AND Proto = 6"}));
