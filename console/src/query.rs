@@ -339,18 +339,11 @@ pub struct AxisQuery {
 }
 
 impl Builder<'_> {
-    fn display(&self, column: &str, v4: u8, v6: u8) -> String {
-        let kind = self.columns.find(column).map(|c| c.kind);
-        match kind {
-            Some(Kind::Ip) => {
-                let value = if TRUNCATABLE.contains(&column) && (v4 > 0 || v6 > 0) {
-                    self.truncated(column, v4, v6)
-                } else {
-                    column.to_string()
-                };
-                format!("IPv6NumToString({value})")
-            }
-            _ => format!("toString({column})"),
+    /// `value` (the column, or an expression of it) as text.
+    fn display(&self, column: &str, value: &str) -> String {
+        match self.columns.find(column).map(|c| c.kind) {
+            Some(Kind::Ip) => format!("IPv6NumToString({value})"),
+            _ => format!("toString({value})"),
         }
     }
 
@@ -383,7 +376,12 @@ impl Builder<'_> {
         let (dims, names) = (dims.join(", "), names.join(", "));
         let from = self.source(choice, choice.start, choice.end, r.filter.as_ref());
         match r.limit_type {
-            LimitType::Avg => format!("SELECT {dims} {from} GROUP BY {names} ORDER BY {metric} DESC LIMIT {}", r.limit),
+            LimitType::Avg => {
+                // Ranked over the range, which a coarser table answers in fewer rows.
+                let ranking = Choice { table: self.ranking_table(choice).to_string(), ..choice.clone() };
+                let from = self.source(&ranking, choice.start, choice.end, r.filter.as_ref());
+                format!("SELECT {dims} {from} GROUP BY {names} ORDER BY {metric} DESC LIMIT {}", r.limit)
+            }
             LimitType::Max => format!(
                 "SELECT {names} FROM (SELECT {dims}, intDiv(toUInt32(TimeReceived) - {}, {}) AS weir_i, {metric} AS weir_v \
                  {from} GROUP BY {names}, weir_i) GROUP BY {names} ORDER BY max(weir_v) DESC LIMIT {}",
@@ -394,6 +392,26 @@ impl Builder<'_> {
                 format!("SELECT {dims} {last} GROUP BY {names} ORDER BY {metric} DESC LIMIT {}", r.limit)
             }
         }
+    }
+
+    /// The table the top rows are ranked on for a range: the coarsest
+    /// consolidated table with at least 20 buckets in the range that holds
+    /// whole buckets back to its start, when the graph's table is a finer
+    /// consolidated one (its sums are the same, its rows fewer); otherwise
+    /// the graph's table.
+    fn ranking_table<'c>(&'c self, choice: &'c Choice) -> &'c str {
+        let Some(at) = CONSOLIDATED.iter().position(|(t, _)| *t == choice.table) else { return &choice.table };
+        let range = (choice.end - choice.start).max(0) as u64;
+        CONSOLIDATED[at..]
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, res))| {
+                let covers = self.tables.oldest[1 + at + i].is_some_and(|o| o + *res as i64 <= choice.start);
+                *res * 20 <= range && covers
+            })
+            .map(|(_, (t, _))| *t)
+            .next_back()
+            .unwrap_or(&choice.table)
     }
 
     /// A dimension's value as grouped (an address truncated when asked).
@@ -446,25 +464,33 @@ impl Builder<'_> {
         shift: i64,
     ) -> String {
         let (start, end) = (choice.start - shift, choice.end - shift);
-        let mut select = format!(
-            "SELECT intDiv(toUInt32(TimeReceived) - {start}, {}) AS weir_i, {metric} AS weir_v",
-            choice.interval
-        );
-        let mut group = "weir_i".to_string();
-        if !dims.is_empty() {
-            let values: Vec<String> = dims.iter().map(|d| self.value(d, r)).collect();
-            let tuple = format!("({})", values.join(", "));
-            for (i, d) in dims.iter().enumerate() {
-                let shown = self.display(d, r.truncate_v4, r.truncate_v6);
-                let label = match top {
-                    Some(top) => format!("if({tuple} IN ({top}), {shown}, 'Other')"),
-                    None => shown,
-                };
-                select.push_str(&format!(", {label} AS weir_d{i}"));
-                group.push_str(&format!(", weir_d{i}"));
-            }
+        let bucket = format!("intDiv(toUInt32(TimeReceived) - {start}, {}) AS weir_i", choice.interval);
+        let from = self.source(choice, start, end, filter);
+        let values: Vec<String> = dims.iter().map(|d| self.value(d, r)).collect();
+        let Some(top) = top.filter(|_| !dims.is_empty()) else {
+            let shown: Vec<String> = dims
+                .iter()
+                .zip(&values)
+                .enumerate()
+                .map(|(i, (d, v))| format!(", {} AS weir_d{i}", self.display(d, v)))
+                .collect();
+            let group: String = (0..dims.len()).map(|i| format!(", weir_d{i}")).collect();
+            return format!("SELECT {bucket}, {metric} AS weir_v{} {from} GROUP BY weir_i{group}", shown.concat());
+        };
+        // Grouped by the values themselves (numbers, addresses), every row
+        // outside the top ones folded into one per bucket; turned into
+        // text only on the grouped rows.
+        let tuple = format!("({})", values.join(", "));
+        let mut inner = format!("SELECT {bucket}, {tuple} IN ({top}) AS weir_top");
+        let mut group = "weir_i, weir_top".to_string();
+        let mut outer = "SELECT weir_i, weir_v".to_string();
+        for (i, (d, v)) in dims.iter().zip(&values).enumerate() {
+            inner.push_str(&format!(", if(weir_top, {v}, defaultValueOfArgumentType({v})) AS weir_r{i}"));
+            group.push_str(&format!(", weir_r{i}"));
+            outer
+                .push_str(&format!(", if(weir_top, {}, 'Other') AS weir_d{i}", self.display(d, &format!("weir_r{i}"))));
         }
-        format!("{select} {} GROUP BY {group}", self.source(choice, start, end, filter))
+        format!("{outer} FROM ({inner}, {metric} AS weir_v {from} GROUP BY {group})")
     }
 
     /// The sankey query: every dimension on its own against the top rows.
@@ -480,23 +506,24 @@ impl Builder<'_> {
         let mut axes = Vec::new();
         for &(axis, reverse) in directions {
             let metric = if reverse { r.units.reversed() } else { r.units }.metric(raw)?;
-            let mut select = format!("SELECT 0 AS weir_i, {metric} / {range} AS weir_v");
-            let mut group = Vec::new();
+            let mut inner = "SELECT 0 AS weir_i".to_string();
+            let mut group = vec!["weir_i".to_string()];
+            let mut outer = "SELECT weir_i, weir_v".to_string();
             for (i, d) in r.dimensions.iter().enumerate() {
                 let column = if reverse { self.columns.counterpart(d) } else { d.as_str() };
                 let value = self.value(column, r);
-                let shown = self.display(column, r.truncate_v4, r.truncate_v6);
-                select.push_str(&format!(
-                    ", if({value} IN (SELECT weir_t{i} FROM ({top})), {shown}, 'Other') AS weir_d{i}"
+                inner.push_str(&format!(
+                    ", {value} IN (SELECT weir_t{i} FROM ({top})) AS weir_top{i}, \
+                     if(weir_top{i}, {value}, defaultValueOfArgumentType({value})) AS weir_r{i}"
                 ));
-                group.push(format!("weir_d{i}"));
+                group.push(format!("weir_top{i}, weir_r{i}"));
+                let shown = self.display(column, &format!("weir_r{i}"));
+                outer.push_str(&format!(", if(weir_top{i}, {shown}, 'Other') AS weir_d{i}"));
             }
             let filter = if reverse { reversed_filter.as_ref() } else { r.filter.as_ref() };
-            let sql = format!(
-                "{select} {} GROUP BY {}",
-                self.source(choice, choice.start, choice.end, filter),
-                group.join(", ")
-            );
+            let from = self.source(choice, choice.start, choice.end, filter);
+            let sql =
+                format!("{outer} FROM ({inner}, {metric} / {range} AS weir_v {from} GROUP BY {})", group.join(", "));
             axes.push(AxisQuery { axis, sql, shift: 0, dimensions: r.dimensions.len() });
         }
         Ok(axes)

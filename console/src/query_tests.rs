@@ -136,10 +136,19 @@ fn bidirectional_requests_read_the_swapped_columns() {
     let b = Builder { columns: &c, database: "weir", dialect: SqlDialect::MODERN, tables: &t };
     let axes = b.line(&r, &choice).unwrap();
     assert_eq!(axes.iter().map(|a| a.axis).collect::<Vec<_>>(), [1, 2, 3, 4]);
-    assert!(axes[0].sql.contains("InIfBoundary = 'external'") && axes[0].sql.contains("toString(SrcAS)"));
-    assert!(axes[1].sql.contains("OutIfBoundary = 'external'") && axes[1].sql.contains("toString(DstAS)"));
+    assert!(
+        axes[0].sql.contains("InIfBoundary = 'external'")
+            && axes[0].sql.contains("(SrcAS) IN (SELECT SrcAS AS weir_t0")
+    );
     // The reverse axis compares its swapped value with the direct top rows.
-    assert!(axes[1].sql.contains("if((DstAS) IN (SELECT SrcAS AS weir_t0"));
+    assert!(
+        axes[1].sql.contains("OutIfBoundary = 'external'")
+            && axes[1].sql.contains("(DstAS) IN (SELECT SrcAS AS weir_t0")
+    );
+    // Text only for the grouped rows.
+    assert!(axes[1]
+        .sql
+        .starts_with("SELECT weir_i, weir_v, if(weir_top, toString(weir_r0), 'Other') AS weir_d0 FROM ("));
     assert_eq!(axes[2].shift, DAY);
     assert_eq!(axes[2].dimensions, 0);
     for a in &axes {
@@ -207,4 +216,25 @@ fn sankeys_link_consecutive_dimensions() {
     assert_eq!(a.nodes.len(), 4);
     assert_eq!(a.links[0], Link { source: "SrcAS: AS1".into(), target: "Proto: UDP".into(), xps: 30, axis: 1 });
     assert!(b.sankey(&request(&body("")).check(&c, LIMITS, NOW).unwrap(), &choice).is_err());
+}
+
+#[test]
+fn top_rows_are_ranked_on_the_coarsest_table_that_covers_the_range() {
+    let c = fuzz_catalogue();
+    let t = tables(7, 15, 90, 365);
+    let b = Builder { columns: &c, database: "weir", dialect: SqlDialect::MODERN, tables: &t };
+    let week = request(
+        &body(r#", "dimensions": ["SrcAS"]"#).replace(&format_time(NOW - 6 * 3600), &format_time(NOW - 7 * DAY)),
+    )
+    .check(&c, LIMITS, NOW)
+    .unwrap();
+    let choice = choose_table(&t, week.start, week.end, 2000, false);
+    assert_eq!(choice.table, "flows_5m");
+    let sql = &b.line(&week, &choice).unwrap()[0].sql;
+    assert!(sql.contains("SELECT SrcAS AS weir_t0 FROM weir.flows_1h"), "ranked on flows_1h: {sql}");
+    assert!(sql.contains("FROM weir.flows_5m WHERE"), "drawn from flows_5m: {sql}");
+    // Six hours hold only 6 hourly buckets: ranked on the graph's own table.
+    let hours = request(&body(r#", "dimensions": ["SrcAS"]"#)).check(&c, LIMITS, NOW).unwrap();
+    let choice = choose_table(&t, hours.start, hours.end, 200, false);
+    assert!(!b.line(&hours, &choice).unwrap()[0].sql.contains("flows_1h"));
 }
