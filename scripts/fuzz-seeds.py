@@ -168,6 +168,19 @@ def main(out):
     ]
     for i, seed in enumerate(seeds):
         open(os.path.join(filters, "seed%d" % i), "wb").write(seed.encode())
+    graphs = os.path.join(os.path.dirname(filters), "graph_request")
+    os.makedirs(graphs, exist_ok=True)
+    requests = [
+        '{"start": "2027-01-15T08:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "l3bps", "points": 200}',
+        '{"start": "2027-01-14T09:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "pps", "points": 100, '
+        '"dimensions": ["SrcAddr", "Proto"], "limit": 5, "limitType": "max", "filter": "SrcAS = AS1 OR DstPort = 443", '
+        '"truncate-v4": 24, "truncate-v6": 48, "bidirectional": true, "previous-period": true}',
+        '{"start": "2027-01-08T09:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "fps", "points": 2000, '
+        '"dimensions": ["InIfIndex", "OutIfIndex", "ExporterAddress"], "limitType": "last"}',
+    ]
+    answer = b"\x000\t10.5\t192.0.2.0\t6\n1\t3\tOther\tOther\n"
+    for i, r in enumerate(requests):
+        open(os.path.join(graphs, "seed%d" % i), "wb").write(r.encode() + answer)
 
 
 if __name__ == "__main__":

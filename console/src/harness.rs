@@ -2,6 +2,7 @@
 
 use crate::columns::{Catalogue, Kind};
 use crate::filter::{self, SqlDialect};
+use crate::query;
 
 /// Every stored column plus string and boundary columns (as enrichment adds).
 pub fn fuzz_catalogue() -> Catalogue {
@@ -28,6 +29,46 @@ pub fn filter(data: &[u8]) {
         }
         Ok(None) => {}
         Err(e) => assert!(e.offset <= text.len() && e.line >= 1 && e.column >= 1, "{e:?}"),
+    }
+}
+
+/// A graph request: `data` is JSON, then optionally a NUL and what the
+/// store would answer (TabSeparated). A request that checks builds line and
+/// sankey SQL that is one statement with closed strings (and nothing after
+/// a `;` or in a comment); any answer shapes into series without a panic.
+pub fn graph_request(data: &[u8]) {
+    let (json, answer) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(request) = serde_json::from_slice::<query::GraphRequest>(json) else { return };
+    let columns = fuzz_catalogue();
+    const NOW: i64 = 1_800_000_000;
+    let limits = query::Limits { dimensions_limit: 50, range_max_s: 400 * 86_400 };
+    let Ok(r) = request.check(&columns, limits, NOW) else { return };
+    let day = 86_400;
+    let tables = query::Tables {
+        raw: "flows".into(),
+        oldest: [Some(NOW - 7 * day), Some(NOW - 15 * day), Some(NOW - 90 * day), Some(NOW - 365 * day)],
+    };
+    let points = request.points.unwrap_or(20);
+    let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(&columns));
+    assert!(choice.interval > 0 && choice.end > choice.start, "{choice:?}");
+    assert!(choice.buckets() <= 2 * 2000 + 2 || r.end - r.start > 2000, "{choice:?}");
+    for dialect in [SqlDialect::MODERN, SqlDialect::FIXED_STRING_ADDRESSES] {
+        let b = query::Builder { columns: &columns, database: "weir", dialect, tables: &tables };
+        let mut axes = b.line(&r, &choice).unwrap_or_default();
+        axes.extend(b.sankey(&r, &choice).unwrap_or_default());
+        for q in &axes {
+            assert!(sql_is_one_expression(&q.sql), "{request:?} gave {}", q.sql);
+        }
+        if let Some(q) = axes.first() {
+            if let Ok(rows) = query::parse_rows(answer, q.dimensions) {
+                let shaped = query::line_answer(&columns, &r, &choice, &[(q.clone(), rows.clone())]);
+                assert_eq!(shaped.rows.len(), shaped.points.len());
+                let _ = query::sankey_answer(&columns, &r, &choice, &[(q.clone(), rows)]);
+            }
+        }
     }
 }
 

@@ -3,14 +3,33 @@
 
 use std::path::Path;
 
-#[test]
-fn saved_fuzz_inputs_replay_without_a_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/filter");
+fn replay(target: &str, run: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
     for entry in std::fs::read_dir(dir).into_iter().flatten() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "md") {
             continue;
         }
-        weir_console::harness::filter(&std::fs::read(&path).unwrap());
+        run(&std::fs::read(&path).unwrap());
     }
+}
+
+#[test]
+fn saved_fuzz_inputs_replay_without_a_panic() {
+    replay("filter", weir_console::harness::filter);
+    replay("graph_request", weir_console::harness::graph_request);
+}
+
+#[test]
+fn the_graph_request_seeds_build_sql() {
+    // A request like scripts/fuzz-seeds.py's (the harness's clock is
+    // 2027-01-15T08:00:00Z), then a store answer with a bucket far out of range.
+    let body = format!(
+        r#"{{"start": "{}", "end": "{}", "units": "pps", "points": 100, "dimensions": ["SrcAddr", "Proto"],
+            "filter": "SrcAS = 1", "truncate-v4": 24, "bidirectional": true, "previous-period": true}}"#,
+        "2027-01-15T08:00:00Z", "2027-01-15T09:00:00Z"
+    );
+    let mut data = body.into_bytes();
+    data.extend_from_slice(b"\x000\t10\t192.0.2.0\t6\n999999999\t1\tOther\tOther\n");
+    weir_console::harness::graph_request(&data);
 }
