@@ -15,3 +15,4 @@ pub mod harness;
 pub mod query;
 pub mod saved;
 pub mod users;
+pub mod web;

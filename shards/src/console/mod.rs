@@ -73,9 +73,9 @@ impl Store for ConsoleStore {
     }
 }
 
-/// The console's routes under `/api/v0/console`.
+/// The console's routes: the API under `/api/v0/console`, the web app at `/`.
 pub fn routes(console: Arc<Console>) -> axum::Router {
-    axum::Router::new().nest("/api/v0/console", weir_console::api::routes(console))
+    axum::Router::new().nest("/api/v0/console", weir_console::api::routes(console)).merge(weir_console::web::routes())
 }
 
 /// Starts the console's store thread and builds the console over it.

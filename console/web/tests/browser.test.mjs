@@ -1,0 +1,247 @@
+// The console in a real browser (Debian's chromium driven by playwright-core)
+// against a real `weir run` (embedded store) fed by `weir-flowgen`.
+//   WEIR_BIN_DIR=target/debug node --test console/web/tests/
+// Screenshots of the home and visualize pages land in console/web/screenshots/ (the README's).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createSocket } from "node:dgram";
+import { chromium } from "playwright-core";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
+const bin = resolve(root, process.env.WEIR_BIN_DIR ?? "target/debug");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+let weir, base, browser, dir;
+const errors = [];
+
+function freeUdpPort() {
+  return new Promise((ok) => {
+    const s = createSocket("udp4");
+    s.bind(0, "127.0.0.1", () => {
+      const port = s.address().port;
+      s.close(() => ok(port));
+    });
+  });
+}
+
+async function api(path, body) {
+  const r = await fetch(`${base}/api/v0/console/${path}`, body === undefined ? {} : {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  return text ? JSON.parse(text) : undefined;
+}
+
+async function metric(name) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(name))
+    .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), "weir-browser-"));
+  const port = await freeUdpPort();
+  const config = join(dir, "weir.toml");
+  writeFileSync(
+    config,
+    `[shards]\ncores = [0]\n[[listeners]]\naddress = "127.0.0.1:${port}"\n[http]\nlisten = "127.0.0.1:0"\n` +
+      `[sink]\nkind = "store"\n[store]\nkind = "embedded"\nspool_dir = "${dir}/spool"\nconsolidation_interval_ms = 300\n` +
+      `[store.embedded]\npath = "${dir}/chdb"\n[console]\ndatabase = "${dir}/console.sqlite"\n`,
+  );
+  weir = spawn(join(bin, "weir"), ["run", "--config", config], { stdio: ["ignore", "ignore", "pipe"] });
+  base = await new Promise((ok, fail) => {
+    let seen = "";
+    const timer = setTimeout(() => fail(new Error(`weir run did not start: ${seen}`)), 30_000);
+    weir.stderr.on("data", (chunk) => {
+      seen += chunk;
+      const m = /metrics at (http:\/\/[0-9.:]+)\//.exec(seen);
+      if (m && seen.includes("ready")) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+  });
+  // Wait for the store's tables, then three seconds of traffic from three exporters.
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${base}/query?format=TSV`, { method: "POST", body: "SELECT count() FROM weir.flows_1h" });
+    if (r.ok) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const sent = spawnSync(join(bin, "weir-flowgen"), [
+    "--target", `127.0.0.1:${port}`, "--flows-per-second", "10k", "--seconds", "3", "--exporters", "3", "--source", "127.0.0.1",
+  ]);
+  assert.equal(sent.status, 0, String(sent.stderr));
+  for (let i = 0; i < 100 && (await metric("weir_store_rows_inserted_total")) < 29_000; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  // Every flow summed into flows_1h too (the exporters widget reads it).
+  for (let i = 0; i < 100; i++) {
+    const r = await fetch(`${base}/query?format=TSV`, { method: "POST", body: "SELECT uniqExact(ExporterAddress) FROM weir.flows_1h" });
+    if ((await r.text()).trim() === "3") break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless=new", "--no-sandbox"] });
+});
+
+after(async () => {
+  await browser?.close();
+  weir?.kill("SIGTERM");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function page(path = "/", options = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
+  const p = await context.newPage();
+  p.on("console", (m) => m.type() === "error" && errors.push(`${path}: ${m.text()}`));
+  p.on("pageerror", (e) => errors.push(`${path}: ${e.message}`));
+  // Nothing but Weir is asked for anything.
+  p.on("request", (r) => {
+    const url = new URL(r.url());
+    if (url.origin !== base && !url.protocol.startsWith("data")) errors.push(`request to ${r.url()}`);
+  });
+  const started = Date.now();
+  await p.goto(base + path);
+  return { p, context, started };
+}
+
+test("the home page renders every widget with data, fast", async () => {
+  const { p, context, started } = await page("/");
+  await p.waitForFunction(() => {
+    const v = document.querySelector('[data-testid="flow-rate"] .value')?.textContent ?? "…";
+    return !v.includes("…") && v.trim() !== "0";
+  });
+  const paint = await p.evaluate(() => performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? 0);
+  assert.ok(paint > 0 && paint < 1000, `first paint ${paint} ms`);
+  assert.ok(Date.now() - started < 10_000);
+  await p.waitForFunction(() => document.querySelector('[data-testid="exporters"] .value')?.textContent === "3");
+  for (const w of ["src-as", "dst-as", "protocol", "etype", "exporter"]) {
+    await p.waitForSelector(`[data-testid="top-${w}"] canvas`);
+  }
+  await p.waitForSelector('[data-testid="last-flow"] td');
+  const cells = await p.$$eval('[data-testid="last-flow"] tr', (rows) => rows.length);
+  assert.ok(cells > 10, `${cells} columns of the last flow`);
+  await p.waitForSelector('[data-testid="home-graph"] canvas');
+  mkdirSync(join(root, "console/web/screenshots"), { recursive: true });
+  await p.waitForTimeout(800);
+  await p.screenshot({ path: join(root, "console/web/screenshots/home.png") });
+  await context.close();
+});
+
+for (const graphType of ["stacked", "stacked100", "lines", "grid", "heatmap", "sankey"]) {
+  test(`visualize draws a ${graphType} chart and a table that matches the API`, async () => {
+    const { p, context } = await page("/visualize");
+    await p.waitForSelector('[data-testid="graph-type"]');
+    await p.selectOption('[data-testid="graph-type"]', graphType);
+    await p.fill('[data-testid="start"]', "15 minutes ago");
+    await p.fill('[data-testid="limit"]', "4");
+    await p.click('[data-testid="apply"]');
+    await p.waitForURL(/\/visualize\/v1-/);
+    await p.waitForSelector('[data-testid="chart"] canvas');
+    const body = {
+      start: new Date(Date.now() - 15 * 60_000).toISOString(),
+      end: new Date().toISOString(),
+      dimensions: ["SrcAS"],
+      limit: 4,
+      units: "l3bps",
+      ...(graphType === "sankey" ? {} : { points: graphType === "grid" ? 50 : 200 }),
+    };
+    const answer = await api(graphType === "sankey" ? "graph/sankey" : "graph/line", body);
+    // The table of this request (not of the defaults the page opened with).
+    await p.waitForFunction((n) => document.querySelectorAll('[data-testid="table"] tbody tr').length === n, answer.rows.length);
+    const rows = await p.$$eval('[data-testid="table"] tbody tr', (r) => r.length);
+    assert.equal(rows, answer.rows.length, `${graphType}: table rows`);
+    if (graphType !== "sankey") {
+      // 4 ASes and Other.
+      assert.equal(rows, 5);
+      const totals = await p.$$eval('[data-testid="table"] tbody tr td:last-child', (c) => c.map((x) => x.textContent));
+      const top = answer.total[0];
+      const shown = Number(totals[0].split(" ")[0]);
+      const scale = { K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 }[totals[0].split(" ")[1]?.[0]] ?? 1;
+      assert.ok(Math.abs(shown * scale - top) / top < 0.05, `${totals[0]} vs ${top}`);
+    }
+    if (graphType === "stacked") {
+      await p.waitForTimeout(800);
+      await p.screenshot({ path: join(root, "console/web/screenshots/visualize.png") });
+    }
+    await context.close();
+  });
+}
+
+test("the filter editor completes columns and underlines errors", async () => {
+  const { p, context } = await page("/visualize");
+  await p.waitForSelector(".cm-content");
+  await p.click(".cm-content");
+  await p.keyboard.type("Src");
+  await p.waitForSelector(".cm-tooltip-autocomplete");
+  const options = await p.$$eval(".cm-tooltip-autocomplete li", (l) => l.map((x) => x.textContent));
+  assert.ok(options.some((o) => o.startsWith("SrcAS")), options.join(", "));
+  await p.keyboard.press("Escape");
+  await p.keyboard.type("AS = ");
+  await p.waitForSelector(".cm-lintRange-error", { timeout: 5000 });
+  const text = await p.evaluate(() => document.querySelector(".cm-content").textContent);
+  assert.equal(text, "SrcAS = ");
+  // The error is where the AS number should be: the end of the filter.
+  await p.hover(".cm-lintRange-error");
+  await p.waitForSelector(".cm-tooltip-lint");
+  const message = await p.textContent(".cm-tooltip-lint");
+  assert.match(message, /expecting an AS number/);
+  await context.close();
+});
+
+test("a saved filter applies, and a copied URL restores the view", async () => {
+  await fetch(`${base}/api/v0/console/filter/saved`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ description: "web", content: "DstPort IN (80, 443)", shared: true }),
+  });
+  const { p, context } = await page("/visualize");
+  await p.waitForSelector('[data-testid="saved-filters"]');
+  await p.click('[data-testid="saved-filters"] summary');
+  await p.click('[data-testid="saved-web"]');
+  await p.waitForURL(/\/visualize\/v1-/);
+  await p.waitForFunction(() => document.querySelector('[data-testid="summary"]').textContent.includes("DstPort IN (80, 443)"));
+  await p.waitForFunction(() => document.querySelectorAll('[data-testid="table"] tbody tr').length > 0);
+  const url = p.url();
+  const summary = await p.textContent('[data-testid="summary"]');
+  const again = await page(new URL(url).pathname);
+  await again.p.waitForFunction(() => document.querySelectorAll('[data-testid="table"] tbody tr').length > 0);
+  assert.equal(await again.p.textContent('[data-testid="summary"]'), summary);
+  await again.context.close();
+  await context.close();
+});
+
+test("dark mode toggles and is kept", async () => {
+  const { p, context } = await page("/", { colorScheme: "light" });
+  await p.waitForSelector('[data-testid="dark-toggle"]');
+  assert.equal(await p.evaluate(() => document.documentElement.classList.contains("dark")), false);
+  await p.click('[data-testid="dark-toggle"]');
+  assert.equal(await p.evaluate(() => document.documentElement.classList.contains("dark")), true);
+  await p.reload();
+  await p.waitForSelector('[data-testid="dark-toggle"]');
+  assert.equal(await p.evaluate(() => document.documentElement.classList.contains("dark")), true);
+  await context.close();
+});
+
+test("an unknown page says so, on a phone too", async () => {
+  const { p, context } = await page("/visualize", { viewport: { width: 390, height: 844 } });
+  await p.waitForSelector('[data-testid="apply"]');
+  await p.evaluate(() => history.pushState({}, "", "/nowhere"));
+  await p.goto(base + "/");
+  await p.click("text=Visualize");
+  await p.waitForSelector('[data-testid="apply"]');
+  const width = await p.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= 400, `the page is ${width} px wide on a 390 px phone`);
+  await context.close();
+});
+
+test("no errors in the browser's console", () => {
+  assert.deepEqual(errors, []);
+});
