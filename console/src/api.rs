@@ -385,7 +385,7 @@ struct SavedList {
     servers((url = "/api/v0/console")),
     paths(
         configuration, flow_last, flow_rate, exporters, top, home_graph, line, sankey, table_interval,
-        validate, complete, saved_list, saved_add, saved_delete, user_info, openapi
+        validate, complete, saved_list, saved_add, saved_delete, user_info, docs_list, docs_page, openapi
     )
 )]
 pub struct ApiDoc;
@@ -403,7 +403,7 @@ async fn openapi() -> Response {
 }
 
 /// Every endpoint's name in the metrics, as `routes` names them.
-pub const ENDPOINTS: [&str; 13] = [
+pub const ENDPOINTS: [&str; 14] = [
     "configuration",
     "widget/flow-last",
     "widget/flow-rate",
@@ -417,6 +417,7 @@ pub const ENDPOINTS: [&str; 13] = [
     "filter/complete",
     "filter/saved",
     "user/info",
+    "docs",
 ];
 
 /// The routes, to nest under `/api/v0/console`.
@@ -436,6 +437,8 @@ pub fn routes(console: Arc<Console>) -> Router {
         .route("/filter/saved", get(saved_list).post(saved_add))
         .route("/filter/saved/{id}", delete(saved_delete))
         .route("/user/info", get(user_info))
+        .route("/docs", get(docs_list))
+        .route("/docs/{name}", get(docs_page))
         .route("/openapi.json", get(openapi))
         .layer(middleware::from_fn_with_state(console.clone(), authenticate))
         .with_state(console)
@@ -456,6 +459,40 @@ async fn authenticate(State(c): State<Arc<Console>>, mut request: Request, next:
         }
         None => (StatusCode::UNAUTHORIZED, Json(ErrorBody { message: "No user logged in.".into() })).into_response(),
     }
+}
+
+/// A documentation page's name and title.
+#[derive(Serialize, ToSchema)]
+struct DocEntry {
+    name: String,
+    title: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DocList {
+    pages: Vec<DocEntry>,
+}
+
+/// The documentation pages: the README's operator sections, as this binary has them.
+#[utoipa::path(get, path = "/docs", responses((status = 200, body = DocList)))]
+async fn docs_list(State(c): State<Arc<Console>>) -> Response {
+    observed(&c, "docs", async {
+        let pages = crate::docs::pages().into_iter().map(|p| DocEntry { name: p.name, title: p.title }).collect();
+        Ok(Json(DocList { pages }).into_response())
+    })
+    .await
+}
+
+/// One documentation page, as Markdown.
+#[utoipa::path(get, path = "/docs/{name}", params(("name" = String, Path)), responses((status = 200, body = crate::docs::Page), (status = 404, body = ErrorBody)))]
+async fn docs_page(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
+    observed(&c, "docs", async {
+        match crate::docs::pages().into_iter().find(|p| p.name == name) {
+            Some(page) => Ok(Json(page).into_response()),
+            None => Err(Failure::NotFound(format!("no documentation page {name:?}"))),
+        }
+    })
+    .await
 }
 
 /// Who the request is from (the trusted proxy's headers, or the default user).

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod cache;
 pub mod columns;
+pub mod docs;
 pub mod filter;
 pub mod harness;
 pub mod query;

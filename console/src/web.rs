@@ -1,7 +1,7 @@
 //! The single-page app (`console/web/`, built into `console/web/dist/` and
 //! committed), embedded in the binary: `cargo build` needs no node, and one
 //! file is the whole console. Its pages are served at `/`, `/visualize...`,
-//! `/login`; its hashed assets under `/assets/`, cached for a year.
+//! `/docs...`, `/login`; its hashed assets under `/assets/`, cached for a year.
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
@@ -21,6 +21,8 @@ pub fn routes() -> Router {
         .route("/visualize", get(index))
         .route("/visualize/{*state}", get(index))
         .route("/login", get(index))
+        .route("/docs", get(index))
+        .route("/docs/{name}", get(index))
         .route("/assets/{*file}", get(asset))
 }
 

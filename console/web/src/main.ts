@@ -5,6 +5,7 @@ import Home from "./pages/Home.vue";
 import Visualize from "./pages/Visualize.vue";
 import NotFound from "./pages/NotFound.vue";
 import Login from "./pages/Login.vue";
+import Docs from "./pages/Docs.vue";
 import { whenUnauthorized } from "./api";
 import "./style.css";
 
@@ -13,6 +14,7 @@ const router = createRouter({
   routes: [
     { path: "/", component: Home },
     { path: "/visualize/:state?", component: Visualize },
+    { path: "/docs/:name?", component: Docs },
     { path: "/login", component: Login },
     { path: "/:rest(.*)*", component: NotFound },
   ],

@@ -218,6 +218,14 @@ test("a saved filter applies, and a copied URL restores the view", async () => {
   await context.close();
 });
 
+test("the documentation shows the README's sections", async () => {
+  const { p, context } = await page("/docs");
+  await p.click("text=The console API");
+  await p.waitForURL(/\/docs\/the-console-api$/);
+  await p.waitForSelector('[data-testid="doc"] h3:has-text("The filter language")');
+  await context.close();
+});
+
 test("dark mode toggles and is kept", async () => {
   const { p, context } = await page("/", { colorScheme: "light" });
   await p.waitForSelector('[data-testid="dark-toggle"]');
