@@ -158,6 +158,9 @@ for (const graphType of ["stacked", "stacked100", "lines", "grid", "heatmap", "s
     await p.waitForFunction((n) => document.querySelectorAll('[data-testid="table"] tbody tr').length === n, answer.rows.length);
     const rows = await p.$$eval('[data-testid="table"] tbody tr', (r) => r.length);
     assert.equal(rows, answer.rows.length, `${graphType}: table rows`);
+    // One series per row, but lines hide Other; a heatmap and a sankey are one series.
+    const expected = { stacked: 5, stacked100: 5, lines: 4, grid: 5, heatmap: 1, sankey: 1 }[graphType];
+    await p.waitForFunction((n) => document.querySelector('[data-testid="chart"]').dataset.series === String(n), expected);
     if (graphType !== "sankey") {
       // 4 ASes and Other.
       assert.equal(rows, 5);
@@ -248,6 +251,16 @@ test("an unknown page says so, on a phone too", async () => {
   const width = await p.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 400, `the page is ${width} px wide on a 390 px phone`);
   await context.close();
+});
+
+test("the JavaScript stays within 600 KB gzipped", async () => {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const { gzipSync } = await import("node:zlib");
+  const assets = join(root, "console/web/dist/assets");
+  const bytes = readdirSync(assets)
+    .filter((f) => f.endsWith(".js"))
+    .reduce((sum, f) => sum + gzipSync(readFileSync(join(assets, f)), { level: 9 }).length, 0);
+  assert.ok(bytes <= 600 * 1024, `${bytes} bytes of JavaScript, gzipped`);
 });
 
 test("no errors in the browser's console", () => {
