@@ -135,6 +135,16 @@ test("the home page renders every widget with data, fast", async () => {
   await context.close();
 });
 
+test("a bidirectional sankey draws both halves", async () => {
+  const { p, context } = await page("/visualize");
+  await p.waitForSelector('[data-testid="graph-type"]');
+  await p.selectOption('[data-testid="graph-type"]', "sankey");
+  await p.check("text=Bidirectional");
+  await p.click('[data-testid="apply"]');
+  await p.waitForFunction(() => document.querySelector('[data-testid="chart"]').dataset.series === "2");
+  await context.close();
+});
+
 for (const graphType of ["stacked", "stacked100", "lines", "grid", "heatmap", "sankey"]) {
   test(`visualize draws a ${graphType} chart and a table that matches the API`, async () => {
     const { p, context } = await page("/visualize");
@@ -207,11 +217,18 @@ test("a saved filter applies, and a copied URL restores the view", async () => {
   });
   const { p, context } = await page("/visualize");
   await p.waitForSelector('[data-testid="saved-filters"]');
+  await p.waitForFunction(() => document.querySelectorAll('[data-testid="table"] tbody tr').length > 0);
+  const before = await p.$$eval('[data-testid="table"] tbody tr td:last-child', (c) => c.map((x) => x.textContent).join());
   await p.click('[data-testid="saved-filters"] summary');
   await p.click('[data-testid="saved-web"]');
   await p.waitForURL(/\/visualize\/v1-/);
   await p.waitForFunction(() => document.querySelector('[data-testid="summary"]').textContent.includes("DstPort IN (80, 443)"));
   await p.waitForFunction(() => document.querySelectorAll('[data-testid="table"] tbody tr').length > 0);
+  // The graph changed with the filter: web traffic only.
+  await p.waitForFunction(
+    (b) => [...document.querySelectorAll('[data-testid="table"] tbody tr td:last-child')].map((x) => x.textContent).join() !== b,
+    before,
+  );
   const url = p.url();
   const summary = await p.textContent('[data-testid="summary"]');
   const again = await page(new URL(url).pathname);
