@@ -586,31 +586,8 @@ pub fn parse_rows(tsv: &[u8], dimensions: usize) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// Undoes TabSeparated escaping.
-pub fn unescape_tsv(field: &str) -> String {
-    if !field.contains('\\') {
-        return field.to_string();
-    }
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('0') => out.push('\0'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
-}
+/// Undoes TabSeparated escaping (the store's answers).
+pub use weir_core::tsv::unescape as unescape_tsv;
 
 /// A dimension value as operators read it: protocol and Ethernet type
 /// names, MACs in colon form, addresses without the IPv4-mapped prefix,

@@ -45,6 +45,7 @@ pub mod json;
 pub mod migrate;
 pub mod pcap;
 pub mod schema;
+pub mod tsv;
 pub mod wire;
 
 pub use decoder::{Decoder, Format};

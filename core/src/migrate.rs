@@ -71,26 +71,7 @@ pub fn live_tables(tables_tsv: &[u8], columns_tsv: &[u8]) -> Vec<LiveTable> {
 
 /// TabSeparated rows, unescaped (`\n`, `\t`, `\0`, `\\`, `\'`).
 fn tsv_rows(data: &[u8]) -> Vec<Vec<String>> {
-    String::from_utf8_lossy(data).lines().map(|l| l.split('\t').map(unescape).collect()).collect()
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('0') => out.push('\0'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
+    String::from_utf8_lossy(data).lines().map(|l| l.split('\t').map(crate::tsv::unescape).collect()).collect()
 }
 
 /// One statement and why it runs.

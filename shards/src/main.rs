@@ -11,7 +11,8 @@
 //! - `cli`: one file per one-shot subcommand (`decode`, `query`,
 //!   `migrate`, `config`).
 //! - `run`: `weir run`, wiring only: starts the rooms and registers each
-//!   feature's counters, probes and routes.
+//!   feature's counters, probes and routes; `run_console`: `weir console`,
+//!   the console alone against a remote store, wiring only.
 
 mod cli;
 mod console;
@@ -19,6 +20,7 @@ mod haproxy;
 mod ops;
 mod receive;
 mod run;
+mod run_console;
 mod store;
 
 use std::process::ExitCode;
@@ -40,7 +42,7 @@ enum Command {
     /// Run the collector: one pinned shard per configured CPU.
     Run(run::Args),
     /// Serve the console API alone, against the configuration's remote store.
-    Console(console::serve::Args),
+    Console(run_console::Args),
     /// Create or alter the store's tables to match the configuration.
     Migrate(cli::migrate::MigrateArgs),
     /// Run SQL against the configured store and print the result.
@@ -55,7 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Decode(args) => cli::decode::run(&args),
         Command::Run(args) => run::run(&args),
-        Command::Console(args) => console::serve::run(&args),
+        Command::Console(args) => run_console::run(&args),
         Command::Migrate(args) => cli::migrate::migrate_command(&args),
         Command::Query(args) => cli::query::query_command(&args),
         Command::Config(c) => cli::config::config_command(&c),

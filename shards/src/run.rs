@@ -33,7 +33,7 @@ use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
-use crate::cli::config::read_config;
+use crate::cli::config::{read_config, read_config_logging_warnings};
 use crate::console::{self, metrics::ConsoleMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
@@ -57,11 +57,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let (config, warnings) = read_config(&args.config)?;
-    crate::ops::logging::init(&config.log);
-    for w in warnings {
-        warn!("{w}");
-    }
+    let config = read_config_logging_warnings(&args.config)?;
     let online = online_cpus();
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);

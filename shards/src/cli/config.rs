@@ -41,6 +41,17 @@ pub fn read_config(path: &Path) -> Result<(Config, Vec<String>), String> {
     Ok((config, warnings.into_iter().map(|w| format!("{}: {w}", path.display())).collect()))
 }
 
+/// For the services (`weir run`, `weir console`): the config, logging set up
+/// from it, its warnings logged.
+pub fn read_config_logging_warnings(path: &Path) -> Result<Config, String> {
+    let (config, warnings) = read_config(path)?;
+    crate::ops::logging::init(&config.log);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
 /// For the one-shot commands (`config check`, `migrate`, `query`), which
 /// print rather than log: the config, its warnings on standard error.
 pub fn read_config_printing_warnings(path: &Path) -> Result<Config, String> {

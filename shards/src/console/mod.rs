@@ -13,7 +13,6 @@
 //! `result_overflow_mode = 'throw'`); the engine enforces them.
 
 pub mod metrics;
-pub mod serve;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! `weir console --config FILE`: the console API alone, against the remote
+//! `weir console --config FILE`, wiring only: the console API alone, against the remote
 //! store of FILE (a ClickHouse server another `weir run` fills), on
 //! `console.listen` (or `http.listen`), with `/metrics` and the health
 //! routes. The embedded store cannot be shared between processes, so there
@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
-use tracing::{info, warn};
+use tracing::info;
 use weir_core::config::StoreKind;
 
-use super::metrics::ConsoleMetrics;
-use crate::cli::config::read_config;
+use crate::cli::config::read_config_logging_warnings;
+use crate::console::{self, metrics::ConsoleMetrics};
 use crate::ops::exposition::Exposition;
 use crate::ops::health::Health;
 use crate::ops::http::{self, HttpMetrics, Ops};
@@ -25,11 +25,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let (config, warnings) = read_config(&args.config)?;
-    crate::ops::logging::init(&config.log);
-    for w in warnings {
-        warn!("{w}");
-    }
+    let config = read_config_logging_warnings(&args.config)?;
     if config.store.kind != StoreKind::Remote {
         return Err(format!(
             "{}: weir console needs store.kind = \"remote\"; with the embedded store, `weir run` serves the console",
@@ -47,7 +43,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let health = Arc::new(Health::new(Vec::new()));
     health.set_started();
     let ops = Ops { exposition, health, debug: config.http.debug };
-    let app = http::routes(ops).merge(super::routes(super::start(&config, metrics)?));
+    let app = http::routes(ops).merge(console::routes(console::start(&config, metrics)?));
     let local = http::serve(address, app, config.shards.control_core, http_metrics)
         .map_err(|e| format!("console address {address}: {e}"))?;
     info!("console API at http://{local}/api/v0/console/, metrics at http://{local}/metrics");
