@@ -684,7 +684,7 @@ async fn exporters(State(c): State<Arc<Console>>) -> Response {
 }
 
 /// The 5 largest by bytes over the last 5 minutes.
-#[utoipa::path(get, path = "/widget/top/{name}", params(("name" = String, Path, description = "src-as, dst-as, exporter, protocol, etype, src-port or dst-port")), responses((status = 200, body = Top), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/widget/top/{name}", params(("name" = String, Path, description = "src-as, dst-as, exporter, protocol, etype, src-port, dst-port, src-country or dst-country")), responses((status = 200, body = Top), (status = 400, body = ErrorBody)))]
 async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
     let key = format!("widget/top/{name}");
     observed(
@@ -699,11 +699,18 @@ async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Respons
                 "etype" => "EType",
                 "src-port" => "SrcPort",
                 "dst-port" => "DstPort",
+                "src-country" => "SrcCountry",
+                "dst-country" => "DstCountry",
                 other => {
                     let known = weir_core::config::TOP_WIDGETS.join(", ");
                     return Err(bad(format!("unknown top widget {other:?}; known: {known}")));
                 }
             };
+            if c.columns.find(column).is_none() {
+                return Err(bad(format!(
+                    "{name} needs the {column} column, which this store does not hold (GeoIP enrichment)"
+                )));
+            }
             let raw = !c.columns.find(column).is_some_and(|col| col.consolidated);
             let (table, metric) =
                 if raw { (c.raw_table.as_str(), "sum(Bytes * SamplingRate)") } else { ("flows_1m", "sum(Bytes)") };

@@ -619,7 +619,9 @@ impl Default for VisualizeDefaults {
 }
 
 /// The home page's top widgets.
-pub const TOP_WIDGETS: [&str; 7] = ["src-as", "dst-as", "exporter", "protocol", "etype", "src-port", "dst-port"];
+/// `src-country` and `dst-country` answer once the store holds countries (GeoIP enrichment).
+pub const TOP_WIDGETS: [&str; 9] =
+    ["src-as", "dst-as", "exporter", "protocol", "etype", "src-port", "dst-port", "src-country", "dst-country"];
 
 impl ConsoleConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

@@ -207,6 +207,9 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     }
     let (status, bad) = get(&c, "widget/top/src-country");
     assert_eq!(status, 400);
+    assert!(bad["message"].as_str().unwrap().contains("needs the SrcCountry column"), "{bad}");
+    let (status, bad) = get(&c, "widget/top/nope");
+    assert_eq!(status, 400);
     assert!(bad["message"].as_str().unwrap().contains("unknown top widget"));
     let (status, home) = get(&c, "widget/graph");
     assert_eq!(status, 200);
