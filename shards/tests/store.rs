@@ -671,7 +671,7 @@ fn batches_arriving_within_the_insert_interval_share_one_insert() {
 /// `FORMAT RowBinary`) is replayed as it is; a file without a statement is
 /// dropped and counted.
 #[test]
-fn a_spool_from_before_native_blocks_is_replayed() {
+fn a_spool_from_before_native_blocks_is_replayed_and_a_refused_chunk_is_set_aside() {
     let _turn = turn();
     let dir = temp_dir("store-old-spool");
     let spool = dir.join("spool");
@@ -684,19 +684,30 @@ fn a_spool_from_before_native_blocks_is_replayed() {
         rows.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 9]);
         rows.extend_from_slice(&(1000 + i).to_le_bytes());
     }
+    // First, a chunk whose rows the engine can never read (cut short): it
+    // is set aside and counted, and does not block the ones behind it.
+    let mut refused = 7u64.to_le_bytes().to_vec();
+    refused.extend_from_slice(b"INSERT INTO weir.flows (TimeReceived, ExporterAddress, Bytes) FORMAT RowBinary\n");
+    refused.extend_from_slice(&rows[..11]);
+    std::fs::write(spool.join(format!("{:020}.chunk", 1)), refused).unwrap();
     let mut old = 3u64.to_le_bytes().to_vec();
     old.extend_from_slice(b"INSERT INTO weir.flows (TimeReceived, ExporterAddress, Bytes) FORMAT RowBinary\n");
     old.extend_from_slice(&rows);
-    std::fs::write(spool.join(format!("{:020}.chunk", 1)), old).unwrap();
+    std::fs::write(spool.join(format!("{:020}.chunk", 2)), old).unwrap();
     let mut broken = 2u64.to_le_bytes().to_vec();
     broken.extend_from_slice(b"no statement");
-    std::fs::write(spool.join(format!("{:020}.chunk", 2)), broken).unwrap();
+    std::fs::write(spool.join(format!("{:020}.chunk", 3)), broken).unwrap();
     let config = store_config(&dir, free_udp_port(), &Store::Embedded, "");
     let c = Collector::start(&config);
     assert_eq!(wait_rows_inserted(&c, 3, Duration::from_secs(20)), 3);
     assert_eq!(c.metric("weir_store_dropped_rows_total", "reason=\"spool_unreadable\""), [2]);
+    assert_eq!(c.metric("weir_store_dropped_rows_total", "reason=\"rejected\""), [7]);
     let stored = query(&config, Some(&c.metrics), "SELECT sum(Bytes), any(ExporterAddress) FROM weir.flows");
     assert_eq!(stored.trim(), "3003\t::ffff:192.0.2.9");
     c.stop();
-    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    let left: Vec<String> =
+        std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["rejected"], "the spool holds only the refused chunk, set aside");
+    let kept: Vec<_> = std::fs::read_dir(spool.join("rejected")).unwrap().collect();
+    assert_eq!(kept.len(), 1);
 }

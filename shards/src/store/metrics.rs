@@ -21,15 +21,21 @@ pub enum StoreDrop {
     SpoolWriteFailed,
     /// A spooled chunk could not be read back.
     UnreadableChunk,
+    /// The engine refused the chunk's data or statement for good (a parse
+    /// or type error, a column it does not have): kept under
+    /// `store.spool_dir/rejected/`, not retried.
+    Rejected,
 }
 
 impl StoreDrop {
-    pub const ALL: [StoreDrop; 3] = [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk];
+    pub const ALL: [StoreDrop; 4] =
+        [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk, StoreDrop::Rejected];
     pub fn label(self) -> &'static str {
         match self {
             StoreDrop::FullSpool => "spool_full",
             StoreDrop::SpoolWriteFailed => "spool_error",
             StoreDrop::UnreadableChunk => "spool_unreadable",
+            StoreDrop::Rejected => "rejected",
         }
     }
 }

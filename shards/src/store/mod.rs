@@ -83,6 +83,39 @@ pub fn table_name(table: usize) -> &'static str {
     }
 }
 
+/// Whether an insert's error says the engine will never take this chunk
+/// (its data does not parse, a type or column does not match), as opposed
+/// to the store being down, busy or out of memory, which retries fix.
+/// ClickHouse's error codes, the same from chDB and a server.
+pub fn refused_for_good(error: &str) -> bool {
+    const FOR_GOOD: [u32; 22] = [
+        6,   // CANNOT_PARSE_TEXT
+        8,   // THERE_IS_NO_COLUMN
+        10,  // NOT_FOUND_COLUMN_IN_BLOCK
+        16,  // NO_SUCH_COLUMN_IN_TABLE
+        20,  // NUMBER_OF_COLUMNS_DOESNT_MATCH
+        26,  // CANNOT_PARSE_QUOTED_STRING
+        27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        33,  // CANNOT_READ_ALL_DATA
+        38,  // CANNOT_PARSE_DATE
+        41,  // CANNOT_PARSE_DATETIME
+        47,  // UNKNOWN_IDENTIFIER
+        50,  // UNKNOWN_TYPE
+        53,  // TYPE_MISMATCH
+        62,  // SYNTAX_ERROR
+        70,  // CANNOT_CONVERT_TYPE
+        72,  // CANNOT_PARSE_NUMBER
+        73,  // UNKNOWN_FORMAT
+        117, // INCORRECT_DATA
+        128, // TOO_LARGE_ARRAY_SIZE
+        131, // TOO_LARGE_STRING_SIZE
+        354, // CANNOT_DECOMPRESS
+        432, // UNKNOWN_CODEC
+    ];
+    let code = error.split("Code: ").nth(1).and_then(|c| c.split(|ch: char| !ch.is_ascii_digit()).next());
+    code.and_then(|c| c.parse::<u32>().ok()).is_some_and(|c| FOR_GOOD.contains(&c))
+}
+
 /// One open store.
 pub enum Engine {
     Embedded(chdb::Chdb),
@@ -240,4 +273,18 @@ fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String
         t.rows = String::from_utf8_lossy(&rows).trim().parse().ok();
     }
     Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_the_engine_will_repeat_are_told_from_passing_ones() {
+        use super::refused_for_good;
+        assert!(refused_for_good("Code: 33. DB::Exception: Cannot read all data. (CANNOT_READ_ALL_DATA)"));
+        assert!(refused_for_good("bad response: Code: 16, e.displayText() = DB::Exception: No such column"));
+        assert!(!refused_for_good("Code: 241. DB::Exception: Memory limit exceeded"));
+        assert!(!refused_for_good("Code: 252. DB::Exception: Too many parts"));
+        assert!(!refused_for_good("no answer within 30000 ms"));
+        assert!(!refused_for_good("error trying to connect: Connection refused"));
+    }
 }

@@ -142,6 +142,30 @@ impl Spool {
     }
 }
 
+/// How many rejected chunks `keep_rejected` keeps (the newest).
+pub const REJECTED_KEPT: usize = 16;
+
+/// Writes `chunk` as a spool file under `dir/rejected/` (for an operator to
+/// look at, or replay by moving it back), keeping the newest
+/// [`REJECTED_KEPT`]; returns its path.
+pub fn keep_rejected(dir: &Path, chunk: &Chunk) -> Result<PathBuf, String> {
+    let rejected = dir.join("rejected");
+    fs::create_dir_all(&rejected).map_err(|e| format!("{}: {e}", rejected.display()))?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let path = rejected.join(format!("{stamp:030}.chunk"));
+    let mut file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(&chunk.rows.to_le_bytes())
+        .and_then(|()| file.write_all(&chunk.bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut names: Vec<PathBuf> =
+        fs::read_dir(&rejected).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+    names.sort();
+    for old in names.iter().rev().skip(REJECTED_KEPT) {
+        let _ = fs::remove_file(old);
+    }
+    Ok(path)
+}
+
 fn read_rows(path: &Path) -> Option<u64> {
     use std::io::Read;
     let mut head = [0u8; 8];

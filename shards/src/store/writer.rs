@@ -497,6 +497,11 @@ impl Writer {
                 self.inserted(chunk, from_spool, started.elapsed());
                 true
             }
+            Err(e) if super::refused_for_good(&e) => {
+                // Retrying cannot help, and the chunk would block every one behind it.
+                self.rejected(chunk, from_spool, &e);
+                true
+            }
             Err(e) => {
                 if !from_spool {
                     self.pending.push_front(chunk);
@@ -504,6 +509,28 @@ impl Writer {
                 self.failed(&e);
                 false
             }
+        }
+    }
+
+    /// A chunk the engine refuses for good: counted as dropped, kept for the
+    /// operator under `rejected/` in the spool directory (the newest
+    /// `REJECTED_KEPT`), and taken off the queue.
+    fn rejected(&mut self, chunk: Chunk, from_spool: bool, error: &str) {
+        self.dropped(chunk.table, chunk.rows, StoreDrop::Rejected);
+        let kept = super::spool::keep_rejected(&self.config.spool_dir, &chunk);
+        error!(
+            "store: the engine refuses {} rows of {} for good ({error}); {}",
+            chunk.rows,
+            super::table_name(chunk.table),
+            match kept {
+                Ok(path) => format!("kept in {}", path.display()),
+                Err(e) => format!("not kept: {e}"),
+            }
+        );
+        if from_spool {
+            self.spool.pop_front();
+        } else {
+            self.pending_bytes -= chunk.rows_bytes().len() as u64;
         }
     }
 
