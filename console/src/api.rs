@@ -1035,7 +1035,6 @@ async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<V
                 Kind::Ip => "IP address",
                 Kind::Asn => "AS number",
                 Kind::Mac => "MAC address",
-                Kind::Str => "recent value",
                 _ => "recent value",
             };
             rows.into_iter()

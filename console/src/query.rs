@@ -427,7 +427,8 @@ impl Builder<'_> {
     pub fn line(&self, r: &Checked, choice: &Choice) -> Result<Vec<AxisQuery>, String> {
         let raw = choice.raw(self.tables);
         let metric = r.units.metric(raw)?;
-        let top = self.top(r, choice, &metric);
+        // Without dimensions there are no top rows, only the total.
+        let top = (!r.dimensions.is_empty()).then(|| self.top(r, choice, &metric));
         let mut axes = Vec::new();
         let reversed_filter = r.filter.as_ref().map(|f| f.reversed(self.columns));
         let directions: &[(u8, bool)] = if r.bidirectional { &[(1, false), (2, true)] } else { &[(1, false)] };
@@ -437,7 +438,7 @@ impl Builder<'_> {
             let dims: Vec<&str> =
                 r.dimensions.iter().map(|d| if reverse { self.columns.counterpart(d) } else { d.as_str() }).collect();
             let filter = if reverse { reversed_filter.as_ref() } else { r.filter.as_ref() };
-            let sql = self.series(r, choice, &metric, &dims, filter, Some(&top), 0);
+            let sql = self.series(r, choice, &metric, &dims, filter, top.as_deref(), 0);
             axes.push(AxisQuery { axis, sql, shift: 0, dimensions: dims.len() });
         }
         if r.previous_period {
@@ -467,7 +468,7 @@ impl Builder<'_> {
         let bucket = format!("intDiv(toUInt32(TimeReceived) - {start}, {}) AS weir_i", choice.interval);
         let from = self.source(choice, start, end, filter);
         let values: Vec<String> = dims.iter().map(|d| self.value(d, r)).collect();
-        let Some(top) = top.filter(|_| !dims.is_empty()) else {
+        let Some(top) = top else {
             let shown: Vec<String> = dims
                 .iter()
                 .zip(&values)
