@@ -27,7 +27,15 @@ use crate::flow::{Field, FlowRecord, Value};
 use crate::schema::{Column, ColumnType, Dialect};
 
 /// The dialect blocks are written in: every modern type.
-pub const MODERN: Dialect = Dialect { ipv6: true, ttl: true, codecs: true, datetime64: true, modify_order_by: true };
+pub const MODERN: Dialect = Dialect {
+    ipv6: true,
+    ttl: true,
+    codecs: true,
+    datetime64: true,
+    modify_order_by: true,
+    ttl_only_drop_parts: true,
+    merge_selector_base: true,
+};
 
 /// One column's values.
 #[derive(Clone, Debug)]

@@ -332,6 +332,10 @@ pub struct StoreConfig {
     pub ttl_1m_hours: u32,
     pub ttl_5m_hours: u32,
     pub ttl_1h_hours: u32,
+    /// Expire whole parts only (ClickHouse's `ttl_only_drop_parts`): rows
+    /// are kept up to one partition longer (a day; a month in flows_1h), and
+    /// no merge rewrites the rows that stay (see `schema::SchemaSettings`).
+    pub ttl_only_drop_parts: bool,
     pub embedded: EmbeddedStoreConfig,
     pub remote: RemoteStoreConfig,
 }
@@ -362,6 +366,7 @@ impl Default for StoreConfig {
             ttl_1m_hours: 360,
             ttl_5m_hours: 2160,
             ttl_1h_hours: 8760,
+            ttl_only_drop_parts: true,
             embedded: EmbeddedStoreConfig::default(),
             remote: RemoteStoreConfig::default(),
         }
@@ -378,6 +383,7 @@ impl StoreConfig {
             ttl_1m_hours: self.ttl_1m_hours,
             ttl_5m_hours: self.ttl_5m_hours,
             ttl_1h_hours: self.ttl_1h_hours,
+            ttl_only_drop_parts: self.ttl_only_drop_parts,
         }
     }
 }

@@ -165,6 +165,7 @@ pub fn live_schema(data: &[u8]) {
         ttl_1m_hours: 1,
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
+        ttl_only_drop_parts: true,
     };
     for v in [parsed.unwrap_or(ServerVersion(26, 7)), ServerVersion(18, 16)] {
         let _ = plan(&Schema::new(&settings, v), &live);

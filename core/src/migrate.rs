@@ -9,7 +9,9 @@
 //! - a missing column is added (`ADD COLUMN ... AFTER`), keeping the data;
 //!   a consolidated table also extends its sort key where the server can,
 //!   so rows that differ in the new dimension are not summed together;
-//! - a TTL that differs from the config is changed (`MODIFY TTL`);
+//! - a TTL that differs from the config is changed (`MODIFY TTL`), and so
+//!   is a table setting Weir chooses (`MODIFY SETTING`,
+//!   `Schema::table_settings`);
 //! - the materialized views that filled the consolidated tables until the
 //!   shards summed them (`flows_1m_mv_...`) are dropped; the tables and
 //!   their rows stay (migrations run before the shards start, so no flow
@@ -111,6 +113,7 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
                 schema.columns.iter().map(|c| (c.name, schema.column_definition(c))).collect();
             add_missing_columns(&mut plan, schema, t, &wanted, None);
             check_ttl(&mut plan, schema, t, schema.ttl_raw_hours);
+            check_settings(&mut plan, schema, t, true);
         }
     }
     for c in &schema.consolidations {
@@ -124,6 +127,7 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
                     .collect();
                 add_missing_columns(&mut plan, schema, t, &wanted, Some(c.table));
                 check_ttl(&mut plan, schema, t, c.ttl_hours);
+                check_settings(&mut plan, schema, t, false);
             }
         }
         let prefix = format!("{}_mv_", c.table);
@@ -191,6 +195,25 @@ fn check_ttl(plan: &mut Plan, schema: &Schema, table: &LiveTable, hours: u32) {
             format!("ALTER TABLE {}.{} MODIFY {ttl}", schema.database, table.name),
         );
     }
+}
+
+/// A table made before Weir chose its settings, or with other values, gets
+/// them (`MODIFY SETTING` changes metadata only).
+fn check_settings(plan: &mut Plan, schema: &Schema, table: &LiveTable, raw: bool) {
+    for (name, value) in schema.table_settings(raw) {
+        if live_setting(&table.create_query, name) != Some(value.as_str()) {
+            plan.step(
+                format!("{} does not have {name} = {value}", table.name),
+                format!("ALTER TABLE {}.{} MODIFY SETTING {name} = {value}", schema.database, table.name),
+            );
+        }
+    }
+}
+
+/// The value of table setting `name` in a `create_table_query`.
+fn live_setting<'a>(create_query: &'a str, name: &str) -> Option<&'a str> {
+    let (_, settings) = create_query.rsplit_once("SETTINGS ")?;
+    settings.split(',').find_map(|s| s.trim().strip_prefix(name)?.trim_start().strip_prefix('=').map(str::trim))
 }
 
 fn helper_tables(plan: &mut Plan, schema: &Schema, live: &LiveDatabase) {
@@ -405,6 +428,24 @@ mod tests {
         let p = plan(&s, &live);
         assert_eq!(p.steps.len(), 1);
         assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows MODIFY TTL TimeReceived + toIntervalHour(168)");
+        // A table made before the setting gets it; one with the other choice is switched back.
+        let mut live = migrated(&s);
+        live.tables[1].create_query = live.tables[1].create_query.replace("\nSETTINGS ttl_only_drop_parts = 1", "");
+        let p = plan(&s, &live);
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows_1m MODIFY SETTING ttl_only_drop_parts = 1");
+        let mut rows = schema(&[], ServerVersion(26, 7));
+        rows.ttl_only_drop_parts = false;
+        let p = plan(&rows, &migrated(&s));
+        assert_eq!(p.steps.len(), 4);
+        assert!(p.steps.iter().all(|s| s.sql.ends_with("MODIFY SETTING ttl_only_drop_parts = 0")));
+        let mut live = migrated(&s);
+        live.tables[0].create_query =
+            live.tables[0].create_query.replace("merge_selector_base = 10", "merge_selector_base = 5");
+        assert_eq!(plan(&s, &live).steps[0].sql, "ALTER TABLE weir.flows MODIFY SETTING merge_selector_base = 10");
+        assert_eq!(live_setting("X SETTINGS a = 1, index_granularity = 8192", "index_granularity"), Some("8192"));
+        assert_eq!(live_setting("X SETTINGS ab = 1", "a"), None);
+        assert!(plan(&rows, &migrated(&rows)).steps.is_empty());
         let old = schema(&[], ServerVersion(18, 16));
         assert!(plan(&old, &migrated(&old)).steps.is_empty());
         assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 5);

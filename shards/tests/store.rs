@@ -291,6 +291,7 @@ fn store_settings() -> SchemaSettings {
         ttl_1m_hours: 1,
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
+        ttl_only_drop_parts: true,
     }
 }
 
@@ -596,6 +597,24 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
             query(&config, None, "SELECT count() FROM system.tables WHERE database = 'weir' AND name LIKE '%_mv_%'");
         assert_eq!(views.trim(), "0");
         assert_eq!(stored_numbers(&config, None), (sent, sent), "the rows stay");
+        // Table settings: chDB has them (a table with other values gets them back), 18.16 none.
+        let ddl = |table: &str| {
+            query(&config, None, &format!("SELECT create_table_query FROM system.tables WHERE name = '{table}'"))
+        };
+        if matches!(store, Store::Embedded) {
+            assert!(ddl("flows").contains("ttl_only_drop_parts = 1, merge_selector_base = 10"), "{}", ddl("flows"));
+            assert!(ddl("flows_1h").contains("SETTINGS ttl_only_drop_parts = 1"), "{}", ddl("flows_1h"));
+            query(
+                &writes,
+                None,
+                "ALTER TABLE weir.flows MODIFY SETTING ttl_only_drop_parts = 0, merge_selector_base = 5",
+            );
+            let reset = weir(&["migrate"], &config);
+            assert!(reset.contains("ran 2 steps") && reset.contains("flows does not have ttl_only_drop_parts = 1"));
+            assert!(ddl("flows").contains("ttl_only_drop_parts = 1, merge_selector_base = 10"), "{}", ddl("flows"));
+        } else {
+            assert!(!ddl("flows").contains("SETTINGS ttl_only_drop_parts"), "{}", ddl("flows"));
+        }
         let with_vlan = store_config(&dir, port, &store, "optional_columns = [\"SrcVlan\", \"SrcMAC\"]");
         let added = weir(&["migrate"], &with_vlan);
         assert!(added.contains("column flows.SrcVlan is missing"), "{added}");
@@ -650,21 +669,38 @@ fn rows_holding_newline_bytes_reach_the_embedded_store_whole() {
 fn batches_arriving_within_the_insert_interval_share_one_insert() {
     let _turn = turn();
     let dir = temp_dir("store-insert-interval");
-    let port = free_udp_port();
-    let config = store_config(&dir, port, &Store::Embedded, "flush_interval_ms = 50\ninsert_interval_ms = 3000");
-    let c = Collector::start(&config);
-    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // One datagram every 100 ms for 1.5 s: a batch each (50 ms flush).
-    for i in 0..15u32 {
-        sender.send_to(&numbered_v5(i * 30), ("127.0.0.1", port)).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+    let server = Server::start(&dir.join("clickhouse"));
+    for store in [Store::Embedded, Store::Remote(&server)] {
+        let port = free_udp_port();
+        let config = store_config(&dir, port, &store, "flush_interval_ms = 50\ninsert_interval_ms = 3000");
+        let c = Collector::start(&config);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // One datagram every 100 ms for 1.5 s: a batch each (50 ms flush).
+        for i in 0..15u32 {
+            sender.send_to(&numbered_v5(i * 30), ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(wait_rows_inserted(&c, 450, Duration::from_secs(20)), 450);
+        let batches = c.metric("weir_store_batches_received_total", "")[0];
+        let inserts = c.metric("weir_store_inserts_total", "table=\"flows\"")[0];
+        assert!(batches >= 10, "a batch per datagram: {batches}");
+        assert!(inserts <= 3, "{batches} batches went in {inserts} inserts");
+        c.stop();
+        if matches!(store, Store::Remote(_)) {
+            // The server's part log (chDB keeps none): one new part per insert.
+            let writes = config.with_file_name("writes.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            std::fs::write(&writes, text.replacen("[http]\n", "[http]\nquery_writes = true\n", 1)).unwrap();
+            query(&writes, None, "SYSTEM FLUSH LOGS");
+            let parts = query(
+                &config,
+                None,
+                "SELECT count() FROM system.part_log WHERE database = 'weir' AND table = 'flows' \
+                 AND toString(event_type) IN ('NewPart', 'NEW_PART')",
+            );
+            assert_eq!(parts.trim(), inserts.to_string(), "parts written for {inserts} inserts");
+        }
     }
-    assert_eq!(wait_rows_inserted(&c, 450, Duration::from_secs(20)), 450);
-    let batches = c.metric("weir_store_batches_received_total", "")[0];
-    let inserts = c.metric("weir_store_inserts_total", "table=\"flows\"")[0];
-    assert!(batches >= 10, "a batch per datagram: {batches}");
-    assert!(inserts <= 3, "{batches} batches went in {inserts} inserts");
-    c.stop();
 }
 
 /// A spool written by a Weir from before Native blocks (the statement says

@@ -239,7 +239,16 @@ impl Engine {
 /// plans it): returns the schema and the plan, for logs and `weir migrate`.
 pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Result<(Schema, Plan), String> {
     let version = engine.version()?;
-    let schema = Schema::new(&config.schema_settings(), version);
+    let mut schema = Schema::new(&config.schema_settings(), version);
+    // Table settings as the server lists them (none if it cannot say).
+    let names = engine
+        .query(
+            "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', 'merge_selector_base')",
+            "TabSeparated",
+        )
+        .unwrap_or_default();
+    let names: Vec<String> = String::from_utf8_lossy(&names).lines().map(str::to_string).collect();
+    schema.dialect = schema.dialect.with_merge_tree_settings(&names);
     let live = read_live(engine, &schema.database)?;
     let plan = migrate::plan(&schema, &live);
     if !dry_run {
