@@ -164,6 +164,8 @@ fn kind_of(c: &Column) -> Kind {
         (_, ColumnType::UInt16) => Kind::UInt { bits: 16 },
         (_, ColumnType::UInt32) => Kind::UInt { bits: 32 },
         (_, ColumnType::UInt64 | ColumnType::DateTime | ColumnType::DateTimeMs) => Kind::UInt { bits: 64 },
+        (_, ColumnType::LowString) => Kind::Str,
+        (_, ColumnType::Boundary) => Kind::Boundary,
     }
 }
 
@@ -191,5 +193,10 @@ mod tests {
         assert!(c.find("SrcAS").unwrap().consolidated && !c.find("SrcAddr").unwrap().consolidated);
         assert!(!c.dimensions().any(|d| d.name == "Bytes" || d.name == "SrcNetMask"));
         assert!(c.dimensions().any(|d| d.name == "SrcAddr"));
+        // Enrichment's metadata columns, in every table.
+        assert_eq!(c.find("InIfProvider").unwrap().kind, Kind::Str);
+        assert_eq!(c.find("OutIfBoundary").unwrap().kind, Kind::Boundary);
+        assert_eq!(c.counterpart("InIfName"), "OutIfName");
+        assert!(c.find("ExporterName").unwrap().consolidated);
     }
 }

@@ -23,8 +23,13 @@
 //! for `IPv6`, `UInt64` for `DateTime64(3)`). A field a flow does not carry
 //! is the type's zero, as ClickHouse's own default would be.
 
-use crate::flow::{Field, FlowRecord, Value};
-use crate::schema::{Column, ColumnType, Dialect};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::enrich::metadata::{Meta, Snapshot};
+use crate::flow::{addr_to_ip, Field, FlowRecord, Value};
+use crate::schema::{Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source};
+use crate::wire::state::KeyHash;
 
 /// The dialect blocks are written in: every modern type.
 pub const MODERN: Dialect = Dialect {
@@ -35,7 +40,14 @@ pub const MODERN: Dialect = Dialect {
     modify_order_by: true,
     ttl_only_drop_parts: true,
     merge_selector_base: true,
+    low_cardinality: true,
 };
+
+/// `LowCardinality` in Native: the keys' serialization version (shared
+/// dictionaries with additional keys), and per block the flags saying the
+/// keys come with the block.
+const LOW_CARDINALITY_VERSION: u64 = 1;
+const LOW_CARDINALITY_ADDITIONAL_KEYS: u64 = (1 << 9) | (1 << 10);
 
 /// One column's values.
 #[derive(Clone, Debug)]
@@ -44,6 +56,9 @@ enum Data {
     Fixed(Vec<u8>),
     /// Per row the end offset into `items`.
     Array { ends: Vec<u64>, items: Vec<u32> },
+    /// Written from the rows' records (`Columns::records`) and the
+    /// snapshot: no buffer of its own.
+    Meta(Source),
 }
 
 /// Where the sort key's columns are in the layout.
@@ -68,6 +83,12 @@ pub struct Columns {
     packed: [Vec<(u64, u32)>; 2],
     wide: Vec<(u128, u128)>,
     exporters: Vec<u128>,
+    /// Per row, its exporter's, input and output interfaces' records.
+    records: [Vec<u32>; 3],
+    /// What the records say, as of the last `set_snapshot`.
+    snapshot: Arc<Snapshot>,
+    /// Scratch for writing metadata columns.
+    meta: MetaScratch,
 }
 
 /// Bytes one row of `kind` takes in a fixed-width column.
@@ -78,7 +99,8 @@ pub(crate) fn width(kind: ColumnType) -> usize {
         ColumnType::UInt32 | ColumnType::DateTime => 4,
         ColumnType::UInt64 | ColumnType::DateTimeMs | ColumnType::Mac => 8,
         ColumnType::Address => 16,
-        ColumnType::ArrayUInt32 => 0,
+        ColumnType::ArrayUInt32 | ColumnType::LowString => 0,
+        ColumnType::Boundary => 1,
     }
 }
 
@@ -88,12 +110,15 @@ impl Columns {
     pub fn new(layout: &[Column], rows: usize) -> Columns {
         let data = layout
             .iter()
-            .map(|c| match c.kind {
-                ColumnType::ArrayUInt32 => Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() },
-                kind => Data::Fixed(Vec::with_capacity(rows * width(kind))),
+            .map(|c| match (c.source, c.kind) {
+                (Source::Flow(_), ColumnType::ArrayUInt32) => {
+                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() }
+                }
+                (Source::Flow(_), kind) => Data::Fixed(Vec::with_capacity(rows * width(kind))),
+                (source, _) => Data::Meta(source),
             })
             .collect();
-        let at = |field: Field| layout.iter().position(|c| c.field == field).unwrap_or(usize::MAX);
+        let at = |field: Field| layout.iter().position(|c| c.source == Source::Flow(field)).unwrap_or(usize::MAX);
         let key = KeyColumns {
             time: at(Field::TimeReceived),
             exporter: at(Field::ExporterAddress),
@@ -109,7 +134,23 @@ impl Columns {
             packed: [Vec::new(), Vec::new()],
             wide: Vec::new(),
             exporters: Vec::new(),
+            records: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            snapshot: Arc::new(Snapshot::empty(KeyHash::default())),
+            meta: MetaScratch::default(),
         }
+    }
+
+    /// The snapshot the metadata columns are written from (the newest the
+    /// shard has: records keep their ids, so it serves older rows too).
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.snapshot = snapshot;
+    }
+
+    /// The last row's records.
+    #[inline]
+    pub fn last_meta(&self) -> Meta {
+        let last = |v: &Vec<u32>| v.last().copied().unwrap_or(0);
+        Meta { exporter: last(&self.records[0]), in_if: last(&self.records[1]), out_if: last(&self.records[2]) }
     }
 
     pub fn layout(&self) -> &[Column] {
@@ -132,6 +173,8 @@ impl Columns {
             .map(|d| match d {
                 Data::Fixed(b) => b.len(),
                 Data::Array { ends, items } => ends.len() * 8 + items.len() * 4,
+                // About a LowCardinality index and a few dictionary bytes.
+                Data::Meta(_) => self.rows * 2,
             })
             .sum()
     }
@@ -155,16 +198,28 @@ impl Columns {
                     ends.clear();
                     items.clear();
                 }
+                Data::Meta(_) => {}
             }
         }
+        self.records.iter_mut().for_each(Vec::clear);
         self.rows = 0;
     }
 
-    /// Appends `flow` as one row.
+    /// Appends `flow` as one row, with no metadata.
     #[inline]
     pub fn push(&mut self, flow: &FlowRecord) {
+        self.push_with(flow, Meta::default());
+    }
+
+    /// Appends `flow` as one row, with the records enrichment found.
+    #[inline]
+    pub fn push_with(&mut self, flow: &FlowRecord, meta: Meta) {
+        self.records[0].push(meta.exporter);
+        self.records[1].push(meta.in_if);
+        self.records[2].push(meta.out_if);
         for (c, d) in self.layout.iter().zip(&mut self.data) {
-            let value = flow.value(c.field);
+            let Source::Flow(field) = c.source else { continue };
+            let value = flow.value(field);
             match d {
                 Data::Fixed(out) => {
                     let (bytes, width) = value_bytes(c.kind, value);
@@ -176,6 +231,7 @@ impl Columns {
                     }
                     ends.push(items.len() as u64);
                 }
+                Data::Meta(_) => {}
             }
         }
         self.rows += 1;
@@ -196,7 +252,8 @@ impl Columns {
     }
 
     /// The block, rows in `order` unless `sorted` (then as they are).
-    fn write(&self, sorted: bool, dialect: &Dialect, out: &mut Vec<u8>) {
+    fn write(&mut self, sorted: bool, dialect: &Dialect, out: &mut Vec<u8>) {
+        let mut scratch = std::mem::take(&mut self.meta);
         write_varuint(self.layout.len() as u64, out);
         write_varuint(self.rows as u64, out);
         for (c, d) in self.layout.iter().zip(&self.data) {
@@ -229,8 +286,23 @@ impl Columns {
                         }
                     }
                 }
+                Data::Meta(source) => {
+                    let order = |i: usize| if sorted { i } else { self.rows_sorted[i] as usize };
+                    let exporter = SortKey::of(self.key, &self.data);
+                    let rows = (0..self.rows).map(|i| {
+                        let row = order(i);
+                        let record = match source {
+                            Source::Exporter(_) => self.records[0][row],
+                            Source::InIf(_) => self.records[1][row],
+                            _ => self.records[2][row],
+                        };
+                        (record, exporter.exporter(row))
+                    });
+                    write_meta_column(*source, rows, &self.snapshot, &mut scratch, out);
+                }
             }
         }
+        self.meta = scratch;
     }
 
     /// Fills `rows_sorted` with the rows in key order (ties in arrival
@@ -401,6 +473,136 @@ impl<'a> SortKey<'a> {
     }
 }
 
+/// Scratch for writing metadata columns, kept between blocks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MetaScratch {
+    /// Dictionary position by record id (`u32::MAX`: not seen in this
+    /// column yet), and the ids set, to reset them.
+    slot: Vec<u32>,
+    touched: Vec<u32>,
+    /// Unknown exporters' names (their address), by address.
+    by_address: HashMap<u128, u32>,
+    indexes: Vec<u32>,
+}
+
+/// Writes a metadata column of the rows `(record, exporter address)`: an
+/// interface's speed (`UInt32`) or boundary (`Enum8`) as is, a string as
+/// `LowCardinality(String)`: its dictionary, then an index per row. A row
+/// of an unknown exporter (record 0) is named by its address.
+pub(crate) fn write_meta_column(
+    source: Source,
+    rows: impl ExactSizeIterator<Item = (u32, u128)>,
+    snapshot: &Snapshot,
+    scratch: &mut MetaScratch,
+    out: &mut Vec<u8>,
+) {
+    let interface_attr = match source {
+        Source::InIf(a) | Source::OutIf(a) => Some(a),
+        _ => None,
+    };
+    match interface_attr {
+        Some(IfAttr::Speed) => {
+            rows.for_each(|(r, _)| out.extend_from_slice(&snapshot.interface(r).speed.to_le_bytes()));
+            return;
+        }
+        Some(IfAttr::Boundary) => {
+            rows.for_each(|(r, _)| out.push(snapshot.interface(r).boundary as u8));
+            return;
+        }
+        _ => {}
+    }
+    let n = rows.len();
+    if n == 0 {
+        return;
+    }
+    let text = |record: u32| -> &str {
+        match source {
+            Source::Exporter(a) => {
+                let e = snapshot.exporter(record);
+                match a {
+                    ExporterAttr::Name => &e.name,
+                    ExporterAttr::Group => &e.group,
+                    ExporterAttr::Role => &e.role,
+                    ExporterAttr::Site => &e.site,
+                    ExporterAttr::Region => &e.region,
+                    ExporterAttr::Tenant => &e.tenant,
+                }
+            }
+            Source::InIf(a) | Source::OutIf(a) => {
+                let i = snapshot.interface(record);
+                match a {
+                    IfAttr::Name => &i.name,
+                    IfAttr::Description => &i.description,
+                    IfAttr::Provider => &i.provider,
+                    IfAttr::Connectivity => &i.connectivity,
+                    IfAttr::Speed | IfAttr::Boundary => "",
+                }
+            }
+            Source::Flow(_) => "",
+        }
+    };
+    let named_by_address = source == Source::Exporter(ExporterAttr::Name);
+    let mut dictionary: Vec<String> = Vec::new();
+    let mut by_text: HashMap<String, u32> = HashMap::new();
+    let mut position = |t: String| -> u32 {
+        if let Some(&p) = by_text.get(&t) {
+            return p;
+        }
+        let p = dictionary.len() as u32;
+        dictionary.push(t.clone());
+        by_text.insert(t, p);
+        p
+    };
+    scratch.indexes.clear();
+    for (record, address) in rows {
+        let p = if record == 0 && named_by_address {
+            match scratch.by_address.get(&address) {
+                Some(&p) => p,
+                None => {
+                    let p = position(addr_to_ip(&address.to_be_bytes()).to_string());
+                    scratch.by_address.insert(address, p);
+                    p
+                }
+            }
+        } else {
+            let r = record as usize;
+            if scratch.slot.len() <= r {
+                scratch.slot.resize(r + 1, u32::MAX);
+            }
+            if scratch.slot[r] == u32::MAX {
+                scratch.slot[r] = position(text(record).to_string());
+                scratch.touched.push(record);
+            }
+            scratch.slot[r]
+        };
+        scratch.indexes.push(p);
+    }
+    for &r in &scratch.touched {
+        scratch.slot[r as usize] = u32::MAX;
+    }
+    scratch.touched.clear();
+    scratch.by_address.clear();
+    let index_type: u64 = match dictionary.len() {
+        0..=256 => 0,
+        257..=65_536 => 1,
+        _ => 2,
+    };
+    out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
+    out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
+    out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
+    for t in &dictionary {
+        write_string(t.as_bytes(), out);
+    }
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    for &i in &scratch.indexes {
+        match index_type {
+            0 => out.push(i as u8),
+            1 => out.extend_from_slice(&(i as u16).to_le_bytes()),
+            _ => out.extend_from_slice(&i.to_le_bytes()),
+        }
+    }
+}
+
 /// A fixed-width column value as Native lays it out: the bytes (the first
 /// `width`) and the width. Arrays have no fixed width (0).
 #[inline(always)]
@@ -429,7 +631,7 @@ fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
             }
             put(&u64::from_be_bytes(word).to_le_bytes())
         }
-        ColumnType::ArrayUInt32 => 0,
+        ColumnType::ArrayUInt32 | ColumnType::LowString | ColumnType::Boundary => 0,
     };
     (b, width)
 }
@@ -516,6 +718,11 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
                     let items = usize::try_from(items).ok().and_then(|n| n.checked_mul(4)).ok_or("Array too long")?;
                     offsets.checked_add(items).ok_or("Array too long")?
                 }
+                (None, "LowCardinality(String)") if rows == 0 => 0,
+                (None, "LowCardinality(String)") => {
+                    low_cardinality(s, rows).map_err(|e| format!("column {name}: {e}"))?.0
+                }
+                (None, "String") => strings_len(s, rows).map_err(|e| format!("column {name}: {e}"))?,
                 (None, other) => return Err(format!("column {name}: type {other} is not one Weir writes")),
             };
             let data = s.get(..len).ok_or_else(|| format!("column {name}: {len} bytes cut short"))?;
@@ -536,8 +743,63 @@ fn fixed_width(kind: &str) -> Option<usize> {
         "UInt32" | "DateTime" => Some(4),
         "UInt64" | "DateTime64(3)" => Some(8),
         "IPv6" | "FixedString(16)" => Some(16),
+        k if k.starts_with("Enum8(") => Some(1),
         _ => None,
     }
+}
+
+/// A `LowCardinality(String)` column of `rows` rows at the start of `s`
+/// (as `write_meta_column` writes it): its length, its dictionary and its
+/// index width.
+fn low_cardinality(s: &[u8], rows: usize) -> Result<(usize, Vec<&[u8]>, usize), String> {
+    let mut at = 0;
+    let u64_at = |at: &mut usize| -> Result<u64, String> {
+        let v = s.get(*at..*at + 8).ok_or("LowCardinality cut short")?;
+        *at += 8;
+        Ok(u64::from_le_bytes(v.try_into().unwrap_or_default()))
+    };
+    if u64_at(&mut at)? != LOW_CARDINALITY_VERSION {
+        return Err("LowCardinality keys of another version".into());
+    }
+    let flags = u64_at(&mut at)?;
+    let width = match flags & 0xff {
+        0 => 1,
+        1 => 2,
+        2 => 4,
+        3 => 8,
+        _ => return Err("LowCardinality index of an unknown width".into()),
+    };
+    if flags & (1 << 9) == 0 {
+        return Err("LowCardinality without its keys".into());
+    }
+    let keys = u64_at(&mut at)?;
+    let mut dictionary = Vec::new();
+    for _ in 0..keys {
+        let mut rest = s.get(at..).unwrap_or_default();
+        let len = read_varuint(&mut rest)? as usize;
+        let skipped = s.len() - at - rest.len();
+        let key = rest.get(..len).ok_or("LowCardinality key cut short")?;
+        dictionary.push(key);
+        at += skipped + len;
+    }
+    if u64_at(&mut at)? != rows as u64 {
+        return Err("LowCardinality rows differ from the block's".into());
+    }
+    let len = rows.checked_mul(width).and_then(|n| n.checked_add(at)).ok_or("LowCardinality too long")?;
+    if len > s.len() {
+        return Err("LowCardinality indexes cut short".into());
+    }
+    Ok((len, dictionary, width))
+}
+
+/// The length of `rows` `String` values at the start of `s`.
+fn strings_len(s: &[u8], rows: usize) -> Result<usize, String> {
+    let mut rest = s;
+    for _ in 0..rows {
+        let len = read_varuint(&mut rest)? as usize;
+        rest = rest.get(len..).ok_or("String cut short")?;
+    }
+    Ok(s.len() - rest.len())
 }
 
 /// How many bytes from the start of `file` (a Native stream Weir wrote)
@@ -572,6 +834,37 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
             };
             let len = match (fixed_width(&kind), kind.as_str()) {
                 (Some(w), _) => rows.checked_mul(w as u64),
+                (None, "LowCardinality(String)" | "String") if rows == 0 => Some(0),
+                (None, "LowCardinality(String)") => {
+                    // Variable: read the column to find its end.
+                    let mut head = [0u8; 24];
+                    if at.saturating_add(24) > end || file.read_exact(&mut head).is_err() {
+                        break 'blocks;
+                    }
+                    at += 24;
+                    let width = 1u64 << (head[8] & 3);
+                    let keys = u64::from_le_bytes(head[16..24].try_into().unwrap_or_default());
+                    for _ in 0..keys {
+                        let Some(len) = varuint(file, &mut at) else { break 'blocks };
+                        if len > end.saturating_sub(at) {
+                            break 'blocks;
+                        }
+                        at += len;
+                        file.seek(SeekFrom::Start(at))?;
+                    }
+                    Some(8 + rows.saturating_mul(width))
+                }
+                (None, "String") => {
+                    for _ in 0..rows {
+                        let Some(len) = varuint(file, &mut at) else { break 'blocks };
+                        if len > end.saturating_sub(at) {
+                            break 'blocks;
+                        }
+                        at += len;
+                        file.seek(SeekFrom::Start(at))?;
+                    }
+                    Some(0)
+                }
                 (None, "Array(UInt32)") if rows == 0 => Some(0),
                 (None, "Array(UInt32)") => {
                     let offsets = rows.saturating_mul(8);
@@ -606,6 +899,24 @@ pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
         write_varuint(block.columns.len() as u64, &mut out);
         write_varuint(block.rows as u64, &mut out);
         for (name, kind, data) in block.columns {
+            if kind == "LowCardinality(String)" && !dialect.low_cardinality {
+                // The same strings, each written out in full.
+                write_string(name.as_bytes(), &mut out);
+                write_string(b"String", &mut out);
+                if block.rows > 0 {
+                    let (_, dictionary, width) = low_cardinality(data, block.rows)?;
+                    let indexes = &data[data.len() - block.rows * width..];
+                    for index in indexes.chunks(width) {
+                        let mut i = [0u8; 8];
+                        i[..width].copy_from_slice(index);
+                        let key = dictionary
+                            .get(u64::from_le_bytes(i) as usize)
+                            .ok_or("LowCardinality index out of range")?;
+                        write_string(key, &mut out);
+                    }
+                }
+                continue;
+            }
             let kind = match kind {
                 "IPv6" => dialect.type_name(ColumnType::Address),
                 "DateTime64(3)" => dialect.type_name(ColumnType::DateTimeMs),
@@ -762,6 +1073,54 @@ mod tests {
     }
 
     #[test]
+    fn metadata_columns_are_written_from_the_records() {
+        use crate::enrich::metadata::{Boundary, ExporterInfo, InterfaceInfo, KnownExporter, Records};
+        let layout = stored_columns(&test_settings(&[]));
+        let mut c = Columns::new(&layout, 4);
+        let mut exporters = Records::<ExporterInfo>::default();
+        let mut interfaces = Records::<InterfaceInfo>::default();
+        let edge = exporters.intern(ExporterInfo { name: "edge1".into(), site: "par".into(), ..Default::default() });
+        let transit = interfaces.intern(InterfaceInfo {
+            name: "et-0/0/1".into(),
+            description: "Transit: Cogent".into(),
+            speed: 100_000,
+            provider: "cogent".into(),
+            connectivity: "transit".into(),
+            boundary: Boundary::External,
+        });
+        let mut snapshot = Snapshot::empty(KeyHash::default());
+        snapshot.exporters.insert(addr_from_v4([10, 0, 0, 1]), KnownExporter::default());
+        snapshot.exporter_records = exporters.shared();
+        snapshot.interface_records = interfaces.shared();
+        c.set_snapshot(Arc::new(snapshot));
+        // Pushed out of order: the block is sorted, and the records follow their rows.
+        c.push_with(&flow(2, 1, 1, 1), Meta { exporter: edge, in_if: transit, out_if: 0 });
+        c.push_with(&flow(1, 2, 1, 1), Meta::default());
+        let mut out = Vec::new();
+        c.write_block(&MODERN, &mut out);
+        let blocks = read_blocks(&out).unwrap();
+        let column = |name: &str| *blocks[0].columns.iter().find(|c| c.0 == name).unwrap();
+        let strings = |name: &str| -> Vec<String> {
+            let (_, dictionary, width) = low_cardinality(column(name).2, 2).unwrap();
+            let data = column(name).2;
+            data[data.len() - 2 * width..]
+                .chunks(width)
+                .map(|i| String::from_utf8(dictionary[i[0] as usize].to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(column("ExporterName").1, "LowCardinality(String)");
+        assert_eq!(strings("ExporterName"), ["10.0.0.2", "edge1"], "second 1 first; unknown: its address");
+        assert_eq!(strings("ExporterSite"), ["", "par"]);
+        assert_eq!(strings("InIfDescription"), ["", "Transit: Cogent"]);
+        assert_eq!(strings("OutIfName"), ["", ""]);
+        assert_eq!(column("InIfSpeed").2, [0, 0, 0, 0, 0xa0, 0x86, 1, 0]);
+        assert_eq!(column("InIfBoundary").2, [0, 1]);
+        assert_eq!(column("InIfBoundary").1, crate::schema::BOUNDARY_TYPE);
+        // The same bytes come back through retype for a modern server.
+        assert_eq!(retype(&out, &MODERN).unwrap(), out);
+    }
+
+    #[test]
     fn old_servers_get_their_type_names_for_the_same_bytes() {
         let layout = stored_columns(&test_settings(&["FlowStart"]));
         let mut c = Columns::new(&layout, 4);
@@ -779,7 +1138,28 @@ mod tests {
         let data = |b: &[u8]| {
             read_blocks(b).unwrap().iter().flat_map(|b| b.columns.iter().map(|c| c.2.to_vec())).collect::<Vec<_>>()
         };
-        assert_eq!(data(&out), data(&retyped), "the bytes stay");
+        let low = |b: &[u8]| -> Vec<Vec<u8>> {
+            let blocks = read_blocks(b).unwrap();
+            blocks
+                .iter()
+                .flat_map(|b| {
+                    b.columns
+                        .iter()
+                        .filter(|c| {
+                            !c.0.starts_with("Exporter") && !c.0.contains("If")
+                                || c.0.ends_with("Index")
+                                || c.0.ends_with("Speed")
+                                || c.0.ends_with("Boundary")
+                        })
+                        .map(|c| c.2.to_vec())
+                })
+                .collect()
+        };
+        assert_eq!(low(&out), low(&retyped), "the bytes stay, but for the strings");
+        assert_eq!(data(&out).len(), data(&retyped).len());
+        let name = blocks[1].columns.iter().find(|c| c.0 == "ExporterName").unwrap();
+        assert_eq!(name.1, "String");
+        assert_eq!(name.2, b"\x0810.0.0.1\x0810.0.0.1", "an unknown exporter is named by its address");
         assert!(read_blocks(&out[..out.len() - 1]).is_err());
         assert!(read_blocks(&[1, 1, 1, b'a', 3, b'I', b'n', b't']).is_err());
     }

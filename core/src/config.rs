@@ -32,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub haproxy: HaproxyConfig,
     pub console: ConsoleConfig,
+    pub metadata: MetadataConfig,
 }
 
 impl Default for Config {
@@ -48,6 +49,115 @@ impl Default for Config {
             log: LogConfig::default(),
             haproxy: HaproxyConfig::default(),
             console: ConsoleConfig::default(),
+            metadata: MetadataConfig::default(),
+        }
+    }
+}
+
+/// What a flow whose exporter or interface the shard does not know yet
+/// becomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissing {
+    /// Stored with what is known: the exporter's address as its name, an
+    /// empty interface.
+    #[default]
+    Store,
+    /// Dropped and counted (`weir_metadata_flows_dropped_total`).
+    Drop,
+}
+
+/// Exporter and interface metadata (enrichment, part 1).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    pub on_missing: OnMissing,
+    /// Lookups a shard could not answer, waiting for the control plane
+    /// (one per exporter or interface; a full queue drops the request,
+    /// counted, and the next flow asks again). 0: 4096.
+    pub request_queue_slots: usize,
+    /// Exporters by subnet, with their attributes and interfaces (the
+    /// static provider); the most specific subnet wins.
+    pub exporters: Vec<StaticExporter>,
+}
+
+/// One `[[metadata.exporters]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticExporter {
+    /// `192.0.2.1`, `192.0.2.0/24`, `2001:db8::/32`.
+    pub subnet: String,
+    /// Empty: the exporter's address.
+    pub name: String,
+    pub group: String,
+    pub role: String,
+    pub site: String,
+    pub region: String,
+    pub tenant: String,
+    /// Interfaces by ifIndex (TOML keys are strings: `"17" = {...}`).
+    pub interfaces: std::collections::BTreeMap<String, StaticInterface>,
+    /// The interface of an ifIndex not listed; none: an empty interface.
+    pub default_interface: Option<StaticInterface>,
+    /// An ifIndex not listed is left to the next provider (none yet: it
+    /// stays empty) rather than given `default_interface`.
+    pub skip_missing_interfaces: bool,
+}
+
+/// An interface's attributes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaticInterface {
+    pub name: String,
+    pub description: String,
+    /// Mbps.
+    pub speed: u32,
+    pub provider: String,
+    pub connectivity: String,
+    /// `external`, `internal` or `undefined` (empty).
+    pub boundary: String,
+}
+
+impl MetadataConfig {
+    /// Request queue slots, 0 resolved.
+    pub fn request_slots(&self) -> usize {
+        if self.request_queue_slots == 0 {
+            4096
+        } else {
+            self.request_queue_slots
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.request_queue_slots > 1 << 20 {
+            return Err(ConfigError::new("metadata.request_queue_slots", "at most 1048576 (0: 4096)"));
+        }
+        for (i, e) in self.exporters.iter().enumerate() {
+            let key = |k: &str| format!("metadata.exporters[{i}].{k}");
+            if parse_cidr(&e.subnet).is_none() {
+                return Err(ConfigError::new(key("subnet"), format!("{:?} is not an address or subnet", e.subnet)));
+            }
+            for (index, interface) in &e.interfaces {
+                if index.parse::<u32>().map_or(true, |n| n == 0) {
+                    return Err(ConfigError::new(
+                        key("interfaces"),
+                        format!("{index:?} is not an ifIndex (1 to 4294967295)"),
+                    ));
+                }
+                interface.check(&key(&format!("interfaces.{index}.boundary")))?;
+            }
+            if let Some(d) = &e.default_interface {
+                d.check(&key("default_interface.boundary"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StaticInterface {
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        match crate::enrich::metadata::Boundary::parse(&self.boundary) {
+            Some(_) => Ok(()),
+            None => Err(ConfigError::new(key, format!("{:?}: external, internal or undefined", self.boundary))),
         }
     }
 }
@@ -1202,6 +1312,7 @@ impl Config {
         positive("run.stall_timeout_s", self.run.stall_timeout_s, 86_400)?;
         positive("log.data_plane_lines_per_minute", self.log.data_plane_lines_per_minute.into(), 6000)?;
         self.haproxy.check()?;
+        self.metadata.check()?;
         self.store.check()
     }
 
@@ -1260,6 +1371,7 @@ impl Config {
             ("log", self.log != new.log),
             ("haproxy", self.haproxy != new.haproxy),
             ("console", self.console != new.console),
+            ("metadata", self.metadata != new.metadata),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }

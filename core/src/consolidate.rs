@@ -18,17 +18,20 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use crate::columns::{width, write_string, write_varuint, Columns};
+use std::sync::Arc;
+
+use crate::columns::{width, write_meta_column, write_string, write_varuint, Columns, MetaScratch};
+use crate::enrich::metadata::Snapshot;
 use crate::flow::Field;
-use crate::schema::{Column, ColumnType, Dialect};
+use crate::schema::{Column, ColumnType, Dialect, Source};
 use crate::wire::state::KeyHash;
 
 /// The consolidated tables: bucket seconds and table name.
 pub const TABLES: [(u32, &str); 3] = [(60, "flows_1m"), (300, "flows_5m"), (3600, "flows_1h")];
 
 /// Bytes of the dimensions in a key, at most (every optional dimension on:
-/// 57; a test checks the catalog fits).
-pub const KEY_BYTES: usize = 64;
+/// 57, and 12 for the metadata records; a test checks the catalog fits).
+pub const KEY_BYTES: usize = 80;
 
 /// A key: the bucket (seconds) and the dimensions, each big-endian, one
 /// after the other, zero padded, so that comparing the bytes compares the
@@ -169,6 +172,13 @@ struct Dim {
 pub struct Consolidator {
     columns: Vec<Column>,
     dims: Vec<Dim>,
+    /// Where the rows' metadata records (exporter, input and output
+    /// interfaces: 12 bytes) are in the key, when a metadata column is a
+    /// dimension; and ExporterAddress (unknown exporters are named by it).
+    meta_at: Option<usize>,
+    address_at: Option<usize>,
+    snapshot: Arc<Snapshot>,
+    meta_scratch: MetaScratch,
     key_len: usize,
     /// Where TimeReceived, SamplingRate, Bytes and Packets are in the layout.
     time_at: usize,
@@ -195,17 +205,32 @@ impl Consolidator {
         let columns: Vec<Column> = layout.iter().filter(|c| c.consolidated).copied().collect();
         let mut at = 4;
         let mut dims = Vec::new();
+        let mut address_at = None;
         for (column, c) in layout.iter().enumerate().filter(|(_, c)| c.consolidated) {
+            if !matches!(c.source, Source::Flow(_)) {
+                continue;
+            }
+            if c.source == Source::Flow(Field::ExporterAddress) {
+                address_at = Some(at);
+            }
             let w = width(c.kind);
             dims.push(Dim { column, at, width: w, address: c.kind == ColumnType::Address });
             at += w;
         }
+        let meta_at = columns.iter().any(|c| !matches!(c.source, Source::Flow(_))).then_some(at);
+        if meta_at.is_some() {
+            at += 12;
+        }
         debug_assert!(at <= 4 + KEY_BYTES);
-        let field_at = |field: Field| layout.iter().position(|c| c.field == field).unwrap_or(usize::MAX);
+        let field_at = |field: Field| layout.iter().position(|c| c.source == Source::Flow(field)).unwrap_or(usize::MAX);
         Consolidator {
             out_columns: vec![Vec::new(); columns.len() + 4],
             columns,
             dims,
+            meta_at,
+            address_at,
+            snapshot: Arc::new(Snapshot::empty(KeyHash::default())),
+            meta_scratch: MetaScratch::default(),
             key_len: at.min(4 + KEY_BYTES),
             time_at: field_at(Field::TimeReceived),
             rate_at: field_at(Field::SamplingRate),
@@ -217,6 +242,11 @@ impl Consolidator {
             order: Vec::new(),
             keys_max,
         }
+    }
+
+    /// The snapshot metadata columns are written from (as `Columns`').
+    pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
+        self.snapshot = snapshot;
     }
 
     /// The consolidated tables' dimension columns, in key order.
@@ -256,6 +286,12 @@ impl Consolidator {
         key[..4].copy_from_slice(&(seconds - seconds % 60).to_be_bytes());
         for d in &self.dims {
             put_big_endian(&mut key[d.at..], columns.last(d.column), d.width, d.address);
+        }
+        if let Some(at) = self.meta_at {
+            let m = columns.last_meta();
+            key[at..at + 4].copy_from_slice(&m.exporter.to_be_bytes());
+            key[at + 4..at + 8].copy_from_slice(&m.in_if.to_be_bytes());
+            key[at + 8..at + 12].copy_from_slice(&m.out_if.to_be_bytes());
         }
         let rate = number(self.rate_at).max(1);
         let sums = Sums {
@@ -331,7 +367,9 @@ impl Consolidator {
         });
         let n = self.order.len();
         let (time, rest) = self.out_columns.split_at_mut(1);
-        let (dims, sums) = rest.split_at_mut(self.dims.len());
+        let (dims, rest) = rest.split_at_mut(self.dims.len());
+        let sums_from = rest.len() - 3;
+        let sums = &mut rest[sums_from..];
         time[0].clear();
         time[0].reserve(n * 4);
         for (d, out) in self.dims.iter().zip(dims.iter_mut()) {
@@ -357,6 +395,28 @@ impl Consolidator {
             sums[0].extend_from_slice(&e.sums.bytes.to_le_bytes());
             sums[1].extend_from_slice(&e.sums.packets.to_le_bytes());
             sums[2].extend_from_slice(&e.sums.flows.to_le_bytes());
+        }
+        // The metadata columns, after the flow's dimensions (catalog order).
+        let Some(meta_at) = self.meta_at else { return };
+        let id = |k: &Key, i: usize| {
+            u32::from_be_bytes(k[meta_at + i * 4..meta_at + i * 4 + 4].try_into().unwrap_or_default())
+        };
+        let address_at = self.address_at;
+        let address =
+            |k: &Key| address_at.map_or(0, |at| u128::from_be_bytes(k[at..at + 16].try_into().unwrap_or_default()));
+        let metas = self.columns.iter().filter(|c| !matches!(c.source, Source::Flow(_)));
+        for (c, out) in metas.zip(sums_and_meta_columns(&mut self.out_columns, self.dims.len())) {
+            let record = match c.source {
+                Source::Exporter(_) => 0,
+                Source::InIf(_) => 1,
+                _ => 2,
+            };
+            out.clear();
+            let rows = self.order.iter().map(|o| {
+                let k = &entries[o.3 as usize].key;
+                (id(k, record), address(k))
+            });
+            write_meta_column(c.source, rows, &self.snapshot, &mut self.meta_scratch, out);
         }
     }
 
@@ -386,13 +446,20 @@ impl Consolidator {
     }
 }
 
+/// The metadata columns' buffers: those after the time and the flow's
+/// dimensions, before the three sums.
+fn sums_and_meta_columns(out_columns: &mut [Vec<u8>], flow_dims: usize) -> impl Iterator<Item = &mut Vec<u8>> {
+    let end = out_columns.len() - 3;
+    out_columns[1 + flow_dims..end].iter_mut()
+}
+
 /// Whether two keys are equal, compared a word at a time (a comparison of
 /// the arrays is a call to memcmp).
 #[inline(always)]
 fn same_key(a: &Key, b: &Key) -> bool {
     let word = |k: &Key, i: usize| u128::from_ne_bytes(k[i * 16..i * 16 + 16].try_into().unwrap_or_default());
-    let tail = |k: &Key| u32::from_ne_bytes(k[64..68].try_into().unwrap_or_default());
-    (0..4).all(|i| word(a, i) == word(b, i)) && tail(a) == tail(b)
+    let tail = |k: &Key| u32::from_ne_bytes(k[80..84].try_into().unwrap_or_default());
+    (0..5).all(|i| word(a, i) == word(b, i)) && tail(a) == tail(b)
 }
 
 /// A little-endian number of 1, 2, 4 or 8 bytes (0 otherwise).

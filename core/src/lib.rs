@@ -38,6 +38,7 @@ pub mod config;
 pub mod consolidate;
 pub mod decoder;
 pub mod encode;
+pub mod enrich;
 pub mod flow;
 #[doc(hidden)]
 pub mod harness;

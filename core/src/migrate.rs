@@ -448,6 +448,6 @@ mod tests {
         assert!(plan(&rows, &migrated(&rows)).steps.is_empty());
         let old = schema(&[], ServerVersion(18, 16));
         assert!(plan(&old, &migrated(&old)).steps.is_empty());
-        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 5);
+        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 6);
     }
 }

@@ -39,13 +39,80 @@ pub enum ColumnType {
     Mac,
     /// A list of 32-bit values (MPLS labels, AS path, communities).
     ArrayUInt32,
+    /// A string from enrichment: `LowCardinality(String)` (`String` on a
+    /// server without it), written from records (`enrich::metadata`).
+    LowString,
+    /// An interface boundary: `Enum8` undefined/external/internal.
+    Boundary,
 }
+
+/// Where a column's values come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A field of the decoded flow.
+    Flow(Field),
+    /// An attribute of the flow's exporter (`enrich::metadata`).
+    Exporter(ExporterAttr),
+    /// An attribute of the flow's input or output interface.
+    InIf(IfAttr),
+    OutIf(IfAttr),
+}
+
+/// An exporter attribute, as a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExporterAttr {
+    Name,
+    Group,
+    Role,
+    Site,
+    Region,
+    Tenant,
+}
+
+/// An interface attribute, as a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfAttr {
+    Name,
+    Description,
+    Speed,
+    Provider,
+    Connectivity,
+    Boundary,
+}
+
+/// The metadata columns: (name, source, kind), each consolidated.
+pub const METADATA_COLUMNS: [(&str, Source, ColumnType); 18] = {
+    use ColumnType::{Boundary as B, LowString as S, UInt32 as U};
+    use ExporterAttr as E;
+    use IfAttr as I;
+    use Source::{Exporter, InIf, OutIf};
+    [
+        ("ExporterName", Exporter(E::Name), S),
+        ("ExporterGroup", Exporter(E::Group), S),
+        ("ExporterRole", Exporter(E::Role), S),
+        ("ExporterSite", Exporter(E::Site), S),
+        ("ExporterRegion", Exporter(E::Region), S),
+        ("ExporterTenant", Exporter(E::Tenant), S),
+        ("InIfName", InIf(I::Name), S),
+        ("OutIfName", OutIf(I::Name), S),
+        ("InIfDescription", InIf(I::Description), S),
+        ("OutIfDescription", OutIf(I::Description), S),
+        ("InIfSpeed", InIf(I::Speed), U),
+        ("OutIfSpeed", OutIf(I::Speed), U),
+        ("InIfProvider", InIf(I::Provider), S),
+        ("OutIfProvider", OutIf(I::Provider), S),
+        ("InIfConnectivity", InIf(I::Connectivity), S),
+        ("OutIfConnectivity", OutIf(I::Connectivity), S),
+        ("InIfBoundary", InIf(I::Boundary), B),
+        ("OutIfBoundary", OutIf(I::Boundary), B),
+    ]
+};
 
 /// One column of the raw table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Column {
     pub name: &'static str,
-    pub field: Field,
+    pub source: Source,
     pub kind: ColumnType,
     /// Off by default; switched on by naming it in `store.optional_columns`.
     pub optional: bool,
@@ -113,11 +180,18 @@ pub fn catalog() -> Vec<Column> {
     rows.iter()
         .map(|&(field, kind, optional, consolidated)| Column {
             name: field.column(),
-            field,
+            source: Source::Flow(field),
             kind,
             optional,
             consolidated,
         })
+        .chain(METADATA_COLUMNS.iter().map(|&(name, source, kind)| Column {
+            name,
+            source,
+            kind,
+            optional: false,
+            consolidated: true,
+        }))
         .collect()
 }
 
@@ -159,6 +233,9 @@ pub struct Dialect {
     pub ttl_only_drop_parts: bool,
     /// The `merge_selector_base` table setting; the migration asks the server.
     pub merge_selector_base: bool,
+    /// `LowCardinality(String)` without an experimental setting (19.0);
+    /// otherwise `String` (`columns::retype` expands the dictionaries).
+    pub low_cardinality: bool,
 }
 
 impl Dialect {
@@ -171,6 +248,7 @@ impl Dialect {
             modify_order_by: v >= ServerVersion(19, 1),
             ttl_only_drop_parts: v >= ServerVersion(20, 3),
             merge_selector_base: v >= ServerVersion(25, 1),
+            low_cardinality: v >= ServerVersion(19, 1),
         }
     }
 
@@ -197,6 +275,9 @@ impl Dialect {
         }
         if self.ttl && !self.ttl_only_drop_parts {
             w.push("server has no ttl_only_drop_parts: expiry rewrites the parts that keep rows".into());
+        }
+        if !self.low_cardinality {
+            w.push("server has no LowCardinality: enrichment's strings are plain String columns".into());
         }
         if !self.codecs {
             w.push("server has no compression codecs: columns use the server's default compression".into());
@@ -225,9 +306,15 @@ impl Dialect {
             ColumnType::Address if self.ipv6 => "IPv6",
             ColumnType::Address => "FixedString(16)",
             ColumnType::ArrayUInt32 => "Array(UInt32)",
+            ColumnType::LowString if self.low_cardinality => "LowCardinality(String)",
+            ColumnType::LowString => "String",
+            ColumnType::Boundary => BOUNDARY_TYPE,
         }
     }
 }
+
+/// The boundary's type: Akvorado's names and values.
+pub const BOUNDARY_TYPE: &str = "Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)";
 
 /// One consolidated table: its name, bucket function and time to live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,9 +566,9 @@ mod tests {
     #[test]
     fn every_field_has_one_column_named_like_it() {
         let cat = catalog();
-        assert_eq!(cat.len(), Field::ALL.len());
+        assert_eq!(cat.len(), Field::ALL.len() + METADATA_COLUMNS.len());
         for f in Field::ALL {
-            assert_eq!(cat.iter().filter(|c| c.field == *f).count(), 1, "{f:?}");
+            assert_eq!(cat.iter().filter(|c| c.source == Source::Flow(*f)).count(), 1, "{f:?}");
         }
     }
 
@@ -501,7 +588,7 @@ mod tests {
         let ddl = old.create_raw_table();
         assert!(ddl.contains("SrcAddr FixedString(16)") && ddl.contains("FlowStart UInt64"));
         assert!(!ddl.contains("TTL") && !ddl.contains("CODEC"));
-        assert_eq!(old.dialect.warnings().len(), 5);
+        assert_eq!(old.dialect.warnings().len(), 6);
         let new = Schema::new(&test_settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
         let ddl = new.create_raw_table();
         assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));

@@ -101,5 +101,68 @@ fn store(c: &mut Criterion) {
     eprintln!("store_shard: {ROWS} flows, {keys} keys (minute, dimensions), raw block {} bytes", raw.len());
 }
 
-criterion_group!(benches, store);
+/// Enrichment on the shard: the metadata lookup per flow in a warm
+/// snapshot (every exporter and interface of the mix known, as after the
+/// first seconds), and the raw block written with the metadata columns
+/// filled (against `store_shard/write_raw_block`, where every row has the
+/// empty records).
+fn enrich(c: &mut Criterion) {
+    use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface};
+    use weir_core::enrich::metadata::Resolver;
+    let flows = flows();
+    let layout = stored_columns(&StoreConfig::default().schema_settings());
+    let config = MetadataConfig {
+        exporters: vec![StaticExporter {
+            subnet: "192.0.2.0/24".into(),
+            site: "par".into(),
+            default_interface: Some(StaticInterface {
+                name: "et-0/0/0".into(),
+                description: "Transit: Cogent".into(),
+                speed: 100_000,
+                provider: "cogent".into(),
+                connectivity: "transit".into(),
+                boundary: "external".into(),
+            }),
+            ..StaticExporter::default()
+        }],
+        ..MetadataConfig::default()
+    };
+    let mut resolver = Resolver::new(&config, KeyHash::with_seed(5));
+    for f in &flows {
+        resolver.resolve(&f.exporter_address, f.in_if_index);
+        resolver.resolve(&f.exporter_address, f.out_if_index);
+    }
+    let snapshot = std::sync::Arc::new(resolver.snapshot().expect("resolved"));
+    let mut group = c.benchmark_group("enrich_shard");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    group.sample_size(20);
+    group.bench_function("metadata_lookup", |b| {
+        b.iter(|| {
+            for f in &flows {
+                black_box(snapshot.lookup(&f.exporter_address, f.in_if_index, f.out_if_index));
+            }
+        })
+    });
+    let mut columns = Columns::new(&layout, ROWS);
+    columns.set_snapshot(snapshot.clone());
+    for f in &flows {
+        columns.push_with(f, snapshot.lookup(&f.exporter_address, f.in_if_index, f.out_if_index).0);
+    }
+    let mut raw = Vec::new();
+    group.bench_function("write_raw_block_with_metadata", |b| {
+        b.iter(|| {
+            raw.clear();
+            black_box(columns.write_block(&MODERN, &mut raw))
+        })
+    });
+    group.finish();
+    eprintln!(
+        "enrich_shard: {} exporters, {} interfaces, raw block {} bytes",
+        resolver.exporters(),
+        resolver.interfaces(),
+        raw.len()
+    );
+}
+
+criterion_group!(benches, store, enrich);
 criterion_main!(benches);

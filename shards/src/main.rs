@@ -16,6 +16,7 @@
 
 mod cli;
 mod console;
+mod enrich;
 mod haproxy;
 mod ops;
 mod receive;

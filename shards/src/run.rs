@@ -35,6 +35,7 @@ use weir_ebpf::Balancer;
 
 use crate::cli::config::{read_config, read_config_logging_warnings};
 use crate::console::{self, metrics::ConsoleMetrics};
+use crate::enrich::{self, MetadataMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
 use crate::ops::exposition::Exposition;
@@ -189,6 +190,8 @@ struct Counters {
     haproxy: Option<Arc<HaproxyMetrics>>,
     /// With the store as sink and `console.enabled`.
     console: Option<Arc<ConsoleMetrics>>,
+    /// With the store as sink: enrichment's.
+    metadata: Option<Arc<MetadataMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -204,7 +207,9 @@ impl Counters {
             None
         };
         let console = (store.is_some() && config.console.enabled).then(Arc::default);
+        let metadata = store.is_some().then(|| Arc::new(MetadataMetrics::new(cores.len())));
         Ok(Counters {
+            metadata,
             receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),
             sink: Arc::default(),
             console,
@@ -240,6 +245,9 @@ impl Counters {
         }
         if let Some(console) = &self.console {
             exposition.register(console.clone());
+        }
+        if let Some(metadata) = &self.metadata {
+            exposition.register(metadata.clone());
         }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
@@ -300,7 +308,11 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize) -> Result<S
         SinkKind::Count => SinkWriter::Count,
         SinkKind::Store => {
             let metrics = counters.store.clone().expect("set for the store sink");
-            SinkWriter::Store(StoreWriter::start(&config.store, shards, metrics)?)
+            let mut writer = StoreWriter::start(&config.store, shards, metrics)?;
+            let metrics = counters.metadata.clone().expect("set for the store sink");
+            let (service, handle) = enrich::start(&config.metadata, random_seed(), metrics)?;
+            writer.set_metadata(service, handle);
+            SinkWriter::Store(writer)
         }
     })
 }

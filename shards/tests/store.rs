@@ -747,3 +747,91 @@ fn a_spool_from_before_native_blocks_is_replayed_and_a_refused_chunk_is_set_asid
     let kept: Vec<_> = std::fs::read_dir(spool.join("rejected")).unwrap().collect();
     assert_eq!(kept.len(), 1);
 }
+
+/// Enrichment, part 1: the static provider names an exporter and its
+/// interfaces in the raw and consolidated tables; an exporter it does not
+/// know is named by its address; nothing waits or is lost on a miss.
+#[test]
+fn static_metadata_names_exporters_and_interfaces_in_every_table() {
+    let _turn = turn();
+    let dir = temp_dir("store-metadata");
+    let server = Server::start(&dir.join("clickhouse"));
+    for store in [Store::Embedded, Store::Remote(&server)] {
+        let port = free_udp_port();
+        let config = store_config(&dir, port, &store, "");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(
+            "[[metadata.exporters]]\nsubnet = \"127.0.0.1\"\nname = \"edge1-par\"\nsite = \"par\"\n\
+             [metadata.exporters.interfaces]\n\"17\" = { name = \"et-17\", description = \"Transit: Cogent\", \
+             speed = 100000, provider = \"cogent\", connectivity = \"transit\", boundary = \"external\" }\n",
+        );
+        std::fs::write(&config, text).unwrap();
+        let c = Collector::start(&config);
+        let datagram = |first: u32| {
+            let flows: Vec<FlowRecord> = (first..first + 30)
+                .map(|n| {
+                    let mut f = FlowRecord::default();
+                    f.set_src_addr(addr_from_v4([10, 0, 0, 1]));
+                    f.set_dst_addr(addr_from_v4([192, 0, 2, 9]));
+                    f.set_src_port(n as u16);
+                    f.set_in_if_index(17);
+                    f.set_out_if_index(3);
+                    f.set_proto(17);
+                    f.set_packets(1);
+                    f.set_bytes(100);
+                    f
+                })
+                .collect();
+            let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: first, domain: 0 };
+            let mut out = Vec::new();
+            netflow_v5(&h, (0, 0), 0, &flows, &mut out);
+            out
+        };
+        let known = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let unknown = UdpSocket::bind("127.0.0.2:0").unwrap();
+        for i in 0..10u32 {
+            known.send_to(&datagram(i * 30), ("127.0.0.1", port)).unwrap();
+            unknown.send_to(&datagram(1000 + i * 30), ("127.0.0.1", port)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600, "no flow waits or is lost");
+        let lookups = |result: &str| c.metric("weir_metadata_lookups_total", &format!("result=\"{result}\""))[0];
+        assert!(lookups("hit") > 0 && lookups("exporter_missing") > 0, "{}", c.scrape());
+        c.stop();
+        let name = |a: &str| match store {
+            Store::Embedded => a.to_string(),
+            Store::Remote(_) => format!("IPv6NumToString({a})"),
+        };
+        let rows = query(
+            &config,
+            None,
+            &format!(
+                "SELECT ExporterName, ExporterSite, InIfName, InIfDescription, InIfSpeed, InIfProvider, \
+                 InIfConnectivity, InIfBoundary, OutIfName, count() FROM weir.flows \
+                 WHERE {} = '::ffff:127.0.0.1' GROUP BY ALL",
+                name("ExporterAddress")
+            )
+            .replace("GROUP BY ALL", "GROUP BY ExporterName, ExporterSite, InIfName, InIfDescription, InIfSpeed, InIfProvider, InIfConnectivity, InIfBoundary, OutIfName"),
+        );
+        assert_eq!(rows.trim(), "edge1-par\tpar\tet-17\tTransit: Cogent\t100000\tcogent\ttransit\texternal\t\t300");
+        // The unknown exporter: named by its address once resolved (before, too).
+        let names = query(
+            &config,
+            None,
+            &format!(
+                "SELECT DISTINCT ExporterName, InIfName FROM weir.flows WHERE {} = '::ffff:127.0.0.2'",
+                name("ExporterAddress")
+            ),
+        );
+        assert_eq!(names.trim_end_matches('\n'), "127.0.0.2\t");
+        for table in ["flows_1m", "flows_5m", "flows_1h"] {
+            let sums = query(
+                &config,
+                None,
+                &format!("SELECT ExporterName, InIfProvider, InIfBoundary, sum(Flows) FROM weir.{table} GROUP BY ExporterName, InIfProvider, InIfBoundary ORDER BY ExporterName"),
+            );
+            assert_eq!(sums.trim(), "127.0.0.2\t\tundefined\t300\nedge1-par\tcogent\texternal\t300", "{table}");
+        }
+        std::fs::remove_dir_all(dir.join("chdb")).ok();
+    }
+}

@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use weir_core::columns::{Columns, MODERN};
 use weir_core::config::{RawStore, StoreConfig, StoreKind};
 use weir_core::consolidate::{self, Consolidator};
+use weir_core::enrich::metadata::Meta;
 use weir_core::schema::{consolidated_insert_sql, insert_sql, stored_columns, Column, Dialect};
 use weir_core::wire::state::KeyHash;
 use weir_core::FlowRecord;
@@ -31,6 +32,7 @@ use super::metrics::{StoreDrop, StoreMetrics};
 use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, Chunk, Engine};
+use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
 use crate::ops::logging::Limiter;
 
 /// Inserted chunks' buffers kept for reuse: one per table (a round inserts
@@ -92,6 +94,9 @@ pub struct StoreSink {
     /// files, which no engine sorts).
     sort_raw: bool,
     consolidator: Consolidator,
+    /// Enrichment: the shard's metadata snapshot (none in tests that make
+    /// sinks without a collector).
+    metadata: Option<ShardMetadata>,
     rows: u32,
     rows_max: u32,
     first_row_at: Instant,
@@ -114,12 +119,19 @@ impl StoreSink {
         if self.consolidator.is_empty() {
             self.first_key_at = Instant::now();
         }
+        let meta = match &mut self.metadata {
+            Some(m) => match m.lookup(flow) {
+                Some(meta) => meta,
+                None => return,
+            },
+            None => Meta::default(),
+        };
         let ms = flow.time_received_ns / 1_000_000;
         match self.arrivals.last_mut() {
             Some((at, n)) if *at == ms => *n += 1,
             _ => self.arrivals.push((ms, 1)),
         }
-        self.columns.push(flow);
+        self.columns.push_with(flow, meta);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
@@ -135,6 +147,10 @@ impl StoreSink {
     /// Housekeeping: hands the batch over once its first row is old enough,
     /// with the sums once their first key is.
     pub fn tick(&mut self) {
+        if let Some(snapshot) = self.metadata.as_mut().and_then(|m| m.tick()) {
+            self.columns.set_snapshot(snapshot.clone());
+            self.consolidator.set_snapshot(snapshot);
+        }
         let sums_due = !self.consolidator.is_empty() && self.first_key_at.elapsed() >= self.consolidation_interval;
         if sums_due || (self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval) {
             self.hand_over(sums_due);
@@ -196,6 +212,10 @@ pub struct StoreWriter {
     consolidation_interval: Duration,
     raw: RawStore,
     thread: JoinHandle<()>,
+    /// Enrichment's control thread and the shards' way to it.
+    metadata: Option<(MetadataService, MetadataHandle)>,
+    /// Sinks made so far (the next one is that shard's).
+    sinks: std::sync::atomic::AtomicUsize,
 }
 
 impl StoreWriter {
@@ -266,15 +286,32 @@ impl StoreWriter {
             consolidation_interval: Duration::from_millis(config.consolidation_interval_ms),
             raw: config.raw,
             thread,
+            metadata: None,
+            sinks: Default::default(),
         })
     }
 
-    /// A batch buffer for one shard.
+    /// Shards look their flows' metadata up through `handle` (set before
+    /// the first `sink`); `service` stops with the writer.
+    pub fn set_metadata(&mut self, service: MetadataService, handle: MetadataHandle) {
+        self.metadata = Some((service, handle));
+    }
+
+    /// A batch buffer for one shard (the shards' order: 0, 1, ...).
     pub fn sink(&self) -> StoreSink {
+        let index = self.sinks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let metadata = self.metadata.as_ref().map(|(_, h)| h.shard(index));
+        let mut columns = Columns::new(&self.columns, self.rows_max as usize);
+        let mut consolidator = Consolidator::new(&self.columns, self.keys_max, KeyHash::with_seed(self.seed));
+        if let Some(m) = &metadata {
+            columns.set_snapshot(m.current());
+            consolidator.set_snapshot(m.current());
+        }
         StoreSink {
-            columns: Columns::new(&self.columns, self.rows_max as usize),
+            columns,
             sort_raw: self.raw == RawStore::Table,
-            consolidator: Consolidator::new(&self.columns, self.keys_max, KeyHash::with_seed(self.seed)),
+            consolidator,
+            metadata,
             rows: 0,
             rows_max: self.rows_max,
             first_row_at: Instant::now(),

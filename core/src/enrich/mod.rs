@@ -1,0 +1,9 @@
+//! Enrichment's pure part: what the control plane publishes to the shards
+//! and how a shard looks a flow up in it. No I/O: the providers that fill
+//! it (static config, SNMP, ...) run in `shards/src/enrich`.
+//!
+//! - `metadata`: exporter and interface attributes (names, descriptions,
+//!   speeds, classification), interned as records with stable ids, and the
+//!   snapshot a shard reads without locks.
+
+pub mod metadata;
