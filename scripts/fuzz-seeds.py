@@ -151,6 +151,16 @@ def main(out):
     block += column(b"FlowStart", b"DateTime64(3)", struct.pack("<qq", 1795258800000, 1795258800500))
     block += column(b"MPLSLabels", b"Array(UInt32)", struct.pack("<QQ", 1, 3) + struct.pack("<III", 16, 17, 18))
     open(os.path.join(out, "native_blocks", "two_blocks"), "wb").write(block + block)
+    # Enrichment's columns: a LowCardinality(String) dictionary with its
+    # indexes, an Enum8 boundary, and the plain String 18.16 gets.
+    meta = bytes([3, rows])
+    keys = bytes([0]) + bytes([9]) + b"edge1-par"
+    meta += column(b"ExporterName", b"LowCardinality(String)",
+                   struct.pack("<QQQ", 1, (1 << 9) | (1 << 10), 2) + keys + struct.pack("<Q", rows) + bytes([1, 0]))
+    enum = b"Enum8('undefined' = 0, 'external' = 1, 'internal' = 2)"
+    meta += bytes([len(b"InIfBoundary")]) + b"InIfBoundary" + bytes([len(enum)]) + enum + bytes([1, 2])
+    meta += column(b"InIfName", b"String", bytes([5]) + b"et-17" + bytes([0]))
+    open(os.path.join(out, "native_blocks", "metadata_columns"), "wb").write(meta + block)
 
     # Console filters (console/fuzz): one per column kind and operator, and
     # the hostile shapes the filter test sends.

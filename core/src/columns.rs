@@ -85,6 +85,8 @@ pub struct Columns {
     exporters: Vec<u128>,
     /// Per row, its exporter's, input and output interfaces' records.
     records: [Vec<u32>; 3],
+    /// How many of the layout's first columns come from the flow.
+    flow_columns: usize,
     /// What the records say, as of the last `set_snapshot`.
     snapshot: Arc<Snapshot>,
     /// Scratch for writing metadata columns.
@@ -135,6 +137,7 @@ impl Columns {
             wide: Vec::new(),
             exporters: Vec::new(),
             records: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            flow_columns: layout.iter().rposition(|c| matches!(c.source, Source::Flow(_))).map_or(0, |i| i + 1),
             snapshot: Arc::new(Snapshot::empty(KeyHash::default())),
             meta: MetaScratch::default(),
         }
@@ -217,7 +220,9 @@ impl Columns {
         self.records[0].push(meta.exporter);
         self.records[1].push(meta.in_if);
         self.records[2].push(meta.out_if);
-        for (c, d) in self.layout.iter().zip(&mut self.data) {
+        // The flow's columns come first (the catalog's order); the
+        // metadata columns after them have no buffer.
+        for (c, d) in self.layout.iter().zip(&mut self.data).take(self.flow_columns) {
             let Source::Flow(field) = c.source else { continue };
             let value = flow.value(field);
             match d {
@@ -254,6 +259,16 @@ impl Columns {
     /// The block, rows in `order` unless `sorted` (then as they are).
     fn write(&mut self, sorted: bool, dialect: &Dialect, out: &mut Vec<u8>) {
         let mut scratch = std::mem::take(&mut self.meta);
+        // The rows' records in block order, numbered once per kind.
+        if self.data.iter().any(|d| matches!(d, Data::Meta(_))) {
+            for (kind, records) in self.records.iter().enumerate() {
+                if sorted {
+                    scratch.number(kind, records.iter().copied());
+                } else {
+                    scratch.number(kind, self.rows_sorted.iter().map(|&row| records[row as usize]));
+                }
+            }
+        }
         write_varuint(self.layout.len() as u64, out);
         write_varuint(self.rows as u64, out);
         for (c, d) in self.layout.iter().zip(&self.data) {
@@ -287,18 +302,14 @@ impl Columns {
                     }
                 }
                 Data::Meta(source) => {
-                    let order = |i: usize| if sorted { i } else { self.rows_sorted[i] as usize };
+                    let kind = match source {
+                        Source::Exporter(_) => 0,
+                        Source::InIf(_) => 1,
+                        _ => 2,
+                    };
                     let exporter = SortKey::of(self.key, &self.data);
-                    let rows = (0..self.rows).map(|i| {
-                        let row = order(i);
-                        let record = match source {
-                            Source::Exporter(_) => self.records[0][row],
-                            Source::InIf(_) => self.records[1][row],
-                            _ => self.records[2][row],
-                        };
-                        (record, exporter.exporter(row))
-                    });
-                    write_meta_column(*source, rows, &self.snapshot, &mut scratch, out);
+                    let address = |i: usize| exporter.exporter(if sorted { i } else { self.rows_sorted[i] as usize });
+                    write_meta_column(*source, kind, address, &self.snapshot, &mut scratch, out);
                 }
             }
         }
@@ -476,42 +487,92 @@ impl<'a> SortKey<'a> {
 /// Scratch for writing metadata columns, kept between blocks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct MetaScratch {
-    /// Dictionary position by record id (`u32::MAX`: not seen in this
-    /// column yet), and the ids set, to reset them.
+    /// Local number by record id (`u32::MAX`: not in this block), reset
+    /// after each block.
     slot: Vec<u32>,
-    touched: Vec<u32>,
+    /// Per kind (exporter, input, output interface): each row's local
+    /// number, and the record of each local number.
+    pub(crate) local: [Vec<u32>; 3],
+    pub(crate) distinct: [Vec<u32>; 3],
     /// Unknown exporters' names (their address), by address.
     by_address: HashMap<u128, u32>,
-    indexes: Vec<u32>,
+    /// Per local number, its dictionary position in the column at hand.
+    positions: Vec<u32>,
 }
 
-/// Writes a metadata column of the rows `(record, exporter address)`: an
-/// interface's speed (`UInt32`) or boundary (`Enum8`) as is, a string as
+impl MetaScratch {
+    /// Numbers the records of kind `kind` (given in block order) 0, 1, ...
+    /// in order of first appearance: one table lookup per row, after
+    /// which each column reads small arrays only.
+    pub(crate) fn number(&mut self, kind: usize, records: impl Iterator<Item = u32>) {
+        let (local, distinct) = (&mut self.local[kind], &mut self.distinct[kind]);
+        local.clear();
+        distinct.clear();
+        for r in records {
+            let i = r as usize;
+            if self.slot.len() <= i {
+                self.slot.resize(i + 1, u32::MAX);
+            }
+            if self.slot[i] == u32::MAX {
+                self.slot[i] = distinct.len() as u32;
+                distinct.push(r);
+            }
+            local.push(self.slot[i]);
+        }
+        for &r in distinct.iter() {
+            self.slot[r as usize] = u32::MAX;
+        }
+    }
+}
+
+/// Writes a metadata column of kind `kind`'s rows, numbered by
+/// `MetaScratch::number` (`address(i)`: row i's exporter): an interface's
+/// speed (`UInt32`) or boundary (`Enum8`) as is, a string as
 /// `LowCardinality(String)`: its dictionary, then an index per row. A row
 /// of an unknown exporter (record 0) is named by its address.
 pub(crate) fn write_meta_column(
     source: Source,
-    rows: impl ExactSizeIterator<Item = (u32, u128)>,
+    kind: usize,
+    address: impl Fn(usize) -> u128,
     snapshot: &Snapshot,
     scratch: &mut MetaScratch,
     out: &mut Vec<u8>,
 ) {
+    let local = std::mem::take(&mut scratch.local[kind]);
+    let distinct = std::mem::take(&mut scratch.distinct[kind]);
+    write_meta(source, &local, &distinct, address, snapshot, scratch, out);
+    scratch.local[kind] = local;
+    scratch.distinct[kind] = distinct;
+}
+
+fn write_meta(
+    source: Source,
+    local: &[u32],
+    distinct: &[u32],
+    address: impl Fn(usize) -> u128,
+    snapshot: &Snapshot,
+    scratch: &mut MetaScratch,
+    out: &mut Vec<u8>,
+) {
+    let n = local.len();
     let interface_attr = match source {
         Source::InIf(a) | Source::OutIf(a) => Some(a),
         _ => None,
     };
     match interface_attr {
         Some(IfAttr::Speed) => {
-            rows.for_each(|(r, _)| out.extend_from_slice(&snapshot.interface(r).speed.to_le_bytes()));
+            let speeds: Vec<[u8; 4]> = distinct.iter().map(|&r| snapshot.interface(r).speed.to_le_bytes()).collect();
+            out.reserve(n * 4);
+            local.iter().for_each(|&l| out.extend_from_slice(&speeds[l as usize]));
             return;
         }
         Some(IfAttr::Boundary) => {
-            rows.for_each(|(r, _)| out.push(snapshot.interface(r).boundary as u8));
+            let boundaries: Vec<u8> = distinct.iter().map(|&r| snapshot.interface(r).boundary as u8).collect();
+            out.extend(local.iter().map(|&l| boundaries[l as usize]));
             return;
         }
         _ => {}
     }
-    let n = rows.len();
     if n == 0 {
         return;
     }
@@ -541,52 +602,50 @@ pub(crate) fn write_meta_column(
             Source::Flow(_) => "",
         }
     };
-    let named_by_address = source == Source::Exporter(ExporterAttr::Name);
     let mut dictionary: Vec<String> = Vec::new();
     let mut by_text: HashMap<String, u32> = HashMap::new();
-    let mut position = |t: String| -> u32 {
-        if let Some(&p) = by_text.get(&t) {
+    let mut position = |t: &str| -> u32 {
+        if let Some(&p) = by_text.get(t) {
             return p;
         }
         let p = dictionary.len() as u32;
-        dictionary.push(t.clone());
-        by_text.insert(t, p);
+        dictionary.push(t.to_string());
+        by_text.insert(t.to_string(), p);
         p
     };
-    scratch.indexes.clear();
-    for (record, address) in rows {
-        let p = if record == 0 && named_by_address {
-            match scratch.by_address.get(&address) {
-                Some(&p) => p,
-                None => {
-                    let p = position(addr_to_ip(&address.to_be_bytes()).to_string());
-                    scratch.by_address.insert(address, p);
-                    p
-                }
-            }
-        } else {
-            let r = record as usize;
-            if scratch.slot.len() <= r {
-                scratch.slot.resize(r + 1, u32::MAX);
-            }
-            if scratch.slot[r] == u32::MAX {
-                scratch.slot[r] = position(text(record).to_string());
-                scratch.touched.push(record);
-            }
-            scratch.slot[r]
-        };
-        scratch.indexes.push(p);
+    // Unknown exporters (record 0) are named row by row, by their address.
+    let unknown =
+        if source == Source::Exporter(ExporterAttr::Name) { distinct.iter().position(|&r| r == 0) } else { None };
+    scratch.positions.clear();
+    scratch.positions.extend(distinct.iter().map(|&r| position(text(r))));
+    let mut by_row: Vec<(usize, u32)> = Vec::new();
+    if let Some(u) = unknown {
+        let mut last: Option<(u128, u32)> = None;
+        for (i, _) in local.iter().enumerate().filter(|(_, &l)| l as usize == u) {
+            let a = address(i);
+            let p = match last {
+                // Rows are sorted by time, then exporter: runs share it.
+                Some((b, p)) if b == a => p,
+                _ => match scratch.by_address.get(&a) {
+                    Some(&p) => p,
+                    None => {
+                        let p = position(&addr_to_ip(&a.to_be_bytes()).to_string());
+                        scratch.by_address.insert(a, p);
+                        p
+                    }
+                },
+            };
+            last = Some((a, p));
+            by_row.push((i, p));
+        }
+        scratch.by_address.clear();
     }
-    for &r in &scratch.touched {
-        scratch.slot[r as usize] = u32::MAX;
-    }
-    scratch.touched.clear();
-    scratch.by_address.clear();
     let index_type: u64 = match dictionary.len() {
         0..=256 => 0,
         257..=65_536 => 1,
         _ => 2,
     };
+    out.reserve(32 + n * (1 << index_type));
     out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
     out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
     out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
@@ -594,12 +653,19 @@ pub(crate) fn write_meta_column(
         write_string(t.as_bytes(), out);
     }
     out.extend_from_slice(&(n as u64).to_le_bytes());
-    for &i in &scratch.indexes {
-        match index_type {
-            0 => out.push(i as u8),
-            1 => out.extend_from_slice(&(i as u16).to_le_bytes()),
-            _ => out.extend_from_slice(&i.to_le_bytes()),
-        }
+    let start = out.len();
+    let positions = &scratch.positions;
+    match index_type {
+        // One string for every row: the indexes are all 0.
+        0 if dictionary.len() == 1 => out.resize(start + n, 0),
+        0 => out.extend(local.iter().map(|&l| positions[l as usize] as u8)),
+        1 => local.iter().for_each(|&l| out.extend_from_slice(&(positions[l as usize] as u16).to_le_bytes())),
+        _ => local.iter().for_each(|&l| out.extend_from_slice(&positions[l as usize].to_le_bytes())),
+    }
+    let width = 1usize << index_type;
+    for (i, p) in by_row {
+        let at = start + i * width;
+        out[at..at + width].copy_from_slice(&p.to_le_bytes()[..width]);
     }
 }
 
@@ -789,7 +855,19 @@ fn low_cardinality(s: &[u8], rows: usize) -> Result<(usize, Vec<&[u8]>, usize), 
     if len > s.len() {
         return Err("LowCardinality indexes cut short".into());
     }
+    if !indexes_within(&s[at..len], width, keys) {
+        return Err("LowCardinality index out of range".into());
+    }
     Ok((len, dictionary, width))
+}
+
+/// Whether every `width`-byte index in `indexes` is below `keys`.
+fn indexes_within(indexes: &[u8], width: usize, keys: u64) -> bool {
+    indexes.chunks(width).all(|i| {
+        let mut v = [0u8; 8];
+        v[..i.len()].copy_from_slice(i);
+        u64::from_le_bytes(v) < keys
+    })
 }
 
 /// The length of `rows` `String` values at the start of `s`.
@@ -836,14 +914,19 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
                 (Some(w), _) => rows.checked_mul(w as u64),
                 (None, "LowCardinality(String)" | "String") if rows == 0 => Some(0),
                 (None, "LowCardinality(String)") => {
-                    // Variable: read the column to find its end.
+                    // Variable: read the column to find its end, checking
+                    // what `read_blocks` checks.
                     let mut head = [0u8; 24];
                     if at.saturating_add(24) > end || file.read_exact(&mut head).is_err() {
                         break 'blocks;
                     }
                     at += 24;
-                    let width = 1u64 << (head[8] & 3);
-                    let keys = u64::from_le_bytes(head[16..24].try_into().unwrap_or_default());
+                    let word = |i: usize| u64::from_le_bytes(head[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+                    let (version, flags, keys) = (word(0), word(1), word(2));
+                    if version != LOW_CARDINALITY_VERSION || flags & 0xff > 3 || flags & (1 << 9) == 0 {
+                        break 'blocks;
+                    }
+                    let width = 1u64 << (flags & 3);
                     for _ in 0..keys {
                         let Some(len) = varuint(file, &mut at) else { break 'blocks };
                         if len > end.saturating_sub(at) {
@@ -852,7 +935,21 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
                         at += len;
                         file.seek(SeekFrom::Start(at))?;
                     }
-                    Some(8 + rows.saturating_mul(width))
+                    let mut count = [0u8; 8];
+                    if at.saturating_add(8) > end || file.read_exact(&mut count).is_err() {
+                        break 'blocks;
+                    }
+                    at += 8;
+                    let len = rows.saturating_mul(width);
+                    if u64::from_le_bytes(count) != rows || len > end.saturating_sub(at) {
+                        break 'blocks;
+                    }
+                    let mut indexes = vec![0u8; len as usize];
+                    file.read_exact(&mut indexes)?;
+                    if !indexes_within(&indexes, width as usize, keys) {
+                        break 'blocks;
+                    }
+                    Some(len)
                 }
                 (None, "String") => {
                     for _ in 0..rows {
@@ -1089,7 +1186,8 @@ mod tests {
             boundary: Boundary::External,
         });
         let mut snapshot = Snapshot::empty(KeyHash::default());
-        snapshot.exporters.insert(addr_from_v4([10, 0, 0, 1]), KnownExporter::default());
+        snapshot.exporters.insert(addr_from_v4([10, 0, 0, 1]), 0);
+        snapshot.known.push(KnownExporter::default());
         snapshot.exporter_records = exporters.shared();
         snapshot.interface_records = interfaces.shared();
         c.set_snapshot(Arc::new(snapshot));

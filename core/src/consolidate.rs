@@ -404,19 +404,20 @@ impl Consolidator {
         let address_at = self.address_at;
         let address =
             |k: &Key| address_at.map_or(0, |at| u128::from_be_bytes(k[at..at + 16].try_into().unwrap_or_default()));
+        for k in 0..3 {
+            self.meta_scratch.number(k, self.order.iter().map(|o| id(&entries[o.3 as usize].key, k)));
+        }
         let metas = self.columns.iter().filter(|c| !matches!(c.source, Source::Flow(_)));
+        let order = &self.order;
         for (c, out) in metas.zip(sums_and_meta_columns(&mut self.out_columns, self.dims.len())) {
-            let record = match c.source {
+            let kind = match c.source {
                 Source::Exporter(_) => 0,
                 Source::InIf(_) => 1,
                 _ => 2,
             };
             out.clear();
-            let rows = self.order.iter().map(|o| {
-                let k = &entries[o.3 as usize].key;
-                (id(k, record), address(k))
-            });
-            write_meta_column(c.source, rows, &self.snapshot, &mut self.meta_scratch, out);
+            let address_of = |i: usize| address(&entries[order[i].3 as usize].key);
+            write_meta_column(c.source, kind, address_of, &self.snapshot, &mut self.meta_scratch, out);
         }
     }
 

@@ -160,7 +160,9 @@ impl Misses {
 pub struct Snapshot {
     /// Counts publications (for logs and tests).
     pub generation: u64,
-    pub exporters: HashMap<Addr, KnownExporter, KeyHash>,
+    /// Exporter → its place in `known`.
+    pub exporters: HashMap<Addr, u32, KeyHash>,
+    pub known: Vec<KnownExporter>,
     pub exporter_records: Arc<[Arc<ExporterInfo>]>,
     pub interface_records: Arc<[Arc<InterfaceInfo>]>,
 }
@@ -171,6 +173,7 @@ impl Snapshot {
         Snapshot {
             generation: 0,
             exporters: HashMap::with_hasher(hash),
+            known: Vec::new(),
             exporter_records: Records::<ExporterInfo>::default().shared(),
             interface_records: Records::<InterfaceInfo>::default().shared(),
         }
@@ -180,7 +183,23 @@ impl Snapshot {
     /// (ifIndex 0 is no interface: not looked up, not a miss).
     #[inline]
     pub fn lookup(&self, exporter: &Addr, in_if: u32, out_if: u32) -> (Meta, Misses) {
-        let Some(known) = self.exporters.get(exporter) else {
+        match self.exporter_index(exporter) {
+            Some(i) => self.lookup_at(i, in_if, out_if),
+            None => (Meta::default(), Misses { exporter: true, ..Misses::default() }),
+        }
+    }
+
+    /// Where `exporter` is in `known` (a shard keeps it for the next
+    /// flows of the same datagram).
+    #[inline]
+    pub fn exporter_index(&self, exporter: &Addr) -> Option<u32> {
+        self.exporters.get(exporter).copied()
+    }
+
+    /// `lookup` for the exporter at `index` (from `exporter_index`).
+    #[inline]
+    pub fn lookup_at(&self, index: u32, in_if: u32, out_if: u32) -> (Meta, Misses) {
+        let Some(known) = self.known.get(index as usize) else {
             return (Meta::default(), Misses { exporter: true, ..Misses::default() });
         };
         let mut misses = Misses::default();
@@ -228,7 +247,9 @@ pub struct Resolver {
     statics: Vec<(u128, u8, StaticExporter)>,
     exporter_records: Records<ExporterInfo>,
     interface_records: Records<InterfaceInfo>,
-    known: HashMap<Addr, KnownExporter, KeyHash>,
+    /// Exporter → its place in `known`.
+    index: HashMap<Addr, u32, KeyHash>,
+    known: Vec<KnownExporter>,
     hash: KeyHash,
     generation: u64,
     changed: bool,
@@ -248,7 +269,8 @@ impl Resolver {
             statics,
             exporter_records: Records::default(),
             interface_records: Records::default(),
-            known: HashMap::with_hasher(hash),
+            index: HashMap::with_hasher(hash),
+            known: Vec::new(),
             hash,
             generation: 0,
             changed: true,
@@ -273,7 +295,7 @@ impl Resolver {
     pub fn resolve(&mut self, exporter: &Addr, if_index: u32) -> bool {
         let entry = self.static_entry(exporter).cloned();
         let mut new = false;
-        if !self.known.contains_key(exporter) {
+        if !self.index.contains_key(exporter) {
             if self.known.len() >= EXPORTERS_MAX {
                 return false;
             }
@@ -301,7 +323,8 @@ impl Resolver {
                     known.interfaces.insert(index, self.interface_records.intern(interface.into()));
                 }
             }
-            self.known.insert(*exporter, known);
+            self.index.insert(*exporter, self.known.len() as u32);
+            self.known.push(known);
             new = true;
         }
         let default = match &entry {
@@ -309,7 +332,7 @@ impl Resolver {
             _ => None,
         };
         let default = default.map(|d| self.interface_records.intern(d.into())).unwrap_or(0);
-        if let Some(known) = self.known.get_mut(exporter) {
+        if let Some(known) = self.index.get(exporter).and_then(|&i| self.known.get_mut(i as usize)) {
             if if_index != 0 && !known.interfaces.contains_key(&if_index) && known.interfaces.len() < INTERFACES_MAX {
                 known.interfaces.insert(if_index, default);
                 new = true;
@@ -326,7 +349,7 @@ impl Resolver {
 
     /// Interfaces known, over every exporter.
     pub fn interfaces(&self) -> usize {
-        self.known.values().map(|k| k.interfaces.len()).sum()
+        self.known.iter().map(|k| k.interfaces.len()).sum()
     }
 
     /// Distinct records interned (exporters', interfaces').
@@ -343,7 +366,8 @@ impl Resolver {
         self.generation += 1;
         Some(Snapshot {
             generation: self.generation,
-            exporters: self.known.clone(),
+            exporters: self.index.clone(),
+            known: self.known.clone(),
             exporter_records: self.exporter_records.shared(),
             interface_records: self.interface_records.shared(),
         })
@@ -377,7 +401,8 @@ mod tests {
         let mut known = KnownExporter { record: edge, interfaces: HashMap::with_hasher(hash) };
         known.interfaces.insert(17, interfaces.intern(InterfaceInfo { name: "et-17".into(), ..Default::default() }));
         let a = addr_from_v4([192, 0, 2, 1]);
-        s.exporters.insert(a, known);
+        s.exporters.insert(a, 0);
+        s.known.push(known);
         s.exporter_records = exporters.shared();
         s.interface_records = interfaces.shared();
         let (meta, misses) = s.lookup(&a, 17, 18);

@@ -129,6 +129,7 @@ impl MetadataHandle {
             index,
             asked: HashSet::with_hasher(self.hash),
             counts: [0; 6],
+            last: None,
         }
     }
 }
@@ -208,6 +209,8 @@ pub struct ShardMetadata {
     index: usize,
     asked: HashSet<(Addr, u32), KeyHash>,
     counts: [u64; 6],
+    /// The last exporter looked up and its place in the current snapshot.
+    last: Option<(Addr, u32)>,
 }
 
 impl ShardMetadata {
@@ -218,7 +221,19 @@ impl ShardMetadata {
         let exporter = flow.exporter_address;
         let index = |field: Field, value: u32| if flow.has(field) { value } else { 0 };
         let (in_if, out_if) = (index(Field::InIfIndex, flow.in_if_index), index(Field::OutIfIndex, flow.out_if_index));
-        let (meta, misses) = self.current.lookup(&exporter, in_if, out_if);
+        // A datagram's flows share their exporter: its place is kept.
+        let at = match self.last {
+            Some((a, i)) if a == exporter => Some(i),
+            _ => {
+                let i = self.current.exporter_index(&exporter);
+                self.last = i.map(|i| (exporter, i));
+                i
+            }
+        };
+        let (meta, misses) = match at {
+            Some(i) => self.current.lookup_at(i, in_if, out_if),
+            None => self.current.lookup(&exporter, in_if, out_if),
+        };
         if !misses.any() {
             self.counts[0] += 1;
             return Some(meta);
@@ -269,6 +284,7 @@ impl ShardMetadata {
         }
         self.current = Arc::clone(&latest);
         self.asked.clear();
+        self.last = None;
         Some(self.current.clone())
     }
 
