@@ -15,12 +15,16 @@
 //! bytes) and its data: fixed-width integers little-endian (`DateTime` is
 //! UInt32 seconds, `DateTime64(3)` Int64 milliseconds), `IPv6` and
 //! `FixedString(16)` 16 bytes in network order, `Array(UInt32)` the
-//! cumulative end offset of each row (UInt64) then the items. A stream is
-//! blocks one after the other.
+//! cumulative end offset of each row (UInt64) then the items,
+//! `LowCardinality(String)` (enrichment's strings, written from the rows'
+//! records) its keys' version (UInt64 1), flags (index width, keys
+//! included), the dictionary (String: VarUInt length, bytes) and an index
+//! per row, `Enum8` one byte. A stream is blocks one after the other.
 //!
 //! Blocks carry the modern type names; `retype` rewrites them for a server
 //! that names the same bytes differently (ClickHouse 18.16: `FixedString(16)`
-//! for `IPv6`, `UInt64` for `DateTime64(3)`). A field a flow does not carry
+//! for `IPv6`, `UInt64` for `DateTime64(3)`), and writes each
+//! `LowCardinality(String)` out as a plain `String` for a server without it. A field a flow does not carry
 //! is the type's zero, as ClickHouse's own default would be.
 
 use std::collections::HashMap;

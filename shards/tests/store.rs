@@ -459,6 +459,11 @@ fn numbered_v5(first: u32) -> Vec<u8> {
 }
 
 fn numbered_v5_from(first: u32, source: [u8; 4]) -> Vec<u8> {
+    numbered_v5_through(first, source, (0, 0))
+}
+
+/// 30 numbered flows from `source`, in and out through `interfaces`.
+fn numbered_v5_through(first: u32, source: [u8; 4], interfaces: (u32, u32)) -> Vec<u8> {
     let flows: Vec<FlowRecord> = (first..first + 30)
         .map(|n| {
             let mut f = FlowRecord::default();
@@ -469,6 +474,10 @@ fn numbered_v5_from(first: u32, source: [u8; 4]) -> Vec<u8> {
             f.set_proto(17);
             f.set_packets(1);
             f.set_bytes(100);
+            if interfaces != (0, 0) {
+                f.set_in_if_index(interfaces.0);
+                f.set_out_if_index(interfaces.1);
+            }
             f
         })
         .collect();
@@ -767,26 +776,7 @@ fn static_metadata_names_exporters_and_interfaces_in_every_table() {
         );
         std::fs::write(&config, text).unwrap();
         let c = Collector::start(&config);
-        let datagram = |first: u32| {
-            let flows: Vec<FlowRecord> = (first..first + 30)
-                .map(|n| {
-                    let mut f = FlowRecord::default();
-                    f.set_src_addr(addr_from_v4([10, 0, 0, 1]));
-                    f.set_dst_addr(addr_from_v4([192, 0, 2, 9]));
-                    f.set_src_port(n as u16);
-                    f.set_in_if_index(17);
-                    f.set_out_if_index(3);
-                    f.set_proto(17);
-                    f.set_packets(1);
-                    f.set_bytes(100);
-                    f
-                })
-                .collect();
-            let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: first, domain: 0 };
-            let mut out = Vec::new();
-            netflow_v5(&h, (0, 0), 0, &flows, &mut out);
-            out
-        };
+        let datagram = |first: u32| numbered_v5_through(first, [10, 0, 0, 1], (17, 3));
         let known = UdpSocket::bind("127.0.0.1:0").unwrap();
         let unknown = UdpSocket::bind("127.0.0.2:0").unwrap();
         for i in 0..10u32 {
