@@ -33,8 +33,9 @@ use weir_core::{Field, FlowRecord};
 
 use crate::ops::exposition::{counter_by, counters_of, gauges_of, Exported};
 
-/// How often the control thread looks for requests.
-const POLL: Duration = Duration::from_millis(5);
+/// The control thread sleeps until a shard asks (it is unparked), or this
+/// long.
+const IDLE: Duration = Duration::from_secs(1);
 /// (exporter, ifIndex) pairs a shard remembers asking for, at most, until
 /// the next snapshot.
 const ASKED_MAX: usize = 4096;
@@ -118,6 +119,8 @@ pub struct MetadataHandle {
     metrics: Arc<MetadataMetrics>,
     on_missing: OnMissing,
     hash: KeyHash,
+    /// The control thread, woken when a request is queued.
+    thread: Option<std::thread::Thread>,
 }
 
 impl MetadataHandle {
@@ -144,6 +147,7 @@ impl Drop for MetadataService {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -165,6 +169,7 @@ pub fn start(
         metrics,
         on_missing: config.on_missing,
         hash,
+        thread: None,
     };
     publish_gauges(&resolver, &handle.metrics);
     let stop = Arc::new(AtomicBool::new(false));
@@ -186,10 +191,13 @@ pub fn start(
                     h.metrics.snapshots.fetch_add(1, Relaxed);
                     publish_gauges(&resolver, &h.metrics);
                 }
-                std::thread::sleep(POLL);
+                if h.requests.is_empty() {
+                    std::thread::park_timeout(IDLE);
+                }
             }
         })
         .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
+    let handle = MetadataHandle { thread: Some(thread.thread().clone()), ..handle };
     Ok((MetadataService { stop, thread: Some(thread) }, handle))
 }
 
@@ -261,7 +269,12 @@ impl ShardMetadata {
             return;
         }
         match self.handle.requests.push(Request { exporter, if_index }) {
-            Ok(()) => self.counts[3] += 1,
+            Ok(()) => {
+                self.counts[3] += 1;
+                if let Some(t) = &self.handle.thread {
+                    t.unpark();
+                }
+            }
             Err(_) => {
                 // Asked again by a later flow.
                 self.asked.remove(&(exporter, if_index));
