@@ -273,6 +273,8 @@ impl Columns {
                 }
             }
         }
+        // Unknown exporters' names are their addresses.
+        let exporter = SortKey::of(self.key, &self.data);
         write_varuint(self.layout.len() as u64, out);
         write_varuint(self.rows as u64, out);
         for (c, d) in self.layout.iter().zip(&self.data) {
@@ -306,13 +308,8 @@ impl Columns {
                     }
                 }
                 Data::Meta(source) => {
-                    let kind = match source {
-                        Source::Exporter(_) => 0,
-                        Source::InIf(_) => 1,
-                        _ => 2,
-                    };
-                    let exporter = SortKey::of(self.key, &self.data);
                     let address = |i: usize| exporter.exporter(if sorted { i } else { self.rows_sorted[i] as usize });
+                    let kind = source.record().unwrap_or_default();
                     write_meta_column(*source, kind, address, &self.snapshot, &mut scratch, out);
                 }
             }
@@ -867,11 +864,14 @@ fn low_cardinality(s: &[u8], rows: usize) -> Result<(usize, Vec<&[u8]>, usize), 
 
 /// Whether every `width`-byte index in `indexes` is below `keys`.
 fn indexes_within(indexes: &[u8], width: usize, keys: u64) -> bool {
-    indexes.chunks(width).all(|i| {
-        let mut v = [0u8; 8];
-        v[..i.len()].copy_from_slice(i);
-        u64::from_le_bytes(v) < keys
-    })
+    indexes.chunks(width).all(|i| index_value(i) < keys)
+}
+
+/// A LowCardinality index: 1 to 8 bytes, little-endian.
+fn index_value(index: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    v[..index.len().min(8)].copy_from_slice(&index[..index.len().min(8)]);
+    u64::from_le_bytes(v)
 }
 
 /// The length of `rows` `String` values at the start of `s`.
@@ -886,7 +886,9 @@ fn strings_len(s: &[u8], rows: usize) -> Result<usize, String> {
 
 /// How many bytes from the start of `file` (a Native stream Weir wrote)
 /// are whole blocks: what is left after a crash in the middle of a write
-/// is cut there. Reads the headers only; the data is skipped.
+/// is cut there. Reads the headers and, for the variable-width columns
+/// (`LowCardinality(String)`, `String`), what gives their length; the rest
+/// of the data is skipped.
 pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::io::Result<u64> {
     use std::io::SeekFrom;
     let end = file.seek(SeekFrom::End(0))?;
@@ -1008,11 +1010,8 @@ pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
                     let (_, dictionary, width) = low_cardinality(data, block.rows)?;
                     let indexes = &data[data.len() - block.rows * width..];
                     for index in indexes.chunks(width) {
-                        let mut i = [0u8; 8];
-                        i[..width].copy_from_slice(index);
-                        let key = dictionary
-                            .get(u64::from_le_bytes(i) as usize)
-                            .ok_or("LowCardinality index out of range")?;
+                        let key =
+                            dictionary.get(index_value(index) as usize).ok_or("LowCardinality index out of range")?;
                         write_string(key, &mut out);
                     }
                 }

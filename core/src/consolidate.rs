@@ -217,7 +217,7 @@ impl Consolidator {
             dims.push(Dim { column, at, width: w, address: c.kind == ColumnType::Address });
             at += w;
         }
-        let meta_at = columns.iter().any(|c| !matches!(c.source, Source::Flow(_))).then_some(at);
+        let meta_at = columns.iter().any(|c| c.source.record().is_some()).then_some(at);
         if meta_at.is_some() {
             at += 12;
         }
@@ -407,14 +407,10 @@ impl Consolidator {
         for k in 0..3 {
             self.meta_scratch.number(k, self.order.iter().map(|o| id(&entries[o.3 as usize].key, k)));
         }
-        let metas = self.columns.iter().filter(|c| !matches!(c.source, Source::Flow(_)));
+        let metas = self.columns.iter().filter(|c| c.source.record().is_some());
         let order = &self.order;
-        for (c, out) in metas.zip(sums_and_meta_columns(&mut self.out_columns, self.dims.len())) {
-            let kind = match c.source {
-                Source::Exporter(_) => 0,
-                Source::InIf(_) => 1,
-                _ => 2,
-            };
+        for (c, out) in metas.zip(meta_columns(&mut self.out_columns, self.dims.len())) {
+            let kind = c.source.record().unwrap_or_default();
             out.clear();
             let address_of = |i: usize| address(&entries[order[i].3 as usize].key);
             write_meta_column(c.source, kind, address_of, &self.snapshot, &mut self.meta_scratch, out);
@@ -449,7 +445,7 @@ impl Consolidator {
 
 /// The metadata columns' buffers: those after the time and the flow's
 /// dimensions, before the three sums.
-fn sums_and_meta_columns(out_columns: &mut [Vec<u8>], flow_dims: usize) -> impl Iterator<Item = &mut Vec<u8>> {
+fn meta_columns(out_columns: &mut [Vec<u8>], flow_dims: usize) -> impl Iterator<Item = &mut Vec<u8>> {
     let end = out_columns.len() - 3;
     out_columns[1 + flow_dims..end].iter_mut()
 }

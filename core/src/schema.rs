@@ -58,6 +58,20 @@ pub enum Source {
     OutIf(IfAttr),
 }
 
+impl Source {
+    /// Which of a row's records a metadata column reads: 0 its exporter's,
+    /// 1 its input interface's, 2 its output interface's (`Meta`'s order);
+    /// None for a flow field.
+    pub fn record(self) -> Option<usize> {
+        match self {
+            Source::Flow(_) => None,
+            Source::Exporter(_) => Some(0),
+            Source::InIf(_) => Some(1),
+            Source::OutIf(_) => Some(2),
+        }
+    }
+}
+
 /// An exporter attribute, as a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExporterAttr {

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::encoding::DescriptorEncoder;
 use weir_core::config::{MetadataConfig, OnMissing};
-use weir_core::enrich::metadata::{Meta, Resolver, Snapshot};
+use weir_core::enrich::metadata::{Meta, Misses, Resolver, Snapshot};
 use weir_core::flow::Addr;
 use weir_core::wire::state::KeyHash;
 use weir_core::{Field, FlowRecord};
@@ -240,7 +240,7 @@ impl ShardMetadata {
         };
         let (meta, misses) = match at {
             Some(i) => self.current.lookup_at(i, in_if, out_if),
-            None => self.current.lookup(&exporter, in_if, out_if),
+            None => (Meta::default(), Misses { exporter: true, ..Misses::default() }),
         };
         if !misses.any() {
             self.counts[0] += 1;

@@ -113,19 +113,20 @@ pub struct StoreSink {
 impl StoreSink {
     #[inline]
     pub fn flow(&mut self, flow: &FlowRecord) {
+        let meta = match &mut self.metadata {
+            Some(m) => match m.lookup(flow) {
+                Some(meta) => meta,
+                // Dropped (on_missing = "drop"): no row, no batch opened.
+                None => return,
+            },
+            None => Meta::default(),
+        };
         if self.rows == 0 {
             self.first_row_at = Instant::now();
         }
         if self.consolidator.is_empty() {
             self.first_key_at = Instant::now();
         }
-        let meta = match &mut self.metadata {
-            Some(m) => match m.lookup(flow) {
-                Some(meta) => meta,
-                None => return,
-            },
-            None => Meta::default(),
-        };
         let ms = flow.time_received_ns / 1_000_000;
         match self.arrivals.last_mut() {
             Some((at, n)) if *at == ms => *n += 1,
