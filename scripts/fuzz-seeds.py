@@ -162,6 +162,63 @@ def main(out):
     meta += column(b"InIfName", b"String", bytes([5]) + b"et-17" + bytes([0]))
     open(os.path.join(out, "native_blocks", "metadata_columns"), "wb").write(meta + block)
 
+    # SNMP answers (SNMPv2c responses to a poll of interfaces 1 and 2, as
+    # net-snmp sends them) and a metadata cache file.
+    def tlv(tag, body):
+        n = len(body)
+        size = bytes([n]) if n < 128 else bytes([0x81, n]) if n < 256 else bytes([0x82]) + struct.pack("!H", n)
+        return bytes([tag]) + size + body
+
+    def oid(arcs):
+        out = bytes([40 * arcs[0] + arcs[1]])
+        for a in arcs[2:]:
+            enc = [a & 0x7f]
+            a >>= 7
+            while a:
+                enc.insert(0, 0x80 | (a & 0x7f))
+                a >>= 7
+            out += bytes(enc)
+        return tlv(0x06, out)
+
+    def response(varbinds, status=0):
+        binds = b"".join(tlv(0x30, oid(o) + v) for o, v in varbinds)
+        pdu = tlv(0x02, b"\x30\x39") + tlv(0x02, bytes([status])) + tlv(0x02, b"\x00") + tlv(0x30, binds)
+        return tlv(0x30, tlv(0x02, b"\x01") + tlv(0x04, b"public") + tlv(0xa2, pdu))
+
+    text = lambda s: tlv(0x04, s)
+    gauge = lambda n: tlv(0x42, struct.pack("!I", n).lstrip(b"\0") or b"\0")
+    binds = [([1, 3, 6, 1, 2, 1, 1, 5, 0], text(b"edge1-par"))]
+    for i, (descr, name, alias, speed) in enumerate([(b"xe-0/0/1", b"xe-0/0/1", b"Transit: Cogent", 10000),
+                                                     (b"eth2", None, b"", None)], start=1):
+        binds += [([1, 3, 6, 1, 2, 1, 2, 2, 1, 2, i], text(descr)),
+                  ([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1, i], text(name) if name else b"\x81\x00"),
+                  ([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18, i], text(alias)),
+                  ([1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 15, i], gauge(speed) if speed else b"\x80\x00")]
+    os.makedirs(os.path.join(out, "snmp_response"), exist_ok=True)
+    open(os.path.join(out, "snmp_response", "two_interfaces"), "wb").write(response(binds))
+    open(os.path.join(out, "snmp_response", "sysname_only"), "wb").write(response(binds[:1]))
+    open(os.path.join(out, "snmp_response", "too_big"), "wb").write(response([], status=1))
+    os.makedirs(os.path.join(out, "metadata_cache"), exist_ok=True)
+    open(os.path.join(out, "metadata_cache", "one_exporter.json"), "wb").write(
+        b'{"version":1,"exporters":[{"address":"192.0.2.1","name":"edge1-par","updated_s":1795258800,'
+        b'"interfaces":[{"if_index":17,"name":"xe-0/0/17","description":"Transit: Cogent","speed":10000,'
+        b'"updated_s":1795258800}]}]}')
+
+    # Classifier rules: Akvorado's documented examples and the language's
+    # other shapes.
+    os.makedirs(os.path.join(out, "classifier_rule"), exist_ok=True)
+    rules = [
+        'ClassifySiteRegex(Exporter.Name, "^([^-]+)-", "$1")',
+        'Exporter.Name endsWith ".it" && ClassifyRegion("italy")',
+        'ClassifyConnectivityRegex(Interface.Description, "^(?i)(transit|pni|ppni|ix):? ", "$1") && '
+        'ClassifyProviderRegex(Interface.Description, "^\\\\S+?\\\\s(\\\\S+)", "$1") && ClassifyExternal()',
+        'let n = lower(Exporter.Name); n startsWith "th2" ? ClassifySite("th2") : Reject()',
+        'Interface.Speed >= 100000 && SetName(Format("%s (%d G)", Interface.Name, Interface.Speed / 1000))',
+        'Exporter.IP in ["192.0.2.1", \'192.0.2.2\'] && {a: [1, 2]}.a[0] == 1 && ClassifyTenant(`raw\\`)',
+    ]
+    for i, rule in enumerate(rules):
+        open(os.path.join(out, "classifier_rule", "rule%d" % i), "w").write(rule)
+
     # Console filters (console/fuzz): one per column kind and operator, and
     # the hostile shapes the filter test sends.
     filters = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "console", "fuzz", "corpus", "filter")

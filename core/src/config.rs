@@ -67,8 +67,18 @@ pub enum OnMissing {
     Drop,
 }
 
+/// A metadata provider, as `metadata.providers` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataProvider {
+    /// `metadata.exporters`.
+    Static,
+    /// `metadata.snmp`.
+    Snmp,
+}
+
 /// Exporter and interface metadata (enrichment, part 1).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetadataConfig {
     pub on_missing: OnMissing,
@@ -76,9 +86,243 @@ pub struct MetadataConfig {
     /// (one per exporter or interface; a full queue drops the request,
     /// counted, and the next flow asks again). 0: 4096.
     pub request_queue_slots: usize,
+    /// The providers, in the order they are asked: the first that covers
+    /// an exporter (or interface) answers for it.
+    pub providers: Vec<MetadataProvider>,
     /// Exporters by subnet, with their attributes and interfaces (the
     /// static provider); the most specific subnet wins.
     pub exporters: Vec<StaticExporter>,
+    pub snmp: SnmpConfig,
+    /// Rules in Akvorado's expression language, run in order on each
+    /// exporter (`Exporter.IP`, `Exporter.Name`; `ClassifySite(...)`,
+    /// `Reject()`...) and each interface (`Interface.Index`, `.Name`,
+    /// `.Description`, `.Speed`; `ClassifyProvider(...)`,
+    /// `ClassifyExternal()`, `SetName(...)`...). See README, "Classifiers".
+    pub exporter_classifiers: Vec<String>,
+    pub interface_classifiers: Vec<String>,
+    /// Interfaces kept, over every exporter (the cache's bound; past it a
+    /// new interface is stored empty, counted).
+    pub cache_entries_max: usize,
+    /// An exporter or interface no flow used for this long is forgotten.
+    pub cache_expiry_s: u64,
+    /// A polled answer older than this is polled again in the background
+    /// (the old one answers meanwhile, and stays if the poll fails).
+    pub cache_refresh_s: u64,
+    /// How often expiry and refresh are checked.
+    pub cache_check_interval_s: u64,
+    /// Polled answers are saved here every `cache_save_interval_s` and at
+    /// stop, and loaded at start. None: not kept.
+    pub cache_file: Option<std::path::PathBuf>,
+    pub cache_save_interval_s: u64,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            on_missing: OnMissing::Store,
+            request_queue_slots: 0,
+            providers: vec![MetadataProvider::Static],
+            exporters: Vec::new(),
+            snmp: SnmpConfig::default(),
+            exporter_classifiers: Vec::new(),
+            interface_classifiers: Vec::new(),
+            cache_entries_max: 262_144,
+            cache_expiry_s: 3600,
+            cache_refresh_s: 1800,
+            cache_check_interval_s: 60,
+            cache_file: None,
+            cache_save_interval_s: 300,
+        }
+    }
+}
+
+/// The SNMP provider: sysName, and ifName, ifDescr, ifAlias and
+/// ifHighSpeed of each interface flows name, polled by a few control
+/// threads, several interfaces of an exporter per request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnmpConfig {
+    /// Exporters polled, by subnet (the most specific wins), with how; an
+    /// exporter no entry covers is left to the next provider.
+    pub credentials: Vec<SnmpCredentials>,
+    /// One request's wait for its answer.
+    pub timeout_ms: u64,
+    /// Requests sent again after a timeout.
+    pub retries: u32,
+    /// Requests in flight at once (one per exporter at a time), each on a
+    /// poller thread.
+    pub pollers: usize,
+    /// Interfaces one request asks about (4 objects each, and sysName).
+    pub interfaces_per_request: usize,
+    /// Failed polls in a row after which an exporter is left alone for
+    /// `breaker_backoff_min_ms`, doubled at each new failure up to
+    /// `breaker_backoff_max_ms` (the breaker opens, counted).
+    pub breaker_errors: u32,
+    pub breaker_backoff_min_ms: u64,
+    pub breaker_backoff_max_ms: u64,
+}
+
+impl Default for SnmpConfig {
+    fn default() -> Self {
+        SnmpConfig {
+            credentials: vec![SnmpCredentials {
+                subnet: "::/0".into(),
+                communities: vec!["public".into()],
+                ..SnmpCredentials::default()
+            }],
+            timeout_ms: 1000,
+            retries: 1,
+            pollers: 4,
+            interfaces_per_request: 8,
+            breaker_errors: 3,
+            breaker_backoff_min_ms: 30_000,
+            breaker_backoff_max_ms: 600_000,
+        }
+    }
+}
+
+/// How the exporters of a subnet are polled: SNMPv2c with `communities`
+/// (all tried, answers merged), or SNMPv3 when `user_name` is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnmpCredentials {
+    pub subnet: String,
+    pub communities: Vec<String>,
+    /// 0: 161.
+    pub port: u16,
+    /// The address polled instead of the exporter's (an agent on a
+    /// loopback, a management address); empty: the exporter's.
+    pub agent: String,
+    pub user_name: String,
+    /// `none`, `md5`, `sha` (`sha1`), `sha224`, `sha256`, `sha384`, `sha512`.
+    pub authentication_protocol: String,
+    pub authentication_passphrase: String,
+    /// `none`, `des`, `aes` (`aes128`), `aes192`, `aes256`, `aes192c`,
+    /// `aes256c` (`-c`: Cisco's key extension).
+    pub privacy_protocol: String,
+    pub privacy_passphrase: String,
+    pub context_name: String,
+}
+
+impl SnmpCredentials {
+    /// SNMPv3 (a user) rather than v2c.
+    pub fn is_v3(&self) -> bool {
+        !self.user_name.is_empty()
+    }
+
+    /// The port, 0 resolved.
+    pub fn port(&self) -> u16 {
+        if self.port == 0 {
+            161
+        } else {
+            self.port
+        }
+    }
+
+    /// The authentication protocol named, normalised (`sha` → `sha1`,
+    /// `""` → `none`); None if unknown.
+    pub fn authentication(&self) -> Option<&'static str> {
+        match self.authentication_protocol.to_ascii_lowercase().replace('-', "").as_str() {
+            "" | "none" => Some("none"),
+            "md5" => Some("md5"),
+            "sha" | "sha1" => Some("sha1"),
+            "sha224" => Some("sha224"),
+            "sha256" => Some("sha256"),
+            "sha384" => Some("sha384"),
+            "sha512" => Some("sha512"),
+            _ => None,
+        }
+    }
+
+    /// The privacy protocol named, normalised (`aes` → `aes128`,
+    /// `aes256-c` → `aes256c`); None if unknown.
+    pub fn privacy(&self) -> Option<&'static str> {
+        match self.privacy_protocol.to_ascii_lowercase().replace('-', "").as_str() {
+            "" | "none" => Some("none"),
+            "des" => Some("des"),
+            "aes" | "aes128" => Some("aes128"),
+            "aes192" => Some("aes192"),
+            "aes256" => Some("aes256"),
+            "aes192c" => Some("aes192c"),
+            "aes256c" => Some("aes256c"),
+            _ => None,
+        }
+    }
+
+    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        if parse_cidr(&self.subnet).is_none() {
+            return Err(ConfigError::new(key("subnet"), format!("{:?} is not an address or subnet", self.subnet)));
+        }
+        if !self.agent.is_empty() && self.agent.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::new(key("agent"), format!("{:?} is not an address", self.agent)));
+        }
+        if !self.is_v3() {
+            if self.communities.is_empty() || self.communities.iter().any(|c| c.is_empty()) {
+                return Err(ConfigError::new(
+                    key("communities"),
+                    "SNMPv2c needs at least one community, none empty (or set user_name for SNMPv3)",
+                ));
+            }
+            let v3_only = [&self.authentication_protocol, &self.privacy_protocol, &self.context_name];
+            if v3_only.iter().any(|s| !s.is_empty()) {
+                return Err(ConfigError::new(key("user_name"), "SNMPv3 settings without a user_name"));
+            }
+            return Ok(());
+        }
+        if !self.communities.is_empty() {
+            return Err(ConfigError::new(key("communities"), "communities are SNMPv2c's: not with user_name (SNMPv3)"));
+        }
+        let Some(auth) = self.authentication() else {
+            return Err(ConfigError::new(
+                key("authentication_protocol"),
+                format!("{:?}: none, md5, sha, sha224, sha256, sha384 or sha512", self.authentication_protocol),
+            ));
+        };
+        let Some(privacy) = self.privacy() else {
+            return Err(ConfigError::new(
+                key("privacy_protocol"),
+                format!("{:?}: none, des, aes, aes192, aes256, aes192c or aes256c", self.privacy_protocol),
+            ));
+        };
+        // RFC 3414: passphrases are at least 8 characters.
+        if auth != "none" && self.authentication_passphrase.len() < 8 {
+            return Err(ConfigError::new(key("authentication_passphrase"), "at least 8 characters"));
+        }
+        if privacy != "none" {
+            if auth == "none" {
+                return Err(ConfigError::new(key("privacy_protocol"), "privacy needs an authentication_protocol"));
+            }
+            if self.privacy_passphrase.len() < 8 {
+                return Err(ConfigError::new(key("privacy_passphrase"), "at least 8 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SnmpConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (i, c) in self.credentials.iter().enumerate() {
+            c.check(&|k: &str| format!("metadata.snmp.credentials[{i}].{k}"))?;
+        }
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            ("timeout_ms", self.timeout_ms, 10, 60_000),
+            ("retries", self.retries.into(), 0, 10),
+            ("pollers", self.pollers as u64, 1, 256),
+            ("interfaces_per_request", self.interfaces_per_request as u64, 1, 64),
+            ("breaker_errors", self.breaker_errors.into(), 1, 1000),
+            ("breaker_backoff_min_ms", self.breaker_backoff_min_ms, 10, 86_400_000),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::new(format!("metadata.snmp.{name}"), format!("{low} to {high}")));
+            }
+        }
+        if self.breaker_backoff_max_ms < self.breaker_backoff_min_ms || self.breaker_backoff_max_ms > 86_400_000 {
+            return Err(ConfigError::new("metadata.snmp.breaker_backoff_max_ms", "breaker_backoff_min_ms to 86400000"));
+        }
+        Ok(())
+    }
 }
 
 /// One `[[metadata.exporters]]` entry.
@@ -98,8 +342,8 @@ pub struct StaticExporter {
     pub interfaces: std::collections::BTreeMap<String, StaticInterface>,
     /// The interface of an ifIndex not listed; none: an empty interface.
     pub default_interface: Option<StaticInterface>,
-    /// An ifIndex not listed is left to the next provider (none yet: it
-    /// stays empty) rather than given `default_interface`.
+    /// An ifIndex not listed is left to the next provider (none: it stays
+    /// empty) rather than given `default_interface`.
     pub skip_missing_interfaces: bool,
 }
 
@@ -127,7 +371,44 @@ impl MetadataConfig {
         }
     }
 
+    /// Whether `provider` is asked.
+    pub fn uses(&self, provider: MetadataProvider) -> bool {
+        self.providers.contains(&provider)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
+        for (i, p) in self.providers.iter().enumerate() {
+            if self.providers[..i].contains(p) {
+                return Err(ConfigError::new("metadata.providers", format!("{p:?} named twice")));
+            }
+        }
+        if self.uses(MetadataProvider::Snmp) {
+            self.snmp.check()?;
+        }
+        if let Err(e) =
+            crate::enrich::classify::Classifiers::new(&self.exporter_classifiers, &self.interface_classifiers)
+        {
+            let key = format!("metadata.{}_classifiers[{}]", e.kind.label(), e.index);
+            return Err(ConfigError::new(key, e.message));
+        }
+        let ranges: [(&str, u64, u64, u64); 5] = [
+            ("cache_entries_max", self.cache_entries_max as u64, 1, 16 << 20),
+            ("cache_expiry_s", self.cache_expiry_s, 60, 30 * 86_400),
+            ("cache_refresh_s", self.cache_refresh_s, 1, 30 * 86_400),
+            ("cache_check_interval_s", self.cache_check_interval_s, 1, 3600),
+            ("cache_save_interval_s", self.cache_save_interval_s, 1, 86_400),
+        ];
+        for (name, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::new(format!("metadata.{name}"), format!("{low} to {high}")));
+            }
+        }
+        if self.cache_refresh_s >= self.cache_expiry_s {
+            return Err(ConfigError::new(
+                "metadata.cache_refresh_s",
+                "below cache_expiry_s (an entry in use is refreshed before it could expire)",
+            ));
+        }
         if self.request_queue_slots > 1 << 20 {
             return Err(ConfigError::new("metadata.request_queue_slots", "at most 1048576 (0: 4096)"));
         }

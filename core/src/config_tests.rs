@@ -201,3 +201,57 @@ fn embedded_server_settings_override_the_appliance_bounds_by_name() {
     let bad = "[store.embedded]\nserver_settings = { \"mark_cache_size=1 --x\" = 1 }\n";
     assert_eq!(error_key(bad), "store.embedded.server_settings.mark_cache_size=1 --x");
 }
+
+#[test]
+fn metadata_settings_name_their_key_and_snmp_is_checked_only_when_used() {
+    let snmp = "[metadata]\nproviders = [\"static\", \"snmp\"]\n";
+    assert!(Config::parse(snmp).is_ok(), "the defaults poll with community public");
+    let creds = |body: &str| format!("{snmp}[[metadata.snmp.credentials]]\nsubnet = \"192.0.2.0/24\"\n{body}");
+    // Not used: not checked.
+    let unused = "[metadata]\n[[metadata.snmp.credentials]]\nsubnet = \"nope\"\n";
+    assert!(Config::parse(unused).is_ok());
+    let bad_subnet = format!("{snmp}[[metadata.snmp.credentials]]\nsubnet = \"192.0.2.0/40\"\ncommunities = [\"p\"]\n");
+    assert_eq!(error_key(&bad_subnet), "metadata.snmp.credentials[0].subnet");
+    assert_eq!(error_key(&creds("")), "metadata.snmp.credentials[0].communities");
+    assert_eq!(error_key(&creds("communities = [\"p\"]\nagent = \"edge1\"\n")), "metadata.snmp.credentials[0].agent");
+    assert_eq!(
+        error_key(&creds("communities = [\"p\"]\nprivacy_protocol = \"aes\"\n")),
+        "metadata.snmp.credentials[0].user_name"
+    );
+    let v3 = |body: &str| creds(&format!("user_name = \"weir\"\n{body}"));
+    assert!(Config::parse(&v3("")).is_ok(), "noAuthNoPriv");
+    let sha = "authentication_protocol = \"SHA-256\"\nauthentication_passphrase = \"12345678\"\n";
+    assert!(Config::parse(&v3(&format!("{sha}privacy_protocol = \"AES256-C\"\nprivacy_passphrase = \"abcdefgh\"\n")))
+        .is_ok());
+    assert_eq!(
+        error_key(&v3("authentication_protocol = \"sha3\"\n")),
+        "metadata.snmp.credentials[0].authentication_protocol"
+    );
+    assert_eq!(
+        error_key(&v3("authentication_protocol = \"md5\"\nauthentication_passphrase = \"short\"\n")),
+        "metadata.snmp.credentials[0].authentication_passphrase"
+    );
+    assert_eq!(
+        error_key(&v3("privacy_protocol = \"des\"\nprivacy_passphrase = \"abcdefgh\"\n")),
+        "metadata.snmp.credentials[0].privacy_protocol"
+    );
+    assert_eq!(
+        error_key(&v3(&format!("{sha}privacy_protocol = \"rc4\"\n"))),
+        "metadata.snmp.credentials[0].privacy_protocol"
+    );
+    assert_eq!(error_key(&v3("communities = [\"public\"]\n")), "metadata.snmp.credentials[0].communities");
+    assert_eq!(error_key(&format!("{snmp}[metadata.snmp]\npollers = 0\n")), "metadata.snmp.pollers");
+    assert_eq!(
+        error_key(&format!("{snmp}[metadata.snmp]\nbreaker_backoff_max_ms = 1\n")),
+        "metadata.snmp.breaker_backoff_max_ms"
+    );
+    assert_eq!(error_key("[metadata]\nproviders = [\"snmp\", \"snmp\"]\n"), "metadata.providers");
+    assert!(Config::parse("[metadata]\nproviders = [\"ldap\"]\n").is_err());
+    assert_eq!(error_key("[metadata]\ncache_refresh_s = 4000\n"), "metadata.cache_refresh_s");
+    assert_eq!(error_key("[metadata]\ncache_entries_max = 0\n"), "metadata.cache_entries_max");
+    let rules = "[metadata]\nexporter_classifiers = ['ClassifySite(\"par\")', 'ClassifyProvider(\"x\")']\n";
+    assert_eq!(error_key(rules), "metadata.exporter_classifiers[1]");
+    let rules = "[metadata]\ninterface_classifiers = ['Interface.Descr == \"x\"']\n";
+    assert_eq!(error_key(rules), "metadata.interface_classifiers[0]");
+    assert!(Config::parse("[metadata]\ninterface_classifiers = ['ClassifyInternal()']\n").is_ok());
+}

@@ -250,3 +250,53 @@ pub fn native_blocks(data: &[u8]) {
         }
     }
 }
+
+/// An SNMP answer as a poller receives it (SNMPv2c): parsed by `snmp2`,
+/// then read as the answer to a poll of interfaces 1 and 2, with an error
+/// or what the poll found, never a panic.
+pub fn snmp_response(data: &[u8]) {
+    use crate::enrich::snmp::{interpret, read_answers};
+    if let Ok(pdu) = snmp2::Pdu::from_bytes(data) {
+        for if_indexes in [&[][..], &[1, 2]] {
+            if let Ok(answers) = read_answers(&pdu, if_indexes) {
+                if let Ok(polled) = interpret(&answers, if_indexes) {
+                    assert_eq!(polled.interfaces.len(), if_indexes.len());
+                }
+            }
+        }
+    }
+}
+
+/// A metadata cache file (`metadata.cache_file`), loaded into a resolver
+/// with a small cache: an error or entries within the bounds.
+pub fn metadata_cache(data: &[u8]) {
+    use crate::config::{MetadataConfig, MetadataProvider};
+    use crate::enrich::metadata::{CacheFile, Resolver};
+    use crate::wire::state::KeyHash;
+    let Ok(file) = serde_json::from_slice::<CacheFile>(data) else { return };
+    let config =
+        MetadataConfig { providers: vec![MetadataProvider::Snmp], cache_entries_max: 4, ..MetadataConfig::default() };
+    let mut resolver = Resolver::new(&config, KeyHash::with_seed(1));
+    resolver.set_now(1_800_000_000);
+    if resolver.load(&file).is_ok() {
+        assert!(resolver.interfaces() <= 4);
+        let again = resolver.cache_file();
+        assert!(again.exporters.len() <= file.exporters.len());
+        resolver.sweep(1_800_000_000, 3600, 1800);
+    }
+}
+
+/// A classifier rule (`metadata.*_classifiers`): refused with an error, or
+/// compiled and run on an exporter and an interface without a panic.
+pub fn classifier_rule(data: &[u8]) {
+    use crate::enrich::classify::{Classifiers, ExporterClass, InterfaceClass, InterfaceFacts};
+    let Ok(rule) = std::str::from_utf8(data) else { return };
+    let rules = [rule.to_string()];
+    if let Ok(c) = Classifiers::new(&rules, &[]) {
+        c.exporter("192.0.2.1", "edge1-par", ExporterClass::default());
+    }
+    if let Ok(c) = Classifiers::new(&[], &rules) {
+        let facts = InterfaceFacts { index: 17, name: "et-17", description: "Transit: Cogent 1-38", speed: 100_000 };
+        c.interface("192.0.2.1", "edge1-par", &facts, InterfaceClass::default());
+    }
+}

@@ -25,6 +25,9 @@ fn replay(target: &str) -> usize {
             "live_schema" => harness::live_schema(&data),
             "access_log" => harness::access_log(&data),
             "native_blocks" => harness::native_blocks(&data),
+            "snmp_response" => harness::snmp_response(&data),
+            "metadata_cache" => harness::metadata_cache(&data),
+            "classifier_rule" => harness::classifier_rule(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -46,6 +49,9 @@ fn saved_fuzz_inputs_do_not_panic() {
         "live_schema",
         "access_log",
         "native_blocks",
+        "snmp_response",
+        "metadata_cache",
+        "classifier_rule",
     ] {
         replay(target);
     }

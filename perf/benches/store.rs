@@ -108,6 +108,7 @@ fn store(c: &mut Criterion) {
 /// empty records).
 fn enrich(c: &mut Criterion) {
     use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface};
+    use weir_core::enrich::classify::{Classifiers, InterfaceClass, InterfaceFacts};
     use weir_core::enrich::metadata::Resolver;
     let flows = flows();
     let layout = stored_columns(&StoreConfig::default().schema_settings());
@@ -154,6 +155,19 @@ fn enrich(c: &mut Criterion) {
             raw.clear();
             black_box(columns.write_block(&MODERN, &mut raw))
         })
+    });
+    group.finish();
+    // The control plane: Akvorado's documented interface rules on one
+    // interface (run once per interface resolved or answered, not per flow).
+    let mut group = c.benchmark_group("enrich_control");
+    let rules = [
+        r#"ClassifyConnectivityRegex(Interface.Description, "^(?i)(transit|pni|ppni|ix):? ", "$1") && ClassifyProviderRegex(Interface.Description, "^\\S+?\\s(\\S+)", "$1") && ClassifyExternal()"#.to_string(),
+        r#"ClassifyInternal()"#.to_string(),
+    ];
+    let classifiers = Classifiers::new(&[], &rules).expect("valid rules");
+    let facts = InterfaceFacts { index: 17, name: "et-0/0/17", description: "Transit: Cogent 1-38", speed: 100_000 };
+    group.bench_function("classify_interface", |b| {
+        b.iter(|| black_box(classifiers.interface("192.0.2.1", "edge1-par", &facts, InterfaceClass::default())))
     });
     group.finish();
     eprintln!(

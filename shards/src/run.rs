@@ -101,7 +101,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let Control { config, writer, .. } = control;
     writer.finish();
     if let (Some(path), Some(state)) = (&config.decoder.state_file, state) {
-        save_atomically(path, &state);
+        let _ = save_atomically(path, &state);
     }
     release_pid_file(&config);
     info!("stopped");
@@ -368,7 +368,7 @@ fn attach_balancers(config: &Config, sockets: &[Vec<OwnedFd>], metrics: &Receive
 fn take_over(config: &Config, inboxes: &Inboxes) {
     let Some(pid_file) = &config.run.pid_file else { return };
     let old = previous_instance(pid_file);
-    save_atomically(pid_file, format!("{}\n", std::process::id()).as_bytes());
+    let _ = save_atomically(pid_file, format!("{}\n", std::process::id()).as_bytes());
     let Some(old) = old else { return };
     info!("taking over from pid {old}: asking it to drain and exit");
     // SAFETY: plain syscall on a pid checked to be a running weir.
@@ -462,7 +462,7 @@ impl Control {
                 }
             }
             if let (Some(path), Some(state)) = (&self.config.decoder.state_file, state_out.pop()) {
-                save_atomically(path, &state);
+                let _ = save_atomically(path, &state);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -496,17 +496,19 @@ impl Control {
     }
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half.
-fn save_atomically(path: &Path, bytes: &[u8]) {
+/// Writes through a temporary file and a rename, so a reader never sees
+/// half; logs a failure and says whether it worked.
+pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> bool {
     // `NAME.tmp` beside it: unique per file (with_extension would give the
     // pid file and the state file the same one when they share a stem).
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
+    if let Err(e) = &result {
         error!("{}: {e}", path.display());
     }
+    result.is_ok()
 }
 
 /// The state maps' hash seed: exporter addresses can be spoofed.

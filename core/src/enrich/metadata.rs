@@ -15,9 +15,13 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::config::{parse_cidr, MetadataConfig, StaticExporter, StaticInterface};
+use serde::{Deserialize, Serialize};
+
+use super::classify::{Classifiers, ExporterClass, InterfaceClass, InterfaceFacts, RuleError, RuleKind};
+use crate::config::{parse_cidr, MetadataConfig, MetadataProvider, StaticExporter, StaticInterface};
 use crate::flow::{addr_to_ip, Addr};
 use crate::wire::state::KeyHash;
 
@@ -26,6 +30,19 @@ use crate::wire::state::KeyHash;
 pub const EXPORTERS_MAX: usize = 16_384;
 /// Interfaces kept per exporter, at most.
 pub const INTERFACES_MAX: usize = 65_536;
+/// Set on a snapshot's usage slot while a polled provider has not answered
+/// for the entry yet: the row is stored with what is known, and the lookup
+/// counted as pending.
+pub const PENDING: u32 = 1 << 31;
+/// Set on a snapshot's usage slot when a classifier rejected the exporter
+/// or interface: its flows are dropped, counted.
+pub const REJECTED: u32 = 1 << 30;
+/// The usage flag itself, without `PENDING` and `REJECTED`.
+const SLOT: u32 = !(PENDING | REJECTED);
+/// Classifier failures kept for the control thread to log, at most.
+const RULE_ERRORS_KEPT: usize = 16;
+/// Version of the cache file's format.
+pub const CACHE_FORMAT_VERSION: u32 = 1;
 
 /// Which way an interface faces (Akvorado's `Enum8` values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -126,8 +143,38 @@ impl<T: Default + Eq + Hash> Records<T> {
 pub struct KnownExporter {
     /// Its record.
     pub record: u32,
-    /// Interface record by ifIndex.
-    pub interfaces: HashMap<u32, u32, KeyHash>,
+    /// Its usage flag (`Usage`), with `PENDING` while a polled provider
+    /// has not named it yet.
+    pub slot: u32,
+    /// Interface (record, usage flag | `PENDING`) by ifIndex.
+    pub interfaces: HashMap<u32, (u32, u32), KeyHash>,
+}
+
+/// One flag per cache entry, set by the shards when a flow uses the entry
+/// and taken back by the control plane's sweep: how entries nobody uses
+/// expire. A shard writes a flag only when it is clear, so a busy entry's
+/// cache line is read, not bounced between cores.
+#[derive(Debug, Default)]
+pub struct Usage(Box<[AtomicBool]>);
+
+impl Usage {
+    pub fn new(slots: usize) -> Usage {
+        Usage((0..slots).map(|_| AtomicBool::new(false)).collect())
+    }
+
+    #[inline]
+    pub fn touch(&self, slot: u32) {
+        if let Some(f) = self.0.get((slot & SLOT) as usize) {
+            if !f.load(Relaxed) {
+                f.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// Whether `slot` was used since the last take.
+    pub fn take(&self, slot: u32) -> bool {
+        self.0.get(slot as usize).is_some_and(|f| f.swap(false, Relaxed))
+    }
 }
 
 /// The three records of a flow: its exporter's, its input and output
@@ -147,6 +194,11 @@ pub struct Misses {
     /// ifIndexes of this exporter the snapshot does not hold (0: none).
     pub in_if: u32,
     pub out_if: u32,
+    /// Known, but a polled provider has not answered yet for the exporter
+    /// or an interface (already asked: not a miss, but not metadata yet).
+    pub pending: bool,
+    /// A classifier rejected the exporter or an interface: drop the flow.
+    pub rejected: bool,
 }
 
 impl Misses {
@@ -165,6 +217,8 @@ pub struct Snapshot {
     pub known: Vec<KnownExporter>,
     pub exporter_records: Arc<[Arc<ExporterInfo>]>,
     pub interface_records: Arc<[Arc<InterfaceInfo>]>,
+    /// The control plane's usage flags (shared by every snapshot).
+    pub usage: Arc<Usage>,
 }
 
 impl Snapshot {
@@ -176,6 +230,7 @@ impl Snapshot {
             known: Vec::new(),
             exporter_records: Records::<ExporterInfo>::default().shared(),
             interface_records: Records::<InterfaceInfo>::default().shared(),
+            usage: Arc::new(Usage::default()),
         }
     }
 
@@ -203,15 +258,27 @@ impl Snapshot {
             return (Meta::default(), Misses { exporter: true, ..Misses::default() });
         };
         let mut misses = Misses::default();
-        let interface = |index: u32, miss: &mut u32| match index {
+        self.usage.touch(known.slot);
+        // PENDING and REJECTED of the exporter and both interfaces.
+        let mut flags = known.slot;
+        let mut interface = |index: u32, miss: &mut u32| match index {
             0 => 0,
-            i => known.interfaces.get(&i).copied().unwrap_or_else(|| {
-                *miss = i;
-                0
-            }),
+            i => match known.interfaces.get(&i) {
+                Some(&(record, slot)) => {
+                    self.usage.touch(slot);
+                    flags |= slot;
+                    record
+                }
+                None => {
+                    *miss = i;
+                    0
+                }
+            },
         };
         let in_rec = interface(in_if, &mut misses.in_if);
         let out_rec = interface(out_if, &mut misses.out_if);
+        misses.pending = flags & PENDING != 0;
+        misses.rejected = flags & REJECTED != 0;
         (Meta { exporter: known.record, in_if: in_rec, out_if: out_rec }, misses)
     }
 
@@ -239,117 +306,602 @@ impl From<&StaticInterface> for InterfaceInfo {
     }
 }
 
+/// Entries by subnet: the most specific subnet holding an address wins.
+#[derive(Clone, Debug)]
+pub struct SubnetMap<T> {
+    /// (network, length, entry), longest first.
+    entries: Vec<(u128, u8, T)>,
+}
+
+impl<T> SubnetMap<T> {
+    /// From (subnet, entry) pairs; a subnet that does not parse (the config
+    /// check refuses them) is left out.
+    pub fn new<'a>(entries: impl IntoIterator<Item = (&'a str, T)>) -> SubnetMap<T> {
+        let mut entries: Vec<(u128, u8, T)> = entries
+            .into_iter()
+            .filter_map(|(subnet, e)| parse_cidr(subnet).map(|(net, len)| (u128::from(net), len, e)))
+            .collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.1));
+        SubnetMap { entries }
+    }
+
+    /// The entry of the most specific subnet holding `addr`.
+    pub fn get(&self, addr: &Addr) -> Option<&T> {
+        let a = u128::from_be_bytes(*addr);
+        let mask = |len: u8| if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        self.entries.iter().find(|(net, len, _)| a & mask(*len) == *net).map(|e| &e.2)
+    }
+
+    /// The single addresses (/32, /128) the map names.
+    pub fn hosts(&self) -> impl Iterator<Item = Addr> + '_ {
+        self.entries.iter().filter(|e| e.1 == 128).map(|e| e.0.to_be_bytes())
+    }
+}
+
+/// What resolving a miss did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    /// The snapshot changes (the exporter or the interface is new).
+    pub new: bool,
+    /// A polled provider (SNMP) must answer: meanwhile the exporter is
+    /// named by its address and the interface is empty.
+    pub poll: bool,
+}
+
+/// `slot` (its usage flag) with `PENDING` and `REJECTED` set as said.
+fn flagged(slot: u32, pending: bool, rejected: bool) -> u32 {
+    (slot & SLOT) | if pending { PENDING } else { 0 } | if rejected { REJECTED } else { 0 }
+}
+
+/// One cache entry: an exporter (ifIndex 0) or one of its interfaces.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    /// Its usage flag.
+    slot: u32,
+    /// Answered by a polled provider (SNMP): refreshed and saved.
+    polled: bool,
+    /// When the polled answer came (unix seconds); 0: not yet.
+    updated_s: u64,
+    /// When a flow last used it.
+    used_s: u64,
+    /// When it was last asked to be polled (refreshes are spaced by the
+    /// refresh interval).
+    asked_s: u64,
+}
+
+/// What a sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Entries no flow used for the expiry time, dropped.
+    pub expired: usize,
+    /// Polled entries to poll again: (exporter, ifIndex; 0: its name).
+    pub refresh: Vec<(Addr, u32)>,
+    /// Exporters forgotten (nothing is to be polled for them any more).
+    pub forgotten: Vec<Addr>,
+}
+
+/// The cache file: what polled providers answered, so that a restart
+/// answers without polling (refreshed in the background when old).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheFile {
+    pub version: u32,
+    pub exporters: Vec<CachedExporter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedExporter {
+    pub address: std::net::IpAddr,
+    /// Its polled name (sysName), if it has one.
+    pub name: Option<String>,
+    pub updated_s: u64,
+    pub interfaces: Vec<CachedInterface>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedInterface {
+    pub if_index: u32,
+    pub name: String,
+    pub description: String,
+    pub speed: u32,
+    pub updated_s: u64,
+}
+
 /// What the control plane knows, turned into snapshots: answers the
-/// shards' misses from the providers (the static one: `metadata.exporters`)
-/// and interns every answer.
+/// shards' misses from the static provider, says which ones a polled
+/// provider (SNMP) must answer, takes those answers, and interns them all.
+///
+/// Providers are asked in `metadata.providers` order; the first that
+/// covers the exporter (for its attributes) or the interface answers. The
+/// static provider covers an exporter its subnets hold, and an interface
+/// it lists, or any interface of such an exporter unless
+/// `skip_missing_interfaces`; SNMP covers the exporters its credentials'
+/// subnets hold.
+///
+/// Every exporter and interface known is a cache entry, bounded in number
+/// (`EXPORTERS_MAX` exporters, `entries_max` interfaces): `sweep` drops
+/// those no flow used for the expiry time and lists the polled ones due
+/// for a refresh; `cache_file` and `load` carry polled answers over a
+/// restart.
 pub struct Resolver {
-    /// Static exporters, most specific subnet first: (network, length, entry).
-    statics: Vec<(u128, u8, StaticExporter)>,
+    providers: Vec<MetadataProvider>,
+    statics: SubnetMap<StaticExporter>,
+    /// Subnets SNMP polls.
+    polled: SubnetMap<()>,
     exporter_records: Records<ExporterInfo>,
     interface_records: Records<InterfaceInfo>,
     /// Exporter → its place in `known`.
     index: HashMap<Addr, u32, KeyHash>,
     known: Vec<KnownExporter>,
+    /// Places in `known` of expired exporters, for new ones.
+    free_known: Vec<u32>,
+    entries: HashMap<(Addr, u32), Entry, KeyHash>,
+    /// Polled system names.
+    sys_names: HashMap<Addr, String, KeyHash>,
+    usage: Arc<Usage>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    /// Interfaces kept, over every exporter, at most.
+    entries_max: usize,
+    /// Interfaces refused because `entries_max` were kept.
+    pub refused: u64,
     hash: KeyHash,
+    now_s: u64,
     generation: u64,
     changed: bool,
+    /// Exporters known from the start that a polled provider names.
+    first_polls: Vec<Addr>,
+    classifiers: Option<Classifiers>,
+    /// Run-time failures by (rule kind, rule index).
+    pub classifier_errors: HashMap<(RuleKind, usize), u64>,
+    /// The latest failures, for the log (drained by `take_rule_errors`).
+    rule_errors: Vec<RuleError>,
 }
 
 impl Resolver {
     /// A resolver for `config` (checked): exporters named by a single
-    /// address are known from the start.
+    /// address in the static provider are known from the start.
     pub fn new(config: &MetadataConfig, hash: KeyHash) -> Resolver {
-        let mut statics: Vec<(u128, u8, StaticExporter)> = config
-            .exporters
-            .iter()
-            .filter_map(|e| parse_cidr(&e.subnet).map(|(net, len)| (u128::from(net), len, e.clone())))
-            .collect();
-        statics.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let statics = match config.uses(MetadataProvider::Static) {
+            true => SubnetMap::new(config.exporters.iter().map(|e| (e.subnet.as_str(), e.clone()))),
+            false => SubnetMap::new([]),
+        };
+        let polled = match config.uses(MetadataProvider::Snmp) {
+            true => SubnetMap::new(config.snmp.credentials.iter().map(|c| (c.subnet.as_str(), ()))),
+            false => SubnetMap::new([]),
+        };
+        let entries_max = config.cache_entries_max;
         let mut r = Resolver {
+            providers: config.providers.clone(),
             statics,
+            polled,
             exporter_records: Records::default(),
             interface_records: Records::default(),
             index: HashMap::with_hasher(hash),
             known: Vec::new(),
+            free_known: Vec::new(),
+            entries: HashMap::with_hasher(hash),
+            sys_names: HashMap::with_hasher(hash),
+            usage: Arc::new(Usage::new(EXPORTERS_MAX + entries_max)),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            entries_max,
+            refused: 0,
             hash,
+            now_s: 0,
             generation: 0,
             changed: true,
+            first_polls: Vec::new(),
+            classifiers: Classifiers::new(&config.exporter_classifiers, &config.interface_classifiers)
+                .ok()
+                .filter(|c| !c.is_empty()),
+            classifier_errors: HashMap::new(),
+            rule_errors: Vec::new(),
         };
-        let hosts: Vec<u128> = r.statics.iter().filter(|s| s.1 == 128).map(|s| s.0).collect();
+        let hosts: Vec<Addr> = r.statics.hosts().collect();
         for host in hosts {
-            r.resolve(&host.to_be_bytes(), 0);
+            if r.resolve(&host, 0).poll {
+                r.first_polls.push(host);
+            }
         }
         r
     }
 
-    /// The static entry for `exporter`: the most specific subnet holding it.
-    fn static_entry(&self, exporter: &Addr) -> Option<&StaticExporter> {
-        let a = u128::from_be_bytes(*exporter);
-        let mask = |len: u8| if len == 0 { 0 } else { u128::MAX << (128 - len) };
-        self.statics.iter().find(|(net, len, _)| a & mask(*len) == *net).map(|s| &s.2)
+    /// The time (unix seconds) new entries and answers are stamped with.
+    pub fn set_now(&mut self, now_s: u64) {
+        self.now_s = now_s;
+    }
+
+    /// The exporters known from the start whose names a polled provider
+    /// gives (each is to be polled once, interfaces or not).
+    pub fn take_first_polls(&mut self) -> Vec<Addr> {
+        std::mem::take(&mut self.first_polls)
+    }
+
+    /// Whether SNMP polls `exporter`.
+    pub fn polls(&self, exporter: &Addr) -> bool {
+        self.polled.get(exporter).is_some()
+    }
+
+    /// The exporter's record: named `polled` (its system name, when a
+    /// polled provider names it), else by the static provider, else by its
+    /// address; attributes from the static provider when it covers it, then
+    /// from the exporter classifiers. The record and whether a classifier
+    /// rejected it.
+    fn exporter_record(&mut self, exporter: &Addr, polled: Option<&str>) -> (u32, bool) {
+        let entry = self.statics.get(exporter);
+        let name = match (polled, entry) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(e)) if !e.name.is_empty() => e.name.clone(),
+            _ => addr_to_ip(exporter).to_string(),
+        };
+        let mut info = match entry {
+            Some(e) => ExporterInfo {
+                name,
+                group: e.group.clone(),
+                role: e.role.clone(),
+                site: e.site.clone(),
+                region: e.region.clone(),
+                tenant: e.tenant.clone(),
+            },
+            None => ExporterInfo { name, ..ExporterInfo::default() },
+        };
+        let mut rejected = false;
+        if let Some(c) = &self.classifiers {
+            let preset = ExporterClass {
+                group: info.group.clone(),
+                role: info.role.clone(),
+                site: info.site.clone(),
+                region: info.region.clone(),
+                tenant: info.tenant.clone(),
+                rejected: false,
+            };
+            let (class, error) = c.exporter(&addr_to_ip(exporter).to_string(), &info.name, preset);
+            (info.group, info.role, info.site, info.region, info.tenant) =
+                (class.group, class.role, class.site, class.region, class.tenant);
+            rejected = class.rejected;
+            self.count_rule_error(error);
+        }
+        (self.exporter_records.intern(info), rejected)
+    }
+
+    /// The interface record of `info` (from a provider, or empty) once the
+    /// interface classifiers ran on it, and whether they rejected it.
+    fn interface_record(&mut self, exporter: &Addr, if_index: u32, mut info: InterfaceInfo) -> (u32, bool) {
+        let mut rejected = false;
+        if let Some(c) = &self.classifiers {
+            let name = match self.index.get(exporter) {
+                Some(&at) => self.exporter_records.get(self.known[at as usize].record).name.clone(),
+                None => addr_to_ip(exporter).to_string(),
+            };
+            let facts =
+                InterfaceFacts { index: if_index, name: &info.name, description: &info.description, speed: info.speed };
+            let preset = InterfaceClass {
+                provider: info.provider.clone(),
+                connectivity: info.connectivity.clone(),
+                boundary: info.boundary,
+                ..InterfaceClass::default()
+            };
+            let (class, error) = c.interface(&addr_to_ip(exporter).to_string(), &name, &facts, preset);
+            (info.provider, info.connectivity, info.boundary) = (class.provider, class.connectivity, class.boundary);
+            if let Some(n) = class.name {
+                info.name = n;
+            }
+            if let Some(d) = class.description {
+                info.description = d;
+            }
+            rejected = class.rejected;
+            self.count_rule_error(error);
+        }
+        (self.interface_records.intern(info), rejected)
+    }
+
+    fn count_rule_error(&mut self, error: Option<RuleError>) {
+        let Some(error) = error else { return };
+        *self.classifier_errors.entry((error.kind, error.index)).or_default() += 1;
+        if self.rule_errors.len() < RULE_ERRORS_KEPT {
+            self.rule_errors.push(error);
+        }
+    }
+
+    /// The classifier failures since the last call (at most 16), for the log.
+    pub fn take_rule_errors(&mut self) -> Vec<RuleError> {
+        std::mem::take(&mut self.rule_errors)
+    }
+
+    /// Whether the exporter's name comes from a polled provider: SNMP polls
+    /// it and no provider before it names it.
+    fn name_polled(&self, exporter: &Addr) -> bool {
+        for p in &self.providers {
+            match p {
+                MetadataProvider::Static => {
+                    if self.statics.get(exporter).is_some_and(|e| !e.name.is_empty()) {
+                        return false;
+                    }
+                }
+                MetadataProvider::Snmp => return self.polls(exporter),
+            }
+        }
+        false
+    }
+
+    /// The interface `if_index` of `exporter` from the first provider that
+    /// covers it: Some(attributes) from the static one, None when SNMP must
+    /// poll it, Some(empty) when none covers it.
+    fn provided_interface(&self, exporter: &Addr, if_index: u32) -> Option<InterfaceInfo> {
+        for p in &self.providers {
+            match p {
+                MetadataProvider::Static => {
+                    let Some(e) = self.statics.get(exporter) else { continue };
+                    if let Some(i) = e.interfaces.get(&if_index.to_string()) {
+                        return Some(InterfaceInfo::from(i));
+                    }
+                    if e.skip_missing_interfaces {
+                        continue;
+                    }
+                    return Some(e.default_interface.as_ref().map(InterfaceInfo::from).unwrap_or_default());
+                }
+                MetadataProvider::Snmp if self.polls(exporter) => return None,
+                MetadataProvider::Snmp => {}
+            }
+        }
+        Some(InterfaceInfo::default())
+    }
+
+    /// A new cache entry for (exporter, if_index): its usage flag, or None
+    /// when every flag is taken.
+    fn add_entry(&mut self, exporter: &Addr, if_index: u32, polled: bool) -> Option<u32> {
+        let slot = match self.free_slots.pop() {
+            Some(s) => s,
+            None if (self.next_slot as usize) < EXPORTERS_MAX + self.entries_max => {
+                self.next_slot += 1;
+                self.next_slot - 1
+            }
+            None => return None,
+        };
+        let now = self.now_s;
+        self.entries.insert((*exporter, if_index), Entry { slot, polled, updated_s: 0, used_s: now, asked_s: now });
+        Some(slot)
+    }
+
+    /// Interfaces kept, over every exporter.
+    fn interfaces_kept(&self) -> usize {
+        self.entries.len() - self.index.len()
     }
 
     /// Answers a shard's miss: `exporter` becomes known (with what the
     /// providers say, else its address as its name), and so does
-    /// `if_index` (unless 0) on it. Whether it was new.
-    pub fn resolve(&mut self, exporter: &Addr, if_index: u32) -> bool {
-        let entry = self.static_entry(exporter).cloned();
-        let mut new = false;
+    /// `if_index` (unless 0) on it; `poll` when SNMP must say more.
+    pub fn resolve(&mut self, exporter: &Addr, if_index: u32) -> Resolved {
+        let mut done = Resolved::default();
         if !self.index.contains_key(exporter) {
-            if self.known.len() >= EXPORTERS_MAX {
-                return false;
+            if self.index.len() >= EXPORTERS_MAX {
+                return done;
             }
-            let name = match &entry {
-                Some(e) if !e.name.is_empty() => e.name.clone(),
-                _ => addr_to_ip(exporter).to_string(),
+            let poll = self.name_polled(exporter);
+            let Some(slot) = self.add_entry(exporter, 0, poll) else { return done };
+            let (record, rejected) = self.exporter_record(exporter, None);
+            let slot = flagged(slot, poll, rejected);
+            let mut known = KnownExporter { record, slot, interfaces: HashMap::with_hasher(self.hash) };
+            // Interfaces the static provider lists, unless a provider
+            // before it answers for them.
+            let listed = match self.providers.first() {
+                Some(MetadataProvider::Static) => self.statics.get(exporter).map(|e| e.interfaces.clone()),
+                _ => None,
             };
-            let info = match &entry {
-                Some(e) => ExporterInfo {
-                    name,
-                    group: e.group.clone(),
-                    role: e.role.clone(),
-                    site: e.site.clone(),
-                    region: e.region.clone(),
-                    tenant: e.tenant.clone(),
-                },
-                None => ExporterInfo { name, ..ExporterInfo::default() },
-            };
-            let mut known = KnownExporter {
-                record: self.exporter_records.intern(info),
-                interfaces: HashMap::with_hasher(self.hash),
-            };
-            for (index, interface) in entry.iter().flat_map(|e| &e.interfaces) {
-                if let Ok(index) = index.parse::<u32>() {
-                    known.interfaces.insert(index, self.interface_records.intern(interface.into()));
+            for (index, interface) in listed.iter().flatten() {
+                let Ok(index) = index.parse::<u32>() else { continue };
+                if self.interfaces_kept() >= self.entries_max {
+                    self.refused += 1;
+                    break;
                 }
+                let Some(slot) = self.add_entry(exporter, index, false) else { break };
+                let (record, rejected) = self.interface_record(exporter, index, interface.into());
+                known.interfaces.insert(index, (record, flagged(slot, false, rejected)));
             }
-            self.index.insert(*exporter, self.known.len() as u32);
-            self.known.push(known);
-            new = true;
+            let at = match self.free_known.pop() {
+                Some(at) => {
+                    self.known[at as usize] = known;
+                    at
+                }
+                None => {
+                    self.known.push(known);
+                    self.known.len() as u32 - 1
+                }
+            };
+            self.index.insert(*exporter, at);
+            done = Resolved { new: true, poll };
         }
-        let default = match &entry {
-            Some(e) if !e.skip_missing_interfaces => e.default_interface.as_ref(),
-            _ => None,
-        };
-        let default = default.map(|d| self.interface_records.intern(d.into())).unwrap_or(0);
-        if let Some(known) = self.index.get(exporter).and_then(|&i| self.known.get_mut(i as usize)) {
-            if if_index != 0 && !known.interfaces.contains_key(&if_index) && known.interfaces.len() < INTERFACES_MAX {
-                known.interfaces.insert(if_index, default);
-                new = true;
+        let Some(&at) = self.index.get(exporter) else { return done };
+        let has = |r: &Resolver| r.known[at as usize].interfaces.contains_key(&if_index);
+        if if_index != 0 && !has(self) {
+            if self.interfaces_kept() >= self.entries_max || self.known[at as usize].interfaces.len() >= INTERFACES_MAX
+            {
+                self.refused += 1;
+                self.changed |= done.new;
+                return done;
+            }
+            let provided = self.provided_interface(exporter, if_index);
+            let poll = provided.is_none();
+            if let Some(slot) = self.add_entry(exporter, if_index, poll) {
+                let (record, rejected) = self.interface_record(exporter, if_index, provided.unwrap_or_default());
+                self.known[at as usize].interfaces.insert(if_index, (record, flagged(slot, poll, rejected)));
+                done.new = true;
+                done.poll |= poll;
             }
         }
-        self.changed |= new;
-        new
+        self.changed |= done.new;
+        done
+    }
+
+    /// Takes a polled answer for `exporter`: its system name (kept unless a
+    /// provider before the polled one names it) and interfaces (only those
+    /// the polled provider answers for). Whether the snapshot changes.
+    pub fn answer(&mut self, exporter: &Addr, sys_name: Option<&str>, interfaces: &[(u32, InterfaceInfo)]) -> bool {
+        self.answer_at(exporter, sys_name, interfaces, self.now_s)
+    }
+
+    fn answer_at(
+        &mut self,
+        exporter: &Addr,
+        sys_name: Option<&str>,
+        interfaces: &[(u32, InterfaceInfo)],
+        updated_s: u64,
+    ) -> bool {
+        let Some(&at) = self.index.get(exporter) else { return false };
+        let mut changed = false;
+        if let Some(name) = sys_name.filter(|n| !n.is_empty() && self.name_polled(exporter)) {
+            let (record, rejected) = self.exporter_record(exporter, Some(name));
+            let known = &mut self.known[at as usize];
+            let slot = flagged(known.slot, false, rejected);
+            changed |= std::mem::replace(&mut known.record, record) != record || known.slot != slot;
+            known.slot = slot;
+            self.sys_names.insert(*exporter, name.to_string());
+            if let Some(e) = self.entries.get_mut(&(*exporter, 0)) {
+                (e.updated_s, e.asked_s) = (updated_s, updated_s);
+            }
+        }
+        for (index, info) in interfaces {
+            let Some(entry) = self.entries.get_mut(&(*exporter, *index)).filter(|e| e.polled) else { continue };
+            (entry.updated_s, entry.asked_s) = (updated_s, updated_s);
+            let (record, rejected) = self.interface_record(exporter, *index, info.clone());
+            if let Some(known) = self.known[at as usize].interfaces.get_mut(index) {
+                let slot = flagged(known.1, false, rejected);
+                changed |= std::mem::replace(&mut known.0, record) != record || known.1 != slot;
+                known.1 = slot;
+            }
+        }
+        self.changed |= changed;
+        changed
+    }
+
+    /// Takes the shards' usage flags, drops the entries no flow used for
+    /// `expiry_s` (an exporter once none of its interfaces is left), and
+    /// lists the polled entries answered more than `refresh_s` ago.
+    pub fn sweep(&mut self, now_s: u64, expiry_s: u64, refresh_s: u64) -> Swept {
+        self.now_s = now_s;
+        let mut swept = Swept::default();
+        let mut expired = Vec::new();
+        for (&(exporter, index), e) in self.entries.iter_mut() {
+            if self.usage.take(e.slot) {
+                e.used_s = now_s;
+            }
+            if now_s.saturating_sub(e.used_s) >= expiry_s {
+                expired.push((exporter, index));
+            } else if e.polled && now_s.saturating_sub(e.updated_s.max(e.asked_s)) >= refresh_s {
+                e.asked_s = now_s;
+                swept.refresh.push((exporter, index));
+            }
+        }
+        // Interfaces first, then the exporters left without any.
+        expired.sort_by_key(|&(_, index)| index == 0);
+        for (exporter, index) in expired {
+            let Some(&at) = self.index.get(&exporter) else { continue };
+            if index != 0 {
+                self.known[at as usize].interfaces.remove(&index);
+            } else if !self.known[at as usize].interfaces.is_empty() {
+                continue;
+            } else {
+                self.index.remove(&exporter);
+                self.sys_names.remove(&exporter);
+                swept.forgotten.push(exporter);
+                self.known[at as usize] = KnownExporter::default();
+                self.free_known.push(at);
+            }
+            if let Some(e) = self.entries.remove(&(exporter, index)) {
+                self.usage.take(e.slot);
+                self.free_slots.push(e.slot);
+            }
+            swept.expired += 1;
+        }
+        self.changed |= swept.expired > 0;
+        swept
+    }
+
+    /// The polled answers, for the cache file.
+    pub fn cache_file(&self) -> CacheFile {
+        let mut exporters: Vec<CachedExporter> = Vec::new();
+        for (exporter, &at) in &self.index {
+            let known = &self.known[at as usize];
+            let updated = |index: u32| self.entries.get(&(*exporter, index)).filter(|e| e.polled && e.updated_s > 0);
+            let mut interfaces: Vec<CachedInterface> = known
+                .interfaces
+                .iter()
+                .filter_map(|(&index, &(record, _))| {
+                    let e = updated(index)?;
+                    let info = self.interface_records.get(record);
+                    Some(CachedInterface {
+                        if_index: index,
+                        name: info.name.clone(),
+                        description: info.description.clone(),
+                        speed: info.speed,
+                        updated_s: e.updated_s,
+                    })
+                })
+                .collect();
+            let name = self.sys_names.get(exporter).cloned();
+            if name.is_none() && interfaces.is_empty() {
+                continue;
+            }
+            interfaces.sort_by_key(|i| i.if_index);
+            exporters.push(CachedExporter {
+                address: addr_to_ip(exporter),
+                name,
+                updated_s: updated(0).map_or(0, |e| e.updated_s),
+                interfaces,
+            });
+        }
+        exporters.sort_by_key(|e| e.address);
+        CacheFile { version: CACHE_FORMAT_VERSION, exporters }
+    }
+
+    /// Loads a cache file: each exporter and interface it holds that a
+    /// polled provider still answers for is known at once, with its saved
+    /// answer and age (so that old ones are refreshed). How many entries.
+    pub fn load(&mut self, file: &CacheFile) -> Result<usize, String> {
+        if file.version != CACHE_FORMAT_VERSION {
+            return Err(format!("cache format {} (this Weir reads {CACHE_FORMAT_VERSION})", file.version));
+        }
+        let mut loaded = 0;
+        for e in &file.exporters {
+            let exporter = crate::flow::addr_from_ip(e.address);
+            self.resolve(&exporter, 0);
+            if let Some(name) = &e.name {
+                loaded += usize::from(self.answer_at(&exporter, Some(name), &[], e.updated_s.min(self.now_s)));
+            }
+            for i in &e.interfaces {
+                if i.if_index == 0 || !self.resolve(&exporter, i.if_index).poll {
+                    continue;
+                }
+                let info = InterfaceInfo {
+                    name: i.name.clone(),
+                    description: i.description.clone(),
+                    speed: i.speed,
+                    ..InterfaceInfo::default()
+                };
+                self.answer_at(&exporter, None, &[(i.if_index, info)], i.updated_s.min(self.now_s));
+                loaded += 1;
+            }
+        }
+        self.first_polls.retain(|a| !self.sys_names.contains_key(a));
+        Ok(loaded)
+    }
+
+    /// The current records of `exporter` and of its interface `if_index`
+    /// (tests, logs).
+    pub fn known(&self, exporter: &Addr, if_index: u32) -> Option<(&ExporterInfo, Option<&InterfaceInfo>)> {
+        let known = &self.known[*self.index.get(exporter)? as usize];
+        let interface = known.interfaces.get(&if_index).map(|&(r, _)| self.interface_records.get(r));
+        Some((self.exporter_records.get(known.record), interface))
     }
 
     /// Exporters known.
     pub fn exporters(&self) -> usize {
-        self.known.len()
+        self.index.len()
     }
 
     /// Interfaces known, over every exporter.
     pub fn interfaces(&self) -> usize {
-        self.known.iter().map(|k| k.interfaces.len()).sum()
+        self.interfaces_kept()
     }
 
     /// Distinct records interned (exporters', interfaces').
@@ -370,6 +922,7 @@ impl Resolver {
             known: self.known.clone(),
             exporter_records: self.exporter_records.shared(),
             interface_records: self.interface_records.shared(),
+            usage: self.usage.clone(),
         })
     }
 }
@@ -398,8 +951,9 @@ mod tests {
         let mut exporters = Records::<ExporterInfo>::default();
         let mut interfaces = Records::<InterfaceInfo>::default();
         let edge = exporters.intern(ExporterInfo { name: "edge1".into(), ..ExporterInfo::default() });
-        let mut known = KnownExporter { record: edge, interfaces: HashMap::with_hasher(hash) };
-        known.interfaces.insert(17, interfaces.intern(InterfaceInfo { name: "et-17".into(), ..Default::default() }));
+        let mut known = KnownExporter { record: edge, slot: 0, interfaces: HashMap::with_hasher(hash) };
+        let et17 = interfaces.intern(InterfaceInfo { name: "et-17".into(), ..Default::default() });
+        known.interfaces.insert(17, (et17, 1));
         let a = addr_from_v4([192, 0, 2, 1]);
         s.exporters.insert(a, 0);
         s.known.push(known);
@@ -407,7 +961,7 @@ mod tests {
         s.interface_records = interfaces.shared();
         let (meta, misses) = s.lookup(&a, 17, 18);
         assert_eq!(meta, Meta { exporter: 1, in_if: 1, out_if: 0 });
-        assert_eq!(misses, Misses { exporter: false, in_if: 0, out_if: 18 });
+        assert_eq!(misses, Misses { exporter: false, in_if: 0, out_if: 18, pending: false, rejected: false });
         assert_eq!(s.exporter(meta.exporter).name, "edge1");
         assert_eq!(s.interface(meta.in_if).name, "et-17");
         assert!(!s.lookup(&a, 0, 17).1.any(), "ifIndex 0 is no interface");
@@ -444,9 +998,9 @@ mod tests {
         assert_eq!(s.interface(meta.in_if).name, "et-3");
         assert_eq!(misses.out_if, 17, "not its interface: the /32 has no 17");
         assert!(r.snapshot().is_none(), "nothing changed");
-        // A miss resolved: skip_missing leaves it empty.
-        assert!(r.resolve(&addr_from_v4([192, 0, 2, 1]), 17));
-        assert!(!r.resolve(&addr_from_v4([192, 0, 2, 1]), 17), "once");
+        // A miss resolved: skip_missing leaves it empty (no other provider).
+        assert_eq!(r.resolve(&addr_from_v4([192, 0, 2, 1]), 17), Resolved { new: true, poll: false });
+        assert!(!r.resolve(&addr_from_v4([192, 0, 2, 1]), 17).new, "once");
         // Another exporter of the /24: its attributes, interfaces and default.
         r.resolve(&addr_from_v4([192, 0, 2, 9]), 5);
         // One no subnet holds: named by its address.
@@ -470,5 +1024,157 @@ mod tests {
         let (meta, _) = s.lookup(&addr_from_v4([198, 51, 100, 7]), 0, 0);
         assert_eq!(s.exporter(meta.exporter).name, "198.51.100.7");
         assert_eq!((r.exporters(), r.interfaces()), (3, 2 + 2));
+    }
+
+    #[test]
+    fn providers_answer_in_order_and_polled_answers_fill_what_static_left() {
+        let mut config = static_config();
+        config.providers = vec![MetadataProvider::Static, MetadataProvider::Snmp];
+        config.snmp.credentials[0].subnet = "192.0.2.0/24".into();
+        let hash = KeyHash::with_seed(3);
+        let mut r = Resolver::new(&config, hash);
+        let (edge1, edge9, other) =
+            (addr_from_v4([192, 0, 2, 1]), addr_from_v4([192, 0, 2, 9]), addr_from_v4([198, 51, 100, 7]));
+        // Named statically: SNMP is asked only for what static skips.
+        assert_eq!(r.resolve(&edge1, 3), Resolved { new: false, poll: false });
+        assert_eq!(r.resolve(&edge1, 17), Resolved { new: true, poll: true }, "skip_missing: SNMP's");
+        // The /24 gives attributes but no name: SNMP names it; its
+        // interfaces are static's (default_interface).
+        assert_eq!(r.resolve(&edge9, 5), Resolved { new: true, poll: true });
+        assert_eq!(r.known(&edge9, 5).unwrap().1.unwrap().name, "unknown");
+        // Not polled, not static: its address.
+        assert_eq!(r.resolve(&other, 1), Resolved { new: true, poll: false });
+        let s = r.snapshot().unwrap();
+        assert!(s.lookup(&edge1, 17, 0).1.pending, "known, not answered yet");
+        assert!(!s.lookup(&edge1, 3, 0).1.pending);
+        assert!(s.lookup(&edge9, 0, 0).1.pending, "its name is polled");
+        let et17 = InterfaceInfo { name: "et-17".into(), speed: 400_000, ..InterfaceInfo::default() };
+        assert!(r.answer(&edge1, Some("edge1.example.net"), &[(17, et17.clone())]));
+        assert!(r.answer(&edge9, Some("edge9.example.net"), &[]));
+        assert!(!r.answer(&edge9, Some("edge9.example.net"), &[]), "the same answer changes nothing");
+        let (exporter, interface) = r.known(&edge1, 17).unwrap();
+        assert_eq!((exporter.name.as_str(), interface), ("edge1-par", Some(&et17)), "static names win");
+        let exporter = r.known(&edge9, 0).unwrap().0;
+        assert_eq!((exporter.name.as_str(), exporter.site.as_str()), ("edge9.example.net", "par"));
+        let s = r.snapshot().unwrap();
+        assert!(!s.lookup(&edge1, 17, 0).1.pending && !s.lookup(&edge9, 0, 0).1.pending, "answered");
+        // SNMP first: it answers for the /24's interfaces too.
+        config.providers = vec![MetadataProvider::Snmp, MetadataProvider::Static];
+        let mut r = Resolver::new(&config, hash);
+        assert_eq!(r.take_first_polls(), [edge1]);
+        assert_eq!(r.resolve(&edge1, 3), Resolved { new: true, poll: true });
+        assert_eq!(r.known(&edge1, 3).unwrap().0.name, "edge1-par", "until SNMP answers");
+        r.answer(&edge1, Some("edge1.example.net"), &[]);
+        assert_eq!(r.known(&edge1, 3).unwrap().0.name, "edge1.example.net");
+    }
+
+    #[test]
+    fn unused_entries_expire_used_ones_are_refreshed_and_the_cache_file_carries_polled_answers() {
+        let mut config = MetadataConfig { providers: vec![MetadataProvider::Snmp], ..MetadataConfig::default() };
+        config.cache_entries_max = 3;
+        let hash = KeyHash::with_seed(9);
+        let mut r = Resolver::new(&config, hash);
+        let (a, b) = (addr_from_v4([192, 0, 2, 1]), addr_from_v4([192, 0, 2, 2]));
+        r.set_now(1000);
+        assert!(r.resolve(&a, 1).poll && r.resolve(&a, 2).poll && r.resolve(&b, 3).poll);
+        assert!(!r.resolve(&b, 4).new, "bounded: a fourth interface is refused");
+        assert_eq!(r.refused, 1);
+        let eth = |n: &str| InterfaceInfo { name: n.into(), speed: 1000, ..InterfaceInfo::default() };
+        r.set_now(1010);
+        r.answer(&a, Some("edge-a"), &[(1, eth("eth1")), (2, eth("eth2"))]);
+        r.answer(&b, Some("edge-b"), &[(3, eth("eth3"))]);
+        // Flows use a's eth1 only (a shard's lookup sets the flags).
+        let s = r.snapshot().unwrap();
+        let (meta, misses) = s.lookup(&a, 1, 0);
+        assert!(!misses.any());
+        assert_eq!(s.interface(meta.in_if).name, "eth1");
+        // Before the refresh time: nothing to do.
+        assert_eq!(r.sweep(1100, 3600, 1800), Swept::default());
+        s.lookup(&a, 1, 0);
+        // Past it: what is still used and was polled is refreshed.
+        let swept = r.sweep(2900, 3600, 1800);
+        let mut refresh = swept.refresh.clone();
+        refresh.sort();
+        assert_eq!((swept.expired, refresh), (0, vec![(a, 0), (a, 1), (a, 2), (b, 0), (b, 3)]));
+        assert!(r.sweep(3000, 3600, 1800).refresh.is_empty(), "asked once per refresh time");
+        s.lookup(&a, 1, 0);
+        // An hour without use: b and a's eth2 go; a and its eth1 stay.
+        let swept = r.sweep(4700, 3600, 1800);
+        assert_eq!((swept.expired, swept.forgotten), (3, vec![b]));
+        assert_eq!((r.exporters(), r.interfaces()), (1, 1));
+        let s = r.snapshot().unwrap();
+        assert!(s.lookup(&b, 3, 0).1.exporter, "b is forgotten");
+        assert_eq!(s.lookup(&a, 2, 0).1.in_if, 2, "eth2 is forgotten");
+        // Room again for new interfaces.
+        assert!(r.resolve(&b, 4).poll);
+        // The cache file: polled answers only, with their age.
+        let file = r.cache_file();
+        let text = serde_json::to_string(&file).unwrap();
+        assert_eq!(file.exporters.len(), 1, "b has no answer yet: {text}");
+        assert_eq!(file.exporters[0].name.as_deref(), Some("edge-a"));
+        assert_eq!(file.exporters[0].interfaces.len(), 1);
+        assert_eq!(file.exporters[0].interfaces[0].updated_s, 1010);
+        // Loaded by a new resolver: known at once, and old enough to refresh.
+        let mut fresh = Resolver::new(&config, hash);
+        fresh.set_now(5000);
+        assert_eq!(fresh.load(&serde_json::from_str(&text).unwrap()), Ok(2));
+        let s = fresh.snapshot().unwrap();
+        let (meta, misses) = s.lookup(&a, 1, 0);
+        assert!(!misses.any());
+        assert_eq!(
+            (s.exporter(meta.exporter).name.as_str(), s.interface(meta.in_if).name.as_str()),
+            ("edge-a", "eth1")
+        );
+        let mut refresh = fresh.sweep(5000, 3600, 1800).refresh;
+        refresh.sort();
+        assert_eq!(refresh, [(a, 0), (a, 1)]);
+        let old = CacheFile { version: 0, exporters: Vec::new() };
+        assert!(fresh.load(&old).is_err());
+    }
+
+    #[test]
+    fn classifiers_run_on_what_the_providers_say_and_rejections_reach_the_snapshot() {
+        let mut config = static_config();
+        config.exporter_classifiers = vec![
+            r#"ClassifySiteRegex(Exporter.Name, "^[^-]+-([a-z]+)", "$1")"#.into(),
+            r#"Exporter.IP == "192.0.2.66" && Reject()"#.into(),
+            r#"ClassifyRole("edge")"#.into(),
+        ];
+        config.interface_classifiers = vec![
+            r#"ClassifyConnectivityRegex(Interface.Description, "^(?i)(transit|pni|ix):? ", "$1") && ClassifyProviderRegex(Interface.Description, "^\\S+?\\s(\\S+)", "$1") && ClassifyExternal()"#.into(),
+            r#"Interface.Index == 13 && Reject()"#.into(),
+            r#"ClassifyInternal()"#.into(),
+        ];
+        let mut r = Resolver::new(&config, KeyHash::with_seed(4));
+        let (edge1, rogue) = (addr_from_v4([192, 0, 2, 1]), addr_from_v4([192, 0, 2, 66]));
+        // edge1-par: site from its name; the static /24 says "par" for the
+        // others, which the rule cannot override.
+        r.resolve(&edge1, 3);
+        r.resolve(&edge1, 13);
+        r.resolve(&rogue, 17);
+        let s = r.snapshot().unwrap();
+        let (meta, misses) = s.lookup(&edge1, 3, 0);
+        assert!(!misses.rejected);
+        let e = s.exporter(meta.exporter);
+        assert_eq!((e.name.as_str(), e.site.as_str(), e.role.as_str()), ("edge1-par", "par", "edge"));
+        assert_eq!(s.interface(meta.in_if).boundary, Boundary::Internal, "et-3 has no description");
+        assert!(s.lookup(&edge1, 3, 13).1.rejected, "interface 13 is rejected");
+        let (meta, misses) = s.lookup(&rogue, 17, 0);
+        assert!(misses.rejected, "the exporter is rejected");
+        // The static interface keeps what static says; the default one is
+        // classified from its description.
+        let i = s.interface(meta.in_if);
+        assert_eq!((i.provider.as_str(), i.boundary), ("cogent", Boundary::External));
+        assert!(r.classifier_errors.is_empty());
+        // A rule that fails is counted, once per run.
+        config.exporter_classifiers = vec![r#"int(Exporter.Name) > 0"#.into()];
+        let mut r = Resolver::new(&config, KeyHash::with_seed(4));
+        r.resolve(&addr_from_v4([198, 51, 100, 1]), 0);
+        assert_eq!(
+            r.classifier_errors.get(&(RuleKind::Exporter, 0)).copied(),
+            Some(2),
+            "edge1 at start, then this one"
+        );
+        assert_eq!(r.take_rule_errors().len(), 2);
     }
 }

@@ -5,5 +5,9 @@
 //! - `metadata`: exporter and interface attributes (names, descriptions,
 //!   speeds, classification), interned as records with stable ids, and the
 //!   snapshot a shard reads without locks.
+//! - `snmp`: what an SNMP poll asks and how its answer is read (the
+//!   polling itself runs on control threads in `shards/src/enrich`).
 
+pub mod classify;
 pub mod metadata;
+pub mod snmp;

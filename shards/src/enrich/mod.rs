@@ -8,7 +8,10 @@
 //!              ▼
 //!  requests (bounded ArrayQueue; full: the request is dropped, counted, asked again later)
 //!              ▼
-//!  "weir-metadata" thread: Resolver (providers: static) ─▶ ArcSwap<Snapshot> ─▶ shards
+//!  "weir-metadata" thread: Resolver (static provider) ─▶ ArcSwap<Snapshot> ─▶ shards
+//!              │ misses SNMP must answer         ▲ answers
+//!              ▼                                 │
+//!  snmp::Poller ─▶ "weir-snmp-N" poller threads ─┘
 //! ```
 //!
 //! A shard never waits: a miss stores the flow with what is known (or
@@ -20,22 +23,29 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::encoding::DescriptorEncoder;
-use weir_core::config::{MetadataConfig, OnMissing};
-use weir_core::enrich::metadata::{Meta, Misses, Resolver, Snapshot};
+use tracing::{info, warn};
+use weir_core::config::{MetadataConfig, MetadataProvider, OnMissing};
+use weir_core::enrich::metadata::{CacheFile, Meta, Misses, Resolver, Snapshot, Swept};
+use weir_core::enrich::snmp::Failure;
 use weir_core::flow::Addr;
 use weir_core::wire::state::KeyHash;
 use weir_core::{Field, FlowRecord};
 
-use crate::ops::exposition::{counter_by, counters_of, gauges_of, Exported};
+use crate::ops::exposition::{counter_by, counter_f64, counters_of, gauges_of, Exported};
+use crate::run::save_atomically;
+
+pub mod snmp;
 
 /// The control thread sleeps until a shard asks (it is unparked), or this
 /// long.
 const IDLE: Duration = Duration::from_secs(1);
+/// Snapshots are published this far apart at least.
+const SNAPSHOT_SPACING: Duration = Duration::from_millis(100);
 /// (exporter, ifIndex) pairs a shard remembers asking for, at most, until
 /// the next snapshot.
 const ASKED_MAX: usize = 4096;
@@ -53,14 +63,27 @@ pub struct Request {
 #[derive(Default)]
 pub struct MetadataMetrics {
     /// Per shard: lookups answered, exporter misses, interface misses,
-    /// requests queued, requests dropped (queue full), flows dropped.
-    shards: Vec<[AtomicU64; 6]>,
+    /// requests queued, requests dropped (queue full), flows dropped,
+    /// lookups of entries a polled provider has not answered yet, flows
+    /// dropped because a classifier rejected their exporter or interface.
+    shards: Vec<[AtomicU64; 8]>,
     snapshots: AtomicU64,
     requests_resolved: AtomicU64,
     exporters: AtomicU64,
     interfaces: AtomicU64,
     exporter_records: AtomicU64,
     interface_records: AtomicU64,
+    snmp: Arc<snmp::SnmpMetrics>,
+    cache_expired: AtomicU64,
+    cache_refreshes: AtomicU64,
+    /// Interfaces not kept: `metadata.cache_entries_max` reached.
+    cache_refused: AtomicU64,
+    /// Cache file saves: written, failed.
+    cache_saves: [AtomicU64; 2],
+    /// Polled answers the cache file gave at start.
+    cache_loaded: AtomicU64,
+    /// Classifier failures by (kind, rule index), copied from the resolver.
+    classifier_errors: std::sync::Mutex<Vec<(&'static str, usize, u64)>>,
 }
 
 impl MetadataMetrics {
@@ -75,15 +98,25 @@ impl MetadataMetrics {
 
 impl Exported for MetadataMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let lookups = [("hit", self.sum(0)), ("exporter_missing", self.sum(1)), ("interface_missing", self.sum(2))];
-        let help = "Metadata lookups by the shards, by result (a miss stores the flow with what is known and asks the control plane).";
+        let lookups = [
+            ("hit", self.sum(0)),
+            ("exporter_missing", self.sum(1)),
+            ("interface_missing", self.sum(2)),
+            ("pending", self.sum(6)),
+        ];
+        let help = "Metadata lookups by the shards, by result (a miss stores the flow with what is known and asks the control plane; pending: asked, a poll has not answered yet).";
         counter_by(e, "weir_metadata_lookups", help, "result", &lookups)?;
         let requests = [("queued", self.sum(3)), ("queue_full", self.sum(4))];
         let help = "Misses the shards asked the control plane to resolve, by outcome (queue_full: dropped, asked again by a later flow).";
         counter_by(e, "weir_metadata_requests", help, "result", &requests)?;
-        let dropped = [("metadata_missing", self.sum(5))];
-        let help = "Flows dropped by enrichment, by reason (metadata_missing: metadata.on_missing = \"drop\").";
+        let dropped = [("metadata_missing", self.sum(5)), ("rejected", self.sum(7))];
+        let help = "Flows dropped by enrichment, by reason (metadata_missing: missing or pending, with metadata.on_missing = \"drop\"; rejected: a classifier called Reject()).";
         counter_by(e, "weir_metadata_flows_dropped", help, "reason", &dropped)?;
+        self.encode_snmp(e)?;
+        self.encode_classifier_errors(e)?;
+        let saves = [("ok", self.cache_saves[0].load(Relaxed)), ("error", self.cache_saves[1].load(Relaxed))];
+        let help = "Times the metadata cache file was written (metadata.cache_file), by result.";
+        counter_by(e, "weir_metadata_cache_saves", help, "result", &saves)?;
         counters_of(
             e,
             &[
@@ -92,6 +125,21 @@ impl Exported for MetadataMetrics {
                     "weir_metadata_requests_resolved",
                     "Shard requests the control plane answered.",
                     &self.requests_resolved,
+                ),
+                (
+                    "weir_metadata_cache_expired",
+                    "Exporters and interfaces forgotten because no flow used them for metadata.cache_expiry_s.",
+                    &self.cache_expired,
+                ),
+                (
+                    "weir_metadata_cache_refreshes",
+                    "Polled exporters and interfaces asked again because their answer was older than metadata.cache_refresh_s.",
+                    &self.cache_refreshes,
+                ),
+                (
+                    "weir_metadata_cache_refused",
+                    "Interfaces not kept because metadata.cache_entries_max were (their flows are stored without interface metadata).",
+                    &self.cache_refused,
                 ),
             ],
         )?;
@@ -106,6 +154,67 @@ impl Exported for MetadataMetrics {
                 ),
                 ("weir_metadata_exporter_records", "Distinct exporter records interned.", &self.exporter_records),
                 ("weir_metadata_interface_records", "Distinct interface records interned.", &self.interface_records),
+                (
+                    "weir_metadata_cache_loaded",
+                    "Polled answers the metadata cache file gave at start.",
+                    &self.cache_loaded,
+                ),
+            ],
+        )
+    }
+}
+
+impl MetadataMetrics {
+    fn encode_classifier_errors(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        let errors = self.classifier_errors.lock().map(|e| e.clone()).unwrap_or_default();
+        let help = "Classifier rules that failed at run time (the rest of their list is skipped), by kind and rule index in metadata.*_classifiers.";
+        let mut metric = e.encode_descriptor("weir_metadata_classifier_errors", help, None, MetricType::Counter)?;
+        for (kind, rule, n) in errors {
+            let rule = rule.to_string();
+            let labels = [("kind", kind), ("rule", rule.as_str())];
+            metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
+
+    fn encode_snmp(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let s = &self.snmp;
+        let mut polls = vec![("ok", s.polls[0].load(Relaxed))];
+        polls.extend(Failure::ALL.iter().zip(&s.polls[1..]).map(|(f, n)| (f.label(), n.load(Relaxed))));
+        let help = "SNMP polls (one request per exporter, several interfaces), by result.";
+        counter_by(e, "weir_metadata_snmp_polls", help, "result", &polls)?;
+        let interfaces = [("found", s.interfaces[0].load(Relaxed)), ("missing", s.interfaces[1].load(Relaxed))];
+        let help = "Interfaces SNMP polls answered, by result (missing: the agent has no ifName for the ifIndex).";
+        counter_by(e, "weir_metadata_snmp_interfaces", help, "result", &interfaces)?;
+        let sessions = [("reused", s.v3_sessions[0].load(Relaxed)), ("discovered", s.v3_sessions[1].load(Relaxed))];
+        let help = "SNMPv3 sessions a poll used, by whether it was kept from an earlier poll or discovered anew.";
+        counter_by(e, "weir_metadata_snmp_v3_sessions", help, "result", &sessions)?;
+        let seconds = s.poll_micros.load(Relaxed) as f64 / 1e6;
+        counter_f64(e, "weir_metadata_snmp_poll_seconds", "Time spent in SNMP polls, over all of them.", seconds)?;
+        counters_of(
+            e,
+            &[
+                ("weir_metadata_snmp_retries", "SNMP requests sent again after a timeout.", &s.retries),
+                (
+                    "weir_metadata_snmp_breaker_opens",
+                    "Times an exporter's SNMP breaker opened (metadata.snmp.breaker_errors failed polls in a row): it is left alone for a backoff.",
+                    &s.breaker_opens,
+                ),
+                (
+                    "weir_metadata_snmp_wanted_dropped",
+                    "Interfaces not queued for polling because 65536 already wait (a later flow asks again).",
+                    &s.wanted_full,
+                ),
+            ],
+        )?;
+        gauges_of(
+            e,
+            &[
+                ("weir_metadata_snmp_wanted", "Interfaces waiting for an SNMP poll.", &s.wanted),
+                ("weir_metadata_snmp_breakers_open", "Exporters whose SNMP breaker is open.", &s.breakers_open),
+                ("weir_metadata_snmp_in_flight", "SNMP polls in flight.", &s.in_flight),
             ],
         )
     }
@@ -131,7 +240,7 @@ impl MetadataHandle {
             handle: self.clone(),
             index,
             asked: HashSet::with_hasher(self.hash),
-            counts: [0; 6],
+            counts: [0; 8],
             last: None,
         }
     }
@@ -174,31 +283,164 @@ pub fn start(
     publish_gauges(&resolver, &handle.metrics);
     let stop = Arc::new(AtomicBool::new(false));
     let (h, s) = (handle.clone(), stop.clone());
+    let config = config.clone();
+    let (ready_tx, ready) = crossbeam_channel::bounded::<Result<(), String>>(1);
     let thread = std::thread::Builder::new()
         .name("weir-metadata".into())
         .spawn(move || {
+            let mut poller = None;
+            if config.uses(MetadataProvider::Snmp) {
+                match snmp::Poller::start(&config.snmp, h.metrics.snmp.clone(), std::thread::current()) {
+                    Ok(p) => poller = Some(p),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            let _ = ready_tx.send(Ok(()));
+            let mut cache = Cache::new(&config, &h.metrics);
+            cache.load(&mut resolver);
+            for exporter in resolver.take_first_polls() {
+                if let Some(p) = &mut poller {
+                    p.want(&exporter, 0);
+                }
+            }
+            let mut last_snapshot = Instant::now() - SNAPSHOT_SPACING;
             while !s.load(Relaxed) {
+                resolver.set_now(unix_now());
                 let mut resolved = 0;
                 while let Some(r) = h.requests.pop() {
-                    resolver.resolve(&r.exporter, r.if_index);
+                    if resolver.resolve(&r.exporter, r.if_index).poll {
+                        if let Some(p) = &mut poller {
+                            p.want(&r.exporter, r.if_index);
+                        }
+                    }
                     resolved += 1;
                 }
                 if resolved > 0 {
                     h.metrics.requests_resolved.fetch_add(resolved, Relaxed);
                 }
-                if let Some(snapshot) = resolver.snapshot() {
+                if let (Some(swept), Some(p)) = (cache.sweep(&mut resolver), &mut poller) {
+                    for exporter in &swept.forgotten {
+                        p.forget(exporter);
+                    }
+                    for (exporter, if_index) in &swept.refresh {
+                        p.want(exporter, *if_index);
+                    }
+                }
+                let mut wake = cache.next_wake().min(IDLE);
+                if let Some(p) = &mut poller {
+                    p.collect(&mut resolver);
+                    p.dispatch();
+                    wake = p.next_wake().map_or(wake, |w| w.min(wake));
+                }
+                // At most one snapshot per SNAPSHOT_SPACING: each copies
+                // the whole index, and answers may come by the hundred.
+                let since = last_snapshot.elapsed();
+                if since < SNAPSHOT_SPACING {
+                    wake = wake.min(SNAPSHOT_SPACING - since);
+                } else if let Some(snapshot) = resolver.snapshot() {
                     h.snapshot.store(Arc::new(snapshot));
                     h.metrics.snapshots.fetch_add(1, Relaxed);
-                    publish_gauges(&resolver, &h.metrics);
+                    last_snapshot = Instant::now();
                 }
+                publish_gauges(&resolver, &h.metrics);
+                for e in resolver.take_rule_errors() {
+                    warn!("metadata.{}_classifiers[{}] failed: {}", e.kind.label(), e.index, e.message);
+                }
+                cache.save_if_due(&resolver);
                 if h.requests.is_empty() {
-                    std::thread::park_timeout(IDLE);
+                    std::thread::park_timeout(wake);
                 }
             }
+            cache.save(&resolver);
         })
         .map_err(|e| format!("cannot start the metadata thread: {e}"))?;
+    ready.recv().map_err(|_| "the metadata thread stopped at start".to_string())??;
     let handle = MetadataHandle { thread: Some(thread.thread().clone()), ..handle };
     Ok((MetadataService { stop, thread: Some(thread) }, handle))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The cache's timers on the control thread: the sweep (expiry and
+/// refresh) and the cache file.
+struct Cache<'a> {
+    config: &'a MetadataConfig,
+    metrics: &'a MetadataMetrics,
+    next_sweep: Instant,
+    next_save: Instant,
+}
+
+impl<'a> Cache<'a> {
+    fn new(config: &'a MetadataConfig, metrics: &'a MetadataMetrics) -> Cache<'a> {
+        let now = Instant::now();
+        Cache {
+            config,
+            metrics,
+            next_sweep: now + Duration::from_secs(config.cache_check_interval_s),
+            next_save: now + Duration::from_secs(config.cache_save_interval_s),
+        }
+    }
+
+    /// Loads the cache file, if there is one (a missing file is a first
+    /// start; a bad one is logged and left for the next save to replace).
+    fn load(&self, resolver: &mut Resolver) {
+        let Some(path) = &self.config.cache_file else { return };
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                warn!("metadata cache {}: {e}", path.display());
+                return;
+            }
+        };
+        resolver.set_now(unix_now());
+        let loaded =
+            serde_json::from_slice::<CacheFile>(&text).map_err(|e| e.to_string()).and_then(|f| resolver.load(&f));
+        match loaded {
+            Ok(n) => {
+                self.metrics.cache_loaded.store(n as u64, Relaxed);
+                info!("metadata cache {}: {n} polled answers loaded", path.display());
+            }
+            Err(e) => warn!("metadata cache {}: not loaded: {e}", path.display()),
+        }
+    }
+
+    /// Expiry and refresh, when due.
+    fn sweep(&mut self, resolver: &mut Resolver) -> Option<Swept> {
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return None;
+        }
+        self.next_sweep = now + Duration::from_secs(self.config.cache_check_interval_s);
+        let swept = resolver.sweep(unix_now(), self.config.cache_expiry_s, self.config.cache_refresh_s);
+        self.metrics.cache_expired.fetch_add(swept.expired as u64, Relaxed);
+        self.metrics.cache_refreshes.fetch_add(swept.refresh.len() as u64, Relaxed);
+        Some(swept)
+    }
+
+    fn next_wake(&self) -> Duration {
+        let now = Instant::now();
+        self.next_sweep.min(self.next_save).saturating_duration_since(now)
+    }
+
+    fn save_if_due(&mut self, resolver: &Resolver) {
+        let now = Instant::now();
+        if now >= self.next_save {
+            self.next_save = now + Duration::from_secs(self.config.cache_save_interval_s);
+            self.save(resolver);
+        }
+    }
+
+    fn save(&self, resolver: &Resolver) {
+        let Some(path) = &self.config.cache_file else { return };
+        let ok = serde_json::to_vec(&resolver.cache_file()).is_ok_and(|bytes| save_atomically(path, &bytes));
+        self.metrics.cache_saves[usize::from(!ok)].fetch_add(1, Relaxed);
+    }
 }
 
 fn publish_gauges(resolver: &Resolver, metrics: &MetadataMetrics) {
@@ -207,6 +449,15 @@ fn publish_gauges(resolver: &Resolver, metrics: &MetadataMetrics) {
     metrics.interfaces.store(resolver.interfaces() as u64, Relaxed);
     metrics.exporter_records.store(exporters as u64, Relaxed);
     metrics.interface_records.store(interfaces as u64, Relaxed);
+    metrics.cache_refused.store(resolver.refused, Relaxed);
+    if !resolver.classifier_errors.is_empty() {
+        let mut errors: Vec<_> =
+            resolver.classifier_errors.iter().map(|(&(kind, rule), &n)| (kind.label(), rule, n)).collect();
+        errors.sort();
+        if let Ok(mut e) = metrics.classifier_errors.lock() {
+            *e = errors;
+        }
+    }
 }
 
 /// A shard's view: the snapshot it reads, what it asked for since, and its
@@ -216,7 +467,7 @@ pub struct ShardMetadata {
     current: Arc<Snapshot>,
     index: usize,
     asked: HashSet<(Addr, u32), KeyHash>,
-    counts: [u64; 6],
+    counts: [u64; 8],
     /// The last exporter looked up and its place in the current snapshot.
     last: Option<(Addr, u32)>,
 }
@@ -242,8 +493,20 @@ impl ShardMetadata {
             Some(i) => self.current.lookup_at(i, in_if, out_if),
             None => (Meta::default(), Misses { exporter: true, ..Misses::default() }),
         };
+        if misses.rejected {
+            self.counts[7] += 1;
+            return None;
+        }
         if !misses.any() {
-            self.counts[0] += 1;
+            if !misses.pending {
+                self.counts[0] += 1;
+                return Some(meta);
+            }
+            self.counts[6] += 1;
+            if self.handle.on_missing == OnMissing::Drop {
+                self.counts[5] += 1;
+                return None;
+            }
             return Some(meta);
         }
         if misses.exporter {
@@ -335,8 +598,13 @@ mod tests {
         assert_eq!(snapshot.exporter(meta.exporter).name, "192.0.2.1");
         shard.tick();
         // (exporter, 5) and (exporter, 0) asked once each, though missed twice.
-        let counted: Vec<u64> = (0..6).map(|i| metrics.sum(i)).collect();
-        assert_eq!(counted, [1, 2, 0, 2, 0, 2]);
+        let counted: Vec<u64> = (0..8).map(|i| metrics.sum(i)).collect();
+        assert_eq!(counted, [1, 2, 0, 2, 0, 2, 0, 0]);
+        // The second request may be resolved after the first snapshot.
+        while metrics.requests_resolved.load(Relaxed) < 2 {
+            assert!(std::time::Instant::now() < deadline, "a request was not resolved");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(metrics.requests_resolved.load(Relaxed), 2);
         assert!(metrics.snapshots.load(Relaxed) >= 1);
     }

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use weir_core::encode::{netflow_v5, ExportHeader};
+use weir_core::flow::{addr_from_v4, FlowRecord};
 use weir_core::pcap::{Frame, PcapReader};
 
 pub fn free_udp_port() -> u16 {
@@ -215,4 +217,63 @@ pub fn replay(pcap: &Path, port: u16) -> u64 {
         }
     }
     sent
+}
+
+/// `weir query` (TSV): through the running collector when `http` is given.
+pub fn query(config: &Path, http: Option<&str>, sql: &str) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["query", "--format", "TSV", "--config"]).arg(config);
+    if let Some(http) = http {
+        cmd.args(["--http", http]);
+    }
+    let out = cmd.arg(sql).output().unwrap();
+    assert!(out.status.success(), "weir query {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    // FixedString(16) addresses (ClickHouse 18.16) print as raw bytes.
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the store has accepted `rows` rows (per `/metrics`).
+pub fn wait_rows_inserted(c: &Collector, rows: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: u64 = c.metric("weir_store_rows_inserted_total", "").iter().sum();
+        if got >= rows || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One v5 datagram of 30 flows numbered from `first` (SrcPort/DstPort carry the number).
+pub fn numbered_v5(first: u32) -> Vec<u8> {
+    numbered_v5_from(first, [10, 0, 0, 1])
+}
+
+pub fn numbered_v5_from(first: u32, source: [u8; 4]) -> Vec<u8> {
+    numbered_v5_through(first, source, (0, 0))
+}
+
+/// 30 numbered flows from `source`, in and out through `interfaces`.
+pub fn numbered_v5_through(first: u32, source: [u8; 4], interfaces: (u32, u32)) -> Vec<u8> {
+    let flows: Vec<FlowRecord> = (first..first + 30)
+        .map(|n| {
+            let mut f = FlowRecord::default();
+            f.set_src_addr(addr_from_v4(source));
+            f.set_dst_addr(addr_from_v4([192, 0, 2, 9]));
+            f.set_src_port((n % 65_536) as u16);
+            f.set_dst_port((n / 65_536) as u16);
+            f.set_proto(17);
+            f.set_packets(1);
+            f.set_bytes(100);
+            if interfaces != (0, 0) {
+                f.set_in_if_index(interfaces.0);
+                f.set_out_if_index(interfaces.1);
+            }
+            f
+        })
+        .collect();
+    let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: first, domain: 0 };
+    let mut out = Vec::new();
+    netflow_v5(&h, (0, 0), 0, &flows, &mut out);
+    out
 }

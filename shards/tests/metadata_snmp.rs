@@ -1,0 +1,292 @@
+//! The SNMP metadata provider against a real net-snmp `snmpd` (`scripts/setup`
+//! installs it): `weir run` polls it over SNMPv2c and SNMPv3 (SHA-256 +
+//! AES-256, SHA-1 + Cisco's AES-256, MD5 + DES), stores the names it gets
+//! in the embedded store, and keeps flows flowing while the agent is down.
+//! Interfaces come from `override` lines, so they are the same on every
+//! machine.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    free_udp_port, numbered_v5_through, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector,
+};
+
+/// A foreground `snmpd` on 127.0.0.1, killed on drop.
+struct Snmpd {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+const SNMPD_CONF: &str = r#"
+rocommunity weirtest 127.0.0.1
+sysName edge1-test
+createUser weirsha256 SHA-256 "authpass1234" AES-256 "privpass1234"
+createUser weircisco SHA "authpass1234" AES-256-C "privpass1234"
+createUser weirmd5 MD5 "authpass1234" DES "privpass1234"
+rouser weirsha256 priv
+rouser weircisco priv
+rouser weirmd5 priv
+override 1.3.6.1.2.1.2.2.1.2.17 octet_str "Juniper xe-0/0/17"
+override 1.3.6.1.2.1.31.1.1.1.1.17 octet_str "xe-0/0/17"
+override 1.3.6.1.2.1.31.1.1.1.18.17 octet_str "Transit: Cogent 1-38"
+override 1.3.6.1.2.1.31.1.1.1.15.17 unsigned 10000
+override 1.3.6.1.2.1.31.1.1.1.1.18 octet_str "et-18"
+override 1.3.6.1.2.1.31.1.1.1.15.18 unsigned 100000
+"#;
+
+impl Snmpd {
+    fn new(dir: &Path) -> Snmpd {
+        let dir = dir.join("snmpd");
+        std::fs::create_dir_all(dir.join("persist")).unwrap();
+        let port = free_udp_port();
+        std::fs::write(dir.join("snmpd.conf"), format!("agentAddress udp:127.0.0.1:{port}\n{SNMPD_CONF}")).unwrap();
+        Snmpd { dir, port, child: None }
+    }
+
+    fn start(&mut self) {
+        let child = Command::new("snmpd")
+            .args(["-f", "-C", "-M", "/dev/null", "-Lf"])
+            .arg(self.dir.join("snmpd.log"))
+            .arg("-c")
+            .arg(self.dir.join("snmpd.conf"))
+            .env("SNMP_PERSISTENT_DIR", self.dir.join("persist"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("snmpd (scripts/setup installs the snmpd package)");
+        self.child = Some(child);
+        // Ready when it answers.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        // GET sysName.0, community weirtest, SNMPv2c.
+        let get = b"\x30\x29\x02\x01\x01\x04\x08weirtest\xa0\x1a\x02\x02\x30\x39\x02\x01\x00\x02\x01\x00\x30\x0e\x30\x0c\x06\x08\x2b\x06\x01\x02\x01\x01\x05\x00\x05\x00";
+        let mut buf = [0u8; 1500];
+        loop {
+            probe.send_to(get, ("127.0.0.1", self.port)).unwrap();
+            if probe.recv(&mut buf).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "snmpd did not answer");
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Snmpd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A two-shard collector into the embedded store, with `metadata` TOML.
+fn config(dir: &Path, port: u16, metadata: &str) -> PathBuf {
+    let body = format!(
+        "{}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+         consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n{metadata}",
+        two_shards(port, "ebpf"),
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+    );
+    write_config(dir, "weir.toml", &body)
+}
+
+/// Sends one datagram of 30 flows from each of `sources`, numbered from
+/// `first`, through interfaces 17 (in) and 18 (out).
+fn send_round(port: u16, sources: &[[u8; 4]], first: u32) -> u64 {
+    for (k, source) in sources.iter().enumerate() {
+        let socket = UdpSocket::bind((std::net::Ipv4Addr::from(*source), 0)).unwrap();
+        let datagram = numbered_v5_through(first + 30 * k as u32, [10, 0, 0, 1], (17, 18));
+        socket.send_to(&datagram, ("127.0.0.1", port)).unwrap();
+    }
+    30 * sources.len() as u64
+}
+
+/// Waits until `metric` (summed over the series whose labels hold
+/// `labels`) reaches `want`.
+fn wait_metric(c: &Collector, metric: &str, labels: &str, want: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got: u64 = c.metric(metric, labels).iter().sum();
+        if got >= want || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stored (exporter, name, in, description, speed, out, out speed, rows)
+/// for flows numbered from `first`.
+fn named_rows(config: &Path, first: u32) -> String {
+    query(
+        config,
+        None,
+        &format!(
+            "SELECT ExporterAddress, ExporterName, InIfName, InIfDescription, InIfSpeed, OutIfName, OutIfSpeed, count() \
+             FROM weir.flows WHERE SrcPort >= {first} GROUP BY ExporterAddress, ExporterName, InIfName, \
+             InIfDescription, InIfSpeed, OutIfName, OutIfSpeed ORDER BY ExporterAddress"
+        ),
+    )
+}
+
+#[test]
+fn snmp_v2c_and_v3_name_exporters_and_interfaces() {
+    let dir = temp_dir("metadata-snmp");
+    let mut snmpd = Snmpd::new(&dir);
+    snmpd.start();
+    let port = free_udp_port();
+    // 127.0.0.1: v2c, a wrong community first (all are tried). The others
+    // are polled on 127.0.0.1's agent (agent override) with SNMPv3.
+    let p = snmpd.port;
+    let metadata = format!(
+        "[metadata]\nproviders = [\"static\", \"snmp\"]\n[metadata.snmp]\ntimeout_ms = 300\nretries = 0\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"127.0.0.1\"\nport = {p}\ncommunities = [\"wrong\", \"weirtest\"]\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"127.0.0.2\"\nport = {p}\nagent = \"127.0.0.1\"\nuser_name = \"weirsha256\"\n\
+         authentication_protocol = \"sha256\"\nauthentication_passphrase = \"authpass1234\"\nprivacy_protocol = \"aes256\"\n\
+         privacy_passphrase = \"privpass1234\"\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"127.0.0.3\"\nport = {p}\nagent = \"127.0.0.1\"\nuser_name = \"weircisco\"\n\
+         authentication_protocol = \"sha\"\nauthentication_passphrase = \"authpass1234\"\nprivacy_protocol = \"aes256c\"\n\
+         privacy_passphrase = \"privpass1234\"\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"127.0.0.4\"\nport = {p}\nagent = \"127.0.0.1\"\nuser_name = \"weirmd5\"\n\
+         authentication_protocol = \"md5\"\nauthentication_passphrase = \"authpass1234\"\nprivacy_protocol = \"des\"\n\
+         privacy_passphrase = \"privpass1234\"\n\
+         [[metadata.exporters]]\nsubnet = \"127.0.0.4\"\nsite = \"par\"\nskip_missing_interfaces = true\n"
+    );
+    // Akvorado's documented interface rules, pasted as they are, run on
+    // what SNMP says; an exporter rule rejects 127.0.0.5.
+    let classifiers = r#"
+[metadata]
+exporter_classifiers = [
+  'Exporter.IP == "127.0.0.5" && Reject()',
+  'ClassifyRegionRegex(Exporter.Name, "^[a-z]+1-(\\w+)$", "$1")',
+]
+interface_classifiers = [
+  'ClassifyConnectivityRegex(Interface.Description, "^(?i)(transit|pni|ppni|ix):? ", "$1") && ClassifyProviderRegex(Interface.Description, "^\\S+?\\s(\\S+)", "$1") && ClassifyExternal()',
+  'ClassifyInternal()',
+]
+"#;
+    let metadata = metadata.replacen("[metadata]\n", classifiers.trim_start(), 1);
+    let config = config(&dir, port, &metadata);
+    let c = Collector::start(&config);
+    let sources = [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 4], [127, 0, 0, 5]];
+    // The first flows miss: stored with what is known, never held.
+    let mut sent = send_round(port, &sources, 0);
+    let polled = wait_metric(&c, "weir_metadata_snmp_polls_total", "result=\"ok\"", 4, Duration::from_secs(20));
+    assert!(polled >= 4, "{}", c.scrape());
+    // Answers reach the shards with the next snapshot.
+    std::thread::sleep(Duration::from_millis(500));
+    sent += send_round(port, &sources, 10_000) - 30;
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent, "no flow waits or is lost");
+    assert_eq!(c.metric("weir_metadata_flows_dropped_total", "reason=\"rejected\""), [30], "127.0.0.5's second round");
+    assert_eq!(c.metric("weir_metadata_snmp_interfaces_total", "result=\"missing\""), [0]);
+    assert!(c.metric("weir_metadata_snmp_v3_sessions_total", "result=\"discovered\"")[0] >= 3);
+    c.assert_promtool_is_silent();
+    c.stop();
+    let rows = named_rows(&config, 10_000);
+    let want = ["::ffff:127.0.0.1", "::ffff:127.0.0.2", "::ffff:127.0.0.3", "::ffff:127.0.0.4"]
+        .map(|a| format!("{a}\tedge1-test\txe-0/0/17\tTransit: Cogent 1-38\t10000\tet-18\t100000\t30"))
+        .join("\n");
+    assert_eq!(rows.trim(), want);
+    let classified = query(
+        &config,
+        None,
+        "SELECT DISTINCT ExporterRegion, InIfConnectivity, InIfProvider, InIfBoundary, OutIfBoundary FROM weir.flows \
+         WHERE SrcPort >= 10000",
+    );
+    assert_eq!(classified.trim(), "test\ttransit\tcogent\texternal\tinternal");
+    // The static provider still gives 127.0.0.4 its site; SNMP its name.
+    let site = query(
+        &config,
+        None,
+        "SELECT DISTINCT ExporterSite FROM weir.flows WHERE ExporterName = 'edge1-test' AND ExporterSite != ''",
+    );
+    assert_eq!(site.trim(), "par");
+    // Before the answers: the exporter's address, empty interfaces.
+    let early = query(
+        &config,
+        None,
+        "SELECT count() FROM weir.flows WHERE SrcPort < 10000 AND ExporterName = '127.0.0.1' AND InIfName = ''",
+    );
+    assert_eq!(early.trim(), "30");
+}
+
+#[test]
+fn flows_keep_flowing_while_the_agent_is_down_and_names_return_when_it_is_back() {
+    let dir = temp_dir("metadata-snmp-outage");
+    let mut snmpd = Snmpd::new(&dir);
+    let port = free_udp_port();
+    let metadata = format!(
+        "[metadata]\nproviders = [\"snmp\"]\ncache_file = \"{}\"\n[metadata.snmp]\ntimeout_ms = 100\nretries = 0\nbreaker_errors = 2\n\
+         breaker_backoff_min_ms = 300\nbreaker_backoff_max_ms = 600\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"0.0.0.0/0\"\nport = {}\ncommunities = [\"weirtest\"]\n\
+         [[metadata.snmp.credentials]]\nsubnet = \"127.0.0.9\"\nport = {}\ncommunities = [\"weirtest\"]\n",
+        dir.join("metadata-cache.json").display(),
+        snmpd.port,
+        // 127.0.0.9 is polled on a port nobody listens on: it never answers.
+        free_udp_port(),
+    );
+    let config = config(&dir, port, &metadata);
+    let c = Collector::start(&config);
+    let sources = [[127, 0, 0, 1], [127, 0, 0, 9]];
+    let mut sent = 0;
+    let mut first = 0;
+    // No agent: the breaker opens, every flow is stored all the same.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (A closed port refuses at once: the breakers may open before the
+    // second round; five rounds at least, so that flows find them pending.)
+    while c.metric("weir_metadata_snmp_breaker_opens_total", "").iter().sum::<u64>() < 2 || first < 500 {
+        assert!(Instant::now() < deadline, "no breaker opened: {}", c.scrape());
+        sent += send_round(port, &sources, first);
+        first += 100;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.metric("weir_metadata_snmp_breakers_open", ""), [2]);
+    assert!(c.metric("weir_metadata_snmp_polls_total", "result=\"timeout\"")[0] >= 4);
+    assert!(
+        c.metric("weir_metadata_lookups_total", "result=\"pending\"")[0] > 0,
+        "asked, not answered: {}",
+        c.scrape()
+    );
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent, "no flow waits or is lost");
+    // The agent is back: after its backoff, 127.0.0.1 is named; 127.0.0.9
+    // keeps failing.
+    snmpd.start();
+    let polled = wait_metric(&c, "weir_metadata_snmp_polls_total", "result=\"ok\"", 1, Duration::from_secs(10));
+    assert_eq!(polled, 1, "{}", c.scrape());
+    assert_eq!(c.metric("weir_metadata_snmp_breakers_open", ""), [1]);
+    std::thread::sleep(Duration::from_millis(500));
+    let named_from = first + 10_000;
+    sent += send_round(port, &sources, named_from);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    // The agent stops again: the names already known stay.
+    snmpd.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    sent += send_round(port, &sources, named_from + 1000);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    c.stop();
+    // Saved at stop, loaded at start: named from the first flow, no poll.
+    let c = Collector::start(&config);
+    assert_eq!(c.metric("weir_metadata_cache_loaded", ""), [3], "sysName and two interfaces");
+    let restarted = send_round(port, &sources, named_from + 2000);
+    assert_eq!(wait_rows_inserted(&c, restarted, Duration::from_secs(20)), restarted);
+    assert_eq!(c.metric("weir_metadata_snmp_polls_total", "result=\"ok\""), [0]);
+    c.stop();
+    let rows = named_rows(&config, named_from);
+    assert_eq!(
+        rows.trim(),
+        "::ffff:127.0.0.1\tedge1-test\txe-0/0/17\tTransit: Cogent 1-38\t10000\tet-18\t100000\t90\n\
+         ::ffff:127.0.0.9\t127.0.0.9\t\t\t0\t\t0\t90"
+    );
+}
