@@ -219,6 +219,16 @@ def main(out):
     for i, rule in enumerate(rules):
         open(os.path.join(out, "classifier_rule", "rule%d" % i), "w").write(rule)
 
+    # Remote source documents: NetBox-like JSON (first byte 2: path
+    # "results") and CSV rows per interface (first byte 1).
+    os.makedirs(os.path.join(out, "remote_source"), exist_ok=True)
+    open(os.path.join(out, "remote_source", "netbox.json"), "wb").write(
+        b'\x02{"results": [{"primary_ip4": {"address": "192.0.2.1/32"}, "name": "edge1", "site": "par", '
+        b'"interfaces": [{"if_index": 17, "name": "et-17", "speed": 100000, "boundary": "external"}]}]}')
+    open(os.path.join(out, "remote_source", "rows.csv"), "wb").write(
+        b'\x01subnet,name,if_index,if_name,if_speed,if_boundary\n192.0.2.1,edge1,17,et-17,100000,external\n'
+        b'192.0.2.1,,18,"et-18, ""core""",,\n')
+
     # Console filters (console/fuzz): one per column kind and operator, and
     # the hostile shapes the filter test sends.
     filters = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "console", "fuzz", "corpus", "filter")

@@ -92,6 +92,9 @@ pub struct MetadataConfig {
     /// Exporters by subnet, with their attributes and interfaces (the
     /// static provider); the most specific subnet wins.
     pub exporters: Vec<StaticExporter>,
+    /// Remote sources of static entries: JSON or CSV over HTTP, fetched on
+    /// an interval; `exporters` win over them for the same subnet.
+    pub sources: Vec<MetadataSource>,
     pub snmp: SnmpConfig,
     /// Rules in Akvorado's expression language, run in order on each
     /// exporter (`Exporter.IP`, `Exporter.Name`; `ClassifySite(...)`,
@@ -123,6 +126,7 @@ impl Default for MetadataConfig {
             request_queue_slots: 0,
             providers: vec![MetadataProvider::Static],
             exporters: Vec::new(),
+            sources: Vec::new(),
             snmp: SnmpConfig::default(),
             exporter_classifiers: Vec::new(),
             interface_classifiers: Vec::new(),
@@ -133,6 +137,81 @@ impl Default for MetadataConfig {
             cache_file: None,
             cache_save_interval_s: 300,
         }
+    }
+}
+
+/// One `[[metadata.sources]]` entry: a document of static entries fetched
+/// over HTTP (crate docs: `weir_core::enrich::sources`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataSource {
+    /// Names the source in metrics and logs: `a-z`, `0-9`, `_`, `-`.
+    pub name: String,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// `json` or `csv`.
+    pub format: String,
+    /// JSON: where the list is (dot-separated keys; empty: the top).
+    pub path: String,
+    /// Source field (a dot path) → ours (`subnet`, `name`, `site`, ...).
+    pub rename: std::collections::BTreeMap<String, String>,
+    /// Sent with each request (`Authorization = "Token ..."`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub interval_s: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for MetadataSource {
+    fn default() -> Self {
+        MetadataSource {
+            name: String::new(),
+            url: String::new(),
+            format: "json".into(),
+            path: String::new(),
+            rename: Default::default(),
+            headers: Default::default(),
+            interval_s: 300,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl MetadataSource {
+    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(ConfigError::new(key("name"), "1 to 64 of a-z, 0-9, _ and -"));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) || self.url.len() < 10 {
+            return Err(ConfigError::new(key("url"), format!("{:?}: an http:// or https:// URL", self.url)));
+        }
+        if !["json", "csv"].contains(&self.format.as_str()) {
+            return Err(ConfigError::new(key("format"), format!("{:?}: json or csv", self.format)));
+        }
+        const OURS: [&str; 10] = [
+            "subnet",
+            "name",
+            "group",
+            "role",
+            "site",
+            "region",
+            "tenant",
+            "interfaces",
+            "default_interface",
+            "skip_missing_interfaces",
+        ];
+        if let Some((_, to)) = self.rename.iter().find(|(_, to)| !OURS.contains(&to.as_str())) {
+            return Err(ConfigError::new(key("rename"), format!("{to:?} is not a field of metadata.exporters")));
+        }
+        if !(1..=86_400).contains(&self.interval_s) {
+            return Err(ConfigError::new(key("interval_s"), "1 to 86400"));
+        }
+        if !(10..=600_000).contains(&self.timeout_ms) {
+            return Err(ConfigError::new(key("timeout_ms"), "10 to 600000"));
+        }
+        Ok(())
     }
 }
 
@@ -384,6 +463,12 @@ impl MetadataConfig {
         }
         if self.uses(MetadataProvider::Snmp) {
             self.snmp.check()?;
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            source.check(&|k: &str| format!("metadata.sources[{i}].{k}"))?;
+            if self.sources[..i].iter().any(|s| s.name == source.name) {
+                return Err(ConfigError::new(format!("metadata.sources[{i}].name"), "named twice"));
+            }
         }
         if let Err(e) =
             crate::enrich::classify::Classifiers::new(&self.exporter_classifiers, &self.interface_classifiers)

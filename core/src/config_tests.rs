@@ -254,4 +254,17 @@ fn metadata_settings_name_their_key_and_snmp_is_checked_only_when_used() {
     let rules = "[metadata]\ninterface_classifiers = ['Interface.Descr == \"x\"']\n";
     assert_eq!(error_key(rules), "metadata.interface_classifiers[0]");
     assert!(Config::parse("[metadata]\ninterface_classifiers = ['ClassifyInternal()']\n").is_ok());
+    let source =
+        |body: &str| format!("[[metadata.sources]]\nname = \"netbox\"\nurl = \"https://netbox.example/api\"\n{body}");
+    assert!(Config::parse(&source("")).is_ok());
+    assert_eq!(error_key(&source("format = \"xml\"\n")), "metadata.sources[0].format");
+    assert_eq!(error_key(&source("interval_s = 0\n")), "metadata.sources[0].interval_s");
+    assert_eq!(error_key(&source("rename = { a = \"site_name\" }\n")), "metadata.sources[0].rename");
+    assert_eq!(
+        error_key("[[metadata.sources]]\nname = \"Net Box\"\nurl = \"http://x.example\"\n"),
+        "metadata.sources[0].name"
+    );
+    assert_eq!(error_key("[[metadata.sources]]\nname = \"a\"\nurl = \"ftp://x.example\"\n"), "metadata.sources[0].url");
+    let twice = format!("{}{}", source(""), source(""));
+    assert_eq!(error_key(&twice), "metadata.sources[1].name");
 }

@@ -300,3 +300,17 @@ pub fn classifier_rule(data: &[u8]) {
         c.interface("192.0.2.1", "edge1-par", &facts, InterfaceClass::default());
     }
 }
+
+/// A remote metadata source's document: the first byte picks JSON (even)
+/// or CSV (odd), the rest is the body, read with a rename and a path.
+pub fn remote_source(data: &[u8]) {
+    use crate::enrich::sources::{read, Format, ENTRIES_MAX};
+    let Some((&pick, body)) = data.split_first() else { return };
+    let format = if pick % 2 == 0 { Format::Json } else { Format::Csv };
+    let rename = [("primary_ip4.address".to_string(), "subnet".to_string())].into();
+    let path = if pick & 2 == 0 { "" } else { "results" };
+    if let Ok(r) = read(format, path, &rename, body) {
+        assert!(r.exporters.len() <= ENTRIES_MAX);
+        assert!(r.reasons.len() <= 4);
+    }
+}

@@ -28,6 +28,7 @@ fn replay(target: &str) -> usize {
             "snmp_response" => harness::snmp_response(&data),
             "metadata_cache" => harness::metadata_cache(&data),
             "classifier_rule" => harness::classifier_rule(&data),
+            "remote_source" => harness::remote_source(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -52,6 +53,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "snmp_response",
         "metadata_cache",
         "classifier_rule",
+        "remote_source",
     ] {
         replay(target);
     }

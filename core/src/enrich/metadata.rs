@@ -348,6 +348,14 @@ pub struct Resolved {
     pub poll: bool,
 }
 
+/// The static provider's entries: the configured ones, then the remote
+/// ones whose subnet no configured entry names.
+fn statics_of(configured: &[StaticExporter], remote: &[StaticExporter]) -> SubnetMap<StaticExporter> {
+    let named: std::collections::HashSet<_> = configured.iter().filter_map(|e| parse_cidr(&e.subnet)).collect();
+    let remote = remote.iter().filter(|e| parse_cidr(&e.subnet).is_some_and(|s| !named.contains(&s)));
+    SubnetMap::new(configured.iter().chain(remote).map(|e| (e.subnet.as_str(), e.clone())))
+}
+
 /// `slot` (its usage flag) with `PENDING` and `REJECTED` set as said.
 fn flagged(slot: u32, pending: bool, rejected: bool) -> u32 {
     (slot & SLOT) | if pending { PENDING } else { 0 } | if rejected { REJECTED } else { 0 }
@@ -424,6 +432,8 @@ pub struct CachedInterface {
 /// restart.
 pub struct Resolver {
     providers: Vec<MetadataProvider>,
+    /// `metadata.exporters`, which win over remote sources.
+    configured: Vec<StaticExporter>,
     statics: SubnetMap<StaticExporter>,
     /// Subnets SNMP polls.
     polled: SubnetMap<()>,
@@ -461,10 +471,11 @@ impl Resolver {
     /// A resolver for `config` (checked): exporters named by a single
     /// address in the static provider are known from the start.
     pub fn new(config: &MetadataConfig, hash: KeyHash) -> Resolver {
-        let statics = match config.uses(MetadataProvider::Static) {
-            true => SubnetMap::new(config.exporters.iter().map(|e| (e.subnet.as_str(), e.clone()))),
-            false => SubnetMap::new([]),
+        let configured = match config.uses(MetadataProvider::Static) {
+            true => config.exporters.clone(),
+            false => Vec::new(),
         };
+        let statics = statics_of(&configured, &[]);
         let polled = match config.uses(MetadataProvider::Snmp) {
             true => SubnetMap::new(config.snmp.credentials.iter().map(|c| (c.subnet.as_str(), ()))),
             false => SubnetMap::new([]),
@@ -472,6 +483,7 @@ impl Resolver {
         let entries_max = config.cache_entries_max;
         let mut r = Resolver {
             providers: config.providers.clone(),
+            configured,
             statics,
             polled,
             exporter_records: Records::default(),
@@ -504,6 +516,60 @@ impl Resolver {
             }
         }
         r
+    }
+
+    /// Takes the remote sources' entries (all of them, replacing the last
+    /// ones; `metadata.exporters` win for the same subnet) and resolves
+    /// again every exporter and interface known, as a miss would. The
+    /// entries SNMP must now poll.
+    pub fn set_remote(&mut self, remote: &[StaticExporter]) -> Vec<(Addr, u32)> {
+        if !self.providers.contains(&MetadataProvider::Static) {
+            return Vec::new();
+        }
+        self.statics = statics_of(&self.configured, remote);
+        let mut polls = Vec::new();
+        let known: Vec<(Addr, u32)> = self.index.iter().map(|(a, &at)| (*a, at)).collect();
+        for (exporter, at) in known {
+            let name_polled = self.name_polled(&exporter);
+            let sys_name = self.sys_names.get(&exporter).filter(|_| name_polled).cloned();
+            let (record, rejected) = self.exporter_record(&exporter, sys_name.as_deref());
+            let pending = name_polled && sys_name.is_none();
+            if pending {
+                polls.push((exporter, 0));
+            }
+            let slot = &mut self.known[at as usize].slot;
+            *slot = flagged(*slot, pending, rejected);
+            self.known[at as usize].record = record;
+            if let Some(e) = self.entries.get_mut(&(exporter, 0)) {
+                e.polled = name_polled;
+            }
+            let indexes: Vec<u32> = self.known[at as usize].interfaces.keys().copied().collect();
+            for index in indexes {
+                let polled = self.entries.get(&(exporter, index)).is_some_and(|e| e.polled);
+                let (record, slot) = match self.provided_interface(&exporter, index) {
+                    Some(info) => {
+                        let (record, rejected) = self.interface_record(&exporter, index, info);
+                        (Some(record), (false, rejected))
+                    }
+                    // Polled already: its answer stands until the next.
+                    None if polled => continue,
+                    None => {
+                        polls.push((exporter, index));
+                        let (record, rejected) = self.interface_record(&exporter, index, InterfaceInfo::default());
+                        (Some(record), (true, rejected))
+                    }
+                };
+                if let Some(e) = self.entries.get_mut(&(exporter, index)) {
+                    e.polled = slot.0;
+                }
+                if let Some(known) = self.known[at as usize].interfaces.get_mut(&index) {
+                    known.0 = record.unwrap_or(0);
+                    known.1 = flagged(known.1, slot.0, slot.1);
+                }
+            }
+        }
+        self.changed = true;
+        polls
     }
 
     /// The time (unix seconds) new entries and answers are stamped with.
@@ -1176,5 +1242,47 @@ mod tests {
             "edge1 at start, then this one"
         );
         assert_eq!(r.take_rule_errors().len(), 2);
+    }
+
+    #[test]
+    fn remote_entries_are_resolved_again_when_they_change_and_configured_ones_win() {
+        let mut config =
+            MetadataConfig { providers: vec![MetadataProvider::Static, MetadataProvider::Snmp], ..Default::default() };
+        config.exporters =
+            vec![StaticExporter { subnet: "192.0.2.2".into(), name: "edge2-conf".into(), ..Default::default() }];
+        let mut r = Resolver::new(&config, KeyHash::with_seed(2));
+        let (e1, e2) = (addr_from_v4([192, 0, 2, 1]), addr_from_v4([192, 0, 2, 2]));
+        // Before any source: SNMP's (the /0 default credentials).
+        assert!(r.resolve(&e1, 17).poll);
+        r.answer(&e1, Some("edge1-snmp"), &[(17, InterfaceInfo { name: "xe-17".into(), ..Default::default() })]);
+        r.resolve(&e2, 0);
+        let et17 = StaticInterface { name: "et-17".into(), boundary: "external".into(), ..Default::default() };
+        let remote = vec![
+            StaticExporter {
+                subnet: "192.0.2.1/32".into(),
+                name: "edge1-remote".into(),
+                skip_missing_interfaces: true,
+                interfaces: [("17".to_string(), et17)].into(),
+                ..Default::default()
+            },
+            StaticExporter { subnet: "192.0.2.2".into(), name: "edge2-remote".into(), ..Default::default() },
+        ];
+        assert!(r.set_remote(&remote).is_empty(), "nothing new to poll");
+        let s = r.snapshot().unwrap();
+        let (meta, misses) = s.lookup(&e1, 17, 0);
+        assert!(!misses.any() && !misses.pending);
+        assert_eq!(
+            (s.exporter(meta.exporter).name.as_str(), s.interface(meta.in_if).name.as_str()),
+            ("edge1-remote", "et-17")
+        );
+        assert_eq!(s.exporter(s.lookup(&e2, 0, 0).0.exporter).name, "edge2-conf", "configured entries win");
+        // The source drops edge1: SNMP's again, with the sysName it gave;
+        // its interface is polled anew.
+        let polls = r.set_remote(&remote[1..]);
+        assert_eq!(polls, [(e1, 17)]);
+        let s = r.snapshot().unwrap();
+        let (meta, misses) = s.lookup(&e1, 17, 0);
+        assert!(misses.pending);
+        assert_eq!(s.exporter(meta.exporter).name, "edge1-snmp");
     }
 }

@@ -11,3 +11,4 @@
 pub mod classify;
 pub mod metadata;
 pub mod snmp;
+pub mod sources;

@@ -29,7 +29,7 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::encoding::DescriptorEncoder;
 use tracing::{info, warn};
-use weir_core::config::{MetadataConfig, MetadataProvider, OnMissing};
+use weir_core::config::{MetadataConfig, MetadataProvider, MetadataSource, OnMissing};
 use weir_core::enrich::metadata::{CacheFile, Meta, Misses, Resolver, Snapshot, Swept};
 use weir_core::enrich::snmp::Failure;
 use weir_core::flow::Addr;
@@ -40,6 +40,7 @@ use crate::ops::exposition::{counter_by, counter_f64, counters_of, gauges_of, Ex
 use crate::run::save_atomically;
 
 pub mod snmp;
+pub mod sources;
 
 /// The control thread sleeps until a shard asks (it is unparked), or this
 /// long.
@@ -84,11 +85,19 @@ pub struct MetadataMetrics {
     cache_loaded: AtomicU64,
     /// Classifier failures by (kind, rule index), copied from the resolver.
     classifier_errors: std::sync::Mutex<Vec<(&'static str, usize, u64)>>,
+    sources: Vec<sources::SourceMetrics>,
 }
 
 impl MetadataMetrics {
-    pub fn new(shards: usize) -> MetadataMetrics {
-        MetadataMetrics { shards: (0..shards).map(|_| Default::default()).collect(), ..Default::default() }
+    pub fn new(shards: usize, sources: &[MetadataSource]) -> MetadataMetrics {
+        MetadataMetrics {
+            shards: (0..shards).map(|_| Default::default()).collect(),
+            sources: sources
+                .iter()
+                .map(|s| sources::SourceMetrics { name: s.name.clone(), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        }
     }
 
     fn sum(&self, i: usize) -> u64 {
@@ -114,6 +123,7 @@ impl Exported for MetadataMetrics {
         counter_by(e, "weir_metadata_flows_dropped", help, "reason", &dropped)?;
         self.encode_snmp(e)?;
         self.encode_classifier_errors(e)?;
+        self.encode_sources(e)?;
         let saves = [("ok", self.cache_saves[0].load(Relaxed)), ("error", self.cache_saves[1].load(Relaxed))];
         let help = "Times the metadata cache file was written (metadata.cache_file), by result.";
         counter_by(e, "weir_metadata_cache_saves", help, "result", &saves)?;
@@ -165,6 +175,35 @@ impl Exported for MetadataMetrics {
 }
 
 impl MetadataMetrics {
+    fn encode_sources(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        let help =
+            "Fetches of each metadata.sources document, by result (error: the source keeps its last good entries).";
+        let mut metric = e.encode_descriptor("weir_metadata_source_fetches", help, None, MetricType::Counter)?;
+        for s in &self.sources {
+            for (result, n) in [("ok", &s.fetches[0]), ("error", &s.fetches[1])] {
+                let labels = [("source", s.name.as_str()), ("result", result)];
+                metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+            }
+        }
+        let help =
+            "Entries of each metadata.sources document skipped because they do not read (no subnet, a bad field).";
+        let mut metric =
+            e.encode_descriptor("weir_metadata_source_invalid_entries", help, None, MetricType::Counter)?;
+        for s in &self.sources {
+            let n = s.invalid.load(Relaxed);
+            metric.encode_family(&[("source", s.name.as_str())])?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        let help = "Exporter entries of each metadata.sources document's last good fetch.";
+        let mut metric = e.encode_descriptor("weir_metadata_source_entries", help, None, MetricType::Gauge)?;
+        for s in &self.sources {
+            let n = s.entries.load(Relaxed) as i64;
+            metric.encode_family(&[("source", s.name.as_str())])?.encode_gauge(&n)?;
+        }
+        Ok(())
+    }
+
     fn encode_classifier_errors(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         use prometheus_client::encoding::NoLabelSet;
         use prometheus_client::metrics::MetricType;
@@ -298,6 +337,12 @@ pub fn start(
                     }
                 }
             }
+            let (updates_tx, updates) = crossbeam_channel::bounded::<sources::Update>(config.sources.len().max(1) * 2);
+            if let Err(e) = sources::start(&config.sources, updates_tx, std::thread::current()) {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+            let mut last_good = sources::LastGood::default();
             let _ = ready_tx.send(Ok(()));
             let mut cache = Cache::new(&config, &h.metrics);
             cache.load(&mut resolver);
@@ -320,6 +365,17 @@ pub fn start(
                 }
                 if resolved > 0 {
                     h.metrics.requests_resolved.fetch_add(resolved, Relaxed);
+                }
+                let mut remote_changed = false;
+                while let Ok(update) = updates.try_recv() {
+                    remote_changed |= take_update(&config, &h.metrics, &mut last_good, update);
+                }
+                if remote_changed {
+                    for (exporter, if_index) in resolver.set_remote(&last_good.all()) {
+                        if let Some(p) = &mut poller {
+                            p.want(&exporter, if_index);
+                        }
+                    }
                 }
                 if let (Some(swept), Some(p)) = (cache.sweep(&mut resolver), &mut poller) {
                     for exporter in &swept.forgotten {
@@ -360,6 +416,39 @@ pub fn start(
     ready.recv().map_err(|_| "the metadata thread stopped at start".to_string())??;
     let handle = MetadataHandle { thread: Some(thread.thread().clone()), ..handle };
     Ok((MetadataService { stop, thread: Some(thread) }, handle))
+}
+
+/// Counts and logs a source's fetch; whether its entries changed.
+fn take_update(
+    config: &MetadataConfig,
+    metrics: &MetadataMetrics,
+    last_good: &mut sources::LastGood,
+    update: sources::Update,
+) -> bool {
+    let (Some(source), Some(m)) = (config.sources.get(update.source), metrics.sources.get(update.source)) else {
+        return false;
+    };
+    match update.result {
+        Ok(read) => {
+            m.fetches[0].fetch_add(1, Relaxed);
+            m.entries.store(read.exporters.len() as u64, Relaxed);
+            m.invalid.fetch_add(read.invalid as u64, Relaxed);
+            if read.invalid > 0 {
+                warn!(
+                    "metadata source {}: {} entries skipped, e.g. {}",
+                    source.name,
+                    read.invalid,
+                    read.reasons.join("; ")
+                );
+            }
+            last_good.set(update.source, read.exporters)
+        }
+        Err(e) => {
+            m.fetches[1].fetch_add(1, Relaxed);
+            warn!("metadata source {}: {e} (its last good entries stay)", source.name);
+            false
+        }
+    }
 }
 
 fn unix_now() -> u64 {
@@ -578,7 +667,7 @@ mod tests {
     #[test]
     fn a_miss_is_asked_once_dropped_if_so_configured_and_answered_by_the_next_snapshot() {
         let config = MetadataConfig { on_missing: OnMissing::Drop, ..MetadataConfig::default() };
-        let metrics = Arc::new(MetadataMetrics::new(1));
+        let metrics = Arc::new(MetadataMetrics::new(1, &[]));
         let (_service, handle) = start(&config, 1, metrics.clone()).unwrap();
         let mut shard = handle.shard(0);
         let mut flow = FlowRecord::default();

@@ -1,9 +1,10 @@
-//! The SNMP metadata provider against a real net-snmp `snmpd` (`scripts/setup`
-//! installs it): `weir run` polls it over SNMPv2c and SNMPv3 (SHA-256 +
-//! AES-256, SHA-1 + Cisco's AES-256, MD5 + DES), stores the names it gets
-//! in the embedded store, and keeps flows flowing while the agent is down.
-//! Interfaces come from `override` lines, so they are the same on every
-//! machine.
+//! Metadata from real peers, into the embedded store: the SNMP provider
+//! against a real net-snmp `snmpd` (`scripts/setup` installs it), polled
+//! over SNMPv2c and SNMPv3 (SHA-256 + AES-256, SHA-1 + Cisco's AES-256,
+//! MD5 + DES), with classifiers on what it says and flows that keep
+//! flowing while the agent is down (interfaces come from `override`
+//! lines, so they are the same on every machine); remote sources served by
+//! Python's `http.server`.
 
 mod common;
 
@@ -289,4 +290,129 @@ fn flows_keep_flowing_while_the_agent_is_down_and_names_return_when_it_is_back()
         "::ffff:127.0.0.1\tedge1-test\txe-0/0/17\tTransit: Cogent 1-38\t10000\tet-18\t100000\t90\n\
          ::ffff:127.0.0.9\t127.0.0.9\t\t\t0\t\t0\t90"
     );
+}
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
+struct HttpServer {
+    port: u16,
+    child: Child,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { port, child }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn remote_sources_name_exporters_follow_changes_and_keep_the_last_good_data() {
+    let dir = temp_dir("metadata-sources");
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let json = served.join("exporters.json");
+    let write_json = |name: &str| {
+        let body = format!(
+            r#"{{"results": [
+                {{"primary_ip4": {{"address": "127.0.0.1/32"}}, "name": "{name}", "site": {{"slug": "par"}},
+                  "interfaces": [{{"if_index": 17, "name": "et-17", "boundary": "external"}}]}},
+                {{"primary_ip4": {{"address": "127.0.0.2/32"}}, "name": "edge2-remote"}},
+                {{"name": "no address"}}
+            ]}}"#
+        );
+        std::fs::write(&json, body).unwrap();
+    };
+    write_json("edge1-remote");
+    std::fs::write(
+        served.join("exporters.csv"),
+        "subnet,name,if_index,if_name,if_speed\n127.0.0.3,edge3-csv,17,xe-17,10000\n127.0.0.3,,18,xe-18,\n",
+    )
+    .unwrap();
+    let http = HttpServer::start(&served);
+    let port = free_udp_port();
+    let metadata = format!(
+        "[metadata]\n\
+         [[metadata.exporters]]\nsubnet = \"127.0.0.2\"\nname = \"edge2-configured\"\n\
+         [[metadata.sources]]\nname = \"netbox\"\nurl = \"http://127.0.0.1:{p}/exporters.json\"\npath = \"results\"\n\
+         interval_s = 1\nrename = {{ \"primary_ip4.address\" = \"subnet\", \"site.slug\" = \"site\" }}\n\
+         [[metadata.sources]]\nname = \"inventory\"\nurl = \"http://127.0.0.1:{p}/exporters.csv\"\nformat = \"csv\"\ninterval_s = 1\n",
+        p = http.port
+    );
+    let config = config(&dir, port, &metadata);
+    let c = Collector::start(&config);
+    let fetched = |source: &str, result: &str| {
+        c.metric("weir_metadata_source_fetches_total", &format!("source=\"{source}\",result=\"{result}\""))
+            .first()
+            .copied()
+            .unwrap_or(0)
+    };
+    let wait_fetches = |source: &str, result: &str, want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while fetched(source, result) < want {
+            assert!(Instant::now() < deadline, "{source} {result}: {}", c.scrape());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_fetches("netbox", "ok", 1);
+    wait_fetches("inventory", "ok", 1);
+    assert_eq!(c.metric("weir_metadata_source_entries", "source=\"netbox\""), [2]);
+    assert!(
+        c.metric("weir_metadata_source_invalid_entries_total", "source=\"netbox\"")[0] >= 1,
+        "the entry without an address"
+    );
+    let sources = [[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]];
+    let mut sent = send_round(port, &sources, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    sent += send_round(port, &sources, 10_000);
+    // The document changes: what is known is resolved again.
+    write_json("edge1-renamed");
+    let before = fetched("netbox", "ok");
+    wait_fetches("netbox", "ok", before + 2);
+    std::thread::sleep(Duration::from_millis(500));
+    sent += send_round(port, &sources, 20_000);
+    // The document goes away: the last good entries stay.
+    std::fs::remove_file(&json).unwrap();
+    wait_fetches("netbox", "error", 1);
+    sent += send_round(port, &sources, 30_000);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    c.stop();
+    let names = |from: u32| {
+        query(
+            &config,
+            None,
+            &format!(
+                "SELECT ExporterName, ExporterSite, InIfName, InIfBoundary, OutIfName, OutIfSpeed, count() FROM weir.flows \
+                 WHERE SrcPort >= {from} AND SrcPort < {} GROUP BY ExporterName, ExporterSite, InIfName, InIfBoundary, \
+                 OutIfName, OutIfSpeed ORDER BY ExporterName",
+                from + 10_000
+            ),
+        )
+    };
+    assert_eq!(
+        names(10_000).trim(),
+        "edge1-remote\tpar\tet-17\texternal\t\t0\t30\n\
+         edge2-configured\t\t\tundefined\t\t0\t30\n\
+         edge3-csv\t\txe-17\tundefined\txe-18\t0\t30"
+    );
+    assert!(names(20_000).starts_with("edge1-renamed\tpar\tet-17"), "{}", names(20_000));
+    assert!(names(30_000).starts_with("edge1-renamed\tpar\tet-17"), "{}", names(30_000));
 }
