@@ -190,19 +190,7 @@ impl MetadataSource {
         if !["json", "csv"].contains(&self.format.as_str()) {
             return Err(ConfigError::new(key("format"), format!("{:?}: json or csv", self.format)));
         }
-        const OURS: [&str; 10] = [
-            "subnet",
-            "name",
-            "group",
-            "role",
-            "site",
-            "region",
-            "tenant",
-            "interfaces",
-            "default_interface",
-            "skip_missing_interfaces",
-        ];
-        if let Some((_, to)) = self.rename.iter().find(|(_, to)| !OURS.contains(&to.as_str())) {
+        if let Some((_, to)) = self.rename.iter().find(|(_, to)| !STATIC_EXPORTER_FIELDS.contains(&to.as_str())) {
             return Err(ConfigError::new(key("rename"), format!("{to:?} is not a field of metadata.exporters")));
         }
         if !(1..=86_400).contains(&self.interval_s) {
@@ -403,6 +391,21 @@ impl SnmpConfig {
         Ok(())
     }
 }
+
+/// The fields of a `[[metadata.exporters]]` entry (what a remote source's
+/// `rename` may name).
+pub const STATIC_EXPORTER_FIELDS: [&str; 10] = [
+    "subnet",
+    "name",
+    "group",
+    "role",
+    "site",
+    "region",
+    "tenant",
+    "interfaces",
+    "default_interface",
+    "skip_missing_interfaces",
+];
 
 /// One `[[metadata.exporters]]` entry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -387,6 +387,34 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_enrichment_gets_the_metadata_columns() {
+        use crate::schema::METADATA_COLUMNS;
+        for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
+            let s = schema(&[], version);
+            let mut live = migrated(&s);
+            for t in &mut live.tables {
+                t.columns.retain(|(name, _)| !METADATA_COLUMNS.iter().any(|m| m.0 == name));
+            }
+            let p = plan(&s, &live);
+            let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+            let name_type = if version.0 >= 19 { "LowCardinality(String)" } else { "String" };
+            assert!(
+                sql.iter().any(|s| s.contains(&format!("weir.flows ADD COLUMN ExporterName {name_type}"))),
+                "{sql:#?}"
+            );
+            assert!(sql.iter().any(|s| s.contains("flows ADD COLUMN InIfBoundary Enum8")), "{sql:#?}");
+            for table in ["flows_1m", "flows_5m", "flows_1h"] {
+                assert!(
+                    sql.iter().any(|s| s.contains(&format!("{table} ADD COLUMN OutIfBoundary"))),
+                    "{table}: {sql:#?}"
+                );
+            }
+            assert!(!sql.iter().any(|s| s.contains("DROP")), "no data goes: {sql:#?}");
+            assert!(plan(&s, &migrated(&s)).steps.is_empty());
+        }
+    }
+
+    #[test]
     fn the_views_of_earlier_versions_are_dropped_and_their_tables_kept() {
         let s = schema(&[], ServerVersion(26, 7));
         let mut live = migrated(&s);

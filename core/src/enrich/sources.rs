@@ -22,24 +22,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{parse_cidr, StaticExporter, StaticInterface};
+use crate::config::{parse_cidr, StaticExporter, StaticInterface, STATIC_EXPORTER_FIELDS};
 
 /// Entries one document may hold, at most (the rest are counted invalid).
 pub const ENTRIES_MAX: usize = 65_536;
 
-/// Fields of an exporter entry.
-const EXPORTER_FIELDS: [&str; 10] = [
-    "subnet",
-    "name",
-    "group",
-    "role",
-    "site",
-    "region",
-    "tenant",
-    "interfaces",
-    "default_interface",
-    "skip_missing_interfaces",
-];
 /// CSV columns of an interface, and the interface field each one fills.
 const CSV_INTERFACE_COLUMNS: [(&str, &str); 6] = [
     ("if_name", "name"),
@@ -150,7 +137,7 @@ fn entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<StaticExport
             ours.insert(to.clone(), v.clone());
         }
     }
-    for field in EXPORTER_FIELDS {
+    for field in STATIC_EXPORTER_FIELDS {
         if let (false, Some(v)) = (ours.contains_key(field), item.get(field)) {
             ours.insert(field.to_string(), v.clone());
         }
