@@ -207,7 +207,7 @@ impl Counters {
             None
         };
         let console = (store.is_some() && config.console.enabled).then(Arc::default);
-        let metadata = store.is_some().then(|| Arc::new(MetadataMetrics::new(cores.len(), &config.metadata.sources)));
+        let metadata = store.is_some().then(|| Arc::new(MetadataMetrics::new(cores.len(), &config.metadata)));
         Ok(Counters {
             metadata,
             receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),

@@ -176,6 +176,7 @@ exporter_classifiers = [
 interface_classifiers = [
   'ClassifyConnectivityRegex(Interface.Description, "^(?i)(transit|pni|ppni|ix):? ", "$1") && ClassifyProviderRegex(Interface.Description, "^\\S+?\\s(\\S+)", "$1") && ClassifyExternal()',
   'ClassifyInternal()',
+  'int(Interface.Description) > 0',
 ]
 "#;
     let metadata = metadata.replacen("[metadata]\n", classifiers.trim_start(), 1);
@@ -192,6 +193,10 @@ interface_classifiers = [
     assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent, "no flow waits or is lost");
     assert_eq!(c.metric("weir_metadata_flows_dropped_total", "reason=\"rejected\""), [30], "127.0.0.5's second round");
     assert_eq!(c.metric("weir_metadata_snmp_interfaces_total", "result=\"missing\""), [0]);
+    // The last interface rule fails on an interface without a description
+    // (its list is complete before it for xe-0/0/17).
+    assert!(c.metric("weir_metadata_classifier_errors_total", "kind=\"interface\",rule=\"2\"")[0] > 0);
+    assert_eq!(c.metric("weir_metadata_classifier_errors_total", "rule=\"1\""), [0, 0]);
     assert!(c.metric("weir_metadata_snmp_v3_sessions_total", "result=\"discovered\"")[0] >= 3);
     c.assert_promtool_is_silent();
     c.stop();

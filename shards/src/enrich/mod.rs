@@ -29,7 +29,8 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::encoding::DescriptorEncoder;
 use tracing::{info, warn};
-use weir_core::config::{MetadataConfig, MetadataProvider, MetadataSource, OnMissing};
+use weir_core::config::{MetadataConfig, MetadataProvider, OnMissing};
+use weir_core::enrich::classify::RuleKind;
 use weir_core::enrich::metadata::{CacheFile, Meta, Misses, Resolver, Snapshot, Swept};
 use weir_core::enrich::snmp::Failure;
 use weir_core::flow::Addr;
@@ -83,19 +84,25 @@ pub struct MetadataMetrics {
     cache_saves: [AtomicU64; 2],
     /// Polled answers the cache file gave at start.
     cache_loaded: AtomicU64,
-    /// Classifier failures by (kind, rule index), copied from the resolver.
-    classifier_errors: std::sync::Mutex<Vec<(&'static str, usize, u64)>>,
+    /// Classifier failures: exporter rules', then interface rules', by
+    /// rule index (copied from the resolver).
+    classifier_errors: Vec<AtomicU64>,
+    exporter_rules: usize,
     sources: Vec<sources::SourceMetrics>,
 }
 
 impl MetadataMetrics {
-    pub fn new(shards: usize, sources: &[MetadataSource]) -> MetadataMetrics {
+    pub fn new(shards: usize, config: &MetadataConfig) -> MetadataMetrics {
+        let rules = config.exporter_classifiers.len() + config.interface_classifiers.len();
         MetadataMetrics {
             shards: (0..shards).map(|_| Default::default()).collect(),
-            sources: sources
+            sources: config
+                .sources
                 .iter()
                 .map(|s| sources::SourceMetrics { name: s.name.clone(), ..Default::default() })
                 .collect(),
+            classifier_errors: (0..rules).map(|_| AtomicU64::new(0)).collect(),
+            exporter_rules: config.exporter_classifiers.len(),
             ..Default::default()
         }
     }
@@ -207,13 +214,16 @@ impl MetadataMetrics {
     fn encode_classifier_errors(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         use prometheus_client::encoding::NoLabelSet;
         use prometheus_client::metrics::MetricType;
-        let errors = self.classifier_errors.lock().map(|e| e.clone()).unwrap_or_default();
         let help = "Classifier rules that failed at run time (the rest of their list is skipped), by kind and rule index in metadata.*_classifiers.";
         let mut metric = e.encode_descriptor("weir_metadata_classifier_errors", help, None, MetricType::Counter)?;
-        for (kind, rule, n) in errors {
+        for (i, n) in self.classifier_errors.iter().enumerate() {
+            let (kind, rule) = match i.checked_sub(self.exporter_rules) {
+                None => ("exporter", i),
+                Some(rule) => ("interface", rule),
+            };
             let rule = rule.to_string();
             let labels = [("kind", kind), ("rule", rule.as_str())];
-            metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
         }
         Ok(())
     }
@@ -539,12 +549,13 @@ fn publish_gauges(resolver: &Resolver, metrics: &MetadataMetrics) {
     metrics.exporter_records.store(exporters as u64, Relaxed);
     metrics.interface_records.store(interfaces as u64, Relaxed);
     metrics.cache_refused.store(resolver.refused, Relaxed);
-    if !resolver.classifier_errors.is_empty() {
-        let mut errors: Vec<_> =
-            resolver.classifier_errors.iter().map(|(&(kind, rule), &n)| (kind.label(), rule, n)).collect();
-        errors.sort();
-        if let Ok(mut e) = metrics.classifier_errors.lock() {
-            *e = errors;
+    for (&(kind, rule), &n) in &resolver.classifier_errors {
+        let at = match kind {
+            RuleKind::Exporter => rule,
+            RuleKind::Interface => metrics.exporter_rules + rule,
+        };
+        if let Some(a) = metrics.classifier_errors.get(at) {
+            a.store(n, Relaxed);
         }
     }
 }
@@ -667,7 +678,7 @@ mod tests {
     #[test]
     fn a_miss_is_asked_once_dropped_if_so_configured_and_answered_by_the_next_snapshot() {
         let config = MetadataConfig { on_missing: OnMissing::Drop, ..MetadataConfig::default() };
-        let metrics = Arc::new(MetadataMetrics::new(1, &[]));
+        let metrics = Arc::new(MetadataMetrics::new(1, &MetadataConfig::default()));
         let (_service, handle) = start(&config, 1, metrics.clone()).unwrap();
         let mut shard = handle.shard(0);
         let mut flow = FlowRecord::default();
