@@ -358,21 +358,20 @@ pub fn format(template: &str, args: &[Value]) -> String {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     let targets = [
-        ("Classify", Target::Group),
-        ("ClassifyGroup", Target::Group),
-        ("ClassifyRole", Target::Role),
-        ("ClassifySite", Target::Site),
-        ("ClassifyRegion", Target::Region),
-        ("ClassifyTenant", Target::Tenant),
-        ("ClassifyProvider", Target::Provider),
-        ("ClassifyConnectivity", Target::Connectivity),
+        ("Classify", "ClassifyRegex", Target::Group),
+        ("ClassifyGroup", "ClassifyGroupRegex", Target::Group),
+        ("ClassifyRole", "ClassifyRoleRegex", Target::Role),
+        ("ClassifySite", "ClassifySiteRegex", Target::Site),
+        ("ClassifyRegion", "ClassifyRegionRegex", Target::Region),
+        ("ClassifyTenant", "ClassifyTenantRegex", Target::Tenant),
+        ("ClassifyProvider", "ClassifyProviderRegex", Target::Provider),
+        ("ClassifyConnectivity", "ClassifyConnectivityRegex", Target::Connectivity),
     ];
-    for (name, target) in targets {
+    for (name, regex_name, target) in targets {
         env.add_function(name, move |c| {
             classify(target, &string_arg(&c.args, 0, name)?);
             Ok(Value::Bool(true))
         });
-        let regex_name: &'static str = Box::leak(format!("{name}Regex").into_boxed_str());
         env.add_function(regex_name, move |c| {
             let (input, regex) = (string_arg(&c.args, 0, regex_name)?, string_arg(&c.args, 1, regex_name)?);
             let template = string_arg(&c.args, 2, regex_name)?;
@@ -500,15 +499,23 @@ impl Classifiers {
             if SCRATCH.with(|s| done(&s.borrow())) {
                 return None;
             }
-            let message = match self.env.run(&rule.program, ctx) {
-                Ok(Value::Bool(_)) => continue,
-                Ok(other) => format!("returned {other:?}, not a boolean"),
-                Err(e) => e.to_string(),
+            let message = match guarded(|| self.env.run(&rule.program, ctx)) {
+                Some(Ok(Value::Bool(_))) => continue,
+                Some(Ok(other)) => format!("returned {other:?}, not a boolean"),
+                Some(Err(e)) => e.to_string(),
+                None => "the expression evaluator panicked".to_string(),
             };
             return Some(RuleError { kind, index, message });
         }
         None
     }
+}
+
+/// `f`, or None if it panicked: expr-lang has inputs its grammar accepts
+/// and its parser does not handle (`{a: [1, 2]}.a[0]` reaches an
+/// `unreachable!`), and a rule must not take the control thread down.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 fn exporter_value(ip: &str, name: &str) -> Value {
@@ -585,7 +592,9 @@ fn tokens(text: &str) -> Result<Vec<Token<'_>>, String> {
 /// it calls, the variables and fields it reads, the regexes it gives as
 /// literals.
 pub fn check(kind: RuleKind, text: &str) -> Result<Program, String> {
-    let program = expr::compile(text).map_err(|e| e.to_string())?;
+    let program = guarded(|| expr::compile(text))
+        .ok_or("the expression parser failed on this rule (expr-lang panicked)")?
+        .map_err(|e| e.to_string())?;
     let tokens = tokens(text)?;
     let mut declared: Vec<&str> = Vec::new();
     let is_builtin = |name: &str| BUILTINS.contains(&name);
@@ -784,6 +793,8 @@ mod tests {
             assert_eq!((error.kind, error.index), (kind, 1), "{rule}");
             assert!(error.message.contains(says), "{rule}: {}", error.message);
         }
+        let error = Classifiers::new(&rules(&[r#"{a: [1, 2]}.a[0] == 1"#]), &[]).err().unwrap();
+        assert!(error.message.contains("panicked"), "a parser panic is an error: {}", error.message);
         let good = [
             r#"let n = lower(Exporter.Name); n startsWith "th2" && ClassifySite("th2")"#,
             r#"Exporter.IP in ["192.0.2.1", "192.0.2.2"] && ClassifyRegion('x')"#,
