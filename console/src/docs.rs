@@ -8,11 +8,12 @@ use utoipa::ToSchema;
 const README: &str = include_str!("../../README.md");
 
 /// The README's sections shown, by title.
-const OPERATOR_SECTIONS: [&str; 8] = [
+const OPERATOR_SECTIONS: [&str; 9] = [
     "Quick start",
     "`weir run`",
     "The flow record",
     "The store",
+    "Enrichment: exporter and interface metadata",
     "The console API",
     "Operating Weir",
     "HAProxy access logs",
@@ -69,6 +70,8 @@ mod tests {
             "a section was renamed: {:?}",
             pages.iter().map(|p| &p.title).collect::<Vec<_>>()
         );
+        let enrichment = pages.iter().find(|p| p.name == "enrichment-exporter-and-interface-metadata").unwrap();
+        assert!(enrichment.markdown.contains("### Classifiers"));
         let console = pages.iter().find(|p| p.name == "the-console-api").unwrap();
         assert!(console.markdown.contains("### The filter language"));
         assert!(!console.markdown.contains("\n## "));
