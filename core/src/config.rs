@@ -501,22 +501,27 @@ impl MetadataConfig {
             return Err(ConfigError::new("metadata.request_queue_slots", "at most 1048576 (0: 4096)"));
         }
         for (i, e) in self.exporters.iter().enumerate() {
-            let key = |k: &str| format!("metadata.exporters[{i}].{k}");
-            if parse_cidr(&e.subnet).is_none() {
-                return Err(ConfigError::new(key("subnet"), format!("{:?} is not an address or subnet", e.subnet)));
+            e.check().map_err(|e| ConfigError::new(format!("metadata.exporters[{i}].{}", e.key), e.message))?;
+        }
+        Ok(())
+    }
+}
+
+impl StaticExporter {
+    /// Checks the entry (from the config or a remote source); the error's
+    /// key is relative to the entry (`subnet`, `interfaces.17.boundary`).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if parse_cidr(&self.subnet).is_none() {
+            return Err(ConfigError::new("subnet", format!("{:?} is not an address or subnet", self.subnet)));
+        }
+        for (index, interface) in &self.interfaces {
+            if index.parse::<u32>().map_or(true, |n| n == 0) {
+                return Err(ConfigError::new("interfaces", format!("{index:?} is not an ifIndex (1 to 4294967295)")));
             }
-            for (index, interface) in &e.interfaces {
-                if index.parse::<u32>().map_or(true, |n| n == 0) {
-                    return Err(ConfigError::new(
-                        key("interfaces"),
-                        format!("{index:?} is not an ifIndex (1 to 4294967295)"),
-                    ));
-                }
-                interface.check(&key(&format!("interfaces.{index}.boundary")))?;
-            }
-            if let Some(d) = &e.default_interface {
-                d.check(&key("default_interface.boundary"))?;
-            }
+            interface.check(&format!("interfaces.{index}.boundary"))?;
+        }
+        if let Some(d) = &self.default_interface {
+            d.check("default_interface.boundary")?;
         }
         Ok(())
     }

@@ -729,11 +729,6 @@ impl Resolver {
         Some(slot)
     }
 
-    /// Interfaces kept, over every exporter.
-    fn interfaces_kept(&self) -> usize {
-        self.entries.len() - self.index.len()
-    }
-
     /// Answers a shard's miss: `exporter` becomes known (with what the
     /// providers say, else its address as its name), and so does
     /// `if_index` (unless 0) on it; `poll` when SNMP must say more.
@@ -756,7 +751,7 @@ impl Resolver {
             };
             for (index, interface) in listed.iter().flatten() {
                 let Ok(index) = index.parse::<u32>() else { continue };
-                if self.interfaces_kept() >= self.entries_max {
+                if self.interfaces() >= self.entries_max {
                     self.refused += 1;
                     break;
                 }
@@ -780,8 +775,7 @@ impl Resolver {
         let Some(&at) = self.index.get(exporter) else { return done };
         let has = |r: &Resolver| r.known[at as usize].interfaces.contains_key(&if_index);
         if if_index != 0 && !has(self) {
-            if self.interfaces_kept() >= self.entries_max || self.known[at as usize].interfaces.len() >= INTERFACES_MAX
-            {
+            if self.interfaces() >= self.entries_max || self.known[at as usize].interfaces.len() >= INTERFACES_MAX {
                 self.refused += 1;
                 self.changed |= done.new;
                 return done;
@@ -967,7 +961,7 @@ impl Resolver {
 
     /// Interfaces known, over every exporter.
     pub fn interfaces(&self) -> usize {
-        self.interfaces_kept()
+        self.entries.len() - self.index.len()
     }
 
     /// Distinct records interned (exporters', interfaces').

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{parse_cidr, StaticExporter, StaticInterface, STATIC_EXPORTER_FIELDS};
+use crate::config::{StaticExporter, STATIC_EXPORTER_FIELDS};
 
 /// Entries one document may hold, at most (the rest are counted invalid).
 pub const ENTRIES_MAX: usize = 65_536;
@@ -169,26 +169,8 @@ fn entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<StaticExport
     }
     typed(&mut ours);
     let e: StaticExporter = serde_json::from_value(Value::Object(ours)).map_err(|e| e.to_string())?;
-    if parse_cidr(&e.subnet).is_none() {
-        return Err(format!("subnet {:?} is not an address or subnet", e.subnet));
-    }
-    for (index, interface) in &e.interfaces {
-        if index.parse::<u32>().map_or(true, |n| n == 0) {
-            return Err(format!("{index:?} is not an ifIndex"));
-        }
-        check_boundary(interface)?;
-    }
-    if let Some(d) = &e.default_interface {
-        check_boundary(d)?;
-    }
+    e.check().map_err(|e| e.to_string())?;
     Ok(e)
-}
-
-fn check_boundary(i: &StaticInterface) -> Result<(), String> {
-    match super::metadata::Boundary::parse(&i.boundary) {
-        Some(_) => Ok(()),
-        None => Err(format!("boundary {:?}: external, internal or undefined", i.boundary)),
-    }
 }
 
 /// A string or a number as text.
