@@ -102,7 +102,8 @@ impl Catalogue {
     pub fn new(stored: &[Column]) -> Catalogue {
         let mut columns: Vec<ConsoleColumn> = stored
             .iter()
-            .filter(|c| !NOT_FILTERABLE.contains(&c.name))
+            // Record ids are the store's plumbing: their names are the columns.
+            .filter(|c| !NOT_FILTERABLE.contains(&c.name) && c.kind != ColumnType::RecordId)
             .map(|c| ConsoleColumn {
                 name: c.name.to_string(),
                 kind: kind_of(c),
@@ -163,7 +164,9 @@ fn kind_of(c: &Column) -> Kind {
         (_, ColumnType::UInt8) => Kind::UInt { bits: 8 },
         (_, ColumnType::UInt16) => Kind::UInt { bits: 16 },
         (_, ColumnType::UInt32) => Kind::UInt { bits: 32 },
-        (_, ColumnType::UInt64 | ColumnType::DateTime | ColumnType::DateTimeMs) => Kind::UInt { bits: 64 },
+        (_, ColumnType::UInt64 | ColumnType::DateTime | ColumnType::DateTimeMs | ColumnType::RecordId) => {
+            Kind::UInt { bits: 64 }
+        }
         (_, ColumnType::LowString) => Kind::Str,
         (_, ColumnType::Boundary) => Kind::Boundary,
     }

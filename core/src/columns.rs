@@ -7,7 +7,10 @@
 //! InIfIndex, OutIfIndex`) and writes one Native block, so the engine finds
 //! the block already sorted and skips its own sort. chDB's streaming insert
 //! and a ClickHouse server's HTTP insert (`INSERT ... FORMAT Native`) take
-//! the same bytes.
+//! the same bytes. Enrichment's records are found then too
+//! (`write_block_resolved`), once per run of sorted rows from the same
+//! exporter and interfaces, and written as three record id columns; the
+//! records themselves go to the records tables (`write_records_block`).
 //!
 //! Native, as `NativeInputFormat` reads it with server revision 0 (no block
 //! info, no custom serialization byte): per block `VarUInt columns, VarUInt
@@ -16,8 +19,8 @@
 //! UInt32 seconds, `DateTime64(3)` Int64 milliseconds), `IPv6` and
 //! `FixedString(16)` 16 bytes in network order, `Array(UInt32)` the
 //! cumulative end offset of each row (UInt64) then the items,
-//! `LowCardinality(String)` (enrichment's strings, written from the rows'
-//! records) its keys' version (UInt64 1), flags (index width, keys
+//! `LowCardinality(String)` (enrichment's strings in the consolidated
+//! tables, written from the summed rows' records) its keys' version (UInt64 1), flags (index width, keys
 //! included), the dictionary (String: VarUInt length, bytes) and an index
 //! per row, `Enum8` one byte. A stream is blocks one after the other.
 //!
@@ -30,9 +33,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::enrich::metadata::{Meta, Snapshot};
-use crate::flow::{addr_to_ip, Field, FlowRecord, Value};
-use crate::schema::{Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source};
+use crate::enrich::metadata::{ExporterInfo, InterfaceInfo, Meta, NewRecords, Snapshot};
+use crate::flow::{addr_to_ip, Addr, Field, FlowRecord, Value};
+use crate::schema::{
+    record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source, METADATA_COLUMNS,
+};
 use crate::wire::state::KeyHash;
 
 /// The dialect blocks are written in: every modern type.
@@ -45,6 +50,7 @@ pub const MODERN: Dialect = Dialect {
     ttl_only_drop_parts: true,
     merge_selector_base: true,
     low_cardinality: true,
+    join_get: true,
 };
 
 /// `LowCardinality` in Native: the keys' serialization version (shared
@@ -60,9 +66,9 @@ enum Data {
     Fixed(Vec<u8>),
     /// Per row the end offset into `items`.
     Array { ends: Vec<u64>, items: Vec<u32> },
-    /// Written from the rows' records (`Columns::records`) and the
-    /// snapshot: no buffer of its own.
-    Meta(Source),
+    /// The store ids of the rows' records of a kind (`Source::RecordId`),
+    /// written from `Columns::records` and the snapshot: no buffer of its own.
+    RecordId(usize),
 }
 
 /// Where the sort key's columns are in the layout.
@@ -89,13 +95,17 @@ pub struct Columns {
     exporters: Vec<u128>,
     /// Per row, its exporter's, input and output interfaces' records.
     records: [Vec<u32>; 3],
-    /// How many of the layout's first columns come from the flow.
-    flow_columns: usize,
+    /// The field and type of each of the layout's first columns that come
+    /// from the flow (the catalog's order: the record ids follow them).
+    flow_columns: Vec<(Field, ColumnType)>,
     /// What the records say, as of the last `set_snapshot`.
     snapshot: Arc<Snapshot>,
-    /// Scratch for writing metadata columns.
-    meta: MetaScratch,
 }
+
+/// Which records a shard has handed over to the store (by record id, per
+/// records table), so that each goes once per shard and run.
+#[derive(Clone, Debug, Default)]
+pub struct RecordsSent([Vec<bool>; 2]);
 
 /// Bytes one row of `kind` takes in a fixed-width column.
 pub(crate) fn width(kind: ColumnType) -> usize {
@@ -103,7 +113,7 @@ pub(crate) fn width(kind: ColumnType) -> usize {
         ColumnType::UInt8 => 1,
         ColumnType::UInt16 => 2,
         ColumnType::UInt32 | ColumnType::DateTime => 4,
-        ColumnType::UInt64 | ColumnType::DateTimeMs | ColumnType::Mac => 8,
+        ColumnType::UInt64 | ColumnType::DateTimeMs | ColumnType::Mac | ColumnType::RecordId => 8,
         ColumnType::Address => 16,
         ColumnType::ArrayUInt32 | ColumnType::LowString => 0,
         ColumnType::Boundary => 1,
@@ -111,17 +121,19 @@ pub(crate) fn width(kind: ColumnType) -> usize {
 }
 
 impl Columns {
-    /// Buffers for `layout` (the schema's stored columns, which always
-    /// hold the sort key's), sized for `rows` rows of fixed-width data.
+    /// Buffers for `layout`'s stored columns (the schema's columns, which
+    /// always hold the sort key's; the metadata columns are not in a raw
+    /// block: `Column::stored`), sized for `rows` rows of fixed-width data.
     pub fn new(layout: &[Column], rows: usize) -> Columns {
+        let layout: Vec<Column> = layout.iter().filter(|c| c.stored()).copied().collect();
         let data = layout
             .iter()
             .map(|c| match (c.source, c.kind) {
                 (Source::Flow(_), ColumnType::ArrayUInt32) => {
                     Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() }
                 }
-                (Source::Flow(_), kind) => Data::Fixed(Vec::with_capacity(rows * width(kind))),
-                (source, _) => Data::Meta(source),
+                (Source::RecordId(kind), _) => Data::RecordId(kind),
+                (_, kind) => Data::Fixed(Vec::with_capacity(rows * width(kind))),
             })
             .collect();
         let at = |field: Field| layout.iter().position(|c| c.source == Source::Flow(field)).unwrap_or(usize::MAX);
@@ -132,7 +144,6 @@ impl Columns {
             out_if: at(Field::OutIfIndex),
         };
         Columns {
-            layout: layout.to_vec(),
             data,
             rows: 0,
             key,
@@ -141,23 +152,49 @@ impl Columns {
             wide: Vec::new(),
             exporters: Vec::new(),
             records: std::array::from_fn(|_| Vec::with_capacity(rows)),
-            flow_columns: layout.iter().rposition(|c| matches!(c.source, Source::Flow(_))).map_or(0, |i| i + 1),
+            flow_columns: layout
+                .iter()
+                .map_while(|c| match c.source {
+                    Source::Flow(field) => Some((field, c.kind)),
+                    _ => None,
+                })
+                .collect(),
+            layout,
             snapshot: Arc::new(Snapshot::empty(KeyHash::default())),
-            meta: MetaScratch::default(),
         }
     }
 
-    /// The snapshot the metadata columns are written from (the newest the
+    /// The snapshot the record ids are written from (the newest the
     /// shard has: records keep their ids, so it serves older rows too).
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.snapshot = snapshot;
     }
 
-    /// The last row's records.
-    #[inline]
-    pub fn last_meta(&self) -> Meta {
-        let last = |v: &Vec<u32>| v.last().copied().unwrap_or(0);
-        Meta { exporter: last(&self.records[0]), in_if: last(&self.records[1]), out_if: last(&self.records[2]) }
+    /// The records the rows point to that `sent` does not hold yet, for
+    /// the store's records tables; `sent` then holds them.
+    pub fn new_records(&self, sent: &mut RecordsSent, out: &mut NewRecords) {
+        for (kind, records) in self.records.iter().enumerate() {
+            let table = usize::from(kind > 0);
+            let bits = &mut sent.0[table];
+            for &r in records {
+                let i = r as usize;
+                if bits.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let id = self.snapshot.stored_id(kind, r);
+                if id == 0 {
+                    continue;
+                }
+                if bits.len() <= i {
+                    bits.resize(i + 1, false);
+                }
+                bits[i] = true;
+                match table {
+                    0 => out.exporters.push((id, self.snapshot.exporter_records[i].clone())),
+                    _ => out.interfaces.push((id, self.snapshot.interface_records[i].clone())),
+                }
+            }
+        }
     }
 
     pub fn layout(&self) -> &[Column] {
@@ -180,8 +217,7 @@ impl Columns {
             .map(|d| match d {
                 Data::Fixed(b) => b.len(),
                 Data::Array { ends, items } => ends.len() * 8 + items.len() * 4,
-                // About a LowCardinality index and a few dictionary bytes.
-                Data::Meta(_) => self.rows * 2,
+                Data::RecordId(_) => self.rows * 8,
             })
             .sum()
     }
@@ -205,33 +241,28 @@ impl Columns {
                     ends.clear();
                     items.clear();
                 }
-                Data::Meta(_) => {}
+                Data::RecordId(_) => {}
             }
         }
         self.records.iter_mut().for_each(Vec::clear);
         self.rows = 0;
     }
 
-    /// Appends `flow` as one row, with no metadata.
+    /// Appends `flow` as one row. Its metadata records are found when the
+    /// block is written (`write_block_resolved`): once per run of rows
+    /// from the same exporter and interfaces, not per flow.
     #[inline]
     pub fn push(&mut self, flow: &FlowRecord) {
-        self.push_with(flow, Meta::default());
-    }
-
-    /// Appends `flow` as one row, with the records enrichment found.
-    #[inline]
-    pub fn push_with(&mut self, flow: &FlowRecord, meta: Meta) {
-        self.records[0].push(meta.exporter);
-        self.records[1].push(meta.in_if);
-        self.records[2].push(meta.out_if);
         // The flow's columns come first (the catalog's order); the
-        // metadata columns after them have no buffer.
-        for (c, d) in self.layout.iter().zip(&mut self.data).take(self.flow_columns) {
-            let Source::Flow(field) = c.source else { continue };
+        // record ids after them have no buffer.
+        // A plain (field, type) list, as the compiler makes the tightest
+        // loop of (a let-else on the column's source here cost 100 ns per
+        // flow: perf/RESULTS.md, 2026-12-02).
+        for (&(field, kind), d) in self.flow_columns.iter().zip(&mut self.data) {
             let value = flow.value(field);
             match d {
                 Data::Fixed(out) => {
-                    let (bytes, width) = value_bytes(c.kind, value);
+                    let (bytes, width) = value_bytes(kind, value);
                     extend_fixed(out, &bytes, width);
                 }
                 Data::Array { ends, items } => {
@@ -240,41 +271,75 @@ impl Columns {
                     }
                     ends.push(items.len() as u64);
                 }
-                Data::Meta(_) => {}
+                Data::RecordId(_) => {}
             }
         }
         self.rows += 1;
     }
 
     /// Appends the rows to `out` as one Native block sorted by the raw
-    /// table's key, with `dialect`'s type names. Whether they needed sorting.
+    /// table's key, with `dialect`'s type names, and no metadata records.
+    /// Whether they needed sorting.
     pub fn write_block(&mut self, dialect: &Dialect, out: &mut Vec<u8>) -> bool {
-        let sorted = self.sort();
-        self.write(sorted, dialect, out);
-        !sorted
+        self.write_block_resolved(true, dialect, out, &mut |_, _, _, _| Meta::default())
     }
 
     /// Appends the rows to `out` as one Native block in the order they
     /// came (for segment files: no engine sorts them).
     pub fn write_block_as_pushed(&mut self, dialect: &Dialect, out: &mut Vec<u8>) {
-        self.write(true, dialect, out);
+        self.write_block_resolved(false, dialect, out, &mut |_, _, _, _| Meta::default());
+    }
+
+    /// `write_block` (`sort`) or `write_block_as_pushed`, the rows'
+    /// records from `resolve(exporter, in_if, out_if, rows)`, called once
+    /// per run of `rows` rows (in block order) from the same exporter and
+    /// interfaces: sorted by the raw key, a batch's flows come in runs of
+    /// hundreds, so enrichment costs a lookup per run, not per flow.
+    /// Whether the rows needed sorting.
+    pub fn write_block_resolved(
+        &mut self,
+        sort: bool,
+        dialect: &Dialect,
+        out: &mut Vec<u8>,
+        resolve: &mut dyn FnMut(&Addr, u32, u32, u32) -> Meta,
+    ) -> bool {
+        let in_order = !sort || self.sort();
+        self.resolve(in_order, resolve);
+        self.write(in_order, dialect, out);
+        !in_order
+    }
+
+    /// Fills the rows' records, a run at a time (block order: the rows
+    /// as pushed when `in_order`, else `rows_sorted`).
+    fn resolve(&mut self, in_order: bool, resolve: &mut dyn FnMut(&Addr, u32, u32, u32) -> Meta) {
+        let n = self.rows;
+        for r in &mut self.records {
+            r.clear();
+            r.resize(n, 0);
+        }
+        let key = SortKey::of(self.key, &self.data);
+        let row_at = |i: usize| if in_order { i } else { self.rows_sorted[i] as usize };
+        let of = |row: usize| (key.exporter(row), key.in_if(row), key.out_if(row));
+        let mut start = 0;
+        while start < n {
+            let first = of(row_at(start));
+            let mut end = start + 1;
+            while end < n && of(row_at(end)) == first {
+                end += 1;
+            }
+            let meta = resolve(&first.0.to_be_bytes(), first.1, first.2, (end - start) as u32);
+            for i in start..end {
+                let row = row_at(i);
+                self.records[0][row] = meta.exporter;
+                self.records[1][row] = meta.in_if;
+                self.records[2][row] = meta.out_if;
+            }
+            start = end;
+        }
     }
 
     /// The block, rows in `order` unless `sorted` (then as they are).
     fn write(&mut self, sorted: bool, dialect: &Dialect, out: &mut Vec<u8>) {
-        let mut scratch = std::mem::take(&mut self.meta);
-        // The rows' records in block order, numbered once per kind.
-        if self.data.iter().any(|d| matches!(d, Data::Meta(_))) {
-            for (kind, records) in self.records.iter().enumerate() {
-                if sorted {
-                    scratch.number(kind, records.iter().copied());
-                } else {
-                    scratch.number(kind, self.rows_sorted.iter().map(|&row| records[row as usize]));
-                }
-            }
-        }
-        // Unknown exporters' names are their addresses.
-        let exporter = SortKey::of(self.key, &self.data);
         write_varuint(self.layout.len() as u64, out);
         write_varuint(self.rows as u64, out);
         for (c, d) in self.layout.iter().zip(&self.data) {
@@ -307,14 +372,22 @@ impl Columns {
                         }
                     }
                 }
-                Data::Meta(source) => {
-                    let address = |i: usize| exporter.exporter(if sorted { i } else { self.rows_sorted[i] as usize });
-                    let kind = source.record().unwrap_or_default();
-                    write_meta_column(*source, kind, address, &self.snapshot, &mut scratch, out);
+                Data::RecordId(kind) => {
+                    let (records, ids) = (&self.records[*kind], &self.snapshot);
+                    out.reserve(self.rows * 8);
+                    // Rows come in runs of the same record: map each run once.
+                    let mut last = (u32::MAX, 0u64);
+                    for i in 0..self.rows {
+                        let row = if sorted { i } else { self.rows_sorted[i] as usize };
+                        let r = records.get(row).copied().unwrap_or(0);
+                        if r != last.0 {
+                            last = (r, ids.stored_id(*kind, r));
+                        }
+                        out.extend_from_slice(&last.1.to_le_bytes());
+                    }
                 }
             }
         }
-        self.meta = scratch;
     }
 
     /// Fills `rows_sorted` with the rows in key order (ties in arrival
@@ -579,28 +652,9 @@ fn write_meta(
     }
     let text = |record: u32| -> &str {
         match source {
-            Source::Exporter(a) => {
-                let e = snapshot.exporter(record);
-                match a {
-                    ExporterAttr::Name => &e.name,
-                    ExporterAttr::Group => &e.group,
-                    ExporterAttr::Role => &e.role,
-                    ExporterAttr::Site => &e.site,
-                    ExporterAttr::Region => &e.region,
-                    ExporterAttr::Tenant => &e.tenant,
-                }
-            }
-            Source::InIf(a) | Source::OutIf(a) => {
-                let i = snapshot.interface(record);
-                match a {
-                    IfAttr::Name => &i.name,
-                    IfAttr::Description => &i.description,
-                    IfAttr::Provider => &i.provider,
-                    IfAttr::Connectivity => &i.connectivity,
-                    IfAttr::Speed | IfAttr::Boundary => "",
-                }
-            }
-            Source::Flow(_) => "",
+            Source::Exporter(a) => exporter_text(snapshot.exporter(record), a),
+            Source::InIf(a) | Source::OutIf(a) => interface_text(snapshot.interface(record), a),
+            Source::Flow(_) | Source::RecordId(_) => "",
         }
     };
     let mut dictionary: Vec<String> = Vec::new();
@@ -670,6 +724,76 @@ fn write_meta(
     }
 }
 
+/// An exporter's attribute `a`.
+fn exporter_text(e: &ExporterInfo, a: ExporterAttr) -> &str {
+    match a {
+        ExporterAttr::Name => &e.name,
+        ExporterAttr::Group => &e.group,
+        ExporterAttr::Role => &e.role,
+        ExporterAttr::Site => &e.site,
+        ExporterAttr::Region => &e.region,
+        ExporterAttr::Tenant => &e.tenant,
+    }
+}
+
+/// An interface's string attribute `a` (empty for speed and boundary).
+fn interface_text(i: &InterfaceInfo, a: IfAttr) -> &str {
+    match a {
+        IfAttr::Name => &i.name,
+        IfAttr::Description => &i.description,
+        IfAttr::Provider => &i.provider,
+        IfAttr::Connectivity => &i.connectivity,
+        IfAttr::Speed | IfAttr::Boundary => "",
+    }
+}
+
+/// Appends records table `table`'s rows (`schema::RECORD_TABLES`: 0 the
+/// exporters', 1 the interfaces') of `records` to `out` as one Native
+/// block: `Id`, then the record's columns (`schema::record_table_columns`),
+/// strings as `String` (the engine casts them to the table's
+/// `LowCardinality`). Nothing when there are none.
+pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>) {
+    let rows = if table == 0 { records.exporters.len() } else { records.interfaces.len() };
+    if rows == 0 {
+        return;
+    }
+    // The attributes in records table order: METADATA_COLUMNS' order.
+    let attrs: Vec<(Source, ColumnType)> = METADATA_COLUMNS
+        .iter()
+        .filter(|(name, source, _)| match table {
+            0 => matches!(source, Source::Exporter(_)),
+            _ => matches!(source, Source::InIf(_)) && name.starts_with("In"),
+        })
+        .map(|&(_, source, kind)| (source, kind))
+        .collect();
+    let names = record_table_columns(table);
+    write_varuint(1 + attrs.len() as u64, out);
+    write_varuint(rows as u64, out);
+    write_string(b"Id", out);
+    write_string(b"UInt64", out);
+    let ids = (0..rows).map(|i| if table == 0 { records.exporters[i].0 } else { records.interfaces[i].0 });
+    ids.for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
+    for ((source, kind), (name, _)) in attrs.iter().zip(&names) {
+        write_string(name.as_bytes(), out);
+        let type_name = if *kind == ColumnType::LowString { "String" } else { MODERN.type_name(*kind) };
+        write_string(type_name.as_bytes(), out);
+        for i in 0..rows {
+            match *source {
+                Source::Exporter(a) => write_string(exporter_text(&records.exporters[i].1, a).as_bytes(), out),
+                Source::InIf(a) => {
+                    let r = &records.interfaces[i].1;
+                    match a {
+                        IfAttr::Speed => out.extend_from_slice(&r.speed.to_le_bytes()),
+                        IfAttr::Boundary => out.push(r.boundary as u8),
+                        _ => write_string(interface_text(r, a).as_bytes(), out),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A fixed-width column value as Native lays it out: the bytes (the first
 /// `width`) and the width. Arrays have no fixed width (0).
 #[inline(always)]
@@ -698,7 +822,7 @@ fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
             }
             put(&u64::from_be_bytes(word).to_le_bytes())
         }
-        ColumnType::ArrayUInt32 | ColumnType::LowString | ColumnType::Boundary => 0,
+        ColumnType::ArrayUInt32 | ColumnType::LowString | ColumnType::Boundary | ColumnType::RecordId => 0,
     };
     (b, width)
 }
@@ -1173,50 +1297,85 @@ mod tests {
     }
 
     #[test]
-    fn metadata_columns_are_written_from_the_records() {
-        use crate::enrich::metadata::{Boundary, ExporterInfo, InterfaceInfo, KnownExporter, Records};
+    fn a_raw_block_carries_the_records_ids_and_each_record_goes_once() {
+        use crate::enrich::metadata::{Boundary, ExporterInfo, InterfaceInfo, KnownExporter, Records, StoredId};
         let layout = stored_columns(&test_settings(&[]));
         let mut c = Columns::new(&layout, 4);
         let mut exporters = Records::<ExporterInfo>::default();
         let mut interfaces = Records::<InterfaceInfo>::default();
         let edge = exporters.intern(ExporterInfo { name: "edge1".into(), site: "par".into(), ..Default::default() });
-        let transit = interfaces.intern(InterfaceInfo {
+        let transit_info = InterfaceInfo {
             name: "et-0/0/1".into(),
             description: "Transit: Cogent".into(),
             speed: 100_000,
             provider: "cogent".into(),
             connectivity: "transit".into(),
             boundary: Boundary::External,
-        });
+        };
+        let transit = interfaces.intern(transit_info.clone());
         let mut snapshot = Snapshot::empty(KeyHash::default());
         snapshot.exporters.insert(addr_from_v4([10, 0, 0, 1]), 0);
         snapshot.known.push(KnownExporter::default());
-        snapshot.exporter_records = exporters.shared();
-        snapshot.interface_records = interfaces.shared();
+        snapshot.set_records(&exporters, &interfaces);
         c.set_snapshot(Arc::new(snapshot));
-        // Pushed out of order: the block is sorted, and the records follow their rows.
-        c.push_with(&flow(2, 1, 1, 1), Meta { exporter: edge, in_if: transit, out_if: 0 });
-        c.push_with(&flow(1, 2, 1, 1), Meta::default());
+        // Pushed out of order: the block is sorted, and the ids follow their
+        // rows; the records are looked up once per run of rows.
+        c.push(&flow(2, 1, 1, 1));
+        c.push(&flow(1, 2, 1, 1));
+        c.push(&flow(2, 1, 1, 5));
+        let mut runs = Vec::new();
         let mut out = Vec::new();
-        c.write_block(&MODERN, &mut out);
+        c.write_block_resolved(true, &MODERN, &mut out, &mut |exporter, in_if, out_if, rows| {
+            runs.push((exporter[15], in_if, out_if, rows));
+            match exporter[15] {
+                1 => Meta { exporter: edge, in_if: transit, out_if: 0 },
+                _ => Meta::default(),
+            }
+        });
+        assert_eq!(runs, [(2, 1, 0, 1), (1, 1, 0, 2)], "one lookup per run, in block order");
+        let mut sent = RecordsSent::default();
+        let mut records = NewRecords::default();
+        c.new_records(&mut sent, &mut records);
         let blocks = read_blocks(&out).unwrap();
         let column = |name: &str| *blocks[0].columns.iter().find(|c| c.0 == name).unwrap();
-        let strings = |name: &str| -> Vec<String> {
-            let (_, dictionary, width) = low_cardinality(column(name).2, 2).unwrap();
-            let data = column(name).2;
-            data[data.len() - 2 * width..]
-                .chunks(width)
-                .map(|i| String::from_utf8(dictionary[i[0] as usize].to_vec()).unwrap())
-                .collect()
+        assert!(!blocks[0].columns.iter().any(|c| c.0 == "ExporterName"), "read from the records, not stored");
+        let ids = |name: &str| -> Vec<u64> {
+            assert_eq!(column(name).1, "UInt64");
+            column(name).2.chunks(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect()
         };
-        assert_eq!(column("ExporterName").1, "LowCardinality(String)");
-        assert_eq!(strings("ExporterName"), ["10.0.0.2", "edge1"], "second 1 first; unknown: its address");
-        assert_eq!(strings("ExporterSite"), ["", "par"]);
-        assert_eq!(strings("InIfDescription"), ["", "Transit: Cogent"]);
-        assert_eq!(strings("OutIfName"), ["", ""]);
-        assert_eq!(column("InIfSpeed").2, [0, 0, 0, 0, 0xa0, 0x86, 1, 0]);
-        assert_eq!(column("InIfBoundary").2, [0, 1]);
-        assert_eq!(column("InIfBoundary").1, crate::schema::BOUNDARY_TYPE);
+        let (edge_id, transit_id) = (exporters.get(edge).stored_id(), transit_info.stored_id());
+        assert_eq!(ids("ExporterRecord"), [0, edge_id, edge_id], "second 1 first; unknown: no record");
+        assert_eq!(ids("InIfRecord"), [0, transit_id, transit_id]);
+        assert_eq!(ids("OutIfRecord"), [0, 0, 0]);
+        assert_ne!(edge_id, ExporterInfo { name: "edge2".into(), ..Default::default() }.stored_id());
+        assert_eq!(records.exporters.len(), 1);
+        assert_eq!((records.interfaces[0].0, &*records.interfaces[0].1), (transit_id, &transit_info));
+        // Handed over once: the next batch of the same rows brings none.
+        let mut again = NewRecords::default();
+        c.new_records(&mut sent, &mut again);
+        assert!(again.is_empty());
+        // The records tables' blocks.
+        let mut block = Vec::new();
+        write_records_block(&records, 1, &mut block);
+        let read = read_blocks(&block).unwrap();
+        let names: Vec<(&str, &str)> = read[0].columns.iter().map(|c| (c.0, c.1)).collect();
+        assert_eq!(
+            names,
+            [
+                ("Id", "UInt64"),
+                ("IfName", "String"),
+                ("IfDescription", "String"),
+                ("IfSpeed", "UInt32"),
+                ("IfProvider", "String"),
+                ("IfConnectivity", "String"),
+                ("IfBoundary", crate::schema::BOUNDARY_TYPE)
+            ]
+        );
+        assert_eq!(read[0].columns[2].2, b"\x0fTransit: Cogent");
+        assert_eq!(read[0].columns[6].2, [1]);
+        let mut none = Vec::new();
+        write_records_block(&NewRecords::default(), 0, &mut none);
+        assert!(none.is_empty());
         // The same bytes come back through retype for a modern server.
         assert_eq!(retype(&out, &MODERN).unwrap(), out);
     }
@@ -1239,28 +1398,8 @@ mod tests {
         let data = |b: &[u8]| {
             read_blocks(b).unwrap().iter().flat_map(|b| b.columns.iter().map(|c| c.2.to_vec())).collect::<Vec<_>>()
         };
-        let low = |b: &[u8]| -> Vec<Vec<u8>> {
-            let blocks = read_blocks(b).unwrap();
-            blocks
-                .iter()
-                .flat_map(|b| {
-                    b.columns
-                        .iter()
-                        .filter(|c| {
-                            !c.0.starts_with("Exporter") && !c.0.contains("If")
-                                || c.0.ends_with("Index")
-                                || c.0.ends_with("Speed")
-                                || c.0.ends_with("Boundary")
-                        })
-                        .map(|c| c.2.to_vec())
-                })
-                .collect()
-        };
-        assert_eq!(low(&out), low(&retyped), "the bytes stay, but for the strings");
-        assert_eq!(data(&out).len(), data(&retyped).len());
-        let name = blocks[1].columns.iter().find(|c| c.0 == "ExporterName").unwrap();
-        assert_eq!(name.1, "String");
-        assert_eq!(name.2, b"\x0810.0.0.1\x0810.0.0.1", "an unknown exporter is named by its address");
+        assert_eq!(data(&out), data(&retyped), "the bytes stay");
+        assert!(types.contains(&("ExporterRecord", "UInt64")));
         assert!(read_blocks(&out[..out.len() - 1]).is_err());
         assert!(read_blocks(&[1, 1, 1, b'a', 3, b'I', b'n', b't']).is_err());
     }

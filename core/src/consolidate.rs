@@ -21,7 +21,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use crate::columns::{width, write_meta_column, write_string, write_varuint, Columns, MetaScratch};
-use crate::enrich::metadata::Snapshot;
+use crate::enrich::metadata::{Meta, Snapshot};
 use crate::flow::Field;
 use crate::schema::{Column, ColumnType, Dialect, Source};
 use crate::wire::state::KeyHash;
@@ -172,11 +172,16 @@ struct Dim {
 pub struct Consolidator {
     columns: Vec<Column>,
     dims: Vec<Dim>,
-    /// Where the rows' metadata records (exporter, input and output
-    /// interfaces: 12 bytes) are in the key, when a metadata column is a
-    /// dimension; and ExporterAddress (unknown exporters are named by it).
-    meta_at: Option<usize>,
+    /// Whether metadata columns are dimensions: their records are found
+    /// when a block is written, once per summed row, from the exporter and
+    /// interfaces in its key (a row sums flows of one exporter and
+    /// interface pair, so they share their records).
+    metadata: bool,
+    /// Where ExporterAddress (unknown exporters are named by it), InIfIndex
+    /// and OutIfIndex are in the key.
     address_at: Option<usize>,
+    in_if_at: Option<usize>,
+    out_if_at: Option<usize>,
     snapshot: Arc<Snapshot>,
     meta_scratch: MetaScratch,
     key_len: usize,
@@ -194,41 +199,48 @@ pub struct Consolidator {
     coarse: SumTable,
     /// Scratch for writing a block: the order, then the columns.
     order: Vec<(u128, u128, u64, u32)>,
+    /// The records of the rows in `order`.
+    metas: Vec<Meta>,
     out_columns: Vec<Vec<u8>>,
     keys_max: usize,
 }
 
 impl Consolidator {
     /// Sums over `layout`'s consolidated columns, at most `keys_max` keys
-    /// (minute, dimensions) between two flushes.
+    /// (minute, dimensions) between two flushes. The flow's columns are
+    /// read from the rows `Columns` holds (its stored columns: the
+    /// metadata columns come from the rows' records).
     pub fn new(layout: &[Column], keys_max: usize, hash: KeyHash) -> Consolidator {
         let columns: Vec<Column> = layout.iter().filter(|c| c.consolidated).copied().collect();
+        let layout: Vec<Column> = layout.iter().filter(|c| c.stored()).copied().collect();
         let mut at = 4;
         let mut dims = Vec::new();
-        let mut address_at = None;
+        let (mut address_at, mut in_if_at, mut out_if_at) = (None, None, None);
         for (column, c) in layout.iter().enumerate().filter(|(_, c)| c.consolidated) {
             if !matches!(c.source, Source::Flow(_)) {
                 continue;
             }
-            if c.source == Source::Flow(Field::ExporterAddress) {
-                address_at = Some(at);
+            match c.source {
+                Source::Flow(Field::ExporterAddress) => address_at = Some(at),
+                Source::Flow(Field::InIfIndex) => in_if_at = Some(at),
+                Source::Flow(Field::OutIfIndex) => out_if_at = Some(at),
+                _ => {}
             }
             let w = width(c.kind);
             dims.push(Dim { column, at, width: w, address: c.kind == ColumnType::Address });
             at += w;
         }
-        let meta_at = columns.iter().any(|c| c.source.record().is_some()).then_some(at);
-        if meta_at.is_some() {
-            at += 12;
-        }
+        let metadata = columns.iter().any(|c| c.source.record().is_some());
         debug_assert!(at <= 4 + KEY_BYTES);
         let field_at = |field: Field| layout.iter().position(|c| c.source == Source::Flow(field)).unwrap_or(usize::MAX);
         Consolidator {
             out_columns: vec![Vec::new(); columns.len() + 4],
             columns,
             dims,
-            meta_at,
+            metadata,
             address_at,
+            in_if_at,
+            out_if_at,
             snapshot: Arc::new(Snapshot::empty(KeyHash::default())),
             meta_scratch: MetaScratch::default(),
             key_len: at.min(4 + KEY_BYTES),
@@ -240,6 +252,7 @@ impl Consolidator {
             pending: None,
             coarse: SumTable::new(keys_max, at, hash),
             order: Vec::new(),
+            metas: Vec::new(),
             keys_max,
         }
     }
@@ -286,12 +299,6 @@ impl Consolidator {
         key[..4].copy_from_slice(&(seconds - seconds % 60).to_be_bytes());
         for d in &self.dims {
             put_big_endian(&mut key[d.at..], columns.last(d.column), d.width, d.address);
-        }
-        if let Some(at) = self.meta_at {
-            let m = columns.last_meta();
-            key[at..at + 4].copy_from_slice(&m.exporter.to_be_bytes());
-            key[at + 4..at + 8].copy_from_slice(&m.in_if.to_be_bytes());
-            key[at + 8..at + 12].copy_from_slice(&m.out_if.to_be_bytes());
         }
         let rate = number(self.rate_at).max(1);
         let sums = Sums {
@@ -396,17 +403,28 @@ impl Consolidator {
             sums[1].extend_from_slice(&e.sums.packets.to_le_bytes());
             sums[2].extend_from_slice(&e.sums.flows.to_le_bytes());
         }
-        // The metadata columns, after the flow's dimensions (catalog order).
-        let Some(meta_at) = self.meta_at else { return };
-        let id = |k: &Key, i: usize| {
-            u32::from_be_bytes(k[meta_at + i * 4..meta_at + i * 4 + 4].try_into().unwrap_or_default())
-        };
+        // The metadata columns, after the flow's dimensions (catalog
+        // order): each row's records, as the snapshot has them now.
+        if !self.metadata {
+            return;
+        }
         let address_at = self.address_at;
         let address =
             |k: &Key| address_at.map_or(0, |at| u128::from_be_bytes(k[at..at + 16].try_into().unwrap_or_default()));
-        for k in 0..3 {
-            self.meta_scratch.number(k, self.order.iter().map(|o| id(&entries[o.3 as usize].key, k)));
+        let index = |k: &Key, at: Option<usize>| {
+            at.map_or(0, |at| u32::from_be_bytes(k[at..at + 4].try_into().unwrap_or_default()))
+        };
+        self.metas.clear();
+        for o in &self.order {
+            let k = &entries[o.3 as usize].key;
+            let exporter = address(k).to_be_bytes();
+            let meta = self.snapshot.resolve(&exporter, index(k, self.in_if_at), index(k, self.out_if_at));
+            self.metas.push(meta);
         }
+        let metas = &self.metas;
+        self.meta_scratch.number(0, metas.iter().map(|m| m.exporter));
+        self.meta_scratch.number(1, metas.iter().map(|m| m.in_if));
+        self.meta_scratch.number(2, metas.iter().map(|m| m.out_if));
         let metas = self.columns.iter().filter(|c| c.source.record().is_some());
         let order = &self.order;
         for (c, out) in metas.zip(meta_columns(&mut self.out_columns, self.dims.len())) {

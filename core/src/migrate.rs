@@ -18,11 +18,18 @@
 //!   is summed twice or missed);
 //! - helper tables whose row count differs from the bundled list are refilled.
 //!
-//! Columns are never dropped or retyped: a column switched off stays in the
-//! table (inserts name their columns, so it gets the default), and a type
-//! that differs is reported as a warning for the operator to decide.
+//! - the raw table's metadata columns are aliases reading the records
+//!   tables (`metadata_aliases`); a raw table that stored them per row
+//!   (the first enrichment release) has its rows' records moved to the
+//!   records tables and the rows pointed at them before the stored
+//!   columns are dropped, so no row loses its names.
+//!
+//! Otherwise columns are never dropped or retyped: a column switched off
+//! stays in the table (inserts name their columns, so it gets the
+//! default), and a type that differs is reported as a warning for the
+//! operator to decide.
 
-use crate::schema::{Schema, RAW_TABLE};
+use crate::schema::{Column, Schema, Source, RAW_TABLE, RECORD_COLUMNS, RECORD_TABLES};
 
 /// One table or view as the server describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +40,8 @@ pub struct LiveTable {
     pub columns: Vec<(String, String)>,
     /// `system.tables.create_table_query` (unescaped).
     pub create_query: String,
+    /// The columns that are `ALIAS`es (`system.columns.default_kind`).
+    pub aliases: Vec<String>,
     /// Rows, read only for the helper tables.
     pub rows: Option<u64>,
 }
@@ -51,8 +60,9 @@ impl LiveDatabase {
 }
 
 /// The tables of `system.tables` (`name, engine, create_table_query`) with
-/// their columns from `system.columns` (`table, name, type`), both as
-/// ClickHouse's TabSeparated output. Lines of another shape are skipped.
+/// their columns from `system.columns` (`table, name, type, default_kind`;
+/// the kind may be left out), both as ClickHouse's TabSeparated output.
+/// Lines of another shape are skipped.
 pub fn live_tables(tables_tsv: &[u8], columns_tsv: &[u8]) -> Vec<LiveTable> {
     let mut tables: Vec<LiveTable> = tsv_rows(tables_tsv)
         .into_iter()
@@ -61,9 +71,13 @@ pub fn live_tables(tables_tsv: &[u8], columns_tsv: &[u8]) -> Vec<LiveTable> {
             Err(_) => None,
         })
         .collect();
-    for line in tsv_rows(columns_tsv) {
+    for mut line in tsv_rows(columns_tsv) {
+        let default_kind = if line.len() == 4 { line.pop() } else { None };
         if let Ok([table, name, kind]) = <[String; 3]>::try_from(line) {
             if let Some(t) = tables.iter_mut().find(|t| t.name == table) {
+                if default_kind.as_deref() == Some("ALIAS") {
+                    t.aliases.push(name.clone());
+                }
                 t.columns.push((name, kind));
             }
         }
@@ -106,12 +120,19 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
     if !live.database_exists {
         plan.step(format!("database {db} is missing"), format!("CREATE DATABASE IF NOT EXISTS {db}"));
     }
+    // The records tables first: the raw table's aliases name them.
+    for (i, table) in RECORD_TABLES.iter().enumerate() {
+        if live.table(table).is_none() {
+            plan.step(format!("table {table} is missing"), schema.create_records_table(i));
+        }
+    }
     match live.table(RAW_TABLE) {
         None => plan.step(format!("table {RAW_TABLE} is missing"), schema.create_raw_table()),
         Some(t) => {
             let wanted: Vec<(&str, String)> =
-                schema.columns.iter().map(|c| (c.name, schema.column_definition(c))).collect();
+                schema.stored_columns().map(|c| (c.name, schema.column_definition(c))).collect();
             add_missing_columns(&mut plan, schema, t, &wanted, None);
+            metadata_aliases(&mut plan, schema, t);
             check_ttl(&mut plan, schema, t, schema.ttl_raw_hours);
             check_settings(&mut plan, schema, t, true);
         }
@@ -181,6 +202,80 @@ fn add_missing_columns(
             }
         }
         previous = name.to_string();
+    }
+}
+
+/// The raw table's metadata columns as aliases of the records. A raw
+/// table from before (its metadata columns stored, filled per row) keeps
+/// what its rows say: their distinct records go to the records tables
+/// (ids from `sipHash64` of the fields: unlike the shards' ids, but just as
+/// unique), the rows get those ids (one mutation, waited for), then the
+/// stored columns give way to the aliases. A server without `joinGet` by
+/// database keeps such columns as they are; they are no longer filled.
+fn metadata_aliases(plan: &mut Plan, schema: &Schema, raw: &LiveTable) {
+    let db = &schema.database;
+    let metadata: Vec<&Column> = schema.columns.iter().filter(|c| !c.stored()).collect();
+    let stored: Vec<&Column> = metadata
+        .iter()
+        .copied()
+        .filter(|c| raw.columns.iter().any(|(n, _)| n == c.name) && !raw.aliases.iter().any(|a| a == c.name))
+        .collect();
+    if !schema.dialect.join_get {
+        if !stored.is_empty() {
+            plan.warnings.push(format!(
+                "{RAW_TABLE} keeps {} metadata columns from before, no longer filled (this server cannot read the \
+                 records in an alias); the consolidated tables keep the names",
+                stored.len()
+            ));
+        }
+        return;
+    }
+    if !stored.is_empty() {
+        // Each record's fields as the rows hold them, for one side.
+        let side = |filter: &dyn Fn(&Source) -> bool| -> Option<Vec<&str>> {
+            let names: Vec<&str> = metadata.iter().filter(|c| filter(&c.source)).map(|c| c.name).collect();
+            names.iter().all(|n| stored.iter().any(|c| c.name == *n)).then_some(names)
+        };
+        let sides = [
+            (RECORD_COLUMNS[0].0, RECORD_TABLES[0], side(&|s| matches!(s, Source::Exporter(_)))),
+            (RECORD_COLUMNS[1].0, RECORD_TABLES[1], side(&|s| matches!(s, Source::InIf(_)))),
+            (RECORD_COLUMNS[2].0, RECORD_TABLES[1], side(&|s| matches!(s, Source::OutIf(_)))),
+        ];
+        let kept: Vec<(&str, &str, Vec<&str>)> =
+            sides.into_iter().filter_map(|(id, table, names)| Some((id, table, names?))).collect();
+        for (id, table, names) in &kept {
+            let fields = names.join(", ");
+            plan.step(
+                format!("the records of the rows {RAW_TABLE} stored before ({id}) go to {table}"),
+                format!("INSERT INTO {db}.{table} SELECT DISTINCT sipHash64({fields}) AS Id, {fields} FROM {db}.{RAW_TABLE} WHERE {id} = 0"),
+            );
+        }
+        if !kept.is_empty() {
+            let sets: Vec<String> =
+                kept.iter().map(|(id, _, names)| format!("{id} = sipHash64({})", names.join(", "))).collect();
+            plan.step(
+                format!("the rows {RAW_TABLE} stored before point to their records"),
+                format!(
+                    "ALTER TABLE {db}.{RAW_TABLE} UPDATE {} WHERE {} = 0 SETTINGS mutations_sync = 2",
+                    sets.join(", "),
+                    kept[0].0
+                ),
+            );
+        }
+        let drops: Vec<String> = stored.iter().map(|c| format!("DROP COLUMN {}", c.name)).collect();
+        plan.step(
+            format!("{RAW_TABLE}'s metadata columns are read from the records, not stored per row"),
+            format!("ALTER TABLE {db}.{RAW_TABLE} {}", drops.join(", ")),
+        );
+    }
+    for c in metadata {
+        let stays = raw.aliases.iter().any(|a| a == c.name);
+        if let (false, Some(alias)) = (stays, schema.metadata_alias(c)) {
+            plan.step(
+                format!("column {RAW_TABLE}.{} reads its record", c.name),
+                format!("ALTER TABLE {db}.{RAW_TABLE} ADD COLUMN {alias}"),
+            );
+        }
     }
 }
 
@@ -336,7 +431,7 @@ pub const PORTS: &[(u8, u16, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{test_settings, ServerVersion};
+    use crate::schema::{test_settings, ServerVersion, RECORD_COLUMNS};
 
     fn schema(optional: &[&str], version: ServerVersion) -> Schema {
         Schema::new(&test_settings(optional), version)
@@ -344,13 +439,20 @@ mod tests {
 
     /// What a server would show after running `plan` on an empty database.
     fn migrated(s: &Schema) -> LiveDatabase {
-        let raw = LiveTable {
+        let mut raw = LiveTable {
             name: RAW_TABLE.into(),
-            columns: s.columns.iter().map(|c| (c.name.into(), s.dialect.type_name(c.kind).into())).collect(),
+            columns: s.stored_columns().map(|c| (c.name.into(), s.dialect.type_name(c.kind).into())).collect(),
             create_query: s.create_raw_table(),
             ..LiveTable::default()
         };
+        for c in s.columns.iter().filter(|c| s.metadata_alias(c).is_some()) {
+            raw.columns.push((c.name.into(), s.dialect.type_name(c.kind).into()));
+            raw.aliases.push(c.name.into());
+        }
         let mut tables = vec![raw];
+        for t in RECORD_TABLES {
+            tables.push(LiveTable { name: t.into(), engine: "Join".into(), ..LiveTable::default() });
+        }
         for c in &s.consolidations {
             let mut cols = vec![("TimeReceived".to_string(), "DateTime".to_string())];
             cols.extend(s.dimensions().iter().map(|d| (d.name.to_string(), s.dialect.type_name(d.kind).to_string())));
@@ -370,7 +472,10 @@ mod tests {
     fn an_empty_database_gets_everything_and_a_migrated_one_nothing() {
         let s = schema(&[], ServerVersion(26, 7));
         let p = plan(&s, &LiveDatabase::default());
-        assert_eq!(p.steps.len(), 1 + 1 + 3 + 2 * 2, "{:#?}", p.steps);
+        assert_eq!(p.steps.len(), 1 + 2 + 1 + 3 + 2 * 2, "{:#?}", p.steps);
+        let records = p.steps.iter().position(|s| s.sql.contains("interface_records (")).unwrap();
+        let raw = p.steps.iter().position(|s| s.sql.contains("weir.flows (")).unwrap();
+        assert!(records < raw, "the aliases name the records tables: {:#?}", p.steps);
         assert!(plan(&s, &migrated(&s)).steps.is_empty());
     }
 
@@ -388,21 +493,27 @@ mod tests {
 
     #[test]
     fn a_database_from_before_enrichment_gets_the_metadata_columns() {
-        use crate::schema::METADATA_COLUMNS;
+        use crate::schema::{METADATA_COLUMNS, RECORD_COLUMNS};
         for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
             let s = schema(&[], version);
             let mut live = migrated(&s);
+            live.tables.retain(|t| !RECORD_TABLES.contains(&t.name.as_str()));
             for t in &mut live.tables {
-                t.columns.retain(|(name, _)| !METADATA_COLUMNS.iter().any(|m| m.0 == name));
+                let enrichment = |name: &str| {
+                    METADATA_COLUMNS.iter().any(|m| m.0 == name) || RECORD_COLUMNS.iter().any(|r| r.0 == name)
+                };
+                t.columns.retain(|(name, _)| !enrichment(name));
+                t.aliases.clear();
             }
             let p = plan(&s, &live);
             let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
-            let name_type = if version.0 >= 19 { "LowCardinality(String)" } else { "String" };
-            assert!(
-                sql.iter().any(|s| s.contains(&format!("weir.flows ADD COLUMN ExporterName {name_type}"))),
-                "{sql:#?}"
-            );
-            assert!(sql.iter().any(|s| s.contains("flows ADD COLUMN InIfBoundary Enum8")), "{sql:#?}");
+            assert!(sql.iter().any(|s| s.contains("weir.flows ADD COLUMN InIfRecord UInt64 AFTER")), "{sql:#?}");
+            assert!(sql.iter().any(|s| s.contains("TABLE IF NOT EXISTS weir.interface_records")), "{sql:#?}");
+            let alias = "weir.flows ADD COLUMN InIfBoundary Enum8('undefined' = 0, 'external' = 1, 'internal' = 2) \
+                         ALIAS joinGet('weir.interface_records', 'IfBoundary', InIfRecord)";
+            // 18.16 cannot load a table whose alias names another database's table.
+            assert_eq!(sql.iter().any(|s| s.contains(alias)), version.0 >= 19, "{sql:#?}");
+            assert_eq!(sql.iter().any(|s| s.contains("flows ADD COLUMN ExporterName")), version.0 >= 19, "{sql:#?}");
             for table in ["flows_1m", "flows_5m", "flows_1h"] {
                 assert!(
                     sql.iter().any(|s| s.contains(&format!("{table} ADD COLUMN OutIfBoundary"))),
@@ -410,6 +521,44 @@ mod tests {
                 );
             }
             assert!(!sql.iter().any(|s| s.contains("DROP")), "no data goes: {sql:#?}");
+            assert!(plan(&s, &migrated(&s)).steps.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_raw_table_that_stored_metadata_keeps_its_rows_names() {
+        for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
+            let s = schema(&[], version);
+            let mut live = migrated(&s);
+            // The first enrichment release: every metadata column stored.
+            let raw = &mut live.tables[0];
+            raw.aliases.clear();
+            raw.columns.retain(|(name, _)| !RECORD_COLUMNS.iter().any(|r| r.0 == name));
+            for c in s.columns.iter().filter(|c| !c.stored()) {
+                if !raw.columns.iter().any(|(n, _)| n == c.name) {
+                    raw.columns.push((c.name.into(), s.dialect.type_name(c.kind).into()));
+                }
+            }
+            let p = plan(&s, &live);
+            let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+            if version.0 < 19 {
+                assert!(!sql.iter().any(|s| s.contains("DROP") || s.contains("UPDATE")), "{sql:#?}");
+                assert!(p.warnings.iter().any(|w| w.contains("18 metadata columns from before")), "{:#?}", p.warnings);
+                continue;
+            }
+            let at = |needle: &str| {
+                sql.iter().position(|s| s.contains(needle)).unwrap_or_else(|| panic!("{needle}: {sql:#?}"))
+            };
+            let add_ids = at("ADD COLUMN OutIfRecord UInt64");
+            let records = at(
+                "INSERT INTO weir.interface_records SELECT DISTINCT sipHash64(OutIfName, OutIfDescription, OutIfSpeed",
+            );
+            let update = at("ALTER TABLE weir.flows UPDATE ExporterRecord = sipHash64(ExporterName");
+            let drop = at("DROP COLUMN ExporterName");
+            let alias = at("ADD COLUMN ExporterName LowCardinality(String) ALIAS if(ExporterRecord = 0");
+            assert!(add_ids < records && records < update && update < drop && drop < alias, "{sql:#?}");
+            assert!(sql[update].ends_with("WHERE ExporterRecord = 0 SETTINGS mutations_sync = 2"), "{}", sql[update]);
+            assert_eq!(sql.iter().filter(|s| s.contains("DROP COLUMN")).count(), 1, "one statement drops them all");
             assert!(plan(&s, &migrated(&s)).steps.is_empty());
         }
     }
@@ -458,7 +607,8 @@ mod tests {
         assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows MODIFY TTL TimeReceived + toIntervalHour(168)");
         // A table made before the setting gets it; one with the other choice is switched back.
         let mut live = migrated(&s);
-        live.tables[1].create_query = live.tables[1].create_query.replace("\nSETTINGS ttl_only_drop_parts = 1", "");
+        let flows_1m = live.tables.iter_mut().find(|t| t.name == "flows_1m").unwrap();
+        flows_1m.create_query = flows_1m.create_query.replace("\nSETTINGS ttl_only_drop_parts = 1", "");
         let p = plan(&s, &live);
         assert_eq!(p.steps.len(), 1);
         assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows_1m MODIFY SETTING ttl_only_drop_parts = 1");
@@ -476,6 +626,6 @@ mod tests {
         assert!(plan(&rows, &migrated(&rows)).steps.is_empty());
         let old = schema(&[], ServerVersion(18, 16));
         assert!(plan(&old, &migrated(&old)).steps.is_empty());
-        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 6);
+        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 7);
     }
 }

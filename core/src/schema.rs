@@ -44,6 +44,9 @@ pub enum ColumnType {
     LowString,
     /// An interface boundary: `Enum8` undefined/external/internal.
     Boundary,
+    /// A metadata record's id (`UInt64`, a hash of the record: no codec
+    /// helps it).
+    RecordId,
 }
 
 /// Where a column's values come from.
@@ -56,15 +59,18 @@ pub enum Source {
     /// An attribute of the flow's input or output interface.
     InIf(IfAttr),
     OutIf(IfAttr),
+    /// The id of the row's exporter (0), input (1) or output (2) interface
+    /// record: what the raw table stores of the metadata.
+    RecordId(usize),
 }
 
 impl Source {
     /// Which of a row's records a metadata column reads: 0 its exporter's,
     /// 1 its input interface's, 2 its output interface's (`Meta`'s order);
-    /// None for a flow field.
+    /// None for a flow field and a record id.
     pub fn record(self) -> Option<usize> {
         match self {
-            Source::Flow(_) => None,
+            Source::Flow(_) | Source::RecordId(_) => None,
             Source::Exporter(_) => Some(0),
             Source::InIf(_) => Some(1),
             Source::OutIf(_) => Some(2),
@@ -122,7 +128,36 @@ pub const METADATA_COLUMNS: [(&str, Source, ColumnType); 18] = {
     ]
 };
 
-/// One column of the raw table.
+/// The raw table's record id columns: (name, record), in `Meta`'s order.
+pub const RECORD_COLUMNS: [(&str, usize); 3] = [("ExporterRecord", 0), ("InIfRecord", 1), ("OutIfRecord", 2)];
+
+/// The tables of metadata records the raw table's ids point into:
+/// `exporter_records` (`ExporterName`, `ExporterGroup`, ... by `Id`) and
+/// `interface_records` (`IfName`, `IfDescription`, ...: the interface
+/// columns without `In`), `Join` tables the alias columns read with
+/// `joinGet`. Index 0 for the exporter's, 1 for an interface's.
+pub const RECORD_TABLES: [&str; 2] = ["exporter_records", "interface_records"];
+
+/// A metadata column's name in its records table.
+pub fn record_column_name(name: &str) -> &str {
+    name.strip_prefix("In").or_else(|| name.strip_prefix("Out")).unwrap_or(name)
+}
+
+/// The metadata columns of records table `table` (0 exporters, 1
+/// interfaces): (name in the records table, kind), in table order.
+pub fn record_table_columns(table: usize) -> Vec<(&'static str, ColumnType)> {
+    METADATA_COLUMNS
+        .iter()
+        .filter(|(name, source, _)| match table {
+            0 => matches!(source, Source::Exporter(_)),
+            _ => matches!(source, Source::InIf(_)) && name.starts_with("In"),
+        })
+        .map(|&(name, _, kind)| (record_column_name(name), kind))
+        .collect()
+}
+
+/// One column of the raw table: stored, or (a metadata column) an alias
+/// that reads its record (`Column::stored`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Column {
     pub name: &'static str,
@@ -132,6 +167,16 @@ pub struct Column {
     pub optional: bool,
     /// A dimension kept in the 1 min / 5 min / 1 h tables.
     pub consolidated: bool,
+}
+
+impl Column {
+    /// Whether the raw table stores it (and a raw block carries it): every
+    /// column but the metadata ones, which the raw table reads from the
+    /// records its `RecordId` columns point to; the consolidated tables
+    /// store them.
+    pub fn stored(&self) -> bool {
+        self.source.record().is_none()
+    }
 }
 
 /// Every column the flow record can fill, in table order. `Field::column`
@@ -199,6 +244,13 @@ pub fn catalog() -> Vec<Column> {
             optional,
             consolidated,
         })
+        .chain(RECORD_COLUMNS.iter().map(|&(name, record)| Column {
+            name,
+            source: Source::RecordId(record),
+            kind: ColumnType::RecordId,
+            optional: false,
+            consolidated: false,
+        }))
         .chain(METADATA_COLUMNS.iter().map(|&(name, source, kind)| Column {
             name,
             source,
@@ -250,6 +302,12 @@ pub struct Dialect {
     /// `LowCardinality(String)` without an experimental setting (19.0);
     /// otherwise `String` (`columns::retype` expands the dictionaries).
     pub low_cardinality: bool,
+    /// `joinGet('db.table', ...)` in a column's `ALIAS` (20.1 taken as the
+    /// bound; 18.16 resolves the table in the query's current database,
+    /// and a table whose alias names none cannot be loaded at start):
+    /// the raw table's metadata columns read the records tables. Without
+    /// it the raw table keeps the record ids only.
+    pub join_get: bool,
 }
 
 impl Dialect {
@@ -263,6 +321,7 @@ impl Dialect {
             ttl_only_drop_parts: v >= ServerVersion(20, 3),
             merge_selector_base: v >= ServerVersion(25, 1),
             low_cardinality: v >= ServerVersion(19, 1),
+            join_get: v >= ServerVersion(20, 1),
         }
     }
 
@@ -293,6 +352,13 @@ impl Dialect {
         if !self.low_cardinality {
             w.push("server has no LowCardinality: enrichment's strings are plain String columns".into());
         }
+        if !self.join_get {
+            w.push(
+                "server has no joinGet with a database: the raw table keeps record ids (ExporterRecord, InIfRecord, \
+                 OutIfRecord) without the names; the consolidated tables keep the names"
+                    .into(),
+            );
+        }
         if !self.codecs {
             w.push("server has no compression codecs: columns use the server's default compression".into());
         }
@@ -313,7 +379,7 @@ impl Dialect {
             ColumnType::UInt8 => "UInt8",
             ColumnType::UInt16 => "UInt16",
             ColumnType::UInt32 => "UInt32",
-            ColumnType::UInt64 | ColumnType::Mac => "UInt64",
+            ColumnType::UInt64 | ColumnType::Mac | ColumnType::RecordId => "UInt64",
             ColumnType::DateTime => "DateTime",
             ColumnType::DateTimeMs if self.datetime64 => "DateTime64(3)",
             ColumnType::DateTimeMs => "UInt64",
@@ -396,8 +462,62 @@ impl Schema {
         insert_sql(&self.database, &self.column_names())
     }
 
+    /// The raw table's stored columns' names: what an insert names.
     pub fn column_names(&self) -> Vec<&'static str> {
-        self.columns.iter().map(|c| c.name).collect()
+        self.columns.iter().filter(|c| c.stored()).map(|c| c.name).collect()
+    }
+
+    /// The raw table's columns an insert writes, in table order.
+    pub fn stored_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.stored())
+    }
+
+    /// A metadata column of the raw table: an alias reading the record
+    /// its row's id points to (the exporter's address as its name when it
+    /// has no record yet: the name a shard gives an unknown exporter).
+    /// None where the server cannot (`Dialect::join_get`).
+    pub fn metadata_alias(&self, c: &Column) -> Option<String> {
+        let expression = self.metadata_expression(c)?;
+        Some(format!("{} {} ALIAS {expression}", c.name, self.dialect.type_name(c.kind)))
+    }
+
+    /// The expression `metadata_alias` gives metadata column `c`.
+    pub fn metadata_expression(&self, c: &Column) -> Option<String> {
+        if !self.dialect.join_get {
+            return None;
+        }
+        let (table, id) = match c.source {
+            Source::Exporter(_) => (RECORD_TABLES[0], RECORD_COLUMNS[0].0),
+            Source::InIf(_) => (RECORD_TABLES[1], RECORD_COLUMNS[1].0),
+            Source::OutIf(_) => (RECORD_TABLES[1], RECORD_COLUMNS[2].0),
+            Source::Flow(_) | Source::RecordId(_) => return None,
+        };
+        let get = format!("joinGet('{}.{table}', '{}', {id})", self.database, record_column_name(c.name));
+        Some(if c.source == Source::Exporter(ExporterAttr::Name) {
+            format!("if({id} = 0, {}, {get})", address_name("ExporterAddress"))
+        } else {
+            get
+        })
+    }
+
+    /// `CREATE TABLE` of records table `table` (`RECORD_TABLES`): a `Join`
+    /// table by `Id`, held in memory by the engine and on disk for its
+    /// restarts; `ANY`, so the first row of an id stays (an id is a hash
+    /// of its record: a second row of it says the same).
+    pub fn create_records_table(&self, table: usize) -> String {
+        let mut cols = vec!["Id UInt64".to_string()];
+        cols.extend(record_table_columns(table).iter().map(|(n, k)| format!("{n} {}", self.dialect.type_name(*k))));
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n) ENGINE = Join(ANY, LEFT, Id)",
+            self.database,
+            RECORD_TABLES[table],
+            cols.join(",\n  ")
+        )
+    }
+
+    /// `INSERT INTO db.<records table> (Id, ...) FORMAT Native`.
+    pub fn records_insert_sql(&self, table: usize) -> String {
+        records_insert_sql(&self.database, table)
     }
 
     /// A column's definition: name, type, codec.
@@ -415,11 +535,12 @@ impl Schema {
 
     /// `CREATE TABLE` of the raw table.
     pub fn create_raw_table(&self) -> String {
-        let columns: Vec<String> = self.columns.iter().map(|c| self.column_definition(c)).collect();
+        let mut columns: Vec<String> = self.stored_columns().map(|c| self.column_definition(c)).collect();
         // Alias columns cost nothing on disk and spare the console the arithmetic.
-        let aliases = "PacketSize UInt64 ALIAS intDiv(Bytes, greatest(Packets, 1))";
+        columns.push("PacketSize UInt64 ALIAS intDiv(Bytes, greatest(Packets, 1))".into());
+        columns.extend(self.columns.iter().filter_map(|c| self.metadata_alias(c)));
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{RAW_TABLE} (\n  {cols},\n  {aliases}\n) ENGINE = MergeTree\n\
+            "CREATE TABLE IF NOT EXISTS {db}.{RAW_TABLE} (\n  {cols}\n) ENGINE = MergeTree\n\
              PARTITION BY toYYYYMMDD(TimeReceived)\nORDER BY (TimeReceived, ExporterAddress, InIfIndex, OutIfIndex){ttl}{settings}",
             db = self.database,
             cols = columns.join(",\n  "),
@@ -508,12 +629,28 @@ impl Schema {
     /// the SELECT the materialized views ran before Weir summed in the
     /// shards (`consolidate`), kept as the reference the tests compare
     /// with (its buckets in the server's time zone: UTC in the tests).
+    ///
+    /// A server without the raw table's metadata aliases (`Dialect::
+    /// join_get`) gets what a collector without providers stores instead:
+    /// exporters named by their address, the rest empty.
     pub fn consolidation_select(&self, c: &Consolidation) -> String {
         let dims: Vec<&str> = self.dimensions().iter().map(|d| d.name).collect();
+        let selected: Vec<String> = self
+            .dimensions()
+            .iter()
+            .map(|d| match d.source {
+                _ if d.stored() || self.dialect.join_get => d.name.to_string(),
+                Source::Exporter(ExporterAttr::Name) => format!("{} AS {}", address_name("ExporterAddress"), d.name),
+                _ => format!("CAST(0 AS {}) AS {}", self.dialect.type_name(d.kind), d.name)
+                    .replace("CAST(0 AS String)", "''")
+                    .replace("CAST(0 AS LowCardinality(String))", "''"),
+            })
+            .collect();
         let rate = "toUInt64(greatest(SamplingRate, 1))";
         format!(
-            "SELECT {bucket}(TimeReceived) AS TimeReceived, {dims}, sum(Bytes * {rate}) AS Bytes, \
+            "SELECT {bucket}(TimeReceived) AS TimeReceived, {selected}, sum(Bytes * {rate}) AS Bytes, \
              sum(Packets * {rate}) AS Packets, count() AS Flows FROM {db}.{RAW_TABLE} GROUP BY TimeReceived, {dims}",
+            selected = selected.join(", "),
             dims = dims.join(", "),
             bucket = c.bucket,
             db = self.database,
@@ -535,7 +672,23 @@ pub fn consolidated_insert_sql(database: &str, table: &str, dims: &[&str]) -> St
     format!("INSERT INTO {database}.{table} ({}) FORMAT Native", columns.join(", "))
 }
 
-/// The raw table's columns `settings` switches on, in insert order. The
+/// `INSERT INTO db.<records table> (Id, ...) FORMAT Native` for records
+/// table `table` (`RECORD_TABLES`).
+pub fn records_insert_sql(database: &str, table: usize) -> String {
+    let mut columns = vec!["Id"];
+    columns.extend(record_table_columns(table).iter().map(|(n, _)| *n));
+    format!("INSERT INTO {database}.{} ({}) FORMAT Native", RECORD_TABLES[table], columns.join(", "))
+}
+
+/// An address column as a name: IPv4 dotted (out of its IPv6 mapping),
+/// IPv6 as ClickHouse prints it.
+pub fn address_name(column: &str) -> String {
+    format!("replaceRegexpOne(IPv6NumToString({column}), '^::ffff:', '')")
+}
+
+/// The raw table's columns `settings` switches on, in table order: the
+/// stored ones, then the metadata ones (`Column::stored`: aliases of the
+/// records in the raw table, stored in the consolidated tables). The
 /// server version changes types, never the columns or their bytes, so the
 /// shards encode before the store is reached.
 pub fn stored_columns(settings: &SchemaSettings) -> Vec<Column> {
@@ -580,7 +733,7 @@ mod tests {
     #[test]
     fn every_field_has_one_column_named_like_it() {
         let cat = catalog();
-        assert_eq!(cat.len(), Field::ALL.len() + METADATA_COLUMNS.len());
+        assert_eq!(cat.len(), Field::ALL.len() + RECORD_COLUMNS.len() + METADATA_COLUMNS.len());
         for f in Field::ALL {
             assert_eq!(cat.iter().filter(|c| c.source == Source::Flow(*f)).count(), 1, "{f:?}");
         }
@@ -602,7 +755,8 @@ mod tests {
         let ddl = old.create_raw_table();
         assert!(ddl.contains("SrcAddr FixedString(16)") && ddl.contains("FlowStart UInt64"));
         assert!(!ddl.contains("TTL") && !ddl.contains("CODEC"));
-        assert_eq!(old.dialect.warnings().len(), 6);
+        assert_eq!(old.dialect.warnings().len(), 7);
+        assert!(ddl.contains("InIfRecord UInt64") && !ddl.contains("InIfName"), "{ddl}");
         let new = Schema::new(&test_settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
         let ddl = new.create_raw_table();
         assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));
@@ -613,12 +767,34 @@ mod tests {
         assert!(new.dialect.warnings().is_empty());
         let middle = Schema::new(&test_settings(&[]), ServerVersion(19, 16));
         assert!(middle.create_raw_table().contains("TTL") && !middle.create_raw_table().contains("SETTINGS"));
-        assert_eq!(middle.dialect.warnings().len(), 2);
+        assert_eq!(middle.dialect.warnings().len(), 3);
         // What the server lists wins over its version.
         let listed = new.dialect.with_merge_tree_settings(&["ttl_only_drop_parts".to_string()]);
         assert!(listed.ttl_only_drop_parts && !listed.merge_selector_base);
         let none = new.dialect.with_merge_tree_settings(&[]);
         assert!(!none.ttl_only_drop_parts && !none.merge_selector_base);
+    }
+
+    #[test]
+    fn the_raw_table_stores_record_ids_and_reads_the_names() {
+        let s = Schema::new(&test_settings(&[]), ServerVersion(26, 7));
+        let ddl = s.create_raw_table();
+        assert!(ddl.contains("\n  OutIfRecord UInt64,\n"), "no codec helps a hash: {ddl}");
+        assert!(ddl
+            .contains("InIfName LowCardinality(String) ALIAS joinGet('weir.interface_records', 'IfName', InIfRecord)"));
+        assert!(ddl.contains("ExporterName LowCardinality(String) ALIAS if(ExporterRecord = 0, replaceRegexpOne("));
+        assert!(!s.insert_sql().contains("InIfName") && s.insert_sql().contains("InIfRecord"), "{}", s.insert_sql());
+        // The consolidated tables store the names.
+        let sums = s.create_consolidated_table(&s.consolidations[0]);
+        assert!(sums.contains("InIfName LowCardinality(String),") && !sums.contains("InIfRecord"), "{sums}");
+        assert_eq!(
+            s.records_insert_sql(1),
+            "INSERT INTO weir.interface_records (Id, IfName, IfDescription, IfSpeed, IfProvider, IfConnectivity, \
+             IfBoundary) FORMAT Native"
+        );
+        assert!(s
+            .create_records_table(0)
+            .ends_with("ExporterTenant LowCardinality(String)\n) ENGINE = Join(ANY, LEFT, Id)"));
     }
 
     #[test]

@@ -88,9 +88,23 @@ fn store(c: &mut Criterion) {
         )
     });
 
+    let mut raw = Vec::new();
+    group.bench_function("batch", |b| {
+        b.iter(|| {
+            columns.clear();
+            for f in &flows {
+                columns.push(black_box(f));
+                sums.add_last_row(&columns);
+            }
+            out.iter_mut().for_each(Vec::clear);
+            sums.write_blocks(&MODERN, &mut out);
+            raw.clear();
+            columns.write_block(&MODERN, &mut raw);
+        })
+    });
+
     columns.clear();
     flows.iter().for_each(|f| columns.push(f));
-    let mut raw = Vec::new();
     group.bench_function("write_raw_block", |b| {
         b.iter(|| {
             raw.clear();
@@ -144,16 +158,43 @@ fn enrich(c: &mut Criterion) {
             }
         })
     });
+    // The shard's work per flow with enrichment on: pushing the flow and
+    // summing it (the records of a summed row are found when its block is
+    // written), then the batch's blocks, the raw one with each run of
+    // rows' records looked up once; against `store_shard/push_and_sum`
+    // plus `store_shard/write_raw_block`.
     let mut columns = Columns::new(&layout, ROWS);
     columns.set_snapshot(snapshot.clone());
-    for f in &flows {
-        columns.push_with(f, snapshot.lookup(&f.exporter_address, f.in_if_index, f.out_if_index).0);
-    }
+    let mut sums = Consolidator::new(&layout, ROWS, KeyHash::with_seed(3));
+    sums.set_snapshot(snapshot.clone());
+    let mut out = [Vec::new(), Vec::new(), Vec::new()];
+    let mut raw = Vec::new();
+    let mut runs = 0;
+    group.bench_function("batch_with_metadata", |b| {
+        b.iter(|| {
+            columns.clear();
+            for f in &flows {
+                columns.push(black_box(f));
+                sums.add_last_row(&columns);
+            }
+            out.iter_mut().for_each(Vec::clear);
+            sums.write_blocks(&MODERN, &mut out);
+            raw.clear();
+            runs = 0;
+            columns.write_block_resolved(true, &MODERN, &mut raw, &mut |exporter, in_if, out_if, _| {
+                runs += 1;
+                snapshot.lookup(exporter, in_if, out_if).0
+            });
+        })
+    });
+    eprintln!("enrich_shard: {runs} runs of rows looked up per batch of {ROWS}");
     let mut raw = Vec::new();
     group.bench_function("write_raw_block_with_metadata", |b| {
         b.iter(|| {
             raw.clear();
-            black_box(columns.write_block(&MODERN, &mut raw))
+            black_box(columns.write_block_resolved(true, &MODERN, &mut raw, &mut |exporter, in_if, out_if, _| {
+                snapshot.lookup(exporter, in_if, out_if).0
+            }))
         })
     });
     group.finish();

@@ -277,7 +277,8 @@ fn store_settings() -> SchemaSettings {
 /// consolidated inserts, which follow the raw one.
 fn consolidated_tables_match_the_views(config: &Path, c: &Collector, database: &str) {
     let settings = SchemaSettings { database: database.into(), ..store_settings() };
-    let schema = Schema::new(&settings, ServerVersion(26, 7));
+    let version = query(config, Some(&c.metrics), "SELECT version()");
+    let schema = Schema::new(&settings, ServerVersion::parse(&version).unwrap());
     let dims: Vec<&str> = schema.dimensions().iter().map(|d| d.name).collect();
     let key = format!("TimeReceived, {}", dims.join(", "));
     for table in &schema.consolidations {
@@ -516,7 +517,7 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         let port = free_udp_port();
         let config = store_config(&dir, port, &store, "");
         let first = weir(&["migrate"], &config);
-        assert!(first.contains("ran 9 steps"), "{first}");
+        assert!(first.contains("ran 11 steps"), "{first}");
         assert!(weir(&["migrate"], &config).contains("ran 0 steps"));
         // Data in, then SIGTERM with a long flush interval: only the shutdown flush writes it.
         let c = Collector::start(&store_config(&dir, port, &store, "flush_interval_ms = 600000"));
@@ -578,6 +579,81 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         assert_eq!(consolidated.trim(), format!("{sent}\t{}", sent * 100));
         std::fs::remove_dir_all(dir.join("chdb")).ok();
     }
+}
+
+/// A raw table from the first enrichment release stored the metadata
+/// columns per row; the migration moves its rows' names into the records
+/// tables and points the rows at them, so every row keeps its names
+/// through the aliases.
+#[test]
+fn a_raw_table_that_stored_metadata_keeps_its_names_through_the_records() {
+    let _turn = turn();
+    let dir = temp_dir("store-migrate-metadata");
+    let port = free_udp_port();
+    let config = store_config(&dir, port, &Store::Embedded, "");
+    let c = Collector::start(&config);
+    let sent = send_steadily(port, 10, 1000);
+    c.wait_metric_sum("weir_store_rows_inserted_total", sent);
+    c.stop();
+    let writes = config.with_file_name("writes.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&writes, text.replacen("[http]\n", "[http]\nquery_writes = true\n", 1)).unwrap();
+    // The table as that release made it: names stored, no record ids.
+    let version = query(&writes, None, "SELECT version()");
+    let schema = Schema::new(&store_settings(), ServerVersion::parse(&version).unwrap());
+    let metadata: Vec<_> = schema.columns.iter().filter(|c| !c.stored()).collect();
+    let drops: Vec<String> = metadata
+        .iter()
+        .map(|c| c.name)
+        .chain(["ExporterRecord", "InIfRecord", "OutIfRecord"])
+        .map(|n| format!("DROP COLUMN {n}"))
+        .collect();
+    query(&writes, None, &format!("ALTER TABLE weir.flows {}", drops.join(", ")));
+    let value = |name: &str| match name {
+        "ExporterName" => "'edge-old'",
+        "InIfName" => "'et-old'",
+        "InIfSpeed" => "1000",
+        "InIfBoundary" => "'external'",
+        n if n.ends_with("Speed") => "0",
+        n if n.ends_with("Boundary") => "'undefined'",
+        _ => "''",
+    };
+    let adds: Vec<String> = metadata
+        .iter()
+        .map(|c| format!("ADD COLUMN {} {} DEFAULT {}", c.name, schema.dialect.type_name(c.kind), value(c.name)))
+        .collect();
+    query(&writes, None, &format!("ALTER TABLE weir.flows {}", adds.join(", ")));
+    query(&writes, None, "ALTER TABLE weir.flows MATERIALIZE COLUMN ExporterName SETTINGS mutations_sync = 2");
+    let migrated = weir(&["migrate"], &config);
+    assert!(migrated.contains("the rows flows stored before point to their records"), "{migrated}");
+    assert!(migrated.contains("column flows.InIfName reads its record"), "{migrated}");
+    assert!(weir(&["migrate"], &config).contains("ran 0 steps"));
+    let names = query(
+        &config,
+        None,
+        "SELECT ExporterName, InIfName, InIfSpeed, InIfBoundary, OutIfName, count() FROM weir.flows \
+         GROUP BY ExporterName, InIfName, InIfSpeed, InIfBoundary, OutIfName",
+    );
+    assert_eq!(names.trim(), format!("edge-old\tet-old\t1000\texternal\t\t{sent}"), "every row keeps its names");
+    let kinds = query(
+        &config,
+        None,
+        "SELECT DISTINCT default_kind FROM system.columns WHERE database = 'weir' AND table = 'flows' \
+         AND name IN ('ExporterName', 'InIfName', 'OutIfBoundary')",
+    );
+    assert_eq!(kinds.trim(), "ALIAS");
+    assert_eq!(stored_numbers(&config, None), (sent, sent), "the rows stay");
+    // New rows go on through the records.
+    let c = Collector::start(&config);
+    let more = send_steadily(port, 5, 1000);
+    c.wait_metric_sum("weir_store_rows_inserted_total", more);
+    c.stop();
+    let exporters = query(
+        &config,
+        None,
+        "SELECT ExporterName, count() FROM weir.flows GROUP BY ExporterName ORDER BY ExporterName",
+    );
+    assert_eq!(exporters.trim(), format!("127.0.0.1\t{more}\nedge-old\t{sent}"));
 }
 
 /// Regression: rows carried inline after `FORMAT RowBinary` in chDB's query
@@ -727,14 +803,42 @@ fn static_metadata_names_exporters_and_interfaces_in_every_table() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600, "no flow waits or is lost");
+        // Asked for as the flows came (the unknown exporter, the
+        // interfaces), answered before their batch was written.
         let lookups = |result: &str| c.metric("weir_metadata_lookups_total", &format!("result=\"{result}\""))[0];
-        assert!(lookups("hit") > 0 && lookups("exporter_missing") > 0, "{}", c.scrape());
+        let queued = c.metric("weir_metadata_requests_total", "result=\"queued\"")[0];
+        assert!(lookups("hit") > 0 && queued >= 3, "{}", c.scrape());
+        // The records the rows point to, each inserted once.
+        assert!(c.wait_metric_sum("weir_store_records_inserted_total", 2) >= 2, "{}", c.scrape());
+        let records = |metric: &str, table: &str| c.metric(metric, &format!("table=\"{table}\""))[0];
+        assert_eq!(records("weir_store_records_inserted_total", "interface_records"), 1, "et-17 only");
+        assert_eq!(
+            records("weir_store_records_new_total", "exporter_records"),
+            records("weir_store_records_inserted_total", "exporter_records")
+        );
         c.stop();
         let name = |a: &str| match store {
             Store::Embedded => a.to_string(),
             Store::Remote(_) => format!("IPv6NumToString({a})"),
         };
-        let rows = query(
+        if let Store::Remote(_) = store {
+            // 18.16: the raw rows keep their records' ids, the names are in
+            // the consolidated tables (below).
+            let ids = query(
+                &config,
+                None,
+                &format!(
+                    "SELECT count() FROM weir.flows WHERE {} = '::ffff:127.0.0.1' AND ExporterRecord != 0 \
+                     AND InIfRecord != 0 AND OutIfRecord = 0",
+                    name("ExporterAddress")
+                ),
+            );
+            assert_eq!(ids.trim(), "300");
+        }
+        let rows = if let Store::Remote(_) = store {
+            String::new()
+        } else {
+            query(
             &config,
             None,
             &format!(
@@ -744,18 +848,18 @@ fn static_metadata_names_exporters_and_interfaces_in_every_table() {
                 name("ExporterAddress")
             )
             .replace("GROUP BY ALL", "GROUP BY ExporterName, ExporterSite, InIfName, InIfDescription, InIfSpeed, InIfProvider, InIfConnectivity, InIfBoundary, OutIfName"),
-        );
-        assert_eq!(rows.trim(), "edge1-par\tpar\tet-17\tTransit: Cogent\t100000\tcogent\ttransit\texternal\t\t300");
-        // The unknown exporter: named by its address once resolved (before, too).
-        let names = query(
-            &config,
-            None,
-            &format!(
-                "SELECT DISTINCT ExporterName, InIfName FROM weir.flows WHERE {} = '::ffff:127.0.0.2'",
-                name("ExporterAddress")
-            ),
-        );
-        assert_eq!(names.trim_end_matches('\n'), "127.0.0.2\t");
+        )
+        };
+        if let Store::Embedded = store {
+            assert_eq!(rows.trim(), "edge1-par\tpar\tet-17\tTransit: Cogent\t100000\tcogent\ttransit\texternal\t\t300");
+            // The unknown exporter: named by its address once resolved (before, too).
+            let names = query(
+                &config,
+                None,
+                "SELECT DISTINCT ExporterName, InIfName FROM weir.flows WHERE ExporterAddress = '::ffff:127.0.0.2'",
+            );
+            assert_eq!(names.trim_end_matches('\n'), "127.0.0.2\t");
+        }
         for table in ["flows_1m", "flows_5m", "flows_1h"] {
             let sums = query(
                 &config,

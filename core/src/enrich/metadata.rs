@@ -3,14 +3,17 @@
 //! The control plane resolves each (exporter, ifIndex) the shards ask about
 //! into an exporter record and an interface record, interns each record in
 //! a table whose ids never change (`Records`), and publishes a `Snapshot`:
-//! exporter address → its record and its interfaces' records. A shard keeps
-//! only three ids per flow (`Meta`); the columns (ExporterName, InIfName,
-//! ...) are written from the records when the block is written, so a shard
-//! copies no string per flow, and the consolidated tables sum by the ids.
+//! exporter address → its record and its interfaces' records. A shard
+//! looks a batch's rows up once per run of rows from the same exporter and
+//! interfaces (`Meta`: three record ids) when it writes the batch; the raw
+//! table stores each record's store id (`StoredId`: a hash of its content)
+//! and reads the names from the records tables, the consolidated tables
+//! store the names of each summed row's records. A shard copies no string
+//! per flow.
 //!
 //! A lookup never waits: what the snapshot lacks comes back as a `Miss`
 //! (the exporter, or an interface), which the shard counts and asks the
-//! control plane to resolve; the flow is stored meanwhile with what is
+//! control plane to resolve; the rows are stored meanwhile with what is
 //! known (the exporter's address as its name, an empty interface).
 
 use std::collections::HashMap;
@@ -88,33 +91,81 @@ pub struct InterfaceInfo {
     pub boundary: Boundary,
 }
 
+/// A record's id in the store (the raw table's `ExporterRecord`,
+/// `InIfRecord`, `OutIfRecord`, the records tables' `Id`): the first 8
+/// bytes of SHA-256 over its fields, each length-prefixed. The same record
+/// gets the same id in every run and every shard, a changed one a new id,
+/// so a raw row keeps the names it had when it was stored. Never 0, which
+/// is no record (the empty one).
+pub trait StoredId {
+    fn stored_id(&self) -> u64;
+}
+
+/// SHA-256 of `fields`, each prefixed by its length, as a store id.
+fn content_id(kind: u8, fields: &[&[u8]]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([kind]);
+    for f in fields {
+        h.update((f.len() as u64).to_le_bytes());
+        h.update(f);
+    }
+    let digest = h.finalize();
+    u64::from_le_bytes(digest[..8].try_into().unwrap_or_default()).max(1)
+}
+
+impl StoredId for ExporterInfo {
+    fn stored_id(&self) -> u64 {
+        let e = self;
+        content_id(b'E', &[&e.name, &e.group, &e.role, &e.site, &e.region, &e.tenant].map(|s| s.as_bytes()))
+    }
+}
+
+impl StoredId for InterfaceInfo {
+    fn stored_id(&self) -> u64 {
+        let i = self;
+        let speed = i.speed.to_le_bytes();
+        let boundary = [i.boundary as u8];
+        let strings = [&i.name, &i.description, &i.provider, &i.connectivity].map(|s| s.as_bytes());
+        content_id(b'I', &[strings[0], strings[1], &speed, strings[2], strings[3], &boundary])
+    }
+}
+
 /// Records with ids that never change: id 0 is the empty record, a new
 /// distinct record gets the next id. Ids stay valid in every later
 /// snapshot, so rows a shard holds keep their meaning whatever it loads.
+/// Each also has its store id (`StoredId`; 0 for the empty one).
 #[derive(Clone, Debug)]
 pub struct Records<T> {
     items: Vec<Arc<T>>,
+    stored: Vec<u64>,
     ids: HashMap<Arc<T>, u32>,
 }
 
 impl<T: Default + Eq + Hash> Default for Records<T> {
     fn default() -> Self {
         let empty = Arc::new(T::default());
-        Records { items: vec![empty.clone()], ids: HashMap::from([(empty, 0)]) }
+        Records { items: vec![empty.clone()], stored: vec![0], ids: HashMap::from([(empty, 0)]) }
     }
 }
 
-impl<T: Default + Eq + Hash> Records<T> {
+impl<T: Default + Eq + Hash + StoredId> Records<T> {
     /// The id of `record`, interned if new.
     pub fn intern(&mut self, record: T) -> u32 {
         if let Some(&id) = self.ids.get(&record) {
             return id;
         }
         let id = self.items.len() as u32;
+        self.stored.push(record.stored_id());
         let record = Arc::new(record);
         self.items.push(record.clone());
         self.ids.insert(record, id);
         id
+    }
+
+    /// The store ids, by record id, as a shard reads them.
+    pub fn shared_ids(&self) -> Arc<[u64]> {
+        self.stored.clone().into()
     }
 
     /// How many (the empty one included).
@@ -135,6 +186,26 @@ impl<T: Default + Eq + Hash> Records<T> {
     /// The records as a shard reads them.
     pub fn shared(&self) -> Arc<[Arc<T>]> {
         self.items.clone().into()
+    }
+}
+
+/// Records a shard's batch points to that the shard has not handed over
+/// before (`columns::Columns::new_records`), with their store ids: rows
+/// for the store's records tables.
+#[derive(Clone, Debug, Default)]
+pub struct NewRecords {
+    pub exporters: Vec<(u64, Arc<ExporterInfo>)>,
+    pub interfaces: Vec<(u64, Arc<InterfaceInfo>)>,
+}
+
+impl NewRecords {
+    pub fn is_empty(&self) -> bool {
+        self.exporters.is_empty() && self.interfaces.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.exporters.clear();
+        self.interfaces.clear();
     }
 }
 
@@ -217,8 +288,14 @@ pub struct Snapshot {
     pub known: Vec<KnownExporter>,
     pub exporter_records: Arc<[Arc<ExporterInfo>]>,
     pub interface_records: Arc<[Arc<InterfaceInfo>]>,
+    /// The records' store ids (`StoredId`), by record id.
+    pub exporter_ids: Arc<[u64]>,
+    pub interface_ids: Arc<[u64]>,
     /// The control plane's usage flags (shared by every snapshot).
     pub usage: Arc<Usage>,
+    /// Whether a classifier rejected an exporter or interface here: the
+    /// shards then look each flow up as it comes, to drop those.
+    pub rejects: bool,
 }
 
 impl Snapshot {
@@ -230,8 +307,27 @@ impl Snapshot {
             known: Vec::new(),
             exporter_records: Records::<ExporterInfo>::default().shared(),
             interface_records: Records::<InterfaceInfo>::default().shared(),
+            exporter_ids: Arc::new([0]),
+            interface_ids: Arc::new([0]),
             usage: Arc::new(Usage::default()),
+            rejects: false,
         }
+    }
+
+    /// Sets the records (and their store ids) from the control plane's tables.
+    pub fn set_records(&mut self, exporters: &Records<ExporterInfo>, interfaces: &Records<InterfaceInfo>) {
+        self.exporter_records = exporters.shared();
+        self.interface_records = interfaces.shared();
+        self.exporter_ids = exporters.shared_ids();
+        self.interface_ids = interfaces.shared_ids();
+    }
+
+    /// The store id of a row's record `id` of kind `kind` (0 its
+    /// exporter's, 1 and 2 an interface's); 0 for an unknown one.
+    #[inline]
+    pub fn stored_id(&self, kind: usize, id: u32) -> u64 {
+        let ids = if kind == 0 { &self.exporter_ids } else { &self.interface_ids };
+        ids.get(id as usize).copied().unwrap_or(0)
     }
 
     /// The records of a flow from `exporter` through `in_if` and `out_if`
@@ -242,6 +338,17 @@ impl Snapshot {
             Some(i) => self.lookup_at(i, in_if, out_if),
             None => (Meta::default(), Misses { exporter: true, ..Misses::default() }),
         }
+    }
+
+    /// The records of `exporter` and its interfaces, whatever is missing
+    /// left empty: for rows already stored (no usage flag set, no miss
+    /// reported).
+    pub fn resolve(&self, exporter: &Addr, in_if: u32, out_if: u32) -> Meta {
+        let Some(known) = self.exporter_index(exporter).and_then(|i| self.known.get(i as usize)) else {
+            return Meta::default();
+        };
+        let interface = |i: u32| if i == 0 { 0 } else { known.interfaces.get(&i).map_or(0, |&(record, _)| record) };
+        Meta { exporter: known.record, in_if: interface(in_if), out_if: interface(out_if) }
     }
 
     /// Where `exporter` is in `known` (a shard keeps it for the next
@@ -976,14 +1083,22 @@ impl Resolver {
         }
         self.changed = false;
         self.generation += 1;
-        Some(Snapshot {
+        let mut s = Snapshot {
             generation: self.generation,
             exporters: self.index.clone(),
             known: self.known.clone(),
-            exporter_records: self.exporter_records.shared(),
-            interface_records: self.interface_records.shared(),
+            exporter_records: Arc::new([]),
+            interface_records: Arc::new([]),
+            exporter_ids: Arc::new([]),
+            interface_ids: Arc::new([]),
             usage: self.usage.clone(),
-        })
+            rejects: self
+                .known
+                .iter()
+                .any(|k| k.slot & REJECTED != 0 || k.interfaces.values().any(|&(_, slot)| slot & REJECTED != 0)),
+        };
+        s.set_records(&self.exporter_records, &self.interface_records);
+        Some(s)
     }
 }
 
@@ -1017,8 +1132,7 @@ mod tests {
         let a = addr_from_v4([192, 0, 2, 1]);
         s.exporters.insert(a, 0);
         s.known.push(known);
-        s.exporter_records = exporters.shared();
-        s.interface_records = interfaces.shared();
+        s.set_records(&exporters, &interfaces);
         let (meta, misses) = s.lookup(&a, 17, 18);
         assert_eq!(meta, Meta { exporter: 1, in_if: 1, out_if: 0 });
         assert_eq!(misses, Misses { exporter: false, in_if: 0, out_if: 18, pending: false, rejected: false });

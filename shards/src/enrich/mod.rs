@@ -3,8 +3,9 @@
 //! shard's side of it (`ShardMetadata`).
 //!
 //! ```text
-//!  shard k: lookup in its Arc<Snapshot> ── hit ─▶ Meta (3 record ids) ─▶ columns
-//!              │ miss: counted, asked once per snapshot
+//!  shard k: per run of a batch's rows (same exporter, interfaces), lookup in
+//!           its Arc<Snapshot> ── hit ─▶ Meta (3 record ids) ─▶ the rows' ids
+//!              │ miss: counted (per row), asked once per snapshot
 //!              ▼
 //!  requests (bounded ArrayQueue; full: the request is dropped, counted, asked again later)
 //!              ▼
@@ -14,8 +15,9 @@
 //!  snmp::Poller ─▶ "weir-snmp-N" poller threads ─┘
 //! ```
 //!
-//! A shard never waits: a miss stores the flow with what is known (or
-//! drops it, counted, with `metadata.on_missing = "drop"`) and picks up the
+//! A shard never waits: a miss stores the rows with what is known (with
+//! `metadata.on_missing = "drop"`, or once a classifier rejected something,
+//! each flow is checked as it comes and dropped, counted) and picks up the
 //! answer with the next snapshot, which it loads on its housekeeping tick.
 
 use std::collections::HashSet;
@@ -291,9 +293,14 @@ impl MetadataHandle {
             asked: HashSet::with_hasher(self.hash),
             counts: [0; 8],
             last: None,
+            seen: vec![0; SEEN_SLOTS].into_boxed_slice(),
         }
     }
 }
+
+/// Slots of a shard's filter of (exporter, ifIndex) pairs its snapshot
+/// holds (`ShardMetadata::note`): 32 KiB, in cache.
+const SEEN_SLOTS: usize = 4096;
 
 /// The control thread; stops when dropped.
 pub struct MetadataService {
@@ -570,60 +577,134 @@ pub struct ShardMetadata {
     counts: [u64; 8],
     /// The last exporter looked up and its place in the current snapshot.
     last: Option<(Addr, u32)>,
+    /// (place + 1) << 32 | ifIndex of pairs the snapshot holds, direct
+    /// mapped; 0 is empty. Cleared with each snapshot.
+    seen: Box<[u64]>,
 }
 
 impl ShardMetadata {
-    /// The records of `flow`; None when it must be dropped (a miss with
-    /// `on_missing = "drop"`). Never waits.
+    /// Whether each flow must be looked up as it comes (`keep`): only to
+    /// drop it, with `on_missing = "drop"` or once a classifier rejected
+    /// something. Otherwise the records are found when the batch is
+    /// written, a run of rows at a time (`resolve`).
     #[inline]
-    pub fn lookup(&mut self, flow: &FlowRecord) -> Option<Meta> {
+    pub fn checks_each_flow(&self) -> bool {
+        self.handle.on_missing == OnMissing::Drop || self.current.rejects
+    }
+
+    /// Notes `flow` (when not `checks_each_flow`): what the snapshot lacks
+    /// is asked for at once, so that the answer is in the snapshot the
+    /// batch's records are found in. A flow of a known exporter through
+    /// known interfaces costs two probes of a small filter, not a lookup.
+    #[inline]
+    pub fn note(&mut self, flow: &FlowRecord) {
+        let exporter = flow.exporter_address;
+        let place = match self.last {
+            Some((a, i)) if a == exporter => i,
+            _ => match self.current.exporter_index(&exporter) {
+                Some(i) => {
+                    self.last = Some((exporter, i));
+                    i
+                }
+                None => return self.note_missing(&exporter, &[flow.in_if_index, flow.out_if_index]),
+            },
+        };
+        let index = |field: Field, value: u32| if flow.has(field) { value } else { 0 };
+        for if_index in [index(Field::InIfIndex, flow.in_if_index), index(Field::OutIfIndex, flow.out_if_index)] {
+            if if_index == 0 {
+                continue;
+            }
+            let key = (place as u64 + 1) << 32 | if_index as u64;
+            let slot = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (SEEN_SLOTS - 1);
+            if self.seen[slot] != key {
+                self.note_interface(place, key, slot, &exporter, if_index);
+            }
+        }
+    }
+
+    #[cold]
+    fn note_interface(&mut self, place: u32, key: u64, slot: usize, exporter: &Addr, if_index: u32) {
+        match self.current.known.get(place as usize) {
+            Some(known) if known.interfaces.contains_key(&if_index) => self.seen[slot] = key,
+            _ => self.note_missing(exporter, &[if_index]),
+        }
+    }
+
+    #[cold]
+    fn note_missing(&mut self, exporter: &Addr, if_indexes: &[u32]) {
+        for &i in if_indexes {
+            self.ask(*exporter, i);
+        }
+    }
+
+    /// Whether to store `flow` (when `checks_each_flow`). A dropped flow
+    /// is counted here (and what it missed asked for); a kept one when
+    /// its batch is written. Never waits.
+    #[inline]
+    pub fn keep(&mut self, flow: &FlowRecord) -> bool {
         let exporter = flow.exporter_address;
         let index = |field: Field, value: u32| if flow.has(field) { value } else { 0 };
         let (in_if, out_if) = (index(Field::InIfIndex, flow.in_if_index), index(Field::OutIfIndex, flow.out_if_index));
+        let (_, misses) = self.lookup(&exporter, in_if, out_if);
+        if misses.rejected {
+            self.counts[7] += 1;
+            return false;
+        }
+        if self.handle.on_missing != OnMissing::Drop || !(misses.any() || misses.pending) {
+            return true;
+        }
+        self.count_misses(&exporter, in_if, out_if, misses, 1);
+        self.counts[5] += 1;
+        false
+    }
+
+    /// The records of `rows` stored rows from `exporter` through `in_if`
+    /// and `out_if` (ifIndex 0: none), counted; what the snapshot lacks is
+    /// asked for, and the rows keep what is known. Never waits.
+    pub fn resolve(&mut self, exporter: &Addr, in_if: u32, out_if: u32, rows: u32) -> Meta {
+        let (meta, misses) = self.lookup(exporter, in_if, out_if);
+        if misses.any() || misses.pending {
+            self.count_misses(exporter, in_if, out_if, misses, rows as u64);
+        } else {
+            // Rejected after the flows were kept: stored all the same.
+            self.counts[0] += rows as u64;
+        }
+        meta
+    }
+
+    #[inline]
+    fn lookup(&mut self, exporter: &Addr, in_if: u32, out_if: u32) -> (Meta, Misses) {
         // A datagram's flows share their exporter: its place is kept.
         let at = match self.last {
-            Some((a, i)) if a == exporter => Some(i),
+            Some((a, i)) if a == *exporter => Some(i),
             _ => {
-                let i = self.current.exporter_index(&exporter);
-                self.last = i.map(|i| (exporter, i));
+                let i = self.current.exporter_index(exporter);
+                self.last = i.map(|i| (*exporter, i));
                 i
             }
         };
-        let (meta, misses) = match at {
+        match at {
             Some(i) => self.current.lookup_at(i, in_if, out_if),
             None => (Meta::default(), Misses { exporter: true, ..Misses::default() }),
-        };
-        if misses.rejected {
-            self.counts[7] += 1;
-            return None;
         }
-        if !misses.any() {
-            if !misses.pending {
-                self.counts[0] += 1;
-                return Some(meta);
-            }
-            self.counts[6] += 1;
-            if self.handle.on_missing == OnMissing::Drop {
-                self.counts[5] += 1;
-                return None;
-            }
-            return Some(meta);
-        }
+    }
+
+    /// Counts `rows` lookups that missed (or are pending), asking for
+    /// what is missing.
+    #[cold]
+    fn count_misses(&mut self, exporter: &Addr, in_if: u32, out_if: u32, misses: Misses, rows: u64) {
         if misses.exporter {
-            self.counts[1] += 1;
-            self.ask(exporter, in_if);
-            self.ask(exporter, out_if);
-        } else {
-            self.counts[2] += 1;
+            self.counts[1] += rows;
+            self.ask(*exporter, in_if);
+            self.ask(*exporter, out_if);
+        } else if misses.any() {
+            self.counts[2] += rows;
             for i in [misses.in_if, misses.out_if].into_iter().filter(|&i| i != 0) {
-                self.ask(exporter, i);
+                self.ask(*exporter, i);
             }
+        } else {
+            self.counts[6] += rows;
         }
-        if self.handle.on_missing == OnMissing::Drop {
-            self.counts[5] += 1;
-            return None;
-        }
-        Some(meta)
     }
 
     #[cold]
@@ -661,6 +742,7 @@ impl ShardMetadata {
         self.current = Arc::clone(&latest);
         self.asked.clear();
         self.last = None;
+        self.seen.fill(0);
         Some(self.current.clone())
     }
 
@@ -684,8 +766,9 @@ mod tests {
         let mut flow = FlowRecord::default();
         flow.set_exporter_address(addr_from_v4([192, 0, 2, 1]));
         flow.set_in_if_index(5);
-        assert!(shard.lookup(&flow).is_none(), "unknown exporter: dropped");
-        assert!(shard.lookup(&flow).is_none());
+        assert!(shard.checks_each_flow(), "on_missing = drop: each flow is checked");
+        assert!(!shard.keep(&flow), "unknown exporter: dropped");
+        assert!(!shard.keep(&flow));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let snapshot = loop {
             if let Some(s) = shard.tick() {
@@ -694,7 +777,8 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no snapshot came");
             std::thread::sleep(Duration::from_millis(5));
         };
-        let meta = shard.lookup(&flow).expect("known now");
+        assert!(shard.keep(&flow), "known now");
+        let meta = shard.resolve(&flow.exporter_address, 5, 0, 1);
         assert_eq!(snapshot.exporter(meta.exporter).name, "192.0.2.1");
         shard.tick();
         // (exporter, 5) and (exporter, 0) asked once each, though missed twice.

@@ -48,8 +48,9 @@ pub const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 pub struct StoreMetrics {
     pub batches_received: AtomicU64,
     pub rows_received: AtomicU64,
-    /// Inserts accepted, per table: raw, then `consolidate::TABLES`.
-    pub inserts: [AtomicU64; 4],
+    /// Inserts accepted, per table: raw, then `consolidate::TABLES`, then
+    /// `schema::RECORD_TABLES` (`super::TABLES_COUNT` in all).
+    pub inserts: [AtomicU64; super::TABLES_COUNT],
     pub rows_inserted: AtomicU64,
     pub bytes_inserted: AtomicU64,
     pub insert_micros: AtomicU64,
@@ -63,6 +64,12 @@ pub struct StoreMetrics {
     /// inserted, and lost with their chunk (any `StoreDrop` reason).
     pub consolidated_rows_inserted: [AtomicU64; 3],
     pub consolidated_rows_dropped: [AtomicU64; 3],
+    /// Metadata records per records table (`schema::RECORD_TABLES` order):
+    /// handed to the store for the first time, inserted, and lost with
+    /// their chunk.
+    pub records_new: [AtomicU64; 2],
+    pub records_inserted: [AtomicU64; 2],
+    pub records_dropped: [AtomicU64; 2],
     /// Sums a shard handed over before `store.consolidation_interval_ms`
     /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,
@@ -165,6 +172,27 @@ impl Exported for StoreMetrics {
             "table",
             &per_table(1, &self.consolidated_rows_dropped),
         )?;
+        let first = 1 + weir_core::consolidate::TABLES.len();
+        let records = [
+            (
+                "weir_store_records_new",
+                "Metadata records handed to the store for the first time, per records table.",
+                &self.records_new,
+            ),
+            (
+                "weir_store_records_inserted",
+                "Metadata records the store accepted, per records table.",
+                &self.records_inserted,
+            ),
+            (
+                "weir_store_records_dropped",
+                "Metadata records lost with their chunk (spool full or unreadable), per records table.",
+                &self.records_dropped,
+            ),
+        ];
+        for (name, help, values) in records {
+            counter_by(e, name, help, "table", &per_table(first, values))?;
+        }
         let gauges: [(&str, &str, &AtomicU64); 4] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),

@@ -37,7 +37,8 @@ use weir_core::schema::{Dialect, Schema, ServerVersion};
 pub struct Chunk {
     /// Length of the statement (the newline follows it).
     pub sql_len: usize,
-    /// The table it goes to: 0 the raw table, 1 + i `consolidate::TABLES[i]`.
+    /// The table it goes to: 0 the raw table, 1 + i `consolidate::TABLES[i]`,
+    /// `RECORDS_TABLE + i` `schema::RECORD_TABLES[i]`.
     pub table: usize,
     pub rows: u64,
     pub bytes: Vec<u8>,
@@ -64,22 +65,51 @@ impl Chunk {
     }
 }
 
+/// The number of the first records table (`schema::RECORD_TABLES`), after
+/// the raw and the consolidated tables.
+pub const RECORDS_TABLE: usize = 1 + weir_core::consolidate::TABLES.len();
+/// Tables a chunk can go to.
+pub const TABLES_COUNT: usize = RECORDS_TABLE + weir_core::schema::RECORD_TABLES.len();
+
+/// What a table is, by its number (`table_of`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    Raw,
+    /// `consolidate::TABLES[i]`.
+    Consolidated(usize),
+    /// `schema::RECORD_TABLES[i]`.
+    Records(usize),
+}
+
+pub fn table_kind(table: usize) -> TableKind {
+    match table {
+        0 => TableKind::Raw,
+        t if t < RECORDS_TABLE => TableKind::Consolidated(t - 1),
+        t => TableKind::Records((t - RECORDS_TABLE).min(1)),
+    }
+}
+
 /// The table an insert statement names: 0 for the raw table (and anything
-/// else), 1 + i for `consolidate::TABLES[i]`.
+/// else), 1 + i for `consolidate::TABLES[i]`, `RECORDS_TABLE + i` for
+/// `schema::RECORD_TABLES[i]`.
 pub fn table_of(insert_sql: &str) -> usize {
     let table = insert_sql
         .strip_prefix("INSERT INTO ")
         .and_then(|rest| rest.split([' ', '(']).next())
         .and_then(|name| name.rsplit('.').next())
         .unwrap_or("");
+    if let Some(i) = weir_core::schema::RECORD_TABLES.iter().position(|t| *t == table) {
+        return RECORDS_TABLE + i;
+    }
     weir_core::consolidate::TABLES.iter().position(|(_, t)| *t == table).map_or(0, |i| i + 1)
 }
 
 /// The name of table `table` (as `table_of` numbers them).
 pub fn table_name(table: usize) -> &'static str {
-    match table.checked_sub(1) {
-        None => weir_core::schema::RAW_TABLE,
-        Some(t) => weir_core::consolidate::TABLES[t.min(2)].1,
+    match table_kind(table) {
+        TableKind::Raw => weir_core::schema::RAW_TABLE,
+        TableKind::Consolidated(t) => weir_core::consolidate::TABLES[t.min(2)].1,
+        TableKind::Records(t) => weir_core::schema::RECORD_TABLES[t],
     }
 }
 
@@ -274,8 +304,10 @@ fn read_live(engine: &mut Engine, database: &str) -> Result<LiveDatabase, String
         &format!("SELECT name, engine, create_table_query FROM system.tables WHERE database = '{db}'"),
         "TabSeparated",
     )?;
-    let columns = engine
-        .query(&format!("SELECT table, name, type FROM system.columns WHERE database = '{db}'"), "TabSeparated")?;
+    let columns = engine.query(
+        &format!("SELECT table, name, type, default_kind FROM system.columns WHERE database = '{db}'"),
+        "TabSeparated",
+    )?;
     live.tables = migrate::live_tables(&tables, &columns);
     for t in live.tables.iter_mut().filter(|t| HELPER_TABLES.contains(&t.name.as_str())) {
         let rows = engine.query(&format!("SELECT count() FROM {database}.{}", t.name), "TabSeparated")?;

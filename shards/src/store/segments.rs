@@ -24,7 +24,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use weir_core::columns::{whole_blocks_len, MODERN};
-use weir_core::schema::Column;
+use weir_core::schema::Schema;
 
 const PREFIX: &str = "flows-";
 const CLOSED: &str = ".native";
@@ -169,18 +169,27 @@ fn closed_name(open: &Path) -> PathBuf {
     open.with_file_name(name.replace(OPEN, CLOSED))
 }
 
-/// The view over the closed segment files of `dir`, with `columns`.
-pub fn view_sql(database: &str, dir: &Path, columns: &[Column]) -> String {
-    let structure: Vec<String> = columns.iter().map(|c| format!("{} {}", c.name, MODERN.type_name(c.kind))).collect();
+/// The view over the closed segment files of `dir`, with `schema`'s
+/// stored columns and its metadata columns read from the records (as the
+/// raw table's aliases do).
+pub fn view_sql(schema: &Schema, dir: &Path) -> String {
+    let structure: Vec<String> =
+        schema.stored_columns().map(|c| format!("{} {}", c.name, MODERN.type_name(c.kind))).collect();
+    let metadata: String = schema
+        .columns
+        .iter()
+        .filter_map(|c| schema.metadata_expression(c).map(|e| format!("{e} AS {}, ", c.name)))
+        .collect();
     let glob = dir.join(format!("{PREFIX}*{CLOSED}"));
     // SegmentMinute, from the file's name: a condition on it skips the
     // other files unread (the engine filters files on `_file` first).
     format!(
-        "CREATE OR REPLACE VIEW {database}.flows_segments AS SELECT *, \
+        "CREATE OR REPLACE VIEW {database}.flows_segments AS SELECT *, {metadata}\
          toDateTime(toUInt32OrZero(splitByChar('-', _file)[2]), 'UTC') AS SegmentMinute \
          FROM file({}, 'Native', {})",
         quote(&glob.to_string_lossy()),
-        quote(&structure.join(", "))
+        quote(&structure.join(", ")),
+        database = schema.database,
     )
 }
 
@@ -194,7 +203,7 @@ mod tests {
     use super::*;
     use weir_core::columns::Columns;
     use weir_core::config::StoreConfig;
-    use weir_core::schema::stored_columns;
+    use weir_core::schema::{stored_columns, ServerVersion};
     use weir_core::FlowRecord;
 
     fn dir(name: &str) -> PathBuf {
@@ -267,10 +276,12 @@ mod tests {
 
     #[test]
     fn the_view_names_the_closed_files_and_every_column() {
-        let layout = stored_columns(&StoreConfig::default().schema_settings());
-        let sql = view_sql("weir", Path::new("/data/it's"), &layout);
+        let schema = Schema::new(&StoreConfig::default().schema_settings(), ServerVersion(26, 7));
+        let sql = view_sql(&schema, Path::new("/data/it's"));
         assert!(sql.starts_with("CREATE OR REPLACE VIEW weir.flows_segments AS SELECT *, "), "{sql}");
         assert!(sql.contains(r"'/data/it\'s/flows-*.native', 'Native', 'TimeReceived DateTime, "), "{sql}");
-        assert!(sql.contains("SrcAddr IPv6"), "{sql}");
+        assert!(sql.contains("SrcAddr IPv6") && sql.contains("InIfRecord UInt64"), "{sql}");
+        assert!(sql.contains("joinGet('weir.interface_records', 'IfName', InIfRecord) AS InIfName, "), "{sql}");
+        assert!(!sql.contains("InIfName LowCardinality"), "not stored in a segment: {sql}");
     }
 }

@@ -12,7 +12,7 @@
 //! Order is kept: spool (oldest) ≺ chunks in memory ≺ batches arriving. The
 //! spool is replayed before memory, and memory overflows from its oldest end.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,24 +20,31 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use tracing::{error, info, warn};
-use weir_core::columns::{Columns, MODERN};
+use weir_core::columns::{write_records_block, Columns, RecordsSent, MODERN};
 use weir_core::config::{RawStore, StoreConfig, StoreKind};
 use weir_core::consolidate::{self, Consolidator};
-use weir_core::enrich::metadata::Meta;
-use weir_core::schema::{consolidated_insert_sql, insert_sql, stored_columns, Column, Dialect};
+use weir_core::enrich::metadata::{Meta, NewRecords};
+use weir_core::flow::Addr;
+use weir_core::schema::{
+    consolidated_insert_sql, insert_sql, records_insert_sql, stored_columns, Column, Dialect, RECORD_TABLES,
+};
 use weir_core::wire::state::KeyHash;
 use weir_core::FlowRecord;
 
 use super::metrics::{StoreDrop, StoreMetrics};
 use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
-use super::{migrate, Chunk, Engine};
+use super::{migrate, table_kind, Chunk, Engine, TableKind, RECORDS_TABLE, TABLES_COUNT};
 use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
 use crate::ops::logging::Limiter;
 
 /// Inserted chunks' buffers kept for reuse: one per table (a round inserts
 /// one chunk of each); more only held memory (up to `store.insert_bytes_max` each).
-const SPARES_MAX: usize = 1 + consolidate::TABLES.len();
+const SPARES_MAX: usize = TABLES_COUNT;
+/// Store ids of the records the writer has queued for the records tables,
+/// kept to send each once; past this many the set starts again (an id
+/// sent twice is harmless: the first row of an id stays).
+const RECORDS_SENT_MAX: usize = 1 << 20;
 /// Failed inserts are logged once per this interval, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -58,19 +65,20 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
         engine.execute("SET optimize_on_insert = 0")?;
     }
     if config.raw == RawStore::Segments && config.kind == StoreKind::Embedded {
-        let columns = stored_columns(&config.schema_settings());
-        engine.execute(&segments::view_sql(&config.database, &config.segments_dir, &columns))?;
+        engine.execute(&segments::view_sql(&schema, &config.segments_dir))?;
     }
     Ok((engine, schema.dialect))
 }
 
-/// A batch's buffers: the raw table's Native block and one block per
-/// consolidated table (`consolidate::TABLES`). They go back to the shards
-/// on the free list, cleared.
+/// A batch's buffers: the raw table's Native block, one block per
+/// consolidated table (`consolidate::TABLES`), and the metadata records
+/// the raw rows point to that their shard has not handed over before.
+/// They go back to the shards on the free list, cleared.
 #[derive(Default)]
 pub struct Blocks {
     pub raw: Vec<u8>,
     pub consolidated: [Vec<u8>; 3],
+    pub records: NewRecords,
 }
 
 /// A shard's full batch: its flows as one Native block sorted by the raw
@@ -97,6 +105,8 @@ pub struct StoreSink {
     /// Enrichment: the shard's metadata snapshot (none in tests that make
     /// sinks without a collector).
     metadata: Option<ShardMetadata>,
+    /// The records this shard has handed over.
+    records_sent: RecordsSent,
     rows: u32,
     rows_max: u32,
     first_row_at: Instant,
@@ -113,14 +123,14 @@ pub struct StoreSink {
 impl StoreSink {
     #[inline]
     pub fn flow(&mut self, flow: &FlowRecord) {
-        let meta = match &mut self.metadata {
-            Some(m) => match m.lookup(flow) {
-                Some(meta) => meta,
-                // Dropped (on_missing = "drop"): no row, no batch opened.
-                None => return,
-            },
-            None => Meta::default(),
-        };
+        if let Some(m) = &mut self.metadata {
+            if !m.checks_each_flow() {
+                m.note(flow);
+            } else if !m.keep(flow) {
+                // Dropped (on_missing = "drop", rejected): no row, no batch opened.
+                return;
+            }
+        }
         if self.rows == 0 {
             self.first_row_at = Instant::now();
         }
@@ -132,7 +142,7 @@ impl StoreSink {
             Some((at, n)) if *at == ms => *n += 1,
             _ => self.arrivals.push((ms, 1)),
         }
-        self.columns.push_with(flow, meta);
+        self.columns.push(flow);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
@@ -171,11 +181,14 @@ impl StoreSink {
         // Waits when every buffer is in flight: backpressure by design.
         let Ok(mut blocks) = self.free.recv() else { return };
         if self.rows > 0 {
-            if self.sort_raw {
-                self.columns.write_block(&MODERN, &mut blocks.raw);
-            } else {
-                self.columns.write_block_as_pushed(&MODERN, &mut blocks.raw);
-            }
+            // The rows' records, a run of rows at a time.
+            let mut none = |_: &Addr, _, _, _| Meta::default();
+            let resolve: &mut dyn FnMut(&Addr, u32, u32, u32) -> Meta = match &mut self.metadata {
+                Some(m) => &mut |exporter, in_if, out_if, rows| m.resolve(exporter, in_if, out_if, rows),
+                None => &mut none,
+            };
+            self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve);
+            self.columns.new_records(&mut self.records_sent, &mut blocks.records);
             self.columns.clear();
         }
         let mut consolidated_rows = [0; 3];
@@ -227,7 +240,7 @@ impl StoreWriter {
     /// `shards` sizes the batch buffers when `store.batches_max` is 0.
     pub fn start(config: &StoreConfig, shards: usize, metrics: Arc<StoreMetrics>) -> Result<Self, String> {
         let columns = stored_columns(&config.schema_settings());
-        let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+        let names: Vec<&str> = columns.iter().filter(|c| c.stored()).map(|c| c.name).collect();
         let spool = Spool::open(&config.spool_dir, config.spool_bytes_max)?;
         let segments = match config.raw {
             RawStore::Segments => Some(Segments::open(&config.segments_dir, config.segments_hours)?),
@@ -247,6 +260,7 @@ impl StoreWriter {
         let dims: Vec<&str> = columns.iter().filter(|c| c.consolidated).map(|c| c.name).collect();
         let mut insert_sqls = vec![insert_sql(&config.database, &names)];
         insert_sqls.extend(consolidate::TABLES.map(|(_, t)| consolidated_insert_sql(&config.database, t, &dims)));
+        insert_sqls.extend((0..RECORD_TABLES.len()).map(|t| records_insert_sql(&config.database, t)));
         let (queries, query_rx) = bounded::<QueryRequest>(16);
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
         let writer = Writer {
@@ -254,6 +268,8 @@ impl StoreWriter {
             dialect: MODERN,
             config: config.clone(),
             insert_sqls,
+            records_sent: HashSet::new(),
+            records_block: Vec::new(),
             pending: VecDeque::new(),
             pending_bytes: 0,
             spares: Vec::new(),
@@ -313,6 +329,7 @@ impl StoreWriter {
             sort_raw: self.raw == RawStore::Table,
             consolidator,
             metadata,
+            records_sent: RecordsSent::default(),
             rows: 0,
             rows_max: self.rows_max,
             first_row_at: Instant::now(),
@@ -350,8 +367,13 @@ struct Writer {
     /// The connected server's type names (Native block headers).
     dialect: Dialect,
     config: StoreConfig,
-    /// The insert statement per table: raw, then `consolidate::TABLES`.
+    /// The insert statement per table: raw, then `consolidate::TABLES`,
+    /// then `RECORD_TABLES`.
     insert_sqls: Vec<String>,
+    /// Store ids of the records queued for the records tables (at most
+    /// `RECORDS_SENT_MAX`), and a block's scratch.
+    records_sent: HashSet<u64>,
+    records_block: Vec<u8>,
     /// Chunks waiting in memory, oldest first; each table's newest takes
     /// that table's new blocks.
     pending: VecDeque<Chunk>,
@@ -431,7 +453,7 @@ impl Writer {
     /// there is a backlog (a spool, or more than one chunk), not before the
     /// insert interval has passed, so that batches gather into one insert.
     fn due(&self) -> Instant {
-        let mut per_table = [0usize; 1 + consolidate::TABLES.len()];
+        let mut per_table = [0usize; TABLES_COUNT];
         for c in &self.pending {
             per_table[c.table.min(per_table.len() - 1)] += 1;
         }
@@ -452,6 +474,7 @@ impl Writer {
         if batch.early {
             m.consolidation_early_flushes.fetch_add(1, Relaxed);
         }
+        self.take_records(&mut batch.blocks.records);
         self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals);
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
             if batch.consolidated_rows[i] > 0 {
@@ -461,6 +484,32 @@ impl Writer {
         batch.blocks.raw.clear();
         batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
         let _ = free.send(batch.blocks);
+    }
+
+    /// Queues the records no shard sent before for the records tables.
+    fn take_records(&mut self, records: &mut NewRecords) {
+        if records.is_empty() {
+            return;
+        }
+        if self.records_sent.len() + records.exporters.len() + records.interfaces.len() > RECORDS_SENT_MAX {
+            self.records_sent.clear();
+        }
+        let sent = &mut self.records_sent;
+        records.exporters.retain(|(id, _)| sent.insert(*id));
+        records.interfaces.retain(|(id, _)| sent.insert(*id));
+        let counts = [records.exporters.len(), records.interfaces.len()];
+        for (t, &rows) in counts.iter().enumerate() {
+            if rows == 0 {
+                continue;
+            }
+            self.metrics.records_new[t].fetch_add(rows as u64, Relaxed);
+            let mut block = std::mem::take(&mut self.records_block);
+            block.clear();
+            write_records_block(records, t, &mut block);
+            self.append(RECORDS_TABLE + t, &block, rows as u32, &[]);
+            self.records_block = block;
+        }
+        records.clear();
     }
 
     fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: &[(u64, u32)]) {
@@ -574,10 +623,11 @@ impl Writer {
 
     fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
         let m = &self.metrics;
-        m.inserts[chunk.table.min(3)].fetch_add(1, Relaxed);
-        match chunk.table.checked_sub(1) {
-            None => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
-            Some(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
+        m.inserts[chunk.table.min(TABLES_COUNT - 1)].fetch_add(1, Relaxed);
+        match table_kind(chunk.table) {
+            TableKind::Raw => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
+            TableKind::Consolidated(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
+            TableKind::Records(t) => m.records_inserted[t].fetch_add(chunk.rows, Relaxed),
         };
         m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
@@ -648,9 +698,11 @@ impl Writer {
 
     /// Counts `rows` of `table` lost.
     fn dropped(&self, table: usize, rows: u64, reason: StoreDrop) {
-        match table.checked_sub(1) {
-            None => self.metrics.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
-            Some(t) => self.metrics.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
+        let m = &self.metrics;
+        match table_kind(table) {
+            TableKind::Raw => m.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
+            TableKind::Consolidated(t) => m.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
+            TableKind::Records(t) => m.records_dropped[t].fetch_add(rows, Relaxed),
         };
     }
 
