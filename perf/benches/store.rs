@@ -11,24 +11,14 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use weir_core::columns::{Columns, MODERN};
 use weir_core::config::StoreConfig;
 use weir_core::consolidate::Consolidator;
-use weir_core::flow::addr_from_v4;
 use weir_core::schema::stored_columns;
 use weir_core::wire::state::KeyHash;
 use weir_core::FlowRecord;
-use weir_perf::traffic::FlowMix;
 
 const ROWS: usize = 65_536;
 
 fn flows() -> Vec<FlowRecord> {
-    let mut mix = FlowMix::new(7);
-    (0..ROWS)
-        .map(|i| {
-            let mut f = mix.next_flow();
-            f.set_exporter_address(addr_from_v4([192, 0, 2, 1 + (i % 4) as u8]));
-            f.set_time_received_ns(1_764_000_000_000_000_000 + i as u64 * 2_000);
-            f
-        })
-        .collect()
+    weir_perf::traffic::store_flows()
 }
 
 fn store(c: &mut Criterion) {

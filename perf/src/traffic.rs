@@ -372,6 +372,21 @@ pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize)
     datagrams(Format::SflowV5, mix, count)
 }
 
+/// The store bench's batch: 65 536 flows of the mix over 4 exporters
+/// (192.0.2.1-4, one after the other), 2 µs apart (`benches/store.rs`,
+/// `weir-decode-count store`).
+pub fn store_flows() -> Vec<FlowRecord> {
+    let mut mix = FlowMix::new(7);
+    (0..65_536u64)
+        .map(|i| {
+            let mut f = mix.next_flow();
+            f.set_exporter_address(addr_from_v4([192, 0, 2, 1 + (i % 4) as u8]));
+            f.set_time_received_ns(1_764_000_000_000_000_000 + i * 2_000);
+            f
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

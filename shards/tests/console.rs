@@ -141,9 +141,15 @@ fn now() -> u64 {
 
 /// A graph request over the last `minutes` minutes (ending a minute ahead).
 fn graph(minutes: u64, extra: Value) -> Value {
+    graph_at(now(), minutes, extra)
+}
+
+/// `graph` as of `at` (requests compared bucket by bucket share it: two
+/// `now()`s a minute boundary apart give windows of different buckets).
+fn graph_at(at: u64, minutes: u64, extra: Value) -> Value {
     let mut body = json!({
-        "start": rfc3339(now() - minutes * 60),
-        "end": rfc3339(now() + 60),
+        "start": rfc3339(at - minutes * 60),
+        "end": rfc3339(at + 60),
         "units": "pps",
         "points": 10,
     });
@@ -216,9 +222,10 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     assert!(home["data"].as_array().unwrap().iter().any(|p| p["gbps"].as_f64().unwrap() > 0.0), "{home}");
 
     // Stacked series sum to the total; Other is the total minus the top rows.
-    let (status, total, _) = post(&c, "graph/line", &graph(10, json!({})));
+    let at = now();
+    let (status, total, _) = post(&c, "graph/line", &graph_at(at, 10, json!({})));
     assert_eq!(status, 200, "{total}");
-    let (status, top, sql) = post(&c, "graph/line", &graph(10, json!({"dimensions": ["SrcAS"], "limit": 3})));
+    let (status, top, sql) = post(&c, "graph/line", &graph_at(at, 10, json!({"dimensions": ["SrcAS"], "limit": 3})));
     assert_eq!(status, 200, "{top}");
     assert!(sql.contains("weir.flows_1m"), "11 minutes in 10 points is flows_1m's: {sql}");
     let rows = top["rows"].as_array().unwrap();
@@ -232,7 +239,7 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     assert!((totals - stored).abs() <= series + stored * 1e-9, "totals {totals} vs stored {stored}");
 
     // The raw table when a column needs it, or the interval is below a minute.
-    let (status, raw, sql) = post(&c, "graph/line", &graph(10, json!({"dimensions": ["DstPort"], "limit": 5})));
+    let (status, raw, sql) = post(&c, "graph/line", &graph_at(at, 10, json!({"dimensions": ["DstPort"], "limit": 5})));
     assert_eq!(status, 200, "{raw}");
     assert!(sql.contains("weir.flows WHERE"), "{sql}");
     let sum_of_totals = |a: &Value| -> f64 { a["total"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).sum() };

@@ -805,6 +805,8 @@ fn static_metadata_names_exporters_and_interfaces_in_every_table() {
         assert_eq!(wait_rows_inserted(&c, 600, Duration::from_secs(20)), 600, "no flow waits or is lost");
         // Asked for as the flows came (the unknown exporter, the
         // interfaces), answered before their batch was written.
+        // Each stored row counted once (published on the shard's next tick).
+        assert_eq!(c.wait_metric_sum("weir_metadata_lookups_total", 600), 600, "{}", c.scrape());
         let lookups = |result: &str| c.metric("weir_metadata_lookups_total", &format!("result=\"{result}\""))[0];
         let queued = c.metric("weir_metadata_requests_total", "result=\"queued\"")[0];
         assert!(lookups("hit") > 0 && queued >= 3, "{}", c.scrape());

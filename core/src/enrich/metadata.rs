@@ -209,6 +209,43 @@ impl NewRecords {
     }
 }
 
+/// (exporter place, ifIndex) pairs a snapshot holds, as one shard met
+/// them: a direct-mapped filter (4096 slots, 32 KiB), so that a flow of a
+/// known exporter through known interfaces costs two probes of it, not
+/// two map lookups. Cleared with each new snapshot.
+#[derive(Clone, Debug)]
+pub struct SeenPairs(Box<[u64]>);
+
+impl Default for SeenPairs {
+    fn default() -> Self {
+        SeenPairs(vec![0; 4096].into_boxed_slice())
+    }
+}
+
+impl SeenPairs {
+    pub fn clear(&mut self) {
+        self.0.fill(0);
+    }
+
+    /// Whether `snapshot` holds interface `if_index` of the exporter at
+    /// `place` (`Snapshot::exporter_index`); remembered when it does.
+    #[inline]
+    pub fn holds(&mut self, snapshot: &Snapshot, place: u32, if_index: u32) -> bool {
+        let key = (place as u64 + 1) << 32 | if_index as u64;
+        let slot = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (self.0.len() - 1);
+        self.0[slot] == key || self.fill(snapshot, place, if_index, key, slot)
+    }
+
+    #[cold]
+    fn fill(&mut self, snapshot: &Snapshot, place: u32, if_index: u32, key: u64, slot: usize) -> bool {
+        let held = snapshot.known.get(place as usize).is_some_and(|k| k.interfaces.contains_key(&if_index));
+        if held {
+            self.0[slot] = key;
+        }
+        held
+    }
+}
+
 /// An exporter as a snapshot holds it.
 #[derive(Clone, Debug, Default)]
 pub struct KnownExporter {

@@ -1,7 +1,12 @@
 //! `weir-decode-count FORMAT [PASSES]`: decodes the decode bench's datagrams
 //! (`traffic::data_datagrams`, `sflow_datagrams`; FORMAT `ipfix`, `v9` or
 //! `sflow`) PASSES times (default 300) and prints the flows; FORMAT
-//! `accesslog` renders the access-log bench's 1024 HAProxy lines instead. Made to run
+//! `accesslog` renders the access-log bench's 1024 HAProxy lines instead;
+//! FORMAT `store` runs the shard's side of the store on PASSES batches of
+//! the store bench's 65 536 flows (columns, sums, the summed and raw
+//! blocks), `store-metadata` the same with enrichment on (every exporter
+//! and interface known: a filter probe per flow, a lookup per run of
+//! rows and per summed row, the record ids). Made to run
 //! under `valgrind --tool=callgrind`, whose instruction counts repeat on a
 //! VM without performance counters, where criterion's times move ±20 %
 //! with the neighbours: compare two builds by their totals (perf/RESULTS.md).
@@ -28,8 +33,12 @@ fn main() {
         }
         "sflow" => (Vec::new(), sflow_datagrams(&mut mix, DATAGRAMS).0),
         "accesslog" => return render_lines(passes),
+        "store" => return store(passes, false),
+        "store-metadata" => return store(passes, true),
         other => {
-            eprintln!("weir-decode-count: FORMAT is ipfix, v9, sflow or accesslog, not {other:?}");
+            eprintln!(
+                "weir-decode-count: FORMAT is ipfix, v9, sflow, accesslog, store or store-metadata, not {other:?}"
+            );
             std::process::exit(2);
         }
     };
@@ -57,4 +66,63 @@ fn render_lines(passes: usize) {
         }
     }
     println!("{rendered} lines rendered ({bytes} bytes)");
+}
+
+/// The shard's store work on `passes` batches, with enrichment or not.
+fn store(passes: usize, metadata: bool) {
+    use std::sync::Arc;
+    use weir_core::columns::{Columns, MODERN};
+    use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface, StoreConfig};
+    use weir_core::consolidate::Consolidator;
+    use weir_core::enrich::metadata::{Meta, Resolver, SeenPairs};
+    use weir_core::schema::stored_columns;
+    use weir_core::wire::state::KeyHash;
+    let flows = weir_perf::traffic::store_flows();
+    let layout = stored_columns(&StoreConfig::default().schema_settings());
+    let config = MetadataConfig {
+        exporters: vec![StaticExporter {
+            subnet: "192.0.2.0/24".into(),
+            default_interface: Some(StaticInterface { name: "et-0/0/0".into(), ..StaticInterface::default() }),
+            ..StaticExporter::default()
+        }],
+        ..MetadataConfig::default()
+    };
+    let mut resolver = Resolver::new(&config, KeyHash::with_seed(5));
+    for f in &flows {
+        resolver.resolve(&f.exporter_address, f.in_if_index);
+        resolver.resolve(&f.exporter_address, f.out_if_index);
+    }
+    let snapshot = Arc::new(resolver.snapshot().expect("resolved"));
+    let mut columns = Columns::new(&layout, flows.len());
+    let mut sums = Consolidator::new(&layout, flows.len(), KeyHash::with_seed(3));
+    if metadata {
+        columns.set_snapshot(snapshot.clone());
+        sums.set_snapshot(snapshot.clone());
+    }
+    let mut seen = SeenPairs::default();
+    let (mut out, mut raw, mut bytes) = ([Vec::new(), Vec::new(), Vec::new()], Vec::new(), 0);
+    for _ in 0..passes {
+        columns.clear();
+        for f in &flows {
+            if metadata {
+                // What `ShardMetadata::note` does for a known flow.
+                let place = snapshot.exporter_index(&f.exporter_address).unwrap_or(0);
+                black_box(seen.holds(&snapshot, place, f.in_if_index) && seen.holds(&snapshot, place, f.out_if_index));
+            }
+            columns.push(black_box(f));
+            sums.add_last_row(&columns);
+        }
+        out.iter_mut().for_each(Vec::clear);
+        sums.write_blocks(&MODERN, &mut out);
+        raw.clear();
+        columns.write_block_resolved(true, &MODERN, &mut raw, &mut |exporter, in_if, out_if, _| {
+            if metadata {
+                snapshot.lookup(exporter, in_if, out_if).0
+            } else {
+                Meta::default()
+            }
+        });
+        bytes += raw.len() + out.iter().map(Vec::len).sum::<usize>();
+    }
+    println!("{} flows stored ({bytes} bytes of blocks)", passes * flows.len());
 }

@@ -33,7 +33,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use tracing::{info, warn};
 use weir_core::config::{MetadataConfig, MetadataProvider, OnMissing};
 use weir_core::enrich::classify::RuleKind;
-use weir_core::enrich::metadata::{CacheFile, Meta, Misses, Resolver, Snapshot, Swept};
+use weir_core::enrich::metadata::{CacheFile, Meta, Misses, Resolver, SeenPairs, Snapshot, Swept};
 use weir_core::enrich::snmp::Failure;
 use weir_core::flow::Addr;
 use weir_core::wire::state::KeyHash;
@@ -293,14 +293,10 @@ impl MetadataHandle {
             asked: HashSet::with_hasher(self.hash),
             counts: [0; 8],
             last: None,
-            seen: vec![0; SEEN_SLOTS].into_boxed_slice(),
+            seen: SeenPairs::default(),
         }
     }
 }
-
-/// Slots of a shard's filter of (exporter, ifIndex) pairs its snapshot
-/// holds (`ShardMetadata::note`): 32 KiB, in cache.
-const SEEN_SLOTS: usize = 4096;
 
 /// The control thread; stops when dropped.
 pub struct MetadataService {
@@ -577,9 +573,8 @@ pub struct ShardMetadata {
     counts: [u64; 8],
     /// The last exporter looked up and its place in the current snapshot.
     last: Option<(Addr, u32)>,
-    /// (place + 1) << 32 | ifIndex of pairs the snapshot holds, direct
-    /// mapped; 0 is empty. Cleared with each snapshot.
-    seen: Box<[u64]>,
+    /// The (exporter, ifIndex) pairs of the current snapshot met so far.
+    seen: SeenPairs,
 }
 
 impl ShardMetadata {
@@ -611,22 +606,9 @@ impl ShardMetadata {
         };
         let index = |field: Field, value: u32| if flow.has(field) { value } else { 0 };
         for if_index in [index(Field::InIfIndex, flow.in_if_index), index(Field::OutIfIndex, flow.out_if_index)] {
-            if if_index == 0 {
-                continue;
+            if if_index != 0 && !self.seen.holds(&self.current, place, if_index) {
+                self.note_missing(&exporter, &[if_index]);
             }
-            let key = (place as u64 + 1) << 32 | if_index as u64;
-            let slot = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (SEEN_SLOTS - 1);
-            if self.seen[slot] != key {
-                self.note_interface(place, key, slot, &exporter, if_index);
-            }
-        }
-    }
-
-    #[cold]
-    fn note_interface(&mut self, place: u32, key: u64, slot: usize, exporter: &Addr, if_index: u32) {
-        match self.current.known.get(place as usize) {
-            Some(known) if known.interfaces.contains_key(&if_index) => self.seen[slot] = key,
-            _ => self.note_missing(exporter, &[if_index]),
         }
     }
 
@@ -742,7 +724,7 @@ impl ShardMetadata {
         self.current = Arc::clone(&latest);
         self.asked.clear();
         self.last = None;
-        self.seen.fill(0);
+        self.seen.clear();
         Some(self.current.clone())
     }
 
