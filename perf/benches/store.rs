@@ -111,33 +111,10 @@ fn store(c: &mut Criterion) {
 /// filled (against `store_shard/write_raw_block`, where every row has the
 /// empty records).
 fn enrich(c: &mut Criterion) {
-    use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface};
     use weir_core::enrich::classify::{Classifiers, InterfaceClass, InterfaceFacts};
-    use weir_core::enrich::metadata::Resolver;
     let flows = flows();
     let layout = stored_columns(&StoreConfig::default().schema_settings());
-    let config = MetadataConfig {
-        exporters: vec![StaticExporter {
-            subnet: "192.0.2.0/24".into(),
-            site: "par".into(),
-            default_interface: Some(StaticInterface {
-                name: "et-0/0/0".into(),
-                description: "Transit: Cogent".into(),
-                speed: 100_000,
-                provider: "cogent".into(),
-                connectivity: "transit".into(),
-                boundary: "external".into(),
-            }),
-            ..StaticExporter::default()
-        }],
-        ..MetadataConfig::default()
-    };
-    let mut resolver = Resolver::new(&config, KeyHash::with_seed(5));
-    for f in &flows {
-        resolver.resolve(&f.exporter_address, f.in_if_index);
-        resolver.resolve(&f.exporter_address, f.out_if_index);
-    }
-    let snapshot = std::sync::Arc::new(resolver.snapshot().expect("resolved"));
+    let snapshot = std::sync::Arc::new(weir_perf::traffic::known_snapshot(&flows));
     let mut group = c.benchmark_group("enrich_shard");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(20);
@@ -203,8 +180,8 @@ fn enrich(c: &mut Criterion) {
     group.finish();
     eprintln!(
         "enrich_shard: {} exporters, {} interfaces, raw block {} bytes",
-        resolver.exporters(),
-        resolver.interfaces(),
+        snapshot.known.len(),
+        snapshot.known.iter().map(|k| k.interfaces.len()).sum::<usize>(),
         raw.len()
     );
 }

@@ -387,6 +387,37 @@ pub fn store_flows() -> Vec<FlowRecord> {
         .collect()
 }
 
+/// A snapshot that knows every exporter and interface of `flows`: the
+/// exporters of 192.0.2.0/24 with a site, each interface named, described
+/// and classified by the subnet's default interface (a warm cache, as
+/// after a collector's first seconds).
+pub fn known_snapshot(flows: &[FlowRecord]) -> weir_core::enrich::metadata::Snapshot {
+    use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface};
+    use weir_core::enrich::metadata::Resolver;
+    let config = MetadataConfig {
+        exporters: vec![StaticExporter {
+            subnet: "192.0.2.0/24".into(),
+            site: "par".into(),
+            default_interface: Some(StaticInterface {
+                name: "et-0/0/0".into(),
+                description: "Transit: Cogent".into(),
+                speed: 100_000,
+                provider: "cogent".into(),
+                connectivity: "transit".into(),
+                boundary: "external".into(),
+            }),
+            ..StaticExporter::default()
+        }],
+        ..MetadataConfig::default()
+    };
+    let mut resolver = Resolver::new(&config, weir_core::wire::state::KeyHash::with_seed(5));
+    for f in flows {
+        resolver.resolve(&f.exporter_address, f.in_if_index);
+        resolver.resolve(&f.exporter_address, f.out_if_index);
+    }
+    resolver.snapshot().expect("resolved")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

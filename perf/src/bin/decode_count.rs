@@ -72,27 +72,14 @@ fn render_lines(passes: usize) {
 fn store(passes: usize, metadata: bool) {
     use std::sync::Arc;
     use weir_core::columns::{Columns, MODERN};
-    use weir_core::config::{MetadataConfig, StaticExporter, StaticInterface, StoreConfig};
+    use weir_core::config::StoreConfig;
     use weir_core::consolidate::Consolidator;
-    use weir_core::enrich::metadata::{Meta, Resolver, SeenPairs};
+    use weir_core::enrich::metadata::{Meta, SeenPairs};
     use weir_core::schema::stored_columns;
     use weir_core::wire::state::KeyHash;
     let flows = weir_perf::traffic::store_flows();
     let layout = stored_columns(&StoreConfig::default().schema_settings());
-    let config = MetadataConfig {
-        exporters: vec![StaticExporter {
-            subnet: "192.0.2.0/24".into(),
-            default_interface: Some(StaticInterface { name: "et-0/0/0".into(), ..StaticInterface::default() }),
-            ..StaticExporter::default()
-        }],
-        ..MetadataConfig::default()
-    };
-    let mut resolver = Resolver::new(&config, KeyHash::with_seed(5));
-    for f in &flows {
-        resolver.resolve(&f.exporter_address, f.in_if_index);
-        resolver.resolve(&f.exporter_address, f.out_if_index);
-    }
-    let snapshot = Arc::new(resolver.snapshot().expect("resolved"));
+    let snapshot = Arc::new(weir_perf::traffic::known_snapshot(&flows));
     let mut columns = Columns::new(&layout, flows.len());
     let mut sums = Consolidator::new(&layout, flows.len(), KeyHash::with_seed(3));
     if metadata {
