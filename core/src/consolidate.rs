@@ -30,7 +30,10 @@ use crate::wire::state::KeyHash;
 pub const TABLES: [(u32, &str); 3] = [(60, "flows_1m"), (300, "flows_5m"), (3600, "flows_1h")];
 
 /// Bytes of the dimensions in a key, at most (every optional dimension on:
-/// 57, and 12 for the metadata records; a test checks the catalog fits).
+/// 57; a test checks the catalog fits). The metadata records are not in
+/// the key: a key's exporter and interfaces give them, when its block is
+/// written. (The 12 bytes they took before are left as room, not measured
+/// without.)
 pub const KEY_BYTES: usize = 80;
 
 /// A key: the bucket (seconds) and the dimensions, each big-endian, one
