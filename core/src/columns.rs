@@ -35,9 +35,7 @@ use std::sync::Arc;
 
 use crate::enrich::metadata::{ExporterInfo, InterfaceInfo, Meta, NewRecords, Snapshot};
 use crate::flow::{addr_to_ip, Addr, Field, FlowRecord, Value};
-use crate::schema::{
-    record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source, METADATA_COLUMNS,
-};
+use crate::schema::{record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source};
 use crate::wire::state::KeyHash;
 
 /// The dialect blocks are written in: every modern type.
@@ -254,10 +252,9 @@ impl Columns {
     #[inline]
     pub fn push(&mut self, flow: &FlowRecord) {
         // The flow's columns come first (the catalog's order); the
-        // record ids after them have no buffer.
-        // A plain (field, type) list, as the compiler makes the tightest
-        // loop of (a let-else on the column's source here cost 100 ns per
-        // flow: perf/RESULTS.md, 2026-12-02).
+        // record ids after them have no buffer. A plain (field, type)
+        // list: walking the layout with a let-else on each column's source
+        // made this loop several times slower (perf/RESULTS.md, 2026-12-02).
         for (&(field, kind), d) in self.flow_columns.iter().zip(&mut self.data) {
             let value = flow.value(field);
             match d {
@@ -757,23 +754,14 @@ pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>
     if rows == 0 {
         return;
     }
-    // The attributes in records table order: METADATA_COLUMNS' order.
-    let attrs: Vec<(Source, ColumnType)> = METADATA_COLUMNS
-        .iter()
-        .filter(|(name, source, _)| match table {
-            0 => matches!(source, Source::Exporter(_)),
-            _ => matches!(source, Source::InIf(_)) && name.starts_with("In"),
-        })
-        .map(|&(_, source, kind)| (source, kind))
-        .collect();
-    let names = record_table_columns(table);
+    let attrs = record_table_columns(table);
     write_varuint(1 + attrs.len() as u64, out);
     write_varuint(rows as u64, out);
     write_string(b"Id", out);
     write_string(b"UInt64", out);
     let ids = (0..rows).map(|i| if table == 0 { records.exporters[i].0 } else { records.interfaces[i].0 });
     ids.for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
-    for ((source, kind), (name, _)) in attrs.iter().zip(&names) {
+    for (name, source, kind) in &attrs {
         write_string(name.as_bytes(), out);
         let type_name = if *kind == ColumnType::LowString { "String" } else { MODERN.type_name(*kind) };
         write_string(type_name.as_bytes(), out);

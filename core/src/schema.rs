@@ -144,15 +144,16 @@ pub fn record_column_name(name: &str) -> &str {
 }
 
 /// The metadata columns of records table `table` (0 exporters, 1
-/// interfaces): (name in the records table, kind), in table order.
-pub fn record_table_columns(table: usize) -> Vec<(&'static str, ColumnType)> {
+/// interfaces): (name in the records table, the attribute, kind), in
+/// table order (an interface's attributes as the input side names them).
+pub fn record_table_columns(table: usize) -> Vec<(&'static str, Source, ColumnType)> {
     METADATA_COLUMNS
         .iter()
         .filter(|(name, source, _)| match table {
             0 => matches!(source, Source::Exporter(_)),
             _ => matches!(source, Source::InIf(_)) && name.starts_with("In"),
         })
-        .map(|&(name, _, kind)| (record_column_name(name), kind))
+        .map(|&(name, source, kind)| (record_column_name(name), source, kind))
         .collect()
 }
 
@@ -506,7 +507,7 @@ impl Schema {
     /// of its record: a second row of it says the same).
     pub fn create_records_table(&self, table: usize) -> String {
         let mut cols = vec!["Id UInt64".to_string()];
-        cols.extend(record_table_columns(table).iter().map(|(n, k)| format!("{n} {}", self.dialect.type_name(*k))));
+        cols.extend(record_table_columns(table).iter().map(|(n, _, k)| format!("{n} {}", self.dialect.type_name(*k))));
         format!(
             "CREATE TABLE IF NOT EXISTS {}.{} (\n  {}\n) ENGINE = Join(ANY, LEFT, Id)",
             self.database,
@@ -676,7 +677,7 @@ pub fn consolidated_insert_sql(database: &str, table: &str, dims: &[&str]) -> St
 /// table `table` (`RECORD_TABLES`).
 pub fn records_insert_sql(database: &str, table: usize) -> String {
     let mut columns = vec!["Id"];
-    columns.extend(record_table_columns(table).iter().map(|(n, _)| *n));
+    columns.extend(record_table_columns(table).iter().map(|(n, _, _)| *n));
     format!("INSERT INTO {database}.{} ({}) FORMAT Native", RECORD_TABLES[table], columns.join(", "))
 }
 
