@@ -33,7 +33,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::enrich::flows::Enriched;
 use crate::enrich::metadata::{ExporterInfo, InterfaceInfo, Meta, NewRecords, Snapshot};
+use crate::enrich::networks::{NetAttr, Networks};
 use crate::flow::{addr_to_ip, Addr, Field, FlowRecord, Value};
 use crate::schema::{record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source};
 use crate::wire::state::KeyHash;
@@ -93,6 +95,15 @@ pub struct Columns {
     exporters: Vec<u128>,
     /// Per row, its exporter's, input and output interfaces' records.
     records: [Vec<u32>; 3],
+    /// Per row, its source and destination networks' attribute sets
+    /// (`push_enriched`; rows pushed without have none).
+    nets: [Vec<u32>; 2],
+    /// The networks table the sets are from (a shard hands its rows over
+    /// before it takes a new one: `set_networks`).
+    networks: Arc<Networks>,
+    /// Where `push_enriched` writes its values over the flow's:
+    /// SamplingRate, SrcAS, DstAS, SrcNetMask, DstNetMask.
+    patched: [usize; 5],
     /// The field and type of each of the layout's first columns that come
     /// from the flow (the catalog's order: the record ids follow them).
     flow_columns: Vec<(Field, ColumnType)>,
@@ -101,9 +112,17 @@ pub struct Columns {
 }
 
 /// Which records a shard has handed over to the store (by record id, per
-/// records table), so that each goes once per shard and run.
+/// records table), so that each goes once per shard and run. The
+/// networks' are by record of the table in use, cleared with it.
 #[derive(Clone, Debug, Default)]
-pub struct RecordsSent([Vec<bool>; 2]);
+pub struct RecordsSent([Vec<bool>; 3]);
+
+impl RecordsSent {
+    /// Forgets the network records (a new networks table numbers its own).
+    pub fn clear_networks(&mut self) {
+        self.0[2].clear();
+    }
+}
 
 /// Bytes one row of `kind` takes in a fixed-width column.
 pub(crate) fn width(kind: ColumnType) -> usize {
@@ -150,6 +169,10 @@ impl Columns {
             wide: Vec::new(),
             exporters: Vec::new(),
             records: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            nets: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            networks: Arc::new(Networks::default()),
+            patched: [Field::SamplingRate, Field::SrcAS, Field::DstAS, Field::SrcNetMask, Field::DstNetMask]
+                .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
             flow_columns: layout
                 .iter()
                 .map_while(|c| match c.source {
@@ -168,9 +191,27 @@ impl Columns {
         self.snapshot = snapshot;
     }
 
+    /// The networks table the rows' sets are from, from now on (the rows
+    /// held must be written first).
+    pub fn set_networks(&mut self, networks: Arc<Networks>) {
+        self.networks = networks;
+    }
+
     /// The records the rows point to that `sent` does not hold yet, for
     /// the store's records tables; `sent` then holds them.
     pub fn new_records(&self, sent: &mut RecordsSent, out: &mut NewRecords) {
+        let bits = &mut sent.0[2];
+        for &set in self.nets.iter().flatten() {
+            let record = self.networks.set(set).record as usize;
+            if record == 0 || bits.get(record).copied().unwrap_or(false) {
+                continue;
+            }
+            if bits.len() <= record {
+                bits.resize(record + 1, false);
+            }
+            bits[record] = true;
+            out.networks.push((self.networks.stored_ids[record], self.networks.info(record as u32)));
+        }
         for (kind, records) in self.records.iter().enumerate() {
             let table = usize::from(kind > 0);
             let bits = &mut sent.0[table];
@@ -243,6 +284,7 @@ impl Columns {
             }
         }
         self.records.iter_mut().for_each(Vec::clear);
+        self.nets.iter_mut().for_each(Vec::clear);
         self.rows = 0;
     }
 
@@ -272,6 +314,45 @@ impl Columns {
             }
         }
         self.rows += 1;
+    }
+
+    /// Appends `flow` as one row, with what enrichment completed: its
+    /// sampling rate, AS numbers and masks written over the flow's, and
+    /// its networks' sets.
+    #[inline]
+    pub fn push_enriched(&mut self, flow: &FlowRecord, e: &Enriched) {
+        self.push(flow);
+        let values: [(u64, usize); 5] = [
+            (u64::from(e.sampling_rate), 4),
+            (u64::from(e.src_as), 4),
+            (u64::from(e.dst_as), 4),
+            (u64::from(e.src_mask), 1),
+            (u64::from(e.dst_mask), 1),
+        ];
+        for (&at, (value, width)) in self.patched.iter().zip(values) {
+            if let Some(Data::Fixed(b)) = self.data.get_mut(at) {
+                let end = b.len();
+                if let Some(last) = b.get_mut(end.saturating_sub(width)..) {
+                    last.copy_from_slice(&value.to_le_bytes()[..width]);
+                }
+            }
+        }
+        // Rows pushed without enrichment before have no sets: none.
+        for (nets, set) in self.nets.iter_mut().zip([e.src_net, e.dst_net]) {
+            nets.resize(self.rows - 1, 0);
+            nets.push(set);
+        }
+    }
+
+    /// The last row's source and destination networks' sets.
+    #[inline]
+    pub fn last_nets(&self) -> [u32; 2] {
+        [self.nets[0].last().copied().unwrap_or(0), self.nets[1].last().copied().unwrap_or(0)]
+    }
+
+    /// The networks table in use.
+    pub fn networks(&self) -> &Arc<Networks> {
+        &self.networks
     }
 
     /// Appends the rows to `out` as one Native block sorted by the raw
@@ -367,6 +448,19 @@ impl Columns {
                         for v in &items[span(row)] {
                             out.extend_from_slice(&v.to_le_bytes());
                         }
+                    }
+                }
+                Data::RecordId(kind) if *kind >= 3 => {
+                    let (sets, networks) = (&self.nets[*kind - 3], &self.networks);
+                    out.reserve(self.rows * 8);
+                    let mut last = (0u32, 0u64);
+                    for i in 0..self.rows {
+                        let row = if sorted { i } else { self.rows_sorted[i] as usize };
+                        let set = sets.get(row).copied().unwrap_or(0);
+                        if set != last.0 {
+                            last = (set, networks.stored_id(set));
+                        }
+                        out.extend_from_slice(&last.1.to_le_bytes());
                     }
                 }
                 Data::RecordId(kind) => {
@@ -651,7 +745,7 @@ fn write_meta(
         match source {
             Source::Exporter(a) => exporter_text(snapshot.exporter(record), a),
             Source::InIf(a) | Source::OutIf(a) => interface_text(snapshot.interface(record), a),
-            Source::Flow(_) | Source::RecordId(_) => "",
+            Source::Flow(_) | Source::RecordId(_) | Source::SrcNet(_) | Source::DstNet(_) => "",
         }
     };
     let mut dictionary: Vec<String> = Vec::new();
@@ -721,6 +815,47 @@ fn write_meta(
     }
 }
 
+/// Writes one `LowCardinality(String)` column of `texts` (a row each):
+/// the dictionary of the distinct texts, then an index per row.
+pub(crate) fn write_low_cardinality<'a>(texts: impl Iterator<Item = &'a str>, out: &mut Vec<u8>) {
+    let mut dictionary: Vec<&str> = Vec::new();
+    let mut positions: HashMap<&str, u32> = HashMap::new();
+    let mut rows: Vec<u32> = Vec::new();
+    let mut last: Option<(&str, u32)> = None;
+    for t in texts {
+        let p = match last {
+            Some((l, p)) if std::ptr::eq(l, t) || l == t => p,
+            _ => *positions.entry(t).or_insert_with(|| {
+                dictionary.push(t);
+                dictionary.len() as u32 - 1
+            }),
+        };
+        last = Some((t, p));
+        rows.push(p);
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let index_type: u64 = match dictionary.len() {
+        0..=256 => 0,
+        257..=65_536 => 1,
+        _ => 2,
+    };
+    out.reserve(32 + rows.len() * (1 << index_type));
+    out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
+    out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
+    out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
+    for t in &dictionary {
+        write_string(t.as_bytes(), out);
+    }
+    out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+    match index_type {
+        0 => out.extend(rows.iter().map(|&p| p as u8)),
+        1 => rows.iter().for_each(|&p| out.extend_from_slice(&(p as u16).to_le_bytes())),
+        _ => rows.iter().for_each(|&p| out.extend_from_slice(&p.to_le_bytes())),
+    }
+}
+
 /// An exporter's attribute `a`.
 fn exporter_text(e: &ExporterInfo, a: ExporterAttr) -> &str {
     match a {
@@ -744,13 +879,31 @@ fn interface_text(i: &InterfaceInfo, a: IfAttr) -> &str {
     }
 }
 
+/// A network's attribute `a`.
+fn network_text(n: &crate::config::NetworkInfo, a: NetAttr) -> &str {
+    match a {
+        NetAttr::Name => &n.name,
+        NetAttr::Role => &n.role,
+        NetAttr::Site => &n.site,
+        NetAttr::Region => &n.region,
+        NetAttr::Tenant => &n.tenant,
+        NetAttr::Country => &n.country,
+        NetAttr::State => &n.state,
+        NetAttr::City => &n.city,
+    }
+}
+
 /// Appends records table `table`'s rows (`schema::RECORD_TABLES`: 0 the
 /// exporters', 1 the interfaces') of `records` to `out` as one Native
 /// block: `Id`, then the record's columns (`schema::record_table_columns`),
 /// strings as `String` (the engine casts them to the table's
 /// `LowCardinality`). Nothing when there are none.
 pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>) {
-    let rows = if table == 0 { records.exporters.len() } else { records.interfaces.len() };
+    let rows = match table {
+        0 => records.exporters.len(),
+        1 => records.interfaces.len(),
+        _ => records.networks.len(),
+    };
     if rows == 0 {
         return;
     }
@@ -759,7 +912,11 @@ pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>
     write_varuint(rows as u64, out);
     write_string(b"Id", out);
     write_string(b"UInt64", out);
-    let ids = (0..rows).map(|i| if table == 0 { records.exporters[i].0 } else { records.interfaces[i].0 });
+    let ids = (0..rows).map(|i| match table {
+        0 => records.exporters[i].0,
+        1 => records.interfaces[i].0,
+        _ => records.networks[i].0,
+    });
     ids.for_each(|id| out.extend_from_slice(&id.to_le_bytes()));
     for (name, source, kind) in &attrs {
         write_string(name.as_bytes(), out);
@@ -776,6 +933,7 @@ pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>
                         _ => write_string(interface_text(r, a).as_bytes(), out),
                     }
                 }
+                Source::SrcNet(a) => write_string(network_text(&records.networks[i].1, a).as_bytes(), out),
                 _ => {}
             }
         }

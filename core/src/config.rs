@@ -33,6 +33,8 @@ pub struct Config {
     pub haproxy: HaproxyConfig,
     pub console: ConsoleConfig,
     pub metadata: MetadataConfig,
+    pub networks: NetworksConfig,
+    pub enrichment: EnrichmentConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,8 @@ impl Default for Config {
             haproxy: HaproxyConfig::default(),
             console: ConsoleConfig::default(),
             metadata: MetadataConfig::default(),
+            networks: NetworksConfig::default(),
+            enrichment: EnrichmentConfig::default(),
         }
     }
 }
@@ -177,7 +181,8 @@ impl Default for MetadataSource {
 }
 
 impl MetadataSource {
-    fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    /// `fields`: what `rename` may name.
+    fn check(&self, key: &dyn Fn(&str) -> String, fields: &[&str]) -> Result<(), ConfigError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
             && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
@@ -190,8 +195,8 @@ impl MetadataSource {
         if !["json", "csv"].contains(&self.format.as_str()) {
             return Err(ConfigError::new(key("format"), format!("{:?}: json or csv", self.format)));
         }
-        if let Some((_, to)) = self.rename.iter().find(|(_, to)| !STATIC_EXPORTER_FIELDS.contains(&to.as_str())) {
-            return Err(ConfigError::new(key("rename"), format!("{to:?} is not a field of metadata.exporters")));
+        if let Some((_, to)) = self.rename.iter().find(|(_, to)| !fields.contains(&to.as_str())) {
+            return Err(ConfigError::new(key("rename"), format!("{to:?} is not one of {}", fields.join(", "))));
         }
         if !(1..=86_400).contains(&self.interval_s) {
             return Err(ConfigError::new(key("interval_s"), "1 to 86400"));
@@ -468,7 +473,7 @@ impl MetadataConfig {
             self.snmp.check()?;
         }
         for (i, source) in self.sources.iter().enumerate() {
-            source.check(&|k: &str| format!("metadata.sources[{i}].{k}"))?;
+            source.check(&|k: &str| format!("metadata.sources[{i}].{k}"), &STATIC_EXPORTER_FIELDS)?;
             if self.sources[..i].iter().any(|s| s.name == source.name) {
                 return Err(ConfigError::new(format!("metadata.sources[{i}].name"), "named twice"));
             }
@@ -1687,6 +1692,8 @@ impl Config {
         positive("log.data_plane_lines_per_minute", self.log.data_plane_lines_per_minute.into(), 6000)?;
         self.haproxy.check()?;
         self.metadata.check()?;
+        self.networks.check()?;
+        self.enrichment.check()?;
         self.store.check()
     }
 
@@ -1746,6 +1753,8 @@ impl Config {
             ("haproxy", self.haproxy != new.haproxy),
             ("console", self.console != new.console),
             ("metadata", self.metadata != new.metadata),
+            ("networks", self.networks != new.networks),
+            ("enrichment", self.enrichment != new.enrichment),
         ];
         changed.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
     }
@@ -1815,6 +1824,255 @@ impl StoreConfig {
             return Err(ConfigError::new("store.remote.url", "must start with http:// or https://"));
         }
         positive("store.remote.timeout_ms", self.remote.timeout_ms, 3_600_000)
+    }
+}
+
+/// The attributes a network gives the addresses it holds (`[networks]`):
+/// a subnet in `networks.subnets`, an entry of a network source, or what
+/// a GeoIP/ASN database says of a prefix. Empty strings and ASN 0 are
+/// unset: a network inherits them from the closest network holding it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub role: String,
+    pub site: String,
+    pub region: String,
+    pub tenant: String,
+    /// Two letters (ISO 3166-1 alpha-2, as GeoIP databases give them).
+    pub country: String,
+    /// The first subdivision's code (ISO 3166-2 without the country).
+    pub state: String,
+    pub city: String,
+    pub asn: u32,
+}
+
+/// The fields of a network (what a network source's `rename` may name,
+/// besides `prefix`).
+pub const NETWORK_FIELDS: [&str; 10] =
+    ["prefix", "name", "role", "site", "region", "tenant", "country", "state", "city", "asn"];
+
+impl NetworkInfo {
+    pub fn check(&self, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let two_letters = self.country.len() == 2 && self.country.bytes().all(|b| b.is_ascii_alphabetic());
+        if !self.country.is_empty() && !two_letters {
+            return Err(ConfigError::new(key("country"), format!("{:?}: two letters (ISO 3166-1)", self.country)));
+        }
+        for (name, value) in [
+            ("name", &self.name),
+            ("role", &self.role),
+            ("site", &self.site),
+            ("region", &self.region),
+            ("tenant", &self.tenant),
+            ("state", &self.state),
+            ("city", &self.city),
+        ] {
+            if value.len() > 256 {
+                return Err(ConfigError::new(key(name), "at most 256 bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A network in `networks.subnets`: its attributes, or only its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkEntry {
+    Name(String),
+    Attributes(NetworkInfo),
+}
+
+impl NetworkEntry {
+    pub fn info(&self) -> NetworkInfo {
+        match self {
+            NetworkEntry::Name(name) => NetworkInfo { name: name.clone(), ..NetworkInfo::default() },
+            NetworkEntry::Attributes(info) => info.clone(),
+        }
+    }
+}
+
+/// Network attributes by prefix (enrichment, part 2): subnets from the
+/// config, remote sources and GeoIP/ASN databases, merged into one
+/// longest-prefix table (`weir_core::enrich::networks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworksConfig {
+    /// Subnet → attributes (`"192.0.2.0/24" = { name = "paris", site =
+    /// "par1" }`, or `"10.0.0.0/8" = "internal"` for a name). They win
+    /// over sources and databases for the same prefix.
+    pub subnets: std::collections::BTreeMap<String, NetworkEntry>,
+    /// Remote documents of networks (JSON or CSV over HTTP, as
+    /// `[[metadata.sources]]`; each entry a `prefix` and attributes). They
+    /// win over the databases for the same prefix.
+    pub sources: Vec<MetadataSource>,
+    /// MaxMind-format location databases (GeoLite2/GeoIP2 City or
+    /// Country, IPinfo): country, state and city per prefix.
+    pub geo_databases: Vec<PathBuf>,
+    /// MaxMind-format ASN databases (GeoLite2/GeoIP2 ASN, IPinfo): the
+    /// prefix's AS number.
+    pub asn_databases: Vec<PathBuf>,
+    /// A database missing or unreadable at start is skipped (logged,
+    /// counted) instead of stopping the start; it is read once it appears.
+    pub databases_optional: bool,
+    /// How often the database files are checked for a change (size or
+    /// modification time); a changed file is read again.
+    pub check_interval_s: u64,
+    /// Prefixes the merged table may hold, at most: a rebuild with more
+    /// is refused (counted, logged) and the table in use stays.
+    pub prefixes_max: usize,
+}
+
+impl Default for NetworksConfig {
+    fn default() -> Self {
+        NetworksConfig {
+            subnets: Default::default(),
+            sources: Vec::new(),
+            geo_databases: Vec::new(),
+            asn_databases: Vec::new(),
+            databases_optional: false,
+            check_interval_s: 30,
+            prefixes_max: 8_000_000,
+        }
+    }
+}
+
+impl NetworksConfig {
+    /// Whether any network can be known (otherwise the shards skip the lookups).
+    pub fn enabled(&self) -> bool {
+        !self.subnets.is_empty()
+            || !self.sources.is_empty()
+            || !self.geo_databases.is_empty()
+            || !self.asn_databases.is_empty()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        for (subnet, entry) in &self.subnets {
+            let key = |k: &str| format!("networks.subnets.{subnet:?}.{k}");
+            if parse_cidr(subnet).is_none() {
+                return Err(ConfigError::new(
+                    format!("networks.subnets.{subnet:?}"),
+                    "not a subnet (192.0.2.0/24, 2001:db8::/32)",
+                ));
+            }
+            entry.info().check(&key)?;
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            source.check(&|k: &str| format!("networks.sources[{i}].{k}"), &NETWORK_FIELDS)?;
+            if self.sources[..i].iter().any(|s| s.name == source.name) {
+                return Err(ConfigError::new(format!("networks.sources[{i}].name"), "named twice"));
+            }
+        }
+        positive("networks.check_interval_s", self.check_interval_s, 86_400)?;
+        positive("networks.prefixes_max", self.prefixes_max as u64, 1 << 28)
+    }
+}
+
+/// Where a flow's AS numbers come from: the first provider with a
+/// non-zero answer wins (Akvorado's `asn-providers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AsnProvider {
+    /// The AS number the exporter put in the flow.
+    Flow,
+    /// The flow's, unless private (0, 23456, 64496-65551, 4200000000 and up).
+    FlowExceptPrivate,
+    /// The flow's, unless the flow's mask is 0 (a default route's AS).
+    FlowExceptDefaultRoute,
+    /// The BGP route's origin AS (BMP; none until routing is configured).
+    Routing,
+    RoutingExceptPrivate,
+    /// The network's `asn` (config, sources, ASN database).
+    Networks,
+}
+
+/// Where a flow's masks (and next hop) come from: the first non-zero wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetProvider {
+    Flow,
+    /// The BGP route (BMP; none until routing is configured).
+    Routing,
+}
+
+/// A sampling rate for every exporter, or one per exporter subnet (the
+/// most specific wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SamplingRates {
+    All(u32),
+    BySubnet(std::collections::BTreeMap<String, u32>),
+}
+
+impl SamplingRates {
+    /// (subnet, rate) pairs: `::/0` for a single rate.
+    pub fn entries(&self) -> Vec<(String, u32)> {
+        match self {
+            SamplingRates::All(rate) => vec![("::/0".into(), *rate)],
+            SamplingRates::BySubnet(map) => map.iter().map(|(s, r)| (s.clone(), *r)).collect(),
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        for (subnet, rate) in self.entries() {
+            if parse_cidr(&subnet).is_none() {
+                return Err(ConfigError::new(format!("{key}.{subnet:?}"), "not a subnet"));
+            }
+            if rate == 0 {
+                return Err(ConfigError::new(format!("{key}.{subnet:?}"), "a rate is at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How each flow is completed before it is stored: AS numbers and masks
+/// from providers, sampling rates from defaults and overrides.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichmentConfig {
+    pub asn_providers: Vec<AsnProvider>,
+    pub net_providers: Vec<NetProvider>,
+    /// The rate of a flow that carries none (nor its exporter's options
+    /// templates), by exporter subnet. A flow with no rate and no default
+    /// is stored with rate 1 and counted
+    /// (`weir_enrichment_sampling_rate_missing_total{exporter}`).
+    pub default_sampling_rate: Option<SamplingRates>,
+    /// The rate of every flow of the exporters in these subnets, whatever
+    /// the flow says.
+    pub override_sampling_rate: Option<SamplingRates>,
+}
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        EnrichmentConfig {
+            asn_providers: vec![AsnProvider::Flow, AsnProvider::Routing, AsnProvider::Networks],
+            net_providers: vec![NetProvider::Flow, NetProvider::Routing],
+            default_sampling_rate: None,
+            override_sampling_rate: None,
+        }
+    }
+}
+
+impl EnrichmentConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(r) = &self.default_sampling_rate {
+            r.check("enrichment.default_sampling_rate")?;
+        }
+        if let Some(r) = &self.override_sampling_rate {
+            r.check("enrichment.override_sampling_rate")?;
+        }
+        for (i, p) in self.asn_providers.iter().enumerate() {
+            if self.asn_providers[..i].contains(p) {
+                return Err(ConfigError::new(format!("enrichment.asn_providers[{i}]"), "listed twice"));
+            }
+        }
+        for (i, p) in self.net_providers.iter().enumerate() {
+            if self.net_providers[..i].contains(p) {
+                return Err(ConfigError::new(format!("enrichment.net_providers[{i}]"), "listed twice"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -20,8 +20,11 @@ use std::hash::{BuildHasher, Hasher};
 
 use std::sync::Arc;
 
-use crate::columns::{width, write_meta_column, write_string, write_varuint, Columns, MetaScratch};
+use crate::columns::{
+    width, write_low_cardinality, write_meta_column, write_string, write_varuint, Columns, MetaScratch,
+};
 use crate::enrich::metadata::{Meta, Snapshot};
+use crate::enrich::networks::Networks;
 use crate::flow::Field;
 use crate::schema::{Column, ColumnType, Dialect, Source};
 use crate::wire::state::KeyHash;
@@ -180,6 +183,11 @@ pub struct Consolidator {
     /// interfaces in its key (a row sums flows of one exporter and
     /// interface pair, so they share their records).
     metadata: bool,
+    /// Where the source and destination networks' sets are in the key
+    /// (when network columns are dimensions), and the table they are from
+    /// (the shard hands its sums over before it takes a new one).
+    nets_at: Option<usize>,
+    networks: Arc<Networks>,
     /// Where ExporterAddress (unknown exporters are named by it), InIfIndex
     /// and OutIfIndex are in the key.
     address_at: Option<usize>,
@@ -233,7 +241,12 @@ impl Consolidator {
             dims.push(Dim { column, at, width: w, address: c.kind == ColumnType::Address });
             at += w;
         }
-        let metadata = columns.iter().any(|c| c.source.record().is_some());
+        let metadata = columns.iter().any(|c| matches!(c.source.record(), Some(0..=2)));
+        // The networks' sets, after the flow's dimensions.
+        let nets_at = columns.iter().any(|c| c.source.network().is_some()).then_some(at);
+        if nets_at.is_some() {
+            at += 8;
+        }
         debug_assert!(at <= 4 + KEY_BYTES);
         let field_at = |field: Field| layout.iter().position(|c| c.source == Source::Flow(field)).unwrap_or(usize::MAX);
         Consolidator {
@@ -241,6 +254,8 @@ impl Consolidator {
             columns,
             dims,
             metadata,
+            nets_at,
+            networks: Arc::new(Networks::default()),
             address_at,
             in_if_at,
             out_if_at,
@@ -263,6 +278,12 @@ impl Consolidator {
     /// The snapshot metadata columns are written from (as `Columns`').
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {
         self.snapshot = snapshot;
+    }
+
+    /// The networks table the sets in the keys are from, from now on (the
+    /// sums held must be written first).
+    pub fn set_networks(&mut self, networks: Arc<Networks>) {
+        self.networks = networks;
     }
 
     /// The consolidated tables' dimension columns, in key order.
@@ -302,6 +323,11 @@ impl Consolidator {
         key[..4].copy_from_slice(&(seconds - seconds % 60).to_be_bytes());
         for d in &self.dims {
             put_big_endian(&mut key[d.at..], columns.last(d.column), d.width, d.address);
+        }
+        if let Some(at) = self.nets_at {
+            let [src, dst] = columns.last_nets();
+            key[at..at + 4].copy_from_slice(&src.to_be_bytes());
+            key[at + 4..at + 8].copy_from_slice(&dst.to_be_bytes());
         }
         let rate = number(self.rate_at).max(1);
         let sums = Sums {
@@ -406,6 +432,24 @@ impl Consolidator {
             sums[1].extend_from_slice(&e.sums.packets.to_le_bytes());
             sums[2].extend_from_slice(&e.sums.flows.to_le_bytes());
         }
+        // The network columns, after the metadata ones (catalog order):
+        // each row's sets are in its key.
+        if let Some(at) = self.nets_at {
+            let metadata_columns = self.columns.iter().filter(|c| matches!(c.source.record(), Some(0..=2))).count();
+            let sets = |side: usize, o: &(u128, u128, u64, u32)| {
+                let k = &entries[o.3 as usize].key;
+                let at = at + side * 4;
+                u32::from_be_bytes(k[at..at + 4].try_into().unwrap_or_default())
+            };
+            let networks = &self.networks;
+            let columns = self.columns.iter().filter_map(|c| c.source.network());
+            let outs = meta_columns(&mut self.out_columns, self.dims.len()).skip(metadata_columns);
+            for ((side, attr), out) in columns.zip(outs) {
+                out.clear();
+                let texts = self.order.iter().map(|o| networks.text(networks.set(sets(side, o)).record, attr));
+                write_low_cardinality(texts, out);
+            }
+        }
         // The metadata columns, after the flow's dimensions (catalog
         // order): each row's records, as the snapshot has them now.
         if !self.metadata {
@@ -428,7 +472,7 @@ impl Consolidator {
         self.meta_scratch.number(0, metas.iter().map(|m| m.exporter));
         self.meta_scratch.number(1, metas.iter().map(|m| m.in_if));
         self.meta_scratch.number(2, metas.iter().map(|m| m.out_if));
-        let metas = self.columns.iter().filter(|c| c.source.record().is_some());
+        let metas = self.columns.iter().filter(|c| matches!(c.source.record(), Some(0..=2)));
         let order = &self.order;
         for (c, out) in metas.zip(meta_columns(&mut self.out_columns, self.dims.len())) {
             let kind = c.source.record().unwrap_or_default();

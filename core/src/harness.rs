@@ -339,4 +339,32 @@ pub fn remote_source(data: &[u8]) {
         assert!(r.exporters.len() <= ENTRIES_MAX);
         assert!(r.reasons.len() <= 4);
     }
+    // The same bytes as a network document (`[[networks.sources]]`).
+    let rename = [("cidr".to_string(), "prefix".to_string())].into();
+    if let Ok(r) = crate::enrich::sources::read_networks(format, path, &rename, body) {
+        assert!(r.networks.len() <= ENTRIES_MAX);
+        assert!(r.reasons.len() <= 4);
+        assert!(r.networks.iter().all(|(p, _)| crate::config::parse_cidr(p).is_some()));
+    }
+}
+
+/// A GeoIP/ASN database file (`networks.geo_databases`): read into the
+/// networks table (the first byte picks the kind), built, looked up. An
+/// error is fine; a panic or a table that answers out of its sets is not.
+pub fn geo_database(data: &[u8]) {
+    use crate::enrich::networks::{Builder, GeoKind};
+    let Some((&pick, body)) = data.split_first() else { return };
+    let kind = if pick % 2 == 0 { GeoKind::Location } else { GeoKind::Asn };
+    let mut b = Builder::new();
+    if b.add_database(kind, body).is_err() {
+        return;
+    }
+    let table = b.build();
+    for a in
+        [[0u8; 16], [0xff; 16], crate::flow::addr_from_v4([81, 2, 69, 160]), crate::flow::addr_from_v4([1, 1, 1, 1])]
+    {
+        let set = table.lookup(&a);
+        assert!((set as usize) < table.sets.len());
+        assert!((table.set(set).record as usize) < table.records.len());
+    }
 }

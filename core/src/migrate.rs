@@ -133,6 +133,14 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
                 schema.stored_columns().map(|c| (c.name, schema.column_definition(c))).collect();
             add_missing_columns(&mut plan, schema, t, &wanted, None);
             metadata_aliases(&mut plan, schema, t);
+            for (name, definition) in schema.prefix_aliases() {
+                if !t.columns.iter().any(|(n, _)| n == name) {
+                    plan.step(
+                        format!("column {RAW_TABLE}.{name} is missing"),
+                        format!("ALTER TABLE {db}.{RAW_TABLE} ADD COLUMN {definition}"),
+                    );
+                }
+            }
             check_ttl(&mut plan, schema, t, schema.ttl_raw_hours);
             check_settings(&mut plan, schema, t, true);
         }
@@ -449,6 +457,10 @@ mod tests {
             raw.columns.push((c.name.into(), s.dialect.type_name(c.kind).into()));
             raw.aliases.push(c.name.into());
         }
+        for (name, _) in s.prefix_aliases() {
+            raw.columns.push((name.into(), "String".into()));
+            raw.aliases.push(name.into());
+        }
         let mut tables = vec![raw];
         for t in RECORD_TABLES {
             tables.push(LiveTable { name: t.into(), engine: "Join".into(), ..LiveTable::default() });
@@ -472,7 +484,7 @@ mod tests {
     fn an_empty_database_gets_everything_and_a_migrated_one_nothing() {
         let s = schema(&[], ServerVersion(26, 7));
         let p = plan(&s, &LiveDatabase::default());
-        assert_eq!(p.steps.len(), 1 + 2 + 1 + 3 + 2 * 2, "{:#?}", p.steps);
+        assert_eq!(p.steps.len(), 1 + 3 + 1 + 3 + 2 * 2, "{:#?}", p.steps);
         let records = p.steps.iter().position(|s| s.sql.contains("interface_records (")).unwrap();
         let raw = p.steps.iter().position(|s| s.sql.contains("weir.flows (")).unwrap();
         assert!(records < raw, "the aliases name the records tables: {:#?}", p.steps);
@@ -493,14 +505,16 @@ mod tests {
 
     #[test]
     fn a_database_from_before_enrichment_gets_the_metadata_columns() {
-        use crate::schema::{METADATA_COLUMNS, RECORD_COLUMNS};
+        use crate::schema::{METADATA_COLUMNS, NET_COLUMNS, RECORD_COLUMNS};
         for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
             let s = schema(&[], version);
             let mut live = migrated(&s);
             live.tables.retain(|t| !RECORD_TABLES.contains(&t.name.as_str()));
             for t in &mut live.tables {
                 let enrichment = |name: &str| {
-                    METADATA_COLUMNS.iter().any(|m| m.0 == name) || RECORD_COLUMNS.iter().any(|r| r.0 == name)
+                    METADATA_COLUMNS.iter().chain(&NET_COLUMNS).any(|m| m.0 == name)
+                        || RECORD_COLUMNS.iter().any(|r| r.0 == name)
+                        || name.ends_with("NetPrefix")
                 };
                 t.columns.retain(|(name, _)| !enrichment(name));
                 t.aliases.clear();
@@ -534,7 +548,9 @@ mod tests {
             let raw = &mut live.tables[0];
             raw.aliases.clear();
             raw.columns.retain(|(name, _)| !RECORD_COLUMNS.iter().any(|r| r.0 == name));
-            for c in s.columns.iter().filter(|c| !c.stored()) {
+            // (Network columns came later, as aliases.)
+            raw.columns.retain(|(name, _)| !crate::schema::NET_COLUMNS.iter().any(|n| n.0 == name));
+            for c in s.columns.iter().filter(|c| matches!(c.source.record(), Some(0..=2))) {
                 if !raw.columns.iter().any(|(n, _)| n == c.name) {
                     raw.columns.push((c.name.into(), s.dialect.type_name(c.kind).into()));
                 }

@@ -14,6 +14,7 @@
 //! data goes to chDB 26 and to ClickHouse 18.16, only the type names in the
 //! Native block headers differ (`columns::retype`).
 
+use crate::enrich::networks::NetAttr;
 use crate::flow::Field;
 
 /// The name of the raw flows table.
@@ -59,21 +60,38 @@ pub enum Source {
     /// An attribute of the flow's input or output interface.
     InIf(IfAttr),
     OutIf(IfAttr),
+    /// An attribute of the network holding the flow's source or
+    /// destination address (`enrich::networks`).
+    SrcNet(NetAttr),
+    DstNet(NetAttr),
     /// The id of the row's exporter (0), input (1) or output (2) interface
-    /// record: what the raw table stores of the metadata.
+    /// record, or its source (3) or destination (4) network's record: what
+    /// the raw table stores of the metadata.
     RecordId(usize),
 }
 
 impl Source {
     /// Which of a row's records a metadata column reads: 0 its exporter's,
-    /// 1 its input interface's, 2 its output interface's (`Meta`'s order);
-    /// None for a flow field and a record id.
+    /// 1 its input interface's, 2 its output interface's (`Meta`'s order),
+    /// 3 and 4 its source and destination networks'; None for a flow
+    /// field and a record id.
     pub fn record(self) -> Option<usize> {
         match self {
             Source::Flow(_) | Source::RecordId(_) => None,
             Source::Exporter(_) => Some(0),
             Source::InIf(_) => Some(1),
             Source::OutIf(_) => Some(2),
+            Source::SrcNet(_) => Some(3),
+            Source::DstNet(_) => Some(4),
+        }
+    }
+
+    /// A network attribute's side and attribute.
+    pub fn network(self) -> Option<(usize, NetAttr)> {
+        match self {
+            Source::SrcNet(a) => Some((0, a)),
+            Source::DstNet(a) => Some((1, a)),
+            _ => None,
         }
     }
 }
@@ -128,19 +146,58 @@ pub const METADATA_COLUMNS: [(&str, Source, ColumnType); 18] = {
     ]
 };
 
-/// The raw table's record id columns: (name, record), in `Meta`'s order.
-pub const RECORD_COLUMNS: [(&str, usize); 3] = [("ExporterRecord", 0), ("InIfRecord", 1), ("OutIfRecord", 2)];
+/// The network columns: (name, source, kind), each consolidated. The
+/// names are Akvorado's.
+pub const NET_COLUMNS: [(&str, Source, ColumnType); 16] = {
+    use ColumnType::LowString as S;
+    use NetAttr as N;
+    use Source::{DstNet, SrcNet};
+    [
+        ("SrcNetName", SrcNet(N::Name), S),
+        ("DstNetName", DstNet(N::Name), S),
+        ("SrcNetRole", SrcNet(N::Role), S),
+        ("DstNetRole", DstNet(N::Role), S),
+        ("SrcNetSite", SrcNet(N::Site), S),
+        ("DstNetSite", DstNet(N::Site), S),
+        ("SrcNetRegion", SrcNet(N::Region), S),
+        ("DstNetRegion", DstNet(N::Region), S),
+        ("SrcNetTenant", SrcNet(N::Tenant), S),
+        ("DstNetTenant", DstNet(N::Tenant), S),
+        ("SrcCountry", SrcNet(N::Country), S),
+        ("DstCountry", DstNet(N::Country), S),
+        ("SrcGeoState", SrcNet(N::State), S),
+        ("DstGeoState", DstNet(N::State), S),
+        ("SrcGeoCity", SrcNet(N::City), S),
+        ("DstGeoCity", DstNet(N::City), S),
+    ]
+};
+
+/// The raw table's record id columns: (name, record), in `Meta`'s order,
+/// then the networks'.
+pub const RECORD_COLUMNS: [(&str, usize); 5] =
+    [("ExporterRecord", 0), ("InIfRecord", 1), ("OutIfRecord", 2), ("SrcNetRecord", 3), ("DstNetRecord", 4)];
 
 /// The tables of metadata records the raw table's ids point into:
-/// `exporter_records` (`ExporterName`, `ExporterGroup`, ... by `Id`) and
+/// `exporter_records` (`ExporterName`, `ExporterGroup`, ... by `Id`),
 /// `interface_records` (`IfName`, `IfDescription`, ...: the interface
-/// columns without `In`), `Join` tables the alias columns read with
-/// `joinGet`. Index 0 for the exporter's, 1 for an interface's.
-pub const RECORD_TABLES: [&str; 2] = ["exporter_records", "interface_records"];
+/// columns without `In`) and `network_records` (`NetName`, `Country`,
+/// `GeoCity`, ...: the network columns without `Src`), `Join` tables the
+/// alias columns read with `joinGet`. Index 0 for the exporter's, 1 for
+/// an interface's, 2 for a network's.
+pub const RECORD_TABLES: [&str; 3] = ["exporter_records", "interface_records", "network_records"];
+
+/// The records table of record kind `record` (`Source::record`).
+pub fn records_table_of(record: usize) -> usize {
+    match record {
+        0 => 0,
+        1 | 2 => 1,
+        _ => 2,
+    }
+}
 
 /// A metadata column's name in its records table.
 pub fn record_column_name(name: &str) -> &str {
-    name.strip_prefix("In").or_else(|| name.strip_prefix("Out")).unwrap_or(name)
+    ["In", "Out", "Src", "Dst"].iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name)
 }
 
 /// The metadata columns of records table `table` (0 exporters, 1
@@ -149,9 +206,11 @@ pub fn record_column_name(name: &str) -> &str {
 pub fn record_table_columns(table: usize) -> Vec<(&'static str, Source, ColumnType)> {
     METADATA_COLUMNS
         .iter()
-        .filter(|(name, source, _)| match table {
+        .chain(NET_COLUMNS.iter())
+        .filter(|(_, source, _)| match table {
             0 => matches!(source, Source::Exporter(_)),
-            _ => matches!(source, Source::InIf(_)) && name.starts_with("In"),
+            1 => matches!(source, Source::InIf(_)),
+            _ => matches!(source, Source::SrcNet(_)),
         })
         .map(|&(name, source, kind)| (record_column_name(name), source, kind))
         .collect()
@@ -252,7 +311,7 @@ pub fn catalog() -> Vec<Column> {
             optional: false,
             consolidated: false,
         }))
-        .chain(METADATA_COLUMNS.iter().map(|&(name, source, kind)| Column {
+        .chain(METADATA_COLUMNS.iter().chain(NET_COLUMNS.iter()).map(|&(name, source, kind)| Column {
             name,
             source,
             kind,
@@ -356,7 +415,8 @@ impl Dialect {
         if !self.join_get {
             w.push(
                 "server has no joinGet with a database: the raw table keeps record ids (ExporterRecord, InIfRecord, \
-                 OutIfRecord) without the names; the consolidated tables keep the names"
+                 OutIfRecord, SrcNetRecord, DstNetRecord) without the names, and no SrcNetPrefix/DstNetPrefix; the \
+                 consolidated tables keep the names"
                     .into(),
             );
         }
@@ -491,6 +551,8 @@ impl Schema {
             Source::Exporter(_) => (RECORD_TABLES[0], RECORD_COLUMNS[0].0),
             Source::InIf(_) => (RECORD_TABLES[1], RECORD_COLUMNS[1].0),
             Source::OutIf(_) => (RECORD_TABLES[1], RECORD_COLUMNS[2].0),
+            Source::SrcNet(_) => (RECORD_TABLES[2], RECORD_COLUMNS[3].0),
+            Source::DstNet(_) => (RECORD_TABLES[2], RECORD_COLUMNS[4].0),
             Source::Flow(_) | Source::RecordId(_) => return None,
         };
         let get = format!("joinGet('{}.{table}', '{}', {id})", self.database, record_column_name(c.name));
@@ -499,6 +561,28 @@ impl Schema {
         } else {
             get
         })
+    }
+
+    /// `SrcNetPrefix` and `DstNetPrefix`: the address cut to its mask, as
+    /// text (`192.0.2.0/24`, `2001:db8::/32`), for IPv4 and IPv6 flows;
+    /// (name, definition). None where the server lacks
+    /// `IPv6CIDRToRange` (taken with `Dialect::join_get`: 20.1).
+    pub fn prefix_aliases(&self) -> Vec<(&'static str, String)> {
+        if !self.dialect.join_get {
+            return Vec::new();
+        }
+        [("SrcNetPrefix", "SrcAddr", "SrcNetMask"), ("DstNetPrefix", "DstAddr", "DstNetMask")]
+            .into_iter()
+            .map(|(name, addr, mask)| {
+                let v4 = format!(
+                    "concat(replaceRegexpOne(IPv6NumToString(tupleElement(IPv6CIDRToRange({addr}, toUInt8(96 + least({mask}, 32))), 1)), '^::ffff:', ''), '/', toString({mask}))"
+                );
+                let v6 = format!(
+                    "concat(IPv6NumToString(tupleElement(IPv6CIDRToRange({addr}, least({mask}, 128)), 1)), '/', toString({mask}))"
+                );
+                (name, format!("{name} String ALIAS multiIf(EType = 2048, {v4}, EType = 34525, {v6}, '')"))
+            })
+            .collect()
     }
 
     /// `CREATE TABLE` of records table `table` (`RECORD_TABLES`): a `Join`
@@ -540,6 +624,7 @@ impl Schema {
         // Alias columns cost nothing on disk and spare the console the arithmetic.
         columns.push("PacketSize UInt64 ALIAS intDiv(Bytes, greatest(Packets, 1))".into());
         columns.extend(self.columns.iter().filter_map(|c| self.metadata_alias(c)));
+        columns.extend(self.prefix_aliases().into_iter().map(|(_, definition)| definition));
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{RAW_TABLE} (\n  {cols}\n) ENGINE = MergeTree\n\
              PARTITION BY toYYYYMMDD(TimeReceived)\nORDER BY (TimeReceived, ExporterAddress, InIfIndex, OutIfIndex){ttl}{settings}",
@@ -734,7 +819,7 @@ mod tests {
     #[test]
     fn every_field_has_one_column_named_like_it() {
         let cat = catalog();
-        assert_eq!(cat.len(), Field::ALL.len() + RECORD_COLUMNS.len() + METADATA_COLUMNS.len());
+        assert_eq!(cat.len(), Field::ALL.len() + RECORD_COLUMNS.len() + METADATA_COLUMNS.len() + NET_COLUMNS.len());
         for f in Field::ALL {
             assert_eq!(cat.iter().filter(|c| c.source == Source::Flow(*f)).count(), 1, "{f:?}");
         }

@@ -29,6 +29,7 @@ fn replay(target: &str) -> usize {
             "metadata_cache" => harness::metadata_cache(&data),
             "classifier_rule" => harness::classifier_rule(&data),
             "remote_source" => harness::remote_source(&data),
+            "geo_database" => harness::geo_database(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -54,6 +55,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "metadata_cache",
         "classifier_rule",
         "remote_source",
+        "geo_database",
     ] {
         replay(target);
     }

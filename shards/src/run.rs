@@ -192,6 +192,7 @@ struct Counters {
     console: Option<Arc<ConsoleMetrics>>,
     /// With the store as sink: enrichment's.
     metadata: Option<Arc<MetadataMetrics>>,
+    networks: Option<Arc<enrich::networks::NetworksMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -208,8 +209,11 @@ impl Counters {
         };
         let console = (store.is_some() && config.console.enabled).then(Arc::default);
         let metadata = store.is_some().then(|| Arc::new(MetadataMetrics::new(cores.len(), &config.metadata)));
+        let networks =
+            store.is_some().then(|| Arc::new(enrich::networks::NetworksMetrics::new(cores.len(), &config.networks)));
         Ok(Counters {
             metadata,
+            networks,
             receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),
             sink: Arc::default(),
             console,
@@ -248,6 +252,9 @@ impl Counters {
         }
         if let Some(metadata) = &self.metadata {
             exposition.register(metadata.clone());
+        }
+        if let Some(networks) = &self.networks {
+            exposition.register(networks.clone());
         }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
@@ -312,7 +319,10 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize) -> Result<S
             let metrics = counters.metadata.clone().expect("set for the store sink");
             let (service, handle) = enrich::start(&config.metadata, random_seed(), metrics)?;
             writer.set_metadata(service, handle);
-            SinkWriter::Store(writer)
+            let metrics = counters.networks.clone().expect("set for the store sink");
+            let (service, handle) = enrich::networks::start(&config.networks, &config.enrichment, metrics)?;
+            writer.set_networks(service, handle);
+            SinkWriter::Store(Box::new(writer))
         }
     })
 }

@@ -517,7 +517,7 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         let port = free_udp_port();
         let config = store_config(&dir, port, &store, "");
         let first = weir(&["migrate"], &config);
-        assert!(first.contains("ran 11 steps"), "{first}");
+        assert!(first.contains("ran 12 steps"), "{first}");
         assert!(weir(&["migrate"], &config).contains("ran 0 steps"));
         // Data in, then SIGTERM with a long flush interval: only the shutdown flush writes it.
         let c = Collector::start(&store_config(&dir, port, &store, "flush_interval_ms = 600000"));

@@ -102,7 +102,7 @@ pub trait StoredId {
 }
 
 /// SHA-256 of `fields`, each prefixed by its length, as a store id.
-fn content_id(kind: u8, fields: &[&[u8]]) -> u64 {
+pub(crate) fn content_id(kind: u8, fields: &[&[u8]]) -> u64 {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update([kind]);
@@ -196,16 +196,18 @@ impl<T: Default + Eq + Hash + StoredId> Records<T> {
 pub struct NewRecords {
     pub exporters: Vec<(u64, Arc<ExporterInfo>)>,
     pub interfaces: Vec<(u64, Arc<InterfaceInfo>)>,
+    pub networks: Vec<(u64, crate::config::NetworkInfo)>,
 }
 
 impl NewRecords {
     pub fn is_empty(&self) -> bool {
-        self.exporters.is_empty() && self.interfaces.is_empty()
+        self.exporters.is_empty() && self.interfaces.is_empty() && self.networks.is_empty()
     }
 
     pub fn clear(&mut self) {
         self.exporters.clear();
         self.interfaces.clear();
+        self.networks.clear();
     }
 }
 

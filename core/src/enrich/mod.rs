@@ -9,6 +9,8 @@
 //!   polling itself runs on control threads in `shards/src/enrich`).
 
 pub mod classify;
+pub mod flows;
 pub mod metadata;
+pub mod networks;
 pub mod snmp;
 pub mod sources;

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{StaticExporter, STATIC_EXPORTER_FIELDS};
+use crate::config::{parse_cidr, NetworkInfo, StaticExporter, NETWORK_FIELDS, STATIC_EXPORTER_FIELDS};
 
 /// Entries one document may hold, at most (the rest are counted invalid).
 pub const ENTRIES_MAX: usize = 65_536;
@@ -84,6 +84,86 @@ pub fn read(format: Format, path: &str, rename: &BTreeMap<String, String>, body:
         read.exporters = merge_by_subnet(read.exporters);
     }
     Ok(read)
+}
+
+/// What a network document (`[[networks.sources]]`) gave: (prefix,
+/// attributes) pairs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworksRead {
+    pub networks: Vec<(String, NetworkInfo)>,
+    pub invalid: usize,
+    pub reasons: Vec<String>,
+}
+
+/// Reads a network document: a list of objects (JSON, at `path`) or rows
+/// (CSV) with a `prefix` and any of `name`, `role`, `site`, `region`,
+/// `tenant`, `country`, `state`, `city` and `asn` (a number, or `AS64500`);
+/// `rename` maps a source field (dot path) to one of these. An entry that
+/// does not read is skipped and counted.
+pub fn read_networks(
+    format: Format,
+    path: &str,
+    rename: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<NetworksRead, String> {
+    let items = match format {
+        Format::Json => json_items(path, body)?,
+        Format::Csv => csv_items(body)?,
+    };
+    let mut read = NetworksRead::default();
+    for (i, item) in items.into_iter().enumerate() {
+        let result = if read.networks.len() >= ENTRIES_MAX {
+            Err(format!("past {ENTRIES_MAX} entries"))
+        } else {
+            network_entry(&item, rename)
+        };
+        match result {
+            Ok(n) => read.networks.push(n),
+            Err(why) => {
+                read.invalid += 1;
+                if read.reasons.len() < 4 {
+                    read.reasons.push(format!("entry {i}: {why}"));
+                }
+            }
+        }
+    }
+    Ok(read)
+}
+
+fn network_entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<(String, NetworkInfo), String> {
+    if !item.is_object() {
+        return Err("not an object".into());
+    }
+    let mut ours = Map::new();
+    for (from, to) in rename {
+        if let Some(v) = at_path(item, from) {
+            ours.insert(to.clone(), v.clone());
+        }
+    }
+    for field in NETWORK_FIELDS {
+        if let (false, Some(v)) = (ours.contains_key(field), item.get(field)) {
+            ours.insert(field.to_string(), v.clone());
+        }
+    }
+    ours.retain(|_, v| !v.is_null());
+    let prefix = ours.remove("prefix").as_ref().and_then(text).ok_or("no prefix")?;
+    if parse_cidr(&prefix).is_none() {
+        return Err(format!("{prefix:?} is not a prefix"));
+    }
+    for (key, v) in ours.iter_mut() {
+        match (key.as_str(), &*v) {
+            ("asn", Value::String(s)) => {
+                let n = s.trim_start_matches("AS").trim_start_matches("as").parse::<u32>();
+                *v = Value::from(n.map_err(|_| format!("asn {s:?} is not an AS number"))?);
+            }
+            ("asn", _) => {}
+            (_, Value::Number(n)) => *v = Value::String(n.to_string()),
+            _ => {}
+        }
+    }
+    let info: NetworkInfo = serde_json::from_value(Value::Object(ours)).map_err(|e| e.to_string())?;
+    info.check(&|k: &str| k.to_string()).map_err(|e| e.to_string())?;
+    Ok((prefix, info))
 }
 
 /// The list at `path` in a JSON document.
@@ -279,6 +359,29 @@ mod tests {
             (e.subnet.as_str(), e.name.as_str(), e.site.as_str(), e.role.as_str(), e.region.as_str()),
             ("192.0.2.1/32", "edge1-par", "par", "edge", "europe")
         );
+    }
+
+    #[test]
+    fn network_documents_in_json_and_csv() {
+        let body = br#"{"prefixes": [
+            {"prefix": "192.0.2.0/24", "name": "paris", "asn": "AS64500", "country": "FR"},
+            {"net": {"cidr": "2001:db8::/32"}, "name": 7, "asn": 64501},
+            {"prefix": "nope"},
+            {"prefix": "198.51.100.0/24", "country": "France"},
+            {"name": "no prefix"}
+        ]}"#;
+        let rename: BTreeMap<String, String> = [("net.cidr".to_string(), "prefix".to_string())].into();
+        let read = read_networks(Format::Json, "prefixes", &rename, body).unwrap();
+        assert_eq!(read.networks.len(), 2, "{:?}", read.reasons);
+        assert_eq!(read.invalid, 3);
+        assert_eq!((read.networks[0].1.asn, read.networks[0].1.country.as_str()), (64500, "FR"));
+        assert_eq!((read.networks[1].0.as_str(), read.networks[1].1.name.as_str()), ("2001:db8::/32", "7"));
+        let csv = b"prefix,name,site,asn\n10.0.0.0/8,lan,par1,\n10.1.0.0/16,,,64512\nbad,x,,\n";
+        let read = read_networks(Format::Csv, "", &no_rename(), csv).unwrap();
+        assert_eq!((read.networks.len(), read.invalid), (2, 1), "{:?}", read.reasons);
+        assert_eq!(read.networks[0].1.site, "par1");
+        assert_eq!(read.networks[1].1.asn, 64512);
+        assert!(read_networks(Format::Json, "", &no_rename(), b"{").is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use weir_core::{Field, FlowRecord};
 use crate::ops::exposition::{counter_by, counter_f64, counters_of, gauges_of, Exported};
 use crate::run::save_atomically;
 
+pub mod networks;
 pub mod snmp;
 pub mod sources;
 
@@ -185,32 +186,7 @@ impl Exported for MetadataMetrics {
 
 impl MetadataMetrics {
     fn encode_sources(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        use prometheus_client::encoding::NoLabelSet;
-        use prometheus_client::metrics::MetricType;
-        let help =
-            "Fetches of each metadata.sources document, by result (error: the source keeps its last good entries).";
-        let mut metric = e.encode_descriptor("weir_metadata_source_fetches", help, None, MetricType::Counter)?;
-        for s in &self.sources {
-            for (result, n) in [("ok", &s.fetches[0]), ("error", &s.fetches[1])] {
-                let labels = [("source", s.name.as_str()), ("result", result)];
-                metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
-            }
-        }
-        let help =
-            "Entries of each metadata.sources document skipped because they do not read (no subnet, a bad field).";
-        let mut metric =
-            e.encode_descriptor("weir_metadata_source_invalid_entries", help, None, MetricType::Counter)?;
-        for s in &self.sources {
-            let n = s.invalid.load(Relaxed);
-            metric.encode_family(&[("source", s.name.as_str())])?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
-        }
-        let help = "Exporter entries of each metadata.sources document's last good fetch.";
-        let mut metric = e.encode_descriptor("weir_metadata_source_entries", help, None, MetricType::Gauge)?;
-        for s in &self.sources {
-            let n = s.entries.load(Relaxed) as i64;
-            metric.encode_family(&[("source", s.name.as_str())])?.encode_gauge(&n)?;
-        }
-        Ok(())
+        sources::encode(e, "weir_metadata_source", "metadata.sources", "Exporter", &self.sources)
     }
 
     fn encode_classifier_errors(&self, e: &mut DescriptorEncoder) -> fmt::Result {
@@ -351,7 +327,10 @@ pub fn start(
                 }
             }
             let (updates_tx, updates) = crossbeam_channel::bounded::<sources::Update>(config.sources.len().max(1) * 2);
-            if let Err(e) = sources::start(&config.sources, updates_tx, std::thread::current()) {
+            let current = std::thread::current();
+            if let Err(e) =
+                sources::start("weir-sources", &config.sources, sources::read_exporters, updates_tx, current)
+            {
                 let _ = ready_tx.send(Err(e));
                 return;
             }

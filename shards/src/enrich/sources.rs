@@ -1,9 +1,10 @@
-//! Remote metadata sources: one thread ("weir-sources", a current-thread
-//! tokio runtime) fetches each `[[metadata.sources]]` document over HTTP
-//! on its interval, reads it (`weir_core::enrich::sources`) and hands the
-//! entries to the metadata control thread, which resolves again what it
-//! knows. A fetch or a document that fails is counted and logged; the
-//! source keeps its last good entries.
+//! Remote sources: one thread per kind ("weir-sources" for
+//! `[[metadata.sources]]`, "weir-net-sources" for `[[networks.sources]]`, a
+//! current-thread tokio runtime each) fetches each document over HTTP on
+//! its interval, reads it (`weir_core::enrich::sources`) and hands the
+//! entries to its control thread (metadata's resolves again what it knows;
+//! networks' rebuilds its table). A fetch or a document that fails is
+//! counted and logged; the source keeps its last good entries.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -12,6 +13,14 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 use weir_core::config::MetadataSource;
 use weir_core::enrich::sources::{read, Format, Read};
+
+/// Reads a fetched document of `source` into what its control thread takes.
+pub type Reader<T> = fn(&MetadataSource, Format, &[u8]) -> Result<T, String>;
+
+/// The metadata sources' reader: exporters and interfaces.
+pub fn read_exporters(source: &MetadataSource, format: Format, body: &[u8]) -> Result<Read, String> {
+    read(format, &source.path, &source.rename, body)
+}
 
 /// A document larger than this is refused (memory stays bounded).
 pub const BODY_MAX: usize = 64 << 20;
@@ -28,20 +37,26 @@ pub struct SourceMetrics {
 }
 
 /// A fetch's outcome, for the control thread.
-pub struct Update {
+pub struct Update<T = Read> {
     pub source: usize,
-    pub result: Result<Read, String>,
+    pub result: Result<T, String>,
 }
 
-/// Starts the fetching thread; `control` is woken with each update. The
-/// thread ends once the control thread stops reading updates.
-pub fn start(sources: &[MetadataSource], updates: Sender<Update>, control: std::thread::Thread) -> Result<(), String> {
+/// Starts the fetching thread (`name`); `control` is woken with each
+/// update. The thread ends once the control thread stops reading updates.
+pub fn start<T: Send + 'static>(
+    name: &str,
+    sources: &[MetadataSource],
+    reader: Reader<T>,
+    updates: Sender<Update<T>>,
+    control: std::thread::Thread,
+) -> Result<(), String> {
     if sources.is_empty() {
         return Ok(());
     }
     let sources = sources.to_vec();
     std::thread::Builder::new()
-        .name("weir-sources".into())
+        .name(name.into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
@@ -61,7 +76,7 @@ pub fn start(sources: &[MetadataSource], updates: Sender<Update>, control: std::
                             let result = match &client {
                                 Ok(c) => fetch(c, &source).await.and_then(|body| {
                                     let format = if source.format == "csv" { Format::Csv } else { Format::Json };
-                                    read(format, &source.path, &source.rename, &body)
+                                    reader(&source, format, &body)
                                 }),
                                 Err(e) => Err(format!("no HTTP client: {e}")),
                             };
@@ -78,7 +93,7 @@ pub fn start(sources: &[MetadataSource], updates: Sender<Update>, control: std::
                 }
             });
         })
-        .map_err(|e| format!("cannot start the metadata sources thread: {e}"))?;
+        .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
     Ok(())
 }
 
@@ -115,4 +130,43 @@ impl LastGood {
     pub fn all(&self) -> Vec<weir_core::config::StaticExporter> {
         self.0.values().flatten().cloned().collect()
     }
+}
+
+/// The sources' counters as `{prefix}_fetches`, `{prefix}_invalid_entries`
+/// and `{prefix}_entries` (`key`: the config key, for the help texts;
+/// `what`: what an entry is).
+pub fn encode(
+    e: &mut prometheus_client::encoding::DescriptorEncoder,
+    prefix: &str,
+    key: &str,
+    what: &str,
+    sources: &[SourceMetrics],
+) -> std::fmt::Result {
+    use prometheus_client::encoding::NoLabelSet;
+    use prometheus_client::metrics::MetricType;
+    use std::sync::atomic::Ordering::Relaxed;
+    let help = format!("Fetches of each {key} document, by result (error: the source keeps its last good entries).");
+    let name = format!("{prefix}_fetches");
+    let mut metric = e.encode_descriptor(&name, &help, None, MetricType::Counter)?;
+    for s in sources {
+        for (result, n) in [("ok", &s.fetches[0]), ("error", &s.fetches[1])] {
+            let labels = [("source", s.name.as_str()), ("result", result)];
+            metric.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n.load(Relaxed), None)?;
+        }
+    }
+    let help = format!("Entries of each {key} document skipped because they do not read (a bad or missing field).");
+    let name = format!("{prefix}_invalid_entries");
+    let mut metric = e.encode_descriptor(&name, &help, None, MetricType::Counter)?;
+    for s in sources {
+        let n = s.invalid.load(Relaxed);
+        metric.encode_family(&[("source", s.name.as_str())])?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    let help = format!("{what} entries of each {key} document's last good fetch.");
+    let name = format!("{prefix}_entries");
+    let mut metric = e.encode_descriptor(&name, &help, None, MetricType::Gauge)?;
+    for s in sources {
+        let n = s.entries.load(Relaxed) as i64;
+        metric.encode_family(&[("source", s.name.as_str())])?.encode_gauge(&n)?;
+    }
+    Ok(())
 }

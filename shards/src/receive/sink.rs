@@ -80,7 +80,7 @@ impl Sink {
 pub enum SinkWriter {
     Count,
     Json(JsonWriter),
-    Store(StoreWriter),
+    Store(Box<StoreWriter>),
 }
 
 impl SinkWriter {
@@ -105,7 +105,7 @@ impl SinkWriter {
         match self {
             SinkWriter::Count => {}
             SinkWriter::Json(w) => w.finish(),
-            SinkWriter::Store(w) => w.finish(),
+            SinkWriter::Store(w) => (*w).finish(),
         }
     }
 }

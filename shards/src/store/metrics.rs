@@ -67,9 +67,9 @@ pub struct StoreMetrics {
     /// Metadata records per records table (`schema::RECORD_TABLES` order):
     /// handed to the store for the first time, inserted, and lost with
     /// their chunk.
-    pub records_new: [AtomicU64; 2],
-    pub records_inserted: [AtomicU64; 2],
-    pub records_dropped: [AtomicU64; 2],
+    pub records_new: [AtomicU64; 3],
+    pub records_inserted: [AtomicU64; 3],
+    pub records_dropped: [AtomicU64; 3],
     /// Sums a shard handed over before `store.consolidation_interval_ms`
     /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,

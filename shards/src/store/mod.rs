@@ -85,7 +85,7 @@ pub fn table_kind(table: usize) -> TableKind {
     match table {
         0 => TableKind::Raw,
         t if t < RECORDS_TABLE => TableKind::Consolidated(t - 1),
-        t => TableKind::Records((t - RECORDS_TABLE).min(1)),
+        t => TableKind::Records((t - RECORDS_TABLE).min(weir_core::schema::RECORD_TABLES.len() - 1)),
     }
 }
 

@@ -23,7 +23,9 @@ use tracing::{error, info, warn};
 use weir_core::columns::{write_records_block, Columns, RecordsSent, MODERN};
 use weir_core::config::{RawStore, StoreConfig, StoreKind};
 use weir_core::consolidate::{self, Consolidator};
+use weir_core::enrich::flows::FlowEnricher;
 use weir_core::enrich::metadata::{Meta, NewRecords};
+use weir_core::enrich::networks::Networks;
 use weir_core::flow::Addr;
 use weir_core::schema::{
     consolidated_insert_sql, insert_sql, records_insert_sql, stored_columns, Column, Dialect, RECORD_TABLES,
@@ -35,6 +37,7 @@ use super::metrics::{StoreDrop, StoreMetrics};
 use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, table_kind, Chunk, Engine, TableKind, RECORDS_TABLE, TABLES_COUNT};
+use crate::enrich::networks::{NetworksHandle, NetworksService, MISSING_EXPORTERS_MAX};
 use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
 use crate::ops::logging::Limiter;
 
@@ -107,6 +110,16 @@ pub struct StoreSink {
     metadata: Option<ShardMetadata>,
     /// The records this shard has handed over.
     records_sent: RecordsSent,
+    /// Networks, AS numbers, masks and sampling rates of each flow.
+    enricher: FlowEnricher,
+    /// Where the networks table comes from (none in tests that make sinks
+    /// without a collector), and this shard's index.
+    networks: Option<(NetworksHandle, usize)>,
+    /// Flows without a sampling rate, by exporter (the 16 zero bytes:
+    /// past `MISSING_EXPORTERS_MAX` exporters), and whether they changed
+    /// since they were published.
+    rate_missing: std::collections::HashMap<Addr, u64>,
+    rate_missing_dirty: bool,
     rows: u32,
     rows_max: u32,
     first_row_at: Instant,
@@ -142,7 +155,11 @@ impl StoreSink {
             Some((at, n)) if *at == ms => *n += 1,
             _ => self.arrivals.push((ms, 1)),
         }
-        self.columns.push(flow);
+        let enriched = self.enricher.enrich(flow);
+        if enriched.rate_missing {
+            self.count_rate_missing(&flow.exporter_address);
+        }
+        self.columns.push_enriched(flow, &enriched);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
@@ -155,6 +172,37 @@ impl StoreSink {
         self.flows
     }
 
+    #[cold]
+    fn count_rate_missing(&mut self, exporter: &Addr) {
+        let full = self.rate_missing.len() >= MISSING_EXPORTERS_MAX && !self.rate_missing.contains_key(exporter);
+        *self.rate_missing.entry(if full { [0; 16] } else { *exporter }).or_default() += 1;
+        self.rate_missing_dirty = true;
+    }
+
+    /// Publishes the enrichment counters, and takes a newer networks
+    /// table: the rows and sums made with the old one are handed over
+    /// first (their sets are numbered by it).
+    fn tick_networks(&mut self) {
+        let Some((handle, index)) = &self.networks else { return };
+        handle.metrics.publish(*index, &self.enricher.counts);
+        if self.rate_missing_dirty && handle.metrics.publish_missing(*index, &self.rate_missing) {
+            self.rate_missing_dirty = false;
+        }
+        let latest = handle.table.load_full();
+        if Arc::ptr_eq(&latest, self.enricher.networks()) {
+            return;
+        }
+        self.hand_over(true);
+        self.set_networks(latest);
+    }
+
+    fn set_networks(&mut self, table: Arc<Networks>) {
+        self.columns.set_networks(table.clone());
+        self.consolidator.set_networks(table.clone());
+        self.enricher.set_networks(table);
+        self.records_sent.clear_networks();
+    }
+
     /// Housekeeping: hands the batch over once its first row is old enough,
     /// with the sums once their first key is.
     pub fn tick(&mut self) {
@@ -162,6 +210,7 @@ impl StoreSink {
             self.columns.set_snapshot(snapshot.clone());
             self.consolidator.set_snapshot(snapshot);
         }
+        self.tick_networks();
         let sums_due = !self.consolidator.is_empty() && self.first_key_at.elapsed() >= self.consolidation_interval;
         if sums_due || (self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval) {
             self.hand_over(sums_due);
@@ -171,6 +220,10 @@ impl StoreSink {
     /// Shutdown: everything goes.
     pub fn flush(&mut self) {
         self.hand_over(true);
+        if let Some((handle, index)) = &self.networks {
+            handle.metrics.publish(*index, &self.enricher.counts);
+            handle.metrics.publish_missing(*index, &self.rate_missing);
+        }
     }
 
     /// Hands the raw rows over, and the sums too when `sums`.
@@ -226,8 +279,9 @@ pub struct StoreWriter {
     consolidation_interval: Duration,
     raw: RawStore,
     thread: JoinHandle<()>,
-    /// Enrichment's control thread and the shards' way to it.
+    /// Enrichment's control threads and the shards' way to them.
     metadata: Option<(MetadataService, MetadataHandle)>,
+    networks: Option<(NetworksService, NetworksHandle)>,
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
 }
@@ -304,6 +358,7 @@ impl StoreWriter {
             raw: config.raw,
             thread,
             metadata: None,
+            networks: None,
             sinks: Default::default(),
         })
     }
@@ -312,6 +367,13 @@ impl StoreWriter {
     /// the first `sink`); `service` stops with the writer.
     pub fn set_metadata(&mut self, service: MetadataService, handle: MetadataHandle) {
         self.metadata = Some((service, handle));
+    }
+
+    /// Shards complete their flows (networks, AS numbers, masks, sampling
+    /// rates) through `handle` (set before the first `sink`); `service`
+    /// stops with the writer.
+    pub fn set_networks(&mut self, service: NetworksService, handle: NetworksHandle) {
+        self.networks = Some((service, handle));
     }
 
     /// A batch buffer for one shard (the shards' order: 0, 1, ...).
@@ -324,12 +386,27 @@ impl StoreWriter {
             columns.set_snapshot(m.current());
             consolidator.set_snapshot(m.current());
         }
+        let networks = self.networks.as_ref().map(|(_, h)| (h.clone(), index));
+        let mut enricher = match &networks {
+            Some((h, _)) => FlowEnricher::new(&h.enrichment, h.lookups),
+            None => FlowEnricher::new(&Default::default(), false),
+        };
+        if let Some((h, _)) = &networks {
+            let table = h.table.load_full();
+            columns.set_networks(table.clone());
+            consolidator.set_networks(table.clone());
+            enricher.set_networks(table);
+        }
         StoreSink {
             columns,
             sort_raw: self.raw == RawStore::Table,
             consolidator,
             metadata,
             records_sent: RecordsSent::default(),
+            enricher,
+            networks,
+            rate_missing: Default::default(),
+            rate_missing_dirty: false,
             rows: 0,
             rows_max: self.rows_max,
             first_row_at: Instant::now(),
@@ -491,13 +568,15 @@ impl Writer {
         if records.is_empty() {
             return;
         }
-        if self.records_sent.len() + records.exporters.len() + records.interfaces.len() > RECORDS_SENT_MAX {
+        let new = records.exporters.len() + records.interfaces.len() + records.networks.len();
+        if self.records_sent.len() + new > RECORDS_SENT_MAX {
             self.records_sent.clear();
         }
         let sent = &mut self.records_sent;
         records.exporters.retain(|(id, _)| sent.insert(*id));
         records.interfaces.retain(|(id, _)| sent.insert(*id));
-        let counts = [records.exporters.len(), records.interfaces.len()];
+        records.networks.retain(|(id, _)| sent.insert(*id));
+        let counts = [records.exporters.len(), records.interfaces.len(), records.networks.len()];
         for (t, &rows) in counts.iter().enumerate() {
             if rows == 0 {
                 continue;

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes the test ASN database (MaxMind format, as GeoLite2-ASN lays it
+out) with PyPI's mmdb-writer, for shards/tests/networks.rs and the
+networks benchmark.
+
+Usage: scripts/make-test-mmdb.py OUT.mmdb [PREFIX=ASN ...]
+Without pairs, the prefixes the test expects are written. scripts/setup-geoip
+installs mmdb-writer under /usr/local/lib/weir-python (on PYTHONPATH here).
+"""
+import sys
+
+sys.path.insert(0, "/usr/local/lib/weir-python")
+from mmdb_writer import MMDBWriter, MmdbU32  # noqa: E402
+from netaddr import IPSet  # noqa: E402
+
+DEFAULT = {
+    "81.2.69.0/24": 64500,
+    "89.160.20.0/24": 64501,
+    "2a02:ec0::/32": 64502,
+    "203.0.113.0/24": 64503,
+}
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    pairs = dict(a.split("=", 1) for a in sys.argv[2:]) or DEFAULT
+    writer = MMDBWriter(
+        ip_version=6,
+        database_type="GeoLite2-ASN",
+        languages=["en"],
+        description="Weir test ASN database",
+        ipv4_compatible=True,
+    )
+    for prefix, asn in pairs.items():
+        writer.insert_network(
+            IPSet([prefix]),
+            {"autonomous_system_number": MmdbU32(int(asn)), "autonomous_system_organization": f"Test AS{asn}"},
+        )
+    writer.to_db_file(sys.argv[1])
+
+
+if __name__ == "__main__":
+    main()

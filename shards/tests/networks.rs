@@ -1,0 +1,246 @@
+//! Networks, GeoIP/ASN and sampling rates, into the embedded store: the
+//! GeoLite2 City database PyPI's maxminddb-geolite2 ships, an ASN database
+//! written by PyPI's mmdb-writer (`scripts/make-test-mmdb.py`; both
+//! installed by `scripts/setup-geoip`), networks from the config and from a
+//! remote source served by Python's `http.server`, and exporters with and
+//! without a default sampling rate.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector};
+use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+use weir_core::flow::addr_from_ip;
+use weir_core::wire::template::Protocol;
+use weir_core::FlowRecord;
+
+const CITY: &str = "/usr/local/share/weir/GeoLite2-City.mmdb";
+
+/// The test ASN database, written by mmdb-writer into `dir`.
+fn asn_database(dir: &Path) -> PathBuf {
+    let out = dir.join("asn.mmdb");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-test-mmdb.py");
+    let status = Command::new("python3").arg(script).arg(&out).status().expect("python3");
+    assert!(status.success(), "scripts/make-test-mmdb.py failed: run scripts/setup-geoip");
+    out
+}
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
+struct HttpServer {
+    port: u16,
+    child: Child,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { port, child }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// From `exporter`, one IPFIX datagram per source of `sources` (a small
+/// router's template, no sampling rate): 10 flows from it (with a /24
+/// source mask) to 192.0.2.9, DstPort carrying `round`.
+fn send(port: u16, exporter: [u8; 4], sources: &[&str], round: u16) -> u64 {
+    let socket = UdpSocket::bind((std::net::Ipv4Addr::from(exporter), 0)).unwrap();
+    for (k, s) in sources.iter().enumerate() {
+        let flows: Vec<FlowRecord> = (0..10)
+            .map(|i| {
+                let mut f = FlowRecord::default();
+                f.set_src_addr(addr_from_ip(s.parse().unwrap()));
+                f.set_dst_addr(addr_from_ip("192.0.2.9".parse().unwrap()));
+                f.set_src_port(i);
+                f.set_dst_port(round);
+                f.set_src_net_mask(24);
+                f.set_proto(17);
+                f.set_packets(1);
+                f.set_bytes(100);
+                f
+            })
+            .collect();
+        let sequence = round as u32 * 1000 + k as u32 * 10;
+        let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence, domain: 0 };
+        let template = TemplateSpec::compact_ipv4(256);
+        let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        b.template(&template);
+        for f in &flows {
+            b.data(&template, f);
+        }
+        socket.send_to(&b.finish(), ("127.0.0.1", port)).unwrap();
+    }
+    10 * sources.len() as u64
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
+    assert!(Path::new(CITY).exists(), "{CITY} is missing: run scripts/setup-geoip");
+    let dir = temp_dir("networks");
+    let asn = asn_database(&dir);
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let document = served.join("networks.json");
+    std::fs::write(
+        &document,
+        r#"{"prefixes": [{"cidr": "203.0.113.0/24", "name": "from-ipam", "tenant": "acme", "country": "NL"},
+            {"cidr": "not a prefix"}]}"#,
+    )
+    .unwrap();
+    let http = HttpServer::start(&served);
+    let port = free_udp_port();
+    let body = format!(
+        "{shards}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+         consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n\
+         [networks]\ngeo_databases = [\"{CITY}\"]\nasn_databases = [\"{asn}\"]\ncheck_interval_s = 1\n\
+         subnets = {{ \"89.160.20.128/25\" = {{ name = \"sto-customers\", role = \"customers\", site = \"sto1\" }}, \
+         \"10.0.0.0/8\" = \"lan\" }}\n\
+         [[networks.sources]]\nname = \"ipam\"\nurl = \"http://127.0.0.1:{p}/networks.json\"\npath = \"prefixes\"\n\
+         interval_s = 1\nrename = {{ cidr = \"prefix\" }}\n\
+         [enrichment]\nasn_providers = [\"flow\", \"networks\"]\ndefault_sampling_rate = {{ \"127.0.0.2/32\" = 1000 }}\n",
+        shards = two_shards(port, "ebpf"),
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+        asn = asn.display(),
+        p = http.port,
+    );
+    let config = write_config(&dir, "weir.toml", &body);
+    let c = Collector::start(&config);
+    let fetched = || c.metric("weir_networks_source_fetches_total", "source=\"ipam\",result=\"ok\"").first().copied();
+    wait_until("the source was fetched", Duration::from_secs(15), || fetched().unwrap_or(0) >= 1);
+    // The source's networks are in once a table was built after the fetch.
+    let rebuilds = || c.metric("weir_networks_rebuilds_total", "result=\"ok\"").first().copied().unwrap_or(0);
+    wait_until("a table with the source", Duration::from_secs(15), || rebuilds() >= 2);
+    let sources = ["81.2.69.160", "89.160.20.130", "89.160.20.10", "10.1.2.3", "203.0.113.5"];
+    let mut sent = send(port, [127, 0, 0, 1], &sources, 1);
+    sent += send(port, [127, 0, 0, 2], &sources, 1);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    // The source drops its network: after its refresh, a new table.
+    std::fs::write(&document, r#"{"prefixes": []}"#).unwrap();
+    let before = rebuilds();
+    wait_until("a table without the source's network", Duration::from_secs(15), || rebuilds() > before);
+    std::thread::sleep(Duration::from_millis(300));
+    sent += send(port, [127, 0, 0, 1], &["203.0.113.5"], 2);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    let (hits, misses) = (
+        c.metric("weir_networks_lookups_total", "result=\"hit\"").iter().sum::<u64>(),
+        c.metric("weir_networks_lookups_total", "result=\"miss\"").iter().sum::<u64>(),
+    );
+    assert_eq!(hits + misses, 2 * sent, "a lookup per address");
+    // 192.0.2.9 is in no network; every source is.
+    assert_eq!(misses, sent);
+    assert_eq!(
+        c.metric("weir_enrichment_sampling_rate_missing_total", "exporter=\"127.0.0.1\""),
+        [60],
+        "the exporter without a default: counted, stored with rate 1"
+    );
+    assert_eq!(c.metric("weir_enrichment_sampling_rate_missing_total", "exporter=\"127.0.0.2\""), Vec::<u64>::new());
+    assert!(c.metric("weir_networks_prefixes", "")[0] > 3_000_000, "the whole City database");
+    c.assert_promtool_is_silent();
+    c.stop();
+
+    let rows = query(
+        &config,
+        None,
+        "SELECT IPv6NumToString(SrcAddr), SrcNetName, SrcNetRole, SrcNetSite, SrcNetTenant, SrcCountry, SrcGeoState, \
+         SrcGeoCity, SrcAS, SrcNetPrefix, DstCountry, arraySort(groupUniqArray(SamplingRate)), count() FROM weir.flows \
+         WHERE DstPort = 1 GROUP BY ALL ORDER BY 1",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "::ffff:10.1.2.3\tlan\t\t\t\t\t\t\t0\t10.1.2.0/24\t\t[1,1000]\t20",
+            "::ffff:203.0.113.5\tfrom-ipam\t\t\tacme\tNL\t\t\t64503\t203.0.113.0/24\t\t[1,1000]\t20",
+            "::ffff:81.2.69.160\t\t\t\t\tGB\tENG\tWillesden\t64500\t81.2.69.0/24\t\t[1,1000]\t20",
+            "::ffff:89.160.20.10\t\t\t\t\tSE\tAB\tStockholm\t64501\t89.160.20.0/24\t\t[1,1000]\t20",
+            "::ffff:89.160.20.130\tsto-customers\tcustomers\tsto1\t\tSE\tAB\tStockholm\t64501\t89.160.20.0/24\t\t[1,1000]\t20",
+        ],
+        "{rows:#?}"
+    );
+    // After the source dropped it, the network keeps only the databases' attributes.
+    let after = query(
+        &config,
+        None,
+        "SELECT SrcNetName, SrcCountry, SrcAS, count() FROM weir.flows WHERE DstPort = 2 GROUP BY ALL",
+    );
+    assert_eq!(after.trim_end(), "\t\t64503\t10");
+    // The consolidated tables hold the same sums by network as the raw rows.
+    let by_country = |table: &str, rate: &str| {
+        query(
+            &config,
+            None,
+            &format!(
+                "SELECT SrcCountry, SrcNetName, SrcGeoCity, sum({rate}) FROM weir.{table} GROUP BY ALL ORDER BY ALL"
+            ),
+        )
+    };
+    let raw = by_country("flows", "Bytes * greatest(SamplingRate, 1)");
+    assert_eq!(raw, by_country("flows_1m", "Bytes"));
+    assert_eq!(raw, by_country("flows_1h", "Bytes"));
+    assert!(raw.contains("SE\tsto-customers\tStockholm\t1001000\n"), "{raw}");
+    // Each network record once in the records table.
+    let records = query(&config, None, "SELECT count(), uniqExact(Id) FROM weir.network_records");
+    let counts: Vec<&str> = records.split_whitespace().collect();
+    assert_eq!(counts[0], counts[1], "{records}");
+}
+
+#[test]
+fn a_database_that_cannot_be_read_stops_the_start_unless_optional() {
+    let dir = temp_dir("networks-missing");
+    let port = free_udp_port();
+    let missing = dir.join("nowhere.mmdb");
+    let body = |optional: bool| {
+        format!(
+            "{}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{}\"\n[store.embedded]\npath = \"{}\"\n\
+             [networks]\ngeo_databases = [\"{}\"]\ndatabases_optional = {optional}\ncheck_interval_s = 1\n",
+            two_shards(port, "ebpf"),
+            dir.join("spool").display(),
+            dir.join("chdb").display(),
+            missing.display(),
+        )
+    };
+    let config = write_config(&dir, "weir.toml", &body(false));
+    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nowhere.mmdb"), "{stderr}");
+    // Optional: the collector starts, and reads the file once it appears.
+    let config = write_config(&dir, "weir.toml", &body(true));
+    let c = Collector::start(&config);
+    assert_eq!(c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"error\""), [1]);
+    std::fs::copy(asn_database(&dir), &missing).unwrap();
+    wait_until("the database read once it appeared", Duration::from_secs(15), || {
+        c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"ok\"") == [1]
+    });
+    c.stop();
+}
