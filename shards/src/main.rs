@@ -55,6 +55,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let service = matches!(cli.command, Command::Run(_) | Command::Console(_));
     let result = match cli.command {
         Command::Decode(args) => cli::decode::run(&args),
         Command::Run(args) => run::run(&args),
@@ -63,11 +64,24 @@ fn main() -> ExitCode {
         Command::Query(args) => cli::query::query_command(&args),
         Command::Config(c) => cli::config::config_command(&c),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("weir: {e}");
-            ExitCode::FAILURE
+            1
         }
+    };
+    if service {
+        // The embedded engine's C++ static destructors run at exit and
+        // crash (SIGSEGV) when a thread is still inside the engine: a store
+        // writer still connecting when the start fails after it began, a
+        // console session. By now everything Weir writes is flushed and
+        // closed, so the exit skips them.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // SAFETY: ends the process; nothing runs after it.
+        unsafe { libc::_exit(code) };
     }
+    ExitCode::from(code as u8)
 }

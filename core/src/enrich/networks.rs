@@ -11,7 +11,7 @@
 //! The table a shard reads is flat: the merged prefixes cut the address
 //! space into ranges, each with one attribute set; IPv4 ranges (32-bit
 //! starts) and IPv6 ranges (128-bit starts) are sorted, indexed by their
-//! first 16 bits, and searched by bisection within a bucket. One lookup per
+//! first 20 bits, and searched by bisection within a bucket. One lookup per
 //! address, no per-flow database decoding (perf/RESULTS.md has its cost
 //! beside a `prefix-trie` map of the same prefixes).
 //!
@@ -28,6 +28,7 @@ use serde::Deserialize;
 use super::metadata::content_id;
 use crate::config::NetworkInfo;
 use crate::flow::Addr;
+use crate::wire::state::KeyHash;
 
 /// Attributes of a record, in `NetAttr` order.
 pub const ATTRS: usize = 8;
@@ -208,8 +209,11 @@ pub struct DatabaseRead {
 #[derive(Debug, Default)]
 pub struct Builder {
     strings: Strings,
-    /// (network, length in the 128-bit space, order added, attributes).
-    prefixes: Vec<(u128, u8, u32, Entry)>,
+    /// The attribute sets as added (a database's 458 k records for 3.4 M
+    /// networks), so that a prefix takes 32 bytes, not 64.
+    added: Interner,
+    /// (network, length in the 128-bit space, order added, its set in `added`).
+    prefixes: Vec<(u128, u8, u32, u32)>,
 }
 
 impl Builder {
@@ -245,10 +249,15 @@ impl Builder {
     }
 
     fn push(&mut self, network: u128, length: u8, e: Entry) {
+        let id = self.added.id(e);
+        self.push_id(network, length, id);
+    }
+
+    fn push_id(&mut self, network: u128, length: u8, id: u32) {
         let length = length.min(128);
         let mask = if length == 0 { 0 } else { u128::MAX << (128 - length) };
         let order = self.prefixes.len() as u32;
-        self.prefixes.push((network & mask, length, order, e));
+        self.prefixes.push((network & mask, length, order, id));
     }
 
     /// Adds every network of a MaxMind-format database (`bytes`: the whole
@@ -263,11 +272,21 @@ impl Builder {
         let ipinfo = read.database_type.to_ascii_lowercase().contains("ipinfo");
         let options = maxminddb::WithinOptions::default().skip_empty_values();
         let networks = reader.networks(options).map_err(|e| format!("cannot walk the database: {e}"))?;
-        let mut by_offset: HashMap<usize, Option<Entry>> = HashMap::new();
-        let mut added = Vec::new();
+        let mut by_offset: HashMap<usize, Option<u32>> = HashMap::new();
+        let before = self.prefixes.len();
+        let corrupt = |b: &mut Builder, e: maxminddb::MaxMindDbError| {
+            b.prefixes.truncate(before);
+            format!("corrupt database: {e}")
+        };
         for item in networks {
-            let item = item.map_err(|e| format!("corrupt database: {e}"))?;
-            let network = item.network().map_err(|e| format!("corrupt database: {e}"))?;
+            let item = match item {
+                Ok(i) => i,
+                Err(e) => return Err(corrupt(self, e)),
+            };
+            let network = match item.network() {
+                Ok(n) => n,
+                Err(e) => return Err(corrupt(self, e)),
+            };
             let Some(offset) = item.offset() else { continue };
             let entry = match by_offset.get(&offset) {
                 Some(e) => *e,
@@ -280,8 +299,9 @@ impl Builder {
                         item.decode::<MaxMindRecord>().ok().flatten().map(GeoFields::from)
                     };
                     let e = fields.map(|f| self.geo_entry(kind, &f)).filter(|e| *e != Entry::default());
-                    by_offset.insert(offset, e);
-                    e
+                    let id = e.map(|e| self.added.id(e));
+                    by_offset.insert(offset, id);
+                    id
                 }
             };
             let Some(entry) = entry else { continue };
@@ -289,13 +309,10 @@ impl Builder {
                 ipnetwork::IpNetwork::V4(n) => (V4_BASE | u32::from(n.network()) as u128, 96 + n.prefix()),
                 ipnetwork::IpNetwork::V6(n) => (u128::from(n.network()), n.prefix()),
             };
-            added.push((net, len, entry));
+            self.push_id(net, len, entry);
         }
         read.records = by_offset.len();
-        read.networks = added.len();
-        for (net, len, e) in added {
-            self.push(net, len, e);
-        }
+        read.networks = self.prefixes.len() - before;
         Ok(read)
     }
 
@@ -321,16 +338,21 @@ impl Builder {
     /// The table: prefixes merged (the later added wins, per attribute),
     /// inherited from their parents, flattened to ranges.
     pub fn build(mut self) -> Networks {
-        // Same prefix: in the order added.
+        // Same prefix: in the order added, merged into the first.
         self.prefixes.sort_unstable_by_key(|p| (p.0, p.1, p.2));
-        let mut merged: Vec<(u128, u8, Entry)> = Vec::with_capacity(self.prefixes.len());
-        for (net, len, _, e) in self.prefixes.drain(..) {
-            match merged.last_mut() {
-                Some(last) if last.0 == net && last.1 == len => last.2.overlay(&e),
-                _ => merged.push((net, len, e)),
+        let added = &mut self.added;
+        self.prefixes.dedup_by(|later, kept| {
+            if later.0 != kept.0 || later.1 != kept.1 {
+                return false;
             }
-        }
-        let prefixes = merged.len();
+            let mut e = added.entries[kept.3 as usize];
+            e.overlay(&added.entries[later.3 as usize]);
+            kept.3 = added.id(e);
+            true
+        });
+        let prefixes = self.prefixes.len();
+        let merged = std::mem::take(&mut self.prefixes);
+        let added = std::mem::take(&mut self.added);
         let mut sets = Interner::default();
         // Ranges of the whole space: (first address, set); set 0 is none.
         let mut ranges: Vec<(u128, u32)> = vec![(0, 0)];
@@ -341,7 +363,8 @@ impl Builder {
         };
         // The prefixes holding the current one: (last address, set, attributes).
         let mut stack: Vec<(u128, u32, Entry)> = Vec::new();
-        for (net, len, mut e) in merged {
+        for (net, len, _, id) in merged {
+            let mut e = added.entries[id as usize];
             let last = net | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
             while let Some(&(end, _, _)) = stack.last().filter(|s| s.0 < net) {
                 stack.pop();
@@ -362,6 +385,7 @@ impl Builder {
             let below = stack.last().map_or(0, |s| s.1);
             emit(end + 1, below, &mut ranges);
         }
+        drop(added);
         // IPv4: the ranges within ::ffff:0:0/96, as 32-bit starts.
         let first_v4 = ranges.partition_point(|r| r.0 <= V4_BASE) - 1;
         let mut v4: Vec<(u32, u32)> = vec![(0, ranges[first_v4].1)];
@@ -400,8 +424,9 @@ impl Builder {
             })
             .collect();
         Networks {
-            v4: Ranges::new(&v4, |a| (a >> 16) as usize),
-            v6: Ranges::new(&v6, |a| (a >> 112) as usize),
+            v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize),
+            v6_blocks: Blocks::new(&v6),
+            v6: Ranges::new(&v6, |a| (a >> (128 - BUCKET_BITS)) as usize),
             sets: set_list.into(),
             records: records.into(),
             stored_ids: stored_ids.into(),
@@ -443,56 +468,133 @@ pub struct NetSet {
     pub asn: u32,
 }
 
-/// Sorted range starts and each range's set, with the first range of
-/// each 16-bit bucket.
+/// Bits of an address that pick its bucket in a `Ranges` index: 2^20
+/// buckets (4 MiB of index per family), so that a bucket of GeoLite2
+/// City's IPv4 ranges holds about three and its search reads one cache
+/// line (perf/RESULTS.md, "networks": 53 ns per lookup with 2^16 buckets).
+pub const BUCKET_BITS: u32 = 20;
+
+/// Sorted (range start, set) pairs (a range runs to the next start), with
+/// the range holding the first address of each bucket.
 #[derive(Clone, Debug)]
 struct Ranges<K> {
     /// Per bucket (and one past the last), the range holding its first address.
     index: Box<[u32]>,
-    starts: Box<[K]>,
-    sets: Box<[u32]>,
+    /// The start and the set side by side: the set comes with the line the
+    /// search read last.
+    pairs: Box<[(K, u32)]>,
 }
 
 impl<K: Copy + Ord + Default> Ranges<K> {
     fn new(ranges: &[(K, u32)], bucket: impl Fn(K) -> usize) -> Ranges<K> {
-        let starts: Box<[K]> = ranges.iter().map(|r| r.0).collect();
-        let sets: Box<[u32]> = ranges.iter().map(|r| r.1).collect();
-        let mut index = vec![0u32; (1 << 16) + 1];
-        // Bucket b's first range: the last one starting at or before b's
-        // first address, i.e. the last range whose bucket is <= b... set
-        // by walking the ranges once.
+        let pairs: Box<[(K, u32)]> = ranges.into();
+        let mut index = vec![0u32; (1 << BUCKET_BITS) + 1];
+        // Bucket b's first range: the last one starting in a bucket before b
+        // (ranges starting exactly at b's first address are found by the
+        // search from there), by walking the ranges once.
         let mut r = 0usize;
-        for (b, slot) in index.iter_mut().enumerate().take(1 << 16) {
-            while r + 1 < starts.len() && bucket(starts[r + 1]) < b {
+        for (b, slot) in index.iter_mut().enumerate().take(1 << BUCKET_BITS) {
+            while r + 1 < pairs.len() && bucket(pairs[r + 1].0) < b {
                 r += 1;
             }
-            // Ranges starting exactly at the bucket's first address are
-            // found by the search from here.
             *slot = r as u32;
         }
-        index[1 << 16] = starts.len().saturating_sub(1) as u32;
-        Ranges { index: index.into(), starts, sets }
+        index[1 << BUCKET_BITS] = pairs.len().saturating_sub(1) as u32;
+        Ranges { index: index.into(), pairs }
     }
 
     #[inline(always)]
     fn get(&self, a: K, b: usize) -> u32 {
-        let lo = self.index[b] as usize;
-        let hi = self.index[b + 1] as usize;
-        // The last start <= a within [lo, hi] (starts[lo] <= a always).
+        self.search(a, self.index[b] as usize, self.index[b + 1] as usize)
+    }
+
+    /// The set of the last start <= a within [lo, hi] (pairs[lo].0 <= a).
+    #[inline(always)]
+    fn search(&self, a: K, lo: usize, hi: usize) -> u32 {
         let mut base = lo;
         let mut n = hi - lo + 1;
         while n > 1 {
             let half = n / 2;
-            if self.starts[base + half] <= a {
+            if self.pairs[base + half].0 <= a {
                 base += half;
             }
             n -= half;
         }
-        self.sets[base]
+        self.pairs[base].1
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
     }
 
     fn bytes(&self) -> usize {
-        self.index.len() * 4 + self.starts.len() * std::mem::size_of::<K>() + self.sets.len() * 4
+        self.index.len() * 4 + self.pairs.len() * std::mem::size_of::<(K, u32)>()
+    }
+}
+
+/// IPv6 ranges by /32 block: IPv6 space is allocated in few places
+/// (2001::/16, 2400::/12, 2a00::/12...), so a 20-bit bucket can hold
+/// thousands of ranges. A block that holds range starts maps to the pairs
+/// to search (from the range holding its first address to the last one
+/// starting in it); a block holding more than `SUB_MIN` is cut again in
+/// 256 by the next 8 bits (a /40 each), with the same kind of index. A
+/// block without starts falls back to the bucket.
+#[derive(Clone, Debug, Default)]
+struct Blocks {
+    /// Block → (first pair, last pair, where its sub-index starts or u32::MAX).
+    map: HashMap<u32, (u32, u32, u32), KeyHash>,
+    /// 257 entries per cut block: the range holding each /40's first address.
+    sub: Vec<u32>,
+}
+
+/// A block with more pairs than this gets a sub-index.
+const SUB_MIN: u32 = 16;
+
+impl Blocks {
+    fn new(pairs: &[(u128, u32)]) -> Blocks {
+        let mut map: HashMap<u32, (u32, u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
+        for (i, &(start, _)) in pairs.iter().enumerate().skip(1) {
+            let block = (start >> 96) as u32;
+            let block_start = (block as u128) << 96;
+            map.entry(block).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
+                // The range holding the block's first address.
+                let holding = if start == block_start { i } else { i - 1 };
+                (holding as u32, i as u32, u32::MAX)
+            });
+        }
+        let mut sub = Vec::new();
+        for (&block, e) in map.iter_mut() {
+            if e.1 - e.0 <= SUB_MIN {
+                continue;
+            }
+            e.2 = sub.len() as u32;
+            let mut r = e.0 as usize;
+            let cut = |start: u128| ((start >> 88) & 0xff) as usize;
+            for part in 0..256usize {
+                // The last pair starting in this block before `part`.
+                while r < e.1 as usize && (pairs[r + 1].0 >> 96) as u32 == block && cut(pairs[r + 1].0) < part {
+                    r += 1;
+                }
+                sub.push(r as u32);
+            }
+            sub.push(e.1);
+        }
+        Blocks { map, sub }
+    }
+
+    /// The pairs to search for `a`, if its block holds starts.
+    #[inline(always)]
+    fn span(&self, a: u128) -> Option<(usize, usize)> {
+        let &(lo, hi, at) = self.map.get(&((a >> 96) as u32))?;
+        if at == u32::MAX {
+            return Some((lo as usize, hi as usize));
+        }
+        let part = at as usize + ((a >> 88) & 0xff) as usize;
+        Some((self.sub[part] as usize, self.sub[part + 1] as usize))
+    }
+
+    fn bytes(&self) -> usize {
+        self.map.capacity() * 20 + self.sub.len() * 4
     }
 }
 
@@ -501,6 +603,7 @@ impl<K: Copy + Ord + Default> Ranges<K> {
 pub struct Networks {
     v4: Ranges<u32>,
     v6: Ranges<u128>,
+    v6_blocks: Blocks,
     pub sets: Arc<[NetSet]>,
     /// Per record, its attributes' string ids (`NetAttr` order).
     pub records: Arc<[[u32; ATTRS]]>,
@@ -526,9 +629,12 @@ impl Networks {
         let a = u128::from_be_bytes(*addr);
         if a >> 32 == V4_BASE >> 32 {
             let v4 = a as u32;
-            self.v4.get(v4, (v4 >> 16) as usize)
+            self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
         } else {
-            self.v6.get(a, (a >> 112) as usize)
+            match self.v6_blocks.span(a) {
+                Some((lo, hi)) => self.v6.search(a, lo, hi),
+                None => self.v6.get(a, (a >> (128 - BUCKET_BITS)) as usize),
+            }
         }
     }
 
@@ -568,13 +674,14 @@ impl Networks {
 
     /// Ranges in the lookup table (IPv4, IPv6).
     pub fn ranges(&self) -> (usize, usize) {
-        (self.v4.starts.len(), self.v6.starts.len())
+        (self.v4.len(), self.v6.len())
     }
 
     /// Bytes held: the ranges, sets, records and strings.
     pub fn bytes(&self) -> usize {
         self.v4.bytes()
             + self.v6.bytes()
+            + self.v6_blocks.bytes()
             + self.sets.len() * 8
             + self.records.len() * (ATTRS * 4 + 8)
             + self.strings.iter().map(|s| s.len() + 16).sum::<usize>()
@@ -682,7 +789,10 @@ mod tests {
                     // Few distinct high bits, so that prefixes nest.
                     (V4_BASE | ((next() as u32) & 0xf0f0_ff00) as u128, 96 + len)
                 } else {
-                    ((0x2001_0db8u128 << 96) | (next() as u128 & 0xff0f) << 64, (next() % 129) as u8)
+                    (
+                        ((0x2001_0db8 + next() % 3) as u128) << 96 | (next() as u128 & 0xf30f_ff0f) << 64,
+                        (next() % 129) as u8,
+                    )
                 };
                 let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
                 let i = info(&format!("n{round}-{i}"), "", (next() % 4) as u32);
@@ -693,7 +803,11 @@ mod tests {
             for _ in 0..2000 {
                 let a = match next() % 3 {
                     0 => V4_BASE | (next() as u32 & 0xf0f0_ffff) as u128,
-                    1 => (0x2001_0db8u128 << 96) | (next() as u128 & 0xff0f) << 64 | next() as u128 & 0xff,
+                    1 => {
+                        ((0x2001_0db8 + next() % 3) as u128) << 96
+                            | (next() as u128 & 0xf30f_ff0f) << 64
+                            | next() as u128 & 0xff
+                    }
                     _ => nets[(next() % nets.len() as u64) as usize].0,
                 };
                 // The scan: the longest match, inheriting from shorter ones,

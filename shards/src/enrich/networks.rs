@@ -356,11 +356,16 @@ pub fn start(
             while !s.load(Relaxed) {
                 let mut changed = false;
                 let wait = next_check.saturating_duration_since(Instant::now()).min(Duration::from_millis(250));
-                if let Ok(update) = updates.recv_timeout(wait) {
-                    changed |= take_update(&mut inputs, &metrics, update);
-                    while let Ok(update) = updates.try_recv() {
+                match updates.recv_timeout(wait) {
+                    Ok(update) => {
                         changed |= take_update(&mut inputs, &metrics, update);
+                        while let Ok(update) = updates.try_recv() {
+                            changed |= take_update(&mut inputs, &metrics, update);
+                        }
                     }
+                    // No sources (or their thread ended): only the files.
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 }
                 if Instant::now() >= next_check {
                     next_check = Instant::now() + check_interval;
