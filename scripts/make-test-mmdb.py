@@ -4,7 +4,9 @@ out) with PyPI's mmdb-writer, for shards/tests/networks.rs and the
 networks benchmark.
 
 Usage: scripts/make-test-mmdb.py OUT.mmdb [PREFIX=ASN ...]
-Without pairs, the prefixes the test expects are written. scripts/setup-geoip
+       scripts/make-test-mmdb.py --ipinfo OUT.mmdb
+Without pairs, the prefixes the test expects are written. --ipinfo writes
+IPinfo's layout instead (strings: country, region, city, asn "AS64510"). scripts/setup-geoip
 installs mmdb-writer under /usr/local/lib/weir-python (on PYTHONPATH here).
 """
 import sys
@@ -21,9 +23,26 @@ DEFAULT = {
 }
 
 
+def ipinfo(out):
+    writer = MMDBWriter(
+        ip_version=6,
+        database_type="ipinfo standard_location.mmdb",
+        languages=["en"],
+        description="Weir test IPinfo database",
+        ipv4_compatible=True,
+    )
+    writer.insert_network(
+        IPSet(["198.51.100.0/24"]),
+        {"country": "JP", "region": "Tokyo", "city": "Chiyoda", "asn": "AS64510"},
+    )
+    writer.to_db_file(out)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--ipinfo":
+        return ipinfo(sys.argv[2])
     pairs = dict(a.split("=", 1) for a in sys.argv[2:]) or DEFAULT
     writer = MMDBWriter(
         ip_version=6,

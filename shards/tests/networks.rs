@@ -20,11 +20,17 @@ use weir_core::FlowRecord;
 
 const CITY: &str = "/usr/local/share/weir/GeoLite2-City.mmdb";
 
-/// The test ASN database, written by mmdb-writer into `dir`.
-fn asn_database(dir: &Path) -> PathBuf {
-    let out = dir.join("asn.mmdb");
+/// The test ASN database (MaxMind's layout), or with `ipinfo` the test
+/// IPinfo database, written by mmdb-writer into `dir`.
+fn test_database(dir: &Path, ipinfo: bool) -> PathBuf {
+    let out = dir.join(if ipinfo { "ipinfo.mmdb" } else { "asn.mmdb" });
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-test-mmdb.py");
-    let status = Command::new("python3").arg(script).arg(&out).status().expect("python3");
+    let mut cmd = Command::new("python3");
+    cmd.arg(script);
+    if ipinfo {
+        cmd.arg("--ipinfo");
+    }
+    let status = cmd.arg(&out).status().expect("python3");
     assert!(status.success(), "scripts/make-test-mmdb.py failed: run scripts/setup-geoip");
     out
 }
@@ -106,7 +112,8 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     assert!(Path::new(CITY).exists(), "{CITY} is missing: run scripts/setup-geoip");
     let dir = temp_dir("networks");
-    let asn = asn_database(&dir);
+    let asn = test_database(&dir, false);
+    let ipinfo = test_database(&dir, true);
     let served = dir.join("served");
     std::fs::create_dir_all(&served).unwrap();
     let document = served.join("networks.json");
@@ -121,7 +128,8 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     let body = format!(
         "{shards}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
          consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n\
-         [networks]\ngeo_databases = [\"{CITY}\"]\nasn_databases = [\"{asn}\"]\ncheck_interval_s = 1\n\
+         [networks]\ngeo_databases = [\"{CITY}\", \"{ipinfo}\"]\nasn_databases = [\"{asn}\", \"{ipinfo}\"]\n\
+         check_interval_s = 1\n\
          subnets = {{ \"89.160.20.128/25\" = {{ name = \"sto-customers\", role = \"customers\", site = \"sto1\" }}, \
          \"10.0.0.0/8\" = \"lan\" }}\n\
          [[networks.sources]]\nname = \"ipam\"\nurl = \"http://127.0.0.1:{p}/networks.json\"\npath = \"prefixes\"\n\
@@ -131,6 +139,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
         spool = dir.join("spool").display(),
         chdb = dir.join("chdb").display(),
         asn = asn.display(),
+        ipinfo = ipinfo.display(),
         p = http.port,
     );
     let config = write_config(&dir, "weir.toml", &body);
@@ -140,7 +149,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     // The source's networks are in once a table was built after the fetch.
     let rebuilds = || c.metric("weir_networks_rebuilds_total", "result=\"ok\"").first().copied().unwrap_or(0);
     wait_until("a table with the source", Duration::from_secs(15), || rebuilds() >= 2);
-    let sources = ["81.2.69.160", "89.160.20.130", "89.160.20.10", "10.1.2.3", "203.0.113.5"];
+    let sources = ["81.2.69.160", "89.160.20.130", "89.160.20.10", "10.1.2.3", "203.0.113.5", "198.51.100.7"];
     let mut sent = send(port, [127, 0, 0, 1], &sources, 1);
     sent += send(port, [127, 0, 0, 2], &sources, 1);
     assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
@@ -160,7 +169,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     assert_eq!(misses, sent);
     assert_eq!(
         c.metric("weir_enrichment_sampling_rate_missing_total", "exporter=\"127.0.0.1\""),
-        [60],
+        [70],
         "the exporter without a default: counted, stored with rate 1"
     );
     assert_eq!(c.metric("weir_enrichment_sampling_rate_missing_total", "exporter=\"127.0.0.2\""), Vec::<u64>::new());
@@ -180,6 +189,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
         rows,
         [
             "::ffff:10.1.2.3\tlan\t\t\t\t\t\t\t0\t10.1.2.0/24\t\t[1,1000]\t20",
+            "::ffff:198.51.100.7\t\t\t\t\tJP\tTokyo\tChiyoda\t64510\t198.51.100.0/24\t\t[1,1000]\t20",
             "::ffff:203.0.113.5\tfrom-ipam\t\t\tacme\tNL\t\t\t64503\t203.0.113.0/24\t\t[1,1000]\t20",
             "::ffff:81.2.69.160\t\t\t\t\tGB\tENG\tWillesden\t64500\t81.2.69.0/24\t\t[1,1000]\t20",
             "::ffff:89.160.20.10\t\t\t\t\tSE\tAB\tStockholm\t64501\t89.160.20.0/24\t\t[1,1000]\t20",
@@ -238,7 +248,7 @@ fn a_database_that_cannot_be_read_stops_the_start_unless_optional() {
     let config = write_config(&dir, "weir.toml", &body(true));
     let c = Collector::start(&config);
     assert_eq!(c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"error\""), [1]);
-    std::fs::copy(asn_database(&dir), &missing).unwrap();
+    std::fs::copy(test_database(&dir, false), &missing).unwrap();
     wait_until("the database read once it appeared", Duration::from_secs(15), || {
         c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"ok\"") == [1]
     });

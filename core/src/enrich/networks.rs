@@ -532,17 +532,21 @@ impl<K: Copy + Ord + Default> Ranges<K> {
     }
 }
 
-/// IPv6 ranges by /32 block: IPv6 space is allocated in few places
-/// (2001::/16, 2400::/12, 2a00::/12...), so a 20-bit bucket can hold
-/// thousands of ranges. A block that holds range starts maps to the pairs
-/// to search (from the range holding its first address to the last one
-/// starting in it); a block holding more than `SUB_MIN` is cut again in
-/// 256 by the next 8 bits (a /40 each), with the same kind of index. A
-/// block without starts falls back to the bucket.
+/// IPv6 ranges by /48 and by /32 block: IPv6 space is allocated in few
+/// places (2001::/16, 2400::/12, 2a00::/12...), so a 20-bit bucket can
+/// hold thousands of ranges. A /48 where ranges start maps to the pairs to
+/// search (from the range holding its first address to the last one
+/// starting in it); else its /32 block does, cut again in 256 by the next
+/// 8 bits (a /40 each) when it holds more than `SUB_MIN`; a block without
+/// starts falls back to the bucket.
 #[derive(Clone, Debug, Default)]
 struct Blocks {
+    /// /48 → (first pair, last pair), for the /48s that hold starts
+    /// (GeoLite2 City's IPv6 networks are mostly /48 or shorter: a few
+    /// pairs each).
+    by48: HashMap<u64, (u32, u32), KeyHash>,
     /// Block → (first pair, last pair, where its sub-index starts or u32::MAX).
-    map: HashMap<u32, (u32, u32, u32), KeyHash>,
+    map: HashMap<u64, (u32, u32, u32), KeyHash>,
     /// 257 entries per cut block: the range holding each /40's first address.
     sub: Vec<u32>,
 }
@@ -550,20 +554,39 @@ struct Blocks {
 /// A block with more pairs than this gets a sub-index.
 const SUB_MIN: u32 = 16;
 
+/// The maps' keys, mixed (splitmix64's finalizer, a bijection): address
+/// bits end in zeros (a /40's third group is `xx00`), which the maps'
+/// multiplicative hash keeps in its low bits, the ones that pick the slot
+/// (measured: 1.3 µs per IPv6 lookup unmixed).
+#[inline(always)]
+fn mix(k: u64) -> u64 {
+    let k = (k ^ (k >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let k = (k ^ (k >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    k ^ (k >> 31)
+}
+
 impl Blocks {
     fn new(pairs: &[(u128, u32)]) -> Blocks {
-        let mut map: HashMap<u32, (u32, u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
+        let mut by48: HashMap<u64, (u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
+        for (i, &(start, _)) in pairs.iter().enumerate().skip(1) {
+            let key = (start >> 80) as u64;
+            by48.entry(mix(key)).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
+                let holding = if start == (key as u128) << 80 { i } else { i - 1 };
+                (holding as u32, i as u32)
+            });
+        }
+        let mut map: HashMap<u64, (u32, u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
         for (i, &(start, _)) in pairs.iter().enumerate().skip(1) {
             let block = (start >> 96) as u32;
             let block_start = (block as u128) << 96;
-            map.entry(block).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
+            map.entry(mix(block as u64)).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
                 // The range holding the block's first address.
                 let holding = if start == block_start { i } else { i - 1 };
                 (holding as u32, i as u32, u32::MAX)
             });
         }
         let mut sub = Vec::new();
-        for (&block, e) in map.iter_mut() {
+        for e in map.values_mut() {
             if e.1 - e.0 <= SUB_MIN {
                 continue;
             }
@@ -572,20 +595,23 @@ impl Blocks {
             let cut = |start: u128| ((start >> 88) & 0xff) as usize;
             for part in 0..256usize {
                 // The last pair starting in this block before `part`.
-                while r < e.1 as usize && (pairs[r + 1].0 >> 96) as u32 == block && cut(pairs[r + 1].0) < part {
+                while r < e.1 as usize && cut(pairs[r + 1].0) < part {
                     r += 1;
                 }
                 sub.push(r as u32);
             }
             sub.push(e.1);
         }
-        Blocks { map, sub }
+        Blocks { by48, map, sub }
     }
 
     /// The pairs to search for `a`, if its block holds starts.
     #[inline(always)]
     fn span(&self, a: u128) -> Option<(usize, usize)> {
-        let &(lo, hi, at) = self.map.get(&((a >> 96) as u32))?;
+        if let Some(&(lo, hi)) = self.by48.get(&mix((a >> 80) as u64)) {
+            return Some((lo as usize, hi as usize));
+        }
+        let &(lo, hi, at) = self.map.get(&mix((a >> 96) as u64))?;
         if at == u32::MAX {
             return Some((lo as usize, hi as usize));
         }
@@ -594,7 +620,7 @@ impl Blocks {
     }
 
     fn bytes(&self) -> usize {
-        self.map.capacity() * 20 + self.sub.len() * 4
+        self.by48.capacity() * 17 + self.map.capacity() * 20 + self.sub.len() * 4
     }
 }
 
