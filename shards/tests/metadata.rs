@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     free_udp_port, numbered_v5_through, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector,
+    HttpServer,
 };
 
 /// A foreground `snmpd` on 127.0.0.1, killed on drop.
@@ -295,38 +296,6 @@ fn flows_keep_flowing_while_the_agent_is_down_and_names_return_when_it_is_back()
         "::ffff:127.0.0.1\tedge1-test\txe-0/0/17\tTransit: Cogent 1-38\t10000\tet-18\t100000\t90\n\
          ::ffff:127.0.0.9\t127.0.0.9\t\t\t0\t\t0\t90"
     );
-}
-
-/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
-struct HttpServer {
-    port: u16,
-    child: Child,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { port, child }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

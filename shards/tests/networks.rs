@@ -9,10 +9,10 @@ mod common;
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector};
+use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector, HttpServer};
 use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
 use weir_core::flow::addr_from_ip;
 use weir_core::wire::template::Protocol;
@@ -33,38 +33,6 @@ fn test_database(dir: &Path, ipinfo: bool) -> PathBuf {
     let status = cmd.arg(&out).status().expect("python3");
     assert!(status.success(), "scripts/make-test-mmdb.py failed: run scripts/setup-geoip");
     out
-}
-
-/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
-struct HttpServer {
-    port: u16,
-    child: Child,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> HttpServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HttpServer { port, child }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// From `exporter`, one IPFIX datagram per source of `sources` (a small

@@ -131,20 +131,7 @@ pub fn read_networks(
 }
 
 fn network_entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<(String, NetworkInfo), String> {
-    if !item.is_object() {
-        return Err("not an object".into());
-    }
-    let mut ours = Map::new();
-    for (from, to) in rename {
-        if let Some(v) = at_path(item, from) {
-            ours.insert(to.clone(), v.clone());
-        }
-    }
-    for field in NETWORK_FIELDS {
-        if let (false, Some(v)) = (ours.contains_key(field), item.get(field)) {
-            ours.insert(field.to_string(), v.clone());
-        }
-    }
+    let mut ours = our_fields(item, rename, &NETWORK_FIELDS)?;
     ours.retain(|_, v| !v.is_null());
     let prefix = ours.remove("prefix").as_ref().and_then(text).ok_or("no prefix")?;
     if parse_cidr(&prefix).is_none() {
@@ -206,8 +193,9 @@ fn at_path<'a>(item: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(item, |v, key| v.get(key))
 }
 
-/// One entry: our fields taken (renamed) from `item`, then checked.
-fn entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<StaticExporter, String> {
+/// `fields` of `item` (an object): those `rename` maps from a source
+/// field (a dot path) first, then the ones it holds under our names.
+fn our_fields(item: &Value, rename: &BTreeMap<String, String>, fields: &[&str]) -> Result<Map<String, Value>, String> {
     if !item.is_object() {
         return Err("not an object".into());
     }
@@ -217,11 +205,17 @@ fn entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<StaticExport
             ours.insert(to.clone(), v.clone());
         }
     }
-    for field in STATIC_EXPORTER_FIELDS {
-        if let (false, Some(v)) = (ours.contains_key(field), item.get(field)) {
+    for field in fields {
+        if let (false, Some(v)) = (ours.contains_key(*field), item.get(*field)) {
             ours.insert(field.to_string(), v.clone());
         }
     }
+    Ok(ours)
+}
+
+/// One entry: our fields taken (renamed) from `item`, then checked.
+fn entry(item: &Value, rename: &BTreeMap<String, String>) -> Result<StaticExporter, String> {
+    let mut ours = our_fields(item, rename, &STATIC_EXPORTER_FIELDS)?;
     // CSV: the interface of the row.
     if let Some(index) = item.get("if_index") {
         let mut interface = Map::new();

@@ -277,3 +277,35 @@ pub fn numbered_v5_through(first: u32, source: [u8; 4], interfaces: (u32, u32)) 
     netflow_v5(&h, (0, 0), 0, &flows, &mut out);
     out
 }
+
+/// `python3 -m http.server` on 127.0.0.1 serving `dir`, killed on drop.
+pub struct HttpServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl HttpServer {
+    pub fn start(dir: &Path) -> HttpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HttpServer { port, child }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
