@@ -786,19 +786,7 @@ fn write_meta(
         }
         scratch.by_address.clear();
     }
-    let index_type: u64 = match dictionary.len() {
-        0..=256 => 0,
-        257..=65_536 => 1,
-        _ => 2,
-    };
-    out.reserve(32 + n * (1 << index_type));
-    out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
-    out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
-    out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
-    for t in &dictionary {
-        write_string(t.as_bytes(), out);
-    }
-    out.extend_from_slice(&(n as u64).to_le_bytes());
+    let index_type = write_low_cardinality_head(&dictionary, n, out);
     let start = out.len();
     let positions = &scratch.positions;
     match index_type {
@@ -813,6 +801,26 @@ fn write_meta(
         let at = start + i * width;
         out[at..at + width].copy_from_slice(&p.to_le_bytes()[..width]);
     }
+}
+
+/// A `LowCardinality(String)` column up to its indexes: the keys' version,
+/// the flags, the dictionary, the row count. Returns the index type (0, 1,
+/// 2: indexes of 1, 2, 4 bytes), for the `rows` indexes that follow.
+fn write_low_cardinality_head<T: AsRef<str>>(dictionary: &[T], rows: usize, out: &mut Vec<u8>) -> u64 {
+    let index_type: u64 = match dictionary.len() {
+        0..=256 => 0,
+        257..=65_536 => 1,
+        _ => 2,
+    };
+    out.reserve(32 + rows * (1 << index_type));
+    out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
+    out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
+    out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
+    for t in dictionary {
+        write_string(t.as_ref().as_bytes(), out);
+    }
+    out.extend_from_slice(&(rows as u64).to_le_bytes());
+    index_type
 }
 
 /// Writes one `LowCardinality(String)` column of `texts` (a row each):
@@ -836,20 +844,7 @@ pub(crate) fn write_low_cardinality<'a>(texts: impl Iterator<Item = &'a str>, ou
     if rows.is_empty() {
         return;
     }
-    let index_type: u64 = match dictionary.len() {
-        0..=256 => 0,
-        257..=65_536 => 1,
-        _ => 2,
-    };
-    out.reserve(32 + rows.len() * (1 << index_type));
-    out.extend_from_slice(&LOW_CARDINALITY_VERSION.to_le_bytes());
-    out.extend_from_slice(&(index_type | LOW_CARDINALITY_ADDITIONAL_KEYS).to_le_bytes());
-    out.extend_from_slice(&(dictionary.len() as u64).to_le_bytes());
-    for t in &dictionary {
-        write_string(t.as_bytes(), out);
-    }
-    out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-    match index_type {
+    match write_low_cardinality_head(&dictionary, rows.len(), out) {
         0 => out.extend(rows.iter().map(|&p| p as u8)),
         1 => rows.iter().for_each(|&p| out.extend_from_slice(&(p as u16).to_le_bytes())),
         _ => rows.iter().for_each(|&p| out.extend_from_slice(&p.to_le_bytes())),

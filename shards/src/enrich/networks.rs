@@ -266,11 +266,8 @@ impl Inputs {
                         return Err(why);
                     }
                     warn!("{why} (optional: going on without it)");
-                    // Read again once it changes.
-                    db.stamp = stamp;
-                    if at_start {
-                        db.stamp = None;
-                    }
+                    // Read again once it changes (at start: once it exists).
+                    db.stamp = if at_start { None } else { stamp };
                 }
             }
         }
@@ -305,7 +302,7 @@ impl Inputs {
 
     /// Whether a database file changed since it was read.
     fn databases_changed(&self) -> bool {
-        self.databases.iter().any(|db| db.current_stamp().is_some() && db.current_stamp() != db.stamp)
+        self.databases.iter().any(|db| db.current_stamp().is_some_and(|now| Some(now) != db.stamp))
     }
 }
 
