@@ -9,11 +9,13 @@
 //! that a longest-prefix match answers with every attribute at once.
 //!
 //! The table a shard reads is flat: the merged prefixes cut the address
-//! space into ranges, each with one attribute set; IPv4 ranges (32-bit
-//! starts) and IPv6 ranges (128-bit starts) are sorted, indexed by their
-//! first 20 bits, and searched by bisection within a bucket. One lookup per
-//! address, no per-flow database decoding (perf/RESULTS.md has its cost
-//! beside a `prefix-trie` map of the same prefixes).
+//! space into ranges, each with one attribute set (neighbours with the
+//! same set are one range). IPv4 ranges (32-bit starts) are sorted,
+//! indexed by their first 20 bits, and searched by bisection within a
+//! bucket; IPv6 ranges (128-bit starts) hang under a path-compressed
+//! multibit trie (`Trie6`). One lookup per address, no per-flow database
+//! decoding (perf/RESULTS.md has its cost beside a `prefix-trie` map of
+//! the same prefixes).
 //!
 //! Attribute sets are interned: a set is a record (the eight strings, by
 //! string id) and an AS number. A record's store id (`StoredId`, a hash of
@@ -28,7 +30,6 @@ use serde::Deserialize;
 use super::metadata::content_id;
 use crate::config::NetworkInfo;
 use crate::flow::Addr;
-use crate::wire::state::KeyHash;
 
 /// Attributes of a record, in `NetAttr` order.
 pub const ATTRS: usize = 8;
@@ -356,10 +357,18 @@ impl Builder {
         let mut sets = Interner::default();
         // Ranges of the whole space: (first address, set); set 0 is none.
         let mut ranges: Vec<(u128, u32)> = vec![(0, 0)];
-        let emit = |start: u128, set: u32, ranges: &mut Vec<(u128, u32)>| match ranges.last_mut() {
-            Some(last) if last.0 == start => last.1 = set,
-            Some(last) if last.1 == set => {}
-            _ => ranges.push((start, set)),
+        // A range starting where the last one does replaces it; one with
+        // the set of the range before it extends that one.
+        let emit = |start: u128, set: u32, ranges: &mut Vec<(u128, u32)>| {
+            let n = ranges.len();
+            if ranges[n - 1].0 == start {
+                ranges[n - 1].1 = set;
+                if n >= 2 && ranges[n - 2].1 == set {
+                    ranges.pop();
+                }
+            } else if ranges[n - 1].1 != set {
+                ranges.push((start, set));
+            }
         };
         // The prefixes holding the current one: (last address, set, attributes).
         let mut stack: Vec<(u128, u32, Entry)> = Vec::new();
@@ -425,8 +434,7 @@ impl Builder {
             .collect();
         Networks {
             v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize),
-            v6_blocks: Blocks::new(&v6),
-            v6: Ranges::new(&v6, |a| (a >> (128 - BUCKET_BITS)) as usize),
+            v6: Trie6::new(&v6),
             sets: set_list.into(),
             records: records.into(),
             stored_ids: stored_ids.into(),
@@ -532,95 +540,174 @@ impl<K: Copy + Ord + Default> Ranges<K> {
     }
 }
 
-/// IPv6 ranges by /48 and by /32 block: IPv6 space is allocated in few
-/// places (2001::/16, 2400::/12, 2a00::/12...), so a 20-bit bucket can
-/// hold thousands of ranges. A /48 where ranges start maps to the pairs to
-/// search (from the range holding its first address to the last one
-/// starting in it); else its /32 block does, cut again in 256 by the next
-/// 8 bits (a /40 each) when it holds more than `SUB_MIN`; a block without
-/// starts falls back to the bucket.
+/// Bits of an IPv6 address that pick its root slot in a `Trie6`.
+const ROOT_BITS: u32 = 20;
+
+/// Most ranges a leaf slot leads to for the search without branches: it
+/// reads them all.
+const LEAF: usize = 4;
+
+/// A `Trie6` slot that leads to a node (else it is a leaf).
+const NODE: u64 = 1 << 63;
+
+/// Slots of a node before its cut: window start (2), before, after.
+const NODE_HEAD: usize = 4;
+
+/// The nodes' budget, in slots per range.
+const NODE_SLOTS_PER_RANGE: usize = 4;
+
+/// An IPv6 range's start, as two halves, and its set: 24 bytes.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+struct Start6 {
+    hi: u64,
+    lo: u64,
+    set: u32,
+}
+
+impl Start6 {
+    #[inline(always)]
+    fn at_or_before(&self, hi: u64, lo: u64) -> bool {
+        (self.hi < hi) | ((self.hi == hi) & (self.lo <= lo))
+    }
+}
+
+/// IPv6 ranges under a path-compressed multibit trie of their starts.
+/// IPv6 space is allocated in few places (2001::/16, 2400::/12,
+/// 2a00::/12...), where a 20-bit bucket can hold thousands of ranges, and
+/// within them in clusters (a /32's /48s). A root slot per first 20 bits;
+/// where a slot leads to more than `LEAF` ranges, a node cuts the
+/// smallest aligned window holding the starts inside the slot (the bits
+/// they all share are skipped) by as many bits as it has ranges, about
+/// one range per slot; an address of the slot outside the window is
+/// before or after all of them. A leaf names the range holding its first
+/// address; the lookup compares the `LEAF` starts from there without
+/// branches (a start past the leaf is past the address too).
+///
+/// Slots are u64: a leaf is (first range, ranges); a node is `NODE`,
+/// where it starts, the shift and the width of its cut. A node is its
+/// window's first address (two slots), the leaves for an address before
+/// and after the window, then its `1 << width` slots. Memory is bounded:
+/// nodes hold at most `NODE_SLOTS_PER_RANGE` slots per range in all; past
+/// that, a crowded slot stays a wide leaf searched by bisection (slower,
+/// still right).
 #[derive(Clone, Debug, Default)]
-struct Blocks {
-    /// /48 → (first pair, last pair), for the /48s that hold starts
-    /// (GeoLite2 City's IPv6 networks are mostly /48 or shorter: a few
-    /// pairs each).
-    by48: HashMap<u64, (u32, u32), KeyHash>,
-    /// Block → (first pair, last pair, where its sub-index starts or u32::MAX).
-    map: HashMap<u64, (u32, u32, u32), KeyHash>,
-    /// 257 entries per cut block: the range holding each /40's first address.
-    sub: Vec<u32>,
+struct Trie6 {
+    slots: Box<[u64]>,
+    /// Sorted starts, then `LEAF - 1` copies of the last set past the end
+    /// of the space, so that a leaf's search never reads past the array.
+    pairs: Box<[Start6]>,
 }
 
-/// A block with more pairs than this gets a sub-index.
-const SUB_MIN: u32 = 16;
-
-/// The maps' keys, mixed (splitmix64's finalizer, a bijection): address
-/// bits end in zeros (a /40's third group is `xx00`), which the maps'
-/// multiplicative hash keeps in its low bits, the ones that pick the slot
-/// (measured: 1.3 µs per IPv6 lookup unmixed).
-#[inline(always)]
-fn mix(k: u64) -> u64 {
-    let k = (k ^ (k >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let k = (k ^ (k >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    k ^ (k >> 31)
-}
-
-impl Blocks {
-    fn new(pairs: &[(u128, u32)]) -> Blocks {
-        let mut by48: HashMap<u64, (u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
-        for (i, &(start, _)) in pairs.iter().enumerate().skip(1) {
-            let key = (start >> 80) as u64;
-            by48.entry(mix(key)).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
-                let holding = if start == (key as u128) << 80 { i } else { i - 1 };
-                (holding as u32, i as u32)
-            });
-        }
-        let mut map: HashMap<u64, (u32, u32, u32), KeyHash> = HashMap::with_hasher(KeyHash::default());
-        for (i, &(start, _)) in pairs.iter().enumerate().skip(1) {
-            let block = (start >> 96) as u32;
-            let block_start = (block as u128) << 96;
-            map.entry(mix(block as u64)).and_modify(|e| e.1 = i as u32).or_insert_with(|| {
-                // The range holding the block's first address.
-                let holding = if start == block_start { i } else { i - 1 };
-                (holding as u32, i as u32, u32::MAX)
-            });
-        }
-        let mut sub = Vec::new();
-        for e in map.values_mut() {
-            if e.1 - e.0 <= SUB_MIN {
-                continue;
-            }
-            e.2 = sub.len() as u32;
-            let mut r = e.0 as usize;
-            let cut = |start: u128| ((start >> 88) & 0xff) as usize;
-            for part in 0..256usize {
-                // The last pair starting in this block before `part`.
-                while r < e.1 as usize && cut(pairs[r + 1].0) < part {
-                    r += 1;
-                }
-                sub.push(r as u32);
-            }
-            sub.push(e.1);
-        }
-        Blocks { by48, map, sub }
+impl Trie6 {
+    fn new(ranges: &[(u128, u32)]) -> Trie6 {
+        Trie6::with_budget(ranges, ranges.len() * NODE_SLOTS_PER_RANGE)
     }
 
-    /// The pairs to search for `a`, if its block holds starts.
+    fn with_budget(ranges: &[(u128, u32)], mut budget: usize) -> Trie6 {
+        let mut pairs: Vec<Start6> =
+            ranges.iter().map(|&(start, set)| Start6 { hi: (start >> 64) as u64, lo: start as u64, set }).collect();
+        let last = pairs.last().map_or(0, |p| p.set);
+        pairs.extend(std::iter::repeat_n(Start6 { hi: u64::MAX, lo: u64::MAX, set: last }, LEAF - 1));
+        let mut slots = vec![0u64; 1 << ROOT_BITS];
+        if !ranges.is_empty() {
+            fill(&mut slots, 0, 0, 128 - ROOT_BITS, ROOT_BITS, ranges, 0, &mut budget);
+        }
+        Trie6 { slots: slots.into(), pairs: pairs.into() }
+    }
+
     #[inline(always)]
-    fn span(&self, a: u128) -> Option<(usize, usize)> {
-        if let Some(&(lo, hi)) = self.by48.get(&mix((a >> 80) as u64)) {
-            return Some((lo as usize, hi as usize));
+    fn get(&self, a: u128) -> u32 {
+        let mut slot = self.slots[(a >> (128 - ROOT_BITS)) as usize];
+        while slot & NODE != 0 {
+            let node = slot as u32 as usize;
+            let shift = (slot >> 32) as u8 as u32;
+            let width = (slot >> 40) as u8 as u32;
+            // The slot within the window and the window itself are read
+            // side by side (neither waits for the other).
+            let inside = self.slots[node + NODE_HEAD + ((a >> shift) as u64 & ((1 << width) - 1)) as usize];
+            let window = u128::from(self.slots[node]) << 64 | u128::from(self.slots[node + 1]);
+            slot = if (a ^ window) >> (shift + width) != 0 {
+                self.slots[node + 2 + usize::from(a > window)]
+            } else {
+                inside
+            };
         }
-        let &(lo, hi, at) = self.map.get(&mix((a >> 96) as u64))?;
-        if at == u32::MAX {
-            return Some((lo as usize, hi as usize));
-        }
-        let part = at as usize + ((a >> 88) & 0xff) as usize;
-        Some((self.sub[part] as usize, self.sub[part + 1] as usize))
+        let first = slot as u32 as usize;
+        let count = (slot >> 32) as usize;
+        let (hi, lo) = ((a >> 64) as u64, a as u64);
+        let at = if count <= LEAF {
+            first + (1..LEAF).map(|k| usize::from(self.pairs[first + k].at_or_before(hi, lo))).sum::<usize>()
+        } else {
+            first + self.pairs[first + 1..first + count].partition_point(|p| p.at_or_before(hi, lo))
+        };
+        self.pairs[at].set
+    }
+
+    fn len(&self) -> usize {
+        self.pairs.len() + 1 - LEAF
     }
 
     fn bytes(&self) -> usize {
-        self.by48.capacity() * 17 + self.map.capacity() * 20 + self.sub.len() * 4
+        self.slots.len() * 8 + self.pairs.len() * std::mem::size_of::<Start6>()
+    }
+}
+
+/// A leaf slot: `count` ranges from `first`.
+fn leaf(first: usize, count: usize) -> u64 {
+    first as u64 | (count as u64) << 32
+}
+
+/// Fills the `1 << width` slots at `at`, for the addresses from `base`
+/// cut by bits `shift..shift + width`; `r` is a range at or before `base`.
+#[allow(clippy::too_many_arguments)]
+fn fill(
+    slots: &mut Vec<u64>,
+    at: usize,
+    base: u128,
+    shift: u32,
+    width: u32,
+    ranges: &[(u128, u32)],
+    mut r: usize,
+    budget: &mut usize,
+) {
+    for k in 0..1u128 << width {
+        let first = base | k << shift;
+        let last = first | ((1u128 << shift) - 1);
+        // The range holding the slot's first address, then the last one
+        // starting in the slot.
+        while r + 1 < ranges.len() && ranges[r + 1].0 <= first {
+            r += 1;
+        }
+        let mut end = r;
+        while end + 1 < ranges.len() && ranges[end + 1].0 <= last {
+            end += 1;
+        }
+        let count = end - r + 1;
+        if count <= LEAF {
+            slots[at + k as usize] = leaf(r, count);
+            continue;
+        }
+        // The window: the aligned block the starts inside the slot share
+        // (they differ in its top bit), cut by about one range per slot.
+        let (inner_first, inner_last) = (ranges[r + 1].0, ranges[end].0);
+        let top = 128 - (inner_first ^ inner_last).leading_zeros();
+        let bits = (usize::BITS - (count - 1).leading_zeros()).min(16).min(top);
+        let size = NODE_HEAD + (1 << bits);
+        if *budget < size {
+            slots[at + k as usize] = leaf(r, count);
+            continue;
+        }
+        *budget -= size;
+        let window = inner_first & !((1u128 << top) - 1);
+        let node = slots.len();
+        slots.resize(node + size, 0);
+        slots[node] = (window >> 64) as u64;
+        slots[node + 1] = window as u64;
+        slots[node + 2] = leaf(r, 1);
+        slots[node + 3] = leaf(end, 1);
+        slots[at + k as usize] = NODE | node as u64 | u64::from(top - bits) << 32 | u64::from(bits) << 40;
+        fill(slots, node + NODE_HEAD, window, top - bits, bits, ranges, r, budget);
     }
 }
 
@@ -628,8 +715,7 @@ impl Blocks {
 #[derive(Clone, Debug)]
 pub struct Networks {
     v4: Ranges<u32>,
-    v6: Ranges<u128>,
-    v6_blocks: Blocks,
+    v6: Trie6,
     pub sets: Arc<[NetSet]>,
     /// Per record, its attributes' string ids (`NetAttr` order).
     pub records: Arc<[[u32; ATTRS]]>,
@@ -657,10 +743,7 @@ impl Networks {
             let v4 = a as u32;
             self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
         } else {
-            match self.v6_blocks.span(a) {
-                Some((lo, hi)) => self.v6.search(a, lo, hi),
-                None => self.v6.get(a, (a >> (128 - BUCKET_BITS)) as usize),
-            }
+            self.v6.get(a)
         }
     }
 
@@ -707,7 +790,6 @@ impl Networks {
     pub fn bytes(&self) -> usize {
         self.v4.bytes()
             + self.v6.bytes()
-            + self.v6_blocks.bytes()
             + self.sets.len() * 8
             + self.records.len() * (ATTRS * 4 + 8)
             + self.strings.iter().map(|s| s.len() + 16).sum::<usize>()
@@ -771,6 +853,27 @@ mod tests {
         let i = n.info(set.record);
         assert_eq!((i.name.as_str(), i.country.as_str(), i.city.as_str()), ("from-config", "FR", "Reston"));
         assert_eq!(set.asn, 64500);
+    }
+
+    /// Neighbours with the same attributes are one range, however the
+    /// source cut them (a database's networks around a hole are siblings
+    /// of every size, with the same record).
+    #[test]
+    fn neighbours_with_the_same_set_are_one_range() {
+        let mut b = Builder::new();
+        add(&mut b, "10.0.0.0/24", info("a", "FR", 0));
+        add(&mut b, "10.0.0.0/25", info("b", "FR", 0));
+        add(&mut b, "10.0.0.128/26", info("b", "FR", 0));
+        add(&mut b, "10.0.0.192/27", info("b", "FR", 0));
+        add(&mut b, "2001:db8::/48", info("c", "", 0));
+        add(&mut b, "2001:db8:0:8000::/49", info("c", "", 0));
+        let table = b.build();
+        // IPv4: none, b up to 10.0.0.223, a, none.
+        // IPv6: none, c, none, and the IPv4-mapped range cut out.
+        assert_eq!(table.ranges(), (4, 4));
+        assert_eq!(at(&table, "10.0.0.223").0, "b");
+        assert_eq!(at(&table, "10.0.0.224").0, "a");
+        assert_eq!(at(&table, "2001:db8:0:ffff::1").0, "c");
     }
 
     #[test]
@@ -863,6 +966,59 @@ mod tests {
                     "round {round}, {:x}",
                     a
                 );
+            }
+        }
+    }
+
+    /// The IPv6 trie answers as a bisection of the ranges does, in crowded
+    /// places (ranges one address apart, starts at every power of two,
+    /// thousands in one /64 or one /48), for every size of table, within
+    /// its memory bound, and with no node budget at all (wide leaves).
+    #[test]
+    fn the_ipv6_trie_answers_as_a_bisection_and_stays_bounded() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut starts = std::collections::BTreeSet::from([0u128]);
+        let dense = 0x2001_0db8_0000_0001u128 << 64;
+        let wide = 0x2a00_1450u128 << 96;
+        for k in 0..128 {
+            starts.insert(1u128 << k);
+            starts.insert(dense | 1u128 << k);
+        }
+        for i in 0..5000u128 {
+            starts.insert(dense | i);
+            starts.insert(wide | i << 80);
+            starts.insert(wide | (next() as u128) << 32);
+        }
+        for _ in 0..5000 {
+            starts.insert(u128::from(next()) << 64 | u128::from(next()));
+        }
+        starts.insert(u128::MAX);
+        let all: Vec<(u128, u32)> = starts.iter().enumerate().map(|(i, &s)| (s, i as u32 % 7 + 1)).collect();
+        for (size, budget) in [(1, 4), (3, 12), (LEAF + 1, 20), (300, 1200), (all.len(), 3000), (all.len(), 0)] {
+            // Every size of table: the first start, then every k-th.
+            let ranges: Vec<(u128, u32)> = all.iter().step_by(all.len() / size).take(size).copied().collect();
+            let expect = |a: u128| ranges[ranges.partition_point(|r| r.0 <= a) - 1].1;
+            let tree = Trie6::with_budget(&ranges, budget);
+            assert_eq!(tree.len(), size);
+            assert!(tree.slots.len() <= (1 << ROOT_BITS) + budget, "{size} ranges: {} slots", tree.slots.len());
+            for &(s, _) in &ranges {
+                for a in [s, s.wrapping_sub(1), s.wrapping_add(1), s | 0xffff] {
+                    assert_eq!(tree.get(a), expect(a), "{size} ranges, budget {budget}, {a:x}");
+                }
+            }
+            for _ in 0..20_000 {
+                let a = match next() % 3 {
+                    0 => u128::from(next()) << 64 | u128::from(next()),
+                    1 => dense | u128::from(next() % 6000),
+                    _ => wide | u128::from(next()) << 32 | u128::from(next() as u32),
+                };
+                assert_eq!(tree.get(a), expect(a), "{size} ranges, budget {budget}, {a:x}");
             }
         }
     }
