@@ -35,6 +35,7 @@ pub struct Config {
     pub metadata: MetadataConfig,
     pub networks: NetworksConfig,
     pub enrichment: EnrichmentConfig,
+    pub bmp: BmpConfig,
 }
 
 impl Default for Config {
@@ -54,6 +55,7 @@ impl Default for Config {
             metadata: MetadataConfig::default(),
             networks: NetworksConfig::default(),
             enrichment: EnrichmentConfig::default(),
+            bmp: BmpConfig::default(),
         }
     }
 }
@@ -1694,6 +1696,7 @@ impl Config {
         self.metadata.check()?;
         self.networks.check()?;
         self.enrichment.check()?;
+        self.bmp.check()?;
         self.store.check()
     }
 
@@ -1965,6 +1968,61 @@ impl NetworksConfig {
         }
         positive("networks.check_interval_s", self.check_interval_s, 86_400)?;
         positive("networks.prefixes_max", self.prefixes_max as u64, 1 << 28)
+    }
+}
+
+/// BGP routes over BMP (enrichment, part 3): routers connect to `listen`
+/// and stream their routes; the shards look each flow's addresses up in
+/// them (`weir_core::enrich::rib`) for the `routing` providers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BmpConfig {
+    /// TCP address to listen on ("[::]:10179"); none: no BMP.
+    pub listen: Option<String>,
+    /// Subnets routers may connect from; others are closed at once (counted).
+    pub allowed: Vec<String>,
+    /// How long the routes of a peer that went down (Peer Down, or its
+    /// session closed) are kept before they are removed.
+    pub keep_s: u64,
+    /// Sessions at once; more are closed at once (counted).
+    pub connections_max: usize,
+    /// Parsed messages waiting for the routing table, at most; past that
+    /// the sessions' reads wait (TCP pushes back on the routers).
+    pub queue: usize,
+    /// How often, at most, a changed routing table is published to the
+    /// shards (a full table takes a moment to flatten).
+    pub publish_interval_ms: u64,
+}
+
+impl Default for BmpConfig {
+    fn default() -> Self {
+        BmpConfig {
+            listen: None,
+            allowed: vec!["0.0.0.0/0".into(), "::/0".into()],
+            keep_s: 300,
+            connections_max: 64,
+            queue: 10_000,
+            publish_interval_ms: 1000,
+        }
+    }
+}
+
+impl BmpConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(listen) = &self.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::new("bmp.listen", "not an address and port (\"[::]:10179\")"));
+            }
+        }
+        for (i, subnet) in self.allowed.iter().enumerate() {
+            if parse_cidr(subnet).is_none() {
+                return Err(ConfigError::new(format!("bmp.allowed[{i}]"), "not a subnet (192.0.2.0/24, ::/0)"));
+            }
+        }
+        positive("bmp.keep_s", self.keep_s.max(1), 7 * 86_400)?;
+        positive("bmp.connections_max", self.connections_max as u64, 4096)?;
+        positive("bmp.queue", self.queue as u64, 1 << 20)?;
+        positive("bmp.publish_interval_ms", self.publish_interval_ms, 3_600_000)
     }
 }
 

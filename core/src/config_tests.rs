@@ -51,6 +51,9 @@ fn bad_values_name_their_key() {
     assert_eq!(error_key("[balancer]\nmode = \"magic\"\n"), "balancer.mode");
     assert_eq!(error_key("[sink]\nkind = \"json\"\npath = \"\"\n"), "sink.path");
     assert_eq!(error_key("[bogus]\n"), "bogus");
+    assert_eq!(error_key("[bmp]\nlisten = \"10179\"\n"), "bmp.listen");
+    assert_eq!(error_key("[bmp]\nallowed = [\"10.0.0.0/40\"]\n"), "bmp.allowed[0]");
+    assert_eq!(error_key("[bmp]\nqueue = 0\n"), "bmp.queue");
 }
 
 #[test]

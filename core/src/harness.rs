@@ -368,3 +368,46 @@ pub fn geo_database(data: &[u8]) {
         assert!((table.set(set).record as usize) < table.records.len());
     }
 }
+
+/// A BMP connection's bytes (`bmp.listen`): framed by the common header
+/// as the session thread does, decoded, applied to a routing table, which
+/// is then snapshot and looked up. A refused message is fine (a fatal one
+/// ends the stream); a panic, or a table whose counts disagree, is not.
+pub fn bmp_stream(data: &[u8]) {
+    use crate::enrich::bmp::{header, Event, Session, HEADER_LEN};
+    use crate::enrich::rib::Rib;
+    let mut session = Session::default();
+    let mut rib = Rib::default();
+    let mut at = 0;
+    while at + HEADER_LEN <= data.len() {
+        let Ok((_, len)) = header(&data[at..]) else { break };
+        let Some(message) = data.get(at..at + len) else { break };
+        at += len;
+        match session.decode(message) {
+            Ok(Event::PeerUp { peer, asn, .. }) => {
+                rib.peer(1, [0; 16], peer, asn);
+            }
+            Ok(Event::PeerDown { peer }) => rib.peer_down(1, peer, 0),
+            Ok(Event::Update { peer, asn, announced, withdrawn, attrs, .. }) => {
+                let id = rib.peer(1, [0; 16], peer, asn);
+                rib.withdraw(id, &withdrawn);
+                rib.announce(id, &announced, &attrs);
+            }
+            Ok(_) => {}
+            Err(e) if e.fatal() => break,
+            Err(_) => {}
+        }
+    }
+    assert_eq!(rib.routes, rib.peers().map(|p| p.routes).sum::<u64>());
+    let routes = rib.snapshot();
+    assert_eq!(routes.len().1 as u64, rib.routes);
+    for a in [[0u8; 16], [0xff; 16], crate::flow::addr_from_v4([198, 51, 100, 7])] {
+        if let Some(r) = routes.lookup(&a, &[0; 16], &[0; 16]) {
+            assert!(r.mask <= 128);
+        }
+    }
+    rib.session_down(1, 0);
+    let mut cursor = Vec::new();
+    while rib.remove_expired(1_000, 0, 7, &mut cursor) {}
+    assert_eq!((rib.routes, rib.prefixes(), rib.attribute_sets()), (0, 0, 0), "every peer removed");
+}

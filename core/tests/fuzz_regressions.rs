@@ -30,6 +30,7 @@ fn replay(target: &str) -> usize {
             "classifier_rule" => harness::classifier_rule(&data),
             "remote_source" => harness::remote_source(&data),
             "geo_database" => harness::geo_database(&data),
+            "bmp_stream" => harness::bmp_stream(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -56,6 +57,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "classifier_rule",
         "remote_source",
         "geo_database",
+        "bmp_stream",
     ] {
         replay(target);
     }

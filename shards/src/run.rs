@@ -193,6 +193,8 @@ struct Counters {
     /// With the store as sink: enrichment's.
     metadata: Option<Arc<MetadataMetrics>>,
     networks: Option<Arc<enrich::networks::NetworksMetrics>>,
+    /// With the store as sink and `bmp.listen`.
+    bmp: Option<Arc<enrich::bmp::BmpMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -211,9 +213,11 @@ impl Counters {
         let metadata = store.is_some().then(|| Arc::new(MetadataMetrics::new(cores.len(), &config.metadata)));
         let networks =
             store.is_some().then(|| Arc::new(enrich::networks::NetworksMetrics::new(cores.len(), &config.networks)));
+        let bmp = (store.is_some() && config.bmp.listen.is_some()).then(Arc::default);
         Ok(Counters {
             metadata,
             networks,
+            bmp,
             receive: Arc::new(ReceiveMetrics::new(listeners, cores.to_vec())),
             sink: Arc::default(),
             console,
@@ -255,6 +259,9 @@ impl Counters {
         }
         if let Some(networks) = &self.networks {
             exposition.register(networks.clone());
+        }
+        if let Some(bmp) = &self.bmp {
+            exposition.register(bmp.clone());
         }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
@@ -322,6 +329,11 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize) -> Result<S
             let metrics = counters.networks.clone().expect("set for the store sink");
             let (service, handle) = enrich::networks::start(&config.networks, &config.enrichment, metrics)?;
             writer.set_networks(service, handle);
+            if let Some(metrics) = counters.bmp.clone() {
+                if let Some((service, handle)) = enrich::bmp::start(&config.bmp, metrics)? {
+                    writer.set_routes(service, handle);
+                }
+            }
             SinkWriter::Store(Box::new(writer))
         }
     })

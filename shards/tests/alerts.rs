@@ -52,7 +52,9 @@ fn every_metric_the_rules_read_is_exported() {
         "[haproxy]\nenabled = true\nsocket = \"{}\"\n[haproxy.kafka]\nbrokers = \"127.0.0.1:9\"\n",
         dir.join("haproxy.sock").display()
     );
-    let body = format!("{}{store}{haproxy}", two_shards(free_udp_port(), "ebpf"));
+    // BMP too, on a port nothing connects to.
+    let bmp = format!("[bmp]\nlisten = \"127.0.0.1:{}\"\n", free_udp_port());
+    let body = format!("{}{store}{haproxy}{bmp}", two_shards(free_udp_port(), "ebpf"));
     let config = write_config(&dir, "weir.toml", &body);
     let c = Collector::start(&config);
     let exported = c.scrape();

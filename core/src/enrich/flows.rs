@@ -8,7 +8,11 @@
 //!   `routing`, `routing-except-private`, `networks`). Private AS numbers:
 //!   0, 23456, 64496–65551 and from 4200000000 on.
 //! - Masks: the first non-zero of `net_providers` (`flow`, `routing`).
-//!   `routing` answers nothing until BGP routes are collected.
+//! - `routing`: the BGP route of the address (`enrich::rib`, from BMP):
+//!   for the destination, the route learned from the flow's exporter, else
+//!   the one with the flow's next hop, else the best; its origin AS and
+//!   its prefix length. Addresses are looked up only when a `routing`
+//!   provider is configured; nothing answers before routes arrive.
 //! - Sampling rate: an exporter's `override_sampling_rate` wins over
 //!   everything; a flow without a rate (none in the flow nor from its
 //!   exporter's options templates, which the decoder applied already) gets
@@ -24,6 +28,7 @@ use std::sync::Arc;
 
 use super::metadata::SubnetMap;
 use super::networks::Networks;
+use super::rib::Routes;
 use crate::config::{AsnProvider, EnrichmentConfig, NetProvider};
 use crate::flow::{Addr, Field, FlowRecord};
 
@@ -52,6 +57,9 @@ pub struct EnrichCounts {
     pub rate_overridden: u64,
     pub rate_defaulted: u64,
     pub rate_missing: u64,
+    /// Addresses looked up in the BGP routes, and those without a route.
+    pub route_lookups: u64,
+    pub route_misses: u64,
 }
 
 /// Whether `asn` is private or reserved (not worth storing as an origin).
@@ -67,6 +75,9 @@ pub struct FlowEnricher {
     lookups: bool,
     asn_providers: Vec<AsnProvider>,
     net_providers: Vec<NetProvider>,
+    /// BGP routes, and whether a provider asks for them.
+    routes: Arc<Routes>,
+    routing: bool,
     overrides: Option<SubnetMap<u32>>,
     defaults: Option<SubnetMap<u32>>,
     /// The last exporter, its override and default (0: none).
@@ -88,6 +99,12 @@ impl FlowEnricher {
             lookups,
             asn_providers: config.asn_providers.clone(),
             net_providers: config.net_providers.clone(),
+            routes: Arc::new(Routes::default()),
+            routing: config
+                .asn_providers
+                .iter()
+                .any(|p| matches!(p, AsnProvider::Routing | AsnProvider::RoutingExceptPrivate))
+                || config.net_providers.contains(&NetProvider::Routing),
             overrides: map(&config.override_sampling_rate),
             defaults: map(&config.default_sampling_rate),
             last: None,
@@ -104,6 +121,15 @@ impl FlowEnricher {
         &self.networks
     }
 
+    /// The BGP routes lookups read from now on.
+    pub fn set_routes(&mut self, routes: Arc<Routes>) {
+        self.routes = routes;
+    }
+
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.routes
+    }
+
     /// `flow`'s networks, AS numbers, masks and sampling rate.
     #[inline]
     pub fn enrich(&mut self, flow: &FlowRecord) -> Enriched {
@@ -114,18 +140,30 @@ impl FlowEnricher {
             self.counts.lookups += 2;
             self.counts.misses += u64::from(e.src_net == 0) + u64::from(e.dst_net == 0);
         }
+        // The routes: (origin AS, prefix length), 0s without.
+        let (mut src_route, mut dst_route) = ((0, 0), (0, 0));
+        if self.routing && !self.routes.is_empty() {
+            let none = [0u8; 16];
+            let next_hop = if flow.has(Field::NextHop) { &flow.next_hop } else { &none };
+            let src = self.routes.lookup(&flow.src_addr, &flow.exporter_address, &none);
+            let dst = self.routes.lookup(&flow.dst_addr, &flow.exporter_address, next_hop);
+            self.counts.route_lookups += 2;
+            self.counts.route_misses += u64::from(src.is_none()) + u64::from(dst.is_none());
+            src_route = src.map_or((0, 0), |r| (r.asn, r.mask));
+            dst_route = dst.map_or((0, 0), |r| (r.asn, r.mask));
+        }
         let field = |f: Field, v: u32| if flow.has(f) { v } else { 0 };
         let flow_mask = |f: Field, v: u8| if flow.has(f) { v } else { 0 };
-        let mask = |flow_value: u8| {
+        let mask = |flow_value: u8, route_value: u8| {
             self.net_providers.iter().find_map(|p| match p {
                 NetProvider::Flow => Some(flow_value).filter(|&m| m != 0),
-                NetProvider::Routing => None,
+                NetProvider::Routing => Some(route_value).filter(|&m| m != 0),
             })
         };
-        e.src_mask = mask(flow_mask(Field::SrcNetMask, flow.src_net_mask)).unwrap_or(0);
-        e.dst_mask = mask(flow_mask(Field::DstNetMask, flow.dst_net_mask)).unwrap_or(0);
+        e.src_mask = mask(flow_mask(Field::SrcNetMask, flow.src_net_mask), src_route.1).unwrap_or(0);
+        e.dst_mask = mask(flow_mask(Field::DstNetMask, flow.dst_net_mask), dst_route.1).unwrap_or(0);
         let networks = &self.networks;
-        let asn = |flow_asn: u32, mask: u8, net: u32| {
+        let asn = |flow_asn: u32, mask: u8, net: u32, route_asn: u32| {
             self.asn_providers
                 .iter()
                 .find_map(|p| {
@@ -133,6 +171,8 @@ impl FlowEnricher {
                         AsnProvider::Flow => flow_asn,
                         AsnProvider::FlowExceptPrivate if !private_asn(flow_asn) => flow_asn,
                         AsnProvider::FlowExceptDefaultRoute if mask != 0 => flow_asn,
+                        AsnProvider::Routing => route_asn,
+                        AsnProvider::RoutingExceptPrivate if !private_asn(route_asn) => route_asn,
                         AsnProvider::Networks => networks.set(net).asn,
                         _ => 0,
                     };
@@ -140,8 +180,8 @@ impl FlowEnricher {
                 })
                 .unwrap_or(0)
         };
-        e.src_as = asn(field(Field::SrcAS, flow.src_as), e.src_mask, e.src_net);
-        e.dst_as = asn(field(Field::DstAS, flow.dst_as), e.dst_mask, e.dst_net);
+        e.src_as = asn(field(Field::SrcAS, flow.src_as), e.src_mask, e.src_net, src_route.0);
+        e.dst_as = asn(field(Field::DstAS, flow.dst_as), e.dst_mask, e.dst_net, dst_route.0);
         let (overridden, default) = self.rates_of(&flow.exporter_address);
         let rate = if flow.has(Field::SamplingRate) { flow.sampling_rate.min(u32::MAX as u64) as u32 } else { 0 };
         e.sampling_rate = if overridden != 0 {
@@ -180,7 +220,7 @@ mod tests {
     use super::*;
     use crate::config::{NetworkInfo, SamplingRates};
     use crate::enrich::networks::Builder;
-    use crate::flow::addr_from_v4;
+    use crate::flow::{addr_from_ip, addr_from_v4};
 
     fn flow(exporter: [u8; 4], src: [u8; 4], rate: Option<u64>) -> FlowRecord {
         let mut f = FlowRecord::default();
@@ -249,5 +289,44 @@ mod tests {
         let mut f = flow([192, 0, 2, 1], [10, 1, 2, 3], Some(1));
         f.set_src_net_mask(24);
         assert_eq!(e.enrich(&f).src_mask, 0, "the flow's mask is not a provider here");
+    }
+
+    #[test]
+    fn routing_providers_answer_from_the_routes() {
+        use crate::enrich::bmp::{Attrs, PeerKey, Prefix};
+        use crate::enrich::rib::Rib;
+        let mut rib = Rib::default();
+        let exporter = addr_from_ip("192.0.2.1".parse().unwrap());
+        let peer = rib.peer(1, exporter, PeerKey { addr: [0; 16], distinguisher: 0 }, 3356);
+        let prefix = |a: [u8; 4], len: u8| Prefix {
+            net: u128::from(std::net::Ipv4Addr::from(a).to_ipv6_mapped()),
+            len: len + 96,
+            path_id: 0,
+        };
+        let attrs = |path: &[u32]| Attrs { as_path: path.into(), ..Attrs::default() };
+        rib.announce(peer, &[prefix([10, 1, 0, 0], 16)], &attrs(&[64501, 15169]));
+        rib.announce(peer, &[prefix([192, 0, 2, 0], 24)], &attrs(&[]));
+        rib.announce(peer, &[prefix([198, 51, 100, 0], 24)], &attrs(&[64501, 64512]));
+        let config = EnrichmentConfig {
+            asn_providers: vec![AsnProvider::RoutingExceptPrivate, AsnProvider::Flow],
+            net_providers: vec![NetProvider::Routing, NetProvider::Flow],
+            ..Default::default()
+        };
+        let mut e = FlowEnricher::new(&config, false);
+        let mut f = flow([192, 0, 2, 1], [192, 0, 2, 9], Some(1));
+        f.set_dst_addr(addr_from_ip("10.1.2.3".parse().unwrap()));
+        f.set_src_as(3215);
+        f.set_dst_net_mask(8);
+        let before = e.enrich(&f);
+        assert_eq!((before.dst_as, before.dst_mask, before.src_as), (0, 8, 3215), "no routes yet");
+        e.set_routes(Arc::new(rib.snapshot()));
+        let after = e.enrich(&f);
+        assert_eq!((after.dst_as, after.dst_mask), (15169, 16));
+        assert_eq!((after.src_as, after.src_mask), (3356, 24), "an empty path: the peer's AS");
+        f.set_dst_addr(addr_from_ip("198.51.100.1".parse().unwrap()));
+        assert_eq!(e.enrich(&f).dst_as, 0, "a private origin, and no AS in the flow");
+        f.set_dst_addr(addr_from_ip("203.0.113.1".parse().unwrap()));
+        assert_eq!(e.enrich(&f).dst_mask, 8, "no route: the flow's mask");
+        assert_eq!((e.counts.route_lookups, e.counts.route_misses), (6, 1));
     }
 }

@@ -8,9 +8,11 @@
 //! - `snmp`: what an SNMP poll asks and how its answer is read (the
 //!   polling itself runs on control threads in `shards/src/enrich`).
 
+pub mod bmp;
 pub mod classify;
 pub mod flows;
 pub mod metadata;
 pub mod networks;
+pub mod rib;
 pub mod snmp;
 pub mod sources;

@@ -355,59 +355,16 @@ impl Builder {
         let merged = std::mem::take(&mut self.prefixes);
         let added = std::mem::take(&mut self.added);
         let mut sets = Interner::default();
-        // Ranges of the whole space: (first address, set); set 0 is none.
-        let mut ranges: Vec<(u128, u32)> = vec![(0, 0)];
-        // A range starting where the last one does replaces it; one with
-        // the set of the range before it extends that one.
-        let emit = |start: u128, set: u32, ranges: &mut Vec<(u128, u32)>| {
-            let n = ranges.len();
-            if ranges[n - 1].0 == start {
-                ranges[n - 1].1 = set;
-                if n >= 2 && ranges[n - 2].1 == set {
-                    ranges.pop();
+        let ranges =
+            flatten(merged.into_iter().map(|(net, len, _, id)| (net, len, id)), |id, parent: Option<&Entry>| {
+                let mut e = added.entries[id as usize];
+                if let Some(parent) = parent {
+                    e.inherit(parent);
                 }
-            } else if ranges[n - 1].1 != set {
-                ranges.push((start, set));
-            }
-        };
-        // The prefixes holding the current one: (last address, set, attributes).
-        let mut stack: Vec<(u128, u32, Entry)> = Vec::new();
-        for (net, len, _, id) in merged {
-            let mut e = added.entries[id as usize];
-            let last = net | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
-            while let Some(&(end, _, _)) = stack.last().filter(|s| s.0 < net) {
-                stack.pop();
-                let below = stack.last().map_or(0, |s| s.1);
-                emit(end + 1, below, &mut ranges);
-            }
-            if let Some((_, _, parent)) = stack.last() {
-                e.inherit(parent);
-            }
-            let set = sets.id(e);
-            emit(net, set, &mut ranges);
-            stack.push((last, set, e));
-        }
-        while let Some((end, _, _)) = stack.pop() {
-            if end == u128::MAX {
-                break;
-            }
-            let below = stack.last().map_or(0, |s| s.1);
-            emit(end + 1, below, &mut ranges);
-        }
+                (sets.id(e), e)
+            });
         drop(added);
-        // IPv4: the ranges within ::ffff:0:0/96, as 32-bit starts.
-        let first_v4 = ranges.partition_point(|r| r.0 <= V4_BASE) - 1;
-        let mut v4: Vec<(u32, u32)> = vec![(0, ranges[first_v4].1)];
-        for &(start, set) in ranges[first_v4 + 1..].iter().take_while(|r| r.0 <= V4_LAST) {
-            v4.push(((start - V4_BASE) as u32, set));
-        }
-        // IPv6: the rest (IPv4 addresses never search them).
-        let after_v4 = ranges.partition_point(|r| r.0 <= V4_LAST);
-        let mut v6: Vec<(u128, u32)> = ranges[..=first_v4].to_vec();
-        if ranges.get(after_v4).is_none_or(|r| r.0 != V4_LAST + 1) {
-            v6.push((V4_LAST + 1, ranges[after_v4 - 1].1));
-        }
-        v6.extend_from_slice(&ranges[after_v4..]);
+        let table = PrefixTable::new(&ranges);
         drop(ranges);
         let Interner { entries, .. } = sets;
         let strings = self.strings;
@@ -433,8 +390,7 @@ impl Builder {
             })
             .collect();
         Networks {
-            v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize),
-            v6: Trie6::new(&v6),
+            table,
             sets: set_list.into(),
             records: records.into(),
             stored_ids: stored_ids.into(),
@@ -442,6 +398,107 @@ impl Builder {
             prefixes,
             generation: 0,
         }
+    }
+}
+
+/// Cuts sorted, distinct prefixes `(network, length, item)` (`::ffff:0:0/96`
+/// holding IPv4) into ranges of the whole space, `(first address, id)`:
+/// a range gets the id of the most specific prefix holding it, 0 where
+/// none does. `id_of(item, parent)` numbers a prefix, given what it
+/// returned for the closest prefix holding it (`S`: what children inherit).
+/// Neighbours with the same id are one range.
+pub fn flatten<T, S>(
+    prefixes: impl IntoIterator<Item = (u128, u8, T)>,
+    mut id_of: impl FnMut(T, Option<&S>) -> (u32, S),
+) -> Vec<(u128, u32)> {
+    let mut ranges: Vec<(u128, u32)> = vec![(0, 0)];
+    // A range starting where the last one does replaces it; one with the
+    // id of the range before it extends that one.
+    let emit = |start: u128, id: u32, ranges: &mut Vec<(u128, u32)>| {
+        let n = ranges.len();
+        if ranges[n - 1].0 == start {
+            ranges[n - 1].1 = id;
+            if n >= 2 && ranges[n - 2].1 == id {
+                ranges.pop();
+            }
+        } else if ranges[n - 1].1 != id {
+            ranges.push((start, id));
+        }
+    };
+    // The prefixes holding the current one: (last address, id, state).
+    let mut stack: Vec<(u128, u32, S)> = Vec::new();
+    for (net, len, item) in prefixes {
+        let last = net | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+        while let Some(end) = stack.last().map(|s| s.0).filter(|&end| end < net) {
+            stack.pop();
+            let below = stack.last().map_or(0, |s| s.1);
+            emit(end + 1, below, &mut ranges);
+        }
+        let (id, state) = id_of(item, stack.last().map(|s| &s.2));
+        emit(net, id, &mut ranges);
+        stack.push((last, id, state));
+    }
+    while let Some((end, _, _)) = stack.pop() {
+        if end == u128::MAX {
+            break;
+        }
+        let below = stack.last().map_or(0, |s| s.1);
+        emit(end + 1, below, &mut ranges);
+    }
+    ranges
+}
+
+/// Ranges of the whole space as a shard searches them: IPv4 ranges as
+/// 32-bit starts under a 2^20-bucket index, IPv6 ranges under a `Trie6`.
+#[derive(Clone, Debug)]
+pub struct PrefixTable {
+    v4: Ranges<u32>,
+    v6: Trie6,
+}
+
+impl PrefixTable {
+    /// `ranges` as `flatten` makes them.
+    pub fn new(ranges: &[(u128, u32)]) -> PrefixTable {
+        // IPv4: the ranges within ::ffff:0:0/96, as 32-bit starts.
+        let first_v4 = ranges.partition_point(|r| r.0 <= V4_BASE) - 1;
+        let mut v4: Vec<(u32, u32)> = vec![(0, ranges[first_v4].1)];
+        for &(start, id) in ranges[first_v4 + 1..].iter().take_while(|r| r.0 <= V4_LAST) {
+            v4.push(((start - V4_BASE) as u32, id));
+        }
+        // IPv6: the rest (IPv4 addresses never search them).
+        let after_v4 = ranges.partition_point(|r| r.0 <= V4_LAST);
+        let mut v6: Vec<(u128, u32)> = ranges[..=first_v4].to_vec();
+        if ranges.get(after_v4).is_none_or(|r| r.0 != V4_LAST + 1) {
+            v6.push((V4_LAST + 1, ranges[after_v4 - 1].1));
+        }
+        v6.extend_from_slice(&ranges[after_v4..]);
+        PrefixTable { v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize), v6: Trie6::new(&v6) }
+    }
+
+    /// One range, id 0.
+    pub fn empty() -> PrefixTable {
+        PrefixTable::new(&[(0, 0)])
+    }
+
+    /// The id of the range holding `addr`.
+    #[inline]
+    pub fn lookup(&self, addr: &Addr) -> u32 {
+        let a = u128::from_be_bytes(*addr);
+        if a >> 32 == V4_BASE >> 32 {
+            let v4 = a as u32;
+            self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
+        } else {
+            self.v6.get(a)
+        }
+    }
+
+    /// Ranges (IPv4, IPv6).
+    pub fn ranges(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.v4.bytes() + self.v6.bytes()
     }
 }
 
@@ -714,8 +771,7 @@ fn fill(
 /// The merged table the shards read: immutable, replaced whole.
 #[derive(Clone, Debug)]
 pub struct Networks {
-    v4: Ranges<u32>,
-    v6: Trie6,
+    table: PrefixTable,
     pub sets: Arc<[NetSet]>,
     /// Per record, its attributes' string ids (`NetAttr` order).
     pub records: Arc<[[u32; ATTRS]]>,
@@ -738,13 +794,7 @@ impl Networks {
     /// The attribute set of `addr`'s longest matching prefix; 0 when none.
     #[inline]
     pub fn lookup(&self, addr: &Addr) -> u32 {
-        let a = u128::from_be_bytes(*addr);
-        if a >> 32 == V4_BASE >> 32 {
-            let v4 = a as u32;
-            self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
-        } else {
-            self.v6.get(a)
-        }
+        self.table.lookup(addr)
     }
 
     #[inline]
@@ -783,13 +833,12 @@ impl Networks {
 
     /// Ranges in the lookup table (IPv4, IPv6).
     pub fn ranges(&self) -> (usize, usize) {
-        (self.v4.len(), self.v6.len())
+        self.table.ranges()
     }
 
     /// Bytes held: the ranges, sets, records and strings.
     pub fn bytes(&self) -> usize {
-        self.v4.bytes()
-            + self.v6.bytes()
+        self.table.bytes()
             + self.sets.len() * 8
             + self.records.len() * (ATTRS * 4 + 8)
             + self.strings.iter().map(|s| s.len() + 16).sum::<usize>()

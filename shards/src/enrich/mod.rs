@@ -42,6 +42,7 @@ use weir_core::{Field, FlowRecord};
 use crate::ops::exposition::{counter_by, counter_f64, counters_of, gauges_of, Exported};
 use crate::run::save_atomically;
 
+pub mod bmp;
 pub mod networks;
 pub mod snmp;
 pub mod sources;

@@ -48,7 +48,7 @@ pub const MISSING_EXPORTERS_MAX: usize = 1024;
 #[derive(Default)]
 pub struct NetworksMetrics {
     /// Per shard (written on its tick): `EnrichCounts` in field order.
-    shards: Vec<[AtomicU64; 5]>,
+    shards: Vec<[AtomicU64; 7]>,
     /// Per shard: flows without a sampling rate, by exporter.
     missing: Vec<Mutex<HashMap<Addr, u64>>>,
     /// Rebuilds: published, refused (a source failed to read, too many prefixes).
@@ -93,8 +93,15 @@ impl NetworksMetrics {
     /// Shard `shard`'s counts (on its tick).
     pub fn publish(&self, shard: usize, counts: &EnrichCounts) {
         if let Some(s) = self.shards.get(shard) {
-            let values =
-                [counts.lookups, counts.misses, counts.rate_overridden, counts.rate_defaulted, counts.rate_missing];
+            let values = [
+                counts.lookups,
+                counts.misses,
+                counts.rate_overridden,
+                counts.rate_defaulted,
+                counts.rate_missing,
+                counts.route_lookups,
+                counts.route_misses,
+            ];
             for (a, v) in s.iter().zip(values) {
                 a.store(v, Relaxed);
             }
@@ -126,6 +133,9 @@ impl Exported for NetworksMetrics {
         let (hits, misses) = self.lookups();
         let help = "Addresses the shards looked up in the networks table, by result (miss: in no configured network nor database).";
         counter_by(e, "weir_networks_lookups", help, "result", &[("hit", hits), ("miss", misses)])?;
+        let (all, misses) = (self.sum(5), self.sum(6));
+        let help = "Addresses the shards looked up in the BGP routes (BMP) for the routing providers, by result (miss: no route).";
+        counter_by(e, "weir_routing_lookups", help, "result", &[("hit", all - misses), ("miss", misses)])?;
         let rebuilds = [("ok", self.rebuilds[0].load(Relaxed)), ("refused", self.rebuilds[1].load(Relaxed))];
         let help = "Networks table rebuilds, by result (refused: a database failed to read or the table was past networks.prefixes_max; the table in use stays).";
         counter_by(e, "weir_networks_rebuilds", help, "result", &rebuilds)?;

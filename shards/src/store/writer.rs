@@ -37,6 +37,7 @@ use super::metrics::{StoreDrop, StoreMetrics};
 use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
 use super::{migrate, table_kind, Chunk, Engine, TableKind, RECORDS_TABLE, TABLES_COUNT};
+use crate::enrich::bmp::{BmpService, RoutesHandle};
 use crate::enrich::networks::{NetworksHandle, NetworksService, MISSING_EXPORTERS_MAX};
 use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
 use crate::ops::logging::Limiter;
@@ -115,6 +116,8 @@ pub struct StoreSink {
     /// Where the networks table comes from (none in tests that make sinks
     /// without a collector), and this shard's index.
     networks: Option<(NetworksHandle, usize)>,
+    /// Where the BGP routes come from (with `bmp.listen`).
+    routes: Option<RoutesHandle>,
     /// Flows without a sampling rate, by exporter (the 16 zero bytes:
     /// past `MISSING_EXPORTERS_MAX` exporters), and whether they changed
     /// since they were published.
@@ -187,6 +190,13 @@ impl StoreSink {
         handle.metrics.publish(*index, &self.enricher.counts);
         if self.rate_missing_dirty && handle.metrics.publish_missing(*index, &self.rate_missing) {
             self.rate_missing_dirty = false;
+        }
+        if let Some(routes) = &self.routes {
+            // Routes are stored as values (AS numbers, masks): no hand-over.
+            let latest = routes.routes.load();
+            if !Arc::ptr_eq(&latest, self.enricher.routes()) {
+                self.enricher.set_routes(latest.clone());
+            }
         }
         let latest = handle.table.load_full();
         if Arc::ptr_eq(&latest, self.enricher.networks()) {
@@ -282,6 +292,7 @@ pub struct StoreWriter {
     /// Enrichment's control threads and the shards' way to them.
     metadata: Option<(MetadataService, MetadataHandle)>,
     networks: Option<(NetworksService, NetworksHandle)>,
+    routes: Option<(BmpService, RoutesHandle)>,
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
 }
@@ -359,6 +370,7 @@ impl StoreWriter {
             thread,
             metadata: None,
             networks: None,
+            routes: None,
             sinks: Default::default(),
         })
     }
@@ -374,6 +386,12 @@ impl StoreWriter {
     /// stops with the writer.
     pub fn set_networks(&mut self, service: NetworksService, handle: NetworksHandle) {
         self.networks = Some((service, handle));
+    }
+
+    /// Shards look flows up in the BGP routes `handle` publishes (set
+    /// before the first `sink`); `service` stops with the writer.
+    pub fn set_routes(&mut self, service: BmpService, handle: RoutesHandle) {
+        self.routes = Some((service, handle));
     }
 
     /// A batch buffer for one shard (the shards' order: 0, 1, ...).
@@ -397,6 +415,10 @@ impl StoreWriter {
             consolidator.set_networks(table.clone());
             enricher.set_networks(table);
         }
+        let routes = self.routes.as_ref().map(|(_, h)| h.clone());
+        if let Some(h) = &routes {
+            enricher.set_routes(h.routes.load_full());
+        }
         StoreSink {
             columns,
             sort_raw: self.raw == RawStore::Table,
@@ -405,6 +427,7 @@ impl StoreWriter {
             records_sent: RecordsSent::default(),
             enricher,
             networks,
+            routes,
             rate_missing: Default::default(),
             rate_missing_dirty: false,
             rows: 0,

@@ -1,0 +1,177 @@
+//! BGP routes over BMP from a real router: Debian's `gobgpd` streams its
+//! local RIB (RFC 9069) to `weir run`; routes added and deleted with the
+//! `gobgp` CLI become the flows' destination AS and mask (the `routing`
+//! providers), a withdrawn route stops answering, garbage on a BMP
+//! connection is counted without killing it, and the routes of a session
+//! that closed go after `bmp.keep_s`.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector};
+use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+use weir_core::flow::addr_from_ip;
+use weir_core::wire::template::Protocol;
+use weir_core::FlowRecord;
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// From 127.0.0.1, one IPFIX datagram: 10 flows to `dst` with DstPort
+/// `round`, the flow's own destination mask 8 and no AS.
+fn send(port: u16, dst: &str, round: u16) -> u64 {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let flows: Vec<FlowRecord> = (0..10)
+        .map(|i| {
+            let mut f = FlowRecord::default();
+            f.set_src_addr(addr_from_ip("10.1.2.3".parse().unwrap()));
+            f.set_dst_addr(addr_from_ip(dst.parse().unwrap()));
+            f.set_src_port(i);
+            f.set_dst_port(round);
+            f.set_dst_net_mask(8);
+            f.set_proto(17);
+            f.set_packets(1);
+            f.set_bytes(100);
+            f
+        })
+        .collect();
+    let h =
+        ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: u32::from(round) * 100, domain: 0 };
+    let template = TemplateSpec::compact_ipv4(256);
+    let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+    b.template(&template);
+    for f in &flows {
+        b.data(&template, f);
+    }
+    socket.send_to(&b.finish(), ("127.0.0.1", port)).unwrap();
+    10
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// gobgpd with its BMP client pointed at `bmp`, its API on `api`.
+fn gobgpd(dir: &Path, bmp: u16, api: u16) -> Child {
+    let config = dir.join("gobgpd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n  port = -1\n\
+             [[bmp-servers]]\n  [bmp-servers.config]\n    address = \"127.0.0.1\"\n    port = {bmp}\n    \
+             route-monitoring-policy = \"local-rib\"\n"
+        ),
+    )
+    .unwrap();
+    Command::new("gobgpd")
+        .arg("-f")
+        .arg(&config)
+        .arg("--api-hosts")
+        .arg(format!("127.0.0.1:{api}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gobgpd (Debian package gobgpd: scripts/setup)")
+}
+
+fn gobgp(api: u16, args: &str) {
+    let status = Command::new("gobgp")
+        .args(["-u", "127.0.0.1", "-p", &api.to_string()])
+        .args(args.split_whitespace())
+        .status()
+        .expect("gobgp");
+    assert!(status.success(), "gobgp {args}");
+}
+
+#[test]
+fn routes_from_gobgpd_give_flows_their_destination_as() {
+    let dir = temp_dir("bmp");
+    let (port, bmp, api) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let body = format!(
+        "{shards}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+         consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n\
+         [bmp]\nlisten = \"127.0.0.1:{bmp}\"\nkeep_s = 1\npublish_interval_ms = 100\n\
+         [enrichment]\nasn_providers = [\"routing\", \"flow\"]\nnet_providers = [\"routing\", \"flow\"]\n",
+        shards = two_shards(port, "ebpf"),
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+    );
+    let config = write_config(&dir, "weir.toml", &body);
+    let c = Collector::start(&config);
+    let mut router = gobgpd(&dir, bmp, api);
+    let gauge = |name: &str| c.metric(name, "").first().copied().unwrap_or(0);
+    wait_until("gobgpd's BMP session", Duration::from_secs(20), || gauge("weir_bmp_sessions") == 1);
+    wait_until("gobgpd's API", Duration::from_secs(20), || {
+        Command::new("gobgp")
+            .args(["-u", "127.0.0.1", "-p", &api.to_string(), "global"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    gobgp(api, "global rib add 198.51.100.0/24 aspath 64501,15169 community 65000:7 nexthop 10.0.0.1 -a ipv4");
+    gobgp(api, "global rib add 198.51.0.0/16 aspath 64501,3356 nexthop 10.0.0.1 -a ipv4");
+    gobgp(api, "global rib add 2001:db8:100::/48 aspath 64501,13335 nexthop 2001:db8::1 -a ipv6");
+    wait_until("three routes", Duration::from_secs(20), || gauge("weir_bmp_routes") == 3);
+    // Garbage on another connection: a well-framed message that does not
+    // parse is skipped and the session stays; a stream that is not BMP is closed.
+    let mut other = TcpStream::connect(("127.0.0.1", bmp)).unwrap();
+    other.write_all(&[3, 0, 0, 0, 6, 4]).unwrap();
+    other.write_all(&[3, 0, 0, 0, 16, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+    let malformed = || c.metric("weir_bmp_errors_total", "reason=\"malformed\"").first().copied().unwrap_or(0);
+    wait_until("the garbage counted", Duration::from_secs(10), || malformed() == 1);
+    assert_eq!(gauge("weir_bmp_sessions"), 2, "the session survives garbage");
+    let mut http = TcpStream::connect(("127.0.0.1", bmp)).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let version = || c.metric("weir_bmp_errors_total", "reason=\"version\"").first().copied().unwrap_or(0);
+    wait_until("a stream that is not BMP refused", Duration::from_secs(10), || version() == 1);
+    drop(other);
+
+    // Routes as they are: a /24 inside a /16, and an address without route.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sent = send(port, "198.51.100.7", 1) + send(port, "198.51.7.1", 1) + send(port, "203.0.113.1", 1);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    // The /24 withdrawn: the /16 answers.
+    gobgp(api, "global rib del 198.51.100.0/24 -a ipv4");
+    wait_until("the route withdrawn", Duration::from_secs(20), || gauge("weir_bmp_routes") == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    sent += send(port, "198.51.100.7", 2);
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
+    let routed = c.metric("weir_routing_lookups_total", "result=\"hit\"").iter().sum::<u64>();
+    assert_eq!(routed, 30, "a route for three batches' destinations, none for their sources");
+    // The router goes away: its routes stay for keep_s, then go.
+    router.kill().unwrap();
+    router.wait().unwrap();
+    wait_until("the routes removed after keep_s", Duration::from_secs(20), || gauge("weir_bmp_routes") == 0);
+    assert_eq!(c.metric("weir_bmp_removed_routes_total", "")[0], 2);
+    assert!(c.metric("weir_bmp_messages_total", "type=\"route-monitoring\"")[0] >= 4);
+    c.assert_promtool_is_silent();
+    c.stop();
+
+    let rows = query(
+        &config,
+        None,
+        "SELECT DstPort, IPv6NumToString(DstAddr), DstAS, DstNetMask, count() FROM weir.flows GROUP BY ALL ORDER BY ALL",
+    );
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "1\t::ffff:198.51.100.7\t15169\t24\t10",
+            "1\t::ffff:198.51.7.1\t3356\t16\t10",
+            "1\t::ffff:203.0.113.1\t0\t8\t10",
+            "2\t::ffff:198.51.100.7\t3356\t16\t10",
+        ],
+        "{rows:#?}"
+    );
+}
