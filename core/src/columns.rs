@@ -33,6 +33,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::enrich::bmp::Attrs;
 use crate::enrich::flows::Enriched;
 use crate::enrich::metadata::{ExporterInfo, InterfaceInfo, Meta, NewRecords, Snapshot};
 use crate::enrich::networks::{NetAttr, Networks};
@@ -104,6 +105,10 @@ pub struct Columns {
     /// Where `push_enriched` writes its values over the flow's:
     /// SamplingRate, SrcAS, DstAS, SrcNetMask, DstNetMask.
     patched: [usize; 5],
+    /// Where `push_enriched` writes the destination route's AS path and
+    /// communities when the flow has none (the optional DstASPath and
+    /// DstCommunities columns, when stored).
+    routed: [usize; 2],
     /// The field and type of each of the layout's first columns that come
     /// from the flow (the catalog's order: the record ids follow them).
     flow_columns: Vec<(Field, ColumnType)>,
@@ -172,6 +177,8 @@ impl Columns {
             nets: std::array::from_fn(|_| Vec::with_capacity(rows)),
             networks: Arc::new(Networks::default()),
             patched: [Field::SamplingRate, Field::SrcAS, Field::DstAS, Field::SrcNetMask, Field::DstNetMask]
+                .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
+            routed: [Field::DstASPath, Field::DstCommunities]
                 .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
             flow_columns: layout
                 .iter()
@@ -320,8 +327,22 @@ impl Columns {
     /// sampling rate, AS numbers and masks written over the flow's, and
     /// its networks' sets.
     #[inline]
-    pub fn push_enriched(&mut self, flow: &FlowRecord, e: &Enriched) {
+    pub fn push_enriched(&mut self, flow: &FlowRecord, e: &Enriched, route: Option<&Attrs>) {
         self.push(flow);
+        if let Some(route) = route {
+            let lists = [(Field::DstASPath, &route.as_path[..]), (Field::DstCommunities, &route.communities[..])];
+            for (&at, (field, list)) in self.routed.iter().zip(lists) {
+                if flow.has(field) || list.is_empty() {
+                    continue;
+                }
+                if let Some(Data::Array { ends, items }) = self.data.get_mut(at) {
+                    items.extend_from_slice(list);
+                    if let Some(end) = ends.last_mut() {
+                        *end = items.len() as u64;
+                    }
+                }
+            }
+        }
         let values: [(u64, usize); 5] = [
             (u64::from(e.sampling_rate), 4),
             (u64::from(e.src_as), 4),
@@ -348,6 +369,12 @@ impl Columns {
     #[inline]
     pub fn last_nets(&self) -> [u32; 2] {
         [self.nets[0].last().copied().unwrap_or(0), self.nets[1].last().copied().unwrap_or(0)]
+    }
+
+    /// Whether a stored column takes the destination route's attributes
+    /// (DstASPath, DstCommunities).
+    pub fn wants_routes(&self) -> bool {
+        self.routed.iter().any(|&at| at != usize::MAX)
     }
 
     /// The networks table in use.

@@ -1,7 +1,8 @@
 //! BGP routes over BMP from a real router: Debian's `gobgpd` streams its
 //! local RIB (RFC 9069) to `weir run`; routes added and deleted with the
 //! `gobgp` CLI become the flows' destination AS and mask (the `routing`
-//! providers), a withdrawn route stops answering, garbage on a BMP
+//! providers) and their AS path and communities (the optional DstASPath
+//! and DstCommunities columns), a withdrawn route stops answering, garbage on a BMP
 //! connection is counted without killing it, and the routes of a session
 //! that closed go after `bmp.keep_s`.
 
@@ -99,6 +100,7 @@ fn routes_from_gobgpd_give_flows_their_destination_as() {
     let (port, bmp, api) = (free_udp_port(), free_tcp_port(), free_tcp_port());
     let body = format!(
         "{shards}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+         optional_columns = [\"DstASPath\", \"DstCommunities\"]\n\
          consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n\
          [bmp]\nlisten = \"127.0.0.1:{bmp}\"\nkeep_s = 1\npublish_interval_ms = 100\n\
          [enrichment]\nasn_providers = [\"routing\", \"flow\"]\nnet_providers = [\"routing\", \"flow\"]\n",
@@ -161,16 +163,17 @@ fn routes_from_gobgpd_give_flows_their_destination_as() {
     let rows = query(
         &config,
         None,
-        "SELECT DstPort, IPv6NumToString(DstAddr), DstAS, DstNetMask, count() FROM weir.flows GROUP BY ALL ORDER BY ALL",
+        "SELECT DstPort, IPv6NumToString(DstAddr), DstAS, DstNetMask, DstASPath, DstCommunities, count() FROM weir.flows \
+         GROUP BY ALL ORDER BY ALL",
     );
     let rows: Vec<&str> = rows.lines().collect();
     assert_eq!(
         rows,
         [
-            "1\t::ffff:198.51.100.7\t15169\t24\t10",
-            "1\t::ffff:198.51.7.1\t3356\t16\t10",
-            "1\t::ffff:203.0.113.1\t0\t8\t10",
-            "2\t::ffff:198.51.100.7\t3356\t16\t10",
+            "1\t::ffff:198.51.100.7\t15169\t24\t[64501,15169]\t[4259840007]\t10",
+            "1\t::ffff:198.51.7.1\t3356\t16\t[64501,3356]\t[]\t10",
+            "1\t::ffff:203.0.113.1\t0\t8\t[]\t[]\t10",
+            "2\t::ffff:198.51.100.7\t3356\t16\t[64501,3356]\t[]\t10",
         ],
         "{rows:#?}"
     );

@@ -357,6 +357,10 @@ fn remote_sources_name_exporters_follow_changes_and_keep_the_last_good_data() {
     let mut sent = send_round(port, &sources, 0);
     std::thread::sleep(Duration::from_millis(500));
     sent += send_round(port, &sources, 10_000);
+    // Names are resolved when a block is written: these rows are stored
+    // before the document changes (else a loaded machine may write them
+    // with the new name).
+    assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
     // The document changes: what is known is resolved again.
     write_json("edge1-renamed");
     let before = fetched("netbox", "ok");

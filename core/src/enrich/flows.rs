@@ -45,6 +45,8 @@ pub struct Enriched {
     pub sampling_rate: u32,
     /// The flow had no rate and its exporter no default: stored with 1.
     pub rate_missing: bool,
+    /// The destination's route (`Routes::attrs`), when looked up and found.
+    pub dst_route: Option<u32>,
 }
 
 /// Where sampling rates came from, and lookups: a shard's counts.
@@ -121,6 +123,12 @@ impl FlowEnricher {
         &self.networks
     }
 
+    /// Looks addresses up in the routes even when no provider asks (a
+    /// stored column takes the route's AS path or communities).
+    pub fn look_up_routes(&mut self) {
+        self.routing = true;
+    }
+
     /// The BGP routes lookups read from now on.
     pub fn set_routes(&mut self, routes: Arc<Routes>) {
         self.routes = routes;
@@ -151,6 +159,7 @@ impl FlowEnricher {
             self.counts.route_misses += u64::from(src.is_none()) + u64::from(dst.is_none());
             src_route = src.map_or((0, 0), |r| (r.asn, r.mask));
             dst_route = dst.map_or((0, 0), |r| (r.asn, r.mask));
+            e.dst_route = dst.map(|r| r.route);
         }
         let field = |f: Field, v: u32| if flow.has(f) { v } else { 0 };
         let flow_mask = |f: Field, v: u8| if flow.has(f) { v } else { 0 };

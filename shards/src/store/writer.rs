@@ -162,7 +162,8 @@ impl StoreSink {
         if enriched.rate_missing {
             self.count_rate_missing(&flow.exporter_address);
         }
-        self.columns.push_enriched(flow, &enriched);
+        let route = enriched.dst_route.map(|r| self.enricher.routes().attrs(r));
+        self.columns.push_enriched(flow, &enriched, route);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
@@ -418,6 +419,9 @@ impl StoreWriter {
         let routes = self.routes.as_ref().map(|(_, h)| h.clone());
         if let Some(h) = &routes {
             enricher.set_routes(h.routes.load_full());
+            if columns.wants_routes() {
+                enricher.look_up_routes();
+            }
         }
         StoreSink {
             columns,
