@@ -12,12 +12,12 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector};
-use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+use common::{
+    free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until, write_config, Collector,
+};
 use weir_core::flow::addr_from_ip;
-use weir_core::wire::template::Protocol;
 use weir_core::FlowRecord;
 
 fn free_tcp_port() -> u16 {
@@ -42,24 +42,8 @@ fn send(port: u16, dst: &str, round: u16) -> u64 {
             f
         })
         .collect();
-    let h =
-        ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence: u32::from(round) * 100, domain: 0 };
-    let template = TemplateSpec::compact_ipv4(256);
-    let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
-    b.template(&template);
-    for f in &flows {
-        b.data(&template, f);
-    }
-    socket.send_to(&b.finish(), ("127.0.0.1", port)).unwrap();
+    send_ipfix(&socket, port, u32::from(round) * 100, &flows);
     10
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// gobgpd with its BMP client pointed at `bmp`, its API on `api`.

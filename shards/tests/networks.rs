@@ -10,12 +10,13 @@ mod common;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{free_udp_port, query, temp_dir, two_shards, wait_rows_inserted, write_config, Collector, HttpServer};
-use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+use common::{
+    free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until, write_config, Collector,
+    HttpServer,
+};
 use weir_core::flow::addr_from_ip;
-use weir_core::wire::template::Protocol;
 use weir_core::FlowRecord;
 
 const CITY: &str = "/usr/local/share/weir/GeoLite2-City.mmdb";
@@ -55,25 +56,9 @@ fn send(port: u16, exporter: [u8; 4], sources: &[&str], round: u16) -> u64 {
                 f
             })
             .collect();
-        let sequence = round as u32 * 1000 + k as u32 * 10;
-        let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence, domain: 0 };
-        let template = TemplateSpec::compact_ipv4(256);
-        let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
-        b.template(&template);
-        for f in &flows {
-            b.data(&template, f);
-        }
-        socket.send_to(&b.finish(), ("127.0.0.1", port)).unwrap();
+        send_ipfix(&socket, port, round as u32 * 1000 + k as u32 * 10, &flows);
     }
     10 * sources.len() as u64
-}
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -244,6 +244,30 @@ pub fn wait_rows_inserted(c: &Collector, rows: u64, within: Duration) -> u64 {
     }
 }
 
+/// Waits for `done`, failing with `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends `flows` from `socket` to `port` as one IPFIX datagram (a small
+/// router's IPv4 template, then the data).
+pub fn send_ipfix(socket: &UdpSocket, port: u16, sequence: u32, flows: &[FlowRecord]) {
+    use weir_core::encode::{MessageBuilder, TemplateSpec};
+    use weir_core::wire::template::Protocol;
+    let h = ExportHeader { export_time_s: 1_700_000_000, sys_uptime_ms: 1000, sequence, domain: 0 };
+    let template = TemplateSpec::compact_ipv4(256);
+    let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+    b.template(&template);
+    for f in flows {
+        b.data(&template, f);
+    }
+    socket.send_to(&b.finish(), ("127.0.0.1", port)).unwrap();
+}
+
 /// One v5 datagram of 30 flows numbered from `first` (SrcPort/DstPort carry the number).
 pub fn numbered_v5(first: u32) -> Vec<u8> {
     numbered_v5_from(first, [10, 0, 0, 1])
