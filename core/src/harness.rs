@@ -407,7 +407,6 @@ pub fn bmp_stream(data: &[u8]) {
         }
     }
     rib.session_down(1, 0);
-    let mut cursor = Vec::new();
-    while rib.remove_expired(1_000, 0, 7, &mut cursor) {}
+    while rib.remove_expired(1_000, 0, 7) {}
     assert_eq!((rib.routes, rib.prefixes(), rib.attribute_sets()), (0, 0, 0), "every peer removed");
 }

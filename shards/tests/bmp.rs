@@ -109,6 +109,7 @@ fn routes_from_gobgpd_give_flows_their_destination_as() {
     gobgp(api, "global rib add 198.51.0.0/16 aspath 64501,3356 nexthop 10.0.0.1 -a ipv4");
     gobgp(api, "global rib add 2001:db8:100::/48 aspath 64501,13335 nexthop 2001:db8::1 -a ipv6");
     wait_until("three routes", Duration::from_secs(20), || gauge("weir_bmp_routes") == 3);
+    assert_eq!(c.metric("weir_bmp_exporter_routes", "exporter=\"127.0.0.1\""), [3]);
     // Garbage on another connection: a well-framed message that does not
     // parse is skipped and the session stays; a stream that is not BMP is closed.
     let mut other = TcpStream::connect(("127.0.0.1", bmp)).unwrap();

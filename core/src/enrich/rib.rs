@@ -63,6 +63,15 @@ pub struct Rib {
     pub routes: u64,
     /// Whether anything changed since the last snapshot.
     pub dirty: bool,
+    /// The removal pass under way (`remove_expired`).
+    removal: Option<Removal>,
+}
+
+/// A removal pass: its peers, and the prefixes left to visit.
+#[derive(Debug, Default)]
+struct Removal {
+    peers: Vec<u32>,
+    keys: Vec<(u128, u8)>,
 }
 
 impl Rib {
@@ -147,8 +156,10 @@ impl Rib {
             return;
         }
         self.dirty = true;
+        // One reference for the call, one per route that takes the set.
+        let id = self.intern(attrs.clone());
         for p in prefixes {
-            let id = self.intern(attrs.clone());
+            self.attrs[id as usize].1 += 1;
             let routes = self.prefixes.entry((p.net, p.len)).or_default();
             match routes.iter_mut().find(|r| r.peer == peer && r.path_id == p.path_id) {
                 Some(r) => {
@@ -164,6 +175,7 @@ impl Rib {
                 }
             }
         }
+        self.release(id);
     }
 
     /// Withdraws `prefixes` of `peer` (unknown ones are ignored).
@@ -186,32 +198,38 @@ impl Rib {
 
     /// Removes routes of peers down since before `now - keep`, at most
     /// `budget` prefixes visited per call (call again while it returns
-    /// true); a peer without routes left is forgotten.
-    pub fn remove_expired(&mut self, now: u64, keep: u64, budget: usize, cursor: &mut Vec<(u128, u8)>) -> bool {
-        let expired: Vec<u32> = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().filter(|p| p.down_since.is_some_and(|d| now >= d + keep)).map(|_| i as u32))
-            .collect();
-        if expired.is_empty() {
-            cursor.clear();
-            return false;
-        }
-        if cursor.is_empty() {
-            // The prefixes to visit, in one pass over them (a list of keys,
-            // no routes): the rest of the work is spread over calls.
-            cursor.extend(self.prefixes.keys().copied());
-            if cursor.is_empty() {
-                cursor.push((0, 0));
+    /// true). A pass takes the peers expired when it starts and the
+    /// prefixes then held (a list of keys, no routes); a peer that comes
+    /// back up meanwhile is left alone, one that expires meanwhile waits
+    /// for the next pass. A peer is forgotten once a pass removed all of
+    /// its routes.
+    pub fn remove_expired(&mut self, now: u64, keep: u64, budget: usize) -> bool {
+        if self.removal.is_none() {
+            let peers: Vec<u32> = self
+                .peers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    p.as_ref().filter(|p| p.down_since.is_some_and(|d| now >= d.saturating_add(keep))).map(|_| i as u32)
+                })
+                .collect();
+            if peers.is_empty() {
+                return false;
             }
+            self.removal = Some(Removal { peers, keys: self.prefixes.keys().copied().collect() });
         }
+        let Some(mut removal) = self.removal.take() else { return false };
+        // Peers back up keep what they have.
+        removal.peers.retain(|&id| self.peers[id as usize].as_ref().is_some_and(|p| p.down_since.is_some()));
         for _ in 0..budget {
-            let Some(key) = cursor.pop() else { break };
+            if removal.peers.is_empty() {
+                break;
+            }
+            let Some(key) = removal.keys.pop() else { break };
             let Some(routes) = self.prefixes.get_mut(&key) else { continue };
             let mut released = Vec::new();
             routes.retain(|r| {
-                let gone = expired.contains(&r.peer);
+                let gone = removal.peers.contains(&r.peer);
                 if gone {
                     released.push((r.peer, r.attrs));
                 }
@@ -229,16 +247,17 @@ impl Rib {
                 self.dirty = true;
             }
         }
-        if cursor.is_empty() {
-            for id in expired {
-                if let Some(p) = self.peers[id as usize].take() {
-                    self.peer_ids.remove(&(p.session, p.key));
-                }
-            }
-            self.dirty = true;
-            return false;
+        if !removal.keys.is_empty() && !removal.peers.is_empty() {
+            self.removal = Some(removal);
+            return true;
         }
-        true
+        for id in removal.peers {
+            if let Some(p) = self.peers[id as usize].take_if(|p| p.routes == 0) {
+                self.peer_ids.remove(&(p.session, p.key));
+            }
+        }
+        self.dirty = true;
+        false
     }
 
     /// Prefixes holding routes.
@@ -506,11 +525,10 @@ mod tests {
         rib.announce(p, &many, &attrs(&[64500], "10.0.0.1", 0));
         rib.announce(q, &many[..10], &attrs(&[64501], "10.0.0.2", 0));
         rib.peer_down(1, key("10.0.0.1"), 1000);
-        let mut cursor = Vec::new();
-        assert!(!rib.remove_expired(1299, 300, 10, &mut cursor), "kept for 300 s");
+        assert!(!rib.remove_expired(1299, 300, 10), "kept for 300 s");
         assert_eq!(rib.routes, 110);
         let mut calls = 0;
-        while rib.remove_expired(1300, 300, 10, &mut cursor) {
+        while rib.remove_expired(1300, 300, 10) {
             calls += 1;
             assert!(rib.routes > 10);
         }
@@ -519,7 +537,31 @@ mod tests {
         // Coming back up before the end keeps them.
         rib.session_down(1, 2000);
         rib.peer(1, ip("192.0.2.1"), key("10.0.0.2"), 64501);
-        assert!(!rib.remove_expired(5000, 300, 10, &mut cursor));
+        assert!(!rib.remove_expired(5000, 300, 10));
         assert_eq!(rib.routes, 10);
+    }
+
+    /// A pass removes the peers expired when it started: one that expires
+    /// meanwhile waits for the next pass (its routes are not orphaned),
+    /// one that comes back up meanwhile keeps what is left.
+    #[test]
+    fn a_pass_removes_only_the_peers_it_started_with() {
+        let mut rib = Rib::default();
+        let many: Vec<Prefix> = (0..100u32).map(|i| prefix(&format!("10.{i}.0.0/16"), 0)).collect();
+        let p = rib.peer(1, ip("192.0.2.1"), key("10.0.0.1"), 64500);
+        let q = rib.peer(2, ip("192.0.2.2"), key("10.0.0.2"), 64501);
+        rib.announce(p, &many, &attrs(&[64500], "10.0.0.1", 0));
+        rib.announce(q, &many, &attrs(&[64501], "10.0.0.2", 0));
+        rib.peer_down(1, key("10.0.0.1"), 0);
+        assert!(rib.remove_expired(10, 5, 10));
+        rib.peer_down(2, key("10.0.0.2"), 0);
+        while rib.remove_expired(10, 5, 10) {}
+        assert_eq!((rib.routes, rib.peers().count()), (100, 1), "q waits for the next pass");
+        assert_eq!(rib.peers().next().unwrap().routes, 100);
+        assert!(rib.remove_expired(11, 5, 10));
+        rib.peer(2, ip("192.0.2.2"), key("10.0.0.2"), 64501);
+        assert!(!rib.remove_expired(11, 5, 10), "q is back up: the pass ends");
+        assert_eq!((rib.routes, rib.peers().count()), (90, 1));
+        assert_eq!(rib.snapshot().len(), (90, 90));
     }
 }

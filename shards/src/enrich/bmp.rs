@@ -19,23 +19,25 @@
 //!   `bmp.publish_interval_ms`. A shard takes the newest on its tick and
 //!   never waits on any of it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{ErrorKind, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use tracing::{info, warn};
 use weir_core::config::BmpConfig;
 use weir_core::enrich::bmp::{header, BmpError, Event, MessageType, Session, HEADER_LEN};
 use weir_core::enrich::metadata::SubnetMap;
 use weir_core::enrich::rib::{Rib, Routes};
-use weir_core::flow::{addr_from_ip, Addr};
+use weir_core::flow::{addr_from_ip, addr_to_ip, Addr};
 
 use crate::ops::exposition::{counter, counter_by, counter_f64, gauges_of, Exported};
 
@@ -63,6 +65,8 @@ pub struct BmpMetrics {
     removed_routes: AtomicU64,
     publications: AtomicU64,
     publish_micros_total: AtomicU64,
+    /// Routes by exporter (the BMP session's address), as of the last publication.
+    by_exporter: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Exported for BmpMetrics {
@@ -87,6 +91,13 @@ impl Exported for BmpMetrics {
         counter(e, "weir_bmp_ignored_nlri", help, self.ignored_nlri.load(Relaxed))?;
         let help = "Routes removed after their peer stayed down for bmp.keep_s.";
         counter(e, "weir_bmp_removed_routes", help, self.removed_routes.load(Relaxed))?;
+        let help = "Routes in the routing table by exporter (the BMP session's source address), peers down included.";
+        let mut metric = e.encode_descriptor("weir_bmp_exporter_routes", help, None, MetricType::Gauge)?;
+        if let Ok(by_exporter) = self.by_exporter.lock() {
+            for (exporter, n) in by_exporter.iter() {
+                metric.encode_family(&[("exporter", exporter.as_str())])?.encode_gauge(&(*n as i64))?;
+            }
+        }
         let help = "Routing table snapshots published to the shards.";
         counter(e, "weir_bmp_publications", help, self.publications.load(Relaxed))?;
         let help = "Time spent building routing table snapshots, on the control plane.";
@@ -314,7 +325,6 @@ fn keep_table(
 ) {
     let started = Instant::now();
     let mut rib = Rib::default();
-    let mut cursor = Vec::new();
     let mut published = Instant::now() - interval;
     let mut generation = 0u64;
     while !stop.load(Relaxed) {
@@ -330,7 +340,7 @@ fn keep_table(
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let before = rib.routes;
-        rib.remove_expired(started.elapsed().as_secs(), keep, REMOVAL_STEP, &mut cursor);
+        rib.remove_expired(started.elapsed().as_secs(), keep, REMOVAL_STEP);
         metrics.removed_routes.fetch_add(before.saturating_sub(rib.routes), Relaxed);
         if rib.dirty && published.elapsed() >= interval {
             let at = Instant::now();
@@ -350,6 +360,13 @@ fn keep_table(
         metrics.routes.store(rib.routes, Relaxed);
         metrics.peers.store(rib.peers().count() as u64, Relaxed);
         metrics.peers_down.store(rib.peers().filter(|p| p.down_since.is_some()).count() as u64, Relaxed);
+        let mut by_exporter: BTreeMap<String, u64> = BTreeMap::new();
+        for p in rib.peers() {
+            *by_exporter.entry(addr_to_ip(&p.exporter).to_string()).or_default() += p.routes;
+        }
+        if let Ok(mut m) = metrics.by_exporter.try_lock() {
+            *m = by_exporter;
+        }
     }
 }
 
