@@ -374,7 +374,7 @@ pub fn geo_database(data: &[u8]) {
 /// is then snapshot and looked up. A refused message is fine (a fatal one
 /// ends the stream); a panic, or a table whose counts disagree, is not.
 pub fn bmp_stream(data: &[u8]) {
-    use crate::enrich::bmp::{header, Event, Session, HEADER_LEN};
+    use crate::enrich::bmp::{header, Session, HEADER_LEN};
     use crate::enrich::rib::Rib;
     let mut session = Session::default();
     let mut rib = Rib::default();
@@ -384,16 +384,9 @@ pub fn bmp_stream(data: &[u8]) {
         let Some(message) = data.get(at..at + len) else { break };
         at += len;
         match session.decode(message) {
-            Ok(Event::PeerUp { peer, asn, .. }) => {
-                rib.peer(1, [0; 16], peer, asn);
+            Ok(event) => {
+                rib.apply(1, [0; 16], event, 0);
             }
-            Ok(Event::PeerDown { peer }) => rib.peer_down(1, peer, 0),
-            Ok(Event::Update { peer, asn, announced, withdrawn, attrs, .. }) => {
-                let id = rib.peer(1, [0; 16], peer, asn);
-                rib.withdraw(id, &withdrawn);
-                rib.announce(id, &announced, &attrs);
-            }
-            Ok(_) => {}
             Err(e) if e.fatal() => break,
             Err(_) => {}
         }

@@ -364,15 +364,10 @@ fn update_event(peer: PeerKey, asn: u32, update: bgpkit_parser::models::BgpUpdat
             ignored += nlri.prefixes.len() as u32;
         }
     }
-    // Families the crate does not decode (VPN, EVPN...) stay raw attributes.
-    for t in [AttrType::MP_REACHABLE_NLRI, AttrType::MP_UNREACHABLE_NLRI] {
-        if a.has_attr(t)
-            && (t == AttrType::MP_REACHABLE_NLRI && a.get_reachable_nlri().is_none()
-                || t == AttrType::MP_UNREACHABLE_NLRI && a.get_unreachable_nlri().is_none())
-        {
-            ignored += 1;
-        }
-    }
+    // Families the crate does not decode (VPN, EVPN...) stay raw
+    // attributes: one ignored NLRI each (their prefixes are not counted).
+    ignored += u32::from(a.has_attr(AttrType::MP_REACHABLE_NLRI) && a.get_reachable_nlri().is_none());
+    ignored += u32::from(a.has_attr(AttrType::MP_UNREACHABLE_NLRI) && a.get_unreachable_nlri().is_none());
     if let Some(nh) = next_hop {
         attrs.next_hop = addr_from_ip(nh);
     }

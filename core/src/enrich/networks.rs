@@ -51,6 +51,12 @@ pub enum NetAttr {
 const V4_BASE: u128 = 0xffff_0000_0000;
 const V4_LAST: u128 = V4_BASE | 0xffff_ffff;
 
+/// Whether `a` is an IPv4 address (within `::ffff:0:0/96`).
+#[inline(always)]
+pub fn is_mapped_v4(a: u128) -> bool {
+    a >> 32 == V4_BASE >> 32
+}
+
 /// Strings by id; 0 is the empty string.
 #[derive(Clone, Debug)]
 struct Strings {
@@ -484,7 +490,7 @@ impl PrefixTable {
     #[inline]
     pub fn lookup(&self, addr: &Addr) -> u32 {
         let a = u128::from_be_bytes(*addr);
-        if a >> 32 == V4_BASE >> 32 {
+        if is_mapped_v4(a) {
             let v4 = a as u32;
             self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
         } else {

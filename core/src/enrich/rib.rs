@@ -24,8 +24,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::bmp::{Attrs, PeerKey, Prefix};
-use super::networks::{flatten, PrefixTable};
+use super::bmp::{Attrs, Event, PeerKey, Prefix};
+use super::networks::{flatten, is_mapped_v4, PrefixTable};
 use crate::flow::Addr;
 
 /// A peer of the RIB: which session (exporter) reported it.
@@ -97,6 +97,25 @@ impl Rib {
         };
         self.peer_ids.insert((session, key), id);
         id
+    }
+
+    /// Applies what a message of `session` (from `exporter`) said at
+    /// `now`; the NLRI of families not kept, for the caller to count.
+    pub fn apply(&mut self, session: u32, exporter: Addr, event: Event, now: u64) -> u32 {
+        match event {
+            Event::PeerUp { peer, asn, .. } => {
+                self.peer(session, exporter, peer, asn);
+            }
+            Event::PeerDown { peer } => self.peer_down(session, peer, now),
+            Event::Update { peer, asn, announced, withdrawn, attrs, ignored } => {
+                let id = self.peer(session, exporter, peer, asn);
+                self.withdraw(id, &withdrawn);
+                self.announce(id, &announced, &attrs);
+                return ignored;
+            }
+            Event::Initiation | Event::Termination | Event::Statistics | Event::Mirroring => {}
+        }
+        0
     }
 
     /// Peers known (up or kept while down).
@@ -328,7 +347,7 @@ impl Rib {
         }
         let ranges =
             flatten(keys.iter().enumerate().map(|(i, k)| (k.0, k.1, i as u32 + 1)), |id, _: Option<&()>| (id, ()));
-        Routes { table: PrefixTable::new(&ranges), prefixes, routes, attrs, exporters, generation: 0 }
+        Routes { table: PrefixTable::new(&ranges), prefixes, routes, attrs, exporters }
     }
 }
 
@@ -371,8 +390,6 @@ pub struct Routes {
     attrs: Vec<Arc<Attrs>>,
     /// Per peer: its session's exporter.
     exporters: Vec<Addr>,
-    /// Counts publications (set by the control plane).
-    pub generation: u64,
 }
 
 impl Default for Routes {
@@ -391,8 +408,7 @@ impl Routes {
             return None;
         }
         let p = self.prefixes.get(at)?;
-        let is_v4 = u128::from_be_bytes(*addr) >> 32 == 0xffff;
-        let mask = if is_v4 { p.len.saturating_sub(96) } else { p.len };
+        let mask = if is_mapped_v4(u128::from_be_bytes(*addr)) { p.len.saturating_sub(96) } else { p.len };
         if p.count == 1 {
             return Some(RouteInfo { mask, asn: p.asn, route: p.first });
         }

@@ -216,22 +216,35 @@ fn serve(
         }
         next_session = next_session.wrapping_add(1);
         let session = next_session;
-        let (tx, stop, metrics, open) = (tx.clone(), stop.clone(), metrics.clone(), open.clone());
         open.fetch_add(1, Relaxed);
         metrics.connections[0].fetch_add(1, Relaxed);
         metrics.sessions.fetch_add(1, Relaxed);
         info!("bmp: session {session} from {peer}");
-        let spawned = std::thread::Builder::new().name("weir-bmp-session".into()).spawn(move || {
-            read_session(stream, session, exporter, &tx, &stop, &metrics);
-            let _ = tx.send(Message::Closed { session });
-            open.fetch_sub(1, Relaxed);
-            metrics.connections[1].fetch_add(1, Relaxed);
-            metrics.sessions.fetch_sub(1, Relaxed);
-            info!("bmp: session {session} from {peer} closed");
+        let ended = {
+            let (open, metrics) = (open.clone(), metrics.clone());
+            move || {
+                open.fetch_sub(1, Relaxed);
+                metrics.connections[1].fetch_add(1, Relaxed);
+                metrics.sessions.fetch_sub(1, Relaxed);
+            }
+        };
+        let (tx, stop, metrics) = (tx.clone(), stop.clone(), metrics.clone());
+        let spawned = std::thread::Builder::new().name("weir-bmp-session".into()).spawn({
+            let ended = ended.clone();
+            move || {
+                read_session(stream, session, exporter, &tx, &stop, &metrics);
+                let _ = tx.send(Message::Closed { session });
+                ended();
+                info!("bmp: session {session} from {peer} closed");
+            }
         });
         match spawned {
             Ok(t) => sessions.push(t),
-            Err(e) => warn!("bmp: session thread: {e}"),
+            Err(e) => {
+                // The connection is dropped (closed), counted as such.
+                ended();
+                warn!("bmp: session {session} from {peer} closed: no thread for it: {e}");
+            }
         }
     }
     for s in sessions {
@@ -326,10 +339,12 @@ fn keep_table(
     let started = Instant::now();
     let mut rib = Rib::default();
     let mut published = Instant::now() - interval;
-    let mut generation = 0u64;
+    let mut gauges = (0u64, 0u64, 0u64);
     while !stop.load(Relaxed) {
+        let mut applied = false;
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(m) => {
+                applied = true;
                 apply(&mut rib, m, started.elapsed().as_secs(), &metrics);
                 // Whatever else is queued, before publishing.
                 for m in rx.try_iter().take(10_000) {
@@ -344,9 +359,7 @@ fn keep_table(
         metrics.removed_routes.fetch_add(before.saturating_sub(rib.routes), Relaxed);
         if rib.dirty && published.elapsed() >= interval {
             let at = Instant::now();
-            let mut snapshot = rib.snapshot();
-            generation += 1;
-            snapshot.generation = generation;
+            let snapshot = rib.snapshot();
             metrics.snapshot_bytes.store(snapshot.bytes() as u64, Relaxed);
             routes.store(Arc::new(snapshot));
             rib.dirty = false;
@@ -357,15 +370,22 @@ fn keep_table(
             metrics.attribute_sets.store(rib.attribute_sets() as u64, Relaxed);
             metrics.rib_bytes.store(rib.bytes() as u64, Relaxed);
         }
-        metrics.routes.store(rib.routes, Relaxed);
-        metrics.peers.store(rib.peers().count() as u64, Relaxed);
-        metrics.peers_down.store(rib.peers().filter(|p| p.down_since.is_some()).count() as u64, Relaxed);
-        let mut by_exporter: BTreeMap<String, u64> = BTreeMap::new();
-        for p in rib.peers() {
-            *by_exporter.entry(addr_to_ip(&p.exporter).to_string()).or_default() += p.routes;
-        }
-        if let Ok(mut m) = metrics.by_exporter.try_lock() {
-            *m = by_exporter;
+        // The gauges, after messages or when the totals moved (the
+        // per-exporter map is built anew).
+        let peers = rib.peers().count() as u64;
+        let down = rib.peers().filter(|p| p.down_since.is_some()).count() as u64;
+        if applied || (rib.routes, peers, down) != gauges {
+            gauges = (rib.routes, peers, down);
+            metrics.routes.store(rib.routes, Relaxed);
+            metrics.peers.store(peers, Relaxed);
+            metrics.peers_down.store(down, Relaxed);
+            let mut by_exporter: BTreeMap<String, u64> = BTreeMap::new();
+            for p in rib.peers() {
+                *by_exporter.entry(addr_to_ip(&p.exporter).to_string()).or_default() += p.routes;
+            }
+            if let Ok(mut m) = metrics.by_exporter.lock() {
+                *m = by_exporter;
+            }
         }
     }
 }
@@ -373,18 +393,9 @@ fn keep_table(
 fn apply(rib: &mut Rib, m: Message, now: u64, metrics: &BmpMetrics) {
     match m {
         Message::Closed { session } => rib.session_down(session, now),
-        Message::Event { session, exporter, event } => match event {
-            Event::PeerUp { peer, asn, .. } => {
-                rib.peer(session, exporter, peer, asn);
-            }
-            Event::PeerDown { peer } => rib.peer_down(session, peer, now),
-            Event::Update { peer, asn, announced, withdrawn, attrs, ignored } => {
-                let id = rib.peer(session, exporter, peer, asn);
-                rib.withdraw(id, &withdrawn);
-                rib.announce(id, &announced, &attrs);
-                metrics.ignored_nlri.fetch_add(u64::from(ignored), Relaxed);
-            }
-            Event::Initiation | Event::Termination | Event::Statistics | Event::Mirroring => {}
-        },
+        Message::Event { session, exporter, event } => {
+            let ignored = rib.apply(session, exporter, event, now);
+            metrics.ignored_nlri.fetch_add(u64::from(ignored), Relaxed);
+        }
     }
 }
