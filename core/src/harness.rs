@@ -393,7 +393,7 @@ pub fn bmp_stream(data: &[u8]) {
     }
     assert_eq!(rib.routes, rib.peers().map(|p| p.routes).sum::<u64>());
     let routes = rib.snapshot();
-    assert_eq!(routes.len().1 as u64, rib.routes);
+    assert_eq!(routes.len().1, rib.routes);
     for a in [[0u8; 16], [0xff; 16], crate::flow::addr_from_v4([198, 51, 100, 7])] {
         if let Some(r) = routes.lookup(&a, &[0; 16], &[0; 16]) {
             assert!(r.mask <= 128);

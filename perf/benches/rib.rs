@@ -5,7 +5,8 @@
 //! prefixes with one AS path (2–6 hops through 1 000 transit ASes) and up
 //! to 4 communities, as a real table shares attributes. Prints the
 //! table's bytes per route (its own estimate and the process's resident
-//! growth) and the snapshot's build time, then the lookup a shard makes
+//! growth, with and without the snapshot's index) and the snapshot's
+//! build time, then the lookup a shard makes
 //! per flow address beside a `prefix-trie` map of the same prefixes.
 //! Results and the command: perf/RESULTS.md.
 
@@ -95,12 +96,21 @@ fn rib(c: &mut Criterion) {
     );
     let started = Instant::now();
     let snapshot = table.snapshot();
+    let built_s = started.elapsed().as_secs_f64();
+    // The tables the merges replaced, back to the system (as the RIB
+    // thread does after publishing).
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let all = resident_bytes().saturating_sub(before);
     eprintln!(
-        "rib: snapshot built in {:.2} s, {} bytes ({} per route)",
-        started.elapsed().as_secs_f64(),
+        "rib: snapshot built in {built_s:.2} s, its index {} bytes ({} per route); table and index: {} bytes per \
+         route by estimate, {} by resident growth",
         snapshot.bytes(),
-        snapshot.bytes() as u64 / routes
+        snapshot.bytes() as u64 / routes,
+        (table.bytes() + snapshot.bytes()) as u64 / routes,
+        all / routes
     );
+    eprintln!("rib: index (ranges, bytes) IPv4 and IPv6: {:?}", snapshot.index_parts());
     let mut trie4: PrefixMap<Ipv4Net, u32> = PrefixMap::new();
     for (i, &(net, len)) in v4.iter().enumerate() {
         trie4.insert(Ipv4Net::new(net.into(), len).unwrap(), i as u32);

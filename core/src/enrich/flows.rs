@@ -45,7 +45,7 @@ pub struct Enriched {
     pub sampling_rate: u32,
     /// The flow had no rate and its exporter no default: stored with 1.
     pub rate_missing: bool,
-    /// The destination's route (`Routes::attrs`), when looked up and found.
+    /// The destination route (`Routes::attrs`), when looked up and found.
     pub dst_route: Option<u32>,
 }
 

@@ -465,6 +465,14 @@ pub struct PrefixTable {
 impl PrefixTable {
     /// `ranges` as `flatten` makes them.
     pub fn new(ranges: &[(u128, u32)]) -> PrefixTable {
+        PrefixTable::with_v6_root(ranges, ROOT_BITS, |_| 0)
+    }
+
+    /// With `root_bits` for the IPv6 trie's root (`ROOT_BITS`: 8 MiB of
+    /// slots, for the fastest lookups; 16: 512 KiB, and a level more where
+    /// the first 16 bits crowd), and beside each IPv6 range's id a word
+    /// derived from it, `extra(id)`, that `lookup6` reads with the id.
+    pub fn with_v6_root(ranges: &[(u128, u32)], root_bits: u32, extra: impl Fn(u32) -> u32) -> PrefixTable {
         // IPv4: the ranges within ::ffff:0:0/96, as 32-bit starts.
         let first_v4 = ranges.partition_point(|r| r.0 <= V4_BASE) - 1;
         let mut v4: Vec<(u32, u32)> = vec![(0, ranges[first_v4].1)];
@@ -478,7 +486,10 @@ impl PrefixTable {
             v6.push((V4_LAST + 1, ranges[after_v4 - 1].1));
         }
         v6.extend_from_slice(&ranges[after_v4..]);
-        PrefixTable { v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize), v6: Trie6::new(&v6) }
+        PrefixTable {
+            v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize),
+            v6: Trie6::new(&v6, root_bits, extra),
+        }
     }
 
     /// One range, id 0.
@@ -498,6 +509,14 @@ impl PrefixTable {
         }
     }
 
+    /// The id of the range holding the IPv6 address `a` (not IPv4), and
+    /// its extra word.
+    #[inline]
+    pub fn lookup6(&self, a: u128) -> (u32, u32) {
+        let r = self.v6.find(a);
+        (r.set, r.extra)
+    }
+
     /// Ranges (IPv4, IPv6).
     pub fn ranges(&self) -> (usize, usize) {
         (self.v4.len(), self.v6.len())
@@ -505,6 +524,11 @@ impl PrefixTable {
 
     pub fn bytes(&self) -> usize {
         self.v4.bytes() + self.v6.bytes()
+    }
+
+    /// Bytes (IPv4, IPv6).
+    pub fn family_bytes(&self) -> (usize, usize) {
+        (self.v4.bytes(), self.v6.bytes())
     }
 }
 
@@ -603,8 +627,11 @@ impl<K: Copy + Ord + Default> Ranges<K> {
     }
 }
 
-/// Bits of an IPv6 address that pick its root slot in a `Trie6`.
-const ROOT_BITS: u32 = 20;
+/// Bits of an IPv6 address that pick its root slot in a `Trie6`, by default.
+pub const ROOT_BITS: u32 = 20;
+
+/// A node's cut, at most: 2^20 slots, 8 MiB.
+const NODE_BITS_MAX: u32 = 20;
 
 /// Most ranges a leaf slot leads to for the search without branches: it
 /// reads them all.
@@ -619,13 +646,15 @@ const NODE_HEAD: usize = 4;
 /// The nodes' budget, in slots per range.
 const NODE_SLOTS_PER_RANGE: usize = 4;
 
-/// An IPv6 range's start, as two halves, and its set: 24 bytes.
+/// An IPv6 range's start, as two halves, its set, and a word its owner
+/// derives from the set (in what would be padding: 24 bytes either way).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 struct Start6 {
     hi: u64,
     lo: u64,
     set: u32,
+    extra: u32,
 }
 
 impl Start6 {
@@ -654,34 +683,44 @@ impl Start6 {
 /// nodes hold at most `NODE_SLOTS_PER_RANGE` slots per range in all; past
 /// that, a crowded slot stays a wide leaf searched by bisection (slower,
 /// still right).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct Trie6 {
     slots: Box<[u64]>,
     /// Sorted starts, then `LEAF - 1` copies of the last set past the end
     /// of the space, so that a leaf's search never reads past the array.
     pairs: Box<[Start6]>,
+    /// 128 less the root's bits.
+    shift: u32,
 }
 
 impl Trie6 {
-    fn new(ranges: &[(u128, u32)]) -> Trie6 {
-        Trie6::with_budget(ranges, ranges.len() * NODE_SLOTS_PER_RANGE)
+    fn new(ranges: &[(u128, u32)], root_bits: u32, extra: impl Fn(u32) -> u32) -> Trie6 {
+        Trie6::with_budget(ranges, root_bits, ranges.len() * NODE_SLOTS_PER_RANGE, extra)
     }
 
-    fn with_budget(ranges: &[(u128, u32)], mut budget: usize) -> Trie6 {
-        let mut pairs: Vec<Start6> =
-            ranges.iter().map(|&(start, set)| Start6 { hi: (start >> 64) as u64, lo: start as u64, set }).collect();
-        let last = pairs.last().map_or(0, |p| p.set);
-        pairs.extend(std::iter::repeat_n(Start6 { hi: u64::MAX, lo: u64::MAX, set: last }, LEAF - 1));
-        let mut slots = vec![0u64; 1 << ROOT_BITS];
+    fn with_budget(ranges: &[(u128, u32)], root_bits: u32, mut budget: usize, extra: impl Fn(u32) -> u32) -> Trie6 {
+        let mut pairs: Vec<Start6> = ranges
+            .iter()
+            .map(|&(start, set)| Start6 { hi: (start >> 64) as u64, lo: start as u64, set, extra: extra(set) })
+            .collect();
+        let last = pairs.last().copied().unwrap_or_default();
+        pairs.extend(std::iter::repeat_n(Start6 { hi: u64::MAX, lo: u64::MAX, ..last }, LEAF - 1));
+        let mut slots = vec![0u64; 1 << root_bits];
         if !ranges.is_empty() {
-            fill(&mut slots, 0, 0, 128 - ROOT_BITS, ROOT_BITS, ranges, 0, &mut budget);
+            fill(&mut slots, 0, 0, 128 - root_bits, root_bits, ranges, 0, &mut budget);
         }
-        Trie6 { slots: slots.into(), pairs: pairs.into() }
+        Trie6 { slots: slots.into(), pairs: pairs.into(), shift: 128 - root_bits }
     }
 
     #[inline(always)]
     fn get(&self, a: u128) -> u32 {
-        let mut slot = self.slots[(a >> (128 - ROOT_BITS)) as usize];
+        self.find(a).set
+    }
+
+    /// The range holding `a`.
+    #[inline(always)]
+    fn find(&self, a: u128) -> &Start6 {
+        let mut slot = self.slots[(a >> self.shift) as usize];
         while slot & NODE != 0 {
             let node = slot as u32 as usize;
             let shift = (slot >> 32) as u8 as u32;
@@ -704,7 +743,7 @@ impl Trie6 {
         } else {
             first + self.pairs[first + 1..first + count].partition_point(|p| p.at_or_before(hi, lo))
         };
-        self.pairs[at].set
+        &self.pairs[at]
     }
 
     fn len(&self) -> usize {
@@ -755,7 +794,7 @@ fn fill(
         // (they differ in its top bit), cut by about one range per slot.
         let (inner_first, inner_last) = (ranges[r + 1].0, ranges[end].0);
         let top = 128 - (inner_first ^ inner_last).leading_zeros();
-        let bits = (usize::BITS - (count - 1).leading_zeros()).min(16).min(top);
+        let bits = (usize::BITS - (count - 1).leading_zeros()).min(NODE_BITS_MAX).min(top);
         let size = NODE_HEAD + (1 << bits);
         if *budget < size {
             slots[at + k as usize] = leaf(r, count);
@@ -1059,7 +1098,7 @@ mod tests {
             // Every size of table: the first start, then every k-th.
             let ranges: Vec<(u128, u32)> = all.iter().step_by(all.len() / size).take(size).copied().collect();
             let expect = |a: u128| ranges[ranges.partition_point(|r| r.0 <= a) - 1].1;
-            let tree = Trie6::with_budget(&ranges, budget);
+            let tree = Trie6::with_budget(&ranges, ROOT_BITS, budget, |_| 0);
             assert_eq!(tree.len(), size);
             assert!(tree.slots.len() <= (1 << ROOT_BITS) + budget, "{size} ranges: {} slots", tree.slots.len());
             for &(s, _) in &ranges {

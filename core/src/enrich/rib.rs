@@ -8,18 +8,31 @@
 //! - **Attributes** (AS path, communities, large communities, next hop,
 //!   local preference, MED) are interned and reference-counted: routes
 //!   that share them (most of a full table) hold one 4-byte id.
+//! - **Compact storage, shared with the shards.** The routes live in a
+//!   sorted, immutable `Table`: per prefix a 16-byte entry (its network
+//!   in a key array: 4 bytes for IPv4, 16 for IPv6), which holds the
+//!   route itself when the prefix has one route without a path id (most
+//!   of a table from one router); other prefixes point into an array of
+//!   12-byte routes, best first. Changes since the table was built sit
+//!   in a small map (`delta`: a changed prefix's routes now), merged into
+//!   a new table when it grows past an eighth of the table and before
+//!   every snapshot. A snapshot is the table (shared, not copied), the
+//!   attribute sets (shared) and the longest-prefix index over it, so the
+//!   RIB and what the shards read are one copy of the routes.
 //! - **Peers going away.** A Peer Down or a closed session marks its peers
 //!   down; their routes stay for `keep` and are then removed a bounded
-//!   number at a time (`remove_expired`), so that neither the control
-//!   thread nor the flows (which read snapshots) ever wait for a whole
-//!   table to go.
-//! - **Snapshots.** `Rib::snapshot` flattens the prefixes with routes into
-//!   address ranges (`networks::flatten`, the networks table's structure:
-//!   one search per address) and, per prefix, its routes in best-path
-//!   order (highest local preference, shortest AS path, lowest MED).
-//!   `Routes::lookup` answers a flow's address with its longest matching
-//!   prefix's route: the one learned from the flow's own exporter first,
-//!   else the one whose next hop is the flow's, else the best.
+//!   number of prefixes at a time (`remove_expired`), so that neither the
+//!   control thread nor the flows (which read snapshots) ever wait for a
+//!   whole table to go.
+//! - **Lookups.** `Routes::lookup` answers a flow's address with its
+//!   longest matching prefix (`networks::flatten` and `PrefixTable`, the
+//!   networks table's structure: one search per address). With one route
+//!   the entry is the answer; with several, the route learned from the
+//!   flow's own exporter first, else the one whose next hop is the
+//!   flow's, else the best (highest local preference, shortest AS path,
+//!   lowest MED).
+//! - **Limits.** 65 535 peers (their ids are 16 bits; a peer past that
+//!   is refused and its routes counted as ignored), 2^32 routes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +40,44 @@ use std::sync::Arc;
 use super::bmp::{Attrs, Event, PeerKey, Prefix};
 use super::networks::{flatten, is_mapped_v4, PrefixTable};
 use crate::flow::Addr;
+
+/// `::ffff:0:0`: where IPv4 lies in the 128-bit space.
+const V4_BASE: u128 = 0xffff << 32;
+
+/// Peer ids are 16 bits; this one says "none".
+pub const NO_PEER: u32 = u16::MAX as u32;
+
+/// Routes one prefix holds at most (peers times ADD-PATH paths); more
+/// are refused, counted as ignored.
+pub const PREFIX_ROUTES_MAX: usize = u16::MAX as usize;
+
+/// Prefixes the table holds at most (their ids are 23 bits in the
+/// index); more are refused, counted as ignored.
+pub const PREFIXES_MAX: usize = (1 << 23) - 1;
+
+/// An index id: the prefix's length in bits 0–7, bit 8 when the prefix's
+/// routes are in `Table::routes` (not inline), the entry from bit 9.
+const ID_SHIFT: u32 = 9;
+const ID_ROUTES: u32 = 1 << 8;
+
+/// `RouteInfo::route`: a route of `Table::routes` (else an entry).
+const ROUTE_IN_ARRAY: u32 = 1 << 31;
+
+/// The changes kept before they are merged into a new table, at least.
+const DELTA_MIN: usize = 1 << 16;
+
+/// The IPv6 index's root: 16 bits (512 KiB) rather than the networks
+/// table's 20 (8 MiB, 7 bytes a route of a full table), the nodes below
+/// taking the rest.
+const V6_ROOT_BITS: u32 = 16;
+
+/// A prefix: network in the 128-bit space, length (IPv4: plus 96).
+type Key = (u128, u8);
+
+/// Whether `key` is an IPv4 prefix (within `::ffff:0:0/96`).
+fn is_v4(key: Key) -> bool {
+    key.1 >= 96 && is_mapped_v4(key.0)
+}
 
 /// A peer of the RIB: which session (exporter) reported it.
 #[derive(Clone, Debug)]
@@ -42,40 +93,185 @@ pub struct Peer {
     pub down_since: Option<u64>,
 }
 
-/// One route in the RIB: 12 bytes.
+/// One route: 12 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Route {
-    peer: u32,
-    path_id: u32,
     attrs: u32,
+    path_id: u32,
+    peer: u16,
 }
 
-/// The RIB: routes by prefix, interned attributes, peers.
-#[derive(Debug, Default)]
+/// A prefix of the table: 12 bytes.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+struct Entry {
+    /// The best route's origin AS.
+    asn: u32,
+    /// Inline: the route's attribute set; else its first route in `Table::routes`.
+    at: u32,
+    /// The prefix's length (IPv4: plus 96) in bits 0–7; bit 8: one route,
+    /// without a path id, held here (inline); bits 16–31: inline, the
+    /// route's peer, else the prefix's routes.
+    meta: u32,
+}
+
+const INLINE: u32 = 1 << 8;
+
+impl Entry {
+    fn inline(asn: u32, len: u8, route: Route) -> Entry {
+        Entry { asn, at: route.attrs, meta: u32::from(len) | INLINE | u32::from(route.peer) << 16 }
+    }
+
+    fn routes(asn: u32, len: u8, at: u32, count: usize) -> Entry {
+        Entry { asn, at, meta: u32::from(len) | (count as u32) << 16 }
+    }
+
+    fn len(&self) -> u8 {
+        self.meta as u8
+    }
+
+    fn is_inline(&self) -> bool {
+        self.meta & INLINE != 0
+    }
+
+    /// Not inline: where its routes are in `Table::routes`.
+    fn span(&self) -> std::ops::Range<usize> {
+        self.at as usize..self.at as usize + (self.meta >> 16) as usize
+    }
+}
+
+/// The routes, sorted by prefix: entry 0 is none, then the IPv4 prefixes
+/// in order, then the others.
+#[derive(Debug)]
+struct Table {
+    /// IPv4 networks (the low 32 bits), entries `1..=v4.len()`.
+    v4: Vec<u32>,
+    /// The other networks, entries after the IPv4 ones.
+    v6: Vec<u128>,
+    entries: Vec<Entry>,
+    routes: Vec<Route>,
+    /// Routes in all (inline ones included).
+    total: u64,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table { v4: Vec::new(), v6: Vec::new(), entries: vec![Entry::default()], routes: Vec::new(), total: 0 }
+    }
+}
+
+impl Table {
+    fn prefixes(&self) -> usize {
+        self.entries.len() - 1
+    }
+
+    /// The key of entry `i` (not 0).
+    fn key(&self, i: usize) -> Key {
+        let len = self.entries[i].len();
+        match self.v4.get(i - 1) {
+            Some(&net) => (V4_BASE | u128::from(net), len),
+            None => (self.v6[i - 1 - self.v4.len()], len),
+        }
+    }
+
+    /// Where `key` is or would be, as an entry index (entries are in the
+    /// order IPv4 keys, then the others, each sorted).
+    fn position(&self, key: Key) -> Result<usize, usize> {
+        let (from, n) = if is_v4(key) { (1, self.v4.len()) } else { (1 + self.v4.len(), self.v6.len()) };
+        let (mut lo, mut hi) = (from, from + n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// The routes of entry `i`.
+    fn routes_of(&self, i: usize) -> Vec<Route> {
+        let e = &self.entries[i];
+        if e.is_inline() {
+            return vec![Route { attrs: e.at, path_id: 0, peer: (e.meta >> 16) as u16 }];
+        }
+        self.routes[e.span()].to_vec()
+    }
+
+    /// Whether entry `i` has a route of one of `peers`.
+    fn has_peer(&self, i: usize, peers: &[u16]) -> bool {
+        let e = &self.entries[i];
+        if e.is_inline() {
+            return peers.contains(&((e.meta >> 16) as u16));
+        }
+        self.routes[e.span()].iter().any(|r| peers.contains(&r.peer))
+    }
+
+    fn bytes(&self) -> usize {
+        self.v4.capacity() * 4
+            + self.v6.capacity() * 16
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.routes.capacity() * std::mem::size_of::<Route>()
+    }
+}
+
+/// The RIB: the table, the changes since, interned attributes, peers.
+#[derive(Debug)]
 pub struct Rib {
-    prefixes: HashMap<(u128, u8), Vec<Route>>,
-    attrs: Vec<(Arc<Attrs>, u32)>,
+    table: Arc<Table>,
+    /// Prefixes changed since `table` was built: their routes now (none: gone).
+    delta: HashMap<Key, Vec<Route>>,
+    /// Attribute sets by id (a freed id holds `empty`), and their uses.
+    attrs: Vec<Arc<Attrs>>,
+    uses: Vec<u32>,
     attr_ids: HashMap<Arc<Attrs>, u32>,
     free_attrs: Vec<u32>,
+    empty: Arc<Attrs>,
     peers: Vec<Option<Peer>>,
     peer_ids: HashMap<(u32, PeerKey), u32>,
     /// Routes held.
     pub routes: u64,
+    prefixes: usize,
     /// Whether anything changed since the last snapshot.
     pub dirty: bool,
     /// The removal pass under way (`remove_expired`).
     removal: Option<Removal>,
+    /// Changes kept before a merge, at least (`DELTA_MIN`; tests lower it).
+    delta_min: usize,
 }
 
-/// A removal pass: its peers, and the prefixes left to visit.
-#[derive(Debug, Default)]
+impl Default for Rib {
+    fn default() -> Self {
+        Rib {
+            table: Arc::new(Table::default()),
+            delta: HashMap::new(),
+            attrs: Vec::new(),
+            uses: Vec::new(),
+            attr_ids: HashMap::new(),
+            free_attrs: Vec::new(),
+            empty: Arc::new(Attrs::default()),
+            peers: Vec::new(),
+            peer_ids: HashMap::new(),
+            routes: 0,
+            prefixes: 0,
+            dirty: false,
+            removal: None,
+            delta_min: DELTA_MIN,
+        }
+    }
+}
+
+/// A removal pass: its peers, and the first prefix left to visit.
+#[derive(Debug)]
 struct Removal {
-    peers: Vec<u32>,
-    keys: Vec<(u128, u8)>,
+    peers: Vec<u16>,
+    next: Option<Key>,
 }
 
 impl Rib {
-    /// The peer `key` of `session`, created (up) when new.
+    /// The peer `key` of `session`, created (up) when new; `NO_PEER` when
+    /// 65 535 peers are known already.
     pub fn peer(&mut self, session: u32, exporter: Addr, key: PeerKey, asn: u32) -> u32 {
         if let Some(&id) = self.peer_ids.get(&(session, key)) {
             if let Some(p) = self.peers[id as usize].as_mut() {
@@ -90,17 +286,19 @@ impl Rib {
                 self.peers[free] = Some(peer);
                 free as u32
             }
-            None => {
+            None if self.peers.len() < NO_PEER as usize => {
                 self.peers.push(Some(peer));
                 self.peers.len() as u32 - 1
             }
+            None => return NO_PEER,
         };
         self.peer_ids.insert((session, key), id);
         id
     }
 
     /// Applies what a message of `session` (from `exporter`) said at
-    /// `now`; the NLRI of families not kept, for the caller to count.
+    /// `now`; the NLRI not kept (other families, or a peer past the
+    /// limit), for the caller to count.
     pub fn apply(&mut self, session: u32, exporter: Addr, event: Event, now: u64) -> u32 {
         match event {
             Event::PeerUp { peer, asn, .. } => {
@@ -109,9 +307,11 @@ impl Rib {
             Event::PeerDown { peer } => self.peer_down(session, peer, now),
             Event::Update { peer, asn, announced, withdrawn, attrs, ignored } => {
                 let id = self.peer(session, exporter, peer, asn);
+                if id == NO_PEER {
+                    return ignored + (announced.len() + withdrawn.len()) as u32;
+                }
                 self.withdraw(id, &withdrawn);
-                self.announce(id, &announced, &attrs);
-                return ignored;
+                return ignored + self.announce(id, &announced, &attrs);
             }
             Event::Initiation | Event::Termination | Event::Statistics | Event::Mirroring => {}
         }
@@ -139,19 +339,21 @@ impl Rib {
         }
     }
 
-    fn intern(&mut self, attrs: Attrs) -> u32 {
-        if let Some(&id) = self.attr_ids.get(&attrs) {
-            self.attrs[id as usize].1 += 1;
+    fn intern(&mut self, attrs: &Attrs) -> u32 {
+        if let Some(&id) = self.attr_ids.get(attrs) {
+            self.uses[id as usize] += 1;
             return id;
         }
-        let attrs = Arc::new(attrs);
+        let attrs = Arc::new(attrs.clone());
         let id = match self.free_attrs.pop() {
             Some(id) => {
-                self.attrs[id as usize] = (attrs.clone(), 1);
+                self.attrs[id as usize] = attrs.clone();
+                self.uses[id as usize] = 1;
                 id
             }
             None => {
-                self.attrs.push((attrs.clone(), 1));
+                self.attrs.push(attrs.clone());
+                self.uses.push(1);
                 self.attrs.len() as u32 - 1
             }
         };
@@ -160,92 +362,151 @@ impl Rib {
     }
 
     fn release(&mut self, id: u32) {
-        let entry = &mut self.attrs[id as usize];
-        entry.1 -= 1;
-        if entry.1 == 0 {
-            let attrs = std::mem::take(&mut entry.0);
+        let uses = &mut self.uses[id as usize];
+        *uses -= 1;
+        if *uses == 0 {
+            let attrs = std::mem::replace(&mut self.attrs[id as usize], self.empty.clone());
             self.attr_ids.remove(&attrs);
             self.free_attrs.push(id);
         }
     }
 
-    /// Announces `prefixes` from `peer` with `attrs` (replacing routes of the same identity).
-    pub fn announce(&mut self, peer: u32, prefixes: &[Prefix], attrs: &Attrs) {
-        if prefixes.is_empty() {
-            return;
+    /// The routes of `key` now, to change: moved into the delta.
+    fn routes_mut(&mut self, key: Key) -> &mut Vec<Route> {
+        let table = &self.table;
+        self.delta.entry(key).or_insert_with(|| table.position(key).map_or_else(|_| Vec::new(), |i| table.routes_of(i)))
+    }
+
+    /// Whether `key` holds routes now.
+    fn holds(&self, key: Key) -> bool {
+        match self.delta.get(&key) {
+            Some(routes) => !routes.is_empty(),
+            None => self.table.position(key).is_ok(),
         }
+    }
+
+    fn count_route(&mut self, peer: u16, added: bool) {
+        let p = self.peers[usize::from(peer)].as_mut();
+        if added {
+            self.routes += 1;
+            if let Some(p) = p {
+                p.routes += 1;
+            }
+        } else {
+            self.routes -= 1;
+            if let Some(p) = p {
+                p.routes -= 1;
+            }
+        }
+    }
+
+    /// Announces `prefixes` from `peer` with `attrs` (replacing routes of
+    /// the same identity); the routes refused (`PREFIX_ROUTES_MAX`).
+    pub fn announce(&mut self, peer: u32, prefixes: &[Prefix], attrs: &Attrs) -> u32 {
+        if prefixes.is_empty() || peer >= NO_PEER {
+            return prefixes.len() as u32;
+        }
+        let mut refused = 0;
+        let peer = peer as u16;
         self.dirty = true;
-        // One reference for the call, one per route that takes the set.
-        let id = self.intern(attrs.clone());
+        // One use for the call, one per route that takes the set.
+        let id = self.intern(attrs);
         for p in prefixes {
-            self.attrs[id as usize].1 += 1;
-            let routes = self.prefixes.entry((p.net, p.len)).or_default();
+            let room = self.prefixes < PREFIXES_MAX;
+            self.uses[id as usize] += 1;
+            let routes = self.routes_mut((p.net, p.len));
+            let (was_empty, full) = (routes.is_empty(), routes.len() >= PREFIX_ROUTES_MAX);
             match routes.iter_mut().find(|r| r.peer == peer && r.path_id == p.path_id) {
                 Some(r) => {
                     let old = std::mem::replace(&mut r.attrs, id);
                     self.release(old);
                 }
+                None if full || (was_empty && !room) => {
+                    self.uses[id as usize] -= 1;
+                    refused += 1;
+                }
                 None => {
-                    routes.push(Route { peer, path_id: p.path_id, attrs: id });
-                    self.routes += 1;
-                    if let Some(p) = self.peers[peer as usize].as_mut() {
-                        p.routes += 1;
-                    }
+                    routes.push(Route { attrs: id, path_id: p.path_id, peer });
+                    self.prefixes += usize::from(was_empty);
+                    self.count_route(peer, true);
                 }
             }
         }
         self.release(id);
+        self.compact_when_large();
+        refused
     }
 
     /// Withdraws `prefixes` of `peer` (unknown ones are ignored).
     pub fn withdraw(&mut self, peer: u32, prefixes: &[Prefix]) {
+        if peer >= NO_PEER {
+            return;
+        }
+        let peer = peer as u16;
         for p in prefixes {
-            let Some(routes) = self.prefixes.get_mut(&(p.net, p.len)) else { continue };
+            let key = (p.net, p.len);
+            if !self.holds(key) {
+                continue;
+            }
+            let routes = self.routes_mut(key);
             let Some(at) = routes.iter().position(|r| r.peer == peer && r.path_id == p.path_id) else { continue };
             let r = routes.swap_remove(at);
             if routes.is_empty() {
-                self.prefixes.remove(&(p.net, p.len));
+                self.prefixes -= 1;
             }
             self.release(r.attrs);
-            self.routes -= 1;
-            if let Some(p) = self.peers[peer as usize].as_mut() {
-                p.routes -= 1;
-            }
+            self.count_route(peer, false);
             self.dirty = true;
         }
+        self.compact_when_large();
     }
 
     /// Removes routes of peers down since before `now - keep`, at most
     /// `budget` prefixes visited per call (call again while it returns
-    /// true). A pass takes the peers expired when it starts and the
-    /// prefixes then held (a list of keys, no routes); a peer that comes
-    /// back up meanwhile is left alone, one that expires meanwhile waits
-    /// for the next pass. A peer is forgotten once a pass removed all of
-    /// its routes.
+    /// true). A pass takes the peers expired when it starts, merges the
+    /// changes into the table, and walks the table's prefixes in order
+    /// from where the last call stopped (a new table meanwhile is fine:
+    /// the walk goes on from that prefix). A peer that comes back up
+    /// meanwhile is left alone, one that expires meanwhile waits for the
+    /// next pass. A peer is forgotten once a pass removed all its routes.
     pub fn remove_expired(&mut self, now: u64, keep: u64, budget: usize) -> bool {
         if self.removal.is_none() {
-            let peers: Vec<u32> = self
+            let peers: Vec<u16> = self
                 .peers
                 .iter()
                 .enumerate()
                 .filter_map(|(i, p)| {
-                    p.as_ref().filter(|p| p.down_since.is_some_and(|d| now >= d.saturating_add(keep))).map(|_| i as u32)
+                    p.as_ref().filter(|p| p.down_since.is_some_and(|d| now >= d.saturating_add(keep))).map(|_| i as u16)
                 })
                 .collect();
             if peers.is_empty() {
                 return false;
             }
-            self.removal = Some(Removal { peers, keys: self.prefixes.keys().copied().collect() });
+            // The routes of a down peer are all in the table from here on
+            // (an announcement would bring it back up).
+            self.compact();
+            self.removal = Some(Removal { peers, next: None });
         }
         let Some(mut removal) = self.removal.take() else { return false };
         // Peers back up keep what they have.
-        removal.peers.retain(|&id| self.peers[id as usize].as_ref().is_some_and(|p| p.down_since.is_some()));
-        for _ in 0..budget {
-            if removal.peers.is_empty() {
-                break;
+        removal.peers.retain(|&id| self.peers[usize::from(id)].as_ref().is_some_and(|p| p.down_since.is_some()));
+        let table = self.table.clone();
+        let mut at = match removal.next {
+            None => 1,
+            Some(key) => table.position(key).unwrap_or_else(|at| at),
+        };
+        let end = (at + budget).min(table.entries.len());
+        while at < end && !removal.peers.is_empty() {
+            let key = table.key(at);
+            at += 1;
+            let visit = match self.delta.get(&key) {
+                Some(routes) => routes.iter().any(|r| removal.peers.contains(&r.peer)),
+                None => table.has_peer(at - 1, &removal.peers),
+            };
+            if !visit {
+                continue;
             }
-            let Some(key) = removal.keys.pop() else { break };
-            let Some(routes) = self.prefixes.get_mut(&key) else { continue };
+            let routes = self.routes_mut(key);
             let mut released = Vec::new();
             routes.retain(|r| {
                 let gone = removal.peers.contains(&r.peer);
@@ -255,23 +516,23 @@ impl Rib {
                 !gone
             });
             if routes.is_empty() {
-                self.prefixes.remove(&key);
+                self.prefixes -= 1;
             }
             for (peer, attrs) in released {
                 self.release(attrs);
-                self.routes -= 1;
-                if let Some(p) = self.peers[peer as usize].as_mut() {
-                    p.routes -= 1;
-                }
-                self.dirty = true;
+                self.count_route(peer, false);
             }
+            self.dirty = true;
         }
-        if !removal.keys.is_empty() && !removal.peers.is_empty() {
+        if at < table.entries.len() && !removal.peers.is_empty() {
+            removal.next = Some(table.key(at));
             self.removal = Some(removal);
+            drop(table);
+            self.compact_when_large();
             return true;
         }
         for id in removal.peers {
-            if let Some(p) = self.peers[id as usize].take_if(|p| p.routes == 0) {
+            if let Some(p) = self.peers[usize::from(id)].take_if(|p| p.routes == 0) {
                 self.peer_ids.remove(&(p.session, p.key));
             }
         }
@@ -281,7 +542,7 @@ impl Rib {
 
     /// Prefixes holding routes.
     pub fn prefixes(&self) -> usize {
-        self.prefixes.len()
+        self.prefixes
     }
 
     /// Distinct attribute sets held.
@@ -289,84 +550,153 @@ impl Rib {
         self.attr_ids.len()
     }
 
-    /// Bytes held, estimated from the containers' capacities and the
-    /// attribute sets' arrays.
+    /// Bytes held (the table, shared with the snapshot, included),
+    /// estimated from the containers' capacities and the attribute sets'
+    /// arrays.
     pub fn bytes(&self) -> usize {
         let map = |cap: usize, entry: usize| cap * (entry + 1);
-        let routes: usize = self.prefixes.values().map(|r| r.capacity() * std::mem::size_of::<Route>() + 16).sum();
+        let delta: usize = self.delta.values().map(|r| r.capacity() * std::mem::size_of::<Route>()).sum();
         let attrs: usize = self
             .attr_ids
             .keys()
             .map(|a| {
-                std::mem::size_of::<Attrs>()
-                    + 16
+                16 + std::mem::size_of::<Attrs>()
                     + a.as_path.len() * 4
                     + a.communities.len() * 4
                     + a.large_communities.len() * 12
             })
             .sum();
-        map(self.prefixes.capacity(), 32 + 24)
-            + routes
+        self.table.bytes()
+            + map(self.delta.capacity(), 32 + 24)
+            + delta
             + attrs
             + map(self.attr_ids.capacity(), 8 + 4)
-            + self.attrs.capacity() * 16
+            + self.attrs.capacity() * 8
+            + self.uses.capacity() * 4
+            + self.peers.capacity() * std::mem::size_of::<Option<Peer>>()
+    }
+
+    fn compact_when_large(&mut self) {
+        if self.delta.len() > self.delta_min.max(self.table.prefixes() / 8) {
+            self.compact();
+        }
+    }
+
+    /// The best-first order of routes.
+    fn sort(&self, routes: &mut [Route]) {
+        routes.sort_by_key(|r| {
+            let a = &self.attrs[r.attrs as usize];
+            (std::cmp::Reverse(a.local_pref), a.as_path.len(), a.med, r.peer, r.path_id)
+        });
+    }
+
+    /// The entry for `routes` (not empty, best first), its routes appended to `to`.
+    fn entry(&self, len: u8, routes: &[Route], to: &mut Vec<Route>) -> Entry {
+        let best = routes[0];
+        let peer_as = self.peers[usize::from(best.peer)].as_ref().map_or(0, |p| p.asn);
+        let asn = self.attrs[best.attrs as usize].origin_as(peer_as);
+        if let [one] = routes {
+            if one.path_id == 0 {
+                return Entry::inline(asn, len, *one);
+            }
+        }
+        let at = to.len() as u32;
+        to.extend_from_slice(routes);
+        Entry::routes(asn, len, at, routes.len())
+    }
+
+    /// Merges the changes into a new table.
+    fn compact(&mut self) {
+        if self.delta.is_empty() {
+            return;
+        }
+        let mut changed: Vec<(Key, Vec<Route>)> = self.delta.drain().collect();
+        changed.sort_unstable_by_key(|c| (!is_v4(c.0), c.0));
+        for (_, routes) in &mut changed {
+            self.sort(routes);
+        }
+        let old = self.table.clone();
+        let v4_changed = changed.partition_point(|c| is_v4(c.0));
+        let added_routes: usize = changed.iter().map(|c| c.1.len()).sum();
+        let mut t = Table {
+            v4: Vec::with_capacity(old.v4.len() + v4_changed),
+            v6: Vec::with_capacity(old.v6.len() + changed.len() - v4_changed),
+            entries: Vec::with_capacity(self.prefixes + 1),
+            routes: Vec::with_capacity(old.routes.len() + added_routes),
+            total: self.routes,
+        };
+        t.entries.push(Entry::default());
+        let v4_end = 1 + old.v4.len();
+        for (from, to, changed) in
+            [(1, v4_end, &changed[..v4_changed]), (v4_end, old.entries.len(), &changed[v4_changed..])]
+        {
+            let mut at = from;
+            let mut next = changed.iter().peekable();
+            loop {
+                let here = (at < to).then(|| old.key(at));
+                let take_changed = match (here, next.peek()) {
+                    (None, None) => break,
+                    (Some(k), Some(c)) => c.0 <= k,
+                    (None, Some(_)) => true,
+                    (Some(_), None) => false,
+                };
+                let (key, entry) = if take_changed {
+                    let (key, routes) = next.next().expect("peeked");
+                    if here == Some(*key) {
+                        at += 1;
+                    }
+                    if routes.is_empty() {
+                        continue;
+                    }
+                    (*key, self.entry(key.1, routes, &mut t.routes))
+                } else {
+                    let key = here.expect("checked");
+                    let mut e = old.entries[at];
+                    if !e.is_inline() {
+                        let first = t.routes.len() as u32;
+                        t.routes.extend_from_slice(&old.routes[e.span()]);
+                        e.at = first;
+                    }
+                    at += 1;
+                    (key, e)
+                };
+                if is_v4(key) {
+                    t.v4.push(key.0 as u32);
+                } else {
+                    t.v6.push(key.0);
+                }
+                t.entries.push(entry);
+            }
+        }
+        debug_assert_eq!(t.prefixes(), self.prefixes);
+        self.table = Arc::new(t);
+        // The map's room goes too (a full table's load grew it to an
+        // eighth of the table).
+        self.delta = HashMap::new();
     }
 
     /// The table the shards read.
-    pub fn snapshot(&self) -> Routes {
-        let mut keys: Vec<(u128, u8)> = self.prefixes.keys().copied().collect();
-        keys.sort_unstable();
-        let mut prefixes = Vec::with_capacity(keys.len() + 1);
-        prefixes.push(SnapPrefix::default());
-        let mut routes = Vec::with_capacity(self.routes as usize);
-        let mut attrs_of: HashMap<u32, u32> = HashMap::new();
-        let mut attrs: Vec<Arc<Attrs>> = Vec::new();
-        let mut exporters: Vec<Addr> = Vec::new();
-        let mut peer_of: HashMap<u32, u32> = HashMap::new();
-        for key in &keys {
-            let first = routes.len() as u32;
-            for r in &self.prefixes[key] {
-                let Some(peer) = self.peers[r.peer as usize].as_ref() else { continue };
-                let a = *attrs_of.entry(r.attrs).or_insert_with(|| {
-                    attrs.push(self.attrs[r.attrs as usize].0.clone());
-                    attrs.len() as u32 - 1
-                });
-                let p = *peer_of.entry(r.peer).or_insert_with(|| {
-                    exporters.push(peer.exporter);
-                    exporters.len() as u32 - 1
-                });
-                routes.push(SnapRoute { peer: p, attrs: a, asn: attrs[a as usize].origin_as(peer.asn) });
-            }
-            let end = routes.len();
-            routes[first as usize..end].sort_by_key(|r| {
-                let a = &attrs[r.attrs as usize];
-                (std::cmp::Reverse(a.local_pref), a.as_path.len(), a.med, r.peer)
-            });
-            let asn = routes.get(first as usize).map_or(0, |r| r.asn);
-            prefixes.push(SnapPrefix { len: key.1, first, count: end as u32 - first, asn });
-        }
-        let ranges =
-            flatten(keys.iter().enumerate().map(|(i, k)| (k.0, k.1, i as u32 + 1)), |id, _: Option<&()>| (id, ()));
-        Routes { table: PrefixTable::new(&ranges), prefixes, routes, attrs, exporters }
+    pub fn snapshot(&mut self) -> Routes {
+        self.compact();
+        let t = &self.table;
+        let n4 = t.v4.len();
+        // Every prefix in address order: the IPv6 ones below
+        // `::ffff:0:0`, the IPv4 ones, the rest.
+        let below = t.v6.partition_point(|&n| n < V4_BASE);
+        let v6 = |j: usize| (t.v6[j], t.entries[1 + n4 + j].len(), (1 + n4 + j) as u32);
+        let keys = (0..below)
+            .map(v6)
+            .chain((0..n4).map(|i| (V4_BASE | u128::from(t.v4[i]), t.entries[1 + i].len(), 1 + i as u32)))
+            .chain((below..t.v6.len()).map(v6));
+        let id = |(net, len, entry): (u128, u8, u32)| {
+            let routes = if t.entries[entry as usize].is_inline() { 0 } else { ID_ROUTES };
+            (net, len, entry << ID_SHIFT | routes | u32::from(len))
+        };
+        let ranges = flatten(keys.map(id), |id, _: Option<&()>| (id, ()));
+        let peers = self.peers.iter().map(|p| p.as_ref().map_or(([0; 16], 0), |p| (p.exporter, p.asn))).collect();
+        let index = PrefixTable::with_v6_root(&ranges, V6_ROOT_BITS, |id| t.entries[(id >> ID_SHIFT) as usize].asn);
+        Routes { index, table: t.clone(), attrs: self.attrs.clone(), peers }
     }
-}
-
-/// A prefix of the snapshot: its routes, and the answer when it has one
-/// route (most prefixes): a lookup then reads nothing else.
-#[derive(Clone, Copy, Debug, Default)]
-struct SnapPrefix {
-    first: u32,
-    count: u32,
-    /// The best route's origin AS.
-    asn: u32,
-    len: u8,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct SnapRoute {
-    peer: u32,
-    attrs: u32,
-    asn: u32,
 }
 
 /// What a lookup answers.
@@ -380,16 +710,19 @@ pub struct RouteInfo {
     pub route: u32,
 }
 
-/// The routes the shards read: immutable, replaced whole.
+/// The routes the shards read: immutable, replaced whole. The table and
+/// the attribute sets are the RIB's (shared); the index is its own: per
+/// address range, its prefix's length, whether it has one route, and its
+/// entry; an IPv6 range also holds the best route's origin AS, so that a
+/// lookup there reads nothing else.
 #[derive(Clone, Debug)]
 pub struct Routes {
-    table: PrefixTable,
-    /// Index 0: none; then per prefix, its routes (best first).
-    prefixes: Vec<SnapPrefix>,
-    routes: Vec<SnapRoute>,
+    /// Address → the longest prefix holding it.
+    index: PrefixTable,
+    table: Arc<Table>,
     attrs: Vec<Arc<Attrs>>,
-    /// Per peer: its session's exporter.
-    exporters: Vec<Addr>,
+    /// Per peer id: its session's exporter, its AS.
+    peers: Vec<(Addr, u32)>,
 }
 
 impl Default for Routes {
@@ -403,56 +736,78 @@ impl Routes {
     /// sees it (zero `next_hop`: any).
     #[inline]
     pub fn lookup(&self, addr: &Addr, exporter: &Addr, next_hop: &Addr) -> Option<RouteInfo> {
-        let at = self.table.lookup(addr) as usize;
-        if at == 0 {
+        let a = u128::from_be_bytes(*addr);
+        let v4 = is_mapped_v4(a);
+        let (id, asn) = if v4 {
+            let id = self.index.lookup(addr);
+            (id, self.table.entries.get((id >> ID_SHIFT) as usize).map_or(0, |e| e.asn))
+        } else {
+            self.index.lookup6(a)
+        };
+        if id == 0 {
             return None;
         }
-        let p = self.prefixes.get(at)?;
-        let mask = if is_mapped_v4(u128::from_be_bytes(*addr)) { p.len.saturating_sub(96) } else { p.len };
-        if p.count == 1 {
-            return Some(RouteInfo { mask, asn: p.asn, route: p.first });
+        let mask = if v4 { (id as u8).saturating_sub(96) } else { id as u8 };
+        let entry = id >> ID_SHIFT;
+        if id & ID_ROUTES == 0 {
+            return Some(RouteInfo { mask, asn, route: entry });
         }
-        self.choose(p, exporter, next_hop).map(|(route, asn)| RouteInfo { mask, asn, route })
+        let e = self.table.entries.get(entry as usize)?;
+        self.choose(e, exporter, next_hop).map(|(route, asn)| RouteInfo { mask, asn, route })
     }
 
     /// Among a prefix's routes: the exporter's, the next hop's, the best.
     #[cold]
-    fn choose(&self, p: &SnapPrefix, exporter: &Addr, next_hop: &Addr) -> Option<(u32, u32)> {
-        let first = p.first as usize;
-        let routes = self.routes.get(first..first + p.count as usize)?;
+    fn choose(&self, e: &Entry, exporter: &Addr, next_hop: &Addr) -> Option<(u32, u32)> {
+        let routes = self.table.routes.get(e.span())?;
+        let peer = |r: &Route| self.peers.get(usize::from(r.peer)).copied().unwrap_or_default();
+        let attrs = |r: &Route| &self.attrs[r.attrs as usize];
         let at = routes
             .iter()
-            .position(|r| self.exporters[r.peer as usize] == *exporter)
-            .or_else(|| {
-                (*next_hop != [0; 16])
-                    .then(|| routes.iter().position(|r| self.attrs[r.attrs as usize].next_hop == *next_hop))
-                    .flatten()
-            })
+            .position(|r| peer(r).0 == *exporter)
+            .or_else(|| (*next_hop != [0; 16]).then(|| routes.iter().position(|r| attrs(r).next_hop == *next_hop))?)
             .unwrap_or(0);
-        routes.get(at).map(|r| ((first + at) as u32, r.asn))
+        let r = routes.get(at)?;
+        let asn = if at == 0 { e.asn } else { attrs(r).origin_as(peer(r).1) };
+        Some((ROUTE_IN_ARRAY | (e.at + at as u32), asn))
     }
 
-    /// The attributes of a route a lookup answered.
-    pub fn attrs(&self, route: u32) -> &Attrs {
-        &self.attrs[self.routes[route as usize].attrs as usize]
+    /// The attributes of the route a lookup answered.
+    pub fn attrs(&self, route: u32) -> Option<&Attrs> {
+        let id = if route & ROUTE_IN_ARRAY != 0 {
+            self.table.routes.get((route & !ROUTE_IN_ARRAY) as usize).map(|r| r.attrs)
+        } else {
+            self.table.entries.get(route as usize).map(|e| {
+                if e.is_inline() {
+                    e.at
+                } else {
+                    self.table.routes[e.at as usize].attrs
+                }
+            })
+        };
+        id.and_then(|id| self.attrs.get(id as usize)).map(|a| &**a)
     }
 
     /// Prefixes and routes in the snapshot.
-    pub fn len(&self) -> (usize, usize) {
-        (self.prefixes.len() - 1, self.routes.len())
+    pub fn len(&self) -> (usize, u64) {
+        (self.table.prefixes(), self.table.total)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.table.total == 0
     }
 
-    /// Bytes of the lookup structures (the attribute sets are shared with the RIB).
+    /// The index: ranges and bytes, IPv4 then IPv6.
+    pub fn index_parts(&self) -> [(usize, usize); 2] {
+        let (r4, r6) = self.index.ranges();
+        let (b4, b6) = self.index.family_bytes();
+        [(r4, b4), (r6, b6)]
+    }
+
+    /// Bytes of its own (the index, the attribute list and the peers; the
+    /// table is the RIB's).
     pub fn bytes(&self) -> usize {
-        self.table.bytes()
-            + self.prefixes.capacity() * std::mem::size_of::<SnapPrefix>()
-            + self.routes.capacity() * std::mem::size_of::<SnapRoute>()
-            + self.attrs.capacity() * 8
-            + self.exporters.capacity() * 16
+        self.index.bytes() + self.attrs.capacity() * 8 + self.peers.capacity() * 20
     }
 }
 
@@ -485,6 +840,94 @@ mod tests {
         PeerKey { addr: ip(peer), distinguisher: 0 }
     }
 
+    /// Every route after merging: (prefix, peer, path id, AS path), sorted.
+    fn dump(rib: &mut Rib) -> Vec<(Key, u16, u32, Vec<u32>)> {
+        rib.compact();
+        let t = rib.table.clone();
+        let mut all = Vec::new();
+        for i in 1..t.entries.len() {
+            for r in t.routes_of(i) {
+                all.push((t.key(i), r.peer, r.path_id, rib.attrs[r.attrs as usize].as_path.to_vec()));
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// Random announcements, withdrawals and peers going away, with
+    /// merges every few changes, against a plain map of the same routes.
+    #[test]
+    fn the_table_holds_what_a_plain_map_holds() {
+        use std::collections::BTreeMap;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut random = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut rib = Rib { delta_min: 3, ..Rib::default() };
+        let mut model: BTreeMap<(Key, u16, u32), u32> = BTreeMap::new();
+        let peers: Vec<u32> = (0..3).map(|i| rib.peer(1, [0; 16], key(&format!("10.0.0.{i}")), 64500 + i)).collect();
+        for round in 0..3000 {
+            let peer = random(3) as usize;
+            let p = if random(2) == 0 {
+                Prefix { net: V4_BASE | u128::from(random(16) as u32) << 24, len: 96 + 8, path_id: random(2) as u32 }
+            } else {
+                Prefix { net: 0x2001_0db8u128 << 96 | u128::from(random(16)) << 80, len: 48, path_id: 0 }
+            };
+            let k = ((p.net, p.len), peers[peer] as u16, p.path_id);
+            if random(3) == 0 {
+                rib.withdraw(peers[peer], &[p]);
+                model.remove(&k);
+            } else {
+                let asn = random(5) as u32;
+                rib.announce(peers[peer], &[p], &attrs(&[asn], "10.0.0.1", 0));
+                model.insert(k, asn);
+            }
+            if round % 500 == 499 {
+                // A peer goes away and comes back.
+                rib.peer_down(1, key("10.0.0.1"), 0);
+                while rib.remove_expired(1, 0, 5) {}
+                model.retain(|k, _| k.1 != peers[1] as u16);
+                assert_eq!(rib.peer(1, [0; 16], key("10.0.0.1"), 64501), peers[1]);
+            }
+            if round % 97 == 0 {
+                let expected: Vec<(Key, u16, u32, Vec<u32>)> =
+                    model.iter().map(|(k, &asn)| (k.0, k.1, k.2, vec![asn])).collect();
+                assert_eq!(dump(&mut rib), expected, "round {round}");
+                assert_eq!(rib.routes, model.len() as u64);
+                assert_eq!(rib.snapshot().len().1, model.len() as u64);
+            }
+        }
+        let prefixes: std::collections::BTreeSet<Key> = model.keys().map(|k| k.0).collect();
+        assert_eq!(rib.prefixes(), prefixes.len());
+        assert!(rib.attribute_sets() <= 5);
+    }
+
+    #[test]
+    fn peers_and_routes_past_the_limits_are_refused_and_counted() {
+        let mut rib = Rib::default();
+        let p = rib.peer(1, ip("192.0.2.1"), key("10.0.0.1"), 64500);
+        let paths: Vec<Prefix> = (1..=PREFIX_ROUTES_MAX as u32 + 2).map(|i| prefix("10.1.0.0/16", i)).collect();
+        assert_eq!(rib.announce(p, &paths, &attrs(&[1], "10.0.0.1", 0)), 2);
+        assert_eq!(rib.routes, PREFIX_ROUTES_MAX as u64);
+        assert_eq!(rib.snapshot().len(), (1, PREFIX_ROUTES_MAX as u64));
+        for i in 1..NO_PEER {
+            assert_ne!(rib.peer(2, [0; 16], PeerKey { addr: [0; 16], distinguisher: u64::from(i) }, 1), NO_PEER);
+        }
+        let update = Event::Update {
+            peer: key("10.0.0.9"),
+            asn: 1,
+            announced: vec![prefix("10.2.0.0/16", 0)],
+            withdrawn: vec![],
+            attrs: Attrs::default(),
+            ignored: 1,
+        };
+        assert_eq!(rib.apply(3, [0; 16], update, 0), 2, "the 65 536th peer: its prefix ignored");
+        assert_eq!((rib.routes, rib.prefixes(), rib.attribute_sets()), (PREFIX_ROUTES_MAX as u64, 1, 1));
+    }
+
     #[test]
     fn longest_prefix_then_exporter_then_next_hop_then_best_path() {
         let mut rib = Rib::default();
@@ -500,13 +943,16 @@ mod tests {
         let other = ip("203.0.113.9");
         // The exporter's own route.
         let r = routes.lookup(&ip("198.51.100.7"), &r1, &[0; 16]).unwrap();
-        assert_eq!((r.mask, r.asn, &routes.attrs(r.route).as_path[..]), (24, 15169, &[64500, 3356, 15169][..]));
+        assert_eq!(
+            (r.mask, r.asn, &routes.attrs(r.route).unwrap().as_path[..]),
+            (24, 15169, &[64500, 3356, 15169][..])
+        );
         // Another exporter: the next hop's route, else the best (local preference).
         let r = routes.lookup(&ip("198.51.100.7"), &other, &ip("10.0.0.1")).unwrap();
-        assert_eq!(routes.attrs(r.route).as_path.len(), 3);
+        assert_eq!(routes.attrs(r.route).unwrap().as_path.len(), 3);
         let r = routes.lookup(&ip("198.51.100.7"), &other, &[0; 16]).unwrap();
-        assert_eq!(&routes.attrs(r.route).as_path[..], &[64501, 15169]);
-        assert_eq!(routes.attrs(r.route).communities[..], [65000 << 16 | 7]);
+        assert_eq!(&routes.attrs(r.route).unwrap().as_path[..], &[64501, 15169]);
+        assert_eq!(routes.attrs(r.route).unwrap().communities[..], [65000 << 16 | 7]);
         // The shorter prefix around it, and nothing outside.
         let r = routes.lookup(&ip("198.51.7.1"), &other, &[0; 16]).unwrap();
         assert_eq!((r.mask, r.asn), (16, 1299));

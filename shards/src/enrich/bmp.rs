@@ -111,10 +111,14 @@ impl Exported for BmpMetrics {
                 ("weir_bmp_routes", "Routes in the routing table.", &self.routes),
                 ("weir_bmp_prefixes", "Prefixes with at least one route.", &self.prefixes),
                 ("weir_bmp_attribute_sets", "Distinct route attribute sets (interned).", &self.attribute_sets),
-                ("weir_bmp_rib_memory_bytes", "Bytes the routing table holds (estimated).", &self.rib_bytes),
+                (
+                    "weir_bmp_rib_memory_bytes",
+                    "Bytes the routing table holds, the routes the shards read included (estimated).",
+                    &self.rib_bytes,
+                ),
                 (
                     "weir_bmp_snapshot_memory_bytes",
-                    "Bytes of the snapshot the shards read (lookup structures).",
+                    "Bytes of the shards' longest-prefix index over the routing table.",
                     &self.snapshot_bytes,
                 ),
             ],
@@ -361,6 +365,12 @@ fn keep_table(
             let at = Instant::now();
             let snapshot = rib.snapshot();
             metrics.snapshot_bytes.store(snapshot.bytes() as u64, Relaxed);
+            // The snapshot before last is gone by now (the shards moved to
+            // the last one within a tick): give the tables it held back
+            // to the system, or a full table's merges leave the heap at
+            // twice its size.
+            // SAFETY: malloc_trim only releases free memory.
+            unsafe { libc::malloc_trim(0) };
             routes.store(Arc::new(snapshot));
             rib.dirty = false;
             published = Instant::now();

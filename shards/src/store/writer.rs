@@ -162,7 +162,7 @@ impl StoreSink {
         if enriched.rate_missing {
             self.count_rate_missing(&flow.exporter_address);
         }
-        let route = enriched.dst_route.map(|r| self.enricher.routes().attrs(r));
+        let route = enriched.dst_route.and_then(|r| self.enricher.routes().attrs(r));
         self.columns.push_enriched(flow, &enriched, route);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
