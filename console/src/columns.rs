@@ -98,7 +98,8 @@ const NOT_DIMENSIONS: &[&str] = &["SamplingRate", "Bytes", "Packets", "PacketSiz
 
 impl Catalogue {
     /// The console's view of the stored columns (`schema::stored_columns`),
-    /// plus the raw table's `PacketSize` alias.
+    /// plus the raw table's `PacketSize` alias, and `Dst1stAS`, `Dst2ndAS`,
+    /// `Dst3rdAS` where `DstASPath` is stored.
     pub fn new(stored: &[Column]) -> Catalogue {
         let mut columns: Vec<ConsoleColumn> = stored
             .iter()
@@ -117,6 +118,15 @@ impl Catalogue {
             consolidated: false,
             dimension: false,
         });
+        // The raw table's aliases over the destination's AS path.
+        if stored.iter().any(|c| c.name == "DstASPath") {
+            columns.extend(weir_core::schema::PATH_ALIASES.iter().map(|name| ConsoleColumn {
+                name: name.to_string(),
+                kind: Kind::Asn,
+                consolidated: false,
+                dimension: true,
+            }));
+        }
         Catalogue { columns }
     }
 
@@ -186,6 +196,12 @@ mod tests {
         let c = everything();
         assert_eq!(c.find("srcaddr").unwrap().kind, Kind::Ip);
         assert_eq!(c.find("DSTAS").unwrap().kind, Kind::Asn);
+        let first = c.find("Dst1stAS").unwrap();
+        assert_eq!((first.kind, first.consolidated, first.dimension), (Kind::Asn, false, true), "raw table only");
+        assert_eq!(c.counterpart("Dst2ndAS"), "Dst2ndAS");
+        let without_path: Vec<Column> =
+            weir_core::schema::catalog().into_iter().filter(|c| c.name != "DstASPath").collect();
+        assert!(Catalogue::new(&without_path).find("Dst3rdAS").is_none());
         assert_eq!(c.find("SrcPort").unwrap().kind, Kind::UInt { bits: 16 });
         assert_eq!(c.find("DstMAC").unwrap().kind, Kind::Mac);
         assert!(c.find("TimeReceived").is_none());

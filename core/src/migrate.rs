@@ -133,7 +133,7 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
                 schema.stored_columns().map(|c| (c.name, schema.column_definition(c))).collect();
             add_missing_columns(&mut plan, schema, t, &wanted, None);
             metadata_aliases(&mut plan, schema, t);
-            for (name, definition) in schema.prefix_aliases() {
+            for (name, _, definition) in schema.derived_aliases() {
                 if !t.columns.iter().any(|(n, _)| n == name) {
                     plan.step(
                         format!("column {RAW_TABLE}.{name} is missing"),
@@ -457,8 +457,8 @@ mod tests {
             raw.columns.push((c.name.into(), s.dialect.type_name(c.kind).into()));
             raw.aliases.push(c.name.into());
         }
-        for (name, _) in s.prefix_aliases() {
-            raw.columns.push((name.into(), "String".into()));
+        for (name, kind, _) in s.derived_aliases() {
+            raw.columns.push((name.into(), kind.into()));
             raw.aliases.push(name.into());
         }
         let mut tables = vec![raw];
@@ -501,6 +501,24 @@ mod tests {
         assert!(sql.iter().any(|s| s.contains("flows_1m ADD COLUMN SrcVlan") && s.contains("MODIFY ORDER BY")));
         assert!(!sql.iter().any(|s| s.contains("MATERIALIZED VIEW")));
         assert!(plan(&after, &migrated(&after)).steps.is_empty());
+    }
+
+    #[test]
+    fn storing_the_as_path_adds_its_first_three_as_as_aliases() {
+        for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
+            let before = schema(&[], version);
+            assert!(!before.create_raw_table().contains("Dst1stAS"));
+            let after = schema(&["DstASPath"], version);
+            assert!(after.create_raw_table().contains("Dst3rdAS UInt32 ALIAS DstASPath[3]"));
+            let p = plan(&after, &migrated(&before));
+            let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
+            assert!(sql[0].contains("ADD COLUMN DstASPath Array(UInt32)"), "{sql:#?}");
+            for (i, name) in crate::schema::PATH_ALIASES.iter().enumerate() {
+                let alias = format!("weir.flows ADD COLUMN {name} UInt32 ALIAS DstASPath[{}]", i + 1);
+                assert!(sql.iter().any(|s| s.ends_with(&alias)), "{sql:#?}");
+            }
+            assert!(plan(&after, &migrated(&after)).steps.is_empty());
+        }
     }
 
     #[test]

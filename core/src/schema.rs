@@ -172,6 +172,12 @@ pub const NET_COLUMNS: [(&str, Source, ColumnType); 16] = {
     ]
 };
 
+/// Aliases of the raw table for the first, second and third AS of the
+/// destination's AS path (`Schema::derived_aliases`), where `DstASPath` is
+/// stored: the first is the neighbour the traffic leaves through, the
+/// second and third the networks behind it.
+pub const PATH_ALIASES: [&str; 3] = ["Dst1stAS", "Dst2ndAS", "Dst3rdAS"];
+
 /// The raw table's record id columns: (name, record), in `Meta`'s order,
 /// then the networks'.
 pub const RECORD_COLUMNS: [(&str, usize); 5] =
@@ -563,26 +569,39 @@ impl Schema {
         })
     }
 
-    /// `SrcNetPrefix` and `DstNetPrefix`: the address cut to its mask, as
-    /// text (`192.0.2.0/24`, `2001:db8::/32`), for IPv4 and IPv6 flows;
-    /// (name, definition). None where the server lacks
-    /// `IPv6CIDRToRange` (taken with `Dialect::join_get`: 20.1).
-    pub fn prefix_aliases(&self) -> Vec<(&'static str, String)> {
-        if !self.dialect.join_get {
-            return Vec::new();
-        }
-        [("SrcNetPrefix", "SrcAddr", "SrcNetMask"), ("DstNetPrefix", "DstAddr", "DstNetMask")]
-            .into_iter()
-            .map(|(name, addr, mask)| {
+    /// The raw table's alias columns computed from its stored ones:
+    /// (name, type, definition).
+    /// - `SrcNetPrefix` and `DstNetPrefix`: the address cut to its mask,
+    ///   as text (`192.0.2.0/24`, `2001:db8::/32`), for IPv4 and IPv6
+    ///   flows; not where the server lacks `IPv6CIDRToRange` (taken with
+    ///   `Dialect::join_get`: 20.1).
+    /// - `Dst1stAS`, `Dst2ndAS`, `Dst3rdAS` (`PATH_ALIASES`): the first
+    ///   three AS numbers of `DstASPath` (0 past its end), when it is stored.
+    pub fn derived_aliases(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut aliases = Vec::new();
+        if self.dialect.join_get {
+            for (name, addr, mask) in
+                [("SrcNetPrefix", "SrcAddr", "SrcNetMask"), ("DstNetPrefix", "DstAddr", "DstNetMask")]
+            {
                 let v4 = format!(
                     "concat(replaceRegexpOne(IPv6NumToString(tupleElement(IPv6CIDRToRange({addr}, toUInt8(96 + least({mask}, 32))), 1)), '^::ffff:', ''), '/', toString({mask}))"
                 );
                 let v6 = format!(
                     "concat(IPv6NumToString(tupleElement(IPv6CIDRToRange({addr}, least({mask}, 128)), 1)), '/', toString({mask}))"
                 );
-                (name, format!("{name} String ALIAS multiIf(EType = 2048, {v4}, EType = 34525, {v6}, '')"))
-            })
-            .collect()
+                aliases.push((
+                    name,
+                    "String",
+                    format!("{name} String ALIAS multiIf(EType = 2048, {v4}, EType = 34525, {v6}, '')"),
+                ));
+            }
+        }
+        if self.columns.iter().any(|c| c.source == Source::Flow(Field::DstASPath)) {
+            for (i, name) in PATH_ALIASES.iter().enumerate() {
+                aliases.push((name, "UInt32", format!("{name} UInt32 ALIAS DstASPath[{}]", i + 1)));
+            }
+        }
+        aliases
     }
 
     /// `CREATE TABLE` of records table `table` (`RECORD_TABLES`): a `Join`
@@ -624,7 +643,7 @@ impl Schema {
         // Alias columns cost nothing on disk and spare the console the arithmetic.
         columns.push("PacketSize UInt64 ALIAS intDiv(Bytes, greatest(Packets, 1))".into());
         columns.extend(self.columns.iter().filter_map(|c| self.metadata_alias(c)));
-        columns.extend(self.prefix_aliases().into_iter().map(|(_, definition)| definition));
+        columns.extend(self.derived_aliases().into_iter().map(|(_, _, definition)| definition));
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.{RAW_TABLE} (\n  {cols}\n) ENGINE = MergeTree\n\
              PARTITION BY toYYYYMMDD(TimeReceived)\nORDER BY (TimeReceived, ExporterAddress, InIfIndex, OutIfIndex){ttl}{settings}",

@@ -148,17 +148,18 @@ fn routes_from_gobgpd_give_flows_their_destination_as() {
     let rows = query(
         &config,
         None,
-        "SELECT DstPort, IPv6NumToString(DstAddr), DstAS, DstNetMask, DstASPath, DstCommunities, count() FROM weir.flows \
+        "SELECT DstPort, IPv6NumToString(DstAddr), DstAS, DstNetMask, DstASPath, Dst1stAS, Dst2ndAS, DstCommunities, \
+         count() FROM weir.flows \
          GROUP BY ALL ORDER BY ALL",
     );
     let rows: Vec<&str> = rows.lines().collect();
     assert_eq!(
         rows,
         [
-            "1\t::ffff:198.51.100.7\t15169\t24\t[64501,15169]\t[4259840007]\t10",
-            "1\t::ffff:198.51.7.1\t3356\t16\t[64501,3356]\t[]\t10",
-            "1\t::ffff:203.0.113.1\t0\t8\t[]\t[]\t10",
-            "2\t::ffff:198.51.100.7\t3356\t16\t[64501,3356]\t[]\t10",
+            "1\t::ffff:198.51.100.7\t15169\t24\t[64501,15169]\t64501\t15169\t[4259840007]\t10",
+            "1\t::ffff:198.51.7.1\t3356\t16\t[64501,3356]\t64501\t3356\t[]\t10",
+            "1\t::ffff:203.0.113.1\t0\t8\t[]\t0\t0\t[]\t10",
+            "2\t::ffff:198.51.100.7\t3356\t16\t[64501,3356]\t64501\t3356\t[]\t10",
         ],
         "{rows:#?}"
     );
