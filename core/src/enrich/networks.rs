@@ -502,11 +502,16 @@ impl PrefixTable {
     pub fn lookup(&self, addr: &Addr) -> u32 {
         let a = u128::from_be_bytes(*addr);
         if is_mapped_v4(a) {
-            let v4 = a as u32;
-            self.v4.get(v4, (v4 >> (32 - BUCKET_BITS)) as usize)
+            self.lookup4(a as u32)
         } else {
             self.v6.get(a)
         }
+    }
+
+    /// The id of the range holding the IPv4 address `a`.
+    #[inline]
+    pub fn lookup4(&self, a: u32) -> u32 {
+        self.v4.get(a, (a >> (32 - BUCKET_BITS)) as usize)
     }
 
     /// The id of the range holding the IPv6 address `a` (not IPv4), and
@@ -628,7 +633,7 @@ impl<K: Copy + Ord + Default> Ranges<K> {
 }
 
 /// Bits of an IPv6 address that pick its root slot in a `Trie6`, by default.
-pub const ROOT_BITS: u32 = 20;
+const ROOT_BITS: u32 = 20;
 
 /// A node's cut, at most: 2^20 slots, 8 MiB.
 const NODE_BITS_MAX: u32 = 20;

@@ -134,6 +134,11 @@ impl Entry {
         self.meta & INLINE != 0
     }
 
+    /// Inline: the route held here.
+    fn inline_route(&self) -> Route {
+        Route { attrs: self.at, path_id: 0, peer: (self.meta >> 16) as u16 }
+    }
+
     /// Not inline: where its routes are in `Table::routes`.
     fn span(&self) -> std::ops::Range<usize> {
         self.at as usize..self.at as usize + (self.meta >> 16) as usize
@@ -194,7 +199,7 @@ impl Table {
     fn routes_of(&self, i: usize) -> Vec<Route> {
         let e = &self.entries[i];
         if e.is_inline() {
-            return vec![Route { attrs: e.at, path_id: 0, peer: (e.meta >> 16) as u16 }];
+            return vec![e.inline_route()];
         }
         self.routes[e.span()].to_vec()
     }
@@ -203,7 +208,7 @@ impl Table {
     fn has_peer(&self, i: usize, peers: &[u16]) -> bool {
         let e = &self.entries[i];
         if e.is_inline() {
-            return peers.contains(&((e.meta >> 16) as u16));
+            return peers.contains(&e.inline_route().peer);
         }
         self.routes[e.span()].iter().any(|r| peers.contains(&r.peer))
     }
@@ -739,7 +744,7 @@ impl Routes {
         let a = u128::from_be_bytes(*addr);
         let v4 = is_mapped_v4(a);
         let (id, asn) = if v4 {
-            let id = self.index.lookup(addr);
+            let id = self.index.lookup4(a as u32);
             (id, self.table.entries.get((id >> ID_SHIFT) as usize).map_or(0, |e| e.asn))
         } else {
             self.index.lookup6(a)
