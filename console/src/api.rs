@@ -1044,7 +1044,7 @@ async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<V
                 })
                 .collect()
         }
-        Kind::AsPath | Kind::UIntArray | Kind::Communities => Vec::new(),
+        Kind::AsPath | Kind::UIntArray | Kind::Communities | Kind::LargeCommunities => Vec::new(),
     })
 }
 

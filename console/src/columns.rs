@@ -24,6 +24,8 @@ pub enum Kind {
     UIntArray,
     /// A list of standard communities `a:b`; `=` means "contains".
     Communities,
+    /// A list of large communities `a:b:c` (`UInt128`); `=` means "contains".
+    LargeCommunities,
     /// A MAC address stored in the low 48 bits of a UInt64.
     Mac,
     /// A string (names from enrichment).
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Asn | Kind::AsPath => "an AS number",
             Kind::UIntArray => "an unsigned 32-bit integer",
             Kind::Communities => "a community (a:b, 16-bit parts)",
+            Kind::LargeCommunities => "a large community (a:b:c, 32-bit parts)",
             Kind::Mac => "a 6-byte MAC address",
             Kind::Str => "a quoted string",
             Kind::EType => "IPv4, IPv6 or an unsigned 16-bit integer",
@@ -67,9 +70,13 @@ impl Kind {
             Kind::UInt { .. } | Kind::Proto => &["=", "!=", "<", "<=", ">", ">=", "IN (", "NOTIN ("],
             Kind::Asn | Kind::Mac => &["=", "!=", "IN (", "NOTIN ("],
             Kind::Str => &["=", "!=", "LIKE", "ILIKE", "UNLIKE", "IUNLIKE", "IN (", "NOTIN ("],
-            Kind::AsPath | Kind::UIntArray | Kind::Communities | Kind::EType | Kind::Direction | Kind::Boundary => {
-                &["=", "!="]
-            }
+            Kind::AsPath
+            | Kind::UIntArray
+            | Kind::Communities
+            | Kind::LargeCommunities
+            | Kind::EType
+            | Kind::Direction
+            | Kind::Boundary => &["=", "!="],
         }
     }
 }
@@ -164,7 +171,8 @@ fn kind_of(c: &Column) -> Kind {
     match (c.name, c.kind) {
         ("SrcAS" | "DstAS", _) => Kind::Asn,
         ("DstASPath", _) => Kind::AsPath,
-        ("DstCommunities", _) => Kind::Communities,
+        ("DstCommunities" | "SrcCommunities", _) => Kind::Communities,
+        (_, ColumnType::ArrayUInt128) => Kind::LargeCommunities,
         ("EType", _) => Kind::EType,
         ("Proto", _) => Kind::Proto,
         ("FlowDirection", _) => Kind::Direction,

@@ -56,7 +56,7 @@ pub enum Test {
     /// `IN (…)` / `NOTIN (…)`.
     In { negated: bool, values: Vec<Value> },
     /// A list column (AS path, communities, MPLS labels) does (not) hold a value.
-    Has { negated: bool, value: u64 },
+    Has { negated: bool, value: u128 },
 }
 
 /// A comparison operator.
@@ -339,7 +339,12 @@ impl Cond {
             }
             Test::Has { negated, value } => {
                 let not = if *negated { "NOT " } else { "" };
-                out.push_str(&format!("{not}has({col}, {value})"));
+                if *value > u128::from(u64::MAX) {
+                    // Past 64 bits a literal is not read as an integer everywhere.
+                    out.push_str(&format!("{not}has({col}, toUInt128('{value}'))"));
+                } else {
+                    out.push_str(&format!("{not}has({col}, {value})"));
+                }
             }
         }
     }
@@ -424,6 +429,12 @@ fn parse_community(a: &str, b: &str) -> Result<u64, &'static str> {
     Ok((a << 16) | b)
 }
 
+/// `a:b:c` as Akvorado stores it: `a << 64 | b << 32 | c`.
+fn parse_large_community(a: &str, b: &str, c: &str) -> Result<u128, &'static str> {
+    let (a, b, c) = (parse_uint(a, 32)?, parse_uint(b, 32)?, parse_uint(c, 32)?);
+    Ok(u128::from(a) << 64 | u128::from(b) << 32 | u128::from(c))
+}
+
 fn proto_number(name: &str) -> Result<u64, &'static str> {
     weir_core::migrate::PROTOCOLS
         .iter()
@@ -484,8 +495,8 @@ fn cond(c: &ConsoleColumn, test: Test) -> Expr {
     Expr::Cond(Cond { column: c.name.clone(), test })
 }
 
-fn eq_or_has(negated: bool, value: u64) -> Test {
-    Test::Has { negated, value }
+fn eq_or_has(negated: bool, value: impl Into<u128>) -> Test {
+    Test::Has { negated, value: value.into() }
 }
 
 fn compare(negated: bool, v: Value) -> Test {
@@ -532,6 +543,7 @@ peg::parser! {
             / when(c.kind == Kind::AsPath) n:eq_ne() _ v:asn() { eq_or_has(n, v) }
             / when(c.kind == Kind::UIntArray) n:eq_ne() _ v:uint(32) { eq_or_has(n, v) }
             / when(c.kind == Kind::Communities) n:eq_ne() _ v:community() { eq_or_has(n, v) }
+            / when(c.kind == Kind::LargeCommunities) n:eq_ne() _ v:large_community() { eq_or_has(n, v) }
             / when(c.kind == Kind::Mac) t:mac_test() { t }
             / when(c.kind == Kind::Str) t:str_test(c) { t }
             / when(c.kind == Kind::EType) n:eq_ne() _ v:etype() { compare(n, Value::UInt(v)) }
@@ -593,6 +605,9 @@ peg::parser! {
         rule community() -> u64
             = quiet!{ a:$(['0'..='9']+) ":" b:$(['0'..='9']+) !(":" / ['a'..='z' | 'A'..='Z' | '_']) {? parse_community(a, b) } }
             / expected!("a community (a:b, 16-bit parts)")
+        rule large_community() -> u128
+            = quiet!{ a:$(['0'..='9']+) ":" b:$(['0'..='9']+) ":" c:$(['0'..='9']+) not_word() {? parse_large_community(a, b, c) } }
+            / expected!("a large community (a:b:c, 32-bit parts)")
 
         rule mac() -> u64
             = quiet!{ s:$(['0'..='9' | 'a'..='f' | 'A'..='F' | ':' | '.' | '-']+) not_word() {? parse_mac(s) } }

@@ -50,6 +50,12 @@ fn conditions_compile_to_sql_for_each_kind() {
         ("DstASPath = AS1299", "has(DstASPath, 1299)"),
         ("DstASPath != 174", "NOT has(DstASPath, 174)"),
         ("DstCommunities = 65000:100", "has(DstCommunities, 4259840100)"),
+        ("DstLargeCommunities = 0:0:7", "has(DstLargeCommunities, 7)"),
+        (
+            "DstLargeCommunities != 4200000000:1:2",
+            "NOT has(DstLargeCommunities, toUInt128('77476325109580116791494967298'))",
+        ),
+        ("SrcCommunities = 1:2", "has(SrcCommunities, 65538)"),
         ("MPLSLabels = 16", "has(MPLSLabels, 16)"),
         ("SrcMAC = 00:11:22:33:44:55", "SrcMAC = 73588229205"),
         ("DstMAC = 0011.2233.4455", "DstMAC = 73588229205"),
@@ -124,6 +130,8 @@ fn errors_say_where_and_what_was_expected() {
     assert!(error("Proto = 'nope'").message.contains("protocol"));
     assert!(error("EType = IPv5").message.contains("IPv4 or IPv6"));
     assert!(error("DstCommunities = 65000:100:1").message.contains("community"));
+    assert!(error("DstLargeCommunities = 1:2").message.contains("large community"));
+    assert!(error("DstLargeCommunities = 4294967296:1:2").message.contains("large community"));
     assert!(error("SrcPort ANDx").offset > 0);
     assert!(error("SrcAddr LIKE 'x'").message.contains("="));
 }

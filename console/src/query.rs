@@ -620,11 +620,18 @@ pub fn label(columns: &Catalogue, column: &str, value: &str) -> String {
             |_| value.to_string(),
             |m| (0..6).rev().map(|i| format!("{:02x}", (m >> (8 * i)) & 0xff)).collect::<Vec<_>>().join(":"),
         ),
-        Some(Kind::AsPath | Kind::UIntArray | Kind::Communities) => {
+        Some(Kind::AsPath | Kind::UIntArray | Kind::Communities | Kind::LargeCommunities) => {
             let items = value.trim_matches(|c| c == '[' || c == ']').split(',').filter(|s| !s.is_empty());
             let items: Vec<String> = match kind {
                 Some(Kind::Communities) => items
                     .map(|s| s.parse::<u32>().map_or_else(|_| s.to_string(), |c| format!("{}:{}", c >> 16, c & 0xffff)))
+                    .collect(),
+                Some(Kind::LargeCommunities) => items
+                    .map(|s| {
+                        let word = |c: u128, i: u32| (c >> (32 * i)) as u32;
+                        s.parse::<u128>()
+                            .map_or_else(|_| s.to_string(), |c| format!("{}:{}:{}", word(c, 2), word(c, 1), word(c, 0)))
+                    })
                     .collect(),
                 _ => items.map(str::to_string).collect(),
             };

@@ -195,6 +195,7 @@ fn labels_read_as_operators_expect() {
     assert_eq!(label(&c, "EType", "34525"), "IPv6");
     assert_eq!(label(&c, "SrcMAC", "73588229205"), "00:11:22:33:44:55");
     assert_eq!(label(&c, "DstCommunities", "[4259840100,1]"), "65000:100 0:1");
+    assert_eq!(label(&c, "DstLargeCommunities", "[77476325109580116791494967298,7]"), "4200000000:1:2 0:0:7");
     assert_eq!(label(&c, "DstASPath", "[1299,174]"), "1299 174");
     assert_eq!(label(&c, "FlowDirection", "1"), "egress");
     assert_eq!(label(&c, "SrcAS", "Other"), "Other");

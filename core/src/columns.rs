@@ -38,7 +38,7 @@ use crate::enrich::flows::Enriched;
 use crate::enrich::metadata::{ExporterInfo, InterfaceInfo, Meta, NewRecords, Snapshot};
 use crate::enrich::networks::{NetAttr, Networks};
 use crate::flow::{addr_to_ip, Addr, Field, FlowRecord, Value};
-use crate::schema::{record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, Source};
+use crate::schema::{record_table_columns, Column, ColumnType, Dialect, ExporterAttr, IfAttr, RouteAttr, Source};
 use crate::wire::state::KeyHash;
 
 /// The dialect blocks are written in: every modern type.
@@ -52,6 +52,7 @@ pub const MODERN: Dialect = Dialect {
     merge_selector_base: true,
     low_cardinality: true,
     join_get: true,
+    uint128: true,
 };
 
 /// `LowCardinality` in Native: the keys' serialization version (shared
@@ -65,8 +66,10 @@ const LOW_CARDINALITY_ADDITIONAL_KEYS: u64 = (1 << 9) | (1 << 10);
 enum Data {
     /// `width` bytes per row, as Native lays them out.
     Fixed(Vec<u8>),
-    /// Per row the end offset into `items`.
-    Array { ends: Vec<u64>, items: Vec<u32> },
+    /// Per row the end offset into `items`, `words` 32-bit words an
+    /// element (1 for `Array(UInt32)`, 4 for `Array(UInt128)`, low word
+    /// first as Native lays it out).
+    Array { ends: Vec<u64>, items: Vec<u32>, words: usize },
     /// The store ids of the rows' records of a kind (`Source::RecordId`),
     /// written from `Columns::records` and the snapshot: no buffer of its own.
     RecordId(usize),
@@ -105,10 +108,11 @@ pub struct Columns {
     /// Where `push_enriched` writes its values over the flow's:
     /// SamplingRate, SrcAS, DstAS, SrcNetMask, DstNetMask.
     patched: [usize; 5],
-    /// Where `push_enriched` writes the destination route's AS path and
-    /// communities when the flow has none (the optional DstASPath and
-    /// DstCommunities columns, when stored).
-    routed: [usize; 2],
+    /// Where `push_enriched` writes the routes' lists (`ROUTED`), when
+    /// stored; DstASPath and DstCommunities when the flow has none.
+    routed: [usize; 5],
+    /// The route columns no flow field fills (`push` ends their rows).
+    route_only: Vec<usize>,
     /// The field and type of each of the layout's first columns that come
     /// from the flow (the catalog's order: the record ids follow them).
     flow_columns: Vec<(Field, ColumnType)>,
@@ -137,9 +141,24 @@ pub(crate) fn width(kind: ColumnType) -> usize {
         ColumnType::UInt32 | ColumnType::DateTime => 4,
         ColumnType::UInt64 | ColumnType::DateTimeMs | ColumnType::Mac | ColumnType::RecordId => 8,
         ColumnType::Address => 16,
-        ColumnType::ArrayUInt32 | ColumnType::LowString => 0,
+        ColumnType::ArrayUInt32 | ColumnType::ArrayUInt128 | ColumnType::LowString => 0,
         ColumnType::Boundary => 1,
     }
+}
+
+/// The columns a route's lists go to, in `Columns::routed`'s order.
+const ROUTED: [Source; 5] = [
+    Source::Flow(Field::DstASPath),
+    Source::Flow(Field::DstCommunities),
+    Source::DstRoute(RouteAttr::LargeCommunities),
+    Source::SrcRoute(RouteAttr::Communities),
+    Source::SrcRoute(RouteAttr::LargeCommunities),
+];
+
+/// A large community as the 4 words of its `UInt128`, low first:
+/// `ASN << 64 | LD1 << 32 | LD2`.
+fn large_words(c: &[u32; 3]) -> [u32; 4] {
+    [c[2], c[1], c[0], 0]
 }
 
 impl Columns {
@@ -151,8 +170,11 @@ impl Columns {
         let data = layout
             .iter()
             .map(|c| match (c.source, c.kind) {
-                (Source::Flow(_), ColumnType::ArrayUInt32) => {
-                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() }
+                (_, ColumnType::ArrayUInt32) => {
+                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new(), words: 1 }
+                }
+                (_, ColumnType::ArrayUInt128) => {
+                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new(), words: 4 }
                 }
                 (Source::RecordId(kind), _) => Data::RecordId(kind),
                 (_, kind) => Data::Fixed(Vec::with_capacity(rows * width(kind))),
@@ -178,8 +200,13 @@ impl Columns {
             networks: Arc::new(Networks::default()),
             patched: [Field::SamplingRate, Field::SrcAS, Field::DstAS, Field::SrcNetMask, Field::DstNetMask]
                 .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
-            routed: [Field::DstASPath, Field::DstCommunities]
-                .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
+            routed: ROUTED.map(|s| layout.iter().position(|c| c.source == s).unwrap_or(usize::MAX)),
+            route_only: layout
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.source, Source::SrcRoute(_) | Source::DstRoute(_)))
+                .map(|(i, _)| i)
+                .collect(),
             flow_columns: layout
                 .iter()
                 .map_while(|c| match c.source {
@@ -262,7 +289,7 @@ impl Columns {
             .iter()
             .map(|d| match d {
                 Data::Fixed(b) => b.len(),
-                Data::Array { ends, items } => ends.len() * 8 + items.len() * 4,
+                Data::Array { ends, items, .. } => ends.len() * 8 + items.len() * 4,
                 Data::RecordId(_) => self.rows * 8,
             })
             .sum()
@@ -283,7 +310,7 @@ impl Columns {
         for d in &mut self.data {
             match d {
                 Data::Fixed(b) => b.clear(),
-                Data::Array { ends, items } => {
+                Data::Array { ends, items, .. } => {
                     ends.clear();
                     items.clear();
                 }
@@ -311,13 +338,18 @@ impl Columns {
                     let (bytes, width) = value_bytes(kind, value);
                     extend_fixed(out, &bytes, width);
                 }
-                Data::Array { ends, items } => {
+                Data::Array { ends, items, .. } => {
                     if let Some(Value::List(list)) = value {
                         items.extend_from_slice(list);
                     }
                     ends.push(items.len() as u64);
                 }
                 Data::RecordId(_) => {}
+            }
+        }
+        for &at in &self.route_only {
+            if let Some(Data::Array { ends, items, .. }) = self.data.get_mut(at) {
+                ends.push(items.len() as u64);
             }
         }
         self.rows += 1;
@@ -327,21 +359,13 @@ impl Columns {
     /// sampling rate, AS numbers and masks written over the flow's, and
     /// its networks' sets.
     #[inline]
-    pub fn push_enriched(&mut self, flow: &FlowRecord, e: &Enriched, route: Option<&Attrs>) {
+    /// `routes`: the source's and the destination's BGP routes, whose
+    /// lists fill the route columns (DstASPath and DstCommunities only
+    /// when the flow has none).
+    pub fn push_enriched(&mut self, flow: &FlowRecord, e: &Enriched, routes: [Option<&Attrs>; 2]) {
         self.push(flow);
-        if let Some(route) = route {
-            let lists = [(Field::DstASPath, &route.as_path[..]), (Field::DstCommunities, &route.communities[..])];
-            for (&at, (field, list)) in self.routed.iter().zip(lists) {
-                if flow.has(field) || list.is_empty() {
-                    continue;
-                }
-                if let Some(Data::Array { ends, items }) = self.data.get_mut(at) {
-                    items.extend_from_slice(list);
-                    if let Some(end) = ends.last_mut() {
-                        *end = items.len() as u64;
-                    }
-                }
-            }
+        if routes != [None, None] {
+            self.push_routes(flow, routes);
         }
         let values: [(u64, usize); 5] = [
             (u64::from(e.sampling_rate), 4),
@@ -365,14 +389,33 @@ impl Columns {
         }
     }
 
+    fn push_routes(&mut self, flow: &FlowRecord, [src, dst]: [Option<&Attrs>; 2]) {
+        for (i, &at) in self.routed.iter().enumerate() {
+            let route = if i < 3 { dst } else { src };
+            let (Some(route), Some(Data::Array { ends, items, .. })) = (route, self.data.get_mut(at)) else {
+                continue;
+            };
+            match i {
+                0 if !flow.has(Field::DstASPath) => items.extend_from_slice(&route.as_path),
+                1 if !flow.has(Field::DstCommunities) => items.extend_from_slice(&route.communities),
+                3 => items.extend_from_slice(&route.communities),
+                2 | 4 => items.extend(route.large_communities.iter().flat_map(large_words)),
+                _ => {}
+            }
+            if let Some(end) = ends.last_mut() {
+                *end = items.len() as u64;
+            }
+        }
+    }
+
     /// The last row's source and destination networks' sets.
     #[inline]
     pub fn last_nets(&self) -> [u32; 2] {
         [self.nets[0].last().copied().unwrap_or(0), self.nets[1].last().copied().unwrap_or(0)]
     }
 
-    /// Whether a stored column takes the destination route's attributes
-    /// (DstASPath, DstCommunities).
+    /// Whether a stored column takes a route's attributes (DstASPath,
+    /// DstCommunities, the large communities, SrcCommunities).
     pub fn wants_routes(&self) -> bool {
         self.routed.iter().any(|&at| at != usize::MAX)
     }
@@ -459,7 +502,7 @@ impl Columns {
                     8 => gather::<8>(b, &self.rows_sorted, out),
                     _ => gather::<16>(b, &self.rows_sorted, out),
                 },
-                Data::Array { ends, items } => {
+                Data::Array { ends, items, words } => {
                     let span = |row: usize| {
                         let start = if row == 0 { 0 } else { ends[row - 1] as usize };
                         start..ends[row] as usize
@@ -467,7 +510,7 @@ impl Columns {
                     let mut end = 0u64;
                     for i in 0..self.rows {
                         let row = if sorted { i } else { self.rows_sorted[i] as usize };
-                        end += span(row).len() as u64;
+                        end += (span(row).len() / words) as u64;
                         out.extend_from_slice(&end.to_le_bytes());
                     }
                     for i in 0..self.rows {
@@ -772,7 +815,12 @@ fn write_meta(
         match source {
             Source::Exporter(a) => exporter_text(snapshot.exporter(record), a),
             Source::InIf(a) | Source::OutIf(a) => interface_text(snapshot.interface(record), a),
-            Source::Flow(_) | Source::RecordId(_) | Source::SrcNet(_) | Source::DstNet(_) => "",
+            Source::Flow(_)
+            | Source::RecordId(_)
+            | Source::SrcNet(_)
+            | Source::DstNet(_)
+            | Source::SrcRoute(_)
+            | Source::DstRoute(_) => "",
         }
     };
     let mut dictionary: Vec<String> = Vec::new();
@@ -990,7 +1038,11 @@ fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
             }
             put(&u64::from_be_bytes(word).to_le_bytes())
         }
-        ColumnType::ArrayUInt32 | ColumnType::LowString | ColumnType::Boundary | ColumnType::RecordId => 0,
+        ColumnType::ArrayUInt32
+        | ColumnType::ArrayUInt128
+        | ColumnType::LowString
+        | ColumnType::Boundary
+        | ColumnType::RecordId => 0,
     };
     (b, width)
 }
@@ -1070,11 +1122,13 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
             let fixed = |width: usize| rows.checked_mul(width).ok_or_else(|| format!("column {name}: too many rows"));
             let len = match (fixed_width(kind), kind) {
                 (Some(width), _) => fixed(width)?,
-                (None, "Array(UInt32)") => {
+                (None, array) if array_width(array).is_some() => {
+                    let width = array_width(array).unwrap_or(4);
                     let offsets = fixed(8)?;
                     let last = s.get(offsets.saturating_sub(8)..offsets).ok_or("Array offsets cut short")?;
                     let items = if rows == 0 { 0 } else { u64::from_le_bytes(last.try_into().unwrap_or_default()) };
-                    let items = usize::try_from(items).ok().and_then(|n| n.checked_mul(4)).ok_or("Array too long")?;
+                    let items =
+                        usize::try_from(items).ok().and_then(|n| n.checked_mul(width)).ok_or("Array too long")?;
                     offsets.checked_add(items).ok_or("Array too long")?
                 }
                 (None, "LowCardinality(String)") if rows == 0 => 0,
@@ -1091,6 +1145,15 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
         blocks.push(Block { rows, columns });
     }
     Ok(blocks)
+}
+
+/// Bytes per element of an array type Weir writes.
+fn array_width(kind: &str) -> Option<usize> {
+    match kind {
+        "Array(UInt32)" => Some(4),
+        "Array(UInt128)" | "Array(FixedString(16))" => Some(16),
+        _ => None,
+    }
 }
 
 /// Bytes per row of a fixed-width type Weir writes; `None` for an array
@@ -1260,8 +1323,8 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
                     }
                     Some(0)
                 }
-                (None, "Array(UInt32)") if rows == 0 => Some(0),
-                (None, "Array(UInt32)") => {
+                (None, array) if rows == 0 && array_width(array).is_some() => Some(0),
+                (None, array) if array_width(array).is_some() => {
                     let offsets = rows.saturating_mul(8);
                     if at.saturating_add(offsets) > end {
                         break 'blocks;
@@ -1269,7 +1332,8 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
                     file.seek(SeekFrom::Start(at + offsets - 8))?;
                     let mut last = [0u8; 8];
                     file.read_exact(&mut last)?;
-                    u64::from_le_bytes(last).checked_mul(4).and_then(|items| items.checked_add(offsets))
+                    let width = array_width(array).unwrap_or(4) as u64;
+                    u64::from_le_bytes(last).checked_mul(width).and_then(|items| items.checked_add(offsets))
                 }
                 _ => None,
             };
@@ -1312,6 +1376,7 @@ pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
             let kind = match kind {
                 "IPv6" => dialect.type_name(ColumnType::Address),
                 "DateTime64(3)" => dialect.type_name(ColumnType::DateTimeMs),
+                "Array(UInt128)" => dialect.type_name(ColumnType::ArrayUInt128),
                 other => other,
             };
             write_string(name.as_bytes(), &mut out);
@@ -1411,6 +1476,54 @@ mod tests {
         let mut again = Vec::new();
         assert!(!c.write_block(&MODERN, &mut again));
         assert_eq!(c.bytes(), 2 * (4 + 16 + 4 + 4 + 8 + 8));
+    }
+
+    /// The routes' lists: DstASPath and DstCommunities when the flow has
+    /// none, the large communities as `UInt128`, SrcCommunities from the
+    /// source's route; sorted with their rows, read back, and the file
+    /// walk finds their ends.
+    #[test]
+    fn route_columns_take_the_routes_lists() {
+        use crate::enrich::bmp::Attrs;
+        use crate::enrich::flows::Enriched;
+        let names = ["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "Bytes", "DstASPath"];
+        let names = [&names[..], &["DstCommunities", "SrcCommunities", "DstLargeCommunities", "SrcLargeCommunities"]];
+        let layout = only(&names.concat());
+        let mut c = Columns::new(&layout, 8);
+        let dst = Attrs {
+            as_path: [64500, 15169].into(),
+            communities: [65000 << 16 | 7].into(),
+            large_communities: [[4_200_000_000, 1, 2], [7, 8, 9]].into(),
+            ..Attrs::default()
+        };
+        let src = Attrs { communities: [1 << 16 | 2].into(), ..Attrs::default() };
+        let mut own_path = flow(100, 1, 1, 10);
+        own_path.push_dst_as_path(64999);
+        c.push_enriched(&flow(101, 1, 1, 20), &Enriched::default(), [Some(&src), Some(&dst)]);
+        c.push(&flow(102, 1, 1, 30));
+        c.push_enriched(&own_path, &Enriched::default(), [None, Some(&dst)]);
+        let mut out = Vec::new();
+        assert!(c.write_block(&MODERN, &mut out));
+        let b = &read_blocks(&out).unwrap()[0];
+        let words = |name: &str, width: usize| -> (Vec<u64>, Vec<u128>) {
+            let data = column(b, name);
+            let ends: Vec<u64> = data[..24].chunks(8).map(|v| u64::from_le_bytes(v.try_into().unwrap())).collect();
+            let items =
+                data[24..].chunks(width).map(|v| v.iter().rev().fold(0u128, |n, &b| n << 8 | u128::from(b))).collect();
+            (ends, items)
+        };
+        // Rows in key order: own_path (100), the enriched one (101), the plain one (102).
+        assert_eq!(words("DstASPath", 4), (vec![1, 3, 3], vec![64999, 64500, 15169]));
+        assert_eq!(words("DstCommunities", 4), (vec![1, 2, 2], vec![65000 << 16 | 7; 2]));
+        assert_eq!(words("SrcCommunities", 4), (vec![0, 1, 1], vec![65538]));
+        let large = 4_200_000_000u128 << 64 | 1 << 32 | 2;
+        let nine = 7u128 << 64 | 8 << 32 | 9;
+        assert_eq!(words("DstLargeCommunities", 16), (vec![2, 4, 4], vec![large, nine, large, nine]));
+        assert_eq!(words("SrcLargeCommunities", 16), (vec![0, 0, 0], vec![]));
+        let types: Vec<&str> = b.columns.iter().map(|c| c.1).collect();
+        assert_eq!(types[6..], ["Array(UInt32)", "Array(UInt32)", "Array(UInt128)", "Array(UInt128)"]);
+        assert_eq!(whole_blocks_len(&mut std::io::Cursor::new(&out)).unwrap(), out.len() as u64);
+        assert_eq!(whole_blocks_len(&mut std::io::Cursor::new(&out[..out.len() - 1])).unwrap(), 0);
     }
 
     #[test]

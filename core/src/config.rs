@@ -1992,6 +1992,13 @@ pub struct BmpConfig {
     /// How often, at most, a changed routing table is published to the
     /// shards (a full table takes a moment to flatten).
     pub publish_interval_ms: u64,
+    /// Route distinguishers whose routes are kept (`65000:100`,
+    /// `192.0.2.1:7`, `2:4200000000:1`, or the 8 bytes as a number; `0`:
+    /// routes without RD); empty: all.
+    pub rds: Vec<String>,
+    /// Route targets an UPDATE must carry one of for its routes to be
+    /// kept (written as RDs are; `0`: UPDATEs without RT); empty: all.
+    pub rts: Vec<String>,
 }
 
 impl Default for BmpConfig {
@@ -2003,6 +2010,8 @@ impl Default for BmpConfig {
             connections_max: 64,
             queue: 10_000,
             publish_interval_ms: 1000,
+            rds: Vec::new(),
+            rts: Vec::new(),
         }
     }
 }
@@ -2019,10 +2028,24 @@ impl BmpConfig {
                 return Err(ConfigError::new(format!("bmp.allowed[{i}]"), "not a subnet (192.0.2.0/24, ::/0)"));
             }
         }
+        for (name, list) in [("rds", &self.rds), ("rts", &self.rts)] {
+            for (i, v) in list.iter().enumerate() {
+                if crate::enrich::bmp::parse_rd(v).is_none() {
+                    let why = "not a route distinguisher (65000:100, 192.0.2.1:7, 2:4200000000:1, 0)";
+                    return Err(ConfigError::new(format!("bmp.{name}[{i}]"), why));
+                }
+            }
+        }
         positive("bmp.keep_s", self.keep_s.max(1), 7 * 86_400)?;
         positive("bmp.connections_max", self.connections_max as u64, 4096)?;
         positive("bmp.queue", self.queue as u64, 1 << 20)?;
         positive("bmp.publish_interval_ms", self.publish_interval_ms, 3_600_000)
+    }
+
+    /// The RD and RT filters (checked: unreadable entries are left out).
+    pub fn filters(&self) -> crate::enrich::bmp::Filters {
+        let parse = |list: &[String]| list.iter().filter_map(|v| crate::enrich::bmp::parse_rd(v)).collect();
+        crate::enrich::bmp::Filters { rds: parse(&self.rds), rts: parse(&self.rts) }
     }
 }
 

@@ -506,13 +506,19 @@ mod tests {
     #[test]
     fn storing_the_as_path_adds_its_first_three_as_as_aliases() {
         for version in [ServerVersion(26, 7), ServerVersion(18, 16)] {
-            let before = schema(&[], version);
+            // A database from before the route columns were stored by default.
+            let mut before = schema(&[], version);
+            let route_columns = ["DstASPath", "DstCommunities", "DstLargeCommunities"];
+            before.columns.retain(|c| !route_columns.contains(&c.name));
             assert!(!before.create_raw_table().contains("Dst1stAS"));
-            let after = schema(&["DstASPath"], version);
+            let after = schema(&[], version);
             assert!(after.create_raw_table().contains("Dst3rdAS UInt32 ALIAS DstASPath[3]"));
             let p = plan(&after, &migrated(&before));
             let sql: Vec<&str> = p.steps.iter().map(|s| s.sql.as_str()).collect();
             assert!(sql[0].contains("ADD COLUMN DstASPath Array(UInt32)"), "{sql:#?}");
+            assert!(sql[1].contains("ADD COLUMN DstCommunities Array(UInt32)"), "{sql:#?}");
+            let large = if version.0 >= 26 { "Array(UInt128)" } else { "Array(FixedString(16))" };
+            assert!(sql[2].contains(&format!("ADD COLUMN DstLargeCommunities {large}")), "{sql:#?}");
             for (i, name) in crate::schema::PATH_ALIASES.iter().enumerate() {
                 let alias = format!("weir.flows ADD COLUMN {name} UInt32 ALIAS DstASPath[{}]", i + 1);
                 assert!(sql.iter().any(|s| s.ends_with(&alias)), "{sql:#?}");
@@ -660,6 +666,6 @@ mod tests {
         assert!(plan(&rows, &migrated(&rows)).steps.is_empty());
         let old = schema(&[], ServerVersion(18, 16));
         assert!(plan(&old, &migrated(&old)).steps.is_empty());
-        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 7);
+        assert_eq!(plan(&old, &LiveDatabase::default()).warnings.len(), 8);
     }
 }

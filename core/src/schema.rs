@@ -40,6 +40,11 @@ pub enum ColumnType {
     Mac,
     /// A list of 32-bit values (MPLS labels, AS path, communities).
     ArrayUInt32,
+    /// A list of 128-bit values (large communities: `ASN << 64 | LD1 <<
+    /// 32 | LD2`, Akvorado's representation); `Array(FixedString(16))`
+    /// holding the same little-endian bytes where the server has no
+    /// `UInt128`.
+    ArrayUInt128,
     /// A string from enrichment: `LowCardinality(String)` (`String` on a
     /// server without it), written from records (`enrich::metadata`).
     LowString,
@@ -68,7 +73,27 @@ pub enum Source {
     /// record, or its source (3) or destination (4) network's record: what
     /// the raw table stores of the metadata.
     RecordId(usize),
+    /// An attribute of the BGP route of the flow's source or destination
+    /// (`enrich::rib`) that no flow field carries.
+    SrcRoute(RouteAttr),
+    DstRoute(RouteAttr),
 }
+
+/// A BGP route attribute, as a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAttr {
+    Communities,
+    LargeCommunities,
+}
+
+/// The raw table's route columns that no flow field carries: (name,
+/// source, type, optional). Akvorado's, which keeps the source's off by
+/// default.
+pub const ROUTE_COLUMNS: [(&str, Source, ColumnType, bool); 3] = [
+    ("SrcCommunities", Source::SrcRoute(RouteAttr::Communities), ColumnType::ArrayUInt32, true),
+    ("DstLargeCommunities", Source::DstRoute(RouteAttr::LargeCommunities), ColumnType::ArrayUInt128, false),
+    ("SrcLargeCommunities", Source::SrcRoute(RouteAttr::LargeCommunities), ColumnType::ArrayUInt128, true),
+];
 
 impl Source {
     /// Which of a row's records a metadata column reads: 0 its exporter's,
@@ -77,7 +102,7 @@ impl Source {
     /// field and a record id.
     pub fn record(self) -> Option<usize> {
         match self {
-            Source::Flow(_) | Source::RecordId(_) => None,
+            Source::Flow(_) | Source::RecordId(_) | Source::SrcRoute(_) | Source::DstRoute(_) => None,
             Source::Exporter(_) => Some(0),
             Source::InIf(_) => Some(1),
             Source::OutIf(_) => Some(2),
@@ -299,8 +324,8 @@ pub fn catalog() -> Vec<Column> {
         (F::IngressVRFID, UInt32, true, true),
         (F::EgressVRFID, UInt32, true, true),
         (F::MPLSLabels, ArrayUInt32, true, false),
-        (F::DstASPath, ArrayUInt32, true, false),
-        (F::DstCommunities, ArrayUInt32, true, false),
+        (F::DstASPath, ArrayUInt32, false, false),
+        (F::DstCommunities, ArrayUInt32, false, false),
     ];
     rows.iter()
         .map(|&(field, kind, optional, consolidated)| Column {
@@ -310,6 +335,13 @@ pub fn catalog() -> Vec<Column> {
             optional,
             consolidated,
         })
+        .chain(ROUTE_COLUMNS.iter().map(|&(name, source, kind, optional)| Column {
+            name,
+            source,
+            kind,
+            optional,
+            consolidated: false,
+        }))
         .chain(RECORD_COLUMNS.iter().map(|&(name, record)| Column {
             name,
             source: Source::RecordId(record),
@@ -374,6 +406,9 @@ pub struct Dialect {
     /// the raw table's metadata columns read the records tables. Without
     /// it the raw table keeps the record ids only.
     pub join_get: bool,
+    /// `UInt128` without an experimental setting (21.7); otherwise
+    /// `FixedString(16)`, same bytes.
+    pub uint128: bool,
 }
 
 impl Dialect {
@@ -388,6 +423,7 @@ impl Dialect {
             merge_selector_base: v >= ServerVersion(25, 1),
             low_cardinality: v >= ServerVersion(19, 1),
             join_get: v >= ServerVersion(20, 1),
+            uint128: v >= ServerVersion(21, 7),
         }
     }
 
@@ -426,6 +462,13 @@ impl Dialect {
                     .into(),
             );
         }
+        if !self.uint128 {
+            w.push(
+                "server has no UInt128: large communities are FixedString(16), little-endian \
+                 (reinterpretAsUInt128 on a newer server reads them)"
+                    .into(),
+            );
+        }
         if !self.codecs {
             w.push("server has no compression codecs: columns use the server's default compression".into());
         }
@@ -453,6 +496,8 @@ impl Dialect {
             ColumnType::Address if self.ipv6 => "IPv6",
             ColumnType::Address => "FixedString(16)",
             ColumnType::ArrayUInt32 => "Array(UInt32)",
+            ColumnType::ArrayUInt128 if self.uint128 => "Array(UInt128)",
+            ColumnType::ArrayUInt128 => "Array(FixedString(16))",
             ColumnType::LowString if self.low_cardinality => "LowCardinality(String)",
             ColumnType::LowString => "String",
             ColumnType::Boundary => BOUNDARY_TYPE,
@@ -559,7 +604,7 @@ impl Schema {
             Source::OutIf(_) => (RECORD_TABLES[1], RECORD_COLUMNS[2].0),
             Source::SrcNet(_) => (RECORD_TABLES[2], RECORD_COLUMNS[3].0),
             Source::DstNet(_) => (RECORD_TABLES[2], RECORD_COLUMNS[4].0),
-            Source::Flow(_) | Source::RecordId(_) => return None,
+            Source::Flow(_) | Source::RecordId(_) | Source::SrcRoute(_) | Source::DstRoute(_) => return None,
         };
         let get = format!("joinGet('{}.{table}', '{}', {id})", self.database, record_column_name(c.name));
         Some(if c.source == Source::Exporter(ExporterAttr::Name) {
@@ -806,12 +851,17 @@ pub fn insert_sql(database: &str, columns: &[&str]) -> String {
     format!("INSERT INTO {database}.{RAW_TABLE} ({}) FORMAT Native", columns.join(", "))
 }
 
+/// Columns that were optional and are now stored by default: naming them
+/// in `store.optional_columns` is still accepted.
+pub const FORMERLY_OPTIONAL: [&str; 2] = ["DstASPath", "DstCommunities"];
+
 /// The optional column names in `names` that the catalog does not know, with
 /// their index (for config errors), and non-optional ones (always stored).
 pub fn unknown_optional_columns(names: &[String]) -> Option<(usize, String)> {
     let catalog = catalog();
     names.iter().enumerate().find_map(|(i, n)| match catalog.iter().find(|c| c.name == n) {
-        Some(c) if c.optional => None,
+        // Named while they were optional: stored anyway, no error.
+        Some(c) if c.optional || FORMERLY_OPTIONAL.contains(&c.name) => None,
         Some(_) => Some((i, format!("{n} is always stored; only optional columns are listed here"))),
         None => Some((i, format!("unknown column {n}; optional columns are: {}", optional_column_names().join(", ")))),
     })
@@ -838,7 +888,10 @@ mod tests {
     #[test]
     fn every_field_has_one_column_named_like_it() {
         let cat = catalog();
-        assert_eq!(cat.len(), Field::ALL.len() + RECORD_COLUMNS.len() + METADATA_COLUMNS.len() + NET_COLUMNS.len());
+        assert_eq!(
+            cat.len(),
+            Field::ALL.len() + ROUTE_COLUMNS.len() + RECORD_COLUMNS.len() + METADATA_COLUMNS.len() + NET_COLUMNS.len()
+        );
         for f in Field::ALL {
             assert_eq!(cat.iter().filter(|c| c.source == Source::Flow(*f)).count(), 1, "{f:?}");
         }
@@ -860,11 +913,13 @@ mod tests {
         let ddl = old.create_raw_table();
         assert!(ddl.contains("SrcAddr FixedString(16)") && ddl.contains("FlowStart UInt64"));
         assert!(!ddl.contains("TTL") && !ddl.contains("CODEC"));
-        assert_eq!(old.dialect.warnings().len(), 7);
+        assert_eq!(old.dialect.warnings().len(), 8);
+        assert!(ddl.contains("DstLargeCommunities Array(FixedString(16))"), "{ddl}");
         assert!(ddl.contains("InIfRecord UInt64") && !ddl.contains("InIfName"), "{ddl}");
         let new = Schema::new(&test_settings(&["FlowStart"]), ServerVersion::parse("26.7.2.1").unwrap());
         let ddl = new.create_raw_table();
         assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));
+        assert!(ddl.contains("DstLargeCommunities Array(UInt128)") && !ddl.contains("SrcCommunities"));
         assert!(ddl.contains(
             "TTL TimeReceived + toIntervalHour(168)\nSETTINGS ttl_only_drop_parts = 1, merge_selector_base = 10"
         ));
@@ -872,7 +927,7 @@ mod tests {
         assert!(new.dialect.warnings().is_empty());
         let middle = Schema::new(&test_settings(&[]), ServerVersion(19, 16));
         assert!(middle.create_raw_table().contains("TTL") && !middle.create_raw_table().contains("SETTINGS"));
-        assert_eq!(middle.dialect.warnings().len(), 3);
+        assert_eq!(middle.dialect.warnings().len(), 4);
         // What the server lists wins over its version.
         let listed = new.dialect.with_merge_tree_settings(&["ttl_only_drop_parts".to_string()]);
         assert!(listed.ttl_only_drop_parts && !listed.merge_selector_base);

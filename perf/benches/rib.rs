@@ -77,11 +77,11 @@ fn rib(c: &mut Criterion) {
     let peer = table.peer(1, [0; 16], PeerKey { addr: [0; 16], distinguisher: 0 }, 64500);
     let mapped = |a: u32| u128::from(std::net::Ipv4Addr::from(a).to_ipv6_mapped());
     for (i, &(net, len)) in v4.iter().enumerate() {
-        let p = Prefix { net: mapped(net), len: len + 96, path_id: 0 };
+        let p = Prefix { net: mapped(net), len: len + 96, ..Prefix::default() };
         table.announce(peer, &[p], &origins[i * 7919 % origins.len()]);
     }
     for (i, &(net, len)) in v6.iter().enumerate() {
-        table.announce(peer, &[Prefix { net, len, path_id: 0 }], &origins[i * 104_729 % origins.len()]);
+        table.announce(peer, &[Prefix { net, len, ..Prefix::default() }], &origins[i * 104_729 % origins.len()]);
     }
     let loaded_s = started.elapsed().as_secs_f64();
     let grown = resident_bytes().saturating_sub(before);

@@ -13,8 +13,22 @@
 //!   Route Monitoring message for a peer without Peer Up creates it.
 //! - **Skipped unparsed**: Statistics Reports and Route Mirroring (which
 //!   may carry malformed BGP on purpose) are only counted.
+//! - **ADD-PATH per family**: a message is parsed with path identifiers
+//!   when its family (its MP_REACH or MP_UNREACH attribute's, else IPv4
+//!   unicast) negotiated them. An UPDATE carries one family in practice;
+//!   one that mixes classic IPv4 NLRI with another family's MP attribute
+//!   is parsed by the latter's setting.
 //! - **Families**: IPv4 and IPv6 unicast and labeled unicast (the labels
-//!   dropped); other NLRI (VPN, EVPN, flowspec...) are counted as ignored.
+//!   dropped), and VPNv4 / VPNv6 (SAFI 128: label stack, route
+//!   distinguisher, prefix), which the crate does not decode: those NLRI
+//!   are read here from the UPDATE's bytes. Other NLRI (EVPN, flowspec,
+//!   multicast...) are counted as ignored.
+//! - **Route distinguishers and route targets**: a VPN route's RD is its
+//!   NLRI's; a route from an RD instance peer (per-peer header type 1)
+//!   takes the peer distinguisher; others have none (0). `Filters` keep
+//!   the routes of some RDs, or of UPDATEs carrying some route targets
+//!   (extended communities of type 0x00, 0x01 or 0x02, subtype 0x02);
+//!   what they leave out is counted as filtered.
 //!
 //! A message that does not parse is an error the caller counts and skips:
 //! the session goes on with the next message (the framing is intact). A
@@ -29,7 +43,9 @@ use bgpkit_parser::models::{
     NetworkPrefix, ParamValue, Safi,
 };
 use bgpkit_parser::parser::bgp::messages::parse_bgp_message;
-use bgpkit_parser::parser::bmp::messages::{parse_peer_up_notification, parse_per_peer_header, BmpPerPeerHeader};
+use bgpkit_parser::parser::bmp::messages::{
+    parse_peer_up_notification, parse_per_peer_header, BmpPeerType, BmpPerPeerHeader,
+};
 use bytes::Bytes;
 
 use crate::flow::{addr_from_ip, Addr};
@@ -170,22 +186,62 @@ impl Attrs {
 }
 
 /// A prefix in the 128-bit space (IPv4 within `::ffff:0:0/96`, its length
-/// plus 96) and its ADD-PATH path identifier (0 without).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// plus 96), its ADD-PATH path identifier (0 without) and its route
+/// distinguisher (0 without).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Prefix {
     pub net: u128,
     pub len: u8,
     pub path_id: u32,
+    pub rd: u64,
 }
 
 impl Prefix {
-    fn of(p: &NetworkPrefix) -> Prefix {
+    fn of(p: &NetworkPrefix, rd: u64) -> Prefix {
         let (addr, len) = match p.prefix {
             ipnet::IpNet::V4(n) => (IpAddr::V4(n.network()), n.prefix_len() + 96),
             ipnet::IpNet::V6(n) => (IpAddr::V6(n.network()), n.prefix_len()),
         };
-        Prefix { net: u128::from_be_bytes(addr_from_ip(addr)), len, path_id: p.path_id.unwrap_or(0) }
+        Prefix { net: u128::from_be_bytes(addr_from_ip(addr)), len, path_id: p.path_id.unwrap_or(0), rd }
     }
+}
+
+/// Reads a route distinguisher or route target as operators write them:
+/// `ASN:n` (type 0 when the AS fits 16 bits and n 32, else type 2),
+/// `IPv4:n` (type 1), `T:A:n` with an explicit type 0–2, or the 8 bytes
+/// as one number. The value is the 8 bytes (2 of type, 6 of value), an
+/// RT's subtype byte cleared, so that an RT and an RD written alike are
+/// equal. `0`: none.
+pub fn parse_rd(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n);
+    }
+    let parts: Vec<&str> = text.split(':').collect();
+    let (kind, admin, n) = match parts[..] {
+        [admin, n] => (None, admin, n.parse::<u64>().ok()?),
+        [kind, admin, n] => (Some(kind.parse::<u16>().ok()?), admin, n.parse::<u64>().ok()?),
+        _ => return None,
+    };
+    if let Ok(ip) = admin.parse::<std::net::Ipv4Addr>() {
+        return (kind.unwrap_or(1) == 1 && n <= 0xffff).then(|| 1 << 48 | u64::from(u32::from(ip)) << 16 | n);
+    }
+    let asn = admin.parse::<u64>().ok()?;
+    match kind {
+        None if asn <= 0xffff && n <= 0xffff_ffff => Some(asn << 32 | n),
+        None | Some(2) if asn <= 0xffff_ffff && n <= 0xffff => Some(2 << 48 | asn << 16 | n),
+        Some(0) if asn <= 0xffff && n <= 0xffff_ffff => Some(asn << 32 | n),
+        _ => None,
+    }
+}
+
+/// Which routes to keep, by route distinguisher and route target
+/// (`parse_rd`'s values). Empty lists keep everything; `0` in `rds`
+/// keeps routes without RD, in `rts` UPDATEs without RT.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub rds: Vec<u64>,
+    pub rts: Vec<u64>,
 }
 
 /// What one message says.
@@ -204,7 +260,7 @@ pub enum Event {
         peer: PeerKey,
     },
     /// Routes announced with `attrs`, and withdrawn; `ignored`: NLRI of
-    /// families not kept.
+    /// families not kept; `filtered`: NLRI `Filters` left out.
     Update {
         peer: PeerKey,
         asn: u32,
@@ -212,17 +268,30 @@ pub enum Event {
         withdrawn: Vec<Prefix>,
         attrs: Attrs,
         ignored: u32,
+        filtered: u32,
     },
 }
 
-/// One BMP connection's state: whether it started, and each peer's ADD-PATH.
+/// A family: (AFI, SAFI).
+type Family = (u16, u8);
+
+const IPV4_UNICAST: Family = (1, 1);
+const SAFI_VPN: u8 = 128;
+
+/// One BMP connection's state: whether it started, its filters, and per
+/// peer the families whose updates carry ADD-PATH path identifiers.
 #[derive(Debug, Default)]
 pub struct Session {
     initiated: bool,
-    add_path: HashMap<PeerKey, bool>,
+    filters: Filters,
+    add_path: HashMap<PeerKey, Vec<Family>>,
 }
 
 impl Session {
+    pub fn new(filters: Filters) -> Session {
+        Session { filters, ..Session::default() }
+    }
+
     /// Peers this session announced (Peer Up or routes) and has not taken down.
     pub fn peers(&self) -> usize {
         self.add_path.len()
@@ -251,12 +320,13 @@ impl Session {
                 let pph = parse_per_peer_header(&mut body).map_err(|_| BmpError::Malformed)?;
                 let up = parse_peer_up_notification(&mut body, &pph.afi(), &pph.asn_length(), Some(&pph.peer_type))
                     .map_err(|_| BmpError::Malformed)?;
-                let add_path = match (&up.sent_open, &up.received_open) {
+                let families = match (&up.sent_open, &up.received_open) {
                     (BgpMessage::Open(sent), BgpMessage::Open(received)) => receives_paths(sent, received),
-                    _ => false,
+                    _ => Vec::new(),
                 };
                 let peer = key(&pph);
-                self.add_path.insert(peer, add_path);
+                let add_path = !families.is_empty();
+                self.add_path.insert(peer, families);
                 Ok(Event::PeerUp { peer, asn: pph.peer_asn.to_u32(), add_path })
             }
             MessageType::PeerDown => {
@@ -268,14 +338,190 @@ impl Session {
             MessageType::RouteMonitoring => {
                 let pph = parse_per_peer_header(&mut body).map_err(|_| BmpError::Malformed)?;
                 let peer = key(&pph);
-                let add_path = *self.add_path.entry(peer).or_insert(false);
+                let bytes = body.clone();
+                let raw = RawUpdate::read(&bytes);
+                let add_path = self.add_path.entry(peer).or_default().contains(&raw.family());
+                let raw_vpn = raw.vpn(add_path)?;
                 let message =
                     parse_bgp_message(&mut body, add_path, &pph.asn_length()).map_err(|_| BmpError::Malformed)?;
                 let BgpMessage::Update(update) = message else { return Err(BmpError::NotUpdate) };
-                Ok(update_event(peer, pph.peer_asn.to_u32(), update))
+                let rd = if pph.peer_type == BmpPeerType::RD { pph.peer_distinguisher } else { 0 };
+                let mut event = update_event(peer, pph.peer_asn.to_u32(), update, rd, raw_vpn);
+                self.filter(&raw, &mut event);
+                Ok(event)
             }
         }
     }
+}
+
+impl Session {
+    /// Leaves out of `event` the routes the filters do not keep: by RD,
+    /// announced and withdrawn; by RT, announced (a withdrawal has none).
+    fn filter(&self, raw: &RawUpdate, event: &mut Event) {
+        let Event::Update { announced, withdrawn, filtered, .. } = event else { return };
+        let Filters { rds, rts } = &self.filters;
+        if !rts.is_empty() && !announced.is_empty() {
+            let targets = raw.route_targets();
+            let kept = if targets.is_empty() { rts.contains(&0) } else { targets.iter().any(|t| rts.contains(t)) };
+            if !kept {
+                *filtered += announced.len() as u32;
+                announced.clear();
+            }
+        }
+        if !rds.is_empty() {
+            for list in [announced, withdrawn] {
+                let before = list.len();
+                list.retain(|p| rds.contains(&p.rd));
+                *filtered += (before - list.len()) as u32;
+            }
+        }
+    }
+}
+
+/// What the crate leaves out of an UPDATE, read from its bytes: the
+/// MP_REACH_NLRI and MP_UNREACH_NLRI attributes' values, and the extended
+/// communities'.
+#[derive(Debug, Default)]
+struct RawUpdate<'a> {
+    reach: Option<&'a [u8]>,
+    unreach: Option<&'a [u8]>,
+    extended: Option<&'a [u8]>,
+}
+
+/// VPN routes read from an UPDATE: announced, withdrawn, next hop.
+#[derive(Debug, Default)]
+struct VpnRoutes {
+    announced: Vec<Prefix>,
+    withdrawn: Vec<Prefix>,
+    next_hop: Option<IpAddr>,
+    /// VPN MP attributes read (0–2).
+    raw_attrs: u32,
+}
+
+impl<'a> RawUpdate<'a> {
+    /// From a BGP message (header included); empty when it is not an
+    /// UPDATE or its attributes do not frame (the crate's parse says why).
+    fn read(message: &'a [u8]) -> RawUpdate<'a> {
+        Self::attributes(message).unwrap_or_default()
+    }
+
+    fn attributes(m: &'a [u8]) -> Option<RawUpdate<'a>> {
+        if *m.get(18)? != 2 {
+            return None;
+        }
+        let u16_at = |at: usize| Some(u16::from_be_bytes([*m.get(at)?, *m.get(at + 1)?]) as usize);
+        let withdrawn = u16_at(19)?;
+        let attrs_len = u16_at(21 + withdrawn)?;
+        let mut attrs = m.get(23 + withdrawn..23 + withdrawn + attrs_len)?;
+        let mut raw = RawUpdate::default();
+        while !attrs.is_empty() {
+            let (flags, kind) = (*attrs.first()?, *attrs.get(1)?);
+            let (len, at) = if flags & 0x10 != 0 {
+                (u16::from_be_bytes([*attrs.get(2)?, *attrs.get(3)?]) as usize, 4)
+            } else {
+                (usize::from(*attrs.get(2)?), 3)
+            };
+            let value = attrs.get(at..at + len)?;
+            match kind {
+                14 => raw.reach = Some(value),
+                15 => raw.unreach = Some(value),
+                16 => raw.extended = Some(value),
+                _ => {}
+            }
+            attrs = &attrs[at + len..];
+        }
+        Some(raw)
+    }
+
+    /// The message's family: its MP attributes', else IPv4 unicast.
+    fn family(&self) -> Family {
+        self.reach
+            .or(self.unreach)
+            .filter(|v| v.len() >= 3)
+            .map_or(IPV4_UNICAST, |v| (u16::from_be_bytes([v[0], v[1]]), v[2]))
+    }
+
+    /// The route targets of its extended communities (`parse_rd`'s values).
+    fn route_targets(&self) -> Vec<u64> {
+        let Some(ext) = self.extended else { return Vec::new() };
+        ext.chunks_exact(8)
+            .filter(|c| c[0] <= 2 && c[1] == 2)
+            .map(|c| u64::from_be_bytes([c[0], 0, c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()
+    }
+
+    /// Its VPNv4 / VPNv6 routes (none when its family is another).
+    fn vpn(&self, add_path: bool) -> Result<VpnRoutes, BmpError> {
+        let mut out = VpnRoutes::default();
+        if let Some(v) = self.reach.filter(|v| v.len() >= 5 && v[2] == SAFI_VPN) {
+            let afi = u16::from_be_bytes([v[0], v[1]]);
+            let nh_len = usize::from(v[3]);
+            let nh = v.get(4..4 + nh_len).ok_or(BmpError::Malformed)?;
+            // A VPN next hop is an RD (zero) and an address; IPv6 may add a
+            // link-local one (another RD and address).
+            out.next_hop = match nh.len() {
+                12 => Some(IpAddr::from(<[u8; 4]>::try_from(&nh[8..12]).unwrap_or_default())),
+                24 | 48 => Some(IpAddr::from(<[u8; 16]>::try_from(&nh[8..24]).unwrap_or_default())),
+                _ => None,
+            };
+            // After the next hop, one reserved byte.
+            let nlri = v.get(5 + nh_len..).ok_or(BmpError::Malformed)?;
+            vpn_prefixes(afi, nlri, add_path, false, &mut out.announced)?;
+            out.raw_attrs += 1;
+        }
+        if let Some(v) = self.unreach.filter(|v| v.len() >= 3 && v[2] == SAFI_VPN) {
+            vpn_prefixes(u16::from_be_bytes([v[0], v[1]]), &v[3..], add_path, true, &mut out.withdrawn)?;
+            out.raw_attrs += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// VPN NLRI (RFC 4364, RFC 4659, RFC 8277): per route an ADD-PATH path id
+/// when negotiated, a length in bits, labels of 3 bytes up to the one with
+/// the bottom-of-stack bit (a withdrawal holds exactly one, often the
+/// 0x800000 placeholder), an 8-byte RD, the prefix's bytes.
+fn vpn_prefixes(
+    afi: u16,
+    mut data: &[u8],
+    add_path: bool,
+    withdrawal: bool,
+    out: &mut Vec<Prefix>,
+) -> Result<(), BmpError> {
+    let (max_bits, base, offset) = match afi {
+        1 => (32, 0xffff_u128 << 32, 96),
+        2 => (128, 0, 0),
+        _ => return Err(BmpError::Malformed),
+    };
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], BmpError> {
+        let (head, rest) = data.split_at_checked(n).ok_or(BmpError::Malformed)?;
+        *data = rest;
+        Ok(head)
+    }
+    let be = |bytes: &[u8]| bytes.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+    while !data.is_empty() {
+        let path_id = if add_path { be(take(&mut data, 4)?) as u32 } else { 0 };
+        let mut bits = usize::from(take(&mut data, 1)?[0]);
+        loop {
+            let label = take(&mut data, 3)?;
+            bits = bits.checked_sub(24).ok_or(BmpError::Malformed)?;
+            if withdrawal || label[2] & 1 != 0 {
+                break;
+            }
+        }
+        let rd = be(take(&mut data, 8)?);
+        bits = bits.checked_sub(64).filter(|&b| b <= max_bits).ok_or(BmpError::Malformed)?;
+        let mut net = [0u8; 16];
+        let bytes = take(&mut data, bits.div_ceil(8))?;
+        // The address's bytes, left-aligned in its family's width, then
+        // placed in the 128-bit space.
+        net[..bytes.len()].copy_from_slice(bytes);
+        let full = u128::MAX >> (128 - max_bits);
+        let addr = u128::from_be_bytes(net) >> (128 - max_bits);
+        let mask = if bits == 0 { 0 } else { full << (max_bits - bits) & full };
+        out.push(Prefix { net: base | addr & mask, len: (bits + offset) as u8, path_id, rd });
+    }
+    Ok(())
 }
 
 fn key(pph: &BmpPerPeerHeader) -> PeerKey {
@@ -296,18 +542,29 @@ fn add_path_families(open: &BgpOpenMessage) -> Vec<(u16, u8, u8)> {
     out
 }
 
-/// Whether the monitored router receives several paths from the peer for
-/// some family: the peer's OPEN can send them (bit 2) and the router's can
-/// receive them (bit 1). One answer per peer: the parser takes one per
-/// message, and routers enable ADD-PATH for all their families at once.
-fn receives_paths(sent: &BgpOpenMessage, received: &BgpOpenMessage) -> bool {
+/// The families for which the monitored router receives several paths
+/// from the peer: the peer's OPEN can send them (bit 2) and the router's
+/// can receive them (bit 1).
+fn receives_paths(sent: &BgpOpenMessage, received: &BgpOpenMessage) -> Vec<Family> {
     let router = add_path_families(sent);
-    add_path_families(received).iter().any(|&(afi, safi, peer)| {
-        peer & 2 != 0 && router.iter().any(|&(a, s, mine)| a == afi && s == safi && mine & 1 != 0)
-    })
+    add_path_families(received)
+        .into_iter()
+        .filter(|&(afi, safi, peer)| {
+            peer & 2 != 0 && router.iter().any(|&(a, s, mine)| a == afi && s == safi && mine & 1 != 0)
+        })
+        .map(|(afi, safi, _)| (afi, safi))
+        .collect()
 }
 
-fn update_event(peer: PeerKey, asn: u32, update: bgpkit_parser::models::BgpUpdateMessage) -> Event {
+/// The event of an UPDATE the crate parsed, its routes given `rd` (the
+/// peer's, for an RD instance peer), plus the VPN routes read here.
+fn update_event(
+    peer: PeerKey,
+    asn: u32,
+    update: bgpkit_parser::models::BgpUpdateMessage,
+    rd: u64,
+    vpn: VpnRoutes,
+) -> Event {
     let a = &update.attributes;
     let mut attrs = Attrs {
         local_pref: a.local_preference().unwrap_or(0),
@@ -342,36 +599,48 @@ fn update_event(peer: PeerKey, asn: u32, update: bgpkit_parser::models::BgpUpdat
     attrs.communities = communities.into();
     attrs.large_communities = large.into();
     let mut ignored = 0u32;
-    let mut announced: Vec<Prefix> = update.announced_prefixes.iter().map(Prefix::of).collect();
-    let mut withdrawn: Vec<Prefix> = update.withdrawn_prefixes.iter().map(Prefix::of).collect();
+    let of = |p: &NetworkPrefix| Prefix::of(p, rd);
+    let mut announced: Vec<Prefix> = update.announced_prefixes.iter().map(of).collect();
+    let mut withdrawn: Vec<Prefix> = update.withdrawn_prefixes.iter().map(of).collect();
     let kept = |safi: Safi| matches!(safi, Safi::Unicast | Safi::MplsLabel);
-    let mut next_hop = a.next_hop();
+    let mut next_hop = vpn.next_hop.or(a.next_hop());
+    announced.extend(vpn.announced);
+    withdrawn.extend(vpn.withdrawn);
+    // VPN NLRI are read from the bytes (`RawUpdate::vpn`): what the crate
+    // made of them is not looked at.
+    let mut vpn_attrs = 0;
     if let Some(nlri) = a.get_reachable_nlri() {
         if kept(nlri.safi) {
-            announced.extend(nlri.prefixes.iter().map(Prefix::of));
+            announced.extend(nlri.prefixes.iter().map(of));
             for l in nlri.labeled_prefixes.iter().flatten() {
-                announced.push(Prefix::of(&NetworkPrefix { prefix: l.prefix, path_id: l.path_id }));
+                announced.push(of(&NetworkPrefix { prefix: l.prefix, path_id: l.path_id }));
             }
             next_hop = nlri.next_hop.as_ref().map(|n| n.addr()).or(next_hop);
+        } else if nlri.safi == Safi::MplsVpn {
+            vpn_attrs += 1;
         } else {
             ignored += nlri.prefixes.len() as u32 + nlri.labeled_prefixes.as_ref().map_or(0, |l| l.len() as u32);
         }
     }
     if let Some(nlri) = a.get_unreachable_nlri() {
         if kept(nlri.safi) {
-            withdrawn.extend(nlri.prefixes.iter().map(Prefix::of));
+            withdrawn.extend(nlri.prefixes.iter().map(of));
+        } else if nlri.safi == Safi::MplsVpn {
+            vpn_attrs += 1;
         } else {
             ignored += nlri.prefixes.len() as u32;
         }
     }
-    // Families the crate does not decode (VPN, EVPN...) stay raw
-    // attributes: one ignored NLRI each (their prefixes are not counted).
-    ignored += u32::from(a.has_attr(AttrType::MP_REACHABLE_NLRI) && a.get_reachable_nlri().is_none());
-    ignored += u32::from(a.has_attr(AttrType::MP_UNREACHABLE_NLRI) && a.get_unreachable_nlri().is_none());
+    // Families the crate does not decode (EVPN...) stay raw attributes:
+    // one ignored NLRI each (their prefixes are not counted), VPN ones
+    // aside (read here).
+    let raw = u32::from(a.has_attr(AttrType::MP_REACHABLE_NLRI) && a.get_reachable_nlri().is_none())
+        + u32::from(a.has_attr(AttrType::MP_UNREACHABLE_NLRI) && a.get_unreachable_nlri().is_none());
+    ignored += raw.saturating_sub(vpn.raw_attrs.saturating_sub(vpn_attrs));
     if let Some(nh) = next_hop {
         attrs.next_hop = addr_from_ip(nh);
     }
-    Event::Update { peer, asn, announced, withdrawn, attrs, ignored }
+    Event::Update { peer, asn, announced, withdrawn, attrs, ignored, filtered: 0 }
 }
 
 #[cfg(test)]
@@ -411,10 +680,20 @@ pub(crate) mod tests {
     /// An OPEN from `asn` with 4-byte AS and, when `add_path` (1 receive,
     /// 2 send, 3 both), ADD-PATH for IPv4 unicast.
     pub fn open(asn: u32, add_path: u8) -> Vec<u8> {
+        let families = [(1, 1, add_path)];
+        open_families(asn, &families[..usize::from(add_path != 0)])
+    }
+
+    /// An OPEN from `asn` with ADD-PATH for `families` ((AFI, SAFI, mode)).
+    pub fn open_families(asn: u32, families: &[(u16, u8, u8)]) -> Vec<u8> {
         let mut caps = vec![65, 4];
         caps.extend(asn.to_be_bytes());
-        if add_path != 0 {
-            caps.extend([69, 4, 0, 1, 1, add_path]);
+        if !families.is_empty() {
+            caps.extend([69, 4 * families.len() as u8]);
+            for &(afi, safi, mode) in families {
+                caps.extend(afi.to_be_bytes());
+                caps.extend([safi, mode]);
+            }
         }
         let mut body = vec![4];
         body.extend(23456u16.to_be_bytes());
@@ -427,14 +706,54 @@ pub(crate) mod tests {
     }
 
     pub fn peer_up(peer: [u8; 4], asn: u32, router_add_path: u8, peer_add_path: u8) -> Vec<u8> {
+        peer_up_opens(peer, asn, open(64500, router_add_path), open(asn, peer_add_path))
+    }
+
+    pub fn peer_up_opens(peer: [u8; 4], asn: u32, router: Vec<u8>, peer_open: Vec<u8>) -> Vec<u8> {
         let mut body = per_peer(peer, asn);
         body.extend([0; 12]);
         body.extend([192, 0, 2, 1]);
         body.extend(179u16.to_be_bytes());
         body.extend(40000u16.to_be_bytes());
-        body.extend(open(64500, router_add_path));
-        body.extend(open(asn, peer_add_path));
+        body.extend(router);
+        body.extend(peer_open);
         message(3, &body)
+    }
+
+    /// A path attribute (extended length when long).
+    pub fn attribute(flags: u8, kind: u8, value: &[u8]) -> Vec<u8> {
+        let mut a = if value.len() > 255 {
+            let mut a = vec![flags | 0x10, kind];
+            a.extend((value.len() as u16).to_be_bytes());
+            a
+        } else {
+            vec![flags, kind, value.len() as u8]
+        };
+        a.extend(value);
+        a
+    }
+
+    /// A Route Monitoring message with an UPDATE of `attributes` and no
+    /// classic NLRI; `pph`: the per-peer header.
+    pub fn update_message(pph: &[u8], attributes: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, 0];
+        body.extend((attributes.len() as u16).to_be_bytes());
+        body.extend(attributes);
+        let mut m = pph.to_vec();
+        m.extend(bgp(2, &body));
+        message(0, &m)
+    }
+
+    /// One VPN NLRI: [path id], length, `labels`, RD, prefix bytes.
+    pub fn vpn_nlri(path_id: Option<u32>, labels: &[u32], rd: u64, prefix: &[u8], bits: u8) -> Vec<u8> {
+        let mut n = path_id.map_or(Vec::new(), |id| id.to_be_bytes().to_vec());
+        n.push(24 * labels.len() as u8 + 64 + bits);
+        for &l in labels {
+            n.extend(&l.to_be_bytes()[1..]);
+        }
+        n.extend(rd.to_be_bytes());
+        n.extend(&prefix[..usize::from(bits.div_ceil(8))]);
+        n
     }
 
     /// A Route Monitoring message: an UPDATE announcing IPv4 `nlri`
@@ -487,6 +806,14 @@ pub(crate) mod tests {
         (u128::from(n), len)
     }
 
+    /// An address's 16 bytes (IPv4 mapped; `2001:db8::` style for IPv6).
+    fn net_addr(s: &str) -> [u8; 16] {
+        match s.parse::<IpAddr>().unwrap() {
+            IpAddr::V6(a) => a.octets(),
+            a => addr_from_ip(a),
+        }
+    }
+
     #[test]
     fn a_session_from_initiation_to_peer_down() {
         let mut s = Session::default();
@@ -510,12 +837,12 @@ pub(crate) mod tests {
         assert_eq!(
             announced,
             vec![
-                Prefix { net: n24, len: 120, path_id: 1 },
-                Prefix { net: n24, len: 120, path_id: 2 },
-                Prefix { net: net("0.0.0.0/0").0, len: 96, path_id: 1 }
+                Prefix { net: n24, len: 120, path_id: 1, rd: 0 },
+                Prefix { net: n24, len: 120, path_id: 2, rd: 0 },
+                Prefix { net: net("0.0.0.0/0").0, len: 96, path_id: 1, rd: 0 }
             ]
         );
-        assert_eq!(withdrawn, vec![Prefix { net: net("203.0.113.0/24").0, len: 120, path_id: 7 }]);
+        assert_eq!(withdrawn, vec![Prefix { net: net("203.0.113.0/24").0, len: 120, path_id: 7, rd: 0 }]);
         assert_eq!(&attrs.as_path[..], &[64501, 3356, 15169]);
         assert_eq!((attrs.local_pref, &attrs.communities[..]), (200, &[65000 << 16 | 7][..]));
         assert_eq!(attrs.next_hop, addr_from_ip("10.0.0.1".parse().unwrap()));
@@ -579,6 +906,156 @@ pub(crate) mod tests {
         .concat();
         for cut in 0..=stream.len() {
             crate::harness::bmp_stream(&stream[..cut]);
+        }
+    }
+
+    fn update_of(event: Result<Event, BmpError>) -> (Vec<Prefix>, Vec<Prefix>, Attrs, u32, u32) {
+        match event {
+            Ok(Event::Update { announced, withdrawn, attrs, ignored, filtered, .. }) => {
+                (announced, withdrawn, attrs, ignored, filtered)
+            }
+            other => panic!("not an update: {other:?}"),
+        }
+    }
+
+    /// VPNv4 and VPNv6 (SAFI 128) announcements and withdrawals, with
+    /// and without ADD-PATH: prefixes, RDs, next hops, route targets.
+    #[test]
+    fn vpn_routes_are_read_with_their_route_distinguishers() {
+        let rd_a = parse_rd("65000:100").unwrap();
+        let rd_b = parse_rd("192.0.2.1:7").unwrap();
+        let peer = [10, 0, 0, 2];
+        let (origin, path) = (attribute(0x40, 1, &[0]), attribute(0x40, 2, &[2, 1, 0, 0, 0xfd, 0xe9]));
+        // RT 65000:100 (type 0, subtype 2) and a colour community (type 3).
+        let mut ext = vec![0, 2, 0xfd, 0xe8, 0, 0, 0, 100];
+        ext.extend([3, 0x0b, 0, 0, 0, 0, 0, 1]);
+        let ext = attribute(0xc0, 16, &ext);
+        let vpnv4 = |add_path: bool| {
+            let id = |n: u32| add_path.then_some(n);
+            let mut reach = vec![0, 1, 128, 12];
+            reach.extend([0; 8]);
+            reach.extend([192, 0, 2, 9, 0]);
+            reach.extend(vpn_nlri(id(1), &[16001 << 4 | 1], rd_a, &[198, 51, 100, 0], 24));
+            reach.extend(vpn_nlri(id(2), &[16002 << 4, 16003 << 4 | 1], rd_b, &[10, 128, 0, 0], 9));
+            let mut unreach = vec![0, 1, 128];
+            unreach.extend(vpn_nlri(id(3), &[0x80_0000], rd_a, &[203, 0, 113, 0], 24));
+            [origin.clone(), path.clone(), ext.clone(), attribute(0x80, 14, &reach), attribute(0x80, 15, &unreach)]
+                .concat()
+        };
+        for add_path in [false, true] {
+            let mut s = Session::default();
+            s.decode(&message(4, &[])).unwrap();
+            let families: &[(u16, u8, u8)] = if add_path { &[(1, 128, 3)] } else { &[] };
+            s.decode(&peer_up_opens(peer, 65001, open_families(64500, families), open_families(65001, families)))
+                .unwrap();
+            let (announced, withdrawn, attrs, ignored, _) =
+                update_of(s.decode(&update_message(&per_peer(peer, 65001), &vpnv4(add_path))));
+            let id = |n: u32| if add_path { n } else { 0 };
+            assert_eq!(
+                announced,
+                [
+                    Prefix { net: net("198.51.100.0/24").0, len: 120, path_id: id(1), rd: rd_a },
+                    Prefix { net: net("10.128.0.0/9").0, len: 105, path_id: id(2), rd: rd_b },
+                ],
+                "ADD-PATH {add_path}"
+            );
+            assert_eq!(withdrawn, [Prefix { net: net("203.0.113.0/24").0, len: 120, path_id: id(3), rd: rd_a }]);
+            assert_eq!((attrs.next_hop, &attrs.as_path[..], ignored), (net_addr("192.0.2.9"), &[65001][..], 0));
+        }
+        // VPNv6, a next hop with its link-local address.
+        let mut reach = vec![0, 2, 128, 48];
+        for a in ["2001:db8::9", "fe80::9"] {
+            reach.extend([0; 8]);
+            reach.extend(net_addr(a));
+        }
+        reach.push(0);
+        reach.extend(vpn_nlri(None, &[1 << 4 | 1], rd_b, &net_addr("2001:db8:7::"), 48));
+        let m = update_message(
+            &per_peer(peer, 65001),
+            &[origin.clone(), path.clone(), attribute(0x80, 14, &reach)].concat(),
+        );
+        let mut s = Session::default();
+        s.decode(&message(4, &[])).unwrap();
+        let (announced, _, attrs, _, _) = update_of(s.decode(&m));
+        let (net6, _) = net("2001:db8:7::/48");
+        assert_eq!(announced, [Prefix { net: net6, len: 48, path_id: 0, rd: rd_b }]);
+        assert_eq!(attrs.next_hop, net_addr("2001:db8::9"));
+
+        // Filters: by RD (announced and withdrawn), by RT (announced).
+        let decode = |filters: Filters| {
+            let mut s = Session::new(filters);
+            s.decode(&message(4, &[])).unwrap();
+            let (a, w, _, _, filtered) = update_of(s.decode(&update_message(&per_peer(peer, 65001), &vpnv4(false))));
+            (a.iter().map(|p| p.rd).collect::<Vec<_>>(), w.len(), filtered)
+        };
+        assert_eq!(decode(Filters { rds: vec![rd_b], rts: vec![] }), (vec![rd_b], 0, 2));
+        assert_eq!(
+            decode(Filters { rds: vec![], rts: vec![parse_rd("65000:100").unwrap()] }),
+            (vec![rd_a, rd_b], 1, 0)
+        );
+        assert_eq!(decode(Filters { rds: vec![], rts: vec![parse_rd("65000:200").unwrap()] }), (vec![], 1, 2));
+        assert_eq!(decode(Filters { rds: vec![], rts: vec![0] }), (vec![], 1, 2), "0: UPDATEs without RT only");
+
+        // A VPN NLRI cut short: the message is malformed, the session goes on.
+        let mut bad = vec![0, 1, 128, 12];
+        bad.extend([0; 13]);
+        bad.extend(&vpn_nlri(None, &[1], rd_a, &[198, 51, 100, 0], 24)[..8]);
+        let m = update_message(&per_peer(peer, 65001), &[origin, path, attribute(0x80, 14, &bad)].concat());
+        let mut s = Session::default();
+        s.decode(&message(4, &[])).unwrap();
+        assert_eq!(s.decode(&m), Err(BmpError::Malformed));
+        assert!(s.decode(&route_monitoring(peer, 1, &[1], &[(None, [10, 0, 0, 0], 8)], &[])).is_ok());
+    }
+
+    /// A routing instance peer (type 1): its routes take its distinguisher.
+    #[test]
+    fn routes_of_an_rd_instance_peer_take_its_distinguisher() {
+        let mut s = Session::default();
+        s.decode(&message(4, &[])).unwrap();
+        let mut m = route_monitoring([10, 0, 0, 2], 1, &[1], &[(None, [10, 0, 0, 0], 8)], &[]);
+        m[HEADER_LEN] = 1;
+        m[HEADER_LEN + 2..HEADER_LEN + 10].copy_from_slice(&parse_rd("65000:5").unwrap().to_be_bytes());
+        let (announced, ..) = update_of(s.decode(&m));
+        assert_eq!(announced[0].rd, parse_rd("65000:5").unwrap());
+    }
+
+    /// ADD-PATH for IPv6 unicast only: IPv4 updates carry no path ids.
+    #[test]
+    fn add_path_is_per_family() {
+        let peer = [10, 0, 0, 2];
+        let mut s = Session::default();
+        s.decode(&message(4, &[])).unwrap();
+        let (router, remote) = (open_families(64500, &[(2, 1, 1)]), open_families(65001, &[(2, 1, 2), (1, 1, 2)]));
+        let Ok(Event::PeerUp { add_path: true, .. }) = s.decode(&peer_up_opens(peer, 65001, router, remote)) else {
+            panic!("peer up")
+        };
+        // IPv4 0.0.0.0/0 without a path id (the crate's guess would take
+        // its first bytes for one).
+        let (announced, ..) = update_of(s.decode(&route_monitoring(peer, 65001, &[1], &[(None, [0; 4], 0)], &[])));
+        assert_eq!(announced, [Prefix { net: net("0.0.0.0/0").0, len: 96, ..Prefix::default() }]);
+        let mut reach = vec![0, 2, 1, 16];
+        reach.extend(net_addr("2001:db8::1"));
+        reach.push(0);
+        reach.extend(7u32.to_be_bytes());
+        reach.extend([32, 0x20, 0x01, 0x0d, 0xb8]);
+        let m =
+            update_message(&per_peer(peer, 65001), &[attribute(0x40, 1, &[0]), attribute(0x80, 14, &reach)].concat());
+        let (announced, ..) = update_of(s.decode(&m));
+        assert_eq!(announced, [Prefix { net: net("2001:db8::/32").0, len: 32, path_id: 7, rd: 0 }]);
+    }
+
+    #[test]
+    fn route_distinguishers_are_read_as_operators_write_them() {
+        assert_eq!(parse_rd("65000:100"), Some(65000 << 32 | 100));
+        assert_eq!(parse_rd("0:65000:100"), Some(65000 << 32 | 100));
+        assert_eq!(parse_rd("4200000000:7"), Some(2 << 48 | 4_200_000_000 << 16 | 7));
+        assert_eq!(parse_rd("2:65000:7"), Some(2 << 48 | 65000 << 16 | 7));
+        assert_eq!(parse_rd("192.0.2.1:7"), Some(1 << 48 | 0xc000_0201 << 16 | 7));
+        assert_eq!(parse_rd(" 0 "), Some(0));
+        assert_eq!(parse_rd("12345678901"), Some(12_345_678_901));
+        for bad in ["", "65000:x", "4200000000:70000", "192.0.2.1:70000", "3:1:1", "1:65000:1", "a:b:c:d", "0:70000:1"]
+        {
+            assert_eq!(parse_rd(bad), None, "{bad}");
         }
     }
 

@@ -45,7 +45,9 @@ pub struct Enriched {
     pub sampling_rate: u32,
     /// The flow had no rate and its exporter no default: stored with 1.
     pub rate_missing: bool,
-    /// The destination route (`Routes::attrs`), when looked up and found.
+    /// The source and destination routes (`Routes::attrs`), when looked
+    /// up and found.
+    pub src_route: Option<u32>,
     pub dst_route: Option<u32>,
 }
 
@@ -159,6 +161,7 @@ impl FlowEnricher {
             self.counts.route_misses += u64::from(src.is_none()) + u64::from(dst.is_none());
             src_route = src.map_or((0, 0), |r| (r.asn, r.mask));
             dst_route = dst.map_or((0, 0), |r| (r.asn, r.mask));
+            e.src_route = src.map(|r| r.route);
             e.dst_route = dst.map(|r| r.route);
         }
         let field = |f: Field, v: u32| if flow.has(f) { v } else { 0 };
@@ -310,7 +313,7 @@ mod tests {
         let prefix = |a: [u8; 4], len: u8| Prefix {
             net: u128::from(std::net::Ipv4Addr::from(a).to_ipv6_mapped()),
             len: len + 96,
-            path_id: 0,
+            ..Prefix::default()
         };
         let attrs = |path: &[u32]| Attrs { as_path: path.into(), ..Attrs::default() };
         rib.announce(peer, &[prefix([10, 1, 0, 0], 16)], &attrs(&[64501, 15169]));

@@ -2,9 +2,11 @@
 //! thread keeps up to date (`Rib`, one writer), and the snapshot the
 //! shards read (`Routes`, immutable, replaced whole).
 //!
-//! - **Identity.** A route is (prefix, peer, ADD-PATH path id); a peer is
-//!   (BMP session, peer address, peer distinguisher). A new announcement
-//!   with the same identity replaces the route.
+//! - **Identity.** A route is (prefix, peer, ADD-PATH path id, route
+//!   distinguisher); a peer is (BMP session, peer address, peer
+//!   distinguisher). A new announcement with the same identity replaces
+//!   the route. The (path id, RD) pairs are interned like the attributes:
+//!   a route holds a 4-byte id, 0 for neither (most routes).
 //! - **Attributes** (AS path, communities, large communities, next hop,
 //!   local preference, MED) are interned and reference-counted: routes
 //!   that share them (most of a full table) hold one 4-byte id.
@@ -97,7 +99,8 @@ pub struct Peer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Route {
     attrs: u32,
-    path_id: u32,
+    /// Its (path id, RD) in `Rib::nlris`; 0: (0, 0).
+    nlri: u32,
     peer: u16,
 }
 
@@ -136,7 +139,7 @@ impl Entry {
 
     /// Inline: the route held here.
     fn inline_route(&self) -> Route {
-        Route { attrs: self.at, path_id: 0, peer: (self.meta >> 16) as u16 }
+        Route { attrs: self.at, nlri: 0, peer: (self.meta >> 16) as u16 }
     }
 
     /// Not inline: where its routes are in `Table::routes`.
@@ -227,12 +230,10 @@ pub struct Rib {
     table: Arc<Table>,
     /// Prefixes changed since `table` was built: their routes now (none: gone).
     delta: HashMap<Key, Vec<Route>>,
-    /// Attribute sets by id (a freed id holds `empty`), and their uses.
-    attrs: Vec<Arc<Attrs>>,
-    uses: Vec<u32>,
-    attr_ids: HashMap<Arc<Attrs>, u32>,
-    free_attrs: Vec<u32>,
-    empty: Arc<Attrs>,
+    /// Attribute sets by id.
+    attrs: Pool<Arc<Attrs>>,
+    /// (ADD-PATH path id, route distinguisher) pairs by id; 0 is (0, 0).
+    nlris: Pool<(u32, u64)>,
     peers: Vec<Option<Peer>>,
     peer_ids: HashMap<(u32, PeerKey), u32>,
     /// Routes held.
@@ -251,11 +252,8 @@ impl Default for Rib {
         Rib {
             table: Arc::new(Table::default()),
             delta: HashMap::new(),
-            attrs: Vec::new(),
-            uses: Vec::new(),
-            attr_ids: HashMap::new(),
-            free_attrs: Vec::new(),
-            empty: Arc::new(Attrs::default()),
+            attrs: Pool::default(),
+            nlris: Pool::with_zero(),
             peers: Vec::new(),
             peer_ids: HashMap::new(),
             routes: 0,
@@ -265,6 +263,110 @@ impl Default for Rib {
             delta_min: DELTA_MIN,
         }
     }
+}
+
+/// Values interned and reference-counted by 4-byte id; a freed id is
+/// reused and holds the default value meanwhile.
+#[derive(Debug, Default)]
+struct Pool<T> {
+    values: Vec<T>,
+    uses: Vec<u32>,
+    ids: HashMap<T, u32>,
+    free: Vec<u32>,
+    /// Id 0 is the default value, held for good (`with_zero`).
+    zero: bool,
+}
+
+impl<T: Clone + Default + Eq + std::hash::Hash> Pool<T> {
+    fn with_zero() -> Pool<T> {
+        Pool { values: vec![T::default()], uses: vec![0], zero: true, ..Pool::default() }
+    }
+
+    /// The id of `value`, with one more use.
+    fn intern(&mut self, value: &T) -> u32 {
+        self.intern_by(value, || value.clone())
+    }
+
+    /// The id of the value `key` stands for (made by `make` when new),
+    /// with one more use.
+    fn intern_by<Q: Eq + std::hash::Hash + ?Sized>(&mut self, key: &Q, make: impl FnOnce() -> T) -> u32
+    where
+        T: std::borrow::Borrow<Q>,
+    {
+        if let Some(&id) = self.ids.get(key) {
+            self.uses[id as usize] += 1;
+            return id;
+        }
+        let value = make();
+        if self.zero && value == T::default() {
+            return 0;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.values[id as usize] = value.clone();
+                self.uses[id as usize] = 1;
+                id
+            }
+            None => {
+                self.values.push(value.clone());
+                self.uses.push(1);
+                self.values.len() as u32 - 1
+            }
+        };
+        self.ids.insert(value, id);
+        id
+    }
+
+    /// The id of `value`, if held.
+    fn find(&self, value: &T) -> Option<u32> {
+        if self.zero && *value == T::default() {
+            return Some(0);
+        }
+        self.ids.get(value).copied()
+    }
+
+    /// One more use of `id`.
+    fn hold(&mut self, id: u32) {
+        self.uses[id as usize] += 1;
+    }
+
+    /// One use less of `id`: freed at none.
+    fn release(&mut self, id: u32) {
+        if self.zero && id == 0 {
+            return;
+        }
+        let uses = &mut self.uses[id as usize];
+        *uses -= 1;
+        if *uses == 0 {
+            let value = std::mem::take(&mut self.values[id as usize]);
+            self.ids.remove(&value);
+            self.free.push(id);
+        }
+    }
+
+    fn get(&self, id: u32) -> &T {
+        &self.values[id as usize]
+    }
+
+    /// Distinct values held.
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn bytes(&self, value_bytes: usize) -> usize {
+        self.ids.capacity() * (value_bytes + 4 + 1) + self.values.capacity() * value_bytes + self.uses.capacity() * 4
+    }
+}
+
+/// NLRI of an UPDATE not kept, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotKept {
+    /// Of families the table does not keep.
+    pub family: u32,
+    /// Left out by the RD and RT filters.
+    pub filtered: u32,
+    /// Past a limit (`PREFIXES_MAX`, `PREFIX_ROUTES_MAX`, peers).
+    pub limit: u32,
 }
 
 /// A removal pass: its peers, and the first prefix left to visit.
@@ -302,25 +404,26 @@ impl Rib {
     }
 
     /// Applies what a message of `session` (from `exporter`) said at
-    /// `now`; the NLRI not kept (other families, or a peer past the
-    /// limit), for the caller to count.
-    pub fn apply(&mut self, session: u32, exporter: Addr, event: Event, now: u64) -> u32 {
+    /// `now`; the NLRI not kept, for the caller to count.
+    pub fn apply(&mut self, session: u32, exporter: Addr, event: Event, now: u64) -> NotKept {
         match event {
             Event::PeerUp { peer, asn, .. } => {
                 self.peer(session, exporter, peer, asn);
             }
             Event::PeerDown { peer } => self.peer_down(session, peer, now),
-            Event::Update { peer, asn, announced, withdrawn, attrs, ignored } => {
+            Event::Update { peer, asn, announced, withdrawn, attrs, ignored, filtered } => {
                 let id = self.peer(session, exporter, peer, asn);
-                if id == NO_PEER {
-                    return ignored + (announced.len() + withdrawn.len()) as u32;
-                }
-                self.withdraw(id, &withdrawn);
-                return ignored + self.announce(id, &announced, &attrs);
+                let limit = if id == NO_PEER {
+                    (announced.len() + withdrawn.len()) as u32
+                } else {
+                    self.withdraw(id, &withdrawn);
+                    self.announce(id, &announced, &attrs)
+                };
+                return NotKept { family: ignored, filtered, limit };
             }
             Event::Initiation | Event::Termination | Event::Statistics | Event::Mirroring => {}
         }
-        0
+        NotKept::default()
     }
 
     /// Peers known (up or kept while down).
@@ -341,38 +444,6 @@ impl Rib {
     pub fn session_down(&mut self, session: u32, now: u64) {
         for p in self.peers.iter_mut().flatten().filter(|p| p.session == session) {
             p.down_since.get_or_insert(now);
-        }
-    }
-
-    fn intern(&mut self, attrs: &Attrs) -> u32 {
-        if let Some(&id) = self.attr_ids.get(attrs) {
-            self.uses[id as usize] += 1;
-            return id;
-        }
-        let attrs = Arc::new(attrs.clone());
-        let id = match self.free_attrs.pop() {
-            Some(id) => {
-                self.attrs[id as usize] = attrs.clone();
-                self.uses[id as usize] = 1;
-                id
-            }
-            None => {
-                self.attrs.push(attrs.clone());
-                self.uses.push(1);
-                self.attrs.len() as u32 - 1
-            }
-        };
-        self.attr_ids.insert(attrs, id);
-        id
-    }
-
-    fn release(&mut self, id: u32) {
-        let uses = &mut self.uses[id as usize];
-        *uses -= 1;
-        if *uses == 0 {
-            let attrs = std::mem::replace(&mut self.attrs[id as usize], self.empty.clone());
-            self.attr_ids.remove(&attrs);
-            self.free_attrs.push(id);
         }
     }
 
@@ -415,29 +486,32 @@ impl Rib {
         let peer = peer as u16;
         self.dirty = true;
         // One use for the call, one per route that takes the set.
-        let id = self.intern(attrs);
+        let id = self.attrs.intern_by(attrs, || Arc::new(attrs.clone()));
         for p in prefixes {
             let room = self.prefixes < PREFIXES_MAX;
-            self.uses[id as usize] += 1;
+            self.attrs.hold(id);
+            let nlri = self.nlris.intern(&(p.path_id, p.rd));
             let routes = self.routes_mut((p.net, p.len));
             let (was_empty, full) = (routes.is_empty(), routes.len() >= PREFIX_ROUTES_MAX);
-            match routes.iter_mut().find(|r| r.peer == peer && r.path_id == p.path_id) {
+            match routes.iter_mut().find(|r| r.peer == peer && r.nlri == nlri) {
                 Some(r) => {
                     let old = std::mem::replace(&mut r.attrs, id);
-                    self.release(old);
+                    self.attrs.release(old);
+                    self.nlris.release(nlri);
                 }
                 None if full || (was_empty && !room) => {
-                    self.uses[id as usize] -= 1;
+                    self.attrs.release(id);
+                    self.nlris.release(nlri);
                     refused += 1;
                 }
                 None => {
-                    routes.push(Route { attrs: id, path_id: p.path_id, peer });
+                    routes.push(Route { attrs: id, nlri, peer });
                     self.prefixes += usize::from(was_empty);
                     self.count_route(peer, true);
                 }
             }
         }
-        self.release(id);
+        self.attrs.release(id);
         self.compact_when_large();
         refused
     }
@@ -450,16 +524,18 @@ impl Rib {
         let peer = peer as u16;
         for p in prefixes {
             let key = (p.net, p.len);
+            let Some(nlri) = self.nlris.find(&(p.path_id, p.rd)) else { continue };
             if !self.holds(key) {
                 continue;
             }
             let routes = self.routes_mut(key);
-            let Some(at) = routes.iter().position(|r| r.peer == peer && r.path_id == p.path_id) else { continue };
+            let Some(at) = routes.iter().position(|r| r.peer == peer && r.nlri == nlri) else { continue };
             let r = routes.swap_remove(at);
             if routes.is_empty() {
                 self.prefixes -= 1;
             }
-            self.release(r.attrs);
+            self.attrs.release(r.attrs);
+            self.nlris.release(r.nlri);
             self.count_route(peer, false);
             self.dirty = true;
         }
@@ -516,16 +592,17 @@ impl Rib {
             routes.retain(|r| {
                 let gone = removal.peers.contains(&r.peer);
                 if gone {
-                    released.push((r.peer, r.attrs));
+                    released.push(*r);
                 }
                 !gone
             });
             if routes.is_empty() {
                 self.prefixes -= 1;
             }
-            for (peer, attrs) in released {
-                self.release(attrs);
-                self.count_route(peer, false);
+            for r in released {
+                self.attrs.release(r.attrs);
+                self.nlris.release(r.nlri);
+                self.count_route(r.peer, false);
             }
             self.dirty = true;
         }
@@ -552,7 +629,7 @@ impl Rib {
 
     /// Distinct attribute sets held.
     pub fn attribute_sets(&self) -> usize {
-        self.attr_ids.len()
+        self.attrs.len()
     }
 
     /// Bytes held (the table, shared with the snapshot, included),
@@ -562,7 +639,8 @@ impl Rib {
         let map = |cap: usize, entry: usize| cap * (entry + 1);
         let delta: usize = self.delta.values().map(|r| r.capacity() * std::mem::size_of::<Route>()).sum();
         let attrs: usize = self
-            .attr_ids
+            .attrs
+            .ids
             .keys()
             .map(|a| {
                 16 + std::mem::size_of::<Attrs>()
@@ -575,9 +653,8 @@ impl Rib {
             + map(self.delta.capacity(), 32 + 24)
             + delta
             + attrs
-            + map(self.attr_ids.capacity(), 8 + 4)
-            + self.attrs.capacity() * 8
-            + self.uses.capacity() * 4
+            + self.attrs.bytes(8)
+            + self.nlris.bytes(16)
             + self.peers.capacity() * std::mem::size_of::<Option<Peer>>()
     }
 
@@ -590,8 +667,8 @@ impl Rib {
     /// The best-first order of routes.
     fn sort(&self, routes: &mut [Route]) {
         routes.sort_by_key(|r| {
-            let a = &self.attrs[r.attrs as usize];
-            (std::cmp::Reverse(a.local_pref), a.as_path.len(), a.med, r.peer, r.path_id)
+            let a = self.attrs.get(r.attrs);
+            (std::cmp::Reverse(a.local_pref), a.as_path.len(), a.med, r.peer, *self.nlris.get(r.nlri))
         });
     }
 
@@ -599,9 +676,9 @@ impl Rib {
     fn entry(&self, len: u8, routes: &[Route], to: &mut Vec<Route>) -> Entry {
         let best = routes[0];
         let peer_as = self.peers[usize::from(best.peer)].as_ref().map_or(0, |p| p.asn);
-        let asn = self.attrs[best.attrs as usize].origin_as(peer_as);
+        let asn = self.attrs.get(best.attrs).origin_as(peer_as);
         if let [one] = routes {
-            if one.path_id == 0 {
+            if one.nlri == 0 {
                 return Entry::inline(asn, len, *one);
             }
         }
@@ -700,7 +777,7 @@ impl Rib {
         let ranges = flatten(keys.map(id), |id, _: Option<&()>| (id, ()));
         let peers = self.peers.iter().map(|p| p.as_ref().map_or(([0; 16], 0), |p| (p.exporter, p.asn))).collect();
         let index = PrefixTable::with_v6_root(&ranges, V6_ROOT_BITS, |id| t.entries[(id >> ID_SHIFT) as usize].asn);
-        Routes { index, table: t.clone(), attrs: self.attrs.clone(), peers }
+        Routes { index, table: t.clone(), attrs: self.attrs.values.clone(), peers }
     }
 }
 
@@ -824,7 +901,7 @@ mod tests {
 
     fn prefix(s: &str, path_id: u32) -> Prefix {
         let (net, len) = parse_cidr(s).unwrap();
-        Prefix { net: u128::from(net), len, path_id }
+        Prefix { net: u128::from(net), len, path_id, rd: 0 }
     }
 
     fn ip(s: &str) -> Addr {
@@ -845,14 +922,17 @@ mod tests {
         PeerKey { addr: ip(peer), distinguisher: 0 }
     }
 
-    /// Every route after merging: (prefix, peer, path id, AS path), sorted.
-    fn dump(rib: &mut Rib) -> Vec<(Key, u16, u32, Vec<u32>)> {
+    /// A route as the tests see it: (prefix, peer, (path id, RD), AS path).
+    type Seen = (Key, u16, (u32, u64), Vec<u32>);
+
+    /// Every route after merging, sorted.
+    fn dump(rib: &mut Rib) -> Vec<Seen> {
         rib.compact();
         let t = rib.table.clone();
         let mut all = Vec::new();
         for i in 1..t.entries.len() {
             for r in t.routes_of(i) {
-                all.push((t.key(i), r.peer, r.path_id, rib.attrs[r.attrs as usize].as_path.to_vec()));
+                all.push((t.key(i), r.peer, *rib.nlris.get(r.nlri), rib.attrs.get(r.attrs).as_path.to_vec()));
             }
         }
         all.sort();
@@ -872,16 +952,18 @@ mod tests {
             seed % n
         };
         let mut rib = Rib { delta_min: 3, ..Rib::default() };
-        let mut model: BTreeMap<(Key, u16, u32), u32> = BTreeMap::new();
+        let mut model: BTreeMap<(Key, u16, (u32, u64)), u32> = BTreeMap::new();
         let peers: Vec<u32> = (0..3).map(|i| rib.peer(1, [0; 16], key(&format!("10.0.0.{i}")), 64500 + i)).collect();
         for round in 0..3000 {
             let peer = random(3) as usize;
+            // IPv4 routes with path ids 0–1 and RDs 0–1, IPv6 without.
             let p = if random(2) == 0 {
-                Prefix { net: V4_BASE | u128::from(random(16) as u32) << 24, len: 96 + 8, path_id: random(2) as u32 }
+                let net = V4_BASE | u128::from(random(16) as u32) << 24;
+                Prefix { net, len: 96 + 8, path_id: random(2) as u32, rd: 65000 << 32 | random(2) }
             } else {
-                Prefix { net: 0x2001_0db8u128 << 96 | u128::from(random(16)) << 80, len: 48, path_id: 0 }
+                Prefix { net: 0x2001_0db8u128 << 96 | u128::from(random(16)) << 80, len: 48, path_id: 0, rd: 0 }
             };
-            let k = ((p.net, p.len), peers[peer] as u16, p.path_id);
+            let k = ((p.net, p.len), peers[peer] as u16, (p.path_id, p.rd));
             if random(3) == 0 {
                 rib.withdraw(peers[peer], &[p]);
                 model.remove(&k);
@@ -898,8 +980,7 @@ mod tests {
                 assert_eq!(rib.peer(1, [0; 16], key("10.0.0.1"), 64501), peers[1]);
             }
             if round % 97 == 0 {
-                let expected: Vec<(Key, u16, u32, Vec<u32>)> =
-                    model.iter().map(|(k, &asn)| (k.0, k.1, k.2, vec![asn])).collect();
+                let expected: Vec<Seen> = model.iter().map(|(k, &asn)| (k.0, k.1, k.2, vec![asn])).collect();
                 assert_eq!(dump(&mut rib), expected, "round {round}");
                 assert_eq!(rib.routes, model.len() as u64);
                 assert_eq!(rib.snapshot().len().1, model.len() as u64);
@@ -908,6 +989,9 @@ mod tests {
         let prefixes: std::collections::BTreeSet<Key> = model.keys().map(|k| k.0).collect();
         assert_eq!(rib.prefixes(), prefixes.len());
         assert!(rib.attribute_sets() <= 5);
+        // The (path id, RD) pairs held: those of routes left, at most four.
+        let pairs: std::collections::BTreeSet<(u32, u64)> = model.keys().map(|k| k.2).collect();
+        assert_eq!(rib.nlris.len(), pairs.iter().filter(|&&p| p != (0, 0)).count());
     }
 
     #[test]
@@ -928,8 +1012,13 @@ mod tests {
             withdrawn: vec![],
             attrs: Attrs::default(),
             ignored: 1,
+            filtered: 3,
         };
-        assert_eq!(rib.apply(3, [0; 16], update, 0), 2, "the 65 536th peer: its prefix ignored");
+        assert_eq!(
+            rib.apply(3, [0; 16], update, 0),
+            NotKept { family: 1, filtered: 3, limit: 1 },
+            "the 65 536th peer: its prefix refused"
+        );
         assert_eq!((rib.routes, rib.prefixes(), rib.attribute_sets()), (PREFIX_ROUTES_MAX as u64, 1, 1));
     }
 

@@ -34,7 +34,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tracing::{info, warn};
 use weir_core::config::BmpConfig;
-use weir_core::enrich::bmp::{header, BmpError, Event, MessageType, Session, HEADER_LEN};
+use weir_core::enrich::bmp::{header, BmpError, Event, Filters, MessageType, Session, HEADER_LEN};
 use weir_core::enrich::metadata::SubnetMap;
 use weir_core::enrich::rib::{Rib, Routes};
 use weir_core::flow::{addr_from_ip, addr_to_ip, Addr};
@@ -53,7 +53,8 @@ pub struct BmpMetrics {
     messages: [AtomicU64; 7],
     /// Errors by `BmpError`.
     errors: [AtomicU64; 6],
-    ignored_nlri: AtomicU64,
+    /// NLRI not kept: of other families, filtered, past a limit.
+    ignored_nlri: [AtomicU64; 3],
     sessions: AtomicU64,
     peers: AtomicU64,
     peers_down: AtomicU64,
@@ -87,8 +88,15 @@ impl Exported for BmpMetrics {
             BmpError::ALL.iter().map(|t| (t.label(), self.errors[*t as usize].load(Relaxed))).collect();
         let help = "BMP messages refused, by reason (version, length, not-initiated: the connection is closed; the others are skipped).";
         counter_by(e, "weir_bmp_errors", help, "reason", &errors)?;
-        let help = "NLRI of families the routing table does not keep (VPN, EVPN, flowspec...).";
-        counter(e, "weir_bmp_ignored_nlri", help, self.ignored_nlri.load(Relaxed))?;
+        let help = "NLRI not kept, by reason (family: EVPN, flowspec, multicast...; filter: left out by bmp.rds or bmp.rts; limit: past the routing table's limits).";
+        let ignored = |i: usize| self.ignored_nlri[i].load(Relaxed);
+        counter_by(
+            e,
+            "weir_bmp_ignored_nlri",
+            help,
+            "reason",
+            &[("family", ignored(0)), ("filter", ignored(1)), ("limit", ignored(2))],
+        )?;
         let help = "Routes removed after their peer stayed down for bmp.keep_s.";
         counter(e, "weir_bmp_removed_routes", help, self.removed_routes.load(Relaxed))?;
         let help = "Routes in the routing table by exporter (the BMP session's source address), peers down included.";
@@ -164,10 +172,10 @@ pub fn start(config: &BmpConfig, metrics: Arc<BmpMetrics>) -> Result<Option<(Bmp
     let (tx, rx) = bounded::<Message>(config.queue);
     let allowed = SubnetMap::new(config.allowed.iter().map(|s| (s.as_str(), ())));
     let server = {
-        let (stop, metrics, max) = (stop.clone(), metrics.clone(), config.connections_max);
+        let (stop, metrics, max, filters) = (stop.clone(), metrics.clone(), config.connections_max, config.filters());
         std::thread::Builder::new()
             .name("weir-bmp".into())
-            .spawn(move || serve(listener, allowed, max, tx, stop, metrics))
+            .spawn(move || serve(listener, allowed, max, filters, tx, stop, metrics))
             .map_err(|e| format!("bmp: {e}"))?
     };
     let table = {
@@ -186,6 +194,7 @@ fn serve(
     listener: TcpListener,
     allowed: SubnetMap<()>,
     max: usize,
+    filters: Filters,
     tx: Sender<Message>,
     stop: Arc<AtomicBool>,
     metrics: Arc<BmpMetrics>,
@@ -232,11 +241,11 @@ fn serve(
                 metrics.sessions.fetch_sub(1, Relaxed);
             }
         };
-        let (tx, stop, metrics) = (tx.clone(), stop.clone(), metrics.clone());
+        let (tx, stop, metrics, filters) = (tx.clone(), stop.clone(), metrics.clone(), filters.clone());
         let spawned = std::thread::Builder::new().name("weir-bmp-session".into()).spawn({
             let ended = ended.clone();
             move || {
-                read_session(stream, session, exporter, &tx, &stop, &metrics);
+                read_session(stream, session, exporter, filters, &tx, &stop, &metrics);
                 let _ = tx.send(Message::Closed { session });
                 ended();
                 info!("bmp: session {session} from {peer} closed");
@@ -278,12 +287,13 @@ fn read_session(
     mut stream: TcpStream,
     session: u32,
     exporter: Addr,
+    filters: Filters,
     tx: &Sender<Message>,
     stop: &AtomicBool,
     metrics: &BmpMetrics,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut state = Session::default();
+    let mut state = Session::new(filters);
     let mut message = vec![0u8; HEADER_LEN];
     loop {
         message.truncate(HEADER_LEN);
@@ -404,8 +414,10 @@ fn apply(rib: &mut Rib, m: Message, now: u64, metrics: &BmpMetrics) {
     match m {
         Message::Closed { session } => rib.session_down(session, now),
         Message::Event { session, exporter, event } => {
-            let ignored = rib.apply(session, exporter, event, now);
-            metrics.ignored_nlri.fetch_add(u64::from(ignored), Relaxed);
+            let not_kept = rib.apply(session, exporter, event, now);
+            for (i, n) in [not_kept.family, not_kept.filtered, not_kept.limit].into_iter().enumerate() {
+                metrics.ignored_nlri[i].fetch_add(u64::from(n), Relaxed);
+            }
         }
     }
 }

@@ -162,8 +162,9 @@ impl StoreSink {
         if enriched.rate_missing {
             self.count_rate_missing(&flow.exporter_address);
         }
-        let route = enriched.dst_route.and_then(|r| self.enricher.routes().attrs(r));
-        self.columns.push_enriched(flow, &enriched, route);
+        let routes = self.enricher.routes();
+        let attrs = |route: Option<u32>| route.and_then(|r| routes.attrs(r));
+        self.columns.push_enriched(flow, &enriched, [attrs(enriched.src_route), attrs(enriched.dst_route)]);
         let map_full = self.consolidator.add_last_row(&self.columns);
         self.rows += 1;
         self.flows += 1;
