@@ -54,6 +54,10 @@ fn bad_values_name_their_key() {
     assert_eq!(error_key("[bmp]\nlisten = \"10179\"\n"), "bmp.listen");
     assert_eq!(error_key("[bmp]\nallowed = [\"10.0.0.0/40\"]\n"), "bmp.allowed[0]");
     assert_eq!(error_key("[bmp]\nqueue = 0\n"), "bmp.queue");
+    assert_eq!(error_key("[bmp]\nrds = [\"65000:100\", \"65000\\u003a\"]\n"), "bmp.rds[1]");
+    assert_eq!(error_key("[bmp]\nrts = [\"192.0.2.1:70000\"]\n"), "bmp.rts[0]");
+    let filters = Config::parse("[bmp]\nrds = [\"0\", \"65000:100\"]\nrts = [\"2:65000:7\"]\n").unwrap().bmp.filters();
+    assert_eq!((filters.rds, filters.rts), (vec![0, 65000 << 32 | 100], vec![2 << 48 | 65000 << 16 | 7]));
 }
 
 #[test]

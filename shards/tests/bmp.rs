@@ -1,10 +1,19 @@
-//! BGP routes over BMP from a real router: Debian's `gobgpd` streams its
-//! local RIB (RFC 9069) to `weir run`; routes added and deleted with the
-//! `gobgp` CLI become the flows' destination AS and mask (the `routing`
-//! providers) and their AS path and communities (the optional DstASPath
-//! and DstCommunities columns), a withdrawn route stops answering, garbage on a BMP
-//! connection is counted without killing it, and the routes of a session
-//! that closed go after `bmp.keep_s`.
+//! BGP routes over BMP from real routers.
+//!
+//! - Debian's `gobgpd` streams its local RIB (RFC 9069) to `weir run`;
+//!   routes added and deleted with the `gobgp` CLI become the flows'
+//!   destination AS and mask (the `routing` providers) and their AS path
+//!   and communities (DstASPath, DstCommunities), a withdrawn route stops
+//!   answering, garbage on a BMP connection is counted without killing
+//!   it, and the routes of a session that closed go after `bmp.keep_s`.
+//! - Debian's FRR `bgpd -M bmp` monitors its iBGP peer, a `gobgpd`: the
+//!   peer's routes come with their communities and large communities
+//!   (DstLargeCommunities, the optional Src ones), a withdrawn one goes,
+//!   and when the peer goes down (a BMP Peer Down, the BMP session staying
+//!   up) its routes go after `bmp.keep_s`.
+//! - A `gobgpd` monitoring its iBGP peer, another `gobgpd` that sends two
+//!   ADD-PATH paths of one prefix, reports both (pre-policy): they are
+//!   kept apart, and withdrawing one leaves the other.
 
 mod common;
 
@@ -163,4 +172,229 @@ fn routes_from_gobgpd_give_flows_their_destination_as() {
         ],
         "{rows:#?}"
     );
+}
+
+/// FRR's bgpd (`/usr/lib/frr/bgpd`, Debian package frr) in AS 64500 on
+/// 127.0.0.1:`port`, without zebra, with an iBGP session to 127.0.0.2:`peer`
+/// and its BMP client monitoring it towards `bmp`: pre-policy, which needs
+/// `soft-reconfiguration inbound` (FRR 8.4 reports withdrawals only
+/// without it). FRR 8.4 negotiates ADD-PATH with the peer but sends its
+/// routes without path ids, one path per prefix.
+fn frr_bgpd(dir: &Path, port: u16, peer: u16, bmp: u16) -> Child {
+    let config = dir.join("bgpd.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "frr defaults traditional\nrouter bgp 64500\n bgp router-id 192.0.2.1\n\
+             neighbor 127.0.0.2 remote-as 64500\n neighbor 127.0.0.2 port {peer}\n\
+             neighbor 127.0.0.2 update-source 127.0.0.1\n\
+             address-family ipv4 unicast\n  neighbor 127.0.0.2 soft-reconfiguration inbound\n exit-address-family\n\
+             address-family ipv6 unicast\n  neighbor 127.0.0.2 activate\n  \
+             neighbor 127.0.0.2 soft-reconfiguration inbound\n exit-address-family\n\
+             bmp targets weir\n  bmp monitor ipv4 unicast pre-policy\n  bmp monitor ipv6 unicast pre-policy\n  \
+             bmp connect 127.0.0.1 port {bmp} min-retry 100 max-retry 500\n exit\n"
+        ),
+    )
+    .unwrap();
+    Command::new("/usr/lib/frr/bgpd")
+        .arg("-f")
+        .arg(&config)
+        .arg("-i")
+        .arg(dir.join("bgpd.pid"))
+        .arg("-z")
+        .arg(dir.join("zserv.api"))
+        .arg("--vty_socket")
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "--no_zebra", "--skip_runas", "-M", "bmp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("FRR's bgpd (Debian package frr: scripts/setup)")
+}
+
+/// gobgpd as an iBGP peer on 127.0.0.2:`port`, sending up to 8 IPv4 paths
+/// per prefix (ADD-PATH) to 127.0.0.1:`remote`; its API on `api`.
+fn gobgpd_peer(dir: &Path, port: u16, remote: u16, api: u16) -> Child {
+    let config = dir.join("peer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[global.config]\n  as = 64500\n  router-id = \"192.0.2.2\"\n  port = {port}\n  \
+             local-address-list = [\"127.0.0.2\"]\n\
+             [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.1\"\n    peer-as = 64500\n  \
+             [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"127.0.0.2\"\n  \
+             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+             [neighbors.afi-safis.add-paths.config]\n      send-max = 8\n  \
+             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n"
+        ),
+    )
+    .unwrap();
+    spawn_gobgpd(&config, api)
+}
+
+fn spawn_gobgpd(config: &Path, api: u16) -> Child {
+    Command::new("gobgpd")
+        .arg("-f")
+        .arg(config)
+        .arg("--api-hosts")
+        .arg(format!("127.0.0.1:{api}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gobgpd (Debian package gobgpd: scripts/setup)")
+}
+
+fn wait_api(api: u16) {
+    wait_until("gobgpd's API", Duration::from_secs(20), || {
+        Command::new("gobgp")
+            .args(["-u", "127.0.0.1", "-p", &api.to_string(), "global"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+}
+
+/// Kills `child` when dropped (a failed assertion leaves no router behind).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A collector with the embedded store, BMP on `bmp` (`keep_s` 2) and
+/// the routing providers; `optional`: optional columns.
+fn collector_config(dir: &Path, port: u16, bmp: u16, optional: &str) -> std::path::PathBuf {
+    let body = format!(
+        "{shards}[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+         optional_columns = [{optional}]\n\
+         consolidation_interval_ms = 300\n[store.embedded]\npath = \"{chdb}\"\n\
+         [bmp]\nlisten = \"127.0.0.1:{bmp}\"\nkeep_s = 2\npublish_interval_ms = 100\n\
+         [enrichment]\nasn_providers = [\"routing\", \"flow\"]\nnet_providers = [\"routing\", \"flow\"]\n",
+        shards = two_shards(port, "ebpf"),
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+    );
+    write_config(dir, "weir.toml", &body)
+}
+
+/// One IPFIX flow from 198.51.100.9 to `dst`, DstPort `round`.
+fn send_one(port: u16, dst: &str, round: u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut f = FlowRecord::default();
+    f.set_src_addr(addr_from_ip("198.51.100.9".parse().unwrap()));
+    f.set_dst_addr(addr_from_ip(dst.parse().unwrap()));
+    f.set_dst_port(round);
+    f.set_proto(6);
+    f.set_packets(1);
+    f.set_bytes(100);
+    send_ipfix(&socket, port, u32::from(round), &[f]);
+}
+
+#[test]
+fn frr_reports_its_peer_routes_and_its_peer_down_removes_them_after_keep() {
+    let dir = temp_dir("bmp-frr");
+    let (port, bmp, api) = (free_udp_port(), free_tcp_port(), free_tcp_port());
+    let (frr_port, peer_port) = (free_tcp_port(), free_tcp_port());
+    let config = collector_config(&dir, port, bmp, "\"SrcCommunities\", \"SrcLargeCommunities\"");
+    let c = Collector::start(&config);
+    let gauge = |name: &str| c.metric(name, "").first().copied().unwrap_or(0);
+    let peer = Killed(gobgpd_peer(&dir, peer_port, frr_port, api));
+    wait_api(api);
+    gobgp(
+        api,
+        "global rib add 198.51.100.0/24 aspath 64501,15169 community 65000:7 large-community 65000:1:2 \
+         nexthop 10.0.0.1 -a ipv4",
+    );
+    gobgp(api, "global rib add 198.51.0.0/16 aspath 64502,3356 nexthop 10.0.0.2 -a ipv4");
+    gobgp(api, "global rib add 2001:db8:100::/48 aspath 64501,13335 nexthop 2001:db8::1 -a ipv6");
+    let _frr = Killed(frr_bgpd(&dir, frr_port, peer_port, bmp));
+    wait_until("FRR's BMP session", Duration::from_secs(30), || gauge("weir_bmp_sessions") == 1);
+    wait_until("the peer's three routes", Duration::from_secs(30), || gauge("weir_bmp_routes") == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    // From 198.51.100.9 to 198.51.100.7: both in the /24.
+    send_one(port, "198.51.100.7", 1);
+    assert_eq!(wait_rows_inserted(&c, 1, Duration::from_secs(20)), 1);
+    // The /24 withdrawn: the /16 answers.
+    gobgp(api, "global rib del 198.51.100.0/24 -a ipv4");
+    wait_until("the /24 withdrawn", Duration::from_secs(20), || gauge("weir_bmp_routes") == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    send_one(port, "198.51.100.7", 2);
+    assert_eq!(wait_rows_inserted(&c, 2, Duration::from_secs(20)), 2);
+    // The peer goes down: FRR says so (Peer Down), its BMP session stays;
+    // the routes stay for keep_s, then go.
+    drop(peer);
+    wait_until("the peer down", Duration::from_secs(20), || gauge("weir_bmp_peers_down") == 1);
+    assert_eq!(gauge("weir_bmp_routes"), 2, "kept for keep_s");
+    wait_until("the routes removed after keep_s", Duration::from_secs(20), || gauge("weir_bmp_routes") == 0);
+    assert_eq!(gauge("weir_bmp_sessions"), 1, "the BMP session stays up");
+    assert!(c.metric("weir_bmp_messages_total", "type=\"peer-down\"")[0] >= 1);
+    assert_eq!(c.metric("weir_bmp_errors_total", "reason=\"malformed\""), [0]);
+    c.assert_promtool_is_silent();
+    c.stop();
+
+    let rows = query(
+        &config,
+        None,
+        "SELECT DstPort, DstAS, DstNetMask, DstASPath, DstCommunities, DstLargeCommunities, SrcAS, SrcCommunities, \
+         SrcLargeCommunities FROM weir.flows ORDER BY DstPort",
+    );
+    let large = 65000u128 << 64 | 1 << 32 | 2;
+    assert_eq!(
+        rows.lines().collect::<Vec<_>>(),
+        [
+            format!("1\t15169\t24\t[64501,15169]\t[4259840007]\t[{large}]\t15169\t[4259840007]\t[{large}]"),
+            "2\t3356\t16\t[64502,3356]\t[]\t[]\t3356\t[]\t[]".to_string(),
+        ],
+        "{rows}"
+    );
+}
+
+#[test]
+fn gobgpd_reporting_its_add_path_peer_keeps_the_paths_apart() {
+    let dir = temp_dir("bmp-add-path");
+    let (port, bmp, api, peer_api) = (free_udp_port(), free_tcp_port(), free_tcp_port(), free_tcp_port());
+    let (router_port, peer_port) = (free_tcp_port(), free_tcp_port());
+    let config = collector_config(&dir, port, bmp, "");
+    let c = Collector::start(&config);
+    let gauge = |name: &str| c.metric(name, "").first().copied().unwrap_or(0);
+    // The monitored router: receives ADD-PATH from its peer, reports it pre-policy.
+    let router_config = dir.join("router.toml");
+    std::fs::write(
+        &router_config,
+        format!(
+            "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n  port = {router_port}\n  \
+             local-address-list = [\"127.0.0.1\"]\n\
+             [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.2\"\n    peer-as = 64500\n  \
+             [neighbors.transport.config]\n    remote-port = {peer_port}\n    local-address = \"127.0.0.1\"\n  \
+             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+             [neighbors.afi-safis.add-paths.config]\n      receive = true\n\
+             [[bmp-servers]]\n  [bmp-servers.config]\n    address = \"127.0.0.1\"\n    port = {bmp}\n    \
+             route-monitoring-policy = \"pre-policy\"\n"
+        ),
+    )
+    .unwrap();
+    let _router = Killed(spawn_gobgpd(&router_config, api));
+    let _peer = Killed(gobgpd_peer(&dir, peer_port, router_port, peer_api));
+    wait_api(peer_api);
+    gobgp(peer_api, "global rib add 192.0.2.0/24 identifier 1 aspath 64501,64496 nexthop 10.0.0.1 -a ipv4");
+    gobgp(peer_api, "global rib add 192.0.2.0/24 identifier 2 aspath 64502 nexthop 10.0.0.2 -a ipv4");
+    wait_until("both paths", Duration::from_secs(30), || gauge("weir_bmp_routes") == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gauge("weir_bmp_prefixes"), 1, "two paths of one prefix");
+    // The best: the shorter AS path.
+    send_one(port, "192.0.2.7", 1);
+    assert_eq!(wait_rows_inserted(&c, 1, Duration::from_secs(20)), 1);
+    gobgp(peer_api, "global rib del 192.0.2.0/24 identifier 2 -a ipv4");
+    wait_until("one path withdrawn", Duration::from_secs(20), || gauge("weir_bmp_routes") == 1);
+    std::thread::sleep(Duration::from_millis(300));
+    send_one(port, "192.0.2.7", 2);
+    assert_eq!(wait_rows_inserted(&c, 2, Duration::from_secs(20)), 2);
+    assert_eq!(c.metric("weir_bmp_add_path_mismatches_total", ""), [0], "sent as negotiated");
+    c.stop();
+    let rows = query(&config, None, "SELECT DstPort, DstAS, DstASPath FROM weir.flows ORDER BY DstPort");
+    assert_eq!(rows.lines().collect::<Vec<_>>(), ["1\t64502\t[64502]", "2\t64496\t[64501,64496]"], "{rows}");
 }

@@ -15,7 +15,8 @@
 //!   may carry malformed BGP on purpose) are only counted.
 //! - **ADD-PATH per family**: a message is parsed with path identifiers
 //!   when its family (its MP_REACH or MP_UNREACH attribute's, else IPv4
-//!   unicast) negotiated them. An UPDATE carries one family in practice;
+//!   unicast) negotiated them, unless its NLRI only frame the other way
+//!   (routers that send what they did not negotiate: counted). An UPDATE carries one family in practice;
 //!   one that mixes classic IPv4 NLRI with another family's MP attribute
 //!   is parsed by the latter's setting.
 //! - **Families**: IPv4 and IPv6 unicast and labeled unicast (the labels
@@ -285,6 +286,8 @@ pub struct Session {
     initiated: bool,
     filters: Filters,
     add_path: HashMap<PeerKey, Vec<Family>>,
+    /// UPDATEs read the other way than the OPENs said (`RawUpdate::add_path`).
+    pub add_path_mismatches: u64,
 }
 
 impl Session {
@@ -340,7 +343,9 @@ impl Session {
                 let peer = key(&pph);
                 let bytes = body.clone();
                 let raw = RawUpdate::read(&bytes);
-                let add_path = self.add_path.entry(peer).or_default().contains(&raw.family());
+                let negotiated = self.add_path.entry(peer).or_default().contains(&raw.family());
+                let add_path = raw.add_path(negotiated);
+                self.add_path_mismatches += u64::from(add_path != negotiated);
                 let raw_vpn = raw.vpn(add_path)?;
                 let message =
                     parse_bgp_message(&mut body, add_path, &pph.asn_length()).map_err(|_| BmpError::Malformed)?;
@@ -379,13 +384,15 @@ impl Session {
 }
 
 /// What the crate leaves out of an UPDATE, read from its bytes: the
-/// MP_REACH_NLRI and MP_UNREACH_NLRI attributes' values, and the extended
-/// communities'.
+/// MP_REACH_NLRI and MP_UNREACH_NLRI attributes' values, the extended
+/// communities', and the classic withdrawn routes and NLRI.
 #[derive(Debug, Default)]
 struct RawUpdate<'a> {
     reach: Option<&'a [u8]>,
     unreach: Option<&'a [u8]>,
     extended: Option<&'a [u8]>,
+    withdrawn: &'a [u8],
+    nlri: &'a [u8],
 }
 
 /// VPN routes read from an UPDATE: announced, withdrawn, next hop.
@@ -413,7 +420,11 @@ impl<'a> RawUpdate<'a> {
         let withdrawn = u16_at(19)?;
         let attrs_len = u16_at(21 + withdrawn)?;
         let mut attrs = m.get(23 + withdrawn..23 + withdrawn + attrs_len)?;
-        let mut raw = RawUpdate::default();
+        let mut raw = RawUpdate {
+            withdrawn: m.get(21..21 + withdrawn)?,
+            nlri: m.get(23 + withdrawn + attrs_len..u16_at(16)?)?,
+            ..RawUpdate::default()
+        };
         while !attrs.is_empty() {
             let (flags, kind) = (*attrs.first()?, *attrs.get(1)?);
             let (len, at) = if flags & 0x10 != 0 {
@@ -431,6 +442,44 @@ impl<'a> RawUpdate<'a> {
             attrs = &attrs[at + len..];
         }
         Some(raw)
+    }
+
+    /// Whether its NLRI are read with ADD-PATH path ids: as `negotiated`
+    /// in the Peer Up's OPENs, unless only the other reading frames them.
+    /// Some routers get this wrong: FRR 8.4 sends no path ids after
+    /// negotiating ADD-PATH, gobgpd's Loc-RIB sends them without.
+    fn add_path(&self, negotiated: bool) -> bool {
+        if !self.frames(negotiated) && self.frames(!negotiated) {
+            !negotiated
+        } else {
+            negotiated
+        }
+    }
+
+    /// Whether the unicast and VPN NLRI frame exactly when read with
+    /// (`add_path`) or without path ids.
+    fn frames(&self, add_path: bool) -> bool {
+        let mp = |v: Option<&[u8]>, reach: bool| {
+            let Some(v) = v.filter(|v| v.len() >= 3) else { return true };
+            let afi = u16::from_be_bytes([v[0], v[1]]);
+            let nlri = if reach {
+                match v.get(3).and_then(|&nh| v.get(5 + usize::from(nh)..)) {
+                    Some(nlri) => nlri,
+                    None => return true,
+                }
+            } else {
+                &v[3..]
+            };
+            match (afi, v[2]) {
+                (1 | 2, 1 | 2) => prefixes_frame(nlri, add_path, if afi == 1 { 32 } else { 128 }),
+                (1 | 2, SAFI_VPN) => vpn_prefixes(afi, nlri, add_path, !reach, &mut Vec::new()).is_ok(),
+                _ => true,
+            }
+        };
+        prefixes_frame(self.withdrawn, add_path, 32)
+            && prefixes_frame(self.nlri, add_path, 32)
+            && mp(self.reach, true)
+            && mp(self.unreach, false)
     }
 
     /// The message's family: its MP attributes', else IPv4 unicast.
@@ -475,6 +524,21 @@ impl<'a> RawUpdate<'a> {
         }
         Ok(out)
     }
+}
+
+/// Whether `data` is a whole list of prefixes (a length in bits up to
+/// `max_bits`, then its bytes), each after a 4-byte path id when `add_path`.
+fn prefixes_frame(mut data: &[u8], add_path: bool, max_bits: usize) -> bool {
+    while !data.is_empty() {
+        let at = if add_path { 4 } else { 0 };
+        let Some(&bits) = data.get(at) else { return false };
+        let end = at + 1 + usize::from(bits).div_ceil(8);
+        if usize::from(bits) > max_bits || data.len() < end {
+            return false;
+        }
+        data = &data[end..];
+    }
+    true
 }
 
 /// VPN NLRI (RFC 4364, RFC 4659, RFC 8277): per route an ADD-PATH path id
@@ -883,6 +947,31 @@ pub(crate) mod tests {
         let update = route_monitoring([10, 0, 0, 3], 1, &[1], &[(None, [192, 0, 2, 0], 24)], &[]);
         let Ok(Event::Update { announced, .. }) = s.decode(&update) else { panic!("update") };
         assert_eq!(announced[0].path_id, 0);
+        assert_eq!(s.add_path_mismatches, 0);
+    }
+
+    /// Routers that send what they did not negotiate: NLRI that only frame
+    /// the other way are read that way, counted.
+    #[test]
+    fn nlri_that_only_frame_without_the_negotiated_path_ids_are_read_as_they_frame() {
+        let mut s = Session::default();
+        s.decode(&message(4, &[])).unwrap();
+        // ADD-PATH negotiated, no path ids sent (FRR 8.4).
+        s.decode(&peer_up([10, 0, 0, 2], 1, 1, 2)).unwrap();
+        let update = route_monitoring([10, 0, 0, 2], 1, &[1], &[(None, [198, 51, 100, 0], 24)], &[]);
+        let (announced, ..) = update_of(s.decode(&update));
+        assert_eq!(announced, [Prefix { net: net("198.51.100.0/24").0, len: 120, ..Prefix::default() }]);
+        // None negotiated, path ids sent (gobgpd's Loc-RIB).
+        let update = route_monitoring([10, 0, 0, 3], 1, &[1], &[(Some(7), [198, 51, 100, 0], 24)], &[]);
+        let (announced, ..) = update_of(s.decode(&update));
+        assert_eq!(announced, [Prefix { net: net("198.51.100.0/24").0, len: 120, path_id: 7, rd: 0 }]);
+        assert_eq!(s.add_path_mismatches, 2);
+        // Both readings frame (path id 0x080a080b and a /0, or 10/8, 11/8
+        // and a /0): the OPENs win.
+        let update = route_monitoring([10, 0, 0, 2], 1, &[1], &[(Some(0x080a_080b), [0; 4], 0)], &[]);
+        let (announced, ..) = update_of(s.decode(&update));
+        assert_eq!(announced, [Prefix { net: net("0.0.0.0/0").0, len: 96, path_id: 0x080a_080b, rd: 0 }]);
+        assert_eq!(s.add_path_mismatches, 2);
     }
 
     /// The fuzz target's body on a whole session, cut anywhere.

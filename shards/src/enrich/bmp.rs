@@ -64,6 +64,7 @@ pub struct BmpMetrics {
     rib_bytes: AtomicU64,
     snapshot_bytes: AtomicU64,
     removed_routes: AtomicU64,
+    add_path_mismatches: AtomicU64,
     publications: AtomicU64,
     publish_micros_total: AtomicU64,
     /// Routes by exporter (the BMP session's address), as of the last publication.
@@ -97,6 +98,9 @@ impl Exported for BmpMetrics {
             "reason",
             &[("family", ignored(0)), ("filter", ignored(1)), ("limit", ignored(2))],
         )?;
+        let help =
+            "UPDATEs whose NLRI framed only the other way than the ADD-PATH their Peer Up negotiated (read that way).";
+        counter(e, "weir_bmp_add_path_mismatches", help, self.add_path_mismatches.load(Relaxed))?;
         let help = "Routes removed after their peer stayed down for bmp.keep_s.";
         counter(e, "weir_bmp_removed_routes", help, self.removed_routes.load(Relaxed))?;
         let help = "Routes in the routing table by exporter (the BMP session's source address), peers down included.";
@@ -315,7 +319,10 @@ fn read_session(
         if let Some(kind) = MessageType::ALL.get(usize::from(message[5])) {
             metrics.messages[*kind as usize].fetch_add(1, Relaxed);
         }
-        let event = match state.decode(&message) {
+        let mismatches = state.add_path_mismatches;
+        let decoded = state.decode(&message);
+        metrics.add_path_mismatches.fetch_add(state.add_path_mismatches - mismatches, Relaxed);
+        let event = match decoded {
             Ok(event) => event,
             Err(e) => {
                 metrics.errors[e as usize].fetch_add(1, Relaxed);
