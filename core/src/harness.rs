@@ -370,13 +370,20 @@ pub fn geo_database(data: &[u8]) {
 }
 
 /// A BMP connection's bytes (`bmp.listen`): framed by the common header
-/// as the session thread does, decoded, applied to a routing table, which
-/// is then snapshot and looked up. A refused message is fine (a fatal one
-/// ends the stream); a panic, or a table whose counts disagree, is not.
+/// as the session thread does, decoded (without filters, then with RD and
+/// RT filters), applied to a routing table, which is then snapshot and
+/// looked up. A refused message is fine (a fatal one ends the stream); a
+/// panic, or a table whose counts disagree, is not.
 pub fn bmp_stream(data: &[u8]) {
+    use crate::enrich::bmp::Filters;
+    bmp_session(data, Filters::default());
+    bmp_session(data, Filters { rds: vec![0, 65000 << 32 | 100], rts: vec![0, 65000 << 32 | 100] });
+}
+
+fn bmp_session(data: &[u8], filters: crate::enrich::bmp::Filters) {
     use crate::enrich::bmp::{header, Session, HEADER_LEN};
     use crate::enrich::rib::Rib;
-    let mut session = Session::default();
+    let mut session = Session::new(filters);
     let mut rib = Rib::default();
     let mut at = 0;
     while at + HEADER_LEN <= data.len() {

@@ -8,10 +8,13 @@
 //!   target rate from many exporters;
 //! - `collectors`: Weir and its peers (nfcapd, nfacctd, sfcapd, sfacctd) as
 //!   the end-to-end benchmark (`weir-bench`) runs and measures them;
+//! - `routes`: a synthetic full BGP table (`benches/rib.rs`,
+//!   `benches/rib_flush.rs`);
 //! - `accesslog`: HAProxy access-log lines for `weir-logbench` (Weir next
 //!   to rsyslog + omkafka) and `benches/accesslog.rs` (the parser alone).
 
 pub mod accesslog;
 pub mod collectors;
 pub mod flowgen;
+pub mod routes;
 pub mod traffic;

@@ -990,12 +990,35 @@ pub(crate) mod tests {
                 &[],
             ),
             route_monitoring(peer, 64501, &[], &[], &[(Some(1), [198, 51, 100, 0], 24)]),
+            vpn_update(peer),
             message(2, &[&per_peer(peer, 64501)[..], &[2]].concat()),
         ]
         .concat();
         for cut in 0..=stream.len() {
             crate::harness::bmp_stream(&stream[..cut]);
         }
+    }
+
+    /// A VPNv4 UPDATE with a route target: two routes (RD 65000:100 and
+    /// 192.0.2.1:7) announced, one withdrawn.
+    fn vpn_update(peer: [u8; 4]) -> Vec<u8> {
+        let (rd_a, rd_b) = (parse_rd("65000:100").unwrap(), parse_rd("192.0.2.1:7").unwrap());
+        let mut reach = vec![0, 1, 128, 12];
+        reach.extend([0; 8]);
+        reach.extend([192, 0, 2, 9, 0]);
+        reach.extend(vpn_nlri(Some(1), &[16001 << 4 | 1], rd_a, &[198, 51, 100, 0], 24));
+        reach.extend(vpn_nlri(Some(2), &[16002 << 4, 16003 << 4 | 1], rd_b, &[10, 128, 0, 0], 9));
+        let mut unreach = vec![0, 1, 128];
+        unreach.extend(vpn_nlri(Some(3), &[0x80_0000], rd_a, &[203, 0, 113, 0], 24));
+        let attributes = [
+            attribute(0x40, 1, &[0]),
+            attribute(0x40, 2, &[2, 1, 0, 0, 0xfd, 0xe9]),
+            attribute(0xc0, 16, &[0, 2, 0xfd, 0xe8, 0, 0, 0, 100]),
+            attribute(0x80, 14, &reach),
+            attribute(0x80, 15, &unreach),
+        ]
+        .concat();
+        update_message(&per_peer(peer, 64501), &attributes)
     }
 
     fn update_of(event: Result<Event, BmpError>) -> (Vec<Prefix>, Vec<Prefix>, Attrs, u32, u32) {
