@@ -620,16 +620,9 @@ fn receives_paths(sent: &BgpOpenMessage, received: &BgpOpenMessage) -> Vec<Famil
         .collect()
 }
 
-/// The event of an UPDATE the crate parsed, its routes given `rd` (the
-/// peer's, for an RD instance peer), plus the VPN routes read here.
-fn update_event(
-    peer: PeerKey,
-    asn: u32,
-    update: bgpkit_parser::models::BgpUpdateMessage,
-    rd: u64,
-    vpn: VpnRoutes,
-) -> Event {
-    let a = &update.attributes;
+/// What the table keeps of an UPDATE's attributes (the next hop aside:
+/// it depends on the family).
+fn stored_attributes(a: &bgpkit_parser::models::Attributes) -> Attrs {
     let mut attrs = Attrs {
         local_pref: a.local_preference().unwrap_or(0),
         med: a.multi_exit_discriminator().unwrap_or(0),
@@ -662,6 +655,20 @@ fn update_event(
     }
     attrs.communities = communities.into();
     attrs.large_communities = large.into();
+    attrs
+}
+
+/// The event of an UPDATE the crate parsed, its routes given `rd` (the
+/// peer's, for an RD instance peer), plus the VPN routes read here.
+fn update_event(
+    peer: PeerKey,
+    asn: u32,
+    update: bgpkit_parser::models::BgpUpdateMessage,
+    rd: u64,
+    vpn: VpnRoutes,
+) -> Event {
+    let a = &update.attributes;
+    let mut attrs = stored_attributes(a);
     let mut ignored = 0u32;
     let of = |p: &NetworkPrefix| Prefix::of(p, rd);
     let mut announced: Vec<Prefix> = update.announced_prefixes.iter().map(of).collect();
