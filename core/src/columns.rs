@@ -113,6 +113,9 @@ pub struct Columns {
     routed: [usize; 5],
     /// The route columns no flow field fills (`push` ends their rows).
     route_only: Vec<usize>,
+    /// Where `push_enriched` writes the destination route's next hop over
+    /// the flow's (`Enriched::route_next_hop`), when NextHop is stored.
+    next_hop: usize,
     /// The field and type of each of the layout's first columns that come
     /// from the flow (the catalog's order: the record ids follow them).
     flow_columns: Vec<(Field, ColumnType)>,
@@ -201,6 +204,7 @@ impl Columns {
             patched: [Field::SamplingRate, Field::SrcAS, Field::DstAS, Field::SrcNetMask, Field::DstNetMask]
                 .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
             routed: ROUTED.map(|s| layout.iter().position(|c| c.source == s).unwrap_or(usize::MAX)),
+            next_hop: layout.iter().position(|c| c.source == Source::Flow(Field::NextHop)).unwrap_or(usize::MAX),
             route_only: layout
                 .iter()
                 .enumerate()
@@ -366,6 +370,14 @@ impl Columns {
         self.push(flow);
         if routes != [None, None] {
             self.push_routes(flow, routes);
+        }
+        if let (true, Some(route), Some(Data::Fixed(b))) =
+            (e.route_next_hop, routes[1], self.data.get_mut(self.next_hop))
+        {
+            let end = b.len();
+            if let Some(last) = b.get_mut(end.saturating_sub(16)..) {
+                last.copy_from_slice(&route.next_hop);
+            }
         }
         let values: [(u64, usize); 5] = [
             (u64::from(e.sampling_rate), 4),
@@ -1486,7 +1498,7 @@ mod tests {
     fn route_columns_take_the_routes_lists() {
         use crate::enrich::bmp::Attrs;
         use crate::enrich::flows::Enriched;
-        let names = ["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "Bytes", "DstASPath"];
+        let names = ["TimeReceived", "ExporterAddress", "InIfIndex", "OutIfIndex", "NextHop", "Bytes", "DstASPath"];
         let names = [&names[..], &["DstCommunities", "SrcCommunities", "DstLargeCommunities", "SrcLargeCommunities"]];
         let layout = only(&names.concat());
         let mut c = Columns::new(&layout, 8);
@@ -1494,12 +1506,14 @@ mod tests {
             as_path: [64500, 15169].into(),
             communities: [65000 << 16 | 7].into(),
             large_communities: [[4_200_000_000, 1, 2], [7, 8, 9]].into(),
+            next_hop: addr_from_v4([10, 0, 0, 1]),
             ..Attrs::default()
         };
         let src = Attrs { communities: [1 << 16 | 2].into(), ..Attrs::default() };
         let mut own_path = flow(100, 1, 1, 10);
         own_path.push_dst_as_path(64999);
-        c.push_enriched(&flow(101, 1, 1, 20), &Enriched::default(), [Some(&src), Some(&dst)]);
+        let route_next_hop = Enriched { route_next_hop: true, ..Enriched::default() };
+        c.push_enriched(&flow(101, 1, 1, 20), &route_next_hop, [Some(&src), Some(&dst)]);
         c.push(&flow(102, 1, 1, 30));
         c.push_enriched(&own_path, &Enriched::default(), [None, Some(&dst)]);
         let mut out = Vec::new();
@@ -1521,7 +1535,10 @@ mod tests {
         assert_eq!(words("DstLargeCommunities", 16), (vec![2, 4, 4], vec![large, nine, large, nine]));
         assert_eq!(words("SrcLargeCommunities", 16), (vec![0, 0, 0], vec![]));
         let types: Vec<&str> = b.columns.iter().map(|c| c.1).collect();
-        assert_eq!(types[6..], ["Array(UInt32)", "Array(UInt32)", "Array(UInt128)", "Array(UInt128)"]);
+        assert_eq!(types[7..], ["Array(UInt32)", "Array(UInt32)", "Array(UInt128)", "Array(UInt128)"]);
+        // The route's next hop over the flow's (none) where the providers said so.
+        let next_hops: Vec<&[u8]> = column(b, "NextHop").chunks(16).collect();
+        assert_eq!(next_hops, [&[0; 16][..], &addr_from_v4([10, 0, 0, 1])[..], &[0; 16][..]]);
         assert_eq!(whole_blocks_len(&mut std::io::Cursor::new(&out)).unwrap(), out.len() as u64);
         assert_eq!(whole_blocks_len(&mut std::io::Cursor::new(&out[..out.len() - 1])).unwrap(), 0);
     }

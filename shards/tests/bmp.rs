@@ -8,7 +8,8 @@
 //!   it, and the routes of a session that closed go after `bmp.keep_s`.
 //! - Debian's FRR `bgpd -M bmp` monitors its iBGP peer, a `gobgpd`: the
 //!   peer's routes come with their communities and large communities
-//!   (DstLargeCommunities, the optional Src ones), a withdrawn one goes,
+//!   (DstLargeCommunities, the optional Src ones) and next hop (NextHop,
+//!   from the `routing` net provider), a withdrawn one goes,
 //!   and when the peer goes down (a BMP Peer Down, the BMP session staying
 //!   up) its routes go after `bmp.keep_s`.
 //! - A `gobgpd` monitoring its iBGP peer, another `gobgpd` that sends two
@@ -299,7 +300,7 @@ fn frr_reports_its_peer_routes_and_its_peer_down_removes_them_after_keep() {
     let dir = temp_dir("bmp-frr");
     let (port, bmp, api) = (free_udp_port(), free_tcp_port(), free_tcp_port());
     let (frr_port, peer_port) = (free_tcp_port(), free_tcp_port());
-    let config = collector_config(&dir, port, bmp, "\"SrcCommunities\", \"SrcLargeCommunities\"");
+    let config = collector_config(&dir, port, bmp, "\"SrcCommunities\", \"SrcLargeCommunities\", \"NextHop\"");
     let c = Collector::start(&config);
     let gauge = |name: &str| c.metric(name, "").first().copied().unwrap_or(0);
     let peer = Killed(gobgpd_peer(&dir, peer_port, frr_port, api));
@@ -340,14 +341,17 @@ fn frr_reports_its_peer_routes_and_its_peer_down_removes_them_after_keep() {
         &config,
         None,
         "SELECT DstPort, DstAS, DstNetMask, DstASPath, DstCommunities, DstLargeCommunities, SrcAS, SrcCommunities, \
-         SrcLargeCommunities FROM weir.flows ORDER BY DstPort",
+         SrcLargeCommunities, IPv6NumToString(NextHop) FROM weir.flows ORDER BY DstPort",
     );
     let large = 65000u128 << 64 | 1 << 32 | 2;
     assert_eq!(
         rows.lines().collect::<Vec<_>>(),
         [
-            format!("1\t15169\t24\t[64501,15169]\t[4259840007]\t[{large}]\t15169\t[4259840007]\t[{large}]"),
-            "2\t3356\t16\t[64502,3356]\t[]\t[]\t3356\t[]\t[]".to_string(),
+            format!(
+                "1\t15169\t24\t[64501,15169]\t[4259840007]\t[{large}]\t15169\t[4259840007]\t[{large}]\t\
+                 ::ffff:10.0.0.1"
+            ),
+            "2\t3356\t16\t[64502,3356]\t[]\t[]\t3356\t[]\t[]\t::ffff:10.0.0.2".to_string(),
         ],
         "{rows}"
     );

@@ -49,6 +49,9 @@ pub struct Enriched {
     /// up and found.
     pub src_route: Option<u32>,
     pub dst_route: Option<u32>,
+    /// The flow's NextHop is the destination route's next hop: the
+    /// `routing` net provider answers before any other does.
+    pub route_next_hop: bool,
 }
 
 /// Where sampling rates came from, and lookups: a shard's counts.
@@ -174,6 +177,18 @@ impl FlowEnricher {
         };
         e.src_mask = mask(flow_mask(Field::SrcNetMask, flow.src_net_mask), src_route.1).unwrap_or(0);
         e.dst_mask = mask(flow_mask(Field::DstNetMask, flow.dst_net_mask), dst_route.1).unwrap_or(0);
+        // The next hop: the flow's (when it has one), the route's.
+        let route_id = e.dst_route;
+        e.route_next_hop = self
+            .net_providers
+            .iter()
+            .find_map(|p| match p {
+                NetProvider::Flow => (flow.has(Field::NextHop) && flow.next_hop != [0; 16]).then_some(false),
+                NetProvider::Routing => {
+                    route_id.and_then(|r| self.routes.attrs(r)).is_some_and(|a| a.next_hop != [0; 16]).then_some(true)
+                }
+            })
+            .unwrap_or(false);
         let networks = &self.networks;
         let asn = |flow_asn: u32, mask: u8, net: u32, route_asn: u32| {
             self.asn_providers
@@ -315,7 +330,11 @@ mod tests {
             len: len + 96,
             ..Prefix::default()
         };
-        let attrs = |path: &[u32]| Attrs { as_path: path.into(), ..Attrs::default() };
+        let attrs = |path: &[u32]| Attrs {
+            as_path: path.into(),
+            next_hop: addr_from_ip("10.0.0.1".parse().unwrap()),
+            ..Attrs::default()
+        };
         rib.announce(peer, &[prefix([10, 1, 0, 0], 16)], &attrs(&[64501, 15169]));
         rib.announce(peer, &[prefix([192, 0, 2, 0], 24)], &attrs(&[]));
         rib.announce(peer, &[prefix([198, 51, 100, 0], 24)], &attrs(&[64501, 64512]));
@@ -333,12 +352,22 @@ mod tests {
         assert_eq!((before.dst_as, before.dst_mask, before.src_as), (0, 8, 3215), "no routes yet");
         e.set_routes(Arc::new(rib.snapshot()));
         let after = e.enrich(&f);
-        assert_eq!((after.dst_as, after.dst_mask), (15169, 16));
+        assert_eq!((after.dst_as, after.dst_mask, after.route_next_hop), (15169, 16, true));
+        // The flow's own next hop, after the route's (net providers' order).
+        let mut own = f.clone();
+        own.set_next_hop(addr_from_ip("10.9.9.9".parse().unwrap()));
+        assert!(e.enrich(&own).route_next_hop);
+        let flow_first =
+            EnrichmentConfig { net_providers: vec![NetProvider::Flow, NetProvider::Routing], ..config.clone() };
+        let mut e2 = FlowEnricher::new(&flow_first, false);
+        e2.set_routes(e.routes().clone());
+        assert!(!e2.enrich(&own).route_next_hop, "the flow's next hop first");
+        assert!(e2.enrich(&f).route_next_hop, "none in the flow: the route's");
         assert_eq!((after.src_as, after.src_mask), (3356, 24), "an empty path: the peer's AS");
         f.set_dst_addr(addr_from_ip("198.51.100.1".parse().unwrap()));
         assert_eq!(e.enrich(&f).dst_as, 0, "a private origin, and no AS in the flow");
         f.set_dst_addr(addr_from_ip("203.0.113.1".parse().unwrap()));
         assert_eq!(e.enrich(&f).dst_mask, 8, "no route: the flow's mask");
-        assert_eq!((e.counts.route_lookups, e.counts.route_misses), (6, 1));
+        assert_eq!((e.counts.route_lookups, e.counts.route_misses), (8, 1));
     }
 }
