@@ -514,6 +514,9 @@ impl Columns {
                     8 => gather::<8>(b, &self.rows_sorted, out),
                     _ => gather::<16>(b, &self.rows_sorted, out),
                 },
+                // No lists in the block (routes not collected, say): every
+                // offset is 0.
+                Data::Array { items, .. } if items.is_empty() => out.resize(out.len() + self.rows * 8, 0),
                 Data::Array { ends, items, words } => {
                     let span = |row: usize| {
                         let start = if row == 0 { 0 } else { ends[row - 1] as usize };
