@@ -114,18 +114,20 @@ fn main() {
     let mut published = Instant::now();
     loop {
         let more = rib.remove_expired(1, 0, REMOVAL_STEP);
-        if rib.dirty && (published.elapsed() >= PUBLISH_INTERVAL || !more) {
+        // As "weir-rib": messages' changes every interval (none come
+        // here), a removal's once its pass ends.
+        if (rib.dirty || (rib.removed && !more)) && published.elapsed() >= PUBLISH_INTERVAL {
             let at = Instant::now();
             let snapshot = rib.snapshot();
             // SAFETY: malloc_trim only releases free memory.
             unsafe { libc::malloc_trim(0) };
             routes.store(Arc::new(snapshot));
-            rib.dirty = false;
+            (rib.dirty, rib.removed) = (false, false);
             publishing += at.elapsed();
             publications += 1;
             published = Instant::now();
         }
-        if !more && !rib.dirty {
+        if !more && !rib.dirty && !rib.removed {
             break;
         }
         std::thread::sleep(IDLE_WAIT);

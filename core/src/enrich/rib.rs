@@ -239,8 +239,13 @@ pub struct Rib {
     /// Routes held.
     pub routes: u64,
     prefixes: usize,
-    /// Whether anything changed since the last snapshot.
+    /// Whether messages changed anything since the last snapshot.
     pub dirty: bool,
+    /// Whether removal passes removed routes since the last snapshot.
+    /// The caller publishes them when the pass ends: a snapshot per step
+    /// would cost the shards a cold index each time for routes that were
+    /// already down (perf/RESULTS.md, "a peer's full table flushed").
+    pub removed: bool,
     /// The removal pass under way (`remove_expired`).
     removal: Option<Removal>,
     /// Changes kept before a merge, at least (`DELTA_MIN`; tests lower it).
@@ -259,6 +264,7 @@ impl Default for Rib {
             routes: 0,
             prefixes: 0,
             dirty: false,
+            removed: false,
             removal: None,
             delta_min: DELTA_MIN,
         }
@@ -604,7 +610,7 @@ impl Rib {
                 self.nlris.release(r.nlri);
                 self.count_route(r.peer, false);
             }
-            self.dirty = true;
+            self.removed = true;
         }
         if at < table.entries.len() && !removal.peers.is_empty() {
             removal.next = Some(table.key(at));
@@ -618,7 +624,7 @@ impl Rib {
                 self.peer_ids.remove(&(p.session, p.key));
             }
         }
-        self.dirty = true;
+        self.removed = true;
         false
     }
 

@@ -16,8 +16,9 @@
 //!   its session closed) for `bmp.keep_s`, then removes them 10 000
 //!   prefixes at a time between events, and publishes a snapshot for the
 //!   shards (`Routes`, through `ArcSwap`) at most every
-//!   `bmp.publish_interval_ms`. A shard takes the newest on its tick and
-//!   never waits on any of it.
+//!   `bmp.publish_interval_ms`: the messages' changes as they come, a
+//!   removal's once its pass ends. A shard takes the newest on its tick
+//!   and never waits on any of it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -376,9 +377,10 @@ fn keep_table(
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let before = rib.routes;
-        rib.remove_expired(started.elapsed().as_secs(), keep, REMOVAL_STEP);
+        let removing = rib.remove_expired(started.elapsed().as_secs(), keep, REMOVAL_STEP);
         metrics.removed_routes.fetch_add(before.saturating_sub(rib.routes), Relaxed);
-        if rib.dirty && published.elapsed() >= interval {
+        // Messages' changes every interval; a removal's once its pass ends.
+        if (rib.dirty || (rib.removed && !removing)) && published.elapsed() >= interval {
             let at = Instant::now();
             let snapshot = rib.snapshot();
             metrics.snapshot_bytes.store(snapshot.bytes() as u64, Relaxed);
@@ -389,7 +391,7 @@ fn keep_table(
             // SAFETY: malloc_trim only releases free memory.
             unsafe { libc::malloc_trim(0) };
             routes.store(Arc::new(snapshot));
-            rib.dirty = false;
+            (rib.dirty, rib.removed) = (false, false);
             published = Instant::now();
             metrics.publications.fetch_add(1, Relaxed);
             metrics.publish_micros_total.fetch_add(at.elapsed().as_micros() as u64, Relaxed);
