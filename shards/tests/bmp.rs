@@ -217,20 +217,25 @@ fn frr_bgpd(dir: &Path, port: u16, peer: u16, bmp: u16) -> Child {
 /// per prefix (ADD-PATH) to 127.0.0.1:`remote`; its API on `api`.
 fn gobgpd_peer(dir: &Path, port: u16, remote: u16, api: u16) -> Child {
     let config = dir.join("peer.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[global.config]\n  as = 64500\n  router-id = \"192.0.2.2\"\n  port = {port}\n  \
-             local-address-list = [\"127.0.0.2\"]\n\
-             [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.1\"\n    peer-as = 64500\n  \
-             [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"127.0.0.2\"\n  \
-             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-             [neighbors.afi-safis.add-paths.config]\n      send-max = 8\n  \
-             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n"
-        ),
-    )
-    .unwrap();
+    let ipv6 = "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n";
+    std::fs::write(&config, ibgp_config(("192.0.2.2", "127.0.0.2", port), ("127.0.0.1", remote), "send-max = 8", ipv6))
+        .unwrap();
     spawn_gobgpd(&config, api)
+}
+
+/// A gobgpd config in AS 64500: router id, address and port of its own;
+/// its iBGP neighbour's address and port; the IPv4 unicast ADD-PATH
+/// setting; then `more` (other families, BMP servers).
+fn ibgp_config(own: (&str, &str, u16), neighbour: (&str, u16), add_paths: &str, more: &str) -> String {
+    let ((id, address, port), (peer, remote)) = (own, neighbour);
+    format!(
+        "[global.config]\n  as = 64500\n  router-id = \"{id}\"\n  port = {port}\n  \
+         local-address-list = [\"{address}\"]\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = 64500\n  \
+         [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"{address}\"\n  \
+         [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
+         [neighbors.afi-safis.add-paths.config]\n      {add_paths}\n{more}"
+    )
 }
 
 fn spawn_gobgpd(config: &Path, api: u16) -> Child {
@@ -367,20 +372,13 @@ fn gobgpd_reporting_its_add_path_peer_keeps_the_paths_apart() {
     let gauge = |name: &str| c.metric(name, "").first().copied().unwrap_or(0);
     // The monitored router: receives ADD-PATH from its peer, reports it pre-policy.
     let router_config = dir.join("router.toml");
-    std::fs::write(
-        &router_config,
-        format!(
-            "[global.config]\n  as = 64500\n  router-id = \"192.0.2.1\"\n  port = {router_port}\n  \
-             local-address-list = [\"127.0.0.1\"]\n\
-             [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"127.0.0.2\"\n    peer-as = 64500\n  \
-             [neighbors.transport.config]\n    remote-port = {peer_port}\n    local-address = \"127.0.0.1\"\n  \
-             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
-             [neighbors.afi-safis.add-paths.config]\n      receive = true\n\
-             [[bmp-servers]]\n  [bmp-servers.config]\n    address = \"127.0.0.1\"\n    port = {bmp}\n    \
-             route-monitoring-policy = \"pre-policy\"\n"
-        ),
-    )
-    .unwrap();
+    let bmp_server = format!(
+        "[[bmp-servers]]\n  [bmp-servers.config]\n    address = \"127.0.0.1\"\n    port = {bmp}\n    \
+         route-monitoring-policy = \"pre-policy\"\n"
+    );
+    let router =
+        ibgp_config(("192.0.2.1", "127.0.0.1", router_port), ("127.0.0.2", peer_port), "receive = true", &bmp_server);
+    std::fs::write(&router_config, router).unwrap();
     let _router = Killed(spawn_gobgpd(&router_config, api));
     let _peer = Killed(gobgpd_peer(&dir, peer_port, router_port, peer_api));
     wait_api(peer_api);
