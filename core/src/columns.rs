@@ -66,10 +66,9 @@ const LOW_CARDINALITY_ADDITIONAL_KEYS: u64 = (1 << 9) | (1 << 10);
 enum Data {
     /// `width` bytes per row, as Native lays them out.
     Fixed(Vec<u8>),
-    /// Per row the end offset into `items`, `words` 32-bit words an
-    /// element (1 for `Array(UInt32)`, 4 for `Array(UInt128)`, low word
-    /// first as Native lays it out).
-    Array { ends: Vec<u64>, items: Vec<u32>, words: usize },
+    /// Per row the end offset into `items`, in 32-bit words
+    /// (`array_words` to an element, low word first as Native lays it out).
+    Array { ends: Vec<u64>, items: Vec<u32> },
     /// The store ids of the rows' records of a kind (`Source::RecordId`),
     /// written from `Columns::records` and the snapshot: no buffer of its own.
     RecordId(usize),
@@ -111,8 +110,6 @@ pub struct Columns {
     /// Where `push_enriched` writes the routes' lists (`ROUTED`), when
     /// stored; DstASPath and DstCommunities when the flow has none.
     routed: [usize; 5],
-    /// The route columns no flow field fills (`push` ends their rows).
-    route_only: Vec<usize>,
     /// Where `push_enriched` writes the destination route's next hop over
     /// the flow's (`Enriched::route_next_hop`), when NextHop is stored.
     next_hop: usize,
@@ -158,6 +155,15 @@ const ROUTED: [Source; 5] = [
     Source::SrcRoute(RouteAttr::LargeCommunities),
 ];
 
+/// 32-bit words to an element of an array column of `kind`.
+fn array_words(kind: ColumnType) -> usize {
+    if kind == ColumnType::ArrayUInt128 {
+        4
+    } else {
+        1
+    }
+}
+
 /// A large community as the 4 words of its `UInt128`, low first:
 /// `ASN << 64 | LD1 << 32 | LD2`.
 fn large_words(c: &[u32; 3]) -> [u32; 4] {
@@ -173,11 +179,8 @@ impl Columns {
         let data = layout
             .iter()
             .map(|c| match (c.source, c.kind) {
-                (_, ColumnType::ArrayUInt32) => {
-                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new(), words: 1 }
-                }
-                (_, ColumnType::ArrayUInt128) => {
-                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new(), words: 4 }
+                (_, ColumnType::ArrayUInt32 | ColumnType::ArrayUInt128) => {
+                    Data::Array { ends: Vec::with_capacity(rows), items: Vec::new() }
                 }
                 (Source::RecordId(kind), _) => Data::RecordId(kind),
                 (_, kind) => Data::Fixed(Vec::with_capacity(rows * width(kind))),
@@ -205,12 +208,6 @@ impl Columns {
                 .map(|f| layout.iter().position(|c| c.source == Source::Flow(f)).unwrap_or(usize::MAX)),
             routed: ROUTED.map(|s| layout.iter().position(|c| c.source == s).unwrap_or(usize::MAX)),
             next_hop: layout.iter().position(|c| c.source == Source::Flow(Field::NextHop)).unwrap_or(usize::MAX),
-            route_only: layout
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| matches!(c.source, Source::SrcRoute(_) | Source::DstRoute(_)))
-                .map(|(i, _)| i)
-                .collect(),
             flow_columns: layout
                 .iter()
                 .map_while(|c| match c.source {
@@ -293,7 +290,7 @@ impl Columns {
             .iter()
             .map(|d| match d {
                 Data::Fixed(b) => b.len(),
-                Data::Array { ends, items, .. } => ends.len() * 8 + items.len() * 4,
+                Data::Array { ends, items } => ends.len() * 8 + items.len() * 4,
                 Data::RecordId(_) => self.rows * 8,
             })
             .sum()
@@ -314,7 +311,7 @@ impl Columns {
         for d in &mut self.data {
             match d {
                 Data::Fixed(b) => b.clear(),
-                Data::Array { ends, items, .. } => {
+                Data::Array { ends, items } => {
                     ends.clear();
                     items.clear();
                 }
@@ -342,7 +339,7 @@ impl Columns {
                     let (bytes, width) = value_bytes(kind, value);
                     extend_fixed(out, &bytes, width);
                 }
-                Data::Array { ends, items, .. } => {
+                Data::Array { ends, items } => {
                     if let Some(Value::List(list)) = value {
                         items.extend_from_slice(list);
                     }
@@ -351,8 +348,10 @@ impl Columns {
                 Data::RecordId(_) => {}
             }
         }
-        for &at in &self.route_only {
-            if let Some(Data::Array { ends, items, .. }) = self.data.get_mut(at) {
+        // The route columns no flow field fills (`ROUTED` past DstASPath
+        // and DstCommunities).
+        for &at in &self.routed[2..] {
+            if let Some(Data::Array { ends, items }) = self.data.get_mut(at) {
                 ends.push(items.len() as u64);
             }
         }
@@ -404,7 +403,7 @@ impl Columns {
     fn push_routes(&mut self, flow: &FlowRecord, [src, dst]: [Option<&Attrs>; 2]) {
         for (i, &at) in self.routed.iter().enumerate() {
             let route = if i < 3 { dst } else { src };
-            let (Some(route), Some(Data::Array { ends, items, .. })) = (route, self.data.get_mut(at)) else {
+            let (Some(route), Some(Data::Array { ends, items })) = (route, self.data.get_mut(at)) else {
                 continue;
             };
             match i {
@@ -517,7 +516,8 @@ impl Columns {
                 // No lists in the block (routes not collected, say): every
                 // offset is 0.
                 Data::Array { items, .. } if items.is_empty() => out.resize(out.len() + self.rows * 8, 0),
-                Data::Array { ends, items, words } => {
+                Data::Array { ends, items } => {
+                    let words = array_words(c.kind);
                     let span = |row: usize| {
                         let start = if row == 0 { 0 } else { ends[row - 1] as usize };
                         start..ends[row] as usize

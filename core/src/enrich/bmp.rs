@@ -16,9 +16,9 @@
 //! - **ADD-PATH per family**: a message is parsed with path identifiers
 //!   when its family (its MP_REACH or MP_UNREACH attribute's, else IPv4
 //!   unicast) negotiated them, unless its NLRI only frame the other way
-//!   (routers that send what they did not negotiate: counted). An UPDATE carries one family in practice;
-//!   one that mixes classic IPv4 NLRI with another family's MP attribute
-//!   is parsed by the latter's setting.
+//!   (routers that send what they did not negotiate: counted). An UPDATE
+//!   carries one family in practice; one that mixes classic IPv4 NLRI
+//!   with another family's MP attribute is parsed by the latter's setting.
 //! - **Families**: IPv4 and IPv6 unicast and labeled unicast (the labels
 //!   dropped), and VPNv4 / VPNv6 (SAFI 128: label stack, route
 //!   distinguisher, prefix), which the crate does not decode: those NLRI

@@ -290,11 +290,19 @@ impl<T: Clone + Default + Eq + std::hash::Hash> Pool<T> {
 
     /// The id of `value`, with one more use.
     fn intern(&mut self, value: &T) -> u32 {
+        if self.is_zero(value) {
+            return 0;
+        }
         self.intern_by(value, || value.clone())
     }
 
+    /// Whether `value` is the one id 0 holds for good.
+    fn is_zero(&self, value: &T) -> bool {
+        self.zero && *value == T::default()
+    }
+
     /// The id of the value `key` stands for (made by `make` when new),
-    /// with one more use.
+    /// with one more use; not for id 0's value (`intern` checks it).
     fn intern_by<Q: Eq + std::hash::Hash + ?Sized>(&mut self, key: &Q, make: impl FnOnce() -> T) -> u32
     where
         T: std::borrow::Borrow<Q>,
@@ -304,9 +312,6 @@ impl<T: Clone + Default + Eq + std::hash::Hash> Pool<T> {
             return id;
         }
         let value = make();
-        if self.zero && value == T::default() {
-            return 0;
-        }
         let id = match self.free.pop() {
             Some(id) => {
                 self.values[id as usize] = value.clone();
@@ -325,7 +330,7 @@ impl<T: Clone + Default + Eq + std::hash::Hash> Pool<T> {
 
     /// The id of `value`, if held.
     fn find(&self, value: &T) -> Option<u32> {
-        if self.zero && *value == T::default() {
+        if self.is_zero(value) {
             return Some(0);
         }
         self.ids.get(value).copied()
