@@ -539,7 +539,7 @@ fn little_endian(b: &[u8]) -> u64 {
 /// Asks the CPU to bring `value`'s cache line closer (a hint: no effect
 /// on what the program computes).
 #[inline(always)]
-fn prefetch<T>(value: &T) {
+pub(crate) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and never faults;
     // the pointer comes from a reference. SSE is part of x86_64.

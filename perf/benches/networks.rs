@@ -89,6 +89,16 @@ fn networks(c: &mut Criterion) {
         group.bench_function(format!("lookup_{family}"), |b| {
             b.iter(|| ours.iter().map(|a| table.lookup(black_box(a)) as u64).sum::<u64>())
         });
+        // A flow's two addresses as a pair (per address).
+        group.bench_function(format!("lookup_pair_{family}"), |b| {
+            b.iter(|| {
+                ours.chunks_exact(2)
+                    .map(|p| {
+                        table.lookup_pair(black_box(&p[0]), black_box(&p[1])).iter().map(|&s| s as u64).sum::<u64>()
+                    })
+                    .sum::<u64>()
+            })
+        });
         group.bench_function(format!("prefix_trie_{family}"), |b| {
             b.iter(|| {
                 addresses

@@ -87,6 +87,18 @@ fn rib(c: &mut Criterion) {
                     .sum::<u64>()
             })
         });
+        // A flow's source and destination, looked up as a pair (per address).
+        group.bench_function(format!("lookup_pair_{family}"), |b| {
+            b.iter(|| {
+                ours.chunks_exact(2)
+                    .map(|p| {
+                        let [s, d] =
+                            snapshot.lookup_pair([black_box(&p[0]), black_box(&p[1])], &exporter, [&[0; 16]; 2]);
+                        s.map_or(0, |r| r.asn as u64) + d.map_or(0, |r| r.asn as u64)
+                    })
+                    .sum::<u64>()
+            })
+        });
     }
     group.bench_function("prefix_trie_v4", |b| {
         b.iter(|| {

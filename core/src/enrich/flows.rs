@@ -148,8 +148,7 @@ impl FlowEnricher {
     pub fn enrich(&mut self, flow: &FlowRecord) -> Enriched {
         let mut e = Enriched::default();
         if self.lookups {
-            e.src_net = self.networks.lookup(&flow.src_addr);
-            e.dst_net = self.networks.lookup(&flow.dst_addr);
+            [e.src_net, e.dst_net] = self.networks.lookup_pair(&flow.src_addr, &flow.dst_addr);
             self.counts.lookups += 2;
             self.counts.misses += u64::from(e.src_net == 0) + u64::from(e.dst_net == 0);
         }
@@ -158,8 +157,8 @@ impl FlowEnricher {
         if self.routing && !self.routes.is_empty() {
             let none = [0u8; 16];
             let next_hop = if flow.has(Field::NextHop) { &flow.next_hop } else { &none };
-            let src = self.routes.lookup(&flow.src_addr, &flow.exporter_address, &none);
-            let dst = self.routes.lookup(&flow.dst_addr, &flow.exporter_address, next_hop);
+            let [src, dst] =
+                self.routes.lookup_pair([&flow.src_addr, &flow.dst_addr], &flow.exporter_address, [&none, next_hop]);
             self.counts.route_lookups += 2;
             self.counts.route_misses += u64::from(src.is_none()) + u64::from(dst.is_none());
             src_route = src.map_or((0, 0), |r| (r.asn, r.mask));

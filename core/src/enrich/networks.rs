@@ -29,6 +29,7 @@ use serde::Deserialize;
 
 use super::metadata::content_id;
 use crate::config::NetworkInfo;
+use crate::consolidate::prefetch;
 use crate::flow::Addr;
 
 /// Attributes of a record, in `NetAttr` order.
@@ -508,6 +509,17 @@ impl PrefixTable {
         }
     }
 
+    /// `lookup` of two addresses, side by side when of one family.
+    #[inline]
+    pub fn lookup_pair(&self, a: &Addr, b: &Addr) -> [u32; 2] {
+        let (a, b) = (u128::from_be_bytes(*a), u128::from_be_bytes(*b));
+        match (is_mapped_v4(a), is_mapped_v4(b)) {
+            (true, true) => self.lookup4_pair(a as u32, b as u32),
+            (false, false) => self.v6.find_pair(a, b).map(|r| r.set),
+            _ => [a, b].map(|x| self.lookup(&x.to_be_bytes())),
+        }
+    }
+
     /// The id of the range holding the IPv4 address `a`.
     #[inline]
     pub fn lookup4(&self, a: u32) -> u32 {
@@ -520,6 +532,20 @@ impl PrefixTable {
     pub fn lookup6(&self, a: u128) -> (u32, u32) {
         let r = self.v6.find(a);
         (r.set, r.extra)
+    }
+
+    /// `lookup4` of two addresses, their searches side by side: each
+    /// level's reads of both are on their way before either's branches
+    /// wait on them (one lookup alone waits on each level's miss in turn).
+    #[inline]
+    pub fn lookup4_pair(&self, a: u32, b: u32) -> [u32; 2] {
+        self.v4.get_pair([a, b], [(a >> (32 - BUCKET_BITS)) as usize, (b >> (32 - BUCKET_BITS)) as usize])
+    }
+
+    /// `lookup6` of two IPv6 addresses, side by side.
+    #[inline]
+    pub fn lookup6_pair(&self, a: u128, b: u128) -> [(u32, u32); 2] {
+        self.v6.find_pair(a, b).map(|r| (r.set, r.extra))
     }
 
     /// Ranges (IPv4, IPv6).
@@ -606,6 +632,19 @@ impl<K: Copy + Ord + Default> Ranges<K> {
     #[inline(always)]
     fn get(&self, a: K, b: usize) -> u32 {
         self.search(a, self.index[b] as usize, self.index[b + 1] as usize)
+    }
+
+    /// `get` of two keys: both buckets' bounds read together, both
+    /// searches' first lines asked for before either search runs.
+    #[inline(always)]
+    fn get_pair(&self, a: [K; 2], b: [usize; 2]) -> [u32; 2] {
+        let (lo, hi) = (
+            [self.index[b[0]] as usize, self.index[b[1]] as usize],
+            [self.index[b[0] + 1] as usize, self.index[b[1] + 1] as usize],
+        );
+        prefetch(&self.pairs[lo[0]]);
+        prefetch(&self.pairs[lo[1]]);
+        [self.search(a[0], lo[0], hi[0]), self.search(a[1], lo[1], hi[1])]
     }
 
     /// The set of the last start <= a within [lo, hi] (pairs[lo].0 <= a).
@@ -727,19 +766,49 @@ impl Trie6 {
     fn find(&self, a: u128) -> &Start6 {
         let mut slot = self.slots[(a >> self.shift) as usize];
         while slot & NODE != 0 {
-            let node = slot as u32 as usize;
-            let shift = (slot >> 32) as u8 as u32;
-            let width = (slot >> 40) as u8 as u32;
-            // The slot within the window and the window itself are read
-            // side by side (neither waits for the other).
-            let inside = self.slots[node + NODE_HEAD + ((a >> shift) as u64 & ((1 << width) - 1)) as usize];
-            let window = u128::from(self.slots[node]) << 64 | u128::from(self.slots[node + 1]);
-            slot = if (a ^ window) >> (shift + width) != 0 {
-                self.slots[node + 2 + usize::from(a > window)]
-            } else {
-                inside
-            };
+            slot = self.step(slot, a);
         }
+        self.leaf(slot, a)
+    }
+
+    /// `find` of two addresses in lockstep: each round reads the next
+    /// level of both walks before either's branch waits on it; then both
+    /// leaves are asked for before either is compared.
+    #[inline(always)]
+    fn find_pair(&self, a: u128, b: u128) -> [&Start6; 2] {
+        let mut slot = [self.slots[(a >> self.shift) as usize], self.slots[(b >> self.shift) as usize]];
+        while (slot[0] | slot[1]) & NODE != 0 {
+            for (s, x) in slot.iter_mut().zip([a, b]) {
+                if *s & NODE != 0 {
+                    *s = self.step(*s, x);
+                }
+            }
+        }
+        prefetch(&self.pairs[slot[0] as u32 as usize]);
+        prefetch(&self.pairs[slot[1] as u32 as usize]);
+        [self.leaf(slot[0], a), self.leaf(slot[1], b)]
+    }
+
+    /// The slot a node (`slot`) leads `a` to.
+    #[inline(always)]
+    fn step(&self, slot: u64, a: u128) -> u64 {
+        let node = slot as u32 as usize;
+        let shift = (slot >> 32) as u8 as u32;
+        let width = (slot >> 40) as u8 as u32;
+        // The slot within the window and the window itself are read side
+        // by side (neither waits for the other).
+        let inside = self.slots[node + NODE_HEAD + ((a >> shift) as u64 & ((1 << width) - 1)) as usize];
+        let window = u128::from(self.slots[node]) << 64 | u128::from(self.slots[node + 1]);
+        if (a ^ window) >> (shift + width) != 0 {
+            self.slots[node + 2 + usize::from(a > window)]
+        } else {
+            inside
+        }
+    }
+
+    /// The range holding `a` among a leaf's (`slot`).
+    #[inline(always)]
+    fn leaf(&self, slot: u64, a: u128) -> &Start6 {
         let first = slot as u32 as usize;
         let count = (slot >> 32) as usize;
         let (hi, lo) = ((a >> 64) as u64, a as u64);
@@ -845,6 +914,12 @@ impl Networks {
     #[inline]
     pub fn lookup(&self, addr: &Addr) -> u32 {
         self.table.lookup(addr)
+    }
+
+    /// `lookup` of a flow's two addresses (their reads side by side).
+    #[inline]
+    pub fn lookup_pair(&self, a: &Addr, b: &Addr) -> [u32; 2] {
+        self.table.lookup_pair(a, b)
     }
 
     #[inline]
@@ -1028,6 +1103,7 @@ mod tests {
                 nets.push((net & mask, len, i));
             }
             let table = b.build();
+            let mut previous = 0u128;
             for _ in 0..2000 {
                 let a = match next() % 3 {
                     0 => V4_BASE | (next() as u32 & 0xf0f0_ffff) as u128,
@@ -1065,6 +1141,10 @@ mod tests {
                     "round {round}, {:x}",
                     a
                 );
+                // In pairs, of one family or mixed, as one by one.
+                let (x, y) = (a.to_be_bytes(), previous.to_be_bytes());
+                assert_eq!(table.lookup_pair(&x, &y), [table.lookup(&x), table.lookup(&y)]);
+                previous = a;
             }
         }
     }
@@ -1118,6 +1198,8 @@ mod tests {
                     _ => wide | u128::from(next()) << 32 | u128::from(next() as u32),
                 };
                 assert_eq!(tree.get(a), expect(a), "{size} ranges, budget {budget}, {a:x}");
+                let b = a.rotate_left(7);
+                assert_eq!(tree.find_pair(a, b).map(|r| r.set), [expect(a), expect(b)], "{a:x} {b:x}");
             }
         }
     }

@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use super::bmp::{Attrs, Event, PeerKey, Prefix};
 use super::networks::{flatten, is_mapped_v4, PrefixTable};
+use crate::consolidate::prefetch;
 use crate::flow::Addr;
 
 /// `::ffff:0:0`: where IPv4 lies in the 128-bit space.
@@ -837,6 +838,34 @@ impl Routes {
         } else {
             self.index.lookup6(a)
         };
+        self.answer(id, asn, v4, exporter, next_hop)
+    }
+
+    /// `lookup` of a flow's two addresses (source, destination), each with
+    /// its next hop: of the same family, their reads go out side by side,
+    /// level by level, so that the pair costs little more than one.
+    #[inline]
+    pub fn lookup_pair(&self, addrs: [&Addr; 2], exporter: &Addr, next_hops: [&Addr; 2]) -> [Option<RouteInfo>; 2] {
+        let a = addrs.map(|x| u128::from_be_bytes(*x));
+        let v4 = a.map(is_mapped_v4);
+        let found = match v4 {
+            [true, true] => {
+                let ids = self.index.lookup4_pair(a[0] as u32, a[1] as u32);
+                let entry = |id: u32| self.table.entries.get((id >> ID_SHIFT) as usize);
+                for e in ids.map(entry).into_iter().flatten() {
+                    prefetch(e);
+                }
+                ids.map(|id| (id, entry(id).map_or(0, |e| e.asn)))
+            }
+            [false, false] => self.index.lookup6_pair(a[0], a[1]),
+            _ => return [self.lookup(addrs[0], exporter, next_hops[0]), self.lookup(addrs[1], exporter, next_hops[1])],
+        };
+        [0, 1].map(|i| self.answer(found[i].0, found[i].1, v4[i], exporter, next_hops[i]))
+    }
+
+    /// The answer for the index's `id` (and its best route's origin `asn`).
+    #[inline(always)]
+    fn answer(&self, id: u32, asn: u32, v4: bool, exporter: &Addr, next_hop: &Addr) -> Option<RouteInfo> {
         if id == 0 {
             return None;
         }
@@ -994,7 +1023,26 @@ mod tests {
                 let expected: Vec<Seen> = model.iter().map(|(k, &asn)| (k.0, k.1, k.2, vec![asn])).collect();
                 assert_eq!(dump(&mut rib), expected, "round {round}");
                 assert_eq!(rib.routes, model.len() as u64);
-                assert_eq!(rib.snapshot().len().1, model.len() as u64);
+                let routes = rib.snapshot();
+                assert_eq!(routes.len().1, model.len() as u64);
+                // A pair's lookups (either family, mixed) answer as two
+                // lookups do.
+                let mut address = || {
+                    let a = if random(2) == 0 {
+                        V4_BASE | u128::from(random(20) << 24 | random(1 << 24))
+                    } else {
+                        0x2001_0db8u128 << 96 | u128::from(random(20)) << 80 | u128::from(random(1 << 40))
+                    };
+                    a.to_be_bytes()
+                };
+                for _ in 0..64 {
+                    let (a, b, hop) = (address(), address(), ip("10.0.0.1"));
+                    let exporter = [0; 16];
+                    assert_eq!(
+                        routes.lookup_pair([&a, &b], &exporter, [&[0; 16], &hop]),
+                        [routes.lookup(&a, &exporter, &[0; 16]), routes.lookup(&b, &exporter, &hop)]
+                    );
+                }
             }
         }
         let prefixes: std::collections::BTreeSet<Key> = model.keys().map(|k| k.0).collect();
