@@ -5,8 +5,9 @@ fixtures: each capture's UDP payloads become one input in the targets'
 
 Usage: fuzz-seeds.py CORPUS_DIR
 """
-import glob
 import os
+import glob
+import itertools
 import struct
 import sys
 
@@ -120,6 +121,28 @@ def main(out):
         seed = bytes([exporter]) + struct.pack("!H", len(d)) + d
         for t in (target, "any_format"):
             open(os.path.join(out, t, name + ".seed"), "wb").write(seed)
+    # Kafka records of the inlet (weir_core::rawflow): each fixture's
+    # datagrams as RawFlow messages, each cut by a 2-byte length.
+    os.makedirs(os.path.join(out, "raw_flows"), exist_ok=True)
+
+    def varint(n):
+        b = b""
+        while True:
+            if n < 0x80:
+                return b + bytes([n])
+            b += bytes([n & 0x7F | 0x80])
+            n >>= 7
+
+    def raw_flow(payload, exporter, i):
+        fields = varint(1 << 3) + varint(1_700_000_000_000_000_000 + i)
+        fields += varint(2 << 3 | 2) + varint(len(payload)) + payload
+        fields += varint(3 << 3 | 2) + varint(16) + b"\0" * 10 + b"\xff\xff" + exporter
+        fields += varint(4 << 3) + varint(i % 5) + varint(6 << 3) + varint(1)
+        return struct.pack("!H", len(fields)) + fields
+
+    for path in sorted(glob.glob(os.path.join(fixtures, "*.pcap")))[:6]:
+        records = b"".join(raw_flow(p, b"\xc0\0\x02\x07", i) for i, p in enumerate(itertools.islice(udp_payloads(path), 40)))
+        open(os.path.join(out, "raw_flows", os.path.basename(path) + ".seed"), "wb").write(records)
     open(os.path.join(out, "state_snapshot", "empty.json"), "wb").write(
         b'{"format_version":1,"templates":[],"samplers":[],"system_init":[]}')
     os.makedirs(os.path.join(out, "access_log"), exist_ok=True)

@@ -36,6 +36,7 @@ pub struct Config {
     pub networks: NetworksConfig,
     pub enrichment: EnrichmentConfig,
     pub bmp: BmpConfig,
+    pub kafka: FlowsKafkaConfig,
 }
 
 impl Default for Config {
@@ -56,6 +57,7 @@ impl Default for Config {
             networks: NetworksConfig::default(),
             enrichment: EnrichmentConfig::default(),
             bmp: BmpConfig::default(),
+            kafka: FlowsKafkaConfig::default(),
         }
     }
 }
@@ -1697,6 +1699,7 @@ impl Config {
         self.networks.check()?;
         self.enrichment.check()?;
         self.bmp.check()?;
+        self.kafka.check()?;
         self.store.check()
     }
 
@@ -1968,6 +1971,94 @@ impl NetworksConfig {
         }
         positive("networks.check_interval_s", self.check_interval_s, 86_400)?;
         positive("networks.prefixes_max", self.prefixes_max as u64, 1 << 28)
+    }
+}
+
+/// How `weir inlet` spreads datagrams over the topic's partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioning {
+    /// Partition = the inlet shard's index (modulo the partitions): each
+    /// shard appends to its own partition, no key.
+    Shard,
+    /// Keyed by exporter address (librdkafka's partitioner): an exporter's
+    /// datagrams all go to one partition, so one outlet shard sees all of
+    /// its templates.
+    Exporter,
+}
+
+/// The flow pipeline's Kafka side: `weir inlet` produces one record per
+/// datagram (`weir_core::rawflow`) to `<topic>-v1`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsKafkaConfig {
+    /// `host:port,host:port` (bootstrap.servers).
+    pub brokers: String,
+    /// The topic's base name; records go to `<topic>-v1` (the record
+    /// schema's version).
+    pub topic: String,
+    pub partitioning: Partitioning,
+    pub compression: Compression,
+    /// Messages each shard's producer queue holds before the shard waits.
+    pub queue_messages_max: usize,
+    /// Bytes each shard's producer queue holds before the shard waits.
+    pub queue_bytes_max: usize,
+    pub linger_ms: u64,
+    /// With the producer queue full, the shard waits up to this long (its
+    /// socket buffers fill meanwhile) before records go to the spill.
+    pub backpressure_wait_ms: u64,
+    /// Where a shard's records go, in order, while the brokers do not take
+    /// them (one directory per shard); they are replayed, in order, before
+    /// newer ones. Empty: no spill (records past the wait are dropped,
+    /// counted).
+    pub spill_dir: PathBuf,
+    /// Bytes each shard's spill holds at most; past that, records are
+    /// dropped, counted.
+    pub spill_bytes_max: u64,
+    /// More librdkafka properties (security.protocol, sasl.*, ssl.*, ...).
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for FlowsKafkaConfig {
+    fn default() -> Self {
+        FlowsKafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "flows".into(),
+            partitioning: Partitioning::Shard,
+            compression: Compression::Lz4,
+            queue_messages_max: 100_000,
+            queue_bytes_max: 256 << 20,
+            linger_ms: 5,
+            backpressure_wait_ms: 100,
+            spill_dir: PathBuf::from("/var/lib/weir/spill"),
+            spill_bytes_max: 1 << 30,
+            options: Default::default(),
+        }
+    }
+}
+
+impl FlowsKafkaConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(ConfigError::new("kafka.brokers", "empty"));
+        }
+        let legal = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
+        if self.topic.is_empty() || self.topic.len() > 240 || !self.topic.chars().all(legal) {
+            return Err(ConfigError::new("kafka.topic", "1 to 240 of a-z, A-Z, 0-9, '.', '_', '-'"));
+        }
+        positive("kafka.queue_messages_max", self.queue_messages_max as u64, 10_000_000)?;
+        positive("kafka.queue_bytes_max", self.queue_bytes_max as u64, 1 << 31)?;
+        if self.linger_ms > 60_000 {
+            return Err(ConfigError::new("kafka.linger_ms", "at most 60000"));
+        }
+        positive("kafka.backpressure_wait_ms", self.backpressure_wait_ms, 60_000)?;
+        positive("kafka.spill_bytes_max", self.spill_bytes_max, 1 << 40)?;
+        for key in ["bootstrap.servers", "enable.idempotence", "acks", "message.timeout.ms"] {
+            if self.options.contains_key(key) {
+                return Err(ConfigError::new(format!("kafka.options.{key}"), "set by Weir (at least once, in order)"));
+            }
+        }
+        Ok(())
     }
 }
 

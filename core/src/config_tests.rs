@@ -56,6 +56,12 @@ fn bad_values_name_their_key() {
     assert_eq!(error_key("[bmp]\nqueue = 0\n"), "bmp.queue");
     assert_eq!(error_key("[bmp]\nrds = [\"65000:100\", \"65000\\u003a\"]\n"), "bmp.rds[1]");
     assert_eq!(error_key("[bmp]\nrts = [\"192.0.2.1:70000\"]\n"), "bmp.rts[0]");
+    assert_eq!(error_key("[kafka]\ntopic = \"flows v1\"\n"), "kafka.topic");
+    assert_eq!(error_key("[kafka]\nbrokers = \" \"\n"), "kafka.brokers");
+    assert_eq!(error_key("[kafka]\npartitioning = \"random\"\n"), "kafka.partitioning");
+    assert_eq!(error_key("[kafka]\nqueue_messages_max = 0\n"), "kafka.queue_messages_max");
+    assert_eq!(error_key("[kafka]\nspill_bytes_max = 0\n"), "kafka.spill_bytes_max");
+    assert_eq!(error_key("[kafka.options]\nacks = \"1\"\n"), "kafka.options.acks");
     let filters = Config::parse("[bmp]\nrds = [\"0\", \"65000:100\"]\nrts = [\"2:65000:7\"]\n").unwrap().bmp.filters();
     assert_eq!((filters.rds, filters.rts), (vec![0, 65000 << 32 | 100], vec![2 << 48 | 65000 << 16 | 7]));
 }

@@ -410,3 +410,27 @@ fn bmp_session(data: &[u8], filters: crate::enrich::bmp::Filters) {
     while rib.remove_expired(1_000, 0, 7) {}
     assert_eq!((rib.routes, rib.prefixes(), rib.attribute_sets()), (0, 0, 0), "every peer removed");
 }
+
+/// Kafka records as `weir outlet` reads them (each cut by a 2-byte
+/// length): a record that reads back is re-encoded and must read back the
+/// same, and its datagram is decoded with one decoder for all of them.
+pub fn raw_flows(data: &[u8]) {
+    use crate::rawflow::RawFlow;
+    use prost::Message;
+    let mut decoder = Decoder::new(tight_limits());
+    let (mut record, mut again) = (RawFlow::default(), RawFlow::default());
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
+        let (bytes, next) = rest[2..].split_at(len);
+        rest = next;
+        if record.read(bytes).is_err() {
+            continue;
+        }
+        again.read(&record.encode_to_vec()).expect("a record read back reads again");
+        assert_eq!(record, again);
+        if let Ok(d) = record.datagram() {
+            let _ = decoder.decode(&d, &mut |_: &FlowRecord| {});
+        }
+    }
+}

@@ -29,6 +29,7 @@
 //! - `columns`: a batch of flows as column buffers, written as a ClickHouse
 //!   Native block sorted by the raw table's key.
 //! - `migrate`: what to create or alter, from the live database's description.
+//! - `rawflow`: the Kafka record of one datagram (`weir inlet` to `weir outlet`).
 //! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
 //!   regression test that replays saved inputs.
 
@@ -45,6 +46,7 @@ pub mod harness;
 pub mod json;
 pub mod migrate;
 pub mod pcap;
+pub mod rawflow;
 pub mod schema;
 pub mod tsv;
 pub mod wire;

@@ -31,6 +31,7 @@ fn replay(target: &str) -> usize {
             "remote_source" => harness::remote_source(&data),
             "geo_database" => harness::geo_database(&data),
             "bmp_stream" => harness::bmp_stream(&data),
+            "raw_flows" => harness::raw_flows(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -58,6 +59,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "remote_source",
         "geo_database",
         "bmp_stream",
+        "raw_flows",
     ] {
         replay(target);
     }

@@ -5,6 +5,10 @@
 //!
 //! - Weir (counting sink): `weir_decode_flows_total` from `/metrics`;
 //! - Weir (store): `weir_store_rows_inserted_total`, rows the store accepted;
+//! - Weir (inlet, `weir inlet` into a tansu broker the step starts, topic
+//!   `flows-v1` with a partition per shard): records the broker
+//!   acknowledged (`weir_inlet_records_delivered_total`), as flows:
+//!   `flows sent × records acknowledged / datagrams sent`;
 //! - nfdump: `nfdump -R DIR -I` over the files written (flows stored);
 //! - pmacct: the print plugin's CSV (5-tuple aggregates) written at exit; it
 //!   keeps packet sums, not flow counts, so flows accounted for are
@@ -20,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::flowgen::Sent;
 use crate::traffic::Format;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +33,8 @@ pub enum Kind {
     Weir,
     /// `weir run` storing into the embedded store (chDB).
     WeirStore,
+    /// `weir inlet` producing to a tansu broker.
+    WeirInlet,
     /// nfcapd (NetFlow/IPFIX) or sfcapd (sFlow).
     Nfdump,
     /// nfacctd (NetFlow/IPFIX) or sfacctd (sFlow), print plugin.
@@ -35,25 +42,26 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Weir, Kind::WeirStore, Kind::Nfdump, Kind::Pmacct];
+    pub const ALL: [Kind; 5] = [Kind::Weir, Kind::WeirStore, Kind::WeirInlet, Kind::Nfdump, Kind::Pmacct];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Weir => "weir",
             Kind::WeirStore => "weir-store",
+            Kind::WeirInlet => "weir-inlet",
             Kind::Nfdump => "nfdump",
             Kind::Pmacct => "pmacct",
         }
     }
 
     pub fn is_weir(self) -> bool {
-        matches!(self, Kind::Weir | Kind::WeirStore)
+        matches!(self, Kind::Weir | Kind::WeirStore | Kind::WeirInlet)
     }
 
     /// The program that runs for `format`.
     pub fn program(self, format: Format) -> &'static str {
         match (self, format) {
-            (Kind::Weir | Kind::WeirStore, _) => "weir",
+            (Kind::Weir | Kind::WeirStore | Kind::WeirInlet, _) => "weir",
             (Kind::Nfdump, Format::SflowV5) => "sfcapd",
             (Kind::Nfdump, _) => "nfcapd",
             (Kind::Pmacct, Format::SflowV5) => "sfacctd",
@@ -69,7 +77,7 @@ impl std::str::FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s}: not a collector (weir, weir-store, nfdump, pmacct)"))
+            .ok_or_else(|| format!("{s}: not a collector (weir, weir-store, weir-inlet, nfdump, pmacct)"))
     }
 }
 
@@ -102,6 +110,8 @@ pub struct Setup<'a> {
     pub weir_shards: &'a str,
     /// Extra lines for Weir's `[store]` section (`weir-store`).
     pub weir_store: &'a str,
+    /// Extra lines for Weir's `[kafka]` section (`weir-inlet`).
+    pub weir_kafka: &'a str,
 }
 
 /// A running collector.
@@ -112,6 +122,8 @@ pub struct Running {
     dir: PathBuf,
     /// Weir's HTTP address (host:port).
     http: Option<String>,
+    /// The inlet's broker.
+    broker: Option<Child>,
 }
 
 fn cpu_list(cores: &[usize]) -> String {
@@ -128,10 +140,19 @@ impl Running {
             cmd.args(["-c", &cpu_list(s.cores)]).arg(exe);
             cmd
         };
+        let mut broker = None;
         let mut cmd = match s.kind {
-            Kind::Weir | Kind::WeirStore => {
+            Kind::Weir | Kind::WeirStore | Kind::WeirInlet => {
                 let sink = if s.kind == Kind::Weir {
                     "[sink]\nkind = \"count\"\n".to_string()
+                } else if s.kind == Kind::WeirInlet {
+                    let (child, address) = start_tansu("flows-v1", s.cores.len(), &s.dir.join("tansu.log"))?;
+                    broker = Some(child);
+                    format!(
+                        "[kafka]\nbrokers = \"{address}\"\nspill_dir = \"{}\"\n{}\n",
+                        s.dir.join("spill").display(),
+                        s.weir_kafka
+                    )
                 } else {
                     let segments = if s.weir_store.contains("segments_dir") {
                         String::new()
@@ -157,7 +178,7 @@ impl Running {
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(s.weir);
-                cmd.args(["run", "--config"]).arg(&config);
+                cmd.args([if s.kind == Kind::WeirInlet { "inlet" } else { "run" }, "--config"]).arg(&config);
                 cmd
             }
             Kind::Nfdump => {
@@ -198,7 +219,7 @@ impl Running {
             cmd.stderr(log);
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
-        let mut running = Running { child, kind: s.kind, port: s.port, dir: s.dir.to_path_buf(), http: None };
+        let mut running = Running { child, kind: s.kind, port: s.port, dir: s.dir.to_path_buf(), http: None, broker };
         running.wait_ready()?;
         Ok(running)
     }
@@ -296,8 +317,15 @@ impl Running {
         let mut last = (u64::MAX, u64::MAX);
         loop {
             std::thread::sleep(Duration::from_millis(250));
-            let decoded = self.metric("weir_decode_flows_total");
-            let stored = if self.kind == Kind::WeirStore { self.metric("weir_store_rows_inserted_total") } else { 0 };
+            let (decoded, stored) = match self.kind {
+                Kind::WeirInlet => {
+                    (self.metric("weir_inlet_records_total"), self.metric("weir_inlet_records_delivered_total"))
+                }
+                Kind::WeirStore => {
+                    (self.metric("weir_decode_flows_total"), self.metric("weir_store_rows_inserted_total"))
+                }
+                _ => (self.metric("weir_decode_flows_total"), 0),
+            };
             let caught_up = self.kind == Kind::Weir || stored >= decoded;
             if (caught_up && (decoded, stored) == last) || Instant::now() > deadline {
                 return;
@@ -323,10 +351,16 @@ impl Running {
 
     /// Flows the collector accounted for so far (Weir) or, for the peers,
     /// after stopping them (they write at exit). Stops the collector.
-    pub fn stop(mut self, sent_flows: u64, sent_packets: u64) -> Result<u64, String> {
+    pub fn stop(mut self, sent: &Sent) -> Result<u64, String> {
+        let (sent_flows, sent_packets) = (sent.flows, sent.packets);
         let accounted = match self.kind {
             Kind::Weir => Some(self.metric("weir_decode_flows_total")),
             Kind::WeirStore => Some(self.metric("weir_store_rows_inserted_total")),
+            Kind::WeirInlet => {
+                let records = self.metric("weir_inlet_records_delivered_total");
+                let datagrams = (sent.datagrams + sent.template_datagrams).max(1);
+                Some((sent_flows as f64 * records as f64 / datagrams as f64).round() as u64)
+            }
             _ => None,
         };
         let signal = if self.kind == Kind::Pmacct { libc::SIGINT } else { libc::SIGTERM };
@@ -363,14 +397,59 @@ impl Running {
 }
 
 impl Drop for Running {
-    /// A collector left running (an error on the way) is killed.
+    /// A collector left running (an error on the way) is killed, and the
+    /// inlet's broker with it.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             // SAFETY: a signal to the process group we started.
             unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
             let _ = self.child.wait();
         }
+        if let Some(broker) = &mut self.broker {
+            let _ = broker.kill();
+            let _ = broker.wait();
+        }
     }
+}
+
+/// tansu (memory storage) on a free port with `topic` of `partitions`
+/// partitions; returns it and its address.
+fn start_tansu(topic: &str, partitions: usize, log: &Path) -> Result<(Child, String), String> {
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let mut child = Command::new(find_program("tansu").ok_or("tansu is not installed (scripts/setup-tansu)")?)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("tansu: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("tansu did not listen within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new("tansu")
+        .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let _ = child.kill();
+        return Err(format!("tansu topic create: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok((child, format!("127.0.0.1:{port}")))
 }
 
 /// Quantiles of Weir's commit delay, in ms.

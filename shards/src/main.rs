@@ -6,6 +6,8 @@
 //!   `/latency` and `POST /query`.
 //! - `console`: the console API (`weir-console`) over its own store
 //!   connection, and its counters.
+//! - `kafka`: the flow pipeline's Kafka side (the inlet's producers and
+//!   spills).
 //! - `receive`: the data plane: pinned shards, reuseport sockets, sinks.
 //! - `haproxy`: the access-log input (unix socket to Kafka).
 //! - `cli`: one file per one-shot subcommand (`decode`, `query`,
@@ -18,6 +20,7 @@ mod cli;
 mod console;
 mod enrich;
 mod haproxy;
+mod kafka;
 mod ops;
 mod receive;
 mod run;
@@ -42,6 +45,9 @@ enum Command {
     Decode(cli::decode::Args),
     /// Run the collector: one pinned shard per configured CPU.
     Run(run::Args),
+    /// Receive only: each shard produces its datagrams, undecoded, to its
+    /// Kafka partition (`[kafka]`), for `weir outlet`s to decode and store.
+    Inlet(run::Args),
     /// Serve the console API alone, against the configuration's remote store.
     Console(run_console::Args),
     /// Create or alter the store's tables to match the configuration.
@@ -55,10 +61,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = matches!(cli.command, Command::Run(_) | Command::Console(_));
+    let service = matches!(cli.command, Command::Run(_) | Command::Inlet(_) | Command::Console(_));
     let result = match cli.command {
         Command::Decode(args) => cli::decode::run(&args),
-        Command::Run(args) => run::run(&args),
+        Command::Run(args) => run::run(&args, run::Mode::Run),
+        Command::Inlet(args) => run::run(&args, run::Mode::Inlet),
         Command::Console(args) => run_console::run(&args),
         Command::Migrate(args) => cli::migrate::migrate_command(&args),
         Command::Query(args) => cli::query::query_command(&args),

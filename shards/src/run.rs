@@ -1,4 +1,6 @@
-//! `weir run --config FILE`: the collector.
+//! `weir run --config FILE`: the collector; `weir inlet --config FILE`:
+//! the same receive path, each shard producing its datagrams to Kafka
+//! (`Mode::Inlet`: no decoding, no store, no enrichment).
 //!
 //! Start-up, on the main thread (which then becomes the control plane,
 //! pinned to `shards.control_core`):
@@ -37,6 +39,7 @@ use crate::cli::config::{read_config, read_config_logging_warnings};
 use crate::console::{self, metrics::ConsoleMetrics};
 use crate::enrich::{self, MetadataMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
+use crate::kafka::{InletMetrics, InletWriter};
 use crate::ops::cpu::{online_cpus, pin_to};
 use crate::ops::exposition::Exposition;
 use crate::ops::health::{Health, Probe, ReadyCheck, Watch};
@@ -57,19 +60,31 @@ pub struct Args {
     pub config: PathBuf,
 }
 
-pub fn run(args: &Args) -> Result<(), String> {
+/// What the shards do with their datagrams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Decode, enrich and sink (`sink.kind`).
+    Run,
+    /// Produce them to Kafka (`[kafka]`).
+    Inlet,
+}
+
+pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
     let config = read_config_logging_warnings(&args.config)?;
+    if mode == Mode::Inlet && config.listeners.is_empty() {
+        return Err(format!("{}: listeners: weir inlet needs at least one", args.config.display()));
+    }
     let online = online_cpus();
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);
     // Before anything starts: a SIGTERM during start-up is then a clean stop
     // once the shards run, not the default action (death without draining).
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
-    let counters = Counters::new(&config, &cores)?;
+    let counters = Counters::new(&config, &cores, mode)?;
     let sockets = open_sockets(&config, &cores, &counters.receive)?;
     let _balancers = attach_balancers(&config, &sockets, &counters.receive);
     let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
-    let writer = start_writer(&config, &counters, cores.len())?;
+    let writer = start_writer(&config, &counters, cores.len(), mode)?;
     let (exposition, probes, ready_checks) = counters.register();
     let health = Arc::new(Health::new(ready_checks));
     serve_http(&config, &counters, exposition, &health, &writer)?;
@@ -150,7 +165,7 @@ impl Shards {
                 saved_state: saved_state.clone(),
                 metrics: receive.shards[index].clone(),
                 inboxes: inboxes.clone(),
-                sink: writer.sink(),
+                sink: writer.sink()?,
                 stop: stop.clone(),
                 ready: ready.clone(),
                 state_out: (index == 0)
@@ -195,13 +210,15 @@ struct Counters {
     networks: Option<Arc<enrich::networks::NetworksMetrics>>,
     /// With the store as sink and `bmp.listen`.
     bmp: Option<Arc<enrich::bmp::BmpMetrics>>,
+    /// `weir inlet`'s.
+    inlet: Option<Arc<InletMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
 impl Counters {
-    fn new(config: &Config, cores: &[usize]) -> Result<Counters, String> {
+    fn new(config: &Config, cores: &[usize], mode: Mode) -> Result<Counters, String> {
         let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
-        let store = if config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
+        let store = if mode == Mode::Run && config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
             if config.store.kind == StoreKind::Embedded {
                 chdb::check_library(&config.store.embedded.library)?;
             }
@@ -223,6 +240,7 @@ impl Counters {
             console,
             store,
             haproxy: config.haproxy.enabled.then(Arc::default),
+            inlet: (mode == Mode::Inlet).then(|| Arc::new(InletMetrics::new(cores.len()))),
             http: Arc::default(),
         })
     }
@@ -262,6 +280,9 @@ impl Counters {
         }
         if let Some(bmp) = &self.bmp {
             exposition.register(bmp.clone());
+        }
+        if let Some(inlet) = &self.inlet {
+            exposition.register(inlet.clone());
         }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
@@ -303,10 +324,15 @@ fn serve_http(
     Ok(())
 }
 
-fn start_writer(config: &Config, counters: &Counters, shards: usize) -> Result<SinkWriter, String> {
+fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode) -> Result<SinkWriter, String> {
     // A cache host running only the HAProxy input has no flows to sink.
     if config.listeners.is_empty() {
         return Ok(SinkWriter::Count);
+    }
+    if let (Mode::Inlet, Some(metrics)) = (mode, &counters.inlet) {
+        let drain = Duration::from_millis(config.run.drain_timeout_ms);
+        let lines = config.log.data_plane_lines_per_minute;
+        return Ok(SinkWriter::Inlet(InletWriter::start(&config.kafka, shards, metrics.clone(), lines, drain)?));
     }
     Ok(match config.sink.kind {
         SinkKind::Json => SinkWriter::Json(

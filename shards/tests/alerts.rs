@@ -57,7 +57,13 @@ fn every_metric_the_rules_read_is_exported() {
     let body = format!("{}{store}{haproxy}{bmp}", two_shards(free_udp_port(), "ebpf"));
     let config = write_config(&dir, "weir.toml", &body);
     let c = Collector::start(&config);
-    let exported = c.scrape();
+    let mut exported = c.scrape();
+    c.stop();
+    // `weir inlet`'s, with brokers that do not answer (it starts anyway).
+    let kafka = format!("[kafka]\nbrokers = \"127.0.0.1:9\"\nspill_dir = \"{}\"\n", dir.join("spill").display());
+    let inlet = write_config(&dir, "inlet.toml", &format!("{}{kafka}", two_shards(free_udp_port(), "ebpf")));
+    let c = Collector::start_as("inlet", &inlet, &[]);
+    exported += &c.scrape();
     c.stop();
     for name in wanted {
         let series = name.clone();

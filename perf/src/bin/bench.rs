@@ -28,7 +28,8 @@ struct Args {
     /// Formats (comma separated): v5, v9, ipfix, sflow.
     #[arg(long, value_delimiter = ',', default_value = "ipfix,v9,sflow", value_parser = |s: &str| s.parse::<Format>())]
     formats: Vec<Format>,
-    /// Collectors (comma separated): weir, weir-store, nfdump, pmacct.
+    /// Collectors (comma separated): weir, weir-store, weir-inlet (into a
+    /// tansu broker started per step), nfdump, pmacct.
     #[arg(long, value_delimiter = ',', default_value = "weir,weir-store,nfdump,pmacct", value_parser = |s: &str| s.parse::<Kind>())]
     collectors: Vec<Kind>,
     /// The ladder, in flows/s (k/M suffixes; "max": as fast as the generator goes).
@@ -80,6 +81,9 @@ struct Args {
     /// `segments_dir` defaults to the step's directory).
     #[arg(long, default_value = "")]
     weir_store: String,
+    /// Extra lines for `weir-inlet`'s `[kafka]` section (e.g. `compression = "none"`).
+    #[arg(long, default_value = "")]
+    weir_kafka: String,
     /// Keep the collectors' directories (logs, files) under this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
@@ -158,6 +162,7 @@ impl Bench {
             weir: &self.weir,
             weir_shards: &self.args.weir_shards,
             weir_store: &self.args.weir_store,
+            weir_kafka: &self.args.weir_kafka,
         };
         let running = Running::start(&setup)?;
         let cpu_before = running.cpu_s();
@@ -177,7 +182,7 @@ impl Bench {
         let peak_rss = running.peak_rss_bytes();
         let kernel_drops = running.kernel_drops();
         let latency = if kind == Kind::WeirStore { running.latency() } else { None };
-        let accounted = running.stop(sent.flows, sent.packets)?;
+        let accounted = running.stop(&sent)?;
         if self.args.keep.is_none() {
             let _ = std::fs::remove_dir_all(&dir);
         }

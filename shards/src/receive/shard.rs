@@ -340,6 +340,9 @@ impl Shard {
                 }
             };
             let datagram = Datagram { exporter: d.exporter, received_ns, payload: d.payload, options };
+            if sink.datagram(&datagram) {
+                continue;
+            }
             // Errors are counted by the decoder, by reason.
             if let Err(e) = decoder.decode(&datagram, &mut |flow| sink.flow(flow)) {
                 if let Some(held_back) = logs.decode.allow(Instant::now()) {

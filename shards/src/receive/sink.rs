@@ -7,6 +7,8 @@
 //! - `Store`: the shard's column buffers for the store writer
 //!   (`store::writer`), handed over by row count or age as a sorted Native block.
 //! - `Count`: counts and forgets (benchmarks).
+//! - `Inlet` (`weir inlet`): takes the datagrams themselves, undecoded, and
+//!   produces each as a Kafka record (`kafka::inlet`).
 //! - `Json`: each shard fills its own buffer with JSON lines (the keys of
 //!   `weir decode`) and hands full buffers to one writer thread on the
 //!   control core over a bounded channel. Buffers come back through a free
@@ -25,8 +27,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use weir_core::json::write_flow;
-use weir_core::FlowRecord;
+use weir_core::{Datagram, FlowRecord};
 
+use crate::kafka::inlet::{InletShard, InletWriter};
 use crate::ops::exposition::{counters_of, Exported};
 use crate::ops::logging::Limiter;
 use crate::store::writer::{StoreSink, StoreWriter};
@@ -35,15 +38,29 @@ pub enum Sink {
     Count { flows: u64 },
     Json(JsonSink),
     Store(Box<StoreSink>),
+    Inlet(Box<InletShard>),
 }
 
 impl Sink {
+    /// Takes the datagram whole (the inlet), or leaves it to the decoder.
+    #[inline]
+    pub fn datagram(&mut self, d: &Datagram) -> bool {
+        match self {
+            Sink::Inlet(i) => {
+                i.datagram(d);
+                true
+            }
+            _ => false,
+        }
+    }
+
     #[inline]
     pub fn flow(&mut self, flow: &FlowRecord) {
         match self {
             Sink::Count { flows } => *flows += 1,
             Sink::Json(j) => j.flow(flow),
             Sink::Store(s) => s.flow(flow),
+            Sink::Inlet(_) => {}
         }
     }
 
@@ -53,6 +70,7 @@ impl Sink {
             Sink::Count { flows } => *flows,
             Sink::Json(j) => j.flows,
             Sink::Store(s) => s.flows(),
+            Sink::Inlet(_) => 0,
         }
     }
 
@@ -63,6 +81,7 @@ impl Sink {
             Sink::Count { .. } => {}
             Sink::Json(j) => j.hand_over(),
             Sink::Store(s) => s.tick(),
+            Sink::Inlet(i) => i.tick(),
         }
     }
 
@@ -72,6 +91,7 @@ impl Sink {
             Sink::Count { .. } => {}
             Sink::Json(j) => j.hand_over(),
             Sink::Store(s) => s.flush(),
+            Sink::Inlet(i) => i.flush(),
         }
     }
 }
@@ -81,16 +101,18 @@ pub enum SinkWriter {
     Count,
     Json(JsonWriter),
     Store(Box<StoreWriter>),
+    Inlet(InletWriter),
 }
 
 impl SinkWriter {
-    /// A sink for one shard.
-    pub fn sink(&self) -> Sink {
-        match self {
+    /// A sink for the next shard.
+    pub fn sink(&self) -> Result<Sink, String> {
+        Ok(match self {
             SinkWriter::Count => Sink::Count { flows: 0 },
             SinkWriter::Json(w) => w.sink(),
             SinkWriter::Store(w) => Sink::Store(Box::new(w.sink())),
-        }
+            SinkWriter::Inlet(w) => Sink::Inlet(Box::new(w.shard()?)),
+        })
     }
 
     /// SIGHUP: the JSON file is reopened (log rotation).
@@ -103,7 +125,7 @@ impl SinkWriter {
     /// Writes out what the shards handed over; call after they are gone.
     pub fn finish(self) {
         match self {
-            SinkWriter::Count => {}
+            SinkWriter::Count | SinkWriter::Inlet(_) => {}
             SinkWriter::Json(w) => w.finish(),
             SinkWriter::Store(w) => (*w).finish(),
         }

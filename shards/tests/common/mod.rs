@@ -42,8 +42,13 @@ impl Collector {
 
     /// Starts `weir run` with extra environment variables.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Collector {
+        Self::start_as("run", config, env)
+    }
+
+    /// Starts `weir COMMAND --config CONFIG` (`run`, `inlet`).
+    pub fn start_as(command: &str, config: &Path, env: &[(&str, &str)]) -> Collector {
         let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(["run", "--config"])
+            .args([command, "--config"])
             .arg(config)
             .envs(env.iter().copied())
             .stderr(Stdio::piped())

@@ -1,0 +1,409 @@
+//! `weir inlet`'s per-shard producer: one record per datagram to the
+//! shard's partition, a spill behind it (see the module above).
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+use tracing::{error, info, warn};
+use weir_core::config::{Compression, FlowsKafkaConfig, Partitioning};
+use weir_core::rawflow::{self, RawFlow};
+use weir_core::Datagram;
+
+use super::metrics::{InletDrop, InletMetrics};
+use super::spill::{Spill, SpillError};
+use crate::ops::logging::Limiter;
+
+/// Longest a housekeeping tick spends replaying the spill (the shard's
+/// sockets wait meanwhile).
+const REPLAY_SLICE: Duration = Duration::from_millis(20);
+
+pub struct Deliveries {
+    metrics: Arc<InletMetrics>,
+    logged: Mutex<Limiter>,
+}
+
+impl Deliveries {
+    fn allow(&self) -> Option<u64> {
+        self.logged.lock().ok().and_then(|mut l| l.allow(Instant::now()))
+    }
+}
+
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            if let Some(held_back) = self.allow() {
+                warn!(facility, held_back, "kafka: {message}");
+            }
+        } else {
+            tracing::debug!(facility, "kafka: {message}");
+        }
+    }
+
+    fn error(&self, e: KafkaError, reason: &str) {
+        if let Some(held_back) = self.allow() {
+            warn!(held_back, "kafka: {e}: {reason}");
+        }
+    }
+}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.metrics.delivered.fetch_add(1, Relaxed);
+            }
+            Err((e, _)) => {
+                self.metrics.delivery_errors.fetch_add(1, Relaxed);
+                if let Some(held_back) = self.allow() {
+                    error!(held_back, "kafka: record not delivered: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The control-plane side: makes each shard's producer.
+pub struct InletWriter {
+    config: FlowsKafkaConfig,
+    topic: String,
+    /// The topic's partitions, when the brokers answered at start.
+    partitions: Option<usize>,
+    metrics: Arc<InletMetrics>,
+    log_lines_per_minute: u32,
+    drain_timeout: Duration,
+    next_shard: Cell<usize>,
+}
+
+impl InletWriter {
+    /// Checks the configuration against the brokers (the topic's
+    /// partitions; a broker away at start is only a warning: the shards
+    /// spill until it comes).
+    pub fn start(
+        config: &FlowsKafkaConfig,
+        shards: usize,
+        metrics: Arc<InletMetrics>,
+        log_lines_per_minute: u32,
+        drain_timeout: Duration,
+    ) -> Result<InletWriter, String> {
+        let topic = rawflow::topic(&config.topic);
+        let probe = producer(config, metrics.clone(), log_lines_per_minute)?;
+        let partitions = match probe.client().fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+            Ok(m) => match m.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Some(t.partitions().len()),
+                _ => {
+                    return Err(format!(
+                        "kafka: topic {topic} does not exist on {}: create it with {shards} or more partitions \
+                         (one per inlet shard)",
+                        config.brokers
+                    ))
+                }
+            },
+            Err(e) => {
+                warn!("kafka: brokers {} did not answer ({e}): partition = shard index until they do", config.brokers);
+                None
+            }
+        };
+        match partitions {
+            Some(n) if n < shards && config.partitioning == Partitioning::Shard => warn!(
+                "kafka: topic {topic} has {n} partitions for {shards} shards: shards share partitions (shard % {n})"
+            ),
+            Some(n) => info!("kafka: producing to {topic} ({n} partitions) on {}", config.brokers),
+            None => {}
+        }
+        Ok(InletWriter {
+            config: config.clone(),
+            topic,
+            partitions,
+            metrics,
+            log_lines_per_minute,
+            drain_timeout,
+            next_shard: Cell::new(0),
+        })
+    }
+
+    /// The next shard's producer and spill.
+    pub fn shard(&self) -> Result<InletShard, String> {
+        let index = self.next_shard.get();
+        self.next_shard.set(index + 1);
+        let c = &self.config;
+        let partition = match c.partitioning {
+            Partitioning::Shard => Some((index % self.partitions.unwrap_or(usize::MAX)) as i32),
+            Partitioning::Exporter => None,
+        };
+        let spill = if c.spill_dir.as_os_str().is_empty() {
+            None
+        } else {
+            let dir = c.spill_dir.join(format!("shard-{index}"));
+            let spill =
+                Spill::open(&dir, c.spill_bytes_max).map_err(|e| format!("kafka.spill_dir {}: {e}", dir.display()))?;
+            if !spill.is_empty() {
+                info!(
+                    shard = index,
+                    "kafka: {} bytes of records left in {} are sent first",
+                    spill.bytes(),
+                    dir.display()
+                );
+            }
+            Some(spill)
+        };
+        Ok(InletShard {
+            producer: producer(c, self.metrics.clone(), self.log_lines_per_minute)?,
+            topic: self.topic.clone(),
+            partition,
+            index,
+            record: RawFlow::default(),
+            replaying: RawFlow::default(),
+            bytes: Vec::with_capacity(2048),
+            spilled: Vec::with_capacity(2048),
+            held: false,
+            spill,
+            wait: Duration::from_millis(c.backpressure_wait_ms),
+            drain_timeout: self.drain_timeout,
+            metrics: self.metrics.clone(),
+            logged: Limiter::new(self.log_lines_per_minute),
+        })
+    }
+}
+
+fn producer(
+    config: &FlowsKafkaConfig,
+    metrics: Arc<InletMetrics>,
+    log_lines_per_minute: u32,
+) -> Result<ThreadedProducer<Deliveries>, String> {
+    let compression = match config.compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    };
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("client.id", "weir-inlet")
+        .set("compression.codec", compression)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        // Never given up on: the spill and the queue bound what waits.
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.messages", config.queue_messages_max.to_string())
+        .set("queue.buffering.max.kbytes", (config.queue_bytes_max / 1024).max(1).to_string())
+        .set("linger.ms", config.linger_ms.to_string());
+    for (key, value) in &config.options {
+        c.set(key, value);
+    }
+    let context = Deliveries { metrics, logged: Mutex::new(Limiter::new(log_lines_per_minute)) };
+    c.create_with_context(context).map_err(|e| format!("kafka: {e}"))
+}
+
+/// Whether the producer took a record.
+enum Sent {
+    Taken,
+    Full,
+    Refused,
+}
+
+/// One shard's producer, partition and spill.
+pub struct InletShard {
+    producer: ThreadedProducer<Deliveries>,
+    topic: String,
+    /// None: keyed by exporter.
+    partition: Option<i32>,
+    index: usize,
+    record: RawFlow,
+    /// A spilled record read back (for its exporter).
+    replaying: RawFlow,
+    bytes: Vec<u8>,
+    /// The spill's oldest record, read but not taken yet when `held`.
+    spilled: Vec<u8>,
+    held: bool,
+    spill: Option<Spill>,
+    wait: Duration,
+    drain_timeout: Duration,
+    metrics: Arc<InletMetrics>,
+    logged: Limiter,
+}
+
+impl InletShard {
+    /// Wraps and produces one datagram (behind the spill when it holds
+    /// records).
+    pub fn datagram(&mut self, d: &Datagram) {
+        self.metrics.records.fetch_add(1, Relaxed);
+        self.record.set(d, self.index as u32);
+        self.record.write(&mut self.bytes);
+        if self.spilling() {
+            self.spill_record();
+            return;
+        }
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match send(&self.producer, &self.topic, self.partition, &d.exporter, &self.bytes) {
+                Sent::Taken => {
+                    self.metrics.produced.fetch_add(1, Relaxed);
+                    return;
+                }
+                Sent::Refused => {
+                    self.refused();
+                    return;
+                }
+                Sent::Full if Instant::now() < deadline => {
+                    self.metrics.backpressure_waits.fetch_add(1, Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Sent::Full => {
+                    self.spill_record();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn spilling(&self) -> bool {
+        self.held || self.spill.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    fn spill_record(&mut self) {
+        let Some(spill) = &mut self.spill else {
+            self.metrics.lose(InletDrop::QueueFull, 1);
+            return;
+        };
+        match spill.push(&self.bytes) {
+            Ok(()) => {
+                self.metrics.spilled.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                let reason = match e {
+                    SpillError::Full => InletDrop::SpillFull,
+                    SpillError::Io(_) => InletDrop::SpillError,
+                };
+                self.metrics.lose(reason, 1);
+                if let Some(held_back) = self.logged.allow(Instant::now()) {
+                    error!(shard = self.index, held_back, reason = reason.label(), "kafka: record dropped: {e}");
+                }
+            }
+        }
+    }
+
+    fn refused(&mut self) {
+        self.metrics.lose(InletDrop::Refused, 1);
+        if let Some(held_back) = self.logged.allow(Instant::now()) {
+            error!(shard = self.index, held_back, "kafka: the producer refused a record");
+        }
+    }
+
+    /// Housekeeping: replays the spill while the producer takes records
+    /// (for up to `REPLAY_SLICE`), and publishes the gauges.
+    pub fn tick(&mut self) {
+        self.replay(Instant::now() + REPLAY_SLICE);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let spilled =
+            self.spill.as_ref().map_or(0, |s| s.bytes()) + if self.held { self.spilled.len() as u64 + 4 } else { 0 };
+        self.metrics.spill_bytes[self.index].store(spilled, Relaxed);
+        self.metrics.queue[self.index].store(self.producer.in_flight_count().max(0) as u64, Relaxed);
+    }
+
+    fn replay(&mut self, until: Instant) {
+        let Some(spill) = &mut self.spill else { return };
+        let _ = spill.flush();
+        let torn = spill.torn;
+        loop {
+            if !self.held {
+                match spill.pop(&mut self.spilled) {
+                    Ok(true) => self.held = true,
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.metrics.lose(InletDrop::SpillError, 1);
+                        if let Some(held_back) = self.logged.allow(Instant::now()) {
+                            error!(shard = self.index, held_back, "kafka: spill not read: {e}");
+                        }
+                        break;
+                    }
+                }
+            }
+            // Keyed by exporter: the spilled record's own.
+            let key = match self.partition {
+                Some(_) => &[][..],
+                None => match self.replaying.read(&self.spilled) {
+                    Ok(()) => &self.replaying.exporter[..],
+                    Err(_) => &[][..],
+                },
+            };
+            match send(&self.producer, &self.topic, self.partition, key, &self.spilled) {
+                Sent::Taken => {
+                    self.held = false;
+                    self.metrics.produced.fetch_add(1, Relaxed);
+                    self.metrics.replayed.fetch_add(1, Relaxed);
+                }
+                Sent::Refused => {
+                    self.held = false;
+                    self.metrics.lose(InletDrop::Refused, 1);
+                }
+                Sent::Full => break,
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        self.metrics.lose(InletDrop::Torn, spill.torn - torn);
+    }
+
+    /// Stop: replays what the spill holds while the brokers take it, then
+    /// waits for the producer to deliver (both within the drain timeout).
+    /// What is still in the producer then is lost (counted); what is still
+    /// in the spill stays there for the next start.
+    pub fn flush(&mut self) {
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.spilling() && Instant::now() < deadline {
+            self.replay(deadline);
+            if self.spilling() {
+                self.producer.poll(Duration::from_millis(10));
+            }
+        }
+        if let Some(spill) = &mut self.spill {
+            if self.held {
+                // Taken out but not produced: back in the spill (behind the
+                // rest; it was the oldest).
+                let _ = spill.push(&self.spilled);
+                self.held = false;
+            }
+            let _ = spill.flush();
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        if let Err(e) = self.producer.flush(left) {
+            let n = self.producer.in_flight_count().max(0) as u64;
+            self.metrics.lose(InletDrop::Stopped, n);
+            error!(shard = self.index, "kafka: {n} records not delivered at stop: {e}");
+        }
+        self.publish();
+    }
+}
+
+/// Enqueues one record: to the shard's partition, or keyed by exporter.
+fn send(
+    producer: &ThreadedProducer<Deliveries>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    bytes: &[u8],
+) -> Sent {
+    let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic).payload(bytes);
+    record = match partition {
+        Some(p) => record.partition(p),
+        None => record.key(key),
+    };
+    match producer.send(record) {
+        Ok(()) => Sent::Taken,
+        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Sent::Full,
+        Err(_) => Sent::Refused,
+    }
+}
