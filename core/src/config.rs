@@ -1349,6 +1349,19 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// librdkafka's name for it (`compression.codec`).
+    pub fn codec(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
 /// The Kafka producer of the HAProxy input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

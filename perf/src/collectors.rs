@@ -146,7 +146,7 @@ impl Running {
                 let sink = if s.kind == Kind::Weir {
                     "[sink]\nkind = \"count\"\n".to_string()
                 } else if s.kind == Kind::WeirInlet {
-                    let (child, address) = start_tansu("flows-v1", s.cores.len(), &s.dir.join("tansu.log"))?;
+                    let (child, address) = start_tansu(&[("flows-v1", s.cores.len())], Some(&s.dir.join("tansu.log")))?;
                     broker = Some(child);
                     format!(
                         "[kafka]\nbrokers = \"{address}\"\nspill_dir = \"{}\"\n{}\n",
@@ -412,13 +412,23 @@ impl Drop for Running {
     }
 }
 
-/// tansu (memory storage) on a free port with `topic` of `partitions`
-/// partitions; returns it and its address.
-fn start_tansu(topic: &str, partitions: usize, log: &Path) -> Result<(Child, String), String> {
+/// tansu (memory storage, a Kafka-protocol broker; scripts/setup-tansu
+/// installs it) on a free port, with `topics` (name, partitions) created;
+/// returns it and its address. Its output goes to `log`, else nowhere.
+/// The benchmark's inlet steps and the Kafka tests use it.
+pub fn start_tansu(topics: &[(&str, usize)], log: Option<&Path>) -> Result<(Child, String), String> {
     let port =
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
     let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let output = || -> Result<Stdio, String> {
+        match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path);
+                Ok(file.map_err(|e| format!("{}: {e}", path.display()))?.into())
+            }
+            None => Ok(Stdio::null()),
+        }
+    };
     let mut child = Command::new(find_program("tansu").ok_or("tansu is not installed (scripts/setup-tansu)")?)
         .args([
             "broker",
@@ -429,25 +439,29 @@ fn start_tansu(topic: &str, partitions: usize, log: &Path) -> Result<(Child, Str
             "--storage-engine",
             "memory://tansu/",
         ])
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
+        .stdout(output()?)
+        .stderr(output()?)
         .spawn()
         .map_err(|e| format!("tansu: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("tansu did not listen within 20 s".into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new("tansu")
-        .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        let _ = child.kill();
-        return Err(format!("tansu topic create: {}", String::from_utf8_lossy(&out.stderr)));
+    for (topic, partitions) in topics {
+        let out = Command::new("tansu")
+            .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("tansu topic create {topic}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
     }
     Ok((child, format!("127.0.0.1:{port}")))
 }

@@ -7,7 +7,7 @@
 //! - `console`: the console API (`weir-console`) over its own store
 //!   connection, and its counters.
 //! - `kafka`: the flow pipeline's Kafka side (the inlet's producers and
-//!   spills).
+//!   spills), and the Kafka client logging the HAProxy input shares.
 //! - `receive`: the data plane: pinned shards, reuseport sockets, sinks.
 //! - `haproxy`: the access-log input (unix socket to Kafka).
 //! - `cli`: one file per one-shot subcommand (`decode`, `query`,

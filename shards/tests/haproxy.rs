@@ -37,31 +37,17 @@ fn wait_for_port(port: u16, what: &str) {
     }
 }
 
-/// tansu with in-memory storage (scripts/setup-tansu installs it).
+/// tansu with in-memory storage.
 struct Broker {
     child: Child,
-    port: u16,
+    address: String,
 }
 
 impl Broker {
-    fn start(port: u16, topics: &[&str]) -> Broker {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu (scripts/setup-tansu installs it)");
-        wait_for_port(port, "tansu");
-        for topic in topics {
-            let out = Command::new("tansu")
-                .args(["topic", "create", topic, "--partitions", "1", "--broker", &url])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tansu topic create: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Broker { child, port }
+    fn start(topics: &[&str]) -> Broker {
+        let topics: Vec<(&str, usize)> = topics.iter().map(|t| (*t, 1)).collect();
+        let (child, address) = weir_perf::collectors::start_tansu(&topics, None).unwrap();
+        Broker { child, address }
     }
 
     /// SIGSTOP: connections stay open and nothing is answered.
@@ -76,7 +62,7 @@ impl Broker {
     }
 
     fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.address.clone()
     }
 
     /// Every message of partition 0 of `topic`, from the start, until
@@ -273,7 +259,7 @@ fn setup(name: &str) -> Setup {
 fn every_request_becomes_one_message_and_garbage_is_dead_lettered() {
     let _turn = turn();
     let s = setup("haproxy-requests");
-    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let broker = Broker::start(&["access", "access-dead"]);
     let c = Collector::start(&weir_config(&s.dir, &s.socket, &broker));
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&s.socket).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o660, "the configured mode");
@@ -411,7 +397,7 @@ fn wait_delivered(c: &Collector, wait: Duration) -> u64 {
 fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
     let _turn = turn();
     let s = setup("haproxy-outage");
-    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let broker = Broker::start(&["access", "access-dead"]);
     let config = weir_config(&s.dir, &s.socket, &broker);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replace("[haproxy]\n", "[run]\nstall_timeout_s = 5\n[haproxy]\n")).unwrap();
@@ -454,7 +440,7 @@ fn a_broker_stopped_for_30_s_under_steady_requests_loses_nothing() {
 fn weir_or_haproxy_restarted_the_lines_keep_coming() {
     let _turn = turn();
     let s = setup("haproxy-restart");
-    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let broker = Broker::start(&["access", "access-dead"]);
     let config = weir_config(&s.dir, &s.socket, &broker);
     let c = Collector::start(&config);
     let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
@@ -494,7 +480,7 @@ fn weir_or_haproxy_restarted_the_lines_keep_coming() {
 fn a_full_producer_queue_pushes_back_then_drops_and_counts() {
     let _turn = turn();
     let s = setup("haproxy-queue");
-    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let broker = Broker::start(&["access", "access-dead"]);
     let config = weir_config(&s.dir, &s.socket, &broker);
     let text = std::fs::read_to_string(&config).unwrap();
     let tight = "linger_ms = 1\nqueue_messages_max = 10\nbackpressure_wait_ms = 50\n";
@@ -527,7 +513,7 @@ fn every_compression_codec_reaches_the_consumer() {
     let _turn = turn();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let s = setup(&format!("haproxy-{codec}"));
-        let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+        let broker = Broker::start(&["access", "access-dead"]);
         let config = weir_config(&s.dir, &s.socket, &broker);
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(
@@ -554,7 +540,7 @@ fn every_compression_codec_reaches_the_consumer() {
 fn the_readme_production_config_keeps_bytes_decodes_uris_and_explains_bad_requests() {
     let _turn = turn();
     let s = setup("haproxy-production");
-    let broker = Broker::start(free_tcp_port(), &["access", "access-dead"]);
+    let broker = Broker::start(&["access", "access-dead"]);
     let socket = s.socket.display().to_string();
     let weir = replaced(
         readme_block("haproxy-production.toml"),

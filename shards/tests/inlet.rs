@@ -6,8 +6,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{numbered_v5_from, temp_dir, two_shards, wait_until, write_config, Collector};
@@ -16,36 +16,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use weir_core::rawflow::{RawFlow, VERSION};
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// tansu with in-memory storage (scripts/setup-tansu installs it).
+/// tansu with in-memory storage.
 struct Broker {
     child: Child,
     address: String,
 }
 
 impl Broker {
-    fn start(topics: &[(&str, u32)]) -> Broker {
-        let port = free_tcp_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu (scripts/setup-tansu installs it)");
-        wait_until("tansu listens", Duration::from_secs(20), || TcpStream::connect(("127.0.0.1", port)).is_ok());
-        for (topic, partitions) in topics {
-            let out = Command::new("tansu")
-                .args(["topic", "create", topic, "--partitions", &partitions.to_string(), "--broker", &url])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "tansu topic create: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Broker { child, address: format!("127.0.0.1:{port}") }
+    fn start(topics: &[(&str, usize)]) -> Broker {
+        let (child, address) = weir_perf::collectors::start_tansu(topics, None).unwrap();
+        Broker { child, address }
     }
 
     fn signal(&self, signal: i32) {

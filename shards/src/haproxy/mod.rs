@@ -31,10 +31,11 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 use tracing::{error, info, warn};
 use weir_core::accesslog::{Format, LineError, LineReason};
-use weir_core::config::{Compression, HaproxyConfig};
+use weir_core::config::HaproxyConfig;
 
 use self::counter::{RequestCounters, Tally};
 pub use self::metrics::{HaproxyMetrics, ProduceDrop, Topic};
+use crate::kafka::ClientLog;
 use crate::ops::logging::Limiter;
 
 /// Log timestamp and topic of a message in flight.
@@ -45,32 +46,16 @@ struct Sent {
 
 struct Deliveries {
     metrics: Arc<HaproxyMetrics>,
-    errors_logged: std::sync::Mutex<Limiter>,
+    log: ClientLog,
 }
 
 impl ClientContext for Deliveries {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        // Broker connection errors repeat while a broker is down: the
-        // error callback reports them, within the limit.
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            if let Some(held_back) = self.allow() {
-                warn!(facility, held_back, "kafka: {message}");
-            }
-        } else {
-            tracing::debug!(facility, "kafka: {message}");
-        }
+        self.log.log(level, facility, message);
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        if let Some(held_back) = self.allow() {
-            warn!(held_back, "kafka: {e}: {reason}");
-        }
-    }
-}
-
-impl Deliveries {
-    fn allow(&self) -> Option<u64> {
-        self.errors_logged.lock().ok().and_then(|mut l| l.allow(Instant::now()))
+        self.log.error(e, reason);
     }
 }
 
@@ -89,7 +74,7 @@ impl ProducerContext for Deliveries {
             }
             Err((e, _)) => {
                 self.metrics.delivery_errors[i].fetch_add(1, Relaxed);
-                if let Some(held_back) = self.allow() {
+                if let Some(held_back) = self.log.allow() {
                     error!(held_back, topic = sent.topic.label(), "kafka: message not delivered: {e}");
                 }
             }
@@ -172,17 +157,10 @@ fn producer(
     log_lines_per_minute: u32,
 ) -> Result<ThreadedProducer<Deliveries>, String> {
     let k = &config.kafka;
-    let compression = match k.compression {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Snappy => "snappy",
-        Compression::Lz4 => "lz4",
-        Compression::Zstd => "zstd",
-    };
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers)
         .set("client.id", "weir")
-        .set("compression.codec", compression)
+        .set("compression.codec", k.compression.codec())
         .set("acks", &k.acks)
         .set("enable.idempotence", k.idempotence.to_string())
         .set("queue.buffering.max.messages", k.queue_messages_max.to_string())
@@ -192,7 +170,7 @@ fn producer(
     for (key, value) in &k.options {
         c.set(key, value);
     }
-    let context = Deliveries { metrics, errors_logged: std::sync::Mutex::new(Limiter::new(log_lines_per_minute)) };
+    let context = Deliveries { metrics, log: ClientLog::new(log_lines_per_minute) };
     c.create_with_context(context).map_err(|e| format!("haproxy.kafka: {e}"))
 }
 

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -11,12 +11,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tracing::{error, info, warn};
-use weir_core::config::{Compression, FlowsKafkaConfig, Partitioning};
+use weir_core::config::{FlowsKafkaConfig, Partitioning};
 use weir_core::rawflow::{self, RawFlow};
 use weir_core::Datagram;
 
 use super::metrics::{InletDrop, InletMetrics};
 use super::spill::{Spill, SpillError};
+use super::ClientLog;
 use crate::ops::logging::Limiter;
 
 /// Longest a housekeeping tick spends replaying the spill (the shard's
@@ -25,30 +26,16 @@ const REPLAY_SLICE: Duration = Duration::from_millis(20);
 
 pub struct Deliveries {
     metrics: Arc<InletMetrics>,
-    logged: Mutex<Limiter>,
-}
-
-impl Deliveries {
-    fn allow(&self) -> Option<u64> {
-        self.logged.lock().ok().and_then(|mut l| l.allow(Instant::now()))
-    }
+    log: ClientLog,
 }
 
 impl ClientContext for Deliveries {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
-            if let Some(held_back) = self.allow() {
-                warn!(facility, held_back, "kafka: {message}");
-            }
-        } else {
-            tracing::debug!(facility, "kafka: {message}");
-        }
+        self.log.log(level, facility, message);
     }
 
     fn error(&self, e: KafkaError, reason: &str) {
-        if let Some(held_back) = self.allow() {
-            warn!(held_back, "kafka: {e}: {reason}");
-        }
+        self.log.error(e, reason);
     }
 }
 
@@ -62,7 +49,7 @@ impl ProducerContext for Deliveries {
             }
             Err((e, _)) => {
                 self.metrics.delivery_errors.fetch_add(1, Relaxed);
-                if let Some(held_back) = self.allow() {
+                if let Some(held_back) = self.log.allow() {
                     error!(held_back, "kafka: record not delivered: {e}");
                 }
             }
@@ -178,17 +165,10 @@ fn producer(
     metrics: Arc<InletMetrics>,
     log_lines_per_minute: u32,
 ) -> Result<ThreadedProducer<Deliveries>, String> {
-    let compression = match config.compression {
-        Compression::None => "none",
-        Compression::Gzip => "gzip",
-        Compression::Snappy => "snappy",
-        Compression::Lz4 => "lz4",
-        Compression::Zstd => "zstd",
-    };
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("client.id", "weir-inlet")
-        .set("compression.codec", compression)
+        .set("compression.codec", config.compression.codec())
         .set("acks", "all")
         .set("enable.idempotence", "true")
         // Never given up on: the spill and the queue bound what waits.
@@ -199,7 +179,7 @@ fn producer(
     for (key, value) in &config.options {
         c.set(key, value);
     }
-    let context = Deliveries { metrics, logged: Mutex::new(Limiter::new(log_lines_per_minute)) };
+    let context = Deliveries { metrics, log: ClientLog::new(log_lines_per_minute) };
     c.create_with_context(context).map_err(|e| format!("kafka: {e}"))
 }
 

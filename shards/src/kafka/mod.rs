@@ -16,9 +16,52 @@
 //! oldest first, as the queue drains, and new records go behind it, so a
 //! shard's records reach its partition in the order they arrived.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use tracing::warn;
+
+use crate::ops::logging::Limiter;
+
 pub mod inlet;
 pub mod metrics;
 pub mod spill;
 
 pub use inlet::InletWriter;
 pub use metrics::InletMetrics;
+
+/// What a Kafka client's context logs of librdkafka: warnings and errors
+/// within a rate limit (a broker that is down repeats them), the rest at
+/// debug level. The HAProxy input's producer and the inlet's share it.
+pub struct ClientLog(Mutex<Limiter>);
+
+impl ClientLog {
+    pub fn new(lines_per_minute: u32) -> ClientLog {
+        ClientLog(Mutex::new(Limiter::new(lines_per_minute)))
+    }
+
+    /// Within the limit: `Some(lines held back since the last one)`.
+    pub fn allow(&self) -> Option<u64> {
+        self.0.lock().ok().and_then(|mut l| l.allow(Instant::now()))
+    }
+
+    /// `ClientContext::log`.
+    pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            if let Some(held_back) = self.allow() {
+                warn!(facility, held_back, "kafka: {message}");
+            }
+        } else {
+            tracing::debug!(facility, "kafka: {message}");
+        }
+    }
+
+    /// `ClientContext::error`.
+    pub fn error(&self, e: KafkaError, reason: &str) {
+        if let Some(held_back) = self.allow() {
+            warn!(held_back, "kafka: {e}: {reason}");
+        }
+    }
+}
