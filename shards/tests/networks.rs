@@ -101,7 +101,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     wait_until("the source was fetched", Duration::from_secs(15), || fetched().unwrap_or(0) >= 1);
     // The source's networks are in once a table was built after the fetch.
     let rebuilds = || c.metric("weir_networks_rebuilds_total", "result=\"ok\"").first().copied().unwrap_or(0);
-    wait_until("a table with the source", Duration::from_secs(15), || rebuilds() >= 2);
+    wait_until("a table with the source", Duration::from_secs(60), || rebuilds() >= 2);
     let sources = ["81.2.69.160", "89.160.20.130", "89.160.20.10", "10.1.2.3", "203.0.113.5", "198.51.100.7"];
     let mut sent = send(port, [127, 0, 0, 1], &sources, 1);
     sent += send(port, [127, 0, 0, 2], &sources, 1);
@@ -109,7 +109,7 @@ fn geoip_asn_config_and_source_networks_and_sampling_rates_reach_the_store() {
     // The source drops its network: after its refresh, a new table.
     std::fs::write(&document, r#"{"prefixes": []}"#).unwrap();
     let before = rebuilds();
-    wait_until("a table without the source's network", Duration::from_secs(15), || rebuilds() > before);
+    wait_until("a table without the source's network", Duration::from_secs(60), || rebuilds() > before);
     std::thread::sleep(Duration::from_millis(300));
     sent += send(port, [127, 0, 0, 1], &["203.0.113.5"], 2);
     assert_eq!(wait_rows_inserted(&c, sent, Duration::from_secs(20)), sent);
@@ -202,7 +202,7 @@ fn a_database_that_cannot_be_read_stops_the_start_unless_optional() {
     let c = Collector::start(&config);
     assert_eq!(c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"error\""), [1]);
     std::fs::copy(test_database(&dir, false), &missing).unwrap();
-    wait_until("the database read once it appeared", Duration::from_secs(15), || {
+    wait_until("the database read once it appeared", Duration::from_secs(60), || {
         c.metric("weir_networks_database_reads_total", "database=\"nowhere.mmdb\",result=\"ok\"") == [1]
     });
     c.stop();

@@ -3,13 +3,14 @@
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::ClientContext;
+use rdkafka::Message;
 use tracing::{error, info, warn};
 use weir_core::config::{FlowsKafkaConfig, Partitioning};
 use weir_core::rawflow::{self, RawFlow};
@@ -27,6 +28,9 @@ const REPLAY_SLICE: Duration = Duration::from_millis(20);
 pub struct Deliveries {
     metrics: Arc<InletMetrics>,
     log: ClientLog,
+    /// At a stop, the records purged from the producer, with their
+    /// sequence numbers (the shard spills them, in order).
+    purged: Mutex<Vec<(usize, Vec<u8>)>>,
 }
 
 impl ClientContext for Deliveries {
@@ -40,12 +44,19 @@ impl ClientContext for Deliveries {
 }
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
+    /// The record's sequence number within its shard.
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, sequence: usize) {
         match result {
             Ok(_) => {
                 self.metrics.delivered.fetch_add(1, Relaxed);
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight), m)) => {
+                let payload = m.payload().unwrap_or_default().to_vec();
+                if let Ok(mut purged) = self.purged.lock() {
+                    purged.push((sequence, payload));
+                }
             }
             Err((e, _)) => {
                 self.metrics.delivery_errors.fetch_add(1, Relaxed);
@@ -139,6 +150,7 @@ impl InletWriter {
                     dir.display()
                 );
             }
+            self.metrics.spill_bytes[index].store(spill.bytes(), Relaxed);
             Some(spill)
         };
         Ok(InletShard {
@@ -151,6 +163,7 @@ impl InletWriter {
             bytes: Vec::with_capacity(2048),
             spilled: Vec::with_capacity(2048),
             held: false,
+            sequence: 0,
             spill,
             wait: Duration::from_millis(c.backpressure_wait_ms),
             drain_timeout: self.drain_timeout,
@@ -179,7 +192,7 @@ fn producer(
     for (key, value) in &config.options {
         c.set(key, value);
     }
-    let context = Deliveries { metrics, log: ClientLog::new(log_lines_per_minute) };
+    let context = Deliveries { metrics, log: ClientLog::new(log_lines_per_minute), purged: Mutex::default() };
     c.create_with_context(context).map_err(|e| format!("kafka: {e}"))
 }
 
@@ -204,6 +217,9 @@ pub struct InletShard {
     /// The spill's oldest record, read but not taken yet when `held`.
     spilled: Vec<u8>,
     held: bool,
+    /// The next record's number (the delivery opaque: purged records are
+    /// put back in order).
+    sequence: usize,
     spill: Option<Spill>,
     wait: Duration,
     drain_timeout: Duration,
@@ -224,8 +240,9 @@ impl InletShard {
         }
         let deadline = Instant::now() + self.wait;
         loop {
-            match send(&self.producer, &self.topic, self.partition, &d.exporter, &self.bytes) {
+            match send(&self.producer, &self.topic, self.partition, &d.exporter, &self.bytes, self.sequence) {
                 Sent::Taken => {
+                    self.sequence += 1;
                     self.metrics.produced.fetch_add(1, Relaxed);
                     return;
                 }
@@ -318,8 +335,9 @@ impl InletShard {
                     Err(_) => &[][..],
                 },
             };
-            match send(&self.producer, &self.topic, self.partition, key, &self.spilled) {
+            match send(&self.producer, &self.topic, self.partition, key, &self.spilled, self.sequence) {
                 Sent::Taken => {
+                    self.sequence += 1;
                     self.held = false;
                     self.metrics.produced.fetch_add(1, Relaxed);
                     self.metrics.replayed.fetch_add(1, Relaxed);
@@ -339,8 +357,11 @@ impl InletShard {
 
     /// Stop: replays what the spill holds while the brokers take it, then
     /// waits for the producer to deliver (both within the drain timeout).
-    /// What is still in the producer then is lost (counted); what is still
-    /// in the spill stays there for the next start.
+    /// What the producer still holds then is taken back (purged) and put in
+    /// front of the spill, in order, with the record the replay held: the
+    /// next start sends it first (a purged in-flight record may have been
+    /// delivered already: at least once). Without a spill it is lost,
+    /// counted.
     pub fn flush(&mut self) {
         let deadline = Instant::now() + self.drain_timeout;
         while self.spilling() && Instant::now() < deadline {
@@ -349,34 +370,66 @@ impl InletShard {
                 self.producer.poll(Duration::from_millis(10));
             }
         }
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        if let Err(e) = self.producer.flush(left) {
+            let queued = self.producer.in_flight_count().max(0) as u64;
+            if self.spill.is_some() {
+                self.take_back();
+            }
+            let lost = self.producer.in_flight_count().max(0) as u64;
+            if lost > 0 {
+                self.metrics.lose(InletDrop::Stopped, lost);
+                error!(shard = self.index, "kafka: {lost} records not delivered at stop: {e}");
+            } else {
+                info!(shard = self.index, "kafka: {queued} records not delivered at stop kept in the spill: {e}");
+            }
+        }
         if let Some(spill) = &mut self.spill {
             if self.held {
-                // Taken out but not produced: back in the spill (behind the
-                // rest; it was the oldest).
-                let _ = spill.push(&self.spilled);
                 self.held = false;
+                if let Err(e) = spill.prepend([&self.spilled[..]]) {
+                    self.metrics.lose(InletDrop::SpillError, 1);
+                    error!(shard = self.index, "kafka: a record not spilled at stop: {e}");
+                }
             }
             let _ = spill.flush();
         }
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-        if let Err(e) = self.producer.flush(left) {
-            let n = self.producer.in_flight_count().max(0) as u64;
-            self.metrics.lose(InletDrop::Stopped, n);
-            error!(shard = self.index, "kafka: {n} records not delivered at stop: {e}");
-        }
         self.publish();
+    }
+
+    /// Purges the producer and puts its records in front of the spill.
+    fn take_back(&mut self) {
+        let Some(spill) = &mut self.spill else { return };
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+        // The purged records' reports, through the producer's poll thread.
+        let _ = self.producer.flush(Duration::from_secs(5));
+        let mut purged = std::mem::take(&mut *self.producer.context().purged.lock().unwrap_or_else(|e| e.into_inner()));
+        purged.sort_unstable_by_key(|p| p.0);
+        let n = purged.len() as u64;
+        match spill.prepend(purged.iter().map(|p| &p.1[..])) {
+            Ok(()) => {
+                self.metrics.spilled.fetch_add(n, Relaxed);
+                // Produced once, spilled now: replayed (and produced) again.
+            }
+            Err(e) => {
+                self.metrics.lose(InletDrop::SpillError, n);
+                error!(shard = self.index, "kafka: {n} records not spilled at stop: {e}");
+            }
+        }
     }
 }
 
-/// Enqueues one record: to the shard's partition, or keyed by exporter.
+/// Enqueues one record (`sequence`: its number in the shard): to the
+/// shard's partition, or keyed by exporter.
 fn send(
     producer: &ThreadedProducer<Deliveries>,
     topic: &str,
     partition: Option<i32>,
     key: &[u8],
     bytes: &[u8],
+    sequence: usize,
 ) -> Sent {
-    let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic).payload(bytes);
+    let mut record: BaseRecord<'_, [u8], [u8], usize> = BaseRecord::with_opaque_to(topic, sequence).payload(bytes);
     record = match partition {
         Some(p) => record.partition(p),
         None => record.key(key),

@@ -20,7 +20,8 @@ pub enum InletDrop {
     /// librdkafka refused the record (too large for `message.max.bytes`,
     /// a fatal producer error).
     Refused,
-    /// Still in the producer's queue when the drain timeout ended a stop.
+    /// Still in the producer when the drain timeout ended a stop, with no
+    /// spill to keep it.
     Stopped,
     /// Cut short in the spill by a crash.
     Torn,

@@ -8,7 +8,9 @@
 //! is deleted. What a stop or a crash leaves is read back at the next
 //! start, from the start of the oldest segment (records of it that were
 //! already produced go out again: at least once). A record cut short by a
-//! crash ends its segment (counted by the caller as `torn`).
+//! crash ends its segment (counted by the caller as `torn`). Records older
+//! than every spilled one (those a stop took back from the producer) go
+//! in front (`prepend`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -16,6 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// A segment is closed for appending past this many bytes.
 const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// The first segment's number: segments put in front of the oldest
+/// (`prepend`) count down from it.
+const FIRST: u64 = 1 << 40;
 
 /// Longest record taken (a datagram is at most 64 KiB, and the record's
 /// other fields are a few dozen bytes).
@@ -102,7 +108,7 @@ impl Spill {
             if let Some((_, mut w, _)) = self.writer.take() {
                 w.flush().map_err(SpillError::Io)?;
             }
-            let n = self.segments.back().map_or(1, |n| n + 1);
+            let n = self.segments.back().map_or(FIRST, |n| n + 1);
             let file = OpenOptions::new().create_new(true).append(true).open(self.path(n)).map_err(SpillError::Io)?;
             self.segments.push_back(n);
             self.writer = Some((n, BufWriter::with_capacity(256 << 10, file), 0));
@@ -112,6 +118,39 @@ impl Spill {
         w.write_all(record).map_err(SpillError::Io)?;
         *written += framed;
         self.bytes += framed;
+        Ok(())
+    }
+
+    /// Puts `records` before every record the spill holds, in their order
+    /// (they are older: taken back from the producer at a stop). They are
+    /// not held to `bytes_max` (the producer's queue bounded them). The
+    /// oldest segment's unread records are copied behind them, so that the
+    /// new front segment is read from its start.
+    pub fn prepend<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> io::Result<()> {
+        self.flush()?;
+        let oldest = self.segments.front().copied();
+        let n = oldest.map_or(FIRST, |n| n - 1);
+        let mut w =
+            BufWriter::with_capacity(256 << 10, OpenOptions::new().create_new(true).append(true).open(self.path(n))?);
+        let mut added = 0;
+        for r in records {
+            w.write_all(&(r.len() as u32).to_le_bytes())?;
+            w.write_all(r)?;
+            added += r.len() as u64 + 4;
+        }
+        if let Some((m, mut reader)) = self.reader.take() {
+            if Some(m) == oldest {
+                io::copy(&mut reader, &mut w)?;
+                if self.writer.as_ref().is_some_and(|w| w.0 == m) {
+                    self.writer = None;
+                }
+                self.segments.pop_front();
+                let _ = fs::remove_file(self.path(m));
+            }
+        }
+        w.flush()?;
+        self.segments.push_front(n);
+        self.bytes += added;
         Ok(())
     }
 
@@ -240,6 +279,35 @@ mod tests {
     }
 
     #[test]
+    fn records_taken_back_go_before_the_rest_even_mid_segment() {
+        let d = dir("prepend");
+        let mut s = Spill::open(&d, 1 << 30).unwrap();
+        let mut out = Vec::new();
+        s.prepend([&b"a"[..]]).unwrap();
+        for i in 0..10u8 {
+            s.push(&[i]).unwrap();
+        }
+        assert!(s.pop(&mut out).unwrap());
+        assert_eq!(out, b"a");
+        assert!(s.pop(&mut out).unwrap());
+        assert_eq!(out, [0]);
+        // Mid-segment (the one being written): in front of records 1..9.
+        s.prepend([&b"x"[..], &b"y"[..]]).unwrap();
+        s.push(&[10]).unwrap();
+        drop(s);
+        let mut s = Spill::open(&d, 1 << 30).unwrap();
+        let mut all = Vec::new();
+        while s.pop(&mut out).unwrap() {
+            all.push(out.clone());
+        }
+        let want: Vec<Vec<u8>> =
+            [b"x".to_vec(), b"y".to_vec()].into_iter().chain((1..=10u8).map(|i| vec![i])).collect();
+        assert_eq!(all, want);
+        assert_eq!(s.bytes(), 0);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn a_full_spill_refuses_and_a_torn_record_ends_its_segment() {
         let d = dir("full");
         let mut s = Spill::open(&d, 100).unwrap();
@@ -249,7 +317,7 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         // A crash cut the last record short.
-        let path = d.join(format!("{:020}.spill", 1));
+        let path = d.join(format!("{:020}.spill", FIRST));
         let len = fs::metadata(&path).unwrap().len();
         OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 10).unwrap();
         let mut s = Spill::open(&d, 100).unwrap();
