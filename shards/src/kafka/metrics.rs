@@ -81,8 +81,8 @@ impl InletMetrics {
         self.dropped[reason as usize].fetch_add(n, Relaxed);
     }
 
-    /// Records neither delivered, failed, dropped nor spilled yet.
-    pub fn total(a: &[AtomicU64]) -> u64 {
+    /// The shards' values of a per-shard gauge, summed.
+    fn total(a: &[AtomicU64]) -> u64 {
         a.iter().map(|x| x.load(Relaxed)).sum()
     }
 }
