@@ -2,21 +2,19 @@ import { createApp } from "vue";
 import { createRouter, createWebHistory } from "vue-router";
 import App from "./App.vue";
 import Home from "./pages/Home.vue";
-import Visualize from "./pages/Visualize.vue";
-import NotFound from "./pages/NotFound.vue";
-import Login from "./pages/Login.vue";
-import Docs from "./pages/Docs.vue";
 import { whenUnauthorized } from "./api";
 import "./style.css";
 
+// The home page comes with the first script; the other pages (and the
+// filter editor's and the documentation's libraries) load when visited.
 const router = createRouter({
   history: createWebHistory(),
   routes: [
     { path: "/", component: Home },
-    { path: "/visualize/:state?", component: Visualize },
-    { path: "/docs/:name?", component: Docs },
-    { path: "/login", component: Login },
-    { path: "/:rest(.*)*", component: NotFound },
+    { path: "/visualize/:state?", component: () => import("./pages/Visualize.vue") },
+    { path: "/docs/:name?", component: () => import("./pages/Docs.vue") },
+    { path: "/login", component: () => import("./pages/Login.vue") },
+    { path: "/:rest(.*)*", component: () => import("./pages/NotFound.vue") },
   ],
 });
 whenUnauthorized(() => {

@@ -4,97 +4,27 @@
 // Screenshots of the home and visualize pages land in console/web/screenshots/ (the README's).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createSocket } from "node:dgram";
 import { chromium } from "playwright-core";
+import { startWeir } from "./harness.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const bin = resolve(root, process.env.WEIR_BIN_DIR ?? "target/debug");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-let weir, base, browser, dir;
+let weir, base, api, metric, browser;
 const errors = [];
 
-function freeUdpPort() {
-  return new Promise((ok) => {
-    const s = createSocket("udp4");
-    s.bind(0, "127.0.0.1", () => {
-      const port = s.address().port;
-      s.close(() => ok(port));
-    });
-  });
-}
-
-async function api(path, body) {
-  const r = await fetch(`${base}/api/v0/console/${path}`, body === undefined ? {} : {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const text = await r.text();
-  return text ? JSON.parse(text) : undefined;
-}
-
-async function metric(name) {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return text
-    .split("\n")
-    .filter((l) => l.startsWith(name))
-    .reduce((s, l) => s + Number(l.split(" ").pop()), 0);
-}
-
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), "weir-browser-"));
-  const port = await freeUdpPort();
-  const config = join(dir, "weir.toml");
-  writeFileSync(
-    config,
-    `[shards]\ncores = [0]\n[[listeners]]\naddress = "127.0.0.1:${port}"\n[http]\nlisten = "127.0.0.1:0"\n` +
-      `[sink]\nkind = "store"\n[store]\nkind = "embedded"\nspool_dir = "${dir}/spool"\nconsolidation_interval_ms = 300\n` +
-      `[store.embedded]\npath = "${dir}/chdb"\n[console]\ndatabase = "${dir}/console.sqlite"\n`,
-  );
-  weir = spawn(join(bin, "weir"), ["run", "--config", config], { stdio: ["ignore", "ignore", "pipe"] });
-  base = await new Promise((ok, fail) => {
-    let seen = "";
-    const timer = setTimeout(() => fail(new Error(`weir run did not start: ${seen}`)), 30_000);
-    weir.stderr.on("data", (chunk) => {
-      seen += chunk;
-      const m = /metrics at (http:\/\/[0-9.:]+)\//.exec(seen);
-      if (m && seen.includes("ready")) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-  });
-  // Wait for the store's tables, then three seconds of traffic from three exporters.
-  for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${base}/query?format=TSV`, { method: "POST", body: "SELECT count() FROM weir.flows_1h" });
-    if (r.ok) break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  const sent = spawnSync(join(bin, "weir-flowgen"), [
-    "--target", `127.0.0.1:${port}`, "--flows-per-second", "10k", "--seconds", "3", "--exporters", "3", "--source", "127.0.0.1",
-  ]);
-  assert.equal(sent.status, 0, String(sent.stderr));
-  for (let i = 0; i < 100 && (await metric("weir_store_rows_inserted_total")) < 29_000; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  // Every flow summed into flows_1h too (the exporters widget reads it).
-  for (let i = 0; i < 100; i++) {
-    const r = await fetch(`${base}/query?format=TSV`, { method: "POST", body: "SELECT uniqExact(ExporterAddress) FROM weir.flows_1h" });
-    if ((await r.text()).trim() === "3") break;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  weir = await startWeir(bin);
+  ({ base, api, metric } = weir);
   browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless=new", "--no-sandbox"] });
 });
 
 after(async () => {
   await browser?.close();
-  weir?.kill("SIGTERM");
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  weir?.stop();
 });
 
 async function page(path = "/", options = {}) {
@@ -107,20 +37,19 @@ async function page(path = "/", options = {}) {
     const url = new URL(r.url());
     if (url.origin !== base && !url.protocol.startsWith("data")) errors.push(`request to ${r.url()}`);
   });
-  const started = Date.now();
   await p.goto(base + path);
-  return { p, context, started };
+  return { p, context };
 }
 
-test("the home page renders every widget with data, fast", async () => {
-  const { p, context, started } = await page("/");
+// How fast it paints is perf/console-paint.mjs's business, not a test's.
+test("the home page renders every widget with data", async () => {
+  const { p, context } = await page("/");
   await p.waitForFunction(() => {
     const v = document.querySelector('[data-testid="flow-rate"] .value')?.textContent ?? "…";
     return !v.includes("…") && v.trim() !== "0";
   });
   const paint = await p.evaluate(() => performance.getEntriesByName("first-contentful-paint")[0]?.startTime ?? 0);
-  assert.ok(paint > 0 && paint < 1000, `first paint ${paint} ms`);
-  assert.ok(Date.now() - started < 10_000);
+  assert.ok(paint > 0, "the page painted");
   await p.waitForFunction(() => document.querySelector('[data-testid="exporters"] .value')?.textContent === "3");
   for (const w of ["src-as", "dst-as", "protocol", "etype", "exporter"]) {
     await p.waitForSelector(`[data-testid="top-${w}"] canvas`);
