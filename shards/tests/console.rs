@@ -254,15 +254,21 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     assert_eq!(choice["table"], "flows_5m");
 
     // The reverse axis equals the query with the filter and dimensions swapped.
+    // One `at` for both (two clocks a bucket boundary apart give different buckets).
     let exporter = "ExporterAddress = 127.0.0.2";
-    let both = graph(
+    let at = now();
+    let both = graph_at(
+        at,
         10,
         json!({"dimensions": ["SrcAS"], "limit": 50, "filter": format!("{exporter} AND InIfIndex < 10"), "bidirectional": true, "previous-period": true}),
     );
     let (status, both, _) = post(&c, "graph/line", &both);
     assert_eq!(status, 200, "{both}");
-    let swapped =
-        graph(10, json!({"dimensions": ["DstAS"], "limit": 50, "filter": format!("{exporter} AND OutIfIndex < 10")}));
+    let swapped = graph_at(
+        at,
+        10,
+        json!({"dimensions": ["DstAS"], "limit": 50, "filter": format!("{exporter} AND OutIfIndex < 10")}),
+    );
     let (_, swapped, _) = post(&c, "graph/line", &swapped);
     assert_close(&column_sums(&both, 2), &column_sums(&swapped, 1), 60.0, "reverse = swapped, in total");
     let by_label = |answer: &Value, axis: u64| -> HashMap<String, Vec<f64>> {
@@ -372,9 +378,9 @@ fn the_console_answers_every_endpoint_over_generated_flows() {
     // Answers come from the cache when asked again; key order does not matter.
     let hits = || c.metric("weir_console_cache_requests_total", "result=\"hit\"")[0];
     let before = hits();
-    let (_, first, _) = post(&c, "graph/line", &graph(10, json!({"dimensions": ["Proto"], "limit": 2})));
-    let mut reordered: serde_json::Map<String, Value> = serde_json::Map::new();
     let asked = graph(10, json!({"dimensions": ["Proto"], "limit": 2}));
+    let (_, first, _) = post(&c, "graph/line", &asked);
+    let mut reordered: serde_json::Map<String, Value> = serde_json::Map::new();
     for (k, v) in asked.as_object().unwrap().iter().rev() {
         reordered.insert(k.clone(), v.clone());
     }
