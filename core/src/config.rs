@@ -2030,6 +2030,95 @@ pub struct FlowsKafkaConfig {
     pub spill_bytes_max: u64,
     /// More librdkafka properties (security.protocol, sasl.*, ssl.*, ...).
     pub options: std::collections::BTreeMap<String, String>,
+    /// `weir outlet`'s consumers.
+    pub outlet: OutletConfig,
+}
+
+/// `weir outlet`: each shard is one consumer in `group`, reading
+/// `<kafka.topic>-v1` and storing offsets only once the store took the rows
+/// and the sums that cover them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutletConfig {
+    /// The consumer group (group.id); outlets of one pipeline share it.
+    pub group: String,
+    /// A member that stops heartbeating for this long loses its partitions.
+    pub session_timeout_ms: u64,
+    /// Where a partition without a committed offset starts: `earliest`
+    /// (everything the topic still holds) or `latest`.
+    pub offset_reset: OffsetReset,
+    /// Batches a shard hands to the store before the store acknowledges
+    /// them; past that the shard pauses its partitions (keeps polling, so
+    /// it stays in the group) until acknowledgements come.
+    pub batches_in_flight_max: usize,
+    /// How long a revocation waits for the store to take what the shard
+    /// holds, at most, before the partitions go anyway (their offsets are
+    /// then not stored: the next owner reads those records again).
+    pub revoke_wait_ms: u64,
+    /// More librdkafka consumer properties.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for OutletConfig {
+    fn default() -> Self {
+        OutletConfig {
+            group: "weir-outlet".into(),
+            session_timeout_ms: 45_000,
+            offset_reset: OffsetReset::Earliest,
+            batches_in_flight_max: 16,
+            revoke_wait_ms: 60_000,
+            options: Default::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
+impl OutletConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.group.trim().is_empty() || self.group.len() > 255 {
+            return Err(ConfigError::new("kafka.outlet.group", "1 to 255 characters"));
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err(ConfigError::new("kafka.outlet.session_timeout_ms", "1000 to 3600000"));
+        }
+        positive("kafka.outlet.batches_in_flight_max", self.batches_in_flight_max as u64, 1024)?;
+        if self.revoke_wait_ms > 3_600_000 {
+            return Err(ConfigError::new("kafka.outlet.revoke_wait_ms", "at most 3600000"));
+        }
+        let weirs = [
+            "bootstrap.servers",
+            "group.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "partition.assignment.strategy",
+            "session.timeout.ms",
+            "auto.offset.reset",
+        ];
+        for key in weirs {
+            if self.options.contains_key(key) {
+                return Err(ConfigError::new(
+                    format!("kafka.outlet.options.{key}"),
+                    "set by Weir (offsets stored after the store's acknowledgement)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for FlowsKafkaConfig {
@@ -2046,6 +2135,7 @@ impl Default for FlowsKafkaConfig {
             spill_dir: PathBuf::from("/var/lib/weir/spill"),
             spill_bytes_max: 1 << 30,
             options: Default::default(),
+            outlet: OutletConfig::default(),
         }
     }
 }
@@ -2071,7 +2161,7 @@ impl FlowsKafkaConfig {
                 return Err(ConfigError::new(format!("kafka.options.{key}"), "set by Weir (at least once, in order)"));
             }
         }
-        Ok(())
+        self.outlet.check()
     }
 }
 

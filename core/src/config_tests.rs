@@ -62,6 +62,14 @@ fn bad_values_name_their_key() {
     assert_eq!(error_key("[kafka]\nqueue_messages_max = 0\n"), "kafka.queue_messages_max");
     assert_eq!(error_key("[kafka]\nspill_bytes_max = 0\n"), "kafka.spill_bytes_max");
     assert_eq!(error_key("[kafka.options]\nacks = \"1\"\n"), "kafka.options.acks");
+    assert_eq!(error_key("[kafka.outlet]\ngroup = \"\"\n"), "kafka.outlet.group");
+    assert_eq!(error_key("[kafka.outlet]\nsession_timeout_ms = 10\n"), "kafka.outlet.session_timeout_ms");
+    assert_eq!(error_key("[kafka.outlet]\nbatches_in_flight_max = 0\n"), "kafka.outlet.batches_in_flight_max");
+    assert_eq!(error_key("[kafka.outlet]\noffset_reset = \"middle\"\n"), "kafka.outlet.offset_reset");
+    assert_eq!(
+        error_key("[kafka.outlet.options]\n\"enable.auto.commit\" = \"false\"\n"),
+        "kafka.outlet.options.enable.auto.commit"
+    );
     let filters = Config::parse("[bmp]\nrds = [\"0\", \"65000:100\"]\nrts = [\"2:65000:7\"]\n").unwrap().bmp.filters();
     assert_eq!((filters.rds, filters.rts), (vec![0, 65000 << 32 | 100], vec![2 << 48 | 65000 << 16 | 7]));
 }

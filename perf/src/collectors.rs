@@ -9,6 +9,11 @@
 //!   `flows-v1` with a partition per shard): records the broker
 //!   acknowledged (`weir_inlet_records_delivered_total`), as flows:
 //!   `flows sent × records acknowledged / datagrams sent`;
+//! - Weir (outlet): the step starts tansu and a `weir inlet` (on the
+//!   control core, keyed by exporter, no compression) that the generator
+//!   sends to, and `weir outlet` on the collector cores consuming
+//!   `flows-v1` into the embedded store: rows the store accepted. CPU and
+//!   memory are the outlet's only;
 //! - nfdump: `nfdump -R DIR -I` over the files written (flows stored);
 //! - pmacct: the print plugin's CSV (5-tuple aggregates) written at exit; it
 //!   keeps packet sums, not flow counts, so flows accounted for are
@@ -35,6 +40,8 @@ pub enum Kind {
     WeirStore,
     /// `weir inlet` producing to a tansu broker.
     WeirInlet,
+    /// `weir outlet` consuming what a `weir inlet` produced, into chDB.
+    WeirOutlet,
     /// nfcapd (NetFlow/IPFIX) or sfcapd (sFlow).
     Nfdump,
     /// nfacctd (NetFlow/IPFIX) or sfacctd (sFlow), print plugin.
@@ -42,26 +49,28 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Weir, Kind::WeirStore, Kind::WeirInlet, Kind::Nfdump, Kind::Pmacct];
+    pub const ALL: [Kind; 6] =
+        [Kind::Weir, Kind::WeirStore, Kind::WeirInlet, Kind::WeirOutlet, Kind::Nfdump, Kind::Pmacct];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Weir => "weir",
             Kind::WeirStore => "weir-store",
             Kind::WeirInlet => "weir-inlet",
+            Kind::WeirOutlet => "weir-outlet",
             Kind::Nfdump => "nfdump",
             Kind::Pmacct => "pmacct",
         }
     }
 
     pub fn is_weir(self) -> bool {
-        matches!(self, Kind::Weir | Kind::WeirStore | Kind::WeirInlet)
+        matches!(self, Kind::Weir | Kind::WeirStore | Kind::WeirInlet | Kind::WeirOutlet)
     }
 
     /// The program that runs for `format`.
     pub fn program(self, format: Format) -> &'static str {
         match (self, format) {
-            (Kind::Weir | Kind::WeirStore | Kind::WeirInlet, _) => "weir",
+            (Kind::Weir | Kind::WeirStore | Kind::WeirInlet | Kind::WeirOutlet, _) => "weir",
             (Kind::Nfdump, Format::SflowV5) => "sfcapd",
             (Kind::Nfdump, _) => "nfcapd",
             (Kind::Pmacct, Format::SflowV5) => "sfacctd",
@@ -77,7 +86,7 @@ impl std::str::FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s}: not a collector (weir, weir-store, weir-inlet, nfdump, pmacct)"))
+            .ok_or_else(|| format!("{s}: not a collector (weir, weir-store, weir-inlet, weir-outlet, nfdump, pmacct)"))
     }
 }
 
@@ -124,6 +133,8 @@ pub struct Running {
     http: Option<String>,
     /// The inlet's broker.
     broker: Option<Child>,
+    /// The outlet's inlet.
+    inlet: Option<Child>,
 }
 
 fn cpu_list(cores: &[usize]) -> String {
@@ -141,19 +152,10 @@ impl Running {
             cmd
         };
         let mut broker = None;
+        let mut inlet = None;
         let mut cmd = match s.kind {
-            Kind::Weir | Kind::WeirStore | Kind::WeirInlet => {
-                let sink = if s.kind == Kind::Weir {
-                    "[sink]\nkind = \"count\"\n".to_string()
-                } else if s.kind == Kind::WeirInlet {
-                    let (child, address) = start_tansu(&[("flows-v1", s.cores.len())], Some(&s.dir.join("tansu.log")))?;
-                    broker = Some(child);
-                    format!(
-                        "[kafka]\nbrokers = \"{address}\"\nspill_dir = \"{}\"\n{}\n",
-                        s.dir.join("spill").display(),
-                        s.weir_kafka
-                    )
-                } else {
+            Kind::Weir | Kind::WeirStore | Kind::WeirInlet | Kind::WeirOutlet => {
+                let store = || {
                     let segments = if s.weir_store.contains("segments_dir") {
                         String::new()
                     } else {
@@ -167,6 +169,28 @@ impl Running {
                         s.dir.join("chdb").display()
                     )
                 };
+                let sink = if s.kind == Kind::Weir {
+                    "[sink]\nkind = \"count\"\n".to_string()
+                } else if s.kind == Kind::WeirInlet {
+                    let (child, address) = start_tansu(&[("flows-v1", s.cores.len())], Some(&s.dir.join("tansu.log")))?;
+                    broker = Some(child);
+                    format!(
+                        "[kafka]\nbrokers = \"{address}\"\nspill_dir = \"{}\"\n{}\n",
+                        s.dir.join("spill").display(),
+                        s.weir_kafka
+                    )
+                } else if s.kind == Kind::WeirOutlet {
+                    let (child, address) = start_tansu(&[("flows-v1", s.cores.len())], Some(&s.dir.join("tansu.log")))?;
+                    broker = Some(child);
+                    inlet = Some(start_inlet(s, &address)?);
+                    format!(
+                        "{}[kafka]\nbrokers = \"{address}\"\n{}\n[kafka.outlet]\nsession_timeout_ms = 6000\n",
+                        store(),
+                        s.weir_kafka
+                    )
+                } else {
+                    store()
+                };
                 let config = s.dir.join("weir.toml");
                 let text = format!(
                     "[shards]\ncores = [{}]\ncontrol_core = {}\n{}\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\
@@ -178,7 +202,12 @@ impl Running {
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
                 let mut cmd = Command::new(s.weir);
-                cmd.args([if s.kind == Kind::WeirInlet { "inlet" } else { "run" }, "--config"]).arg(&config);
+                let command = match s.kind {
+                    Kind::WeirInlet => "inlet",
+                    Kind::WeirOutlet => "outlet",
+                    _ => "run",
+                };
+                cmd.args([command, "--config"]).arg(&config);
                 cmd
             }
             Kind::Nfdump => {
@@ -219,7 +248,8 @@ impl Running {
             cmd.stderr(log);
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start {program}: {e}"))?;
-        let mut running = Running { child, kind: s.kind, port: s.port, dir: s.dir.to_path_buf(), http: None, broker };
+        let mut running =
+            Running { child, kind: s.kind, port: s.port, dir: s.dir.to_path_buf(), http: None, broker, inlet };
         running.wait_ready()?;
         Ok(running)
     }
@@ -246,12 +276,22 @@ impl Running {
                 .open(self.dir.join("collector.log"))
                 .map_err(|e| e.to_string())?;
             std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
-            if self.kind == Kind::WeirStore {
+            if matches!(self.kind, Kind::WeirStore | Kind::WeirOutlet) {
                 // Wait until the writer has connected and migrated.
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while self.query("SELECT count() FROM weir.flows").is_err() {
                     if Instant::now() > deadline {
                         return Err("the store did not come up within 120 s".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            if self.kind == Kind::WeirOutlet {
+                // The group has given the outlet its partitions.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while self.metric("weir_outlet_partitions") == 0 {
+                    if Instant::now() > deadline {
+                        return Err("the outlet got no partition within 60 s".into());
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
@@ -321,7 +361,7 @@ impl Running {
                 Kind::WeirInlet => {
                     (self.metric("weir_inlet_records_total"), self.metric("weir_inlet_records_delivered_total"))
                 }
-                Kind::WeirStore => {
+                Kind::WeirStore | Kind::WeirOutlet => {
                     (self.metric("weir_decode_flows_total"), self.metric("weir_store_rows_inserted_total"))
                 }
                 _ => (self.metric("weir_decode_flows_total"), 0),
@@ -355,7 +395,7 @@ impl Running {
         let (sent_flows, sent_packets) = (sent.flows, sent.packets);
         let accounted = match self.kind {
             Kind::Weir => Some(self.metric("weir_decode_flows_total")),
-            Kind::WeirStore => Some(self.metric("weir_store_rows_inserted_total")),
+            Kind::WeirStore | Kind::WeirOutlet => Some(self.metric("weir_store_rows_inserted_total")),
             Kind::WeirInlet => {
                 let records = self.metric("weir_inlet_records_delivered_total");
                 let datagrams = (sent.datagrams + sent.template_datagrams).max(1);
@@ -405,11 +445,50 @@ impl Drop for Running {
             unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
             let _ = self.child.wait();
         }
-        if let Some(broker) = &mut self.broker {
-            let _ = broker.kill();
-            let _ = broker.wait();
+        for child in [&mut self.inlet, &mut self.broker].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
+}
+
+/// The outlet step's `weir inlet`: one shard on the control core, on the
+/// step's port, keyed by exporter (so the outlet's shards all get
+/// partitions), no compression; ready when it says so.
+fn start_inlet(s: &Setup, brokers: &str) -> Result<Child, String> {
+    let config = s.dir.join("inlet.toml");
+    let text = format!(
+        "[shards]\ncores = [{core}]\ncontrol_core = {core}\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[sink]\nkind = \"count\"\n[kafka]\nbrokers = \"{brokers}\"\n\
+         partitioning = \"exporter\"\ncompression = \"none\"\nspill_dir = \"{}\"\n",
+        s.port,
+        s.dir.join("inlet-spill").display(),
+        core = s.control_core,
+    );
+    std::fs::write(&config, text).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(s.dir.join("inlet.log")).map_err(|e| e.to_string())?;
+    let mut child = Command::new(s.weir)
+        .args(["inlet", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start weir inlet: {e}"))?;
+    let mut stderr = BufReader::new(child.stderr.take().ok_or("no stderr")?);
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            let _ = child.wait();
+            return Err(format!("weir inlet exited: see {}", s.dir.join("inlet.log").display()));
+        }
+        let _ = (&log).write_all(line.as_bytes());
+        if line.contains("ready") {
+            break;
+        }
+    }
+    let mut log = log;
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
+    Ok(child)
 }
 
 /// tansu (memory storage, a Kafka-protocol broker; scripts/setup-tansu

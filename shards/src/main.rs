@@ -7,7 +7,8 @@
 //! - `console`: the console API (`weir-console`) over its own store
 //!   connection, and its counters.
 //! - `kafka`: the flow pipeline's Kafka side (the inlet's producers and
-//!   spills), and the Kafka client logging the HAProxy input shares.
+//!   spills, the outlet's consumer shards), and the Kafka client logging
+//!   the HAProxy input shares.
 //! - `receive`: the data plane: pinned shards, reuseport sockets, sinks.
 //! - `haproxy`: the access-log input (unix socket to Kafka).
 //! - `cli`: one file per one-shot subcommand (`decode`, `query`,
@@ -48,6 +49,10 @@ enum Command {
     /// Receive only: each shard produces its datagrams, undecoded, to its
     /// Kafka partition (`[kafka]`), for `weir outlet`s to decode and store.
     Inlet(run::Args),
+    /// Consume the inlets' records (`[kafka]`, `[kafka.outlet]`): one
+    /// consumer shard per configured CPU decodes, enriches and stores
+    /// (`[store]`), storing offsets once the store took the rows.
+    Outlet(run::Args),
     /// Serve the console API alone, against the configuration's remote store.
     Console(run_console::Args),
     /// Create or alter the store's tables to match the configuration.
@@ -61,11 +66,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let service = matches!(cli.command, Command::Run(_) | Command::Inlet(_) | Command::Console(_));
+    let service = matches!(cli.command, Command::Run(_) | Command::Inlet(_) | Command::Outlet(_) | Command::Console(_));
     let result = match cli.command {
         Command::Decode(args) => cli::decode::run(&args),
         Command::Run(args) => run::run(&args, run::Mode::Run),
         Command::Inlet(args) => run::run(&args, run::Mode::Inlet),
+        Command::Outlet(args) => run::run(&args, run::Mode::Outlet),
         Command::Console(args) => run_console::run(&args),
         Command::Migrate(args) => cli::migrate::migrate_command(&args),
         Command::Query(args) => cli::query::query_command(&args),

@@ -1,6 +1,8 @@
 //! `weir run --config FILE`: the collector; `weir inlet --config FILE`:
 //! the same receive path, each shard producing its datagrams to Kafka
-//! (`Mode::Inlet`: no decoding, no store, no enrichment).
+//! (`Mode::Inlet`: no decoding, no store, no enrichment); `weir outlet
+//! --config FILE`: shards that consume those records instead of sockets,
+//! then decode, enrich and store (`Mode::Outlet`, `kafka::outlet`).
 //!
 //! Start-up, on the main thread (which then becomes the control plane,
 //! pinned to `shards.control_core`):
@@ -39,7 +41,8 @@ use crate::cli::config::{read_config, read_config_logging_warnings};
 use crate::console::{self, metrics::ConsoleMetrics};
 use crate::enrich::{self, MetadataMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
-use crate::kafka::{InletMetrics, InletWriter};
+use crate::kafka::outlet::{self, OutletSetup};
+use crate::kafka::{InletMetrics, InletWriter, OutletMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
 use crate::ops::exposition::Exposition;
 use crate::ops::health::{Health, Probe, ReadyCheck, Watch};
@@ -67,6 +70,9 @@ pub enum Mode {
     Run,
     /// Produce them to Kafka (`[kafka]`).
     Inlet,
+    /// No sockets: consume the inlets' records from Kafka, then decode,
+    /// enrich and store (`[kafka.outlet]`, `[store]`).
+    Outlet,
 }
 
 pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
@@ -81,8 +87,14 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
     // once the shards run, not the default action (death without draining).
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
     let counters = Counters::new(&config, &cores, mode)?;
-    let sockets = open_sockets(&config, &cores, &counters.receive)?;
-    let _balancers = attach_balancers(&config, &sockets, &counters.receive);
+    let sockets = match mode {
+        Mode::Outlet => cores.iter().map(|_| Vec::new()).collect(),
+        Mode::Run | Mode::Inlet => open_sockets(&config, &cores, &counters.receive)?,
+    };
+    let _balancers = match mode {
+        Mode::Outlet => Vec::new(),
+        Mode::Run | Mode::Inlet => attach_balancers(&config, &sockets, &counters.receive),
+    };
     let raw_fds: Vec<RawFd> = sockets.iter().flatten().map(|s| s.as_raw_fd()).collect();
     let writer = start_writer(&config, &counters, cores.len(), mode)?;
     let (exposition, probes, ready_checks) = counters.register();
@@ -98,8 +110,21 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
         )?),
         None => None,
     };
-    let shards = Shards::start(&config, &cores, sockets, &counters.receive, &writer)?;
-    info!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len());
+    let shards = match mode {
+        Mode::Outlet => Shards::start_outlet(&config, &cores, &counters, &writer)?,
+        Mode::Run | Mode::Inlet => Shards::start(&config, &cores, sockets, &counters.receive, &writer)?,
+    };
+    match mode {
+        Mode::Outlet => info!(
+            "{} outlet shards on CPUs {cores:?}, consuming {} in group {}: ready",
+            cores.len(),
+            weir_core::rawflow::topic(&config.kafka.topic),
+            config.kafka.outlet.group
+        ),
+        Mode::Run | Mode::Inlet => {
+            info!("{} shards on CPUs {cores:?}, {} listeners: ready", cores.len(), config.listeners.len())
+        }
+    }
     take_over(&config, &shards.inboxes);
     health.set_started();
     let notifier = Notifier::from_env();
@@ -179,6 +204,53 @@ impl Shards {
         Ok(Shards { handles, inboxes, stop, state_out })
     }
 
+    /// `weir outlet`: one pinned consumer shard per core, each with its
+    /// store sink, loading the saved decoder state.
+    fn start_outlet(
+        config: &Config,
+        cores: &[usize],
+        counters: &Counters,
+        writer: &SinkWriter,
+    ) -> Result<Shards, String> {
+        let (SinkWriter::Store(store), Some(outlet)) = (writer, &counters.outlet) else {
+            return Err("weir outlet: no store writer".into());
+        };
+        let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = Arc::new(AtomicUsize::new(0));
+        let inboxes: Inboxes =
+            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
+        let state_out = Arc::new(ArrayQueue::new(1));
+        let seed = random_seed();
+        let mut handles = Vec::new();
+        for (index, core) in cores.iter().enumerate() {
+            let setup = OutletSetup {
+                index,
+                core: *core,
+                config: config.kafka.clone(),
+                housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
+                drain_timeout: Duration::from_millis(config.run.drain_timeout_ms),
+                log_lines_per_minute: config.log.data_plane_lines_per_minute,
+                limits: config.decoder.limits(seed),
+                saved_state: saved_state.clone(),
+                metrics: counters.receive.shards[index].clone(),
+                outlet: outlet.clone(),
+                inboxes: inboxes.clone(),
+                sink: Box::new(store.sink()),
+                acks: store.acks(),
+                stop: stop.clone(),
+                ready: ready.clone(),
+                state_out: (index == 0)
+                    .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
+            };
+            handles.push(outlet::spawn(setup).map_err(|e| format!("outlet shard {index} on CPU {core}: {e}"))?);
+        }
+        while ready.load(Relaxed) < cores.len() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Shards { handles, inboxes, stop, state_out })
+    }
+
     /// Stops the shards (each drains its sockets) and returns shard 0's
     /// decoder state.
     fn stop(self) -> Option<Vec<u8>> {
@@ -212,13 +284,23 @@ struct Counters {
     bmp: Option<Arc<enrich::bmp::BmpMetrics>>,
     /// `weir inlet`'s.
     inlet: Option<Arc<InletMetrics>>,
+    /// `weir outlet`'s.
+    outlet: Option<Arc<OutletMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
 impl Counters {
     fn new(config: &Config, cores: &[usize], mode: Mode) -> Result<Counters, String> {
-        let listeners: Vec<String> = config.listeners.iter().map(|l| l.address.to_string()).collect();
-        let store = if mode == Mode::Run && config.sink.kind == SinkKind::Store && !config.listeners.is_empty() {
+        let listeners: Vec<String> = match mode {
+            Mode::Outlet => Vec::new(),
+            Mode::Run | Mode::Inlet => config.listeners.iter().map(|l| l.address.to_string()).collect(),
+        };
+        let stores = match mode {
+            Mode::Run => config.sink.kind == SinkKind::Store && !config.listeners.is_empty(),
+            Mode::Inlet => false,
+            Mode::Outlet => true,
+        };
+        let store = if stores {
             if config.store.kind == StoreKind::Embedded {
                 chdb::check_library(&config.store.embedded.library)?;
             }
@@ -241,6 +323,7 @@ impl Counters {
             store,
             haproxy: config.haproxy.enabled.then(Arc::default),
             inlet: (mode == Mode::Inlet).then(|| Arc::new(InletMetrics::new(cores.len()))),
+            outlet: (mode == Mode::Outlet).then(|| Arc::new(OutletMetrics::new(cores.len()))),
             http: Arc::default(),
         })
     }
@@ -284,6 +367,9 @@ impl Counters {
         if let Some(inlet) = &self.inlet {
             exposition.register(inlet.clone());
         }
+        if let Some(outlet) = &self.outlet {
+            exposition.register(outlet.clone());
+        }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
     }
@@ -325,6 +411,11 @@ fn serve_http(
 }
 
 fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode) -> Result<SinkWriter, String> {
+    if mode == Mode::Outlet {
+        let writer = store_writer(config, counters, shards)?;
+        writer.set_kafka_backed();
+        return Ok(SinkWriter::Store(Box::new(writer)));
+    }
     // A cache host running only the HAProxy input has no flows to sink.
     if config.listeners.is_empty() {
         return Ok(SinkWriter::Count);
@@ -332,7 +423,8 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode)
     if let (Mode::Inlet, Some(metrics)) = (mode, &counters.inlet) {
         let drain = Duration::from_millis(config.run.drain_timeout_ms);
         let lines = config.log.data_plane_lines_per_minute;
-        return Ok(SinkWriter::Inlet(InletWriter::start(&config.kafka, shards, metrics.clone(), lines, drain)?));
+        let writer = InletWriter::start(&config.kafka, shards, metrics.clone(), lines, drain)?;
+        return Ok(SinkWriter::Inlet(Box::new(writer)));
     }
     Ok(match config.sink.kind {
         SinkKind::Json => SinkWriter::Json(
@@ -346,23 +438,27 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode)
             .map_err(|e| format!("sink.path {}: {e}", config.sink.path.display()))?,
         ),
         SinkKind::Count => SinkWriter::Count,
-        SinkKind::Store => {
-            let metrics = counters.store.clone().expect("set for the store sink");
-            let mut writer = StoreWriter::start(&config.store, shards, metrics)?;
-            let metrics = counters.metadata.clone().expect("set for the store sink");
-            let (service, handle) = enrich::start(&config.metadata, random_seed(), metrics)?;
-            writer.set_metadata(service, handle);
-            let metrics = counters.networks.clone().expect("set for the store sink");
-            let (service, handle) = enrich::networks::start(&config.networks, &config.enrichment, metrics)?;
-            writer.set_networks(service, handle);
-            if let Some(metrics) = counters.bmp.clone() {
-                if let Some((service, handle)) = enrich::bmp::start(&config.bmp, metrics)? {
-                    writer.set_routes(service, handle);
-                }
-            }
-            SinkWriter::Store(Box::new(writer))
-        }
+        SinkKind::Store => SinkWriter::Store(Box::new(store_writer(config, counters, shards)?)),
     })
+}
+
+/// The store writer with enrichment's services (`weir run` with the store
+/// as sink, and `weir outlet`).
+fn store_writer(config: &Config, counters: &Counters, shards: usize) -> Result<StoreWriter, String> {
+    let metrics = counters.store.clone().expect("set for the store sink");
+    let mut writer = StoreWriter::start(&config.store, shards, metrics)?;
+    let metrics = counters.metadata.clone().expect("set for the store sink");
+    let (service, handle) = enrich::start(&config.metadata, random_seed(), metrics)?;
+    writer.set_metadata(service, handle);
+    let metrics = counters.networks.clone().expect("set for the store sink");
+    let (service, handle) = enrich::networks::start(&config.networks, &config.enrichment, metrics)?;
+    writer.set_networks(service, handle);
+    if let Some(metrics) = counters.bmp.clone() {
+        if let Some((service, handle)) = enrich::bmp::start(&config.bmp, metrics)? {
+            writer.set_routes(service, handle);
+        }
+    }
+    Ok(writer)
 }
 
 /// `sockets[shard][listener]`.

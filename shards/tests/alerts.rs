@@ -65,6 +65,11 @@ fn every_metric_the_rules_read_is_exported() {
     let c = Collector::start_as("inlet", &inlet, &[]);
     exported += &c.scrape();
     c.stop();
+    // `weir outlet`'s, the same brokers and the embedded store.
+    let outlet = write_config(&dir, "outlet.toml", &format!("[shards]\ncores = [0]\n{store}{kafka}"));
+    let c = Collector::start_as("outlet", &outlet, &[]);
+    exported += &c.scrape();
+    c.stop();
     for name in wanted {
         let series = name.clone();
         let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);

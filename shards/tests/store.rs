@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     free_udp_port, numbered_v5, numbered_v5_from, numbered_v5_through, query, query_refused, replay, temp_dir,
-    two_shards, wait_rows_inserted, write_config, Collector,
+    two_shards, wait_rows_inserted, write_config, Collector, Server,
 };
 use weir_core::schema::{Schema, SchemaSettings, ServerVersion};
 
@@ -29,69 +29,6 @@ fn turn() -> std::sync::MutexGuard<'static, ()> {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exporters").join(name)
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// A ClickHouse 18.16 server on loopback, stopped (SIGTERM, waited for) on drop.
-struct Server {
-    dir: PathBuf,
-    http_port: u16,
-    tcp_port: u16,
-    pid: i32,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let (http_port, tcp_port) = (free_tcp_port(), free_tcp_port());
-        let mut s = Server { dir: dir.to_path_buf(), http_port, tcp_port, pid: 0 };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
-        let out = Command::new(repo_root().join("scripts/clickhouse-server"))
-            .arg(&self.dir)
-            .args([self.http_port.to_string(), self.tcp_port.to_string()])
-            .output()
-            .expect("scripts/clickhouse-server runs (scripts/setup installs clickhouse-server)");
-        assert!(out.status.success(), "clickhouse-server: {}", String::from_utf8_lossy(&out.stderr));
-        self.pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    }
-
-    fn stop(&mut self) {
-        if self.pid == 0 {
-            return;
-        }
-        // SAFETY: plain syscall on the server this test started.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
-            // The server is not our child (the script started it): reap nothing, just wait.
-            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-            if stat.contains(") Z ") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.pid = 0;
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 enum Store<'a> {

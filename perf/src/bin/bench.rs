@@ -29,7 +29,8 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "ipfix,v9,sflow", value_parser = |s: &str| s.parse::<Format>())]
     formats: Vec<Format>,
     /// Collectors (comma separated): weir, weir-store, weir-inlet (into a
-    /// tansu broker started per step), nfdump, pmacct.
+    /// tansu broker started per step), weir-outlet (a weir inlet on the
+    /// control core feeds tansu, the outlet stores into chDB), nfdump, pmacct.
     #[arg(long, value_delimiter = ',', default_value = "weir,weir-store,nfdump,pmacct", value_parser = |s: &str| s.parse::<Kind>())]
     collectors: Vec<Kind>,
     /// The ladder, in flows/s (k/M suffixes; "max": as fast as the generator goes).
@@ -81,7 +82,7 @@ struct Args {
     /// `segments_dir` defaults to the step's directory).
     #[arg(long, default_value = "")]
     weir_store: String,
-    /// Extra lines for `weir-inlet`'s `[kafka]` section (e.g. `compression = "none"`).
+    /// Extra lines for `weir-inlet`'s and `weir-outlet`'s `[kafka]` section (e.g. `compression = "none"`).
     #[arg(long, default_value = "")]
     weir_kafka: String,
     /// Keep the collectors' directories (logs, files) under this directory.
@@ -173,7 +174,7 @@ impl Bench {
         plan.exporters = self.args.exporters.max(self.generator.len());
         plan.threads = self.generator.iter().map(|c| Some(*c)).collect();
         let sent = flowgen::run(&plan, &AtomicBool::new(false))?;
-        running.settle(Duration::from_secs_f64(if kind == Kind::WeirStore {
+        running.settle(Duration::from_secs_f64(if matches!(kind, Kind::WeirStore | Kind::WeirOutlet) {
             self.args.store_drain_seconds
         } else {
             5.0
@@ -181,7 +182,7 @@ impl Bench {
         let cpu_s = running.cpu_s() - cpu_before;
         let peak_rss = running.peak_rss_bytes();
         let kernel_drops = running.kernel_drops();
-        let latency = if kind == Kind::WeirStore { running.latency() } else { None };
+        let latency = if matches!(kind, Kind::WeirStore | Kind::WeirOutlet) { running.latency() } else { None };
         let accounted = running.stop(&sent)?;
         if self.args.keep.is_none() {
             let _ = std::fs::remove_dir_all(&dir);
@@ -210,7 +211,11 @@ impl Bench {
         let mut steps = Vec::new();
         let rates: Vec<Option<f64>> =
             self.args.rates.iter().map(|r| if r == "max" { None } else { parse_amount(r).ok() }).collect();
-        let seconds = if kind == Kind::WeirStore { self.args.store_seconds } else { self.args.seconds };
+        let seconds = if matches!(kind, Kind::WeirStore | Kind::WeirOutlet) {
+            self.args.store_seconds
+        } else {
+            self.args.seconds
+        };
         for rate in rates {
             match self.step(format, kind, shards, rate, seconds) {
                 Ok(s) => {

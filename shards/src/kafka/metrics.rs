@@ -1,12 +1,13 @@
-//! The inlet's counters (written by the shards and their producers'
-//! delivery callbacks) and what `/metrics` shows of them.
+//! The inlet's and the outlet's counters (written by the shards and their
+//! Kafka clients' callbacks) and what `/metrics` shows of them.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::encoding::DescriptorEncoder;
+use weir_core::rawflow::RecordError;
 
-use crate::ops::exposition::{counter_by, counters_of, gauges_of, Exported};
+use crate::ops::exposition::{counter_by, counters_of, gauge_by, gauges_of, Exported};
 
 /// Why a record never reached the producer (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +128,128 @@ impl Exported for InletMetrics {
             ("weir_inlet_producer_queue_messages", "Records in the shards' producers, not yet acknowledged.", &queue),
         ];
         gauges_of(e, &gauges)
+    }
+}
+
+/// Partitions whose consumer lag `/metrics` shows (0 to this, exclusive).
+pub const LAG_PARTITIONS_MAX: usize = 1024;
+
+/// Counters of `weir outlet`, all shards together (gauges per shard).
+pub struct OutletMetrics {
+    /// Per shard: records consumed (every one: taken or skipped).
+    pub records: Vec<AtomicU64>,
+    /// Records that are not a datagram, skipped, by `RecordError`.
+    pub skipped: [AtomicU64; RecordError::ALL.len()],
+    /// Errors the consumers' polls returned (brokers away, ...).
+    pub consume_errors: AtomicU64,
+    /// Offsets stored for commit (store_offsets calls that took).
+    pub offsets_stored: AtomicU64,
+    pub offset_store_errors: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub partitions_assigned: AtomicU64,
+    pub partitions_revoked: AtomicU64,
+    /// Revocations whose wait for the store ran out (`revoke_wait_ms`).
+    pub revoke_waits_expired: AtomicU64,
+    /// Times a shard paused its partitions (`batches_in_flight_max`).
+    pub pauses: AtomicU64,
+    /// Per shard: partitions assigned, batches in the store unacknowledged.
+    pub assigned: Vec<AtomicU64>,
+    pub in_flight: Vec<AtomicU64>,
+    /// Per shard, per partition: the consumer lag librdkafka last reported
+    /// (records between the partition's end and the committed offset), -1
+    /// when the shard does not consume it.
+    pub lag: Vec<Vec<AtomicI64>>,
+}
+
+impl OutletMetrics {
+    pub fn new(shards: usize) -> OutletMetrics {
+        let per_shard = || (0..shards).map(|_| AtomicU64::new(0)).collect();
+        OutletMetrics {
+            records: per_shard(),
+            skipped: Default::default(),
+            consume_errors: AtomicU64::new(0),
+            offsets_stored: AtomicU64::new(0),
+            offset_store_errors: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            commit_errors: AtomicU64::new(0),
+            partitions_assigned: AtomicU64::new(0),
+            partitions_revoked: AtomicU64::new(0),
+            revoke_waits_expired: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            assigned: per_shard(),
+            in_flight: per_shard(),
+            lag: (0..shards).map(|_| (0..LAG_PARTITIONS_MAX).map(|_| AtomicI64::new(-1)).collect()).collect(),
+        }
+    }
+
+    /// Partition → lag, for the partitions some shard consumes.
+    pub fn lags(&self) -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        for p in 0..LAG_PARTITIONS_MAX {
+            let known: Vec<i64> = self.lag.iter().map(|s| s[p].load(Relaxed)).filter(|&l| l >= 0).collect();
+            if let Some(max) = known.iter().max() {
+                out.push((p, *max as u64));
+            }
+        }
+        out
+    }
+}
+
+impl Exported for OutletMetrics {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let m = self;
+        let records = AtomicU64::new(m.records.iter().map(|a| a.load(Relaxed)).sum());
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            ("weir_outlet_records", "Kafka records consumed (taken or skipped).", &records),
+            ("weir_outlet_consume_errors", "Errors the consumers' polls returned.", &m.consume_errors),
+            (
+                "weir_outlet_offsets_stored",
+                "Times a shard stored offsets for commit, the store having taken the rows and sums before them.",
+                &m.offsets_stored,
+            ),
+            ("weir_outlet_offset_store_errors", "Offsets librdkafka refused to store.", &m.offset_store_errors),
+            ("weir_outlet_commits", "Offset commits the group coordinator acknowledged.", &m.commits),
+            ("weir_outlet_commit_errors", "Offset commits that failed (retried with the next).", &m.commit_errors),
+            ("weir_outlet_partitions_assigned", "Partitions assigned to the shards.", &m.partitions_assigned),
+            ("weir_outlet_partitions_revoked", "Partitions revoked from the shards.", &m.partitions_revoked),
+            (
+                "weir_outlet_revoke_waits_expired",
+                "Revocations that gave partitions up before the store took their rows (kafka.outlet.revoke_wait_ms).",
+                &m.revoke_waits_expired,
+            ),
+            (
+                "weir_outlet_pauses",
+                "Times a shard paused its partitions, the store being behind (kafka.outlet.batches_in_flight_max).",
+                &m.pauses,
+            ),
+        ];
+        counters_of(e, &counters)?;
+        let skipped = RecordError::ALL.map(|r| (r.label(), m.skipped[r as usize].load(Relaxed)));
+        counter_by(
+            e,
+            "weir_outlet_records_skipped",
+            "Records that are not a datagram, skipped, by reason.",
+            "reason",
+            &skipped,
+        )?;
+        let assigned = AtomicU64::new(m.assigned.iter().map(|a| a.load(Relaxed)).sum());
+        let in_flight = AtomicU64::new(m.in_flight.iter().map(|a| a.load(Relaxed)).sum());
+        let gauges: [(&str, &str, &AtomicU64); 2] = [
+            ("weir_outlet_partitions", "Partitions the shards consume now.", &assigned),
+            ("weir_outlet_batches_in_flight", "Batches handed to the store and not yet acknowledged.", &in_flight),
+        ];
+        gauges_of(e, &gauges)?;
+        let lags = m.lags();
+        let names: Vec<String> = lags.iter().map(|(p, _)| p.to_string()).collect();
+        let series: Vec<(&str, u64)> = names.iter().map(String::as_str).zip(lags.iter().map(|(_, l)| *l)).collect();
+        gauge_by(
+            e,
+            "weir_outlet_consumer_lag_records",
+            "Records between a partition's end and the group's committed offset, per partition this outlet consumes.",
+            "partition",
+            &series,
+        )
     }
 }
 

@@ -1,4 +1,5 @@
-//! The flow pipeline's Kafka side (`weir inlet`; `weir outlet` to come).
+//! The flow pipeline's Kafka side: `weir inlet`'s producers (below) and
+//! `weir outlet`'s consumers (`outlet`).
 //!
 //! ```text
 //!  shard k: recvmmsg ─▶ Datagram ─▶ RawFlow (prost) ─▶ producer k ── acks=all,
@@ -27,10 +28,11 @@ use crate::ops::logging::Limiter;
 
 pub mod inlet;
 pub mod metrics;
+pub mod outlet;
 pub mod spill;
 
 pub use inlet::InletWriter;
-pub use metrics::InletMetrics;
+pub use metrics::{InletMetrics, OutletMetrics};
 
 /// What a Kafka client's context logs of librdkafka: warnings and errors
 /// within a rate limit (a broker that is down repeats them), the rest at

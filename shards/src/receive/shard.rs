@@ -25,7 +25,7 @@ use crossbeam_queue::ArrayQueue;
 use glommio::{net::UdpSocket, ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use weir_core::wire::state::{Limits, StateUpdate};
 use weir_core::wire::ListenerOptions;
-use weir_core::{Datagram, Decoder};
+use weir_core::{Datagram, Decoder, FlowRecord};
 
 use tracing::warn;
 
@@ -36,6 +36,54 @@ use crate::ops::logging::Limiter;
 
 /// Each shard's inbox of state updates from the others, indexed by shard.
 pub type Inboxes = Arc<Vec<ArrayQueue<Arc<[StateUpdate]>>>>;
+
+/// One shard's end of the template and sampling-rate exchange: its inbox
+/// to apply, the others' to send its own changes to. `weir outlet`'s
+/// shards exchange the same way.
+pub struct Exchange {
+    index: usize,
+    inboxes: Inboxes,
+    /// Scratch for the decoder's state changes of one batch.
+    updates: Vec<StateUpdate>,
+}
+
+impl Exchange {
+    pub fn new(index: usize, inboxes: Inboxes) -> Exchange {
+        Exchange { index, inboxes, updates: Vec::new() }
+    }
+
+    /// Applies the changes other shards made (parked data they release
+    /// goes to `sink`); returns how many.
+    pub fn apply<F: FnMut(&FlowRecord)>(&self, decoder: &mut Decoder, sink: &mut F) -> u64 {
+        let mut applied = 0;
+        while let Some(updates) = self.inboxes[self.index].pop() {
+            decoder.apply_updates(&updates, sink);
+            applied += updates.len() as u64;
+        }
+        applied
+    }
+
+    /// Sends this shard's changes to every other shard; returns how many
+    /// went and how many found an inbox full.
+    pub fn broadcast(&mut self, decoder: &mut Decoder) -> (u64, u64) {
+        decoder.drain_updates(&mut self.updates);
+        if self.updates.is_empty() {
+            return (0, 0);
+        }
+        let updates: Arc<[StateUpdate]> = self.updates.drain(..).collect();
+        let (mut sent, mut dropped) = (0, 0);
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            match inbox.push(updates.clone()) {
+                Ok(()) => sent += updates.len() as u64,
+                Err(_) => dropped += updates.len() as u64,
+            }
+        }
+        (sent, dropped)
+    }
+}
 
 /// Everything a shard is started with; moved onto its thread.
 pub struct ShardSetup {
@@ -92,8 +140,7 @@ async fn run(setup: ShardSetup) -> Vec<u8> {
         decoder,
         sink: setup.sink,
         metrics: setup.metrics,
-        inboxes: setup.inboxes,
-        updates: Vec::new(),
+        exchange: Exchange::new(setup.index, setup.inboxes),
         counts: Counts::default(),
         kernel_drops: vec![0; sockets.len()],
         listener_options: setup.listener_options,
@@ -294,9 +341,7 @@ struct Shard {
     decoder: Decoder,
     sink: Sink,
     metrics: Arc<ShardMetrics>,
-    inboxes: Inboxes,
-    /// Scratch for the decoder's state changes of one batch.
-    updates: Vec<StateUpdate>,
+    exchange: Exchange,
     counts: Counts,
     /// Latest SO_RXQ_OVFL value per socket.
     kernel_drops: Vec<u64>,
@@ -357,29 +402,15 @@ impl Shard {
 
     /// Applies the template and sampling-rate changes other shards made.
     fn apply_inbox(&mut self) {
-        let Shard { decoder, sink, counts, inboxes, index, .. } = self;
-        while let Some(updates) = inboxes[*index].pop() {
-            decoder.apply_updates(&updates, &mut |flow| sink.flow(flow));
-            counts.updates_applied += updates.len() as u64;
-        }
+        let Shard { decoder, sink, counts, exchange, .. } = self;
+        counts.updates_applied += exchange.apply(decoder, &mut |flow| sink.flow(flow));
     }
 
     /// Sends this shard's state changes to every other shard.
     fn broadcast(&mut self) {
-        self.decoder.drain_updates(&mut self.updates);
-        if self.updates.is_empty() {
-            return;
-        }
-        let updates: Arc<[StateUpdate]> = self.updates.drain(..).collect();
-        for (i, inbox) in self.inboxes.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            match inbox.push(updates.clone()) {
-                Ok(()) => self.counts.updates_sent += updates.len() as u64,
-                Err(_) => self.counts.updates_dropped += updates.len() as u64,
-            }
-        }
+        let (sent, dropped) = self.exchange.broadcast(&mut self.decoder);
+        self.counts.updates_sent += sent;
+        self.counts.updates_dropped += dropped;
     }
 
     fn publish(&self) {

@@ -101,7 +101,7 @@ pub enum SinkWriter {
     Count,
     Json(JsonWriter),
     Store(Box<StoreWriter>),
-    Inlet(InletWriter),
+    Inlet(Box<InletWriter>),
 }
 
 impl SinkWriter {

@@ -45,6 +45,9 @@ pub struct Chunk {
     /// When the rows arrived: (ms since the epoch, rows), for the commit
     /// delay histogram. Not spooled: replayed rows are not timed.
     pub arrivals: Vec<(u64, u32)>,
+    /// The shards' batches with blocks in this chunk, as (shard, ticket)
+    /// (`writer::Acks`). Not spooled.
+    pub tickets: Vec<(u32, u64)>,
 }
 
 impl Chunk {
@@ -53,7 +56,14 @@ impl Chunk {
         bytes.clear();
         bytes.extend_from_slice(insert_sql.as_bytes());
         bytes.push(b'\n');
-        Chunk { sql_len: insert_sql.len(), table: table_of(insert_sql), rows: 0, bytes, arrivals: Vec::new() }
+        Chunk {
+            sql_len: insert_sql.len(),
+            table: table_of(insert_sql),
+            rows: 0,
+            bytes,
+            arrivals: Vec::new(),
+            tickets: Vec::new(),
+        }
     }
 
     pub fn sql(&self) -> &str {

@@ -110,7 +110,7 @@ impl Spool {
                 match bytes.iter().position(|&b| b == b'\n') {
                     Some(sql_len) => {
                         let table = super::table_of(&String::from_utf8_lossy(&bytes[..sql_len]));
-                        Ok(Chunk { sql_len, table, rows, bytes, arrivals: Vec::new() })
+                        Ok(Chunk { sql_len, table, rows, bytes, arrivals: Vec::new(), tickets: Vec::new() })
                     }
                     None => {
                         self.pop_front();

@@ -12,8 +12,8 @@
 //! Order is kept: spool (oldest) ≺ chunks in memory ≺ batches arriving. The
 //! spool is replayed before memory, and memory overflows from its oldest end.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,6 +96,86 @@ pub struct Batch {
     /// Rows per kernel receive millisecond, in arrival order (run-length
     /// coded: at most one entry per millisecond the batch was open).
     pub arrivals: Vec<(u64, u32)>,
+    /// The shard that handed it over, and the batch's number there (1, 2,
+    /// ...): the writer acknowledges batches by it (`Acks`).
+    pub shard: u32,
+    pub ticket: u64,
+}
+
+/// What the writer has taken for good, per shard: the newest batch ticket
+/// such that it and every earlier batch of that shard are inserted (or
+/// refused by the engine for good, or, unless Kafka-backed, spooled).
+/// `weir outlet` stores a partition's offsets by it; `weir run` ignores it.
+pub struct Acks {
+    acked: Vec<AtomicU64>,
+    /// `weir outlet`: Kafka keeps what is not inserted, so the writer
+    /// neither spools (memory is bounded by the shards' batches in flight)
+    /// nor spools at a stop; the records are read again instead.
+    kafka_backed: AtomicBool,
+}
+
+impl Acks {
+    fn new(shards: usize) -> Acks {
+        Acks { acked: (0..shards.max(1)).map(|_| AtomicU64::new(0)).collect(), kafka_backed: AtomicBool::new(false) }
+    }
+
+    /// The newest ticket of `shard` the store has taken with all before it.
+    pub fn acked(&self, shard: usize) -> u64 {
+        self.acked.get(shard).map_or(0, |a| a.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+/// A shard's batches the writer holds chunks of.
+#[derive(Default)]
+struct Open {
+    /// The newest ticket received.
+    received: u64,
+    /// Ticket → chunks not yet taken for good that hold its blocks.
+    remaining: BTreeMap<u64, u32>,
+}
+
+/// The writer's side of `Acks`: per shard, the batches not yet taken for
+/// good, and what that makes acknowledged.
+struct Ledger {
+    acks: Arc<Acks>,
+    open: Vec<Open>,
+}
+
+impl Ledger {
+    /// A shard's batch whose blocks went into `chunks` chunks.
+    fn opened(&mut self, (shard, ticket): (u32, u64), chunks: u32) {
+        let shard = shard as usize;
+        if self.open.len() <= shard {
+            self.open.resize_with(shard + 1, Open::default);
+        }
+        let open = &mut self.open[shard];
+        open.received = open.received.max(ticket);
+        if chunks > 0 {
+            open.remaining.insert(ticket, chunks);
+        }
+        self.acknowledge(shard);
+    }
+
+    /// A chunk is inserted, refused for good, spooled or dropped: its
+    /// batches are one chunk nearer to being taken.
+    fn settle(&mut self, tickets: &[(u32, u64)]) {
+        for &(shard, ticket) in tickets {
+            let Some(open) = self.open.get_mut(shard as usize) else { continue };
+            if let Some(n) = open.remaining.get_mut(&ticket) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remaining.remove(&ticket);
+                }
+            }
+            self.acknowledge(shard as usize);
+        }
+    }
+
+    fn acknowledge(&self, shard: usize) {
+        let (Some(open), Some(acked)) = (self.open.get(shard), self.acks.acked.get(shard)) else { return };
+        let upto = open.remaining.keys().next().map_or(open.received, |oldest| oldest - 1);
+        acked.store(upto, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// One shard's column buffers and consolidation map (allocated at start,
@@ -132,6 +212,11 @@ pub struct StoreSink {
     consolidation_interval: Duration,
     flows: u64,
     arrivals: Vec<(u64, u32)>,
+    /// This shard's number, batches handed over so far (the last one's
+    /// ticket), and the ticket of the last one that carried the sums.
+    shard: u32,
+    tickets: u64,
+    sums_ticket: u64,
     full: Sender<Batch>,
     free: Receiver<Blocks>,
 }
@@ -175,6 +260,23 @@ impl StoreSink {
 
     pub fn flows(&self) -> u64 {
         self.flows
+    }
+
+    /// Batches handed over so far: the newest batch's ticket (`Acks`).
+    pub fn tickets(&self) -> u64 {
+        self.tickets
+    }
+
+    /// The ticket of the newest batch that carried the sums: once the
+    /// writer acknowledges it, every flow taken before that hand-over is
+    /// stored, raw and summed.
+    pub fn sums_ticket(&self) -> u64 {
+        self.sums_ticket
+    }
+
+    /// Whether every flow taken so far has been handed over with its sums.
+    pub fn is_idle(&self) -> bool {
+        self.rows == 0 && self.consolidator.is_empty()
     }
 
     #[cold]
@@ -263,7 +365,12 @@ impl StoreSink {
             consolidated_rows = self.consolidator.write_blocks(&MODERN, &mut blocks.consolidated).map(|n| n as u32);
         }
         let arrivals = std::mem::take(&mut self.arrivals);
-        let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals });
+        self.tickets += 1;
+        if sums {
+            self.sums_ticket = self.tickets;
+        }
+        let (shard, ticket) = (self.shard, self.tickets);
+        let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals, shard, ticket });
         self.rows = 0;
     }
 }
@@ -297,6 +404,7 @@ pub struct StoreWriter {
     routes: Option<(BmpService, RoutesHandle)>,
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
+    acks: Arc<Acks>,
 }
 
 impl StoreWriter {
@@ -330,7 +438,9 @@ impl StoreWriter {
         insert_sqls.extend((0..RECORD_TABLES.len()).map(|t| records_insert_sql(&config.database, t)));
         let (queries, query_rx) = bounded::<QueryRequest>(16);
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
+        let acks = Arc::new(Acks::new(shards));
         let writer = Writer {
+            ledger: Ledger { acks: acks.clone(), open: Vec::new() },
             engine: None,
             dialect: MODERN,
             config: config.clone(),
@@ -374,7 +484,19 @@ impl StoreWriter {
             networks: None,
             routes: None,
             sinks: Default::default(),
+            acks,
         })
+    }
+
+    /// The writer's acknowledgements of the shards' batches.
+    pub fn acks(&self) -> Arc<Acks> {
+        self.acks.clone()
+    }
+
+    /// `weir outlet`: what is not inserted stays in Kafka, so nothing is
+    /// spooled (set before the shards start).
+    pub fn set_kafka_backed(&self) {
+        self.acks.kafka_backed.store(true, Relaxed);
     }
 
     /// Shards look their flows' metadata up through `handle` (set before
@@ -443,6 +565,9 @@ impl StoreWriter {
             consolidation_interval: self.consolidation_interval,
             flows: 0,
             arrivals: Vec::new(),
+            shard: index as u32,
+            tickets: 0,
+            sums_ticket: 0,
             full: self.full.clone(),
             free: self.free.clone(),
         }
@@ -467,6 +592,8 @@ fn unix_seconds() -> u64 {
 }
 
 struct Writer {
+    /// The shards' batches not yet taken for good.
+    ledger: Ledger,
     /// None until connected and migrated (and after a failed connection).
     engine: Option<Engine>,
     /// The connected server's type names (Native block headers).
@@ -579,22 +706,25 @@ impl Writer {
         if batch.early {
             m.consolidation_early_flushes.fetch_add(1, Relaxed);
         }
-        self.take_records(&mut batch.blocks.records);
-        self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals);
+        let ticket = (batch.shard, batch.ticket);
+        let mut chunks = self.take_records(&mut batch.blocks.records, ticket);
+        chunks += self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals, ticket) as u32;
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
             if batch.consolidated_rows[i] > 0 {
-                self.append(1 + i, block, batch.consolidated_rows[i], &[]);
+                chunks += self.append(1 + i, block, batch.consolidated_rows[i], &[], ticket) as u32;
             }
         }
+        self.ledger.opened(ticket, chunks);
         batch.blocks.raw.clear();
         batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
         let _ = free.send(batch.blocks);
     }
 
-    /// Queues the records no shard sent before for the records tables.
-    fn take_records(&mut self, records: &mut NewRecords) {
+    /// Queues the records no shard sent before for the records tables;
+    /// returns the chunks they went into.
+    fn take_records(&mut self, records: &mut NewRecords, ticket: (u32, u64)) -> u32 {
         if records.is_empty() {
-            return;
+            return 0;
         }
         let new = records.exporters.len() + records.interfaces.len() + records.networks.len();
         if self.records_sent.len() + new > RECORDS_SENT_MAX {
@@ -605,6 +735,7 @@ impl Writer {
         records.interfaces.retain(|(id, _)| sent.insert(*id));
         records.networks.retain(|(id, _)| sent.insert(*id));
         let counts = [records.exporters.len(), records.interfaces.len(), records.networks.len()];
+        let mut chunks = 0;
         for (t, &rows) in counts.iter().enumerate() {
             if rows == 0 {
                 continue;
@@ -613,15 +744,18 @@ impl Writer {
             let mut block = std::mem::take(&mut self.records_block);
             block.clear();
             write_records_block(records, t, &mut block);
-            self.append(RECORDS_TABLE + t, &block, rows as u32, &[]);
+            chunks += self.append(RECORDS_TABLE + t, &block, rows as u32, &[], ticket) as u32;
             self.records_block = block;
         }
         records.clear();
+        chunks
     }
 
-    fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: &[(u64, u32)]) {
+    /// Appends a block to its table's newest chunk (or a new one); whether
+    /// it was not empty.
+    fn append(&mut self, table: usize, block: &[u8], rows: u32, arrivals: &[(u64, u32)], ticket: (u32, u64)) -> bool {
         if block.is_empty() {
-            return;
+            return false;
         }
         let newest = self.pending.iter().rposition(|c| c.table == table);
         let at = match newest {
@@ -641,7 +775,11 @@ impl Writer {
         chunk.bytes.extend_from_slice(block);
         chunk.rows += rows as u64;
         chunk.arrivals.extend_from_slice(arrivals);
+        if ticket.1 > 0 {
+            chunk.tickets.push(ticket);
+        }
         self.pending_bytes += block.len() as u64;
+        true
     }
 
     /// Inserts the oldest chunk: from the spool if it has any, else memory.
@@ -711,6 +849,7 @@ impl Writer {
     /// `REJECTED_KEPT`), and taken off the queue.
     fn rejected(&mut self, chunk: Chunk, from_spool: bool, error: &str) {
         self.dropped(chunk.table, chunk.rows, StoreDrop::Rejected);
+        self.ledger.settle(&chunk.tickets);
         let kept = super::spool::keep_rejected(&self.config.spool_dir, &chunk);
         error!(
             "store: the engine refuses {} rows of {} for good ({error}); {}",
@@ -729,6 +868,7 @@ impl Writer {
     }
 
     fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
+        self.ledger.settle(&chunk.tickets);
         let m = &self.metrics;
         m.inserts[chunk.table.min(TABLES_COUNT - 1)].fetch_add(1, Relaxed);
         match table_kind(chunk.table) {
@@ -776,7 +916,11 @@ impl Writer {
     }
 
     /// Moves the oldest chunks in memory to the spool while over the bound.
+    /// Not when Kafka-backed: the shards' batches in flight bound memory.
     fn bound_memory(&mut self) {
+        if self.ledger.acks.kafka_backed.load(Relaxed) {
+            return;
+        }
         while self.pending_bytes > self.memory_bytes_max {
             let Some(chunk) = self.pending.pop_front() else { break };
             self.spill(chunk);
@@ -785,6 +929,7 @@ impl Writer {
 
     fn spill(&mut self, chunk: Chunk) {
         self.pending_bytes -= chunk.rows_bytes().len() as u64;
+        self.ledger.settle(&chunk.tickets);
         match self.spool.push(&chunk) {
             Ok(()) => {
                 self.metrics.chunks_spooled.fetch_add(1, Relaxed);
@@ -823,6 +968,15 @@ impl Writer {
             warn!("store: {e}");
         }
         let rest = self.pending.len();
+        if self.ledger.acks.kafka_backed.load(Relaxed) && rest > 0 {
+            // Their offsets were not stored: the next owner of those
+            // partitions reads the records again.
+            let rows: u64 = self.pending.iter().filter(|c| c.table == 0).map(|c| c.rows).sum();
+            warn!("store: {rest} chunks ({rows} flows) not inserted at the stop; they stay in Kafka");
+            self.pending.clear();
+            self.publish();
+            return;
+        }
         while let Some(chunk) = self.pending.pop_front() {
             self.spill(chunk);
         }
@@ -861,5 +1015,37 @@ impl Writer {
         m.spool_chunks.store(self.spool.chunks() as u64, Relaxed);
         m.up.store(self.up as u64, Relaxed);
         m.connected.store(self.engine.is_some() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(shards: usize) -> Ledger {
+        Ledger { acks: Arc::new(Acks::new(shards)), open: Vec::new() }
+    }
+
+    #[test]
+    fn a_batch_is_acknowledged_once_every_chunk_holding_it_is_taken_and_in_order() {
+        let mut l = ledger(2);
+        // Shard 0: batch 1 in the raw and a sums chunk, batch 2 in the raw chunk.
+        l.opened((0, 1), 2);
+        l.opened((0, 2), 1);
+        assert_eq!(l.acks.acked(0), 0);
+        // Batch 2's only chunk goes first: batch 1 still waits, so nothing yet.
+        l.settle(&[(0, 2)]);
+        assert_eq!(l.acks.acked(0), 0);
+        l.settle(&[(0, 1)]);
+        assert_eq!(l.acks.acked(0), 0, "one of batch 1's chunks is still out");
+        l.settle(&[(0, 1)]);
+        assert_eq!(l.acks.acked(0), 2, "both batches, in order");
+        // Shard 1 is its own count; an empty batch is taken at once.
+        l.opened((1, 1), 0);
+        assert_eq!((l.acks.acked(0), l.acks.acked(1)), (2, 1));
+        // Unknown shards and tickets are ignored.
+        l.settle(&[(7, 1), (0, 9)]);
+        assert_eq!(l.acks.acked(0), 2);
+        assert_eq!(l.acks.acked(7), 0);
     }
 }

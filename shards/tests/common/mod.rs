@@ -338,3 +338,66 @@ impl Drop for HttpServer {
         let _ = self.child.wait();
     }
 }
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A ClickHouse 18.16 server on loopback, stopped (SIGTERM, waited for) on drop.
+pub struct Server {
+    dir: PathBuf,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    pub pid: i32,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        let (http_port, tcp_port) = (free_tcp_port(), free_tcp_port());
+        let mut s = Server { dir: dir.to_path_buf(), http_port, tcp_port, pid: 0 };
+        s.restart();
+        s
+    }
+
+    pub fn restart(&mut self) {
+        let out = Command::new(repo_root().join("scripts/clickhouse-server"))
+            .arg(&self.dir)
+            .args([self.http_port.to_string(), self.tcp_port.to_string()])
+            .output()
+            .expect("scripts/clickhouse-server runs (scripts/setup installs clickhouse-server)");
+        assert!(out.status.success(), "clickhouse-server: {}", String::from_utf8_lossy(&out.stderr));
+        self.pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    }
+
+    pub fn stop(&mut self) {
+        if self.pid == 0 {
+            return;
+        }
+        // SAFETY: plain syscall on the server this test started.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            // The server is not our child (the script started it): reap nothing, just wait.
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+            if stat.contains(") Z ") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.pid = 0;
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
