@@ -167,14 +167,7 @@ impl Shards {
         receive: &ReceiveMetrics,
         writer: &SinkWriter,
     ) -> Result<Shards, String> {
-        let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
-        let stop = Arc::new(AtomicBool::new(false));
-        let ready = Arc::new(AtomicUsize::new(0));
-        let inboxes: Inboxes =
-            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
-        let state_out = Arc::new(ArrayQueue::new(1));
-        let seed = random_seed();
-        let mut handles = Vec::new();
+        let (mut shards, common) = Shards::prepare(config, cores);
         for (index, (core, sockets)) in cores.iter().zip(sockets).enumerate() {
             let setup = ShardSetup {
                 index,
@@ -186,22 +179,50 @@ impl Shards {
                 housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
                 coalesce: Duration::from_micros(config.shards.receive_coalesce_us),
                 log_lines_per_minute: config.log.data_plane_lines_per_minute,
-                limits: config.decoder.limits(seed),
-                saved_state: saved_state.clone(),
+                limits: config.decoder.limits(common.seed),
+                saved_state: common.saved_state.clone(),
                 metrics: receive.shards[index].clone(),
-                inboxes: inboxes.clone(),
+                inboxes: shards.inboxes.clone(),
                 sink: writer.sink()?,
-                stop: stop.clone(),
-                ready: ready.clone(),
-                state_out: (index == 0)
-                    .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
+                stop: shards.stop.clone(),
+                ready: common.ready.clone(),
+                state_out: shards.state_out(index, config),
             };
-            handles.push(shard::spawn(setup).map_err(|e| format!("shard {index} on CPU {core}: {e}"))?);
+            shards.handles.push(shard::spawn(setup).map_err(|e| format!("shard {index} on CPU {core}: {e}"))?);
         }
-        while ready.load(Relaxed) < cores.len() {
+        Ok(shards.when_ready(&common))
+    }
+
+    /// No shard yet: their stop flag, inboxes and state queue, and what
+    /// each is started with.
+    fn prepare(config: &Config, cores: &[usize]) -> (Shards, Common) {
+        let inboxes: Inboxes =
+            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
+        let shards = Shards {
+            handles: Vec::new(),
+            inboxes,
+            stop: Arc::new(AtomicBool::new(false)),
+            state_out: Arc::new(ArrayQueue::new(1)),
+        };
+        let common = Common {
+            saved_state: config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new),
+            ready: Arc::new(AtomicUsize::new(0)),
+            seed: random_seed(),
+        };
+        (shards, common)
+    }
+
+    /// Shard 0 puts its periodic decoder-state snapshots in the queue.
+    fn state_out(&self, index: usize, config: &Config) -> Option<(Arc<ArrayQueue<Vec<u8>>>, Duration)> {
+        (index == 0).then(|| (self.state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s)))
+    }
+
+    /// Returns once every shard started runs.
+    fn when_ready(self, common: &Common) -> Shards {
+        while common.ready.load(Relaxed) < self.handles.len() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(Shards { handles, inboxes, stop, state_out })
+        self
     }
 
     /// `weir outlet`: one pinned consumer shard per core, each with its
@@ -215,14 +236,7 @@ impl Shards {
         let (SinkWriter::Store(store), Some(outlet)) = (writer, &counters.outlet) else {
             return Err("weir outlet: no store writer".into());
         };
-        let saved_state = config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new);
-        let stop = Arc::new(AtomicBool::new(false));
-        let ready = Arc::new(AtomicUsize::new(0));
-        let inboxes: Inboxes =
-            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
-        let state_out = Arc::new(ArrayQueue::new(1));
-        let seed = random_seed();
-        let mut handles = Vec::new();
+        let (mut shards, common) = Shards::prepare(config, cores);
         for (index, core) in cores.iter().enumerate() {
             let setup = OutletSetup {
                 index,
@@ -231,24 +245,20 @@ impl Shards {
                 housekeeping_interval: Duration::from_millis(config.shards.housekeeping_interval_ms),
                 drain_timeout: Duration::from_millis(config.run.drain_timeout_ms),
                 log_lines_per_minute: config.log.data_plane_lines_per_minute,
-                limits: config.decoder.limits(seed),
-                saved_state: saved_state.clone(),
+                limits: config.decoder.limits(common.seed),
+                saved_state: common.saved_state.clone(),
                 metrics: counters.receive.shards[index].clone(),
                 outlet: outlet.clone(),
-                inboxes: inboxes.clone(),
+                inboxes: shards.inboxes.clone(),
                 sink: Box::new(store.sink()),
                 acks: store.acks(),
-                stop: stop.clone(),
-                ready: ready.clone(),
-                state_out: (index == 0)
-                    .then(|| (state_out.clone(), Duration::from_secs(config.decoder.state_save_interval_s))),
+                stop: shards.stop.clone(),
+                ready: common.ready.clone(),
+                state_out: shards.state_out(index, config),
             };
-            handles.push(outlet::spawn(setup).map_err(|e| format!("outlet shard {index} on CPU {core}: {e}"))?);
+            shards.handles.push(outlet::spawn(setup).map_err(|e| format!("outlet shard {index} on CPU {core}: {e}"))?);
         }
-        while ready.load(Relaxed) < cores.len() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(Shards { handles, inboxes, stop, state_out })
+        Ok(shards.when_ready(&common))
     }
 
     /// Stops the shards (each drains its sockets) and returns shard 0's
@@ -265,6 +275,16 @@ impl Shards {
         }
         state
     }
+}
+
+/// What every shard of a run is started with.
+struct Common {
+    /// The saved decoder state each loads.
+    saved_state: Option<Arc<Vec<u8>>>,
+    /// Incremented by each shard once it runs.
+    ready: Arc<AtomicUsize>,
+    /// The decoders' hash seed (random per run).
+    seed: u64,
 }
 
 /// Each feature's counters, made before anything starts.
