@@ -234,6 +234,8 @@ fn run(setup: OutletSetup) -> Vec<u8> {
         outlet: setup.outlet,
         revoke_wait: Duration::from_millis(setup.config.outlet.revoke_wait_ms),
         in_flight_max: setup.config.outlet.batches_in_flight_max as u64,
+        partitions: 0,
+        in_flight: 0,
         paused: false,
         assignment_changed: false,
         logs: Limiter::new(setup.log_lines_per_minute),
@@ -311,6 +313,10 @@ struct OutletShard {
     outlet: Arc<OutletMetrics>,
     revoke_wait: Duration,
     in_flight_max: u64,
+    /// Partitions assigned now, and batches the store has not acknowledged
+    /// (published with the other counters).
+    partitions: u64,
+    in_flight: u64,
     paused: bool,
     /// Partitions came since the last pause (they are not paused).
     assignment_changed: bool,
@@ -458,15 +464,14 @@ impl OutletShard {
             }
         }
         self.outlet.partitions_revoked.fetch_add(gone.len() as u64, Relaxed);
-        let assigned = &self.outlet.assigned[self.index.min(self.outlet.assigned.len() - 1)];
-        assigned.store(assigned.load(Relaxed).saturating_sub(gone.len() as u64), Relaxed);
+        self.partitions = self.partitions.saturating_sub(gone.len() as u64);
         info!(shard = self.index, partitions = ?gone, took_ms = started.elapsed().as_millis() as u64, "kafka: partitions revoked");
     }
 
     fn assigned(&mut self, partitions: &TopicPartitionList) {
         let n = partitions.count() as u64;
         self.outlet.partitions_assigned.fetch_add(n, Relaxed);
-        self.outlet.assigned[self.index.min(self.outlet.assigned.len() - 1)].fetch_add(n, Relaxed);
+        self.partitions += n;
         self.assignment_changed = true;
         let got: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
         info!(shard = self.index, partitions = ?got, "kafka: partitions assigned");
@@ -476,7 +481,7 @@ impl OutletShard {
     /// store; resumes them once half have been taken.
     fn pace(&mut self, consumer: &BaseConsumer<OutletContext>) {
         let in_flight = self.sink.tickets().saturating_sub(self.acks.acked(self.index));
-        self.outlet.in_flight[self.index.min(self.outlet.in_flight.len() - 1)].store(in_flight, Relaxed);
+        self.in_flight = in_flight;
         let pause = in_flight >= self.in_flight_max;
         let resume = in_flight <= self.in_flight_max / 2;
         if (pause && (!self.paused || self.assignment_changed)) || (self.paused && resume) {
@@ -525,8 +530,12 @@ impl OutletShard {
         m.updates_applied.store(c.updates_applied, Relaxed);
         m.sink_flows.store(self.sink.flows(), Relaxed);
         m.publish_decoder(self.decoder.counters());
-        if let Some(records) = self.outlet.records.get(self.index) {
-            records.store(c.records, Relaxed);
+        let o = &self.outlet;
+        for (gauge, value) in [(&o.records, c.records), (&o.assigned, self.partitions), (&o.in_flight, self.in_flight)]
+        {
+            if let Some(g) = gauge.get(self.index) {
+                g.store(value, Relaxed);
+            }
         }
     }
 }
