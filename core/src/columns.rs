@@ -419,6 +419,55 @@ impl Columns {
         }
     }
 
+    /// Row `row`'s bytes in fixed-width column `column` (layout order);
+    /// empty for an array column or past the rows.
+    #[inline]
+    pub fn fixed(&self, column: usize, row: usize) -> &[u8] {
+        match (self.data.get(column), self.layout.get(column)) {
+            (Some(Data::Fixed(b)), Some(c)) => {
+                let w = width(c.kind);
+                b.get(row * w..row * w + w).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// Fixed-width column `column`'s bytes and its width; empty for an
+    /// array column.
+    pub fn fixed_column(&self, column: usize) -> (&[u8], usize) {
+        match (self.data.get(column), self.layout.get(column)) {
+            (Some(Data::Fixed(b)), Some(c)) => (b, width(c.kind)),
+            _ => (&[], 1),
+        }
+    }
+
+    /// Array column `column`'s row ends and items (`items`); empty for
+    /// another column.
+    pub fn array_column(&self, column: usize) -> (&[u64], &[u32]) {
+        match self.data.get(column) {
+            Some(Data::Array { ends, items }) => (ends, items),
+            _ => (&[], &[]),
+        }
+    }
+
+    /// Row `row`'s exporter (0), input (1) or output (2) interface record,
+    /// once the block is written (`write_block_resolved`).
+    #[inline]
+    pub fn record(&self, kind: usize, row: usize) -> u32 {
+        self.records.get(kind).and_then(|r| r.get(row)).copied().unwrap_or(0)
+    }
+
+    /// Row `row`'s source (0) or destination (1) network set.
+    #[inline]
+    pub fn net(&self, side: usize, row: usize) -> u32 {
+        self.nets.get(side).and_then(|n| n.get(row)).copied().unwrap_or(0)
+    }
+
+    /// The records snapshot the rows' records are from.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
     /// The last row's source and destination networks' sets.
     #[inline]
     pub fn last_nets(&self) -> [u32; 2] {
@@ -942,7 +991,7 @@ pub(crate) fn write_low_cardinality<'a>(texts: impl Iterator<Item = &'a str>, ou
 }
 
 /// An exporter's attribute `a`.
-fn exporter_text(e: &ExporterInfo, a: ExporterAttr) -> &str {
+pub(crate) fn exporter_text(e: &ExporterInfo, a: ExporterAttr) -> &str {
     match a {
         ExporterAttr::Name => &e.name,
         ExporterAttr::Group => &e.group,
@@ -954,7 +1003,7 @@ fn exporter_text(e: &ExporterInfo, a: ExporterAttr) -> &str {
 }
 
 /// An interface's string attribute `a` (empty for speed and boundary).
-fn interface_text(i: &InterfaceInfo, a: IfAttr) -> &str {
+pub(crate) fn interface_text(i: &InterfaceInfo, a: IfAttr) -> &str {
     match a {
         IfAttr::Name => &i.name,
         IfAttr::Description => &i.description,

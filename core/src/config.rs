@@ -2032,6 +2032,73 @@ pub struct FlowsKafkaConfig {
     pub options: std::collections::BTreeMap<String, String>,
     /// `weir outlet`'s consumers.
     pub outlet: OutletConfig,
+    /// Enriched flows as protobuf for other consumers (`weir outlet`, and
+    /// `weir run` with the store).
+    pub enriched: EnrichedConfig,
+}
+
+/// The enriched output: every stored flow, enriched, produced as
+/// protobuf to `<topic>-<schema hash>` (`weir_core::flowproto`), at most
+/// once: a full producer queue drops records, counted; the store is never
+/// held up for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnrichedConfig {
+    /// The topic's base name; empty: no enriched output.
+    pub topic: String,
+    /// Created at start with this many partitions when the brokers do not
+    /// have it; 0: never created (the brokers' own auto-creation, or an
+    /// operator, makes it).
+    pub create_partitions: u32,
+    /// The replication factor of a topic created at start.
+    pub create_replication: u16,
+    pub compression: Compression,
+    /// A Kafka record holds length-delimited messages up to about this
+    /// many bytes (the last message may pass it).
+    pub record_bytes_max: usize,
+    /// Bytes each shard's producer queue holds; past that, records are
+    /// dropped, counted.
+    pub queue_bytes_max: usize,
+    pub linger_ms: u64,
+    /// More librdkafka producer properties.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for EnrichedConfig {
+    fn default() -> Self {
+        EnrichedConfig {
+            topic: String::new(),
+            create_partitions: 0,
+            create_replication: 1,
+            compression: Compression::Lz4,
+            record_bytes_max: 256 << 10,
+            queue_bytes_max: 64 << 20,
+            linger_ms: 50,
+            options: Default::default(),
+        }
+    }
+}
+
+impl EnrichedConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let legal = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
+        if self.topic.len() > 230 || !self.topic.chars().all(legal) {
+            return Err(ConfigError::new("kafka.enriched.topic", "at most 230 of a-z, A-Z, 0-9, '.', '_', '-'"));
+        }
+        if self.create_partitions > 10_000 {
+            return Err(ConfigError::new("kafka.enriched.create_partitions", "at most 10000"));
+        }
+        positive("kafka.enriched.create_replication", u64::from(self.create_replication), 100)?;
+        positive("kafka.enriched.record_bytes_max", self.record_bytes_max as u64, 64 << 20)?;
+        positive("kafka.enriched.queue_bytes_max", self.queue_bytes_max as u64, 1 << 31)?;
+        if self.linger_ms > 60_000 {
+            return Err(ConfigError::new("kafka.enriched.linger_ms", "at most 60000"));
+        }
+        if self.options.contains_key("bootstrap.servers") {
+            return Err(ConfigError::new("kafka.enriched.options.bootstrap.servers", "set from kafka.brokers"));
+        }
+        Ok(())
+    }
 }
 
 /// `weir outlet`: each shard is one consumer in `group`, reading
@@ -2136,6 +2203,7 @@ impl Default for FlowsKafkaConfig {
             spill_bytes_max: 1 << 30,
             options: Default::default(),
             outlet: OutletConfig::default(),
+            enriched: EnrichedConfig::default(),
         }
     }
 }
@@ -2161,7 +2229,8 @@ impl FlowsKafkaConfig {
                 return Err(ConfigError::new(format!("kafka.options.{key}"), "set by Weir (at least once, in order)"));
             }
         }
-        self.outlet.check()
+        self.outlet.check()?;
+        self.enriched.check()
     }
 }
 

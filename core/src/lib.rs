@@ -30,6 +30,8 @@
 //!   Native block sorted by the raw table's key.
 //! - `migrate`: what to create or alter, from the live database's description.
 //! - `rawflow`: the Kafka record of one datagram (`weir inlet` to `weir outlet`).
+//! - `flowproto`: enriched flows as protobuf messages, and their `.proto`
+//!   generated from the schema (the outlet's enriched topic).
 //! - `harness`: the bodies of the fuzz targets (`core/fuzz`), shared with the
 //!   regression test that replays saved inputs.
 
@@ -41,6 +43,7 @@ pub mod decoder;
 pub mod encode;
 pub mod enrich;
 pub mod flow;
+pub mod flowproto;
 #[doc(hidden)]
 pub mod harness;
 pub mod json;

@@ -155,6 +155,9 @@ fn enrich(c: &mut Criterion) {
         })
     });
     eprintln!("enrich_shard: {runs} runs of rows looked up per batch of {ROWS}");
+    // A batch in the buffers (also when the bench above is filtered out).
+    columns.clear();
+    flows.iter().for_each(|f| columns.push(f));
     let mut raw = Vec::new();
     group.bench_function("write_raw_block_with_metadata", |b| {
         b.iter(|| {
@@ -164,6 +167,24 @@ fn enrich(c: &mut Criterion) {
             }))
         })
     });
+    // The enriched output (`[kafka.enriched]`): the batch's rows as
+    // protobuf messages with their records' names, as the shard writes
+    // them before producing (against `write_raw_block_with_metadata`).
+    let proto = weir_core::flowproto::FlowProto::new(&layout);
+    raw.clear();
+    columns.write_block_resolved(true, &MODERN, &mut raw, &mut |exporter, in_if, out_if, _| {
+        snapshot.lookup(exporter, in_if, out_if).0
+    });
+    let (mut messages, mut records) = (Vec::new(), Vec::new());
+    group.bench_function("write_enriched_messages", |b| {
+        b.iter(|| {
+            messages.clear();
+            records.clear();
+            proto.write_rows(&columns, 256 << 10, &mut messages, &mut records);
+            black_box(records.len())
+        })
+    });
+    eprintln!("enrich_shard: {} bytes of messages per batch of {ROWS}", messages.len());
     group.finish();
     // The control plane: Akvorado's documented interface rules on one
     // interface (run once per interface resolved or answered, not per flow).

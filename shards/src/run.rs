@@ -34,6 +34,7 @@ use crossbeam_queue::ArrayQueue;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 use weir_core::config::{BalancerMode, Config, SinkKind, StoreKind};
+use weir_core::flowproto::FlowProto;
 use weir_core::wire::state::Snapshot;
 use weir_ebpf::Balancer;
 
@@ -41,6 +42,7 @@ use crate::cli::config::{read_config, read_config_logging_warnings};
 use crate::console::{self, metrics::ConsoleMetrics};
 use crate::enrich::{self, MetadataMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
+use crate::kafka::enriched::{EnrichedMetrics, EnrichedOutput};
 use crate::kafka::outlet::{self, OutletSetup};
 use crate::kafka::{InletMetrics, InletWriter, OutletMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
@@ -306,6 +308,8 @@ struct Counters {
     inlet: Option<Arc<InletMetrics>>,
     /// `weir outlet`'s.
     outlet: Option<Arc<OutletMetrics>>,
+    /// With the store as sink and `kafka.enriched.topic`.
+    enriched: Option<Arc<EnrichedMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -333,7 +337,9 @@ impl Counters {
         let networks =
             store.is_some().then(|| Arc::new(enrich::networks::NetworksMetrics::new(cores.len(), &config.networks)));
         let bmp = (store.is_some() && config.bmp.listen.is_some()).then(Arc::default);
+        let enriched = (store.is_some() && !config.kafka.enriched.topic.is_empty()).then(Arc::default);
         Ok(Counters {
+            enriched,
             metadata,
             networks,
             bmp,
@@ -390,6 +396,9 @@ impl Counters {
         if let Some(outlet) = &self.outlet {
             exposition.register(outlet.clone());
         }
+        if let Some(enriched) = &self.enriched {
+            exposition.register(enriched.clone());
+        }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
     }
@@ -406,9 +415,12 @@ fn serve_http(
 ) -> Result<(), String> {
     let Some(address) = config.http.listen else { return Ok(()) };
     let store = match (writer, &counters.store) {
-        (SinkWriter::Store(w), Some(metrics)) => {
-            Some(StoreEndpoints { queries: w.queries(), metrics: metrics.clone(), writes: config.http.query_writes })
-        }
+        (SinkWriter::Store(w), Some(metrics)) => Some(StoreEndpoints {
+            queries: w.queries(),
+            metrics: metrics.clone(),
+            writes: config.http.query_writes,
+            schema_proto: FlowProto::new(w.columns()).text().to_string(),
+        }),
         _ => None,
     };
     let ops = Ops { exposition, health: health.clone(), debug: config.http.debug };
@@ -477,6 +489,12 @@ fn store_writer(config: &Config, counters: &Counters, shards: usize) -> Result<S
         if let Some((service, handle)) = enrich::bmp::start(&config.bmp, metrics)? {
             writer.set_routes(service, handle);
         }
+    }
+    if let Some(metrics) = counters.enriched.clone() {
+        let proto = FlowProto::new(writer.columns());
+        let drain = Duration::from_millis(config.run.drain_timeout_ms);
+        let lines = config.log.data_plane_lines_per_minute;
+        writer.set_enriched(EnrichedOutput::start(&config.kafka, proto, metrics, lines, drain)?);
     }
     Ok(writer)
 }

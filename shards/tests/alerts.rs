@@ -65,8 +65,10 @@ fn every_metric_the_rules_read_is_exported() {
     let c = Collector::start_as("inlet", &inlet, &[]);
     exported += &c.scrape();
     c.stop();
-    // `weir outlet`'s, the same brokers and the embedded store.
-    let outlet = write_config(&dir, "outlet.toml", &format!("[shards]\ncores = [0]\n{store}{kafka}"));
+    // `weir outlet`'s, the same brokers and the embedded store, with the
+    // enriched output.
+    let enriched = "[kafka.enriched]\ntopic = \"flows-enriched\"\n";
+    let outlet = write_config(&dir, "outlet.toml", &format!("[shards]\ncores = [0]\n{store}{kafka}{enriched}"));
     let c = Collector::start_as("outlet", &outlet, &[]);
     exported += &c.scrape();
     c.stop();

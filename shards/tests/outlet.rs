@@ -46,7 +46,8 @@ fn outlet_config(dir: &Path, name: &str, core: usize, broker: &Broker, server: &
         "[shards]\ncores = [{core}]\ncontrol_core = {control}\n[run]\ndrain_timeout_ms = 10000\n\
          [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
          consolidation_interval_ms = 500\nretry_backoff_max_ms = 1000\n[store.remote]\nurl = \"{url}\"\n\
-         [kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 3000\nbatches_in_flight_max = 8\n",
+         [kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 3000\nbatches_in_flight_max = 8\n\
+         [kafka.enriched]\ntopic = \"flows-enriched\"\ncreate_partitions = 2\n",
         spool = dir.join(format!("{name}-spool")).display(),
         url = server.url(),
         brokers = broker.address,
@@ -104,6 +105,16 @@ fn stored(config: &Path) -> (u64, u64) {
     let text = query(config, None, "SELECT uniqExact(SrcPort + 65536 * DstPort), count() FROM weir.flows");
     let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
     (it.next().unwrap(), it.next().unwrap())
+}
+
+/// Partitions of the enriched topic (`flows-enriched-<hash>`), asked
+/// without creating anything.
+fn enriched_partitions(brokers: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let topic = metadata.topics().iter().find(|t| t.name().starts_with("flows-enriched-")).expect("the enriched topic");
+    topic.partitions().len()
 }
 
 /// Records in `flows-v1`'s 4 partitions, read from the start by a
@@ -260,6 +271,14 @@ fn inlets_to_outlets_store_every_flow_through_an_outage_and_a_killed_outlet() {
     assert_eq!(stored(&a_config), (sent, sent), "every flow once");
     let records: u64 = [&a, &b].iter().map(|c| c.metric("weir_outlet_records_total", "")[0]).sum();
     assert_eq!(records, 500 * 8, "one record per datagram");
+    // The enriched output: each flow handed to the store once, produced once,
+    // to the topic the first outlet created.
+    wait_until("every enriched flow delivered", Duration::from_secs(30), || {
+        [&a, &b].iter().map(|c| c.metric("weir_enriched_flows_delivered_total", "")[0]).sum::<u64>() >= sent
+    });
+    let enriched: u64 = [&a, &b].iter().map(|c| c.metric("weir_enriched_flows_delivered_total", "")[0]).sum();
+    assert_eq!(enriched, sent);
+    assert_eq!(enriched_partitions(&broker.address), 2, "created with kafka.enriched.create_partitions");
     wait_until("the lag drains to 0", Duration::from_secs(20), || lag(&a) + lag(&b) == 0);
     let commits: u64 = [&a, &b].iter().map(|c| c.metric("weir_outlet_commits_total", "")[0]).sum();
     assert!(commits > 0, "offsets committed");
@@ -419,4 +438,158 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
         query(&config, Some(&c.metrics), "SELECT uniqExact(SrcPort + 65536 * DstPort), count() FROM weir.flows");
     assert_eq!(stored.split_whitespace().collect::<Vec<_>>(), [flows.to_string(), flows.to_string()]);
     c.stop();
+}
+
+/// Splits a record of length-delimited messages.
+fn delimited(mut s: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while !s.is_empty() {
+        let (mut len, mut at) = (0usize, 0);
+        loop {
+            let b = s[at];
+            len |= usize::from(b & 0x7f) << (7 * at);
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        out.push(&s[at..at + len]);
+        s = &s[at + len..];
+    }
+    out
+}
+
+/// The enriched output, through librdkafka's mock cluster: the outlet
+/// names the topic after the schema it serves at /api/v0/schema.proto (the
+/// mock cluster makes it on the producer's first request; the tansu test
+/// has the outlets create it); every stored flow comes out once, enriched
+/// (the exporter's and interface's names), as protoc reads the served
+/// schema.
+#[test]
+fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
+    use prost::Message;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use weir_core::flow::addr_from_v4;
+    use weir_core::flowproto::FlowProto;
+    use weir_core::rawflow::RawFlow;
+    use weir_core::schema::stored_columns;
+    use weir_core::Datagram;
+
+    /// Ports and names, numbered as the schema numbers their columns.
+    #[derive(Clone, PartialEq, Message)]
+    struct Ports {
+        #[prost(uint32, tag = "21")]
+        src_port: u32,
+        #[prost(uint32, tag = "22")]
+        dst_port: u32,
+        #[prost(string, tag = "58")]
+        exporter_name: String,
+    }
+
+    let dir = temp_dir("outlet-enriched");
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("flows-v1", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (datagrams, mut bytes) = (40u32, Vec::new());
+    for i in 0..datagrams {
+        let payload = common::numbered_v5_through(i * 30, [10, 0, 0, 1], (17, 3));
+        let d = Datagram {
+            exporter: addr_from_v4([127, 0, 0, 1]),
+            received_ns: 1_800_000_000_000_000_000,
+            payload: &payload,
+            options: Default::default(),
+        };
+        let mut record = RawFlow::default();
+        record.set(&d, 0);
+        record.write(&mut bytes);
+        producer.send(BaseRecord::<(), [u8]>::to("flows-v1").payload(&bytes[..])).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let flows = u64::from(datagrams) * 30;
+
+    let body = format!(
+        "[shards]\ncores = [0]\n[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{spool}\"\n\
+         flush_interval_ms = 200\nconsolidation_interval_ms = 500\n[store.embedded]\npath = \"{chdb}\"\n\
+         [[metadata.exporters]]\nsubnet = \"127.0.0.1\"\nname = \"edge1-par\"\n\
+         [metadata.exporters.interfaces]\n\"17\" = {{ name = \"et-17\", boundary = \"external\" }}\n\
+         [kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 6000\n\
+         [kafka.enriched]\ntopic = \"flows-enriched\"\nrecord_bytes_max = 4096\nlinger_ms = 5\n",
+        spool = dir.join("spool").display(),
+        chdb = dir.join("chdb").display(),
+    );
+    let config = write_config(&dir, "outlet.toml", &body);
+    let c = Collector::start_as("outlet", &config, &[]);
+    wait_until("every flow stored and produced", Duration::from_secs(60), || {
+        c.metric("weir_store_rows_inserted_total", "")[0] >= flows
+            && c.metric("weir_enriched_flows_delivered_total", "")[0] >= flows
+    });
+    // The served schema is the one the store's columns make, and names the topic.
+    let parsed = weir_core::config::Config::parse(&body).unwrap();
+    let proto = FlowProto::new(&stored_columns(&parsed.store.schema_settings()));
+    let served = c.get("/api/v0/schema.proto");
+    assert_eq!(served, proto.text());
+    assert!(c.get("/api/v0/rawflow.proto").contains("message RawFlow"));
+    let topic = proto.topic("flows-enriched");
+    assert_eq!(c.metric("weir_enriched_flows_dropped_total", "").iter().sum::<u64>(), 0);
+    c.assert_promtool_is_silent();
+    c.stop();
+
+    // Every record of the topic's two partitions.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "enriched-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let mut messages = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (messages as u64) < flows && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message as _;
+            let payload = m.payload().unwrap_or_default().to_vec();
+            messages += delimited(&payload).len();
+            records.push(payload);
+        }
+    }
+    assert!(records.len() > 1, "cut at kafka.enriched.record_bytes_max");
+    let all: Vec<&[u8]> = records.iter().flat_map(|r| delimited(r)).collect();
+    assert_eq!(all.len() as u64, flows);
+    let mut numbers: Vec<u32> = all
+        .iter()
+        .map(|m| {
+            let p = Ports::decode(*m).unwrap();
+            assert_eq!(p.exporter_name, "edge1-par");
+            p.src_port + 65_536 * p.dst_port
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len() as u64, flows, "each flow once");
+
+    // protoc reads the schema and decodes a message with it.
+    std::fs::write(dir.join("schema.proto"), &served).unwrap();
+    let mut protoc = std::process::Command::new("protoc")
+        .args(["--decode=weir.FlowMessage", "-I"])
+        .arg(&dir)
+        .arg(dir.join("schema.proto"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("protoc (scripts/setup installs protobuf-compiler)");
+    use std::io::Write as _;
+    protoc.stdin.take().unwrap().write_all(all[0]).unwrap();
+    let out = protoc.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in ["ExporterName: \"edge1-par\"", "InIfName: \"et-17\"", "InIfBoundary: external", "Proto: 17"] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    assert!(text.contains("InIfIndex: 17") && text.contains("OutIfIndex: 3"), "{text}");
 }

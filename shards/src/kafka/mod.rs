@@ -1,5 +1,6 @@
-//! The flow pipeline's Kafka side: `weir inlet`'s producers (below) and
-//! `weir outlet`'s consumers (`outlet`).
+//! The flow pipeline's Kafka side: `weir inlet`'s producers (below),
+//! `weir outlet`'s consumers (`outlet`), and the enriched output's
+//! producers (`enriched`).
 //!
 //! ```text
 //!  shard k: recvmmsg ─▶ Datagram ─▶ RawFlow (prost) ─▶ producer k ── acks=all,
@@ -26,6 +27,7 @@ use tracing::warn;
 
 use crate::ops::logging::Limiter;
 
+pub mod enriched;
 pub mod inlet;
 pub mod metrics;
 pub mod outlet;

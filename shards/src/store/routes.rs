@@ -4,7 +4,11 @@
 //!   writer's connection, for `weir query`. Loopback peers only, and
 //!   read-only unless `http.query_writes` (`Engine::operator_query`).
 //!
-//! Without the store as sink both answer 404 saying so, which `weir query`
+//! - `GET /api/v0/schema.proto`: the enriched flows' protobuf schema
+//!   (`weir_core::flowproto`), generated from the store's columns;
+//! - `GET /api/v0/rawflow.proto`: the schema of `weir inlet`'s records.
+//!
+//! Without the store as sink the first three answer 404 saying so, which `weir query`
 //! takes as "open the store yourself".
 
 use std::net::SocketAddr;
@@ -34,15 +38,31 @@ pub struct StoreEndpoints {
     pub metrics: Arc<StoreMetrics>,
     /// `http.query_writes`.
     pub writes: bool,
+    /// The enriched flows' `.proto` for this store's columns.
+    pub schema_proto: String,
 }
 
 pub fn routes(store: Option<StoreEndpoints>) -> Router {
     match store {
-        Some(store) => {
-            Router::new().route("/latency", get(latency)).route("/query", post(query)).with_state(Arc::new(store))
-        }
-        None => Router::new().route("/latency", any(no_store)).route("/query", any(no_store)),
+        Some(store) => Router::new()
+            .route("/latency", get(latency))
+            .route("/query", post(query))
+            .route("/api/v0/schema.proto", get(schema_proto))
+            .with_state(Arc::new(store)),
+        None => Router::new()
+            .route("/latency", any(no_store))
+            .route("/query", any(no_store))
+            .route("/api/v0/schema.proto", any(no_store)),
     }
+    .route("/api/v0/rawflow.proto", get(rawflow_proto))
+}
+
+async fn schema_proto(State(store): State<Arc<StoreEndpoints>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], store.schema_proto.clone()).into_response()
+}
+
+async fn rawflow_proto() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], weir_core::rawflow::RAW_FLOW_PROTO).into_response()
 }
 
 async fn no_store() -> Response {

@@ -40,6 +40,7 @@ use super::{migrate, table_kind, Chunk, Engine, TableKind, RECORDS_TABLE, TABLES
 use crate::enrich::bmp::{BmpService, RoutesHandle};
 use crate::enrich::networks::{NetworksHandle, NetworksService, MISSING_EXPORTERS_MAX};
 use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
+use crate::kafka::enriched::{EnrichedOutput, EnrichedShard};
 use crate::ops::logging::Limiter;
 
 /// Inserted chunks' buffers kept for reuse: one per table (a round inserts
@@ -198,6 +199,8 @@ pub struct StoreSink {
     networks: Option<(NetworksHandle, usize)>,
     /// Where the BGP routes come from (with `bmp.listen`).
     routes: Option<RoutesHandle>,
+    /// The enriched output's producer (with `kafka.enriched.topic`).
+    enriched: Option<EnrichedShard>,
     /// Flows without a sampling rate, by exporter (the 16 zero bytes:
     /// past `MISSING_EXPORTERS_MAX` exporters), and whether they changed
     /// since they were published.
@@ -334,6 +337,9 @@ impl StoreSink {
     /// Shutdown: everything goes.
     pub fn flush(&mut self) {
         self.hand_over(true);
+        if let Some(enriched) = &mut self.enriched {
+            enriched.flush();
+        }
         if let Some((handle, index)) = &self.networks {
             handle.metrics.publish(*index, &self.enricher.counts);
             handle.metrics.publish_missing(*index, &self.rate_missing);
@@ -356,6 +362,9 @@ impl StoreSink {
             };
             self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve);
             self.columns.new_records(&mut self.records_sent, &mut blocks.records);
+            if let Some(enriched) = &mut self.enriched {
+                enriched.rows(&self.columns);
+            }
             self.columns.clear();
         }
         let mut consolidated_rows = [0; 3];
@@ -402,6 +411,8 @@ pub struct StoreWriter {
     metadata: Option<(MetadataService, MetadataHandle)>,
     networks: Option<(NetworksService, NetworksHandle)>,
     routes: Option<(BmpService, RoutesHandle)>,
+    /// The enriched output (with `kafka.enriched.topic`).
+    enriched: Option<EnrichedOutput>,
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
     acks: Arc<Acks>,
@@ -483,6 +494,7 @@ impl StoreWriter {
             metadata: None,
             networks: None,
             routes: None,
+            enriched: None,
             sinks: Default::default(),
             acks,
         })
@@ -518,6 +530,17 @@ impl StoreWriter {
         self.routes = Some((service, handle));
     }
 
+    /// Shards produce the flows they hand over to `output` too (set
+    /// before the first `sink`).
+    pub fn set_enriched(&mut self, output: EnrichedOutput) {
+        self.enriched = Some(output);
+    }
+
+    /// The columns the shards write (the schema of the enriched output).
+    pub fn columns(&self) -> &[Column] {
+        &self.columns
+    }
+
     /// A batch buffer for one shard (the shards' order: 0, 1, ...).
     pub fn sink(&self) -> StoreSink {
         let index = self.sinks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -546,7 +569,16 @@ impl StoreWriter {
                 enricher.look_up_routes();
             }
         }
+        let enriched = self.enriched.as_ref().and_then(|output| match output.shard(index) {
+            Ok(shard) => Some(shard),
+            Err(e) => {
+                // The same settings made a producer at start: not expected.
+                tracing::error!(shard = index, "no enriched output from this shard: {e}");
+                None
+            }
+        });
         StoreSink {
+            enriched,
             columns,
             sort_raw: self.raw == RawStore::Table,
             consolidator,
