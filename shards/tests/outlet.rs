@@ -593,3 +593,106 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     }
     assert!(text.contains("InIfIndex: 17") && text.contains("OutIfIndex: 3"), "{text}");
 }
+
+/// A rebalance while the store holds an insert in flight, on librdkafka's
+/// mock cluster: outlet A has consumed both partitions and its batches wait
+/// on a ClickHouse that is frozen (SIGSTOP), when outlet B joins. A's
+/// revocation hands its batch over and waits for the store — the insert in
+/// flight is not cancelled, and B gets no partition meanwhile — then
+/// stores and commits; once the store wakes the partitions move, and every
+/// flow is stored exactly once.
+#[test]
+fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use weir_core::flow::addr_from_v4;
+    use weir_core::rawflow::RawFlow;
+    use weir_core::Datagram;
+
+    let dir = temp_dir("outlet-rebalance");
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("flows-v1", 2, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let server = Server::start(&dir.join("clickhouse"));
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let mut bytes = Vec::new();
+    // `count` records of 30 numbered flows to each partition, numbers from `first` up.
+    let mut produce = |first: u32, count: u32| -> u64 {
+        for i in first..first + count {
+            for partition in 0..2u8 {
+                let payload = common::numbered_v5_from((i * 2 + u32::from(partition)) * 30, [10, 0, 0, partition + 1]);
+                let d = Datagram {
+                    exporter: addr_from_v4([127, 0, 0, partition + 1]),
+                    received_ns: 1_800_000_000_000_000_000,
+                    payload: &payload,
+                    options: Default::default(),
+                };
+                let mut record = RawFlow::default();
+                record.set(&d, u32::from(partition));
+                record.write(&mut bytes);
+                let r = BaseRecord::<(), [u8]>::to("flows-v1").partition(i32::from(partition)).payload(&bytes[..]);
+                producer.send(r).map_err(|(e, _)| e).unwrap();
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        u64::from(count) * 2 * 30
+    };
+    let config = |name: &str, core: usize| {
+        let control = if common::cpus() > 1 { 1 } else { 0 };
+        let body = format!(
+            "[shards]\ncores = [{core}]\ncontrol_core = {control}\n[run]\ndrain_timeout_ms = 10000\n\
+             [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
+             consolidation_interval_ms = 500\nretry_backoff_max_ms = 1000\n[store.remote]\nurl = \"{url}\"\n\
+             [kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 6000\nrevoke_wait_ms = 60000\n",
+            spool = dir.join(format!("{name}-spool")).display(),
+            url = server.url(),
+        );
+        write_config(&dir, &format!("{name}.toml"), &body)
+    };
+
+    let mut sent = produce(0, 100);
+    let a_config = config("outlet-a", 0);
+    let mut a = Collector::start_as("outlet", &a_config, &[]);
+    wait_until("A owns both partitions", Duration::from_secs(60), || a.metric("weir_outlet_partitions", "")[0] == 2);
+    wait_until("the first flows stored", Duration::from_secs(60), || stored(&a_config).1 >= sent);
+
+    // The store frozen mid-stream: A takes the next records, its batches wait.
+    // SAFETY: plain syscall on the server this test started.
+    unsafe { libc::kill(server.pid, libc::SIGSTOP) };
+    sent += produce(100, 100);
+    wait_until("A consumed every record", Duration::from_secs(60), || {
+        a.metric("weir_outlet_records_total", "")[0] >= 400
+    });
+    wait_until("A's batches wait on the frozen store", Duration::from_secs(10), || {
+        a.metric("weir_outlet_batches_in_flight", "")[0] > 0
+    });
+
+    // B joins: A's revocation waits on the insert in flight; B gets nothing meanwhile.
+    let mut b = Collector::start_as("outlet", &config("outlet-b", 1), &[]);
+    // The group's first (cooperative) round: B gets nothing, A is asked to
+    // give a partition up and waits.
+    b.wait_for("partitions assigned");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.metric("weir_outlet_partitions", ""), [0], "nothing moves while A's insert is in flight");
+    assert_eq!(a.metric("weir_outlet_partitions", ""), [2]);
+    unsafe { libc::kill(server.pid, libc::SIGCONT) };
+    let revoked = a.wait_for("partitions revoked");
+    let took: u64 = revoked.rsplit("took_ms=").next().unwrap().trim().parse().unwrap();
+    assert!(took >= 2_000, "the revocation waited for the store: {revoked}");
+    wait_until("the outlets share the partitions", Duration::from_secs(60), || {
+        a.metric("weir_outlet_partitions", "")[0] == 1 && b.metric("weir_outlet_partitions", "")[0] == 1
+    });
+    assert_eq!(a.metric("weir_outlet_revoke_waits_expired_total", ""), [0]);
+
+    // More records after the move: each partition's owner stores its own.
+    sent += produce(200, 50);
+    wait_until("every flow stored", Duration::from_secs(60), || stored(&a_config).1 >= sent);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stored(&a_config), (sent, sent), "every flow exactly once");
+    let records: u64 = [&a, &b].iter().map(|c| c.metric("weir_outlet_records_total", "")[0]).sum();
+    assert_eq!(records, 500, "no record read twice");
+    a.stop();
+    b.stop();
+}
