@@ -2122,6 +2122,11 @@ pub struct OutletConfig {
     /// holds, at most, before the partitions go anyway (their offsets are
     /// then not stored: the next owner reads those records again).
     pub revoke_wait_ms: u64,
+    /// Share templates and sampling rates with the other outlets through
+    /// the compacted topic `<kafka.topic>-state-v1`.
+    pub share_state: bool,
+    /// The replication factor of the state topic, when an outlet creates it.
+    pub state_replication: u16,
     /// More librdkafka consumer properties.
     pub options: std::collections::BTreeMap<String, String>,
 }
@@ -2134,6 +2139,8 @@ impl Default for OutletConfig {
             offset_reset: OffsetReset::Earliest,
             batches_in_flight_max: 16,
             revoke_wait_ms: 60_000,
+            share_state: true,
+            state_replication: 1,
             options: Default::default(),
         }
     }
@@ -2167,6 +2174,7 @@ impl OutletConfig {
         if self.revoke_wait_ms > 3_600_000 {
             return Err(ConfigError::new("kafka.outlet.revoke_wait_ms", "at most 3600000"));
         }
+        positive("kafka.outlet.state_replication", u64::from(self.state_replication), 100)?;
         let weirs = [
             "bootstrap.servers",
             "group.id",

@@ -63,6 +63,7 @@ fn bad_values_name_their_key() {
     assert_eq!(error_key("[kafka]\nspill_bytes_max = 0\n"), "kafka.spill_bytes_max");
     assert_eq!(error_key("[kafka.options]\nacks = \"1\"\n"), "kafka.options.acks");
     assert_eq!(error_key("[kafka.outlet]\ngroup = \"\"\n"), "kafka.outlet.group");
+    assert_eq!(error_key("[kafka.outlet]\nstate_replication = 0\n"), "kafka.outlet.state_replication");
     assert_eq!(error_key("[kafka.enriched]\ntopic = \"flows/enriched\"\n"), "kafka.enriched.topic");
     assert_eq!(error_key("[kafka.enriched]\nrecord_bytes_max = 0\n"), "kafka.enriched.record_bytes_max");
     assert_eq!(error_key("[kafka.enriched]\ncreate_replication = 0\n"), "kafka.enriched.create_replication");

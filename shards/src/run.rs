@@ -44,6 +44,7 @@ use crate::enrich::{self, MetadataMetrics};
 use crate::haproxy::{HaproxyInput, HaproxyMetrics};
 use crate::kafka::enriched::{EnrichedMetrics, EnrichedOutput};
 use crate::kafka::outlet::{self, OutletSetup};
+use crate::kafka::state::{StateShare, StateShareMetrics};
 use crate::kafka::{InletMetrics, InletWriter, OutletMetrics};
 use crate::ops::cpu::{online_cpus, pin_to};
 use crate::ops::exposition::Exposition;
@@ -157,6 +158,9 @@ struct Shards {
     stop: Arc<AtomicBool>,
     /// Shard 0's periodic decoder-state snapshots, for the control loop to save.
     state_out: Arc<ArrayQueue<Vec<u8>>>,
+    /// `weir outlet`'s sharing of templates with the other outlets (the
+    /// last inbox is its).
+    share: Option<StateShare>,
 }
 
 impl Shards {
@@ -169,7 +173,7 @@ impl Shards {
         receive: &ReceiveMetrics,
         writer: &SinkWriter,
     ) -> Result<Shards, String> {
-        let (mut shards, common) = Shards::prepare(config, cores);
+        let (mut shards, common) = Shards::prepare(config, cores, false);
         for (index, (core, sockets)) in cores.iter().zip(sockets).enumerate() {
             let setup = ShardSetup {
                 index,
@@ -197,14 +201,17 @@ impl Shards {
 
     /// No shard yet: their stop flag, inboxes and state queue, and what
     /// each is started with.
-    fn prepare(config: &Config, cores: &[usize]) -> (Shards, Common) {
+    /// `share_inbox`: one inbox more, the last, for the state sharing.
+    fn prepare(config: &Config, cores: &[usize], share_inbox: bool) -> (Shards, Common) {
+        let count = cores.len() + usize::from(share_inbox);
         let inboxes: Inboxes =
-            Arc::new((0..cores.len()).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
+            Arc::new((0..count).map(|_| ArrayQueue::new(config.shards.state_updates_ring_slots)).collect());
         let shards = Shards {
             handles: Vec::new(),
             inboxes,
             stop: Arc::new(AtomicBool::new(false)),
             state_out: Arc::new(ArrayQueue::new(1)),
+            share: None,
         };
         let common = Common {
             saved_state: config.decoder.state_file.as_ref().and_then(|p| std::fs::read(p).ok()).map(Arc::new),
@@ -238,7 +245,12 @@ impl Shards {
         let (SinkWriter::Store(store), Some(outlet)) = (writer, &counters.outlet) else {
             return Err("weir outlet: no store writer".into());
         };
-        let (mut shards, common) = Shards::prepare(config, cores);
+        let sharing = counters.state_share.clone();
+        let (mut shards, common) = Shards::prepare(config, cores, sharing.is_some());
+        if let Some(metrics) = sharing {
+            // Before the shards run: they start with the other outlets' templates.
+            shards.share = Some(StateShare::start(&config.kafka, shards.inboxes.clone(), metrics)?);
+        }
         for (index, core) in cores.iter().enumerate() {
             let setup = OutletSetup {
                 index,
@@ -254,6 +266,11 @@ impl Shards {
                 inboxes: shards.inboxes.clone(),
                 sink: Box::new(store.sink()),
                 acks: store.acks(),
+                in_flight_max: config
+                    .kafka
+                    .outlet
+                    .batches_in_flight_max
+                    .min(store.batches_per_shard().saturating_sub(1).max(1)) as u64,
                 stop: shards.stop.clone(),
                 ready: common.ready.clone(),
                 state_out: shards.state_out(index, config),
@@ -274,6 +291,9 @@ impl Shards {
                 Ok(_) => {}
                 Err(e) => error!("shard {i} ended badly: {e}"),
             }
+        }
+        if let Some(share) = self.share {
+            share.stop();
         }
         state
     }
@@ -310,6 +330,8 @@ struct Counters {
     outlet: Option<Arc<OutletMetrics>>,
     /// With the store as sink and `kafka.enriched.topic`.
     enriched: Option<Arc<EnrichedMetrics>>,
+    /// `weir outlet` with `kafka.outlet.share_state`.
+    state_share: Option<Arc<StateShareMetrics>>,
     http: Arc<HttpMetrics>,
 }
 
@@ -340,6 +362,7 @@ impl Counters {
         let enriched = (store.is_some() && !config.kafka.enriched.topic.is_empty()).then(Arc::default);
         Ok(Counters {
             enriched,
+            state_share: (mode == Mode::Outlet && config.kafka.outlet.share_state).then(Arc::default),
             metadata,
             networks,
             bmp,
@@ -398,6 +421,9 @@ impl Counters {
         }
         if let Some(enriched) = &self.enriched {
             exposition.register(enriched.clone());
+        }
+        if let Some(share) = &self.state_share {
+            exposition.register(share.clone());
         }
         exposition.register(self.http.clone());
         (exposition, probes, ready_checks)
@@ -694,7 +720,7 @@ pub(crate) fn save_atomically(path: &Path, bytes: &[u8]) -> bool {
 }
 
 /// The state maps' hash seed: exporter addresses can be spoofed.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut seed = [0u8; 8];
     // SAFETY: the buffer is valid for its length.
     unsafe { libc::getrandom(seed.as_mut_ptr().cast(), seed.len(), 0) };

@@ -355,6 +355,7 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
     let dir = temp_dir("outlet-mock");
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("flows-v1", 2, 1).unwrap();
+    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let mut bytes = Vec::new();
@@ -492,6 +493,7 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     let dir = temp_dir("outlet-enriched");
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("flows-v1", 1, 1).unwrap();
+    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let (datagrams, mut bytes) = (40u32, Vec::new());
@@ -613,6 +615,8 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
     let dir = temp_dir("outlet-rebalance");
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic("flows-v1", 2, 1).unwrap();
+    // The outlets' state topic (the mock cluster has no CreateTopics).
+    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let server = Server::start(&dir.join("clickhouse"));
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
@@ -645,7 +649,8 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
             "[shards]\ncores = [{core}]\ncontrol_core = {control}\n[run]\ndrain_timeout_ms = 10000\n\
              [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
              consolidation_interval_ms = 500\nretry_backoff_max_ms = 1000\n[store.remote]\nurl = \"{url}\"\n\
-             [kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 6000\nrevoke_wait_ms = 60000\n",
+             timeout_ms = 60000\n[kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 6000\n\
+             revoke_wait_ms = 60000\n",
             spool = dir.join(format!("{name}-spool")).display(),
             url = server.url(),
         );
@@ -695,4 +700,125 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
     assert_eq!(records, 500, "no record read twice");
     a.stop();
     b.stop();
+}
+
+/// Templates across outlets, on librdkafka's mock cluster: two IPFIX
+/// exporters each send their template to one partition and their data to
+/// the other, and two outlets own a partition each, so each sees one
+/// exporter's template and the other's data. Through the state topic every
+/// flow decodes; a third outlet started afterwards with nothing saved reads
+/// the templates from the topic before it consumes, and decodes data that
+/// comes without them.
+#[test]
+fn outlets_share_templates_through_the_state_topic() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
+    use weir_core::flow::{addr_from_v4, FlowRecord};
+    use weir_core::rawflow::RawFlow;
+    use weir_core::wire::template::Protocol;
+    use weir_core::Datagram;
+
+    let dir = temp_dir("outlet-state");
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("flows-v1", 2, 1).unwrap();
+    // The state topic made beforehand: the mock cluster has no CreateTopics.
+    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let template = TemplateSpec::compact_ipv4(256);
+    let mut bytes = Vec::new();
+    let mut sequence = 0;
+    // Exporter 127.0.0.k: a datagram with its template only, or one of 30
+    // numbered flows without it, to `partition`.
+    let mut produce = |k: u8, partition: i32, flows_from: Option<u32>| {
+        sequence += 1;
+        let h = ExportHeader { export_time_s: 1_800_000_000, sys_uptime_ms: 1000, sequence, domain: 0 };
+        let mut b = MessageBuilder::new(Protocol::Ipfix, h, Vec::new());
+        match flows_from {
+            None => b.template(&template),
+            Some(first) => {
+                for n in first..first + 30 {
+                    let mut f = FlowRecord::default();
+                    f.set_src_addr(addr_from_v4([10, 0, 0, k]));
+                    f.set_src_port((n % 65_536) as u16);
+                    f.set_dst_port((n / 65_536) as u16);
+                    f.set_bytes(100);
+                    f.set_packets(1);
+                    b.data(&template, &f);
+                }
+            }
+        }
+        let payload = b.finish();
+        let d = Datagram {
+            exporter: addr_from_v4([127, 0, 0, k]),
+            received_ns: 1_800_000_000_000_000_000,
+            payload: &payload,
+            options: Default::default(),
+        };
+        let mut record = RawFlow::default();
+        record.set(&d, 0);
+        record.write(&mut bytes);
+        producer.send(BaseRecord::<(), [u8]>::to("flows-v1").partition(partition).payload(&bytes[..])).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+    let config = |name: &str, core: usize| {
+        let body = format!(
+            "[shards]\ncores = [{core}]\n[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\n\
+             spool_dir = \"{spool}\"\nflush_interval_ms = 200\nconsolidation_interval_ms = 500\n\
+             [store.embedded]\npath = \"{chdb}\"\n[kafka]\nbrokers = \"{brokers}\"\n\
+             [kafka.outlet]\nsession_timeout_ms = 6000\n",
+            spool = dir.join(format!("{name}-spool")).display(),
+            chdb = dir.join(format!("{name}-chdb")).display(),
+        );
+        write_config(&dir, &format!("{name}.toml"), &body)
+    };
+    let rows = |c: &Collector, config: &Path| -> u64 {
+        query(config, Some(&c.metrics), "SELECT count() FROM weir.flows").trim().parse().unwrap()
+    };
+
+    let (a_config, b_config) = (config("a", 0), config("b", if common::cpus() > 1 { 1 } else { 0 }));
+    let a = Collector::start_as("outlet", &a_config, &[]);
+    wait_until("A owns both partitions", Duration::from_secs(60), || a.metric("weir_outlet_partitions", "")[0] == 2);
+    let b = Collector::start_as("outlet", &b_config, &[]);
+    wait_until("one partition each", Duration::from_secs(60), || {
+        a.metric("weir_outlet_partitions", "")[0] == 1 && b.metric("weir_outlet_partitions", "")[0] == 1
+    });
+    // Exporter 1's template to partition 0 and its data to 1; exporter 2 the other way.
+    produce(1, 0, None);
+    produce(2, 1, None);
+    let mut flows = 0;
+    for i in 0..10 {
+        produce(1, 1, Some(i * 60));
+        produce(2, 0, Some(i * 60 + 30));
+        flows += 60;
+    }
+    wait_until("every flow stored by one outlet or the other", Duration::from_secs(60), || {
+        rows(&a, &a_config) + rows(&b, &b_config) >= flows
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rows(&a, &a_config) + rows(&b, &b_config), flows);
+    for c in [&a, &b] {
+        assert!(c.metric("weir_outlet_state_produced_total", "")[0] >= 1, "its template shared");
+        assert!(c.metric("weir_outlet_state_received_total", "")[0] >= 1, "the other's template received");
+        assert_eq!(c.metric("weir_outlet_state_malformed_total", ""), [0]);
+        c.assert_promtool_is_silent();
+    }
+    // One at a time, so the second commits outside a rebalance.
+    a.stop();
+    wait_until("B owns both partitions", Duration::from_secs(60), || b.metric("weir_outlet_partitions", "")[0] == 2);
+    b.stop();
+
+    // A new outlet, nothing saved: the templates come from the topic.
+    let c_config = config("c", 0);
+    let c = Collector::start_as("outlet", &c_config, &[]);
+    assert!(c.metric("weir_outlet_state_received_total", "")[0] >= 2, "read before consuming");
+    wait_until("C owns both partitions", Duration::from_secs(60), || c.metric("weir_outlet_partitions", "")[0] == 2);
+    produce(1, 0, Some(10_000));
+    produce(2, 1, Some(10_030));
+    wait_until("C decodes data without templates of its own", Duration::from_secs(60), || rows(&c, &c_config) >= 60);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(rows(&c, &c_config), 60, "and reads nothing again");
+    c.stop();
 }

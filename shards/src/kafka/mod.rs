@@ -1,6 +1,6 @@
 //! The flow pipeline's Kafka side: `weir inlet`'s producers (below),
-//! `weir outlet`'s consumers (`outlet`), and the enriched output's
-//! producers (`enriched`).
+//! `weir outlet`'s consumers (`outlet`) and the templates they share
+//! (`state`), and the enriched output's producers (`enriched`).
 //!
 //! ```text
 //!  shard k: recvmmsg ─▶ Datagram ─▶ RawFlow (prost) ─▶ producer k ── acks=all,
@@ -32,6 +32,7 @@ pub mod inlet;
 pub mod metrics;
 pub mod outlet;
 pub mod spill;
+pub mod state;
 
 pub use inlet::InletWriter;
 pub use metrics::{InletMetrics, OutletMetrics};

@@ -20,8 +20,9 @@
 //! A record that is not a datagram is counted by reason and skipped, its
 //! offset stored like the others: a partition never sticks on it.
 //!
-//! When more than `kafka.outlet.batches_in_flight_max` of a shard's
-//! batches wait for the store, the shard pauses its partitions and keeps
+//! When `kafka.outlet.batches_in_flight_max` of a shard's batches wait
+//! for the store (fewer if the shard's share of `store.batches_max` is
+//! smaller: it must keep a buffer to hand over with), the shard pauses its partitions and keeps
 //! polling (it stays in the group) until acknowledgements come; the store
 //! writer keeps everything in memory (Kafka is the buffer, not the spool).
 
@@ -75,6 +76,11 @@ pub struct OutletSetup {
     pub inboxes: Inboxes,
     pub sink: Box<StoreSink>,
     pub acks: Arc<Acks>,
+    /// Batches in the store unacknowledged before the shard pauses its
+    /// partitions: `kafka.outlet.batches_in_flight_max`, less when the
+    /// shard's share of the store's batch buffers is smaller (a shard out
+    /// of buffers would wait without polling, and drop out of the group).
+    pub in_flight_max: u64,
     pub stop: Arc<AtomicBool>,
     pub ready: Arc<AtomicUsize>,
     pub state_out: Option<(Arc<ArrayQueue<Vec<u8>>>, Duration)>,
@@ -233,7 +239,7 @@ fn run(setup: OutletSetup) -> Vec<u8> {
         metrics: setup.metrics.clone(),
         outlet: setup.outlet,
         revoke_wait: Duration::from_millis(setup.config.outlet.revoke_wait_ms),
-        in_flight_max: setup.config.outlet.batches_in_flight_max as u64,
+        in_flight_max: setup.in_flight_max,
         partitions: 0,
         in_flight: 0,
         paused: false,
@@ -255,7 +261,14 @@ fn run(setup: OutletSetup) -> Vec<u8> {
             let wait = if i == 0 { POLL_WAIT.min(setup.housekeeping_interval) } else { Duration::ZERO };
             match consumer.poll(wait) {
                 None => break,
-                Some(Ok(m)) => shard.borrow_mut().take(m.partition(), m.offset(), m.payload().unwrap_or_default()),
+                Some(Ok(m)) => {
+                    let mut s = shard.borrow_mut();
+                    s.take(m.partition(), m.offset(), m.payload().unwrap_or_default());
+                    // Paused below before the shard's buffers run out.
+                    if s.at_bound() {
+                        break;
+                    }
+                }
                 Some(Err(e)) => shard.borrow_mut().consume_error(e),
             }
         }
@@ -475,6 +488,11 @@ impl OutletShard {
         self.assignment_changed = true;
         let got: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
         info!(shard = self.index, partitions = ?got, "kafka: partitions assigned");
+    }
+
+    /// Whether `in_flight_max` batches wait for the store.
+    fn at_bound(&self) -> bool {
+        self.sink.tickets().saturating_sub(self.acks.acked(self.index)) >= self.in_flight_max
     }
 
     /// Pauses the shard's partitions while too many batches wait for the

@@ -413,6 +413,7 @@ pub struct StoreWriter {
     routes: Option<(BmpService, RoutesHandle)>,
     /// The enriched output (with `kafka.enriched.topic`).
     enriched: Option<EnrichedOutput>,
+    batches_per_shard: usize,
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
     acks: Arc<Acks>,
@@ -497,7 +498,15 @@ impl StoreWriter {
             enriched: None,
             sinks: Default::default(),
             acks,
+            batches_per_shard: (batches / shards.max(1)).max(1),
         })
+    }
+
+    /// A shard's share of the batch buffers: a shard with this many
+    /// batches in the writer waits for a buffer (`weir outlet` pauses its
+    /// partitions before).
+    pub fn batches_per_shard(&self) -> usize {
+        self.batches_per_shard
     }
 
     /// The writer's acknowledgements of the shards' batches.
