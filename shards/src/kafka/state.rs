@@ -12,7 +12,9 @@
 //! topic from its start (no group: every outlet reads all of it) and hands
 //! the other outlets' changes to its shards' inboxes. At start it reads up
 //! to the topic's end before the shards run, so a partition that moves to
-//! this outlet later finds the templates already here. Data that arrives
+//! this outlet later finds the templates already here (brokers that do not
+//! answer then: the start goes on, and the thread reads the topic once
+//! they do). Data that arrives
 //! before its template waits in the decoder (`decoder.pending_*`), as in
 //! `weir run`, and is released when the template comes from any outlet.
 //!
@@ -144,20 +146,29 @@ impl StateShare {
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| format!("kafka: {e}"))?;
-        // A consumer's metadata request creates nothing.
-        let exists = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(5))
-            .is_ok_and(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none()));
-        if !exists {
-            if let Err(e) = create_topic(&config, &topic, kafka.outlet.state_replication) {
-                warn!("kafka: {e}: templates are shared once the topic exists");
+        // A consumer's metadata request creates nothing. Brokers away: no
+        // wait at start; the thread reads the topic once they answer.
+        let answered = match consumer.fetch_metadata(Some(&topic), Duration::from_secs(3)) {
+            Ok(m) => {
+                if !m.topics().iter().any(|t| t.name() == topic && t.error().is_none()) {
+                    if let Err(e) = create_topic(&config, &topic, kafka.outlet.state_replication) {
+                        warn!("kafka: {e}: templates are shared once the topic exists");
+                    }
+                }
+                true
             }
-        }
+            Err(e) => {
+                warn!("kafka: {topic}: brokers did not answer ({e}); templates are shared once they do");
+                false
+            }
+        };
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&topic, 0, Offset::Beginning).map_err(|e| format!("kafka: {e}"))?;
         consumer.assign(&assignment).map_err(|e| format!("kafka: {e}"))?;
         let mut share = Share { topic, origin, producer, consumer, inboxes, metrics };
-        share.catch_up();
+        if answered {
+            share.catch_up();
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
