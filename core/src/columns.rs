@@ -1487,7 +1487,7 @@ fn read_string<'a>(s: &mut &'a [u8]) -> Result<&'a str, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flow::addr_from_v4;
     use crate::schema::{catalog, stored_columns, test_settings, ServerVersion};
@@ -1496,7 +1496,8 @@ mod tests {
         catalog().into_iter().filter(|c| names.contains(&c.name)).collect()
     }
 
-    fn flow(second: u64, exporter: u8, in_if: u32, bytes: u64) -> FlowRecord {
+    /// A flow at `second` from exporter 10.0.0.`exporter`.
+    pub(crate) fn flow(second: u64, exporter: u8, in_if: u32, bytes: u64) -> FlowRecord {
         let mut f = FlowRecord::default();
         f.set_time_received_ns(second * 1_000_000_000 + 5);
         f.set_exporter_address(addr_from_v4([10, 0, 0, exporter]));

@@ -3,11 +3,12 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::*;
+use crate::columns::tests::flow;
 use crate::columns::MODERN;
 use crate::enrich::bmp::Attrs;
 use crate::enrich::flows::Enriched;
 use crate::enrich::metadata::{Boundary, ExporterInfo, InterfaceInfo, KnownExporter, Meta, Records, Snapshot};
-use crate::flow::{addr_from_v4, FlowRecord};
+use crate::flow::addr_from_v4;
 use crate::schema::{stored_columns, test_settings};
 use crate::wire::state::KeyHash;
 
@@ -45,15 +46,6 @@ struct Large {
     local_data1: u32,
     #[prost(uint32, tag = "3")]
     local_data2: u32,
-}
-
-fn flow(second: u64, exporter: u8, in_if: u32, bytes: u64) -> FlowRecord {
-    let mut f = FlowRecord::default();
-    f.set_time_received_ns(second * 1_000_000_000 + 5);
-    f.set_exporter_address(addr_from_v4([10, 0, 0, exporter]));
-    f.set_in_if_index(in_if);
-    f.set_bytes(bytes);
-    f
 }
 
 #[test]

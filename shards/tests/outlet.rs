@@ -348,9 +348,8 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    use weir_core::flow::addr_from_v4;
+
     use weir_core::rawflow::RawFlow;
-    use weir_core::Datagram;
 
     let dir = temp_dir("outlet-mock");
     let cluster = MockCluster::new(1).unwrap();
@@ -363,17 +362,7 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
     for i in 0..per_partition {
         for partition in 0..2 {
             let payload = common::numbered_v5_from((i * 2 + partition) * 30, [10, 0, 0, partition as u8 + 1]);
-            let d = Datagram {
-                exporter: addr_from_v4([127, 0, 0, partition as u8 + 1]),
-                received_ns: 1_800_000_000_000_000_000,
-                payload: &payload,
-                options: Default::default(),
-            };
-            let mut record = RawFlow::default();
-            record.set(&d, partition);
-            record.write(&mut bytes);
-            let r = BaseRecord::<(), [u8]>::to("flows-v1").partition(partition as i32).payload(&bytes[..]);
-            producer.send(r).map_err(|(e, _)| e).unwrap();
+            produce_datagram(&producer, &payload, partition as u8 + 1, Some(partition as i32));
             flows += 30;
             if i == 100 && partition == 0 {
                 // Not protobuf; then an exporter of 3 bytes.
@@ -441,6 +430,29 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
     c.stop();
 }
 
+/// Produces `payload` as received from exporter 127.0.0.`exporter` to
+/// `flows-v1`, as an inlet would: to `partition`, or where the producer
+/// puts it.
+fn produce_datagram(producer: &rdkafka::producer::BaseProducer, payload: &[u8], exporter: u8, partition: Option<i32>) {
+    use rdkafka::producer::BaseRecord;
+    let d = weir_core::Datagram {
+        exporter: weir_core::flow::addr_from_v4([127, 0, 0, exporter]),
+        received_ns: 1_800_000_000_000_000_000,
+        payload,
+        options: Default::default(),
+    };
+    let mut record = weir_core::rawflow::RawFlow::default();
+    record.set(&d, 0);
+    let mut bytes = Vec::new();
+    record.write(&mut bytes);
+    let mut r = BaseRecord::<(), [u8]>::to("flows-v1").payload(&bytes[..]);
+    if let Some(p) = partition {
+        r = r.partition(p);
+    }
+    producer.send(r).map_err(|(e, _)| e).unwrap();
+    producer.poll(Duration::ZERO);
+}
+
 /// Splits a record of length-delimited messages.
 fn delimited(mut s: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -472,12 +484,11 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use weir_core::flow::addr_from_v4;
+    use rdkafka::producer::{BaseProducer, Producer};
+
     use weir_core::flowproto::FlowProto;
-    use weir_core::rawflow::RawFlow;
+
     use weir_core::schema::stored_columns;
-    use weir_core::Datagram;
 
     /// Ports and names, numbered as the schema numbers their columns.
     #[derive(Clone, PartialEq, Message)]
@@ -496,19 +507,10 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     cluster.create_topic("flows-state-v1", 1, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let (datagrams, mut bytes) = (40u32, Vec::new());
+    let datagrams = 40u32;
     for i in 0..datagrams {
         let payload = common::numbered_v5_through(i * 30, [10, 0, 0, 1], (17, 3));
-        let d = Datagram {
-            exporter: addr_from_v4([127, 0, 0, 1]),
-            received_ns: 1_800_000_000_000_000_000,
-            payload: &payload,
-            options: Default::default(),
-        };
-        let mut record = RawFlow::default();
-        record.set(&d, 0);
-        record.write(&mut bytes);
-        producer.send(BaseRecord::<(), [u8]>::to("flows-v1").payload(&bytes[..])).map_err(|(e, _)| e).unwrap();
+        produce_datagram(&producer, &payload, 1, None);
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     let flows = u64::from(datagrams) * 30;
@@ -607,10 +609,7 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
 fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing() {
     use rdkafka::config::ClientConfig;
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use weir_core::flow::addr_from_v4;
-    use weir_core::rawflow::RawFlow;
-    use weir_core::Datagram;
+    use rdkafka::producer::{BaseProducer, Producer};
 
     let dir = temp_dir("outlet-rebalance");
     let cluster = MockCluster::new(1).unwrap();
@@ -620,24 +619,12 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
     let brokers = cluster.bootstrap_servers();
     let server = Server::start(&dir.join("clickhouse"));
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let mut bytes = Vec::new();
     // `count` records of 30 numbered flows to each partition, numbers from `first` up.
-    let mut produce = |first: u32, count: u32| -> u64 {
+    let produce = |first: u32, count: u32| -> u64 {
         for i in first..first + count {
             for partition in 0..2u8 {
                 let payload = common::numbered_v5_from((i * 2 + u32::from(partition)) * 30, [10, 0, 0, partition + 1]);
-                let d = Datagram {
-                    exporter: addr_from_v4([127, 0, 0, partition + 1]),
-                    received_ns: 1_800_000_000_000_000_000,
-                    payload: &payload,
-                    options: Default::default(),
-                };
-                let mut record = RawFlow::default();
-                record.set(&d, u32::from(partition));
-                record.write(&mut bytes);
-                let r = BaseRecord::<(), [u8]>::to("flows-v1").partition(i32::from(partition)).payload(&bytes[..]);
-                producer.send(r).map_err(|(e, _)| e).unwrap();
-                producer.poll(Duration::ZERO);
+                produce_datagram(&producer, &payload, partition + 1, Some(i32::from(partition)));
             }
         }
         producer.flush(Duration::from_secs(30)).unwrap();
@@ -713,12 +700,11 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
 fn outlets_share_templates_through_the_state_topic() {
     use rdkafka::config::ClientConfig;
     use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseProducer, Producer};
     use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
     use weir_core::flow::{addr_from_v4, FlowRecord};
-    use weir_core::rawflow::RawFlow;
+
     use weir_core::wire::template::Protocol;
-    use weir_core::Datagram;
 
     let dir = temp_dir("outlet-state");
     let cluster = MockCluster::new(1).unwrap();
@@ -728,7 +714,6 @@ fn outlets_share_templates_through_the_state_topic() {
     let brokers = cluster.bootstrap_servers();
     let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     let template = TemplateSpec::compact_ipv4(256);
-    let mut bytes = Vec::new();
     let mut sequence = 0;
     // Exporter 127.0.0.k: a datagram with its template only, or one of 30
     // numbered flows without it, to `partition`.
@@ -750,17 +735,7 @@ fn outlets_share_templates_through_the_state_topic() {
                 }
             }
         }
-        let payload = b.finish();
-        let d = Datagram {
-            exporter: addr_from_v4([127, 0, 0, k]),
-            received_ns: 1_800_000_000_000_000_000,
-            payload: &payload,
-            options: Default::default(),
-        };
-        let mut record = RawFlow::default();
-        record.set(&d, 0);
-        record.write(&mut bytes);
-        producer.send(BaseRecord::<(), [u8]>::to("flows-v1").partition(partition).payload(&bytes[..])).unwrap();
+        produce_datagram(&producer, &b.finish(), k, Some(partition));
         producer.flush(Duration::from_secs(10)).unwrap();
     };
     let config = |name: &str, core: usize| {

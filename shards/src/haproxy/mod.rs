@@ -25,17 +25,16 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
 use tracing::{error, info, warn};
 use weir_core::accesslog::{Format, LineError, LineReason};
 use weir_core::config::HaproxyConfig;
 
 use self::counter::{RequestCounters, Tally};
 pub use self::metrics::{HaproxyMetrics, ProduceDrop, Topic};
-use crate::kafka::ClientLog;
+use crate::kafka::{logged_context, ClientLog};
 use crate::ops::logging::Limiter;
 
 /// Log timestamp and topic of a message in flight.
@@ -49,15 +48,7 @@ struct Deliveries {
     log: ClientLog,
 }
 
-impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.log.log(level, facility, message);
-    }
-
-    fn error(&self, e: KafkaError, reason: &str) {
-        self.log.error(e, reason);
-    }
-}
+logged_context!(Deliveries);
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Box<Sent>;

@@ -16,18 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::DescriptorEncoder;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
-use rdkafka::ClientContext;
 use tracing::{error, info, warn};
 use weir_core::columns::Columns;
 use weir_core::config::FlowsKafkaConfig;
 use weir_core::flowproto::FlowProto;
 
-use super::ClientLog;
+use super::{logged_context, ClientLog};
 use crate::ops::exposition::{counter_by, counters_of, Exported};
 
 /// Why enriched flows were lost (the `reason` label).
@@ -113,15 +111,7 @@ pub struct Deliveries {
     log: ClientLog,
 }
 
-impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.log.log(level, facility, message);
-    }
-
-    fn error(&self, e: KafkaError, reason: &str) {
-        self.log.error(e, reason);
-    }
-}
+logged_context!(Deliveries);
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
@@ -221,21 +211,8 @@ fn create_topic(kafka: &FlowsKafkaConfig, topic: &str) -> Result<(), String> {
     for (key, value) in kafka.options.iter().chain(&c.options) {
         config.set(key, value);
     }
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| format!("kafka: {e}"))?;
-    let new =
-        NewTopic::new(topic, c.create_partitions as i32, TopicReplication::Fixed(i32::from(c.create_replication)));
-    let wait = Some(Duration::from_secs(10));
-    let options = AdminOptions::new().operation_timeout(wait).request_timeout(wait);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| e.to_string())?;
-    let results = runtime.block_on(admin.create_topics([&new], &options)).map_err(|e| format!("kafka: {e}"))?;
-    for r in results {
-        match r {
-            Ok(_) => info!("kafka: created {topic} with {} partitions", c.create_partitions),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, e)) => return Err(format!("kafka: creating {topic}: {e}")),
-        }
-    }
-    Ok(())
+    let replication = TopicReplication::Fixed(i32::from(c.create_replication));
+    super::create_topic(&config, &NewTopic::new(topic, c.create_partitions as i32, replication))
 }
 
 fn producer(

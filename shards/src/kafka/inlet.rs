@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
-use rdkafka::ClientContext;
 use rdkafka::Message;
 use tracing::{error, info, warn};
 use weir_core::config::{FlowsKafkaConfig, Partitioning};
@@ -18,7 +17,7 @@ use weir_core::Datagram;
 
 use super::metrics::{InletDrop, InletMetrics};
 use super::spill::{Spill, SpillError};
-use super::ClientLog;
+use super::{logged_context, ClientLog};
 use crate::ops::logging::Limiter;
 
 /// Longest a housekeeping tick spends replaying the spill (the shard's
@@ -33,15 +32,7 @@ pub struct Deliveries {
     purged: Mutex<Vec<(usize, Vec<u8>)>>,
 }
 
-impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        self.log.log(level, facility, message);
-    }
-
-    fn error(&self, e: KafkaError, reason: &str) {
-        self.log.error(e, reason);
-    }
-}
+logged_context!(Deliveries);
 
 impl ProducerContext for Deliveries {
     /// The record's sequence number within its shard.

@@ -70,3 +70,39 @@ impl ClientLog {
         }
     }
 }
+
+/// `ClientContext` for a context whose `log` field is a `ClientLog`.
+macro_rules! logged_context {
+    ($context:ty) => {
+        impl rdkafka::ClientContext for $context {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+                self.log.log(level, facility, message);
+            }
+
+            fn error(&self, e: rdkafka::error::KafkaError, reason: &str) {
+                self.log.error(e, reason);
+            }
+        }
+    };
+}
+pub(crate) use logged_context;
+
+/// Creates `topic` with the brokers of `config`; one that exists already
+/// is no error. Within 10 s.
+pub fn create_topic(config: &rdkafka::ClientConfig, topic: &rdkafka::admin::NewTopic<'_>) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| format!("kafka: {e}"))?;
+    let wait = Some(std::time::Duration::from_secs(10));
+    let options = AdminOptions::new().operation_timeout(wait).request_timeout(wait);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| e.to_string())?;
+    let results = runtime.block_on(admin.create_topics([topic], &options)).map_err(|e| format!("kafka: {e}"))?;
+    for r in results {
+        match r {
+            Ok(_) => tracing::info!("kafka: created {}", topic.name),
+            Err((_, rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, e)) => return Err(format!("kafka: creating {}: {e}", topic.name)),
+        }
+    }
+    Ok(())
+}

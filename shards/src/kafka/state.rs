@@ -30,11 +30,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::DescriptorEncoder;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -283,20 +281,8 @@ impl Share {
 }
 
 fn create_topic(config: &ClientConfig, topic: &str, replication: u16) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = config.create().map_err(|e| format!("kafka: {e}"))?;
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(i32::from(replication))).set("cleanup.policy", "compact");
-    let wait = Some(Duration::from_secs(10));
-    let options = AdminOptions::new().operation_timeout(wait).request_timeout(wait);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| e.to_string())?;
-    let results = runtime.block_on(admin.create_topics([&new], &options)).map_err(|e| format!("kafka: {e}"))?;
-    for r in results {
-        match r {
-            Ok(_) => info!("kafka: created {topic} (compacted)"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, e)) => return Err(format!("creating {topic}: {e}")),
-        }
-    }
-    Ok(())
+    super::create_topic(config, &new)
 }
 
 #[cfg(test)]
