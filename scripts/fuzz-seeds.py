@@ -145,6 +145,15 @@ def main(out):
         open(os.path.join(out, "raw_flows", os.path.basename(path) + ".seed"), "wb").write(records)
     open(os.path.join(out, "state_snapshot", "empty.json"), "wb").write(
         b'{"format_version":1,"templates":[],"samplers":[],"system_init":[]}')
+    os.makedirs(os.path.join(out, "state_record"), exist_ok=True)
+    for name, record in [
+        ("template.json", b'{"origin":1,"update":{"Template":{"protocol":"Ipfix","exporter":"192.0.2.1","domain":0,'
+         b'"template_id":256,"options":false,"scope_fields":0,"fields":[{"id":8,"pen":0,"len":4},'
+         b'{"id":12,"pen":0,"len":4},{"id":1,"pen":0,"len":8}]}}}'),
+        ("sampler.json", b'{"origin":2,"update":{"Sampler":{"protocol":"NetflowV9","exporter":"2001:db8::1",'
+         b'"domain":7,"sampler_id":3,"sampling_rate":1000}}}'),
+    ]:
+        open(os.path.join(out, "state_record", name), "wb").write(record)
     os.makedirs(os.path.join(out, "access_log"), exist_ok=True)
     lines = [
         b'<134>1 2026-11-21T12:00:00.123456+01:00 cache1 haproxy 4242 - [weir@1 ci="192.0.2.7" ST="200" '

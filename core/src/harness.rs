@@ -120,6 +120,17 @@ pub fn restore_snapshot(data: &[u8]) {
     assert!(decoder.state().template_count() <= 2 * 4, "limits hold on restore");
 }
 
+/// Reads arbitrary bytes as a record of `weir outlet`'s state topic (another
+/// outlet's template, sampler or withdrawal) and applies what parses to a
+/// decoder: a counted skip or a change within the limits, never a panic.
+pub fn state_record(data: &[u8]) {
+    let Ok(shared) = serde_json::from_slice::<crate::wire::state::SharedUpdate>(data) else { return };
+    let _ = shared.update.key();
+    let mut decoder = Decoder::new(tight_limits());
+    decoder.apply_updates(std::slice::from_ref(&shared.update), &mut |_| {});
+    assert!(decoder.state().template_count() <= 2 * 4, "limits hold on a shared change");
+}
+
 /// Parses arbitrary bytes as a config file: an error naming a key, never a
 /// panic; what parses also passes the machine check or names its key.
 pub fn parse_config(data: &[u8]) {

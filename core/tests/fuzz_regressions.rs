@@ -32,6 +32,7 @@ fn replay(target: &str) -> usize {
             "geo_database" => harness::geo_database(&data),
             "bmp_stream" => harness::bmp_stream(&data),
             "raw_flows" => harness::raw_flows(&data),
+            "state_record" => harness::state_record(&data),
             other => panic!("unknown target {other}"),
         }
         count += 1;
@@ -60,6 +61,7 @@ fn saved_fuzz_inputs_do_not_panic() {
         "geo_database",
         "bmp_stream",
         "raw_flows",
+        "state_record",
     ] {
         replay(target);
     }
@@ -96,4 +98,17 @@ fn garbage_and_empty_inputs() {
     harness::parse_config(b"[[listeners]]\naddress = 5\n[shards\n");
     harness::parse_config(include_bytes!("../../config/appliance-16-cores.toml"));
     harness::restore_snapshot(b"{\"format_version\":1}");
+}
+
+/// The saved state-topic record is one the outlets write: it parses and
+/// adds its template (the harness would skip a record that does not).
+#[test]
+fn the_saved_state_record_is_a_template_an_outlet_applies() {
+    use weir_core::decoder::Decoder;
+    use weir_core::wire::state::SharedUpdate;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/state_record/template.json");
+    let shared: SharedUpdate = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut decoder = Decoder::new(Default::default());
+    decoder.apply_updates(std::slice::from_ref(&shared.update), &mut |_| {});
+    assert_eq!(decoder.state().template_count(), 1);
 }

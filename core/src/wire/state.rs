@@ -184,6 +184,34 @@ pub enum StateUpdate {
     SystemInit(SystemInitSnapshot),
 }
 
+/// A change shared between `weir outlet`s on their state topic: JSON
+/// `{"origin": ID, "update": StateUpdate}` (`origin`: random per process,
+/// so an outlet skips its own), keyed by what it describes (`key`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedUpdate {
+    pub origin: u64,
+    pub update: StateUpdate,
+}
+
+impl StateUpdate {
+    /// What the change describes, the topic's compaction key: a template
+    /// and its withdrawal share one (protocol, exporter, domain, id).
+    pub fn key(&self) -> String {
+        match self {
+            StateUpdate::Template(t) => format!("t/{:?}/{}/{}/{}", t.protocol, t.exporter, t.domain, t.template_id),
+            StateUpdate::Withdraw { protocol, exporter, domain, template_id, all_options: None } => {
+                format!("t/{protocol:?}/{exporter}/{domain}/{template_id}")
+            }
+            // A withdrawal of all (options) templates of a domain: its own key.
+            StateUpdate::Withdraw { protocol, exporter, domain, all_options: Some(options), .. } => {
+                format!("w/{protocol:?}/{exporter}/{domain}/{options}")
+            }
+            StateUpdate::Sampler(s) => format!("s/{:?}/{}/{}/{}", s.protocol, s.exporter, s.domain, s.sampler_id),
+            StateUpdate::SystemInit(s) => format!("i/{:?}/{}/{}", s.protocol, s.exporter, s.domain),
+        }
+    }
+}
+
 impl DecoderState {
     pub fn new(limits: Limits) -> Self {
         let hash = KeyHash(limits.hash_seed);

@@ -20,8 +20,8 @@
 //!
 //! The topic is compacted: per key the newest value stays, so a new outlet
 //! reads one record per template and sampler, not the history. A record is
-//! `{"origin": ID, "update": StateUpdate}` in JSON (`origin`: random per
-//! process, so an outlet skips its own).
+//! `weir_core::wire::state::SharedUpdate` in JSON (`origin`: random per
+//! process, so an outlet skips its own); fuzz target `state_record`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -35,10 +35,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use weir_core::config::FlowsKafkaConfig;
-use weir_core::wire::state::StateUpdate;
+use weir_core::wire::state::{SharedUpdate, StateUpdate};
 
 use crate::ops::exposition::{counters_of, Exported};
 use crate::receive::shard::Inboxes;
@@ -49,28 +48,6 @@ const CATCH_UP_MAX: Duration = Duration::from_secs(30);
 /// The state topic of `kafka.topic`.
 pub fn topic(base: &str) -> String {
     format!("{base}-state-v1")
-}
-
-#[derive(Serialize, Deserialize)]
-struct Record {
-    origin: u64,
-    update: StateUpdate,
-}
-
-/// What a record describes: its compaction key.
-fn key(u: &StateUpdate) -> String {
-    match u {
-        StateUpdate::Template(t) => format!("t/{:?}/{}/{}/{}", t.protocol, t.exporter, t.domain, t.template_id),
-        StateUpdate::Withdraw { protocol, exporter, domain, template_id, all_options: None } => {
-            format!("t/{protocol:?}/{exporter}/{domain}/{template_id}")
-        }
-        // A withdrawal of all (options) templates of a domain: its own key.
-        StateUpdate::Withdraw { protocol, exporter, domain, all_options: Some(options), .. } => {
-            format!("w/{protocol:?}/{exporter}/{domain}/{options}")
-        }
-        StateUpdate::Sampler(s) => format!("s/{:?}/{}/{}/{}", s.protocol, s.exporter, s.domain, s.sampler_id),
-        StateUpdate::SystemInit(s) => format!("i/{:?}/{}/{}", s.protocol, s.exporter, s.domain),
-    }
 }
 
 /// The sharing's counters.
@@ -240,8 +217,8 @@ impl Share {
     }
 
     fn produce(&mut self, u: &StateUpdate) {
-        let Ok(value) = serde_json::to_vec(&Record { origin: self.origin, update: u.clone() }) else { return };
-        let key = key(u);
+        let Ok(value) = serde_json::to_vec(&SharedUpdate { origin: self.origin, update: u.clone() }) else { return };
+        let key = u.key();
         let record = BaseRecord::<str, [u8]>::to(&self.topic).partition(0).key(&key).payload(&value);
         match self.producer.send(record) {
             Ok(()) => self.metrics.produced.fetch_add(1, Relaxed),
@@ -252,7 +229,7 @@ impl Share {
     /// Another outlet's change from a record's bytes; this one's and
     /// malformed ones skipped.
     fn read(&self, payload: Option<&[u8]>, got: &mut Vec<StateUpdate>) {
-        match payload.map(serde_json::from_slice::<Record>) {
+        match payload.map(serde_json::from_slice::<SharedUpdate>) {
             Some(Ok(r)) if r.origin == self.origin => {}
             Some(Ok(r)) => {
                 self.metrics.received.fetch_add(1, Relaxed);
@@ -287,8 +264,7 @@ fn create_topic(config: &ClientConfig, topic: &str, replication: u16) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use weir_core::wire::state::SamplerSnapshot;
+    use weir_core::wire::state::{SamplerSnapshot, SharedUpdate, StateUpdate};
     use weir_core::wire::template::Protocol;
 
     #[test]
@@ -301,7 +277,7 @@ mod tests {
             template_id: 256,
             all_options: None,
         };
-        assert_eq!(key(&withdraw), format!("t/{:?}/192.0.2.1/7/256", Protocol::Ipfix));
+        assert_eq!(withdraw.key(), format!("t/{:?}/192.0.2.1/7/256", Protocol::Ipfix));
         let sampler = StateUpdate::Sampler(SamplerSnapshot {
             protocol: Protocol::NetflowV9,
             exporter,
@@ -309,8 +285,8 @@ mod tests {
             sampler_id: 3,
             sampling_rate: 1000,
         });
-        let bytes = serde_json::to_vec(&Record { origin: 9, update: sampler.clone() }).unwrap();
-        let back: Record = serde_json::from_slice(&bytes).unwrap();
+        let bytes = serde_json::to_vec(&SharedUpdate { origin: 9, update: sampler.clone() }).unwrap();
+        let back: SharedUpdate = serde_json::from_slice(&bytes).unwrap();
         assert_eq!((back.origin, back.update), (9, sampler));
     }
 }
