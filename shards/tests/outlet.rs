@@ -345,18 +345,12 @@ fn inlets_to_outlets_store_every_flow_through_an_outage_and_a_killed_outlet() {
 fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flows() {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseRecord, Producer};
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
     use weir_core::rawflow::RawFlow;
 
     let dir = temp_dir("outlet-mock");
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("flows-v1", 2, 1).unwrap();
-    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (cluster, brokers, producer) = mock_cluster(2);
     let mut bytes = Vec::new();
     let (per_partition, mut flows) = (200u32, 0u64);
     for i in 0..per_partition {
@@ -430,6 +424,24 @@ fn failed_commits_and_records_that_are_not_datagrams_neither_lose_nor_repeat_flo
     c.stop();
 }
 
+/// librdkafka's mock cluster (in this process, on loopback ports) with
+/// `flows-v1` of `partitions` and the outlets' state topic made beforehand
+/// (it has no CreateTopics), its address, and a producer to it.
+fn mock_cluster(
+    partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    rdkafka::producer::BaseProducer,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("flows-v1", partitions, 1).unwrap();
+    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let producer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    (cluster, brokers, producer)
+}
+
 /// Produces `payload` as received from exporter 127.0.0.`exporter` to
 /// `flows-v1`, as an inlet would: to `partition`, or where the producer
 /// puts it.
@@ -483,11 +495,8 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     use prost::Message;
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, Producer};
-
+    use rdkafka::producer::Producer;
     use weir_core::flowproto::FlowProto;
-
     use weir_core::schema::stored_columns;
 
     /// Ports and names, numbered as the schema numbers their columns.
@@ -502,11 +511,7 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
     }
 
     let dir = temp_dir("outlet-enriched");
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("flows-v1", 1, 1).unwrap();
-    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (_cluster, brokers, producer) = mock_cluster(1);
     let datagrams = 40u32;
     for i in 0..datagrams {
         let payload = common::numbered_v5_through(i * 30, [10, 0, 0, 1], (17, 3));
@@ -607,18 +612,11 @@ fn enriched_flows_go_to_the_schemas_topic_as_protoc_reads_them() {
 /// flow is stored exactly once.
 #[test]
 fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing() {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::producer::Producer;
 
     let dir = temp_dir("outlet-rebalance");
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("flows-v1", 2, 1).unwrap();
-    // The outlets' state topic (the mock cluster has no CreateTopics).
-    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers, producer) = mock_cluster(2);
     let server = Server::start(&dir.join("clickhouse"));
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
     // `count` records of 30 numbered flows to each partition, numbers from `first` up.
     let produce = |first: u32, count: u32| -> u64 {
         for i in first..first + count {
@@ -698,21 +696,13 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
 /// comes without them.
 #[test]
 fn outlets_share_templates_through_the_state_topic() {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::mocking::MockCluster;
-    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::producer::Producer;
     use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
     use weir_core::flow::{addr_from_v4, FlowRecord};
-
     use weir_core::wire::template::Protocol;
 
     let dir = temp_dir("outlet-state");
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("flows-v1", 2, 1).unwrap();
-    // The state topic made beforehand: the mock cluster has no CreateTopics.
-    cluster.create_topic("flows-state-v1", 1, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let (_cluster, brokers, producer) = mock_cluster(2);
     let template = TemplateSpec::compact_ipv4(256);
     let mut sequence = 0;
     // Exporter 127.0.0.k: a datagram with its template only, or one of 30
