@@ -628,14 +628,23 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
         producer.flush(Duration::from_secs(30)).unwrap();
         u64::from(count) * 2 * 30
     };
-    let config = |name: &str, core: usize| {
+    // The mock's coordinator waits one session timeout less a second for
+    // members to rejoin (a broker waits max.poll.interval.ms, which the
+    // outlet sets past revoke_wait_ms), and refuses a follower's SyncGroup
+    // that comes after the leader's: the follower rejoins at once and the
+    // mock refuses commits until the group is back. Were A the follower it
+    // would not rejoin before its revocation ends (the store frozen), nor
+    // could it commit at the end of it, and B would read partition 0
+    // again. So B leads (the mock elects the least `group.instance.id`):
+    // B's SyncGroup, after the assignor's run, comes after A's.
+    let config = |name: &str, core: usize, member: &str| {
         let control = if common::cpus() > 1 { 1 } else { 0 };
         let body = format!(
             "[shards]\ncores = [{core}]\ncontrol_core = {control}\n[run]\ndrain_timeout_ms = 10000\n\
              [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nflush_interval_ms = 200\n\
              consolidation_interval_ms = 500\nretry_backoff_max_ms = 1000\n[store.remote]\nurl = \"{url}\"\n\
-             timeout_ms = 60000\n[kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 6000\n\
-             revoke_wait_ms = 60000\n",
+             timeout_ms = 60000\n[kafka]\nbrokers = \"{brokers}\"\n[kafka.outlet]\nsession_timeout_ms = 15000\n\
+             revoke_wait_ms = 60000\n[kafka.outlet.options]\n\"group.instance.id\" = \"{member}\"\n",
             spool = dir.join(format!("{name}-spool")).display(),
             url = server.url(),
         );
@@ -643,7 +652,7 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
     };
 
     let mut sent = produce(0, 100);
-    let a_config = config("outlet-a", 0);
+    let a_config = config("outlet-a", 0, "owner");
     let mut a = Collector::start_as("outlet", &a_config, &[]);
     wait_until("A owns both partitions", Duration::from_secs(60), || a.metric("weir_outlet_partitions", "")[0] == 2);
     wait_until("the first flows stored", Duration::from_secs(60), || stored(&a_config).1 >= sent);
@@ -659,11 +668,12 @@ fn a_rebalance_during_a_flush_waits_for_the_insert_in_flight_and_loses_nothing()
         a.metric("weir_outlet_batches_in_flight", "")[0] > 0
     });
 
-    // B joins: A's revocation waits on the insert in flight; B gets nothing meanwhile.
-    let mut b = Collector::start_as("outlet", &config("outlet-b", 1), &[]);
-    // The group's first (cooperative) round: B gets nothing, A is asked to
-    // give a partition up and waits.
-    b.wait_for("partitions assigned");
+    // B joins. The group's first (cooperative) round: A is asked to give a
+    // partition up, and its revocation waits on the insert in flight; B
+    // gets nothing meanwhile. (The mock elects a leader one session timeout
+    // less a second after B joins.)
+    let b = Collector::start_as("outlet", &config("outlet-b", 1, "joiner"), &[]);
+    a.wait_for_within("kafka: revoking", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(b.metric("weir_outlet_partitions", ""), [0], "nothing moves while A's insert is in flight");
     assert_eq!(a.metric("weir_outlet_partitions", ""), [2]);

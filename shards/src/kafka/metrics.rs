@@ -153,6 +153,9 @@ pub struct OutletMetrics {
     pub revoke_waits_expired: AtomicU64,
     /// Times a shard paused its partitions (`batches_in_flight_max`).
     pub pauses: AtomicU64,
+    /// Hand-overs to the store put off, every batch buffer being in flight
+    /// (the shard keeps polling and takes no records meanwhile).
+    pub handovers_put_off: AtomicU64,
     /// Per shard: partitions assigned, batches in the store unacknowledged.
     pub assigned: Vec<AtomicU64>,
     pub in_flight: Vec<AtomicU64>,
@@ -177,6 +180,7 @@ impl OutletMetrics {
             partitions_revoked: AtomicU64::new(0),
             revoke_waits_expired: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            handovers_put_off: AtomicU64::new(0),
             assigned: per_shard(),
             in_flight: per_shard(),
             lag: (0..shards).map(|_| (0..LAG_PARTITIONS_MAX).map(|_| AtomicI64::new(-1)).collect()).collect(),
@@ -200,7 +204,7 @@ impl Exported for OutletMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let m = self;
         let records = AtomicU64::new(m.records.iter().map(|a| a.load(Relaxed)).sum());
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             ("weir_outlet_records", "Kafka records consumed (taken or skipped).", &records),
             ("weir_outlet_consume_errors", "Errors the consumers' polls returned.", &m.consume_errors),
             (
@@ -222,6 +226,11 @@ impl Exported for OutletMetrics {
                 "weir_outlet_pauses",
                 "Times a shard paused its partitions, the store being behind (kafka.outlet.batches_in_flight_max).",
                 &m.pauses,
+            ),
+            (
+                "weir_outlet_handovers_put_off",
+                "Hand-overs to the store put off, every batch buffer being in flight (the shard keeps polling, takes no records).",
+                &m.handovers_put_off,
             ),
         ];
         counters_of(e, &counters)?;

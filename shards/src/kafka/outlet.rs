@@ -22,9 +22,14 @@
 //!
 //! When `kafka.outlet.batches_in_flight_max` of a shard's batches wait
 //! for the store (fewer if the shard's share of `store.batches_max` is
-//! smaller: it must keep a buffer to hand over with), the shard pauses its partitions and keeps
-//! polling (it stays in the group) until acknowledgements come; the store
-//! writer keeps everything in memory (Kafka is the buffer, not the spool).
+//! smaller: it must keep a buffer to hand over with), the shard pauses its
+//! partitions and keeps polling (it stays in the group) until
+//! acknowledgements come; the store writer keeps everything in memory
+//! (Kafka is the buffer, not the spool). A shard never waits for a batch
+//! buffer: with none free (the writer stuck in an insert) a hand-over is
+//! put off to a later tick (`weir_outlet_handovers_put_off_total`), the
+//! shard takes no records while a full batch waits, and it keeps polling,
+//! so the group never loses it and a rebalance is served at once.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -177,7 +182,12 @@ fn consumer(setup: &OutletSetup) -> Result<BaseConsumer<OutletContext>, String> 
     let o = &k.outlet;
     let mut c = ClientConfig::new();
     for (key, value) in &o.options {
-        c.set(key, value);
+        if key == "group.instance.id" {
+            // Static membership: each shard is a member of its own.
+            c.set(key, format!("{value}-{}", setup.index));
+        } else {
+            c.set(key, value);
+        }
     }
     let heartbeat = (o.session_timeout_ms / 3).clamp(100, 3_000);
     c.set("bootstrap.servers", &k.brokers)
@@ -229,7 +239,14 @@ fn run(setup: OutletSetup) -> Vec<u8> {
     let shard = Rc::new(RefCell::new(OutletShard {
         index: setup.index,
         decoder,
-        sink: setup.sink,
+        sink: {
+            // The shard keeps polling while the store is behind: a
+            // hand-over with no free buffer is put off, not waited for.
+            let mut sink = setup.sink;
+            sink.never_wait();
+            sink
+        },
+        put_off: 0,
         exchange: Exchange::new(setup.index, setup.inboxes),
         record: RawFlow::default(),
         positions: BTreeMap::new(),
@@ -295,7 +312,7 @@ fn run(setup: OutletSetup) -> Vec<u8> {
     // Leaves the group: the last revocation finds nothing left to do.
     drop(consumer);
     SHARD.with(|s| *s.borrow_mut() = None);
-    shard.borrow().publish();
+    shard.borrow_mut().publish();
     state
 }
 
@@ -312,6 +329,8 @@ struct OutletShard {
     index: usize,
     decoder: Decoder,
     sink: Box<StoreSink>,
+    /// The sink's put-off hand-overs already counted in the metrics.
+    put_off: u64,
     exchange: Exchange,
     /// Scratch for the record being read.
     record: RawFlow,
@@ -436,13 +455,22 @@ impl OutletShard {
         };
     }
 
-    /// Hands everything over with its sums and waits up to `wait` for the
-    /// store to take it; then stores the offsets. Whether it was taken.
+    /// Hands everything over with its sums as buffers free up, and waits
+    /// up to `wait` in all for the store to take it; then stores the
+    /// offsets. Whether it was all taken.
     fn settle(&mut self, consumer: &BaseConsumer<OutletContext>, wait: Duration) -> bool {
-        self.sink.flush();
+        let started = Instant::now();
+        while !self.sink.hand_over_all() && started.elapsed() < wait {
+            std::thread::sleep(ACK_WAIT_STEP);
+        }
+        if !self.sink.is_idle() {
+            // The store kept every buffer: the positions taken since the
+            // last checkpoint are not covered, and stay unstored.
+            self.store_acknowledged(consumer);
+            return false;
+        }
         self.checkpoint();
         let ticket = self.sink.tickets();
-        let started = Instant::now();
         while self.acks.acked(self.index) < ticket && started.elapsed() < wait {
             std::thread::sleep(ACK_WAIT_STEP);
         }
@@ -454,6 +482,8 @@ impl OutletShard {
     /// stored and committed first.
     fn revoke(&mut self, consumer: &BaseConsumer<OutletContext>, partitions: &TopicPartitionList) {
         let started = Instant::now();
+        let gone: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
+        info!(shard = self.index, partitions = ?gone, "kafka: revoking: the rows taken go to the store first");
         if !self.settle(consumer, self.revoke_wait) {
             self.outlet.revoke_waits_expired.fetch_add(1, Relaxed);
             warn!(
@@ -469,7 +499,6 @@ impl OutletShard {
                 }
             }
         }
-        let gone: Vec<i32> = partitions.elements().iter().map(|e| e.partition()).collect();
         for p in &gone {
             self.positions.remove(p);
             for (_, positions) in self.checkpoints.iter_mut() {
@@ -490,18 +519,20 @@ impl OutletShard {
         info!(shard = self.index, partitions = ?got, "kafka: partitions assigned");
     }
 
-    /// Whether `in_flight_max` batches wait for the store.
+    /// Whether `in_flight_max` batches wait for the store, or a full batch
+    /// waits in the sink for a buffer.
     fn at_bound(&self) -> bool {
-        self.sink.tickets().saturating_sub(self.acks.acked(self.index)) >= self.in_flight_max
+        self.sink.tickets().saturating_sub(self.acks.acked(self.index)) >= self.in_flight_max || self.sink.holds_back()
     }
 
     /// Pauses the shard's partitions while too many batches wait for the
-    /// store; resumes them once half have been taken.
+    /// store (or a full one for a buffer); resumes them once half have
+    /// been taken and the sink holds nothing back.
     fn pace(&mut self, consumer: &BaseConsumer<OutletContext>) {
         let in_flight = self.sink.tickets().saturating_sub(self.acks.acked(self.index));
         self.in_flight = in_flight;
-        let pause = in_flight >= self.in_flight_max;
-        let resume = in_flight <= self.in_flight_max / 2;
+        let pause = self.at_bound();
+        let resume = in_flight <= self.in_flight_max / 2 && !self.sink.holds_back();
         if (pause && (!self.paused || self.assignment_changed)) || (self.paused && resume) {
             let Ok(assignment) = consumer.assignment() else { return };
             let done = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
@@ -532,6 +563,10 @@ impl OutletShard {
                 "kafka: the store did not take every row within run.drain_timeout_ms: the group reads them again"
             );
         }
+        // What is still here (after a settle that ran out) goes to the
+        // writer, which spools what it cannot insert; its offsets stay
+        // unstored. The enriched output drains.
+        self.sink.flush();
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             if !matches!(e, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
                 warn!(shard = self.index, "kafka: commit at stop: {e}");
@@ -539,7 +574,10 @@ impl OutletShard {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        let put_off = self.sink.put_off();
+        self.outlet.handovers_put_off.fetch_add(put_off - self.put_off, Relaxed);
+        self.put_off = put_off;
         let (m, c) = (&self.metrics, &self.counts);
         m.datagrams.store(c.records, Relaxed);
         m.bytes.store(c.bytes, Relaxed);

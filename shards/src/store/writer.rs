@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
 use tracing::{error, info, warn};
 use weir_core::columns::{write_records_block, Columns, RecordsSent, MODERN};
 use weir_core::config::{RawStore, StoreConfig, StoreKind};
@@ -222,6 +222,12 @@ pub struct StoreSink {
     sums_ticket: u64,
     full: Sender<Batch>,
     free: Receiver<Blocks>,
+    /// Whether a hand-over waits for a free buffer (`weir run`: the
+    /// shard's backpressure) or is put off while none is (`weir outlet`,
+    /// whose shard must keep serving its consumer), and the hand-overs
+    /// put off so far.
+    waits: bool,
+    put_off: u64,
 }
 
 impl StoreSink {
@@ -282,6 +288,31 @@ impl StoreSink {
         self.rows == 0 && self.consolidator.is_empty()
     }
 
+    /// Hand-overs never wait for a buffer: while every buffer is in flight
+    /// they are put off, and the rows and sums stay here (past
+    /// `batch_rows_max` if flows keep coming: the caller stops taking them
+    /// while `holds_back`).
+    pub fn never_wait(&mut self) {
+        self.waits = false;
+    }
+
+    /// A full batch (or consolidation map) waits here for a free buffer.
+    pub fn holds_back(&self) -> bool {
+        self.rows >= self.rows_max || self.consolidator.at_bound()
+    }
+
+    /// Hand-overs put off so far, no buffer being free (`never_wait`).
+    pub fn put_off(&self) -> u64 {
+        self.put_off
+    }
+
+    /// Hands the rows and sums over if a buffer is free; whether
+    /// everything taken so far has gone.
+    pub fn hand_over_all(&mut self) -> bool {
+        self.hand_over(true);
+        self.is_idle()
+    }
+
     #[cold]
     fn count_rate_missing(&mut self, exporter: &Addr) {
         let full = self.rate_missing.len() >= MISSING_EXPORTERS_MAX && !self.rate_missing.contains_key(exporter);
@@ -334,8 +365,10 @@ impl StoreSink {
         }
     }
 
-    /// Shutdown: everything goes.
+    /// Shutdown: everything goes (waiting for buffers even after
+    /// `never_wait`).
     pub fn flush(&mut self) {
+        self.waits = true;
         self.hand_over(true);
         if let Some(enriched) = &mut self.enriched {
             enriched.flush();
@@ -351,8 +384,19 @@ impl StoreSink {
         if self.rows == 0 && (!sums || self.consolidator.is_empty()) {
             return;
         }
-        // Waits when every buffer is in flight: backpressure by design.
-        let Ok(mut blocks) = self.free.recv() else { return };
+        // Waits when every buffer is in flight: backpressure by design
+        // (unless `never_wait`: put off until a tick finds one free).
+        let blocks =
+            if self.waits { self.free.recv().map_err(|_| TryRecvError::Disconnected) } else { self.free.try_recv() };
+        let mut blocks = match blocks {
+            Ok(blocks) => blocks,
+            Err(TryRecvError::Empty) => {
+                self.put_off += 1;
+                return;
+            }
+            // The writer is gone (a stop): nothing takes rows any more.
+            Err(TryRecvError::Disconnected) => return,
+        };
         if self.rows > 0 {
             // The rows' records, a run of rows at a time.
             let mut none = |_: &Addr, _, _, _| Meta::default();
@@ -504,7 +548,7 @@ impl StoreWriter {
 
     /// A shard's share of the batch buffers: a shard with this many
     /// batches in the writer waits for a buffer (`weir outlet` pauses its
-    /// partitions before).
+    /// partitions before, and its sinks never wait: `StoreSink::never_wait`).
     pub fn batches_per_shard(&self) -> usize {
         self.batches_per_shard
     }
@@ -611,6 +655,8 @@ impl StoreWriter {
             sums_ticket: 0,
             full: self.full.clone(),
             free: self.free.clone(),
+            waits: true,
+            put_off: 0,
         }
     }
 

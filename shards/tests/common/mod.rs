@@ -72,7 +72,12 @@ impl Collector {
     }
 
     pub fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_within(needle, Duration::from_secs(20))
+    }
+
+    /// The first log line from now on that holds `needle`, within `within`.
+    pub fn wait_for_within(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             match self.log.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.contains(needle) => return line,
