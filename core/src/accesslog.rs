@@ -279,6 +279,46 @@ pub struct Rendered<'a> {
     pub repairs: Repairs,
 }
 
+/// A typed value of a line, as `render_with` hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+    Ip(IpAddr),
+    /// Epoch milliseconds (`clf_time`, `epoch_seconds`).
+    Ms(i64),
+}
+
+/// The syslog header of a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderValues<'a> {
+    pub time_ms: i64,
+    pub host: &'a str,
+    pub program: &'a str,
+    pub pid: &'a str,
+    pub facility: u8,
+    pub severity: u8,
+}
+
+/// Takes a line's typed values as they are parsed (the store's columns).
+/// A line that fails after some values came is still refused by
+/// `render_with`: the taker drops what it got of it.
+pub trait Values {
+    fn header(&mut self, header: HeaderValues<'_>);
+    /// Field `field` (index into `Format::fields`), part `part`: 0 but for
+    /// a request (0 method, 1 URI, 2 version) and captured headers (the
+    /// header's index). A field the line lacks, or `-`, comes not at all.
+    fn value(&mut self, field: usize, part: usize, value: Value<'_>);
+}
+
+/// A `Values` that keeps nothing (`render`).
+struct NoValues;
+
+impl Values for NoValues {
+    fn header(&mut self, _: HeaderValues<'_>) {}
+    fn value(&mut self, _: usize, _: usize, _: Value<'_>) {}
+}
+
 impl Rendered<'_> {
     fn into_owned(self) -> Rendered<'static> {
         Rendered {
@@ -340,22 +380,38 @@ impl Format {
 
     /// Parses `line` and writes its JSON object to `out` (cleared first).
     pub fn render<'a>(&self, line: &'a [u8], out: &mut Vec<u8>) -> Result<Rendered<'a>, LineError> {
+        self.render_with(line, out, &mut NoValues)
+    }
+
+    /// `render`, handing each typed value to `values` too.
+    pub fn render_with<'a>(
+        &self,
+        line: &'a [u8],
+        out: &mut Vec<u8>,
+        values: &mut dyn Values,
+    ) -> Result<Rendered<'a>, LineError> {
         match std::str::from_utf8(line) {
-            Ok(text) => self.render_text(text, &[], out),
+            Ok(text) => self.render_text(text, &[], out, values),
             // Rare: repaired into a copy, the structure unchanged (only
             // bytes of 0x80 and above are ever invalid; the structure is ASCII).
             Err(_) => {
                 let mut text = String::with_capacity(line.len() + 16);
                 let mut at = Vec::new();
                 repair_into(line, self.invalid_utf8, &mut text, &mut at);
-                self.render_text(&text, &at, out).map(Rendered::into_owned)
+                self.render_text(&text, &at, out, values).map(Rendered::into_owned)
             }
         }
     }
 
     /// `render` of a line in text; `repaired` holds the offsets in `text`
     /// where an invalid sequence was repaired (ascending).
-    fn render_text<'a>(&self, text: &'a str, repaired: &[usize], out: &mut Vec<u8>) -> Result<Rendered<'a>, LineError> {
+    fn render_text<'a>(
+        &self,
+        text: &'a str,
+        repaired: &[usize],
+        out: &mut Vec<u8>,
+        values_out: &mut dyn Values,
+    ) -> Result<Rendered<'a>, LineError> {
         out.clear();
         // HAProxy ends lines with a newline on some transports.
         let text = text.strip_suffix('\n').unwrap_or(text);
@@ -396,6 +452,14 @@ impl Format {
         out.extend_from_slice(b",\"pid\":");
         json_nil_or_str(out, h.procid);
         let _ = write!(out, ",\"facility\":{},\"severity\":{}", h.pri >> 3, h.pri & 7);
+        values_out.header(HeaderValues {
+            time_ms: h.time_ms,
+            host: h.host,
+            program: h.app,
+            pid: h.procid,
+            facility: h.pri >> 3,
+            severity: h.pri & 7,
+        });
         for (i, field) in self.fields.iter().enumerate() {
             let value: Option<(&'a str, Cow<'a, str>)> = match &field.source {
                 Source::Sd(_) => values[i].take(),
@@ -418,7 +482,8 @@ impl Format {
             out.push(b',');
             json_str(out, &field.name);
             out.push(b':');
-            let written = write_value(out, field, &value, self.invalid_utf8)
+            let mut take = |part: usize, v: Value<'_>| values_out.value(i, part, v);
+            let written = write_value(out, field, &value, self.invalid_utf8, &mut take)
                 .map_err(|why| LineError::new(LineReason::BadField, format!("{}: {why}", field.name)))?;
             if written.repaired || touched(raw) {
                 rendered.repairs.field(field.kind);
@@ -474,30 +539,45 @@ struct Written {
 }
 
 /// Writes `value` as `field.kind`.
-fn write_value(out: &mut Vec<u8>, field: &Field, value: &str, invalid: InvalidUtf8) -> Result<Written, String> {
+/// Writes `value` as `field.kind`, and hands its typed parts to `take`.
+fn write_value(
+    out: &mut Vec<u8>,
+    field: &Field,
+    value: &str,
+    invalid: InvalidUtf8,
+    take: &mut dyn FnMut(usize, Value<'_>),
+) -> Result<Written, String> {
     let mut repaired = false;
     let mut decoded = |s| decode(s, field.decode, invalid, &mut repaired);
     match field.kind {
-        Kind::String => json_str(out, &decoded(value)),
+        Kind::String => {
+            let text = decoded(value);
+            json_str(out, &text);
+            take(0, Value::Text(&text));
+        }
         Kind::Int => {
             let n: i64 =
                 value.strip_prefix('+').unwrap_or(value).parse().map_err(|_| format!("{value:?} is not an integer"))?;
             let _ = write!(out, "{n}");
+            take(0, Value::Int(n));
             return Ok(Written { int: Some(n), repaired: false });
         }
         Kind::Ip => {
             let ip: IpAddr = value.parse().map_err(|_| format!("{value:?} is not an IP address"))?;
             // An address's text needs no JSON escaping.
             let _ = write!(out, "\"{ip}\"");
+            take(0, Value::Ip(ip));
         }
         Kind::ClfTime => {
             let ms =
                 clf_time_ms(value).ok_or_else(|| format!("{value:?} is not dd/Mon/yyyy:HH:MM:SS[.mmm] [+zzzz]"))?;
             let _ = write!(out, "{ms}");
+            take(0, Value::Ms(ms));
         }
         Kind::EpochSeconds => {
             let ms = epoch_ms(value).ok_or_else(|| format!("{value:?} is not seconds since the epoch"))?;
             let _ = write!(out, "{ms}");
+            take(0, Value::Ms(ms));
         }
         Kind::Request => {
             let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
@@ -509,13 +589,21 @@ fn write_value(out: &mut Vec<u8>, field: &Field, value: &str, invalid: InvalidUt
                 (Some(u), None, _) => (None, u, None),
                 _ => (None, "", None),
             };
+            let (method, uri, version) = (method.map(&mut decoded), decoded(uri), version.map(&mut decoded));
             out.extend_from_slice(b"{\"method\":");
-            json_opt_str(out, method.map(&mut decoded).as_deref());
+            json_opt_str(out, method.as_deref());
             out.extend_from_slice(b",\"uri\":");
-            json_str(out, &decoded(uri));
+            json_str(out, &uri);
             out.extend_from_slice(b",\"version\":");
-            json_opt_str(out, version.map(&mut decoded).as_deref());
+            json_opt_str(out, version.as_deref());
             out.push(b'}');
+            if let Some(m) = &method {
+                take(0, Value::Text(m));
+            }
+            take(1, Value::Text(&uri));
+            if let Some(v) = &version {
+                take(2, Value::Text(v));
+            }
         }
         Kind::Headers => {
             let inner = value
@@ -529,7 +617,9 @@ fn write_value(out: &mut Vec<u8>, field: &Field, value: &str, invalid: InvalidUt
                 }
                 json_str(out, name);
                 out.push(b':');
-                json_str(out, &decoded(v));
+                let text = decoded(v);
+                json_str(out, &text);
+                take(i, Value::Text(&text));
             }
             out.push(b'}');
         }

@@ -1227,7 +1227,7 @@ fn fixed_width(kind: &str) -> Option<usize> {
         "UInt8" => Some(1),
         "UInt16" => Some(2),
         "UInt32" | "DateTime" => Some(4),
-        "UInt64" | "DateTime64(3)" => Some(8),
+        "UInt64" | "Int64" | "DateTime64(3)" => Some(8),
         "IPv6" | "FixedString(16)" => Some(16),
         k if k.starts_with("Enum8(") => Some(1),
         _ => None,

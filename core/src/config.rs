@@ -831,6 +831,10 @@ pub struct StoreConfig {
     pub ttl_only_drop_parts: bool,
     pub embedded: EmbeddedStoreConfig,
     pub remote: RemoteStoreConfig,
+    /// The `http_requests` table, from `[haproxy]` with `store = true`
+    /// (set by the collector from that section, not read from `[store]`).
+    #[serde(skip)]
+    pub http: Option<crate::httplog::HttpTable>,
 }
 
 impl Default for StoreConfig {
@@ -862,6 +866,7 @@ impl Default for StoreConfig {
             ttl_only_drop_parts: true,
             embedded: EmbeddedStoreConfig::default(),
             remote: RemoteStoreConfig::default(),
+            http: None,
         }
     }
 }
@@ -877,6 +882,7 @@ impl StoreConfig {
             ttl_5m_hours: self.ttl_5m_hours,
             ttl_1h_hours: self.ttl_1h_hours,
             ttl_only_drop_parts: self.ttl_only_drop_parts,
+            http: self.http.clone(),
         }
     }
 }
@@ -1239,6 +1245,16 @@ pub struct HaproxyConfig {
     /// or `escape` (`\xHH` per byte). The line is produced either way.
     pub invalid_utf8: crate::accesslog::InvalidUtf8,
     pub fields: Vec<HaproxyField>,
+    /// Also store each parsed request in the store's `http_requests`
+    /// table (`weir_core::httplog`), beside the flows; Kafka delivery is
+    /// unchanged and does not wait for the store.
+    pub store: bool,
+    /// Rows of `http_requests` older than this are deleted.
+    pub store_ttl_hours: u32,
+    /// The log shard hands its rows to the store writer after this many...
+    pub store_batch_rows_max: usize,
+    /// ...or once its first row is this old.
+    pub store_flush_interval_ms: u64,
     pub kafka: KafkaConfig,
 }
 
@@ -1260,6 +1276,10 @@ impl Default for HaproxyConfig {
             request_counter_wait_s: 60,
             invalid_utf8: Default::default(),
             fields: default_haproxy_fields(),
+            store: false,
+            store_ttl_hours: 30 * 24,
+            store_batch_rows_max: 16_384,
+            store_flush_interval_ms: 1000,
             kafka: KafkaConfig::default(),
         }
     }
@@ -1470,6 +1490,17 @@ impl HaproxyConfig {
                 ));
             }
         }
+        if self.store {
+            positive(&key("store_ttl_hours"), self.store_ttl_hours.into(), 24 * 365 * 100)?;
+            positive(&key("store_batch_rows_max"), self.store_batch_rows_max as u64, 1 << 20)?;
+            positive(&key("store_flush_interval_ms"), self.store_flush_interval_ms, 600_000)?;
+            if let Some(name) = self.http_table().duplicate_column() {
+                return Err(ConfigError::new(
+                    key("fields"),
+                    format!("two http_requests columns would be named {name:?} (a request's or headers' columns take the field's name and a suffix)"),
+                ));
+            }
+        }
         let k = &self.kafka;
         let at = |s: &str| format!("haproxy.kafka.{s}");
         for (name, value) in [("brokers", &k.brokers), ("topic", &k.topic), ("dead_letter_topic", &k.dead_letter_topic)]
@@ -1494,6 +1525,11 @@ impl HaproxyConfig {
             return Err(ConfigError::new(at("linger_ms"), "linger_ms ≤ 60000 and backpressure_wait_ms ≤ 600000"));
         }
         Ok(())
+    }
+
+    /// The `http_requests` table of the fields (`store`).
+    pub fn http_table(&self) -> crate::httplog::HttpTable {
+        crate::httplog::HttpTable::new(self.format().fields(), self.store_ttl_hours)
     }
 
     /// The parser's format, from the fields (after `check`).
@@ -1713,6 +1749,12 @@ impl Config {
         self.enrichment.check()?;
         self.bmp.check()?;
         self.kafka.check()?;
+        if self.haproxy.enabled && self.haproxy.store && self.sink.kind != SinkKind::Store {
+            return Err(ConfigError::new(
+                "haproxy.store",
+                "needs sink.kind = \"store\" (the requests go to its store)",
+            ));
+        }
         self.store.check()
     }
 

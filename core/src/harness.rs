@@ -178,6 +178,7 @@ pub fn live_schema(data: &[u8]) {
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
+        http: None,
     };
     for v in [parsed.unwrap_or(ServerVersion(26, 7)), ServerVersion(18, 16)] {
         let _ = plan(&Schema::new(&settings, v), &live);
@@ -189,7 +190,8 @@ pub fn live_schema(data: &[u8]) {
 /// `#XX`-decoded string): an error or a JSON object that parses, never a
 /// panic. Invalid UTF-8 (in SD values, captured headers, anywhere) is
 /// repaired: replaced, the line renders exactly as its lossy UTF-8 copy
-/// does; escaped, it renders too.
+/// does; escaped, it renders too. A line that renders is one row of the
+/// store's columns (`httplog`), in a Native block that reads back.
 pub fn access_log(data: &[u8]) {
     use crate::accesslog::{Decode, Field, Format, InvalidUtf8, Kind, Source};
     let field = |name: &str, source: Source, kind: Kind| Field {
@@ -228,9 +230,24 @@ pub fn access_log(data: &[u8]) {
     if replaced.is_ok() {
         assert_eq!(out, out_lossy, "replaced as String::from_utf8_lossy does");
     }
+    let rendered = replaced.is_ok();
     if let (Ok(repairs), Ok(_)) = (replaced, std::str::from_utf8(data)) {
         assert_eq!(repairs.counts()[0], 0, "a valid syslog header is never repaired");
     }
+    // The store's columns (`haproxy.store`): a good line is one row of a
+    // Native block that reads back; a refused one leaves nothing.
+    let table = crate::httplog::HttpTable::new(format.fields(), 1);
+    let mut rows = crate::httplog::HttpRows::new(&table);
+    rows.begin();
+    let stored = format.render_with(data, &mut out, &mut rows);
+    assert_eq!(stored.is_ok(), rendered, "the columns change nothing");
+    if stored.is_ok() {
+        rows.commit();
+    }
+    let mut block = Vec::new();
+    rows.write_block(&table, &mut block);
+    let blocks = crate::columns::read_blocks(&block).expect("the rows' block reads back");
+    assert_eq!(blocks.iter().map(|b| b.rows).sum::<usize>(), usize::from(stored.is_ok()));
     let format = format.with_invalid_utf8(InvalidUtf8::Escape);
     if format.render(data, &mut out).is_ok() {
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));

@@ -46,6 +46,7 @@ pub mod flow;
 pub mod flowproto;
 #[doc(hidden)]
 pub mod harness;
+pub mod httplog;
 pub mod json;
 pub mod migrate;
 pub mod pcap;

@@ -16,7 +16,9 @@
 //!   shards summed them (`flows_1m_mv_...`) are dropped; the tables and
 //!   their rows stay (migrations run before the shards start, so no flow
 //!   is summed twice or missed);
-//! - helper tables whose row count differs from the bundled list are refilled.
+//! - helper tables whose row count differs from the bundled list are refilled;
+//! - HAProxy's requests' table (`[haproxy] store = true`) is created, gets
+//!   the columns of fields added to the config, and its TTL.
 //!
 //! - the raw table's metadata columns are aliases reading the records
 //!   tables (`metadata_aliases`); a raw table that stored them per row
@@ -29,6 +31,7 @@
 //! default), and a type that differs is reported as a warning for the
 //! operator to decide.
 
+use crate::httplog::{HttpTable, HTTP_TABLE};
 use crate::schema::{Column, Schema, Source, RAW_TABLE, RECORD_COLUMNS, RECORD_TABLES};
 
 /// One table or view as the server describes it.
@@ -168,7 +171,45 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
         }
     }
     helper_tables(&mut plan, schema, live);
+    if let Some(http) = &schema.http {
+        http_table(&mut plan, schema, http, live);
+    }
     plan
+}
+
+/// HAProxy's requests' table (`httplog`): created, or given the columns
+/// of fields added since, and its TTL.
+fn http_table(plan: &mut Plan, schema: &Schema, http: &HttpTable, live: &LiveDatabase) {
+    let db = &schema.database;
+    let Some(t) = live.table(HTTP_TABLE) else {
+        plan.step(format!("table {HTTP_TABLE} is missing"), http.create_sql(db, &schema.dialect));
+        return;
+    };
+    let mut previous = "time";
+    for c in &http.columns {
+        let want = c.kind.type_name(&schema.dialect);
+        match t.columns.iter().find(|(n, _)| *n == c.name) {
+            Some((_, live_type)) if live_type != want => plan.warnings.push(format!(
+                "{HTTP_TABLE}.{} is {live_type}, Weir writes {want}: left as is, inserts may fail",
+                c.name
+            )),
+            Some(_) => {}
+            None => plan.step(
+                format!("column {HTTP_TABLE}.{} is missing", c.name),
+                format!(
+                    "ALTER TABLE {db}.{HTTP_TABLE} ADD COLUMN {} AFTER `{previous}`",
+                    http.column_definition(c, &schema.dialect)
+                ),
+            ),
+        }
+        previous = &c.name;
+    }
+    if schema.dialect.ttl && !t.create_query.contains(&http.ttl_expression()) {
+        plan.step(
+            format!("TTL of {HTTP_TABLE} is not {} h", http.ttl_hours),
+            format!("ALTER TABLE {db}.{HTTP_TABLE} MODIFY {}", http.ttl_expression()),
+        );
+    }
 }
 
 fn add_missing_columns(

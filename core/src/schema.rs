@@ -532,6 +532,8 @@ pub struct SchemaSettings {
     /// the rows that stay, at the price of keeping a part until its newest
     /// row expires (at most one partition longer: a day, a month for flows_1h).
     pub ttl_only_drop_parts: bool,
+    /// HAProxy's requests' table (`[haproxy] store = true`).
+    pub http: Option<crate::httplog::HttpTable>,
 }
 
 /// The schema for one server: the columns in insert order and the dialect.
@@ -546,6 +548,7 @@ pub struct Schema {
     pub consolidations: Vec<Consolidation>,
     /// `SchemaSettings::ttl_only_drop_parts`, where the server can.
     pub ttl_only_drop_parts: bool,
+    pub http: Option<crate::httplog::HttpTable>,
 }
 
 impl Schema {
@@ -566,6 +569,7 @@ impl Schema {
             ttl_raw_hours: settings.ttl_raw_hours,
             consolidations,
             ttl_only_drop_parts: settings.ttl_only_drop_parts,
+            http: settings.http.clone(),
         }
     }
 
@@ -878,6 +882,7 @@ pub(crate) fn test_settings(optional: &[&str]) -> SchemaSettings {
         ttl_5m_hours: 2160,
         ttl_1h_hours: 8760,
         ttl_only_drop_parts: true,
+        http: None,
     }
 }
 

@@ -83,6 +83,9 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
     if mode == Mode::Inlet && config.listeners.is_empty() {
         return Err(format!("{}: listeners: weir inlet needs at least one", args.config.display()));
     }
+    if mode == Mode::Inlet && stores_http(&config) {
+        return Err(format!("{}: haproxy.store: weir inlet has no store (weir run has)", args.config.display()));
+    }
     let online = online_cpus();
     let cores = config.check_machine(online).map_err(|e| format!("{}: {e}", args.config.display()))?;
     pin_to(config.shards.control_core);
@@ -104,13 +107,23 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
     let health = Arc::new(Health::new(ready_checks));
     serve_http(&config, &counters, exposition, &health, &writer)?;
     let haproxy = match &counters.haproxy {
-        Some(m) => Some(HaproxyInput::start(
-            &config.haproxy,
-            config.haproxy.core.unwrap_or(config.shards.control_core),
-            m.clone(),
-            config.log.data_plane_lines_per_minute,
-            Duration::from_millis(config.run.drain_timeout_ms),
-        )?),
+        Some(m) => {
+            let http = match (&writer, stores_http(&config)) {
+                (SinkWriter::Store(w), true) => w.http_sink(
+                    config.haproxy.store_batch_rows_max,
+                    Duration::from_millis(config.haproxy.store_flush_interval_ms),
+                ),
+                _ => None,
+            };
+            Some(HaproxyInput::start(
+                &config.haproxy,
+                config.haproxy.core.unwrap_or(config.shards.control_core),
+                m.clone(),
+                config.log.data_plane_lines_per_minute,
+                Duration::from_millis(config.run.drain_timeout_ms),
+                http,
+            )?)
+        }
         None => None,
     };
     let shards = match mode {
@@ -342,7 +355,7 @@ impl Counters {
             Mode::Run | Mode::Inlet => config.listeners.iter().map(|l| l.address.to_string()).collect(),
         };
         let stores = match mode {
-            Mode::Run => config.sink.kind == SinkKind::Store && !config.listeners.is_empty(),
+            Mode::Run => config.sink.kind == SinkKind::Store && (!config.listeners.is_empty() || stores_http(config)),
             Mode::Inlet => false,
             Mode::Outlet => true,
         };
@@ -474,8 +487,9 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode)
         writer.set_kafka_backed();
         return Ok(SinkWriter::Store(Box::new(writer)));
     }
-    // A cache host running only the HAProxy input has no flows to sink.
-    if config.listeners.is_empty() {
+    // A cache host running only the HAProxy input has no flows to sink
+    // (and a store only for its requests).
+    if config.listeners.is_empty() && !stores_http(config) {
         return Ok(SinkWriter::Count);
     }
     if let (Mode::Inlet, Some(metrics)) = (mode, &counters.inlet) {
@@ -500,11 +514,20 @@ fn start_writer(config: &Config, counters: &Counters, shards: usize, mode: Mode)
     })
 }
 
+/// Whether HAProxy's requests go to the store too (`haproxy.store`).
+fn stores_http(config: &Config) -> bool {
+    config.haproxy.enabled && config.haproxy.store
+}
+
 /// The store writer with enrichment's services (`weir run` with the store
 /// as sink, and `weir outlet`).
 fn store_writer(config: &Config, counters: &Counters, shards: usize) -> Result<StoreWriter, String> {
     let metrics = counters.store.clone().expect("set for the store sink");
-    let mut writer = StoreWriter::start(&config.store, shards, metrics)?;
+    let mut store_config = config.store.clone();
+    if stores_http(config) {
+        store_config.http = Some(config.haproxy.http_table());
+    }
+    let mut writer = StoreWriter::start(&store_config, shards, metrics)?;
     let metrics = counters.metadata.clone().expect("set for the store sink");
     let (service, handle) = enrich::start(&config.metadata, random_seed(), metrics)?;
     writer.set_metadata(service, handle);

@@ -624,3 +624,134 @@ fn the_readme_production_config_keeps_bytes_decodes_uris_and_explains_bad_reques
     c.assert_promtool_is_silent();
     c.stop();
 }
+
+/// `weir_config` with `[haproxy] store = true` and `store` (the `[store]`
+/// section's lines after `kind`) as the store.
+fn store_config(dir: &Path, socket: &Path, broker: &Broker, store: &str) -> PathBuf {
+    let config = weir_config(dir, socket, broker);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "request_counter_wait_s = 1\n",
+        "request_counter_wait_s = 1\nstore = true\nstore_flush_interval_ms = 200\n",
+    );
+    let text = text.replace(
+        "[haproxy]\n",
+        &format!(
+            "[store]\nspool_dir = \"{}\"\nflush_interval_ms = 200\ninsert_interval_ms = 200\nretry_backoff_max_ms = 500\n{store}\n[haproxy]\n",
+            dir.join("spool").display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `count` requests, one in five to a missing page; their ids.
+fn requests(port: u16, tag: &str, count: usize) -> BTreeMap<String, (u16, String)> {
+    (0..count)
+        .map(|i| {
+            let path = if i % 5 == 4 { format!("/missing-{i}") } else { "/".to_string() };
+            let id = format!("{tag}-{i:04}");
+            (id.clone(), (get(port, &path, &id), path))
+        })
+        .collect()
+}
+
+/// The stored rows, by request id: (status, method, uri, frontend,
+/// backend, server, user agent).
+fn stored_rows(config: &Path, http: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let sql = "SELECT request_headers_x_request_id, status, request_method, request_uri, frontend, backend, server, \
+               request_headers_user_agent FROM weir.http_requests ORDER BY request_headers_x_request_id";
+    let mut rows = BTreeMap::new();
+    for line in common::query(config, http, sql).lines() {
+        let mut cells = line.split('\t').map(String::from);
+        let id = cells.next().unwrap();
+        assert!(rows.insert(id.clone(), cells.collect()).is_none(), "{id} stored twice");
+    }
+    rows
+}
+
+fn assert_stored(rows: &BTreeMap<String, Vec<String>>, sent: &BTreeMap<String, (u16, String)>) {
+    assert_eq!(rows.len(), sent.len(), "one row per request");
+    for (id, (status, path)) in sent {
+        let row = rows.get(id).unwrap_or_else(|| panic!("{id} not stored"));
+        let want = [&status.to_string(), "GET", path, "www", "app", "app1", "weir-test \"quoted\" (x|y)"];
+        assert_eq!(row, &want, "{id}");
+    }
+}
+
+/// With `haproxy.store`, each request is one row of `http_requests` in the
+/// embedded store, typed, beside its Kafka message; the rows' status
+/// counts are the messages'.
+#[test]
+fn with_the_store_every_request_is_also_one_typed_row() {
+    let _turn = turn();
+    let s = setup("haproxy-store");
+    let broker = Broker::start(&["access", "access-dead"]);
+    let store = format!("kind = \"embedded\"\n[store.embedded]\npath = \"{}\"", s.dir.join("chdb").display());
+    let config = store_config(&s.dir, &s.socket, &broker, &store);
+    let c = Collector::start(&config);
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    let sent = requests(s.port, "stored", 100);
+    let messages = broker.consume("access", sent.len(), Duration::from_secs(30));
+    assert_eq!(messages.len(), sent.len());
+    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 100), 100);
+    assert_stored(&stored_rows(&config, Some(&c.metrics)), &sent);
+    // Types the server checks: an address, a time, an integer.
+    let typed = common::query(
+        &config,
+        Some(&c.metrics),
+        "SELECT toTypeName(client_ip), toTypeName(accept_ms), toTypeName(status), toTypeName(backend), \
+         countIf(IPv6NumToString(client_ip) = '::ffff:127.0.0.1'), countIf(time_ms >= accept_ms), \
+         countIf(bytes_read > 0) FROM weir.http_requests",
+    );
+    assert_eq!(typed.trim(), "IPv6\tDateTime64(3)\tInt64\tLowCardinality(String)\t100\t100\t100");
+    let by_status = common::query(
+        &config,
+        Some(&c.metrics),
+        "SELECT status, count() FROM weir.http_requests GROUP BY status ORDER BY status",
+    );
+    let mut from_kafka: BTreeMap<u64, usize> = BTreeMap::new();
+    for m in &messages {
+        *from_kafka.entry(m["status"].as_u64().unwrap()).or_default() += 1;
+    }
+    let want: String = from_kafka.iter().map(|(s, n)| format!("{s}\t{n}\n")).collect();
+    assert_eq!(by_status, want);
+    assert_eq!(c.metric("weir_haproxy_store_rows_total", ""), [100]);
+    assert_eq!(c.metric("weir_haproxy_store_rows_dropped_total", ""), [0]);
+    c.assert_promtool_is_silent();
+    c.stop();
+}
+
+/// The store down (ClickHouse 18.16 stopped): Kafka delivery goes on, the
+/// rows wait in memory and are spooled at the stop; the next start, with
+/// the store back, inserts them.
+#[test]
+fn the_store_down_kafka_goes_on_and_the_rows_are_stored_afterwards() {
+    let _turn = turn();
+    let s = setup("haproxy-store-down");
+    let broker = Broker::start(&["access", "access-dead"]);
+    let mut server = common::Server::start(&s.dir.join("clickhouse"));
+    let store = format!("kind = \"remote\"\n[store.remote]\nurl = \"{}\"", server.url());
+    let config = store_config(&s.dir, &s.socket, &broker, &store);
+    let c = Collector::start(&config);
+    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    let mut sent = requests(s.port, "before", 20);
+    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 20), 20);
+
+    server.stop();
+    sent.extend(requests(s.port, "during", 50));
+    let delivered = broker.consume("access", sent.len(), Duration::from_secs(30));
+    assert_eq!(delivered.len(), sent.len(), "Kafka does not wait for the store");
+    c.wait_metric_sum("weir_haproxy_store_rows_total", 70);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(c.metric("weir_store_http_rows_inserted_total", ""), [20]);
+    c.stop();
+
+    server.restart();
+    let c = Collector::start(&config);
+    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 50), 50, "the spooled rows");
+    // FixedString addresses and UInt64 milliseconds on this server.
+    assert_stored(&stored_rows(&config, None), &sent);
+    assert_eq!(c.metric("weir_store_http_rows_dropped_total", "").iter().sum::<u64>(), 0);
+    c.stop();
+}

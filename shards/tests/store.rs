@@ -205,6 +205,7 @@ fn store_settings() -> SchemaSettings {
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
+        http: None,
     }
 }
 

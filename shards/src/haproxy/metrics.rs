@@ -87,6 +87,10 @@ pub struct HaproxyMetrics {
     pub socket_buffer_bytes: AtomicU64,
     /// Messages in librdkafka's queue, not yet acknowledged.
     pub producer_queue: AtomicU64,
+    /// `haproxy.store`: rows handed to the store writer, and requests left
+    /// out of the store (the writer behind for two batches).
+    pub store_rows: AtomicU64,
+    pub store_rows_dropped: AtomicU64,
     /// Log timestamp to Kafka acknowledgement, per message.
     pub delivery_delay: DelayHistogram,
     /// Turns of the log shard's loop (`probes`).
@@ -128,7 +132,7 @@ impl HaproxyMetrics {
 impl Exported for HaproxyMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let h = self;
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             ("weir_haproxy_lines_received", "Datagrams (log lines) read from the socket.", &h.lines_received),
             ("weir_haproxy_bytes_received", "Bytes of the lines read.", &h.bytes_received),
             ("weir_haproxy_receive_errors", "Receive calls on the socket that failed.", &h.receive_errors),
@@ -154,6 +158,16 @@ impl Exported for HaproxyMetrics {
                 &h.counter_explained,
             ),
             ("weir_haproxy_shard_loops", "Turns of the log shard's loop.", &h.heartbeats),
+            (
+                "weir_haproxy_store_rows",
+                "Requests handed to the store writer for http_requests (haproxy.store).",
+                &h.store_rows,
+            ),
+            (
+                "weir_haproxy_store_rows_dropped",
+                "Requests left out of http_requests, the store writer behind for two batches (still produced to Kafka).",
+                &h.store_rows_dropped,
+            ),
         ];
         counters_of(e, &counters)?;
         let help = "Fields whose bytes were not UTF-8, repaired (the line still produced), by reason and field kind.";

@@ -36,6 +36,7 @@ use self::counter::{RequestCounters, Tally};
 pub use self::metrics::{HaproxyMetrics, ProduceDrop, Topic};
 use crate::kafka::{logged_context, ClientLog};
 use crate::ops::logging::Limiter;
+use crate::store::http::HttpSink;
 
 /// Log timestamp and topic of a message in flight.
 struct Sent {
@@ -88,6 +89,7 @@ impl HaproxyInput {
         metrics: Arc<HaproxyMetrics>,
         log_lines_per_minute: u32,
         drain_timeout: Duration,
+        http: Option<HttpSink>,
     ) -> Result<HaproxyInput, String> {
         let producer = producer(config, metrics.clone(), log_lines_per_minute)?;
         let socket = socket::create(config)?;
@@ -120,6 +122,7 @@ impl HaproxyInput {
             parse_errors_logged: Limiter::new(log_lines_per_minute),
             drops_logged: Limiter::new(log_lines_per_minute),
             drain_timeout,
+            http,
         };
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -175,6 +178,8 @@ struct LogShard {
     parse_errors_logged: Limiter,
     drops_logged: Limiter,
     drain_timeout: Duration,
+    /// The store's `http_requests` rows (`haproxy.store`).
+    http: Option<HttpSink>,
 }
 
 impl LogShard {
@@ -218,6 +223,10 @@ impl LogShard {
                 self.take(line, cut, &mut json, stop);
             }
         }
+        if let Some(http) = &mut self.http {
+            http.flush();
+        }
+        self.update_gauges();
         if let Err(e) = self.producer.flush(self.drain_timeout) {
             warn!("haproxy: {} messages not delivered at stop: {e}", self.producer.in_flight_count());
         }
@@ -241,6 +250,11 @@ impl LogShard {
             self.metrics.socket_queue.store(q, Relaxed);
         }
         self.metrics.producer_queue.store(self.producer.in_flight_count().max(0) as u64, Relaxed);
+        if let Some(http) = &mut self.http {
+            http.tick();
+            self.metrics.store_rows.store(http.handed_over, Relaxed);
+            self.metrics.store_rows_dropped.store(http.dropped, Relaxed);
+        }
     }
 
     /// One line: parsed and produced, or dead-lettered.
@@ -250,12 +264,18 @@ impl LogShard {
         m.bytes_received.fetch_add(line.len() as u64, Relaxed);
         let rendered = if cut {
             Err(LineError { reason: LineReason::TooLong, detail: format!("longer than {} bytes", line.len()) })
+        } else if let Some(http) = &mut self.http {
+            http.begin();
+            self.format.render_with(line, json, http)
         } else {
             self.format.render(line, json)
         };
         match rendered {
             Ok(r) => {
                 m.lines_parsed.fetch_add(1, Relaxed);
+                if let Some(http) = &mut self.http {
+                    http.commit();
+                }
                 m.count_repairs(self.format.invalid_utf8(), &r.repairs);
                 if self.format.counts_requests() {
                     let now = Instant::now();

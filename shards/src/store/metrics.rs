@@ -70,6 +70,10 @@ pub struct StoreMetrics {
     pub records_new: [AtomicU64; 3],
     pub records_inserted: [AtomicU64; 3],
     pub records_dropped: [AtomicU64; 3],
+    /// HAProxy's requests (`http_requests`): rows inserted, and rows lost
+    /// with their chunk by reason.
+    pub http_rows_inserted: AtomicU64,
+    pub http_rows_dropped: [AtomicU64; StoreDrop::ALL.len()],
     /// Sums a shard handed over before `store.consolidation_interval_ms`
     /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,
@@ -193,6 +197,17 @@ impl Exported for StoreMetrics {
         for (name, help, values) in records {
             counter_by(e, name, help, "table", &per_table(first, values))?;
         }
+        counters_of(
+            e,
+            &[(
+                "weir_store_http_rows_inserted",
+                "HAProxy request rows the store accepted (http_requests).",
+                &self.http_rows_inserted,
+            )],
+        )?;
+        let dropped = StoreDrop::ALL.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed)));
+        let help = "HAProxy request rows that never reached the store, by reason.";
+        counter_by(e, "weir_store_http_rows_dropped", help, "reason", &dropped)?;
         let gauges: [(&str, &str, &AtomicU64); 4] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),

@@ -20,6 +20,7 @@
 //!   `weir_core::migrate::plan`, runs the steps.
 
 pub mod chdb;
+pub mod http;
 pub mod metrics;
 pub mod remote;
 pub mod routes;
@@ -78,8 +79,10 @@ impl Chunk {
 /// The number of the first records table (`schema::RECORD_TABLES`), after
 /// the raw and the consolidated tables.
 pub const RECORDS_TABLE: usize = 1 + weir_core::consolidate::TABLES.len();
+/// The number of HAProxy's requests' table (`weir_core::httplog`), last.
+pub const HTTP_TABLE: usize = RECORDS_TABLE + weir_core::schema::RECORD_TABLES.len();
 /// Tables a chunk can go to.
-pub const TABLES_COUNT: usize = RECORDS_TABLE + weir_core::schema::RECORD_TABLES.len();
+pub const TABLES_COUNT: usize = HTTP_TABLE + 1;
 
 /// What a table is, by its number (`table_of`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,19 +92,22 @@ pub enum TableKind {
     Consolidated(usize),
     /// `schema::RECORD_TABLES[i]`.
     Records(usize),
+    /// `httplog::HTTP_TABLE`.
+    Http,
 }
 
 pub fn table_kind(table: usize) -> TableKind {
     match table {
         0 => TableKind::Raw,
         t if t < RECORDS_TABLE => TableKind::Consolidated(t - 1),
+        HTTP_TABLE => TableKind::Http,
         t => TableKind::Records((t - RECORDS_TABLE).min(weir_core::schema::RECORD_TABLES.len() - 1)),
     }
 }
 
 /// The table an insert statement names: 0 for the raw table (and anything
 /// else), 1 + i for `consolidate::TABLES[i]`, `RECORDS_TABLE + i` for
-/// `schema::RECORD_TABLES[i]`.
+/// `schema::RECORD_TABLES[i]`, `HTTP_TABLE` for HAProxy's requests.
 pub fn table_of(insert_sql: &str) -> usize {
     let table = insert_sql
         .strip_prefix("INSERT INTO ")
@@ -110,6 +116,9 @@ pub fn table_of(insert_sql: &str) -> usize {
         .unwrap_or("");
     if let Some(i) = weir_core::schema::RECORD_TABLES.iter().position(|t| *t == table) {
         return RECORDS_TABLE + i;
+    }
+    if table == weir_core::httplog::HTTP_TABLE {
+        return HTTP_TABLE;
     }
     weir_core::consolidate::TABLES.iter().position(|(_, t)| *t == table).map_or(0, |i| i + 1)
 }
@@ -120,6 +129,7 @@ pub fn table_name(table: usize) -> &'static str {
         TableKind::Raw => weir_core::schema::RAW_TABLE,
         TableKind::Consolidated(t) => weir_core::consolidate::TABLES[t.min(2)].1,
         TableKind::Records(t) => weir_core::schema::RECORD_TABLES[t],
+        TableKind::Http => weir_core::httplog::HTTP_TABLE,
     }
 }
 

@@ -36,7 +36,7 @@ use weir_core::FlowRecord;
 use super::metrics::{StoreDrop, StoreMetrics};
 use super::segments::{self, Segments};
 use super::spool::{Spool, SpoolRefusal};
-use super::{migrate, table_kind, Chunk, Engine, TableKind, RECORDS_TABLE, TABLES_COUNT};
+use super::{migrate, table_kind, Chunk, Engine, TableKind, HTTP_TABLE, RECORDS_TABLE, TABLES_COUNT};
 use crate::enrich::bmp::{BmpService, RoutesHandle};
 use crate::enrich::networks::{NetworksHandle, NetworksService, MISSING_EXPORTERS_MAX};
 use crate::enrich::{MetadataHandle, MetadataService, ShardMetadata};
@@ -84,6 +84,8 @@ pub struct Blocks {
     pub raw: Vec<u8>,
     pub consolidated: [Vec<u8>; 3],
     pub records: NewRecords,
+    /// HAProxy's requests (`HttpSink`): a Native block for `http_requests`.
+    pub http: Vec<u8>,
 }
 
 /// A shard's full batch: its flows as one Native block sorted by the raw
@@ -92,6 +94,7 @@ pub struct Batch {
     pub rows: u32,
     pub blocks: Blocks,
     pub consolidated_rows: [u32; 3],
+    pub http_rows: u32,
     /// The sums were handed over before they were due: the map was full.
     pub early: bool,
     /// Rows per kernel receive millisecond, in arrival order (run-length
@@ -423,7 +426,16 @@ impl StoreSink {
             self.sums_ticket = self.tickets;
         }
         let (shard, ticket) = (self.shard, self.tickets);
-        let _ = self.full.send(Batch { rows: self.rows, blocks, consolidated_rows, early, arrivals, shard, ticket });
+        let _ = self.full.send(Batch {
+            rows: self.rows,
+            blocks,
+            consolidated_rows,
+            http_rows: 0,
+            early,
+            arrivals,
+            shard,
+            ticket,
+        });
         self.rows = 0;
     }
 }
@@ -461,6 +473,8 @@ pub struct StoreWriter {
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
     acks: Arc<Acks>,
+    /// HAProxy's requests' table (`haproxy.store`).
+    http: Option<weir_core::httplog::HttpTable>,
 }
 
 impl StoreWriter {
@@ -480,7 +494,9 @@ impl StoreWriter {
         if !spool.is_empty() {
             info!("store: {} spooled chunks ({} rows) will be replayed first", spool.chunks(), spool.rows());
         }
-        let batches = config.batches(shards);
+        // Two more buffers for HAProxy's log shard (`HttpSink`), whose
+        // hand-overs never wait for one.
+        let batches = config.batches(shards) + if config.http.is_some() { 2 } else { 0 };
         let (full, full_rx) = bounded::<Batch>(batches);
         let (free_tx, free) = bounded::<Blocks>(batches);
         // Sized for a batch of typical rows; a buffer grows once if rows are wider.
@@ -492,6 +508,9 @@ impl StoreWriter {
         let mut insert_sqls = vec![insert_sql(&config.database, &names)];
         insert_sqls.extend(consolidate::TABLES.map(|(_, t)| consolidated_insert_sql(&config.database, t, &dims)));
         insert_sqls.extend((0..RECORD_TABLES.len()).map(|t| records_insert_sql(&config.database, t)));
+        if let Some(http) = &config.http {
+            insert_sqls.push(http.insert_sql(&config.database));
+        }
         let (queries, query_rx) = bounded::<QueryRequest>(16);
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
         let acks = Arc::new(Acks::new(shards));
@@ -542,7 +561,8 @@ impl StoreWriter {
             enriched: None,
             sinks: Default::default(),
             acks,
-            batches_per_shard: (batches / shards.max(1)).max(1),
+            http: config.http.clone(),
+            batches_per_shard: (config.batches(shards) / shards.max(1)).max(1),
         })
     }
 
@@ -551,6 +571,12 @@ impl StoreWriter {
     /// partitions before, and its sinks never wait: `StoreSink::never_wait`).
     pub fn batches_per_shard(&self) -> usize {
         self.batches_per_shard
+    }
+
+    /// HAProxy's log shard's way to `http_requests` (with `haproxy.store`).
+    pub fn http_sink(&self, rows_max: usize, flush_interval: Duration) -> Option<super::http::HttpSink> {
+        let table = self.http.clone()?;
+        Some(super::http::HttpSink::new(table, rows_max, flush_interval, self.full.clone(), self.free.clone()))
     }
 
     /// The writer's acknowledgements of the shards' batches.
@@ -687,7 +713,7 @@ struct Writer {
     dialect: Dialect,
     config: StoreConfig,
     /// The insert statement per table: raw, then `consolidate::TABLES`,
-    /// then `RECORD_TABLES`.
+    /// then `RECORD_TABLES`, then `http_requests` (with `haproxy.store`).
     insert_sqls: Vec<String>,
     /// Store ids of the records queued for the records tables (at most
     /// `RECORDS_SENT_MAX`), and a block's scratch.
@@ -801,8 +827,15 @@ impl Writer {
                 chunks += self.append(1 + i, block, batch.consolidated_rows[i], &[], ticket) as u32;
             }
         }
-        self.ledger.opened(ticket, chunks);
+        if batch.http_rows > 0 && self.insert_sqls.len() > HTTP_TABLE {
+            chunks += self.append(HTTP_TABLE, &batch.blocks.http, batch.http_rows, &[], ticket) as u32;
+        }
+        if ticket.1 > 0 {
+            // (HAProxy's batches come untracked: ticket 0.)
+            self.ledger.opened(ticket, chunks);
+        }
         batch.blocks.raw.clear();
+        batch.blocks.http.clear();
         batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
         let _ = free.send(batch.blocks);
     }
@@ -962,6 +995,7 @@ impl Writer {
             TableKind::Raw => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
             TableKind::Consolidated(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
             TableKind::Records(t) => m.records_inserted[t].fetch_add(chunk.rows, Relaxed),
+            TableKind::Http => m.http_rows_inserted.fetch_add(chunk.rows, Relaxed),
         };
         m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
@@ -1042,6 +1076,7 @@ impl Writer {
             TableKind::Raw => m.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
             TableKind::Consolidated(t) => m.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
             TableKind::Records(t) => m.records_dropped[t].fetch_add(rows, Relaxed),
+            TableKind::Http => m.http_rows_dropped[reason as usize].fetch_add(rows, Relaxed),
         };
     }
 
