@@ -1255,6 +1255,21 @@ pub struct HaproxyConfig {
     pub store_batch_rows_max: usize,
     /// ...or once its first row is this old.
     pub store_flush_interval_ms: u64,
+    /// The rollups (`http_requests_1m`, `_5m`, `_1h`): summed by these
+    /// columns of `http_requests`...
+    pub store_dimensions: Vec<String>,
+    /// ...and by `status_class`, this int field / 100 ("": none);
+    pub store_status: String,
+    /// the int field summed as `bytes`, and the one bucketed as the
+    /// latency ("": none).
+    pub store_bytes: String,
+    pub store_latency: String,
+    /// Rollup rows older than these are deleted.
+    pub store_ttl_1m_hours: u32,
+    pub store_ttl_5m_hours: u32,
+    pub store_ttl_1h_hours: u32,
+    /// Keys the log shard sums at most before its sums go early.
+    pub store_consolidation_keys_max: usize,
     pub kafka: KafkaConfig,
 }
 
@@ -1280,6 +1295,16 @@ impl Default for HaproxyConfig {
             store_ttl_hours: 30 * 24,
             store_batch_rows_max: 16_384,
             store_flush_interval_ms: 1000,
+            store_dimensions: ["host", "frontend", "backend", "server", "request_method", "cache"]
+                .map(String::from)
+                .to_vec(),
+            store_status: "status".into(),
+            store_bytes: "bytes_read".into(),
+            store_latency: "ta_ms".into(),
+            store_ttl_1m_hours: 15 * 24,
+            store_ttl_5m_hours: 90 * 24,
+            store_ttl_1h_hours: 365 * 24,
+            store_consolidation_keys_max: 65_536,
             kafka: KafkaConfig::default(),
         }
     }
@@ -1494,7 +1519,16 @@ impl HaproxyConfig {
             positive(&key("store_ttl_hours"), self.store_ttl_hours.into(), 24 * 365 * 100)?;
             positive(&key("store_batch_rows_max"), self.store_batch_rows_max as u64, 1 << 20)?;
             positive(&key("store_flush_interval_ms"), self.store_flush_interval_ms, 600_000)?;
-            if let Some(name) = self.http_table().duplicate_column() {
+            for (name, hours) in [
+                ("store_ttl_1m_hours", self.store_ttl_1m_hours),
+                ("store_ttl_5m_hours", self.store_ttl_5m_hours),
+                ("store_ttl_1h_hours", self.store_ttl_1h_hours),
+            ] {
+                positive(&key(name), hours.into(), 24 * 365 * 100)?;
+            }
+            positive(&key("store_consolidation_keys_max"), self.store_consolidation_keys_max as u64, 1 << 24)?;
+            let table = self.try_http_table().map_err(|e| ConfigError::new(key("store_dimensions"), e))?;
+            if let Some(name) = table.duplicate_column() {
                 return Err(ConfigError::new(
                     key("fields"),
                     format!("two http_requests columns would be named {name:?} (a request's or headers' columns take the field's name and a suffix)"),
@@ -1527,9 +1561,23 @@ impl HaproxyConfig {
         Ok(())
     }
 
-    /// The `http_requests` table of the fields (`store`).
+    /// The `http_requests` table of the fields, with its rollups
+    /// (`store`; after `check`).
     pub fn http_table(&self) -> crate::httplog::HttpTable {
-        crate::httplog::HttpTable::new(self.format().fields(), self.store_ttl_hours)
+        self.try_http_table()
+            .unwrap_or_else(|_| crate::httplog::HttpTable::new(self.format().fields(), self.store_ttl_hours))
+    }
+
+    fn try_http_table(&self) -> Result<crate::httplog::HttpTable, String> {
+        let names = crate::httplog::RollupNames {
+            dims: &self.store_dimensions,
+            status: &self.store_status,
+            bytes: &self.store_bytes,
+            latency: &self.store_latency,
+            ttl_hours: [self.store_ttl_1m_hours, self.store_ttl_5m_hours, self.store_ttl_1h_hours],
+            keys_max: self.store_consolidation_keys_max,
+        };
+        crate::httplog::HttpTable::with_rollup(self.format().fields(), self.store_ttl_hours, Some(&names))
     }
 
     /// The parser's format, from the fields (after `check`).

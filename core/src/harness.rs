@@ -236,7 +236,17 @@ pub fn access_log(data: &[u8]) {
     }
     // The store's columns (`haproxy.store`): a good line is one row of a
     // Native block that reads back; a refused one leaves nothing.
-    let table = crate::httplog::HttpTable::new(format.fields(), 1);
+    let dims = ["frontend", "client_ip", "request_method", "request_headers_host"].map(String::from);
+    let names = crate::httplog::RollupNames {
+        dims: &dims,
+        status: "status",
+        bytes: "status",
+        latency: "status",
+        ttl_hours: [1; 3],
+        keys_max: 4,
+    };
+    let table =
+        crate::httplog::HttpTable::with_rollup(format.fields(), 1, Some(&names)).expect("the names are columns");
     let mut rows = crate::httplog::HttpRows::new(&table);
     rows.begin();
     let stored = format.render_with(data, &mut out, &mut rows);
@@ -248,6 +258,13 @@ pub fn access_log(data: &[u8]) {
     rows.write_block(&table, &mut block);
     let blocks = crate::columns::read_blocks(&block).expect("the rows' block reads back");
     assert_eq!(blocks.iter().map(|b| b.rows).sum::<usize>(), usize::from(stored.is_ok()));
+    let mut rollups: [Vec<u8>; 3] = Default::default();
+    let summed = rows.write_rollup_blocks(&table, &mut rollups);
+    assert_eq!(summed, [u32::from(stored.is_ok()); 3]);
+    for block in &rollups {
+        let blocks = crate::columns::read_blocks(block).expect("a rollup block reads back");
+        assert_eq!(blocks.iter().map(|b| b.rows).sum::<usize>(), usize::from(stored.is_ok()));
+    }
     let format = format.with_invalid_utf8(InvalidUtf8::Escape);
     if format.render(data, &mut out).is_ok() {
         assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));

@@ -17,8 +17,9 @@
 //!   their rows stay (migrations run before the shards start, so no flow
 //!   is summed twice or missed);
 //! - helper tables whose row count differs from the bundled list are refilled;
-//! - HAProxy's requests' table (`[haproxy] store = true`) is created, gets
-//!   the columns of fields added to the config, and its TTL.
+//! - HAProxy's requests' table (`[haproxy] store = true`) and its rollups
+//!   are created, get the columns of fields (dimensions) added to the
+//!   config, and their TTLs.
 //!
 //! - the raw table's metadata columns are aliases reading the records
 //!   tables (`metadata_aliases`); a raw table that stored them per row
@@ -31,7 +32,7 @@
 //! default), and a type that differs is reported as a warning for the
 //! operator to decide.
 
-use crate::httplog::{HttpTable, HTTP_TABLE};
+use crate::httplog::{HttpTable, HTTP_TABLE, ROLLUP_TABLES};
 use crate::schema::{Column, Schema, Source, RAW_TABLE, RECORD_COLUMNS, RECORD_TABLES};
 
 /// One table or view as the server describes it.
@@ -173,6 +174,7 @@ pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
     helper_tables(&mut plan, schema, live);
     if let Some(http) = &schema.http {
         http_table(&mut plan, schema, http, live);
+        http_rollups(&mut plan, schema, http, live);
     }
     plan
 }
@@ -209,6 +211,57 @@ fn http_table(plan: &mut Plan, schema: &Schema, http: &HttpTable, live: &LiveDat
             format!("TTL of {HTTP_TABLE} is not {} h", http.ttl_hours),
             format!("ALTER TABLE {db}.{HTTP_TABLE} MODIFY {}", http.ttl_expression()),
         );
+    }
+}
+
+/// The rollups of HAProxy's requests (`httplog::ROLLUP_TABLES`): created,
+/// or given the dimensions added since (joining the sort key where the
+/// server can, so rows that differ in them are not summed together), and
+/// their TTLs.
+fn http_rollups(plan: &mut Plan, schema: &Schema, http: &HttpTable, live: &LiveDatabase) {
+    if http.rollup.is_none() {
+        return;
+    }
+    let db = &schema.database;
+    for (i, (name, _)) in ROLLUP_TABLES.iter().enumerate() {
+        let Some(t) = live.table(name) else {
+            plan.step(format!("table {name} is missing"), http.create_rollup_sql(i, db, &schema.dialect));
+            continue;
+        };
+        let mut previous = "time".to_string();
+        let mut key: Vec<String> = vec!["time".into()];
+        key.extend(
+            t.columns
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| {
+                    n.as_str() != "time"
+                        && !["requests", "bytes"].contains(&n.as_str())
+                        && !n.starts_with("latency_le_")
+                })
+                .map(|n| format!("`{n}`")),
+        );
+        for column in http.rollup_columns() {
+            let (column_name, _, dim) = &column;
+            if !t.columns.iter().any(|(n, _)| n == column_name) {
+                let mut sql = format!(
+                    "ALTER TABLE {db}.{name} ADD COLUMN {} AFTER `{previous}`",
+                    http.rollup_definition(&column, &schema.dialect)
+                );
+                if dim.is_some() && schema.dialect.modify_order_by {
+                    key.push(format!("`{column_name}`"));
+                    sql.push_str(&format!(", MODIFY ORDER BY ({})", key.join(", ")));
+                }
+                plan.step(format!("column {name}.{column_name} is missing"), sql);
+            }
+            previous = column_name.clone();
+        }
+        if schema.dialect.ttl && !t.create_query.contains(&http.rollup_ttl_expression(i)) {
+            plan.step(
+                format!("TTL of {name} is not as configured"),
+                format!("ALTER TABLE {db}.{name} MODIFY {}", http.rollup_ttl_expression(i)),
+            );
+        }
     }
 }
 

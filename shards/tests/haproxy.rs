@@ -670,6 +670,13 @@ fn stored_rows(config: &Path, http: Option<&str>) -> BTreeMap<String, Vec<String
     rows
 }
 
+/// `http_requests` rows the store accepted, once `want` or after 30 s.
+fn wait_http_rows(c: &Collector, want: u64) -> u64 {
+    let rows = || c.metric("weir_store_http_rows_inserted_total", "table=\"http_requests\"")[0];
+    common::wait_until("the requests stored", Duration::from_secs(30), || rows() >= want);
+    rows()
+}
+
 fn assert_stored(rows: &BTreeMap<String, Vec<String>>, sent: &BTreeMap<String, (u16, String)>) {
     assert_eq!(rows.len(), sent.len(), "one row per request");
     for (id, (status, path)) in sent {
@@ -694,7 +701,7 @@ fn with_the_store_every_request_is_also_one_typed_row() {
     let sent = requests(s.port, "stored", 100);
     let messages = broker.consume("access", sent.len(), Duration::from_secs(30));
     assert_eq!(messages.len(), sent.len());
-    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 100), 100);
+    assert_eq!(wait_http_rows(&c, 100), 100);
     assert_stored(&stored_rows(&config, Some(&c.metrics)), &sent);
     // Types the server checks: an address, a time, an integer.
     let typed = common::query(
@@ -716,6 +723,39 @@ fn with_the_store_every_request_is_also_one_typed_row() {
     }
     let want: String = from_kafka.iter().map(|(s, n)| format!("{s}\t{n}\n")).collect();
     assert_eq!(by_status, want);
+
+    // The rollups: the same requests per backend and status class, bytes
+    // and latencies, in each table.
+    let raw = common::query(
+        &config,
+        Some(&c.metrics),
+        "SELECT backend, intDiv(status, 100), count(), sum(bytes_read), countIf(ta_ms >= 0) FROM weir.http_requests \
+         GROUP BY backend, intDiv(status, 100) ORDER BY backend, intDiv(status, 100)",
+    );
+    let latency =
+        weir_core::httplog::latency_columns().iter().map(|c| format!("sum({c})")).collect::<Vec<_>>().join(" + ");
+    for table in ["http_requests_1m", "http_requests_5m", "http_requests_1h"] {
+        common::wait_until("the rollup stored", Duration::from_secs(30), || {
+            c.metric("weir_store_http_rows_inserted_total", &format!("table=\"{table}\""))[0] > 0
+        });
+        let summed = common::query(
+            &config,
+            Some(&c.metrics),
+            &format!(
+                "SELECT backend, status_class, sum(requests), sum(bytes), {latency} FROM weir.{table} \
+                 GROUP BY backend, status_class ORDER BY backend, status_class"
+            ),
+        );
+        assert_eq!(summed, raw, "{table}");
+    }
+    let p99 = common::query(
+        &config,
+        Some(&c.metrics),
+        &format!("SELECT {} FROM weir.http_requests_1m", weir_core::httplog::HttpRollup::quantile_sql(0.99)),
+    );
+    assert!(p99.trim().parse::<u64>().is_ok_and(|ms| ms <= 65_536), "a p99 latency bound: {p99}");
+    let per_backend = common::query(&config, Some(&c.metrics), &readme_block("http-p99.sql"));
+    assert!(per_backend.starts_with("app\t") && per_backend.lines().count() == 1, "{per_backend}");
     assert_eq!(c.metric("weir_haproxy_store_rows_total", ""), [100]);
     assert_eq!(c.metric("weir_haproxy_store_rows_dropped_total", ""), [0]);
     c.assert_promtool_is_silent();
@@ -736,7 +776,7 @@ fn the_store_down_kafka_goes_on_and_the_rows_are_stored_afterwards() {
     let c = Collector::start(&config);
     let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
     let mut sent = requests(s.port, "before", 20);
-    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 20), 20);
+    assert_eq!(wait_http_rows(&c, 20), 20);
 
     server.stop();
     sent.extend(requests(s.port, "during", 50));
@@ -744,12 +784,12 @@ fn the_store_down_kafka_goes_on_and_the_rows_are_stored_afterwards() {
     assert_eq!(delivered.len(), sent.len(), "Kafka does not wait for the store");
     c.wait_metric_sum("weir_haproxy_store_rows_total", 70);
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(c.metric("weir_store_http_rows_inserted_total", ""), [20]);
+    assert_eq!(c.metric("weir_store_http_rows_inserted_total", "table=\"http_requests\""), [20]);
     c.stop();
 
     server.restart();
     let c = Collector::start(&config);
-    assert_eq!(c.wait_metric_sum("weir_store_http_rows_inserted_total", 50), 50, "the spooled rows");
+    assert_eq!(wait_http_rows(&c, 50), 50, "the spooled rows");
     // FixedString addresses and UInt64 milliseconds on this server.
     assert_stored(&stored_rows(&config, None), &sent);
     assert_eq!(c.metric("weir_store_http_rows_dropped_total", "").iter().sum::<u64>(), 0);

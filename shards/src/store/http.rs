@@ -71,7 +71,7 @@ impl HttpSink {
             self.first_row_at = Instant::now();
         }
         self.rows.commit();
-        if self.rows.len() >= self.rows_max {
+        if self.rows.len() >= self.rows_max || self.rows.rollup_full() {
             self.hand_over(false);
         }
     }
@@ -97,11 +97,13 @@ impl HttpSink {
         let Ok(mut blocks) = blocks else { return };
         let rows = self.rows.len();
         self.rows.write_block(&self.table, &mut blocks.http);
+        let http_rollup_rows = self.rows.write_rollup_blocks(&self.table, &mut blocks.http_rollups);
         let batch = Batch {
             rows: 0,
             blocks,
             consolidated_rows: [0; 3],
             http_rows: rows as u32,
+            http_rollup_rows,
             early: false,
             arrivals: Vec::new(),
             // Untracked (no acknowledgement waits on it).

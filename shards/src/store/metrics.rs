@@ -70,10 +70,12 @@ pub struct StoreMetrics {
     pub records_new: [AtomicU64; 3],
     pub records_inserted: [AtomicU64; 3],
     pub records_dropped: [AtomicU64; 3],
-    /// HAProxy's requests (`http_requests`): rows inserted, and rows lost
-    /// with their chunk by reason.
-    pub http_rows_inserted: AtomicU64,
+    /// HAProxy's requests: rows inserted per table (`http_requests`, then
+    /// its rollups), raw rows lost with their chunk by reason, and rollup
+    /// rows lost per rollup table.
+    pub http_rows_inserted: [AtomicU64; 4],
     pub http_rows_dropped: [AtomicU64; StoreDrop::ALL.len()],
+    pub http_rollup_rows_dropped: [AtomicU64; 3],
     /// Sums a shard handed over before `store.consolidation_interval_ms`
     /// because its consolidation table was full (`store.consolidation_keys_max`).
     pub consolidation_early_flushes: AtomicU64,
@@ -197,14 +199,17 @@ impl Exported for StoreMetrics {
         for (name, help, values) in records {
             counter_by(e, name, help, "table", &per_table(first, values))?;
         }
-        counters_of(
+        let help = "HAProxy request rows the store accepted, per table (http_requests and its rollups).";
+        counter_by(
             e,
-            &[(
-                "weir_store_http_rows_inserted",
-                "HAProxy request rows the store accepted (http_requests).",
-                &self.http_rows_inserted,
-            )],
+            "weir_store_http_rows_inserted",
+            help,
+            "table",
+            &per_table(super::HTTP_TABLE, &self.http_rows_inserted),
         )?;
+        let help = "HAProxy rollup rows lost with their chunk (spool full or unreadable), per table.";
+        let rollups = per_table(super::HTTP_TABLE + 1, &self.http_rollup_rows_dropped);
+        counter_by(e, "weir_store_http_rollup_rows_dropped", help, "table", &rollups)?;
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed)));
         let help = "HAProxy request rows that never reached the store, by reason.";
         counter_by(e, "weir_store_http_rows_dropped", help, "reason", &dropped)?;

@@ -81,8 +81,8 @@ impl Chunk {
 pub const RECORDS_TABLE: usize = 1 + weir_core::consolidate::TABLES.len();
 /// The number of HAProxy's requests' table (`weir_core::httplog`), last.
 pub const HTTP_TABLE: usize = RECORDS_TABLE + weir_core::schema::RECORD_TABLES.len();
-/// Tables a chunk can go to.
-pub const TABLES_COUNT: usize = HTTP_TABLE + 1;
+/// Tables a chunk can go to: the last three are `httplog::ROLLUP_TABLES`.
+pub const TABLES_COUNT: usize = HTTP_TABLE + 1 + weir_core::httplog::ROLLUP_TABLES.len();
 
 /// What a table is, by its number (`table_of`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,15 +92,15 @@ pub enum TableKind {
     Consolidated(usize),
     /// `schema::RECORD_TABLES[i]`.
     Records(usize),
-    /// `httplog::HTTP_TABLE`.
-    Http,
+    /// `httplog::HTTP_TABLE` (0), then `httplog::ROLLUP_TABLES[i - 1]`.
+    Http(usize),
 }
 
 pub fn table_kind(table: usize) -> TableKind {
     match table {
         0 => TableKind::Raw,
         t if t < RECORDS_TABLE => TableKind::Consolidated(t - 1),
-        HTTP_TABLE => TableKind::Http,
+        t if t >= HTTP_TABLE => TableKind::Http((t - HTTP_TABLE).min(3)),
         t => TableKind::Records((t - RECORDS_TABLE).min(weir_core::schema::RECORD_TABLES.len() - 1)),
     }
 }
@@ -120,6 +120,9 @@ pub fn table_of(insert_sql: &str) -> usize {
     if table == weir_core::httplog::HTTP_TABLE {
         return HTTP_TABLE;
     }
+    if let Some(i) = weir_core::httplog::ROLLUP_TABLES.iter().position(|(t, _)| *t == table) {
+        return HTTP_TABLE + 1 + i;
+    }
     weir_core::consolidate::TABLES.iter().position(|(_, t)| *t == table).map_or(0, |i| i + 1)
 }
 
@@ -129,7 +132,8 @@ pub fn table_name(table: usize) -> &'static str {
         TableKind::Raw => weir_core::schema::RAW_TABLE,
         TableKind::Consolidated(t) => weir_core::consolidate::TABLES[t.min(2)].1,
         TableKind::Records(t) => weir_core::schema::RECORD_TABLES[t],
-        TableKind::Http => weir_core::httplog::HTTP_TABLE,
+        TableKind::Http(0) => weir_core::httplog::HTTP_TABLE,
+        TableKind::Http(t) => weir_core::httplog::ROLLUP_TABLES[(t - 1).min(2)].0,
     }
 }
 

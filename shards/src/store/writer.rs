@@ -84,8 +84,10 @@ pub struct Blocks {
     pub raw: Vec<u8>,
     pub consolidated: [Vec<u8>; 3],
     pub records: NewRecords,
-    /// HAProxy's requests (`HttpSink`): a Native block for `http_requests`.
+    /// HAProxy's requests (`HttpSink`): a Native block for `http_requests`,
+    /// and one per rollup table (`httplog::ROLLUP_TABLES`).
     pub http: Vec<u8>,
+    pub http_rollups: [Vec<u8>; 3],
 }
 
 /// A shard's full batch: its flows as one Native block sorted by the raw
@@ -95,6 +97,7 @@ pub struct Batch {
     pub blocks: Blocks,
     pub consolidated_rows: [u32; 3],
     pub http_rows: u32,
+    pub http_rollup_rows: [u32; 3],
     /// The sums were handed over before they were due: the map was full.
     pub early: bool,
     /// Rows per kernel receive millisecond, in arrival order (run-length
@@ -431,6 +434,7 @@ impl StoreSink {
             blocks,
             consolidated_rows,
             http_rows: 0,
+            http_rollup_rows: [0; 3],
             early,
             arrivals,
             shard,
@@ -510,6 +514,7 @@ impl StoreWriter {
         insert_sqls.extend((0..RECORD_TABLES.len()).map(|t| records_insert_sql(&config.database, t)));
         if let Some(http) = &config.http {
             insert_sqls.push(http.insert_sql(&config.database));
+            insert_sqls.extend((0..3).map(|i| http.insert_rollup_sql(i, &config.database)));
         }
         let (queries, query_rx) = bounded::<QueryRequest>(16);
         let backoff_min = Duration::from_millis(config.retry_backoff_min_ms);
@@ -830,12 +835,18 @@ impl Writer {
         if batch.http_rows > 0 && self.insert_sqls.len() > HTTP_TABLE {
             chunks += self.append(HTTP_TABLE, &batch.blocks.http, batch.http_rows, &[], ticket) as u32;
         }
+        for (i, block) in batch.blocks.http_rollups.iter().enumerate() {
+            if batch.http_rollup_rows[i] > 0 && self.insert_sqls.len() > HTTP_TABLE + 1 + i {
+                chunks += self.append(HTTP_TABLE + 1 + i, block, batch.http_rollup_rows[i], &[], ticket) as u32;
+            }
+        }
         if ticket.1 > 0 {
             // (HAProxy's batches come untracked: ticket 0.)
             self.ledger.opened(ticket, chunks);
         }
         batch.blocks.raw.clear();
         batch.blocks.http.clear();
+        batch.blocks.http_rollups.iter_mut().for_each(Vec::clear);
         batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
         let _ = free.send(batch.blocks);
     }
@@ -995,7 +1006,7 @@ impl Writer {
             TableKind::Raw => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
             TableKind::Consolidated(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
             TableKind::Records(t) => m.records_inserted[t].fetch_add(chunk.rows, Relaxed),
-            TableKind::Http => m.http_rows_inserted.fetch_add(chunk.rows, Relaxed),
+            TableKind::Http(t) => m.http_rows_inserted[t.min(3)].fetch_add(chunk.rows, Relaxed),
         };
         m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
@@ -1076,7 +1087,8 @@ impl Writer {
             TableKind::Raw => m.dropped_rows[reason as usize].fetch_add(rows, Relaxed),
             TableKind::Consolidated(t) => m.consolidated_rows_dropped[t.min(2)].fetch_add(rows, Relaxed),
             TableKind::Records(t) => m.records_dropped[t].fetch_add(rows, Relaxed),
-            TableKind::Http => m.http_rows_dropped[reason as usize].fetch_add(rows, Relaxed),
+            TableKind::Http(0) => m.http_rows_dropped[reason as usize].fetch_add(rows, Relaxed),
+            TableKind::Http(t) => m.http_rollup_rows_dropped[(t - 1).min(2)].fetch_add(rows, Relaxed),
         };
     }
 
