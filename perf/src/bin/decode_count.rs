@@ -1,7 +1,9 @@
 //! `weir-decode-count FORMAT [PASSES]`: decodes the decode bench's datagrams
 //! (`traffic::data_datagrams`, `sflow_datagrams`; FORMAT `ipfix`, `v9` or
 //! `sflow`) PASSES times (default 300) and prints the flows; FORMAT
-//! `accesslog` renders the access-log bench's 1024 HAProxy lines instead;
+//! `accesslog` renders the access-log bench's 1024 HAProxy lines instead,
+//! `accesslog-store` also keeps them as the store's columns and rollup
+//! sums (`[haproxy] store = true`) and writes their blocks once per pass;
 //! FORMAT `store` runs the shard's side of the store on PASSES batches of
 //! the store bench's 65 536 flows (columns, sums, the summed and raw
 //! blocks), `store-metadata` the same with enrichment on (every exporter
@@ -32,12 +34,14 @@ fn main() {
             (vec![template_datagram(Protocol::NetflowV9)], data_datagrams(Protocol::NetflowV9, &mut mix, DATAGRAMS).0)
         }
         "sflow" => (Vec::new(), sflow_datagrams(&mut mix, DATAGRAMS).0),
-        "accesslog" => return render_lines(passes),
+        "accesslog" => return render_lines(passes, false),
+        "accesslog-store" => return render_lines(passes, true),
         "store" => return store(passes, false),
         "store-metadata" => return store(passes, true),
         other => {
             eprintln!(
-                "weir-decode-count: FORMAT is ipfix, v9, sflow, accesslog, store or store-metadata, not {other:?}"
+                "weir-decode-count: FORMAT is ipfix, v9, sflow, accesslog, accesslog-store, store or store-metadata, \
+                 not {other:?}"
             );
             std::process::exit(2);
         }
@@ -51,18 +55,41 @@ fn main() {
     println!("{} flows ({sum})", decoder.counters().flows);
 }
 
-/// The access-log bench's lines through the default format, `passes` times.
-fn render_lines(passes: usize) {
-    let format = HaproxyConfig::default().format();
+/// The access-log bench's lines through the default format, `passes`
+/// times; with `store`, kept as the store's columns and sums too, each
+/// pass written as the raw and rollup blocks.
+fn render_lines(passes: usize, store: bool) {
+    let config = HaproxyConfig { store, ..HaproxyConfig::default() };
+    let format = config.format();
+    let table = config.http_table();
+    let mut rows = weir_core::httplog::HttpRows::new(&table);
     let lines = weir_perf::accesslog::haproxy_lines(1024);
     let mut out = Vec::with_capacity(4096);
+    let (mut block, mut rollups): (Vec<u8>, [Vec<u8>; 3]) = Default::default();
     let (mut rendered, mut bytes) = (0u64, 0usize);
     for _ in 0..passes {
         for line in &lines {
-            if format.render(black_box(line), &mut out).is_ok() {
+            let ok = if store {
+                rows.begin();
+                let ok = format.render_with(black_box(line), &mut out, &mut rows).is_ok();
+                if ok {
+                    rows.commit();
+                }
+                ok
+            } else {
+                format.render(black_box(line), &mut out).is_ok()
+            };
+            if ok {
                 rendered += 1;
                 bytes += out.len();
             }
+        }
+        if store {
+            block.clear();
+            rows.write_block(&table, &mut block);
+            rollups.iter_mut().for_each(Vec::clear);
+            rows.write_rollup_blocks(&table, &mut rollups);
+            bytes += block.len();
         }
     }
     println!("{rendered} lines rendered ({bytes} bytes)");
