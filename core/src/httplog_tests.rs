@@ -205,16 +205,7 @@ fn a_live_database_gets_the_tables_then_nothing_more() {
     use crate::migrate::{plan, LiveDatabase, LiveTable};
     use crate::schema::{Schema, SchemaSettings};
     let (table, _) = rolled_up();
-    let settings = SchemaSettings {
-        database: "weir".into(),
-        optional_columns: Vec::new(),
-        ttl_raw_hours: 1,
-        ttl_1m_hours: 1,
-        ttl_5m_hours: 1,
-        ttl_1h_hours: 1,
-        ttl_only_drop_parts: true,
-        http: Some(table.clone()),
-    };
+    let settings = SchemaSettings { http: Some(table.clone()), ..crate::schema::test_settings(&[]) };
     let schema = Schema::new(&settings, ServerVersion(24, 8));
     let empty = plan(&schema, &LiveDatabase { database_exists: true, tables: Vec::new() });
     let creates: Vec<&str> =

@@ -1,5 +1,5 @@
-//! HAProxy's access logs: a unix datagram socket in, Kafka out, nothing
-//! lost without a counter saying so.
+//! HAProxy's access logs: a unix datagram socket in, Kafka out (and the
+//! store, with `haproxy.store`), nothing lost without a counter saying so.
 //!
 //! ```text
 //!  HAProxy ── log /run/weir/haproxy-log.sock format rfc5424 ──▶ LogSocket
@@ -9,6 +9,10 @@
 //!  rdkafka ThreadedProducer (acks=all, idempotent) ── delivery reports ──▶ counters,
 //!      delay histogram (log timestamp → acknowledgement)
 //! ```
+//!
+//! With `haproxy.store`, each parsed line's typed values also become a
+//! row of the store's `http_requests` table and its rollups
+//! (`store::http::HttpSink`), handed to the store writer without waiting.
 //!
 //! Backpressure: when the producer's local queue is full, the shard stops
 //! reading for up to `kafka.backpressure_wait_ms` (the socket queue fills

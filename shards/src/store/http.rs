@@ -11,11 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use weir_core::accesslog::{HeaderValues, Value, Values};
 use weir_core::httplog::{HttpRows, HttpTable};
 
-use super::writer::{Batch, Blocks};
+use super::writer::{free_buffer, Batch, Blocks};
 
 pub struct HttpSink {
     table: HttpTable,
@@ -92,9 +92,8 @@ impl HttpSink {
         if self.rows.is_empty() {
             return;
         }
-        let blocks = if wait { self.free.recv().map_err(|_| TryRecvError::Disconnected) } else { self.free.try_recv() };
         // None free: the rows wait for the next tick.
-        let Ok(mut blocks) = blocks else { return };
+        let Ok(mut blocks) = free_buffer(&self.free, wait) else { return };
         let rows = self.rows.len();
         self.rows.write_block(&self.table, &mut blocks.http);
         let http_rollup_rows = self.rows.write_rollup_blocks(&self.table, &mut blocks.http_rollups);

@@ -392,9 +392,7 @@ impl StoreSink {
         }
         // Waits when every buffer is in flight: backpressure by design
         // (unless `never_wait`: put off until a tick finds one free).
-        let blocks =
-            if self.waits { self.free.recv().map_err(|_| TryRecvError::Disconnected) } else { self.free.try_recv() };
-        let mut blocks = match blocks {
+        let mut blocks = match free_buffer(&self.free, self.waits) {
             Ok(blocks) => blocks,
             Err(TryRecvError::Empty) => {
                 self.put_off += 1;
@@ -441,6 +439,15 @@ impl StoreSink {
             ticket,
         });
         self.rows = 0;
+    }
+}
+
+/// A free batch buffer: waited for (`wait`), or none now (`Empty`).
+pub(super) fn free_buffer(free: &Receiver<Blocks>, wait: bool) -> Result<Blocks, TryRecvError> {
+    if wait {
+        free.recv().map_err(|_| TryRecvError::Disconnected)
+    } else {
+        free.try_recv()
     }
 }
 
