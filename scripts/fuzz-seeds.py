@@ -274,6 +274,9 @@ def main(out):
         "ExporterName = 'it\\'s \\\\ \"q\"' OR ExporterName NOTIN (\"a\", 'b')",
         "EType = IPv6 AND FlowDirection = egress AND SrcPort != DstPort AND PacketSize >= 1400",
         "((((SrcPort = 1))))",
+        # HAProxy's requests (the http source): signed ints, `_` in names.
+        "status_class = 5 AND backend ILIKE 'app%' AND ta_ms > -1 AND client_ip << 10.0.0.0/8",
+        "request_uri NOTIN ('/a', '/b') OR tr_ms IN (-1, 0) OR ta_ms >= tr_ms",
     ]
     for i, seed in enumerate(seeds):
         open(os.path.join(filters, "seed%d" % i), "wb").write(seed.encode())
@@ -286,6 +289,11 @@ def main(out):
         '"truncate-v4": 24, "truncate-v6": 48, "bidirectional": true, "previous-period": true}',
         '{"start": "2027-01-08T09:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "fps", "points": 2000, '
         '"dimensions": ["InIfIndex", "OutIfIndex", "ExporterAddress"], "limitType": "last"}',
+        '{"source": "http", "start": "2027-01-14T09:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "latency-p99", '
+        '"points": 100, "dimensions": ["backend", "status_class"], "filter": "status >= 500 AND request_uri LIKE \'/api%\'", '
+        '"previous-period": true}',
+        '{"source": "http", "start": "2027-01-08T09:00:00Z", "end": "2027-01-15T09:00:00Z", "units": "rps", '
+        '"points": 2000, "dimensions": ["server"], "limitType": "max"}',
     ]
     answer = b"\x000\t10.5\t192.0.2.0\t6\n1\t3\tOther\tOther\n"
     for i, r in enumerate(requests):

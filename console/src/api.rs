@@ -26,7 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 use weir_core::config::ConsoleConfig;
 
 use crate::cache::{Cache, Cached};
-use crate::columns::{Catalogue, Kind};
+use crate::columns::{Catalogue, Kind, Source};
 use crate::filter::{self, SqlDialect};
 use crate::query::{self, Builder, Choice, GraphRequest, Limits, Tables, Units};
 use crate::saved::SavedFilters;
@@ -114,7 +114,10 @@ pub trait Observer: Send + Sync + 'static {
 
 /// The console: the schema's columns, the config, and the store.
 pub struct Console {
+    /// The flows' columns.
     pub columns: Catalogue,
+    /// HAProxy's requests' columns, when `[haproxy] store` keeps them.
+    pub http: Option<Catalogue>,
     pub config: ConsoleConfig,
     pub database: String,
     /// `flows` or `flows_segments`.
@@ -122,7 +125,8 @@ pub struct Console {
     pub store: Arc<dyn Store>,
     pub observer: Arc<dyn Observer>,
     pub version: &'static str,
-    tables: Mutex<Option<(Instant, Tables)>>,
+    /// Per source (flows, HTTP).
+    tables: Mutex<[Option<(Instant, Tables)>; 2]>,
     auth: Auth,
     /// Opened at start when there are built-ins, else at first use.
     saved: Mutex<Option<Arc<SavedFilters>>>,
@@ -168,17 +172,35 @@ impl Console {
         let cache = Cache::new(config.cache_bytes_max as usize);
         Ok(Console {
             columns,
+            http: None,
             config,
             database,
             raw_table,
             store,
             observer,
             version,
-            tables: Mutex::new(None),
+            tables: Mutex::new([None, None]),
             auth,
             saved: Mutex::new(saved),
             cache,
         })
+    }
+
+    /// Adds the HTTP source: HAProxy's requests (`Catalogue::http`).
+    pub fn with_http(mut self, columns: Catalogue) -> Console {
+        self.http = Some(columns);
+        self
+    }
+
+    /// The columns of `source`.
+    fn catalogue(&self, source: Source) -> Result<&Catalogue, Failure> {
+        match source {
+            Source::Flows => Ok(&self.columns),
+            Source::Http => self
+                .http
+                .as_ref()
+                .ok_or_else(|| bad("source: http needs HAProxy's requests in the store ([haproxy] store = true)")),
+        }
     }
 
     /// How long a graph's answer is kept: `console.cache_ttl_s`, or 10 s
@@ -205,8 +227,8 @@ impl Console {
         }
     }
 
-    fn builder<'a>(&'a self, tables: &'a Tables) -> Builder<'a> {
-        Builder { columns: &self.columns, database: &self.database, dialect: self.store.dialect(), tables }
+    fn builder<'a>(&'a self, columns: &'a Catalogue, tables: &'a Tables) -> Builder<'a> {
+        Builder { columns, database: &self.database, dialect: self.store.dialect(), tables }
     }
 
     async fn select(&self, sql: String) -> Result<Vec<u8>, Failure> {
@@ -216,18 +238,20 @@ impl Console {
         })
     }
 
-    /// The tables and their oldest rows, cached for a minute.
-    async fn tables(&self) -> Result<Tables, Failure> {
-        if let Some((at, t)) = self.tables.lock().unwrap().as_ref() {
+    /// The tables of `source` and their oldest rows, cached for a minute.
+    async fn tables(&self, source: Source) -> Result<Tables, Failure> {
+        let slot = source as usize;
+        if let Some((at, t)) = self.tables.lock().unwrap()[slot].as_ref() {
             if at.elapsed() < TABLES_TTL {
                 return Ok(t.clone());
             }
         }
-        let names = [self.raw_table.as_str(), "flows_1m", "flows_5m", "flows_1h"];
-        let parts: Vec<String> = names
+        let empty = Tables::of(source, &self.raw_table, [None; 4]);
+        let parts: Vec<String> = empty
+            .names
             .iter()
             .enumerate()
-            .map(|(i, t)| format!("SELECT {i}, toUInt32(min(TimeReceived)) FROM {}.{t}", self.database))
+            .map(|(i, t)| format!("SELECT {i}, toUInt32(min({})) FROM {}.{t}", empty.time, self.database))
             .collect();
         let out = self.select(parts.join(" UNION ALL ")).await?;
         let mut oldest = [None; 4];
@@ -236,8 +260,8 @@ impl Console {
                 *slot = Some(row.value as i64).filter(|t| *t > 0);
             }
         }
-        let tables = Tables { raw: self.raw_table.clone(), oldest };
-        *self.tables.lock().unwrap() = Some((Instant::now(), tables.clone()));
+        let tables = Tables { oldest, ..empty };
+        self.tables.lock().unwrap()[slot] = Some((Instant::now(), tables.clone()));
         Ok(tables)
     }
 }
@@ -318,6 +342,10 @@ struct Configuration {
     truncatable: Vec<String>,
     homepage_top_widgets: Vec<String>,
     branding: bool,
+    /// What can be graphed: `flows`, and `http` with `[haproxy] store`.
+    sources: Vec<Source>,
+    /// The columns a graph of HTTP requests may group by (empty without them).
+    http_dimensions: Vec<String>,
 }
 
 /// Flow records per second over the last 5 minutes.
@@ -529,7 +557,12 @@ async fn saved_add(
 ) -> Response {
     observed(&c, "filter/saved", async {
         let r = body(payload)?;
-        filter::parse(&r.content, &c.columns).map_err(|e| bad(format!("content: {e}")))?;
+        // A filter of flows, or of HTTP requests.
+        if let Err(e) = filter::parse(&r.content, &c.columns) {
+            if c.http.as_ref().is_none_or(|h| filter::parse(&r.content, h).is_err()) {
+                return Err(bad(format!("content: {e}")));
+            }
+        }
         match c.saved()?.add(&user.login, r.shared, &r.description, &r.content) {
             Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(Ok(why)) => Err(bad(why)),
@@ -598,6 +631,12 @@ async fn configuration(State(c): State<Arc<Console>>) -> Response {
             truncatable: truncatable.iter().map(|d| d.to_string()).collect(),
             homepage_top_widgets: c.config.homepage_top_widgets.clone(),
             branding: false,
+            sources: std::iter::once(Source::Flows).chain(c.http.as_ref().map(|_| Source::Http)).collect(),
+            http_dimensions: c
+                .http
+                .as_ref()
+                .map(|h| h.dimensions().map(|d| d.name.clone()).collect())
+                .unwrap_or_default(),
         })
         .into_response())
     })
@@ -605,8 +644,8 @@ async fn configuration(State(c): State<Arc<Console>>) -> Response {
 }
 
 /// The display form of every stored column, for a row's worth of values.
-fn shown(c: &Console, column: &str) -> String {
-    match c.columns.find(column).map(|col| col.kind) {
+fn shown(columns: &Catalogue, column: &str) -> String {
+    match columns.find(column).map(|col| col.kind) {
         Some(Kind::Ip) => format!("IPv6NumToString({column})"),
         _ => format!("toString({column})"),
     }
@@ -621,7 +660,7 @@ async fn flow_last(State(c): State<Arc<Console>>) -> Response {
         cached(&c, "widget/flow-last".into(), FIVE_S, async {
             let names: Vec<&str> =
                 std::iter::once("TimeReceived").chain(c.columns.columns.iter().map(|col| col.name.as_str())).collect();
-            let select: Vec<String> = names.iter().map(|n| shown(&c, n)).collect();
+            let select: Vec<String> = names.iter().map(|n| shown(&c.columns, n)).collect();
             let sql = format!(
                 "SELECT {} FROM {}.{} WHERE TimeReceived >= now() - 3600 ORDER BY TimeReceived DESC LIMIT 1",
                 select.join(", "),
@@ -683,42 +722,53 @@ async fn exporters(State(c): State<Arc<Console>>) -> Response {
     .await
 }
 
-/// The 5 largest by bytes over the last 5 minutes.
-#[utoipa::path(get, path = "/widget/top/{name}", params(("name" = String, Path, description = "src-as, dst-as, exporter, protocol, etype, src-port, dst-port, src-country or dst-country")), responses((status = 200, body = Top), (status = 400, body = ErrorBody)))]
+/// The HTTP column the `http-host` widget ranks: the captured `Host`
+/// request header (the default field list's `request_headers`).
+pub const HTTP_HOST: &str = "request_headers_host";
+
+/// The 5 largest over the last 5 minutes: by bytes (flows), by requests (`http-*`).
+#[utoipa::path(get, path = "/widget/top/{name}", params(("name" = String, Path, description = "src-as, dst-as, exporter, protocol, etype, src-port, dst-port, src-country, dst-country, http-host or http-status")), responses((status = 200, body = Top), (status = 400, body = ErrorBody)))]
 async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Response {
     let key = format!("widget/top/{name}");
     observed(
         &c,
         "widget/top",
         cached(&c, key, THIRTY_S, async {
-            let column = match name.as_str() {
-                "src-as" => "SrcAS",
-                "dst-as" => "DstAS",
-                "exporter" => "ExporterAddress",
-                "protocol" => "Proto",
-                "etype" => "EType",
-                "src-port" => "SrcPort",
-                "dst-port" => "DstPort",
-                "src-country" => "SrcCountry",
-                "dst-country" => "DstCountry",
+            let (source, column) = match name.as_str() {
+                "src-as" => (Source::Flows, "SrcAS"),
+                "dst-as" => (Source::Flows, "DstAS"),
+                "exporter" => (Source::Flows, "ExporterAddress"),
+                "protocol" => (Source::Flows, "Proto"),
+                "etype" => (Source::Flows, "EType"),
+                "src-port" => (Source::Flows, "SrcPort"),
+                "dst-port" => (Source::Flows, "DstPort"),
+                "src-country" => (Source::Flows, "SrcCountry"),
+                "dst-country" => (Source::Flows, "DstCountry"),
+                "http-host" => (Source::Http, HTTP_HOST),
+                "http-status" => (Source::Http, "status"),
                 other => {
                     let known = weir_core::config::TOP_WIDGETS.join(", ");
                     return Err(bad(format!("unknown top widget {other:?}; known: {known}")));
                 }
             };
-            if c.columns.find(column).is_none() {
-                return Err(bad(format!(
-                    "{name} needs the {column} column, which this store does not hold (GeoIP enrichment)"
-                )));
-            }
-            let raw = !c.columns.find(column).is_some_and(|col| col.consolidated);
-            let (table, metric) =
-                if raw { (c.raw_table.as_str(), "sum(Bytes * SamplingRate)") } else { ("flows_1m", "sum(Bytes)") };
-            let from = format!("FROM {}.{table} WHERE TimeReceived >= now() - 300", c.database);
+            let columns = c.catalogue(source)?;
+            let Some(col) = columns.find(column) else {
+                let why = if source == Source::Flows { "GeoIP enrichment" } else { "a field of haproxy.fields" };
+                return Err(bad(format!("{name} needs the {column} column, which this store does not hold ({why})")));
+            };
+            // Bytes for flows, requests for HTTP, over the last 5 minutes.
+            let tables = Tables::of(source, &c.raw_table, [None; 4]);
+            let (table, metric) = match (source, col.consolidated) {
+                (Source::Flows, false) => (tables.raw(), "sum(Bytes * SamplingRate)"),
+                (Source::Flows, true) => (tables.names[1].as_str(), "sum(Bytes)"),
+                (Source::Http, false) => (tables.raw(), "count()"),
+                (Source::Http, true) => (tables.names[1].as_str(), "sum(requests)"),
+            };
+            let from = format!("FROM {}.{table} WHERE {} >= now() - 300", c.database, tables.time);
             let sql = format!(
                 "SELECT * FROM (SELECT 0, {metric} AS v, {} AS d {from} GROUP BY d ORDER BY v DESC LIMIT 5) \
              UNION ALL SELECT 1, {metric}, '' {from}",
-                shown(&c, column)
+                shown(columns, column)
             );
             let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
             let total: f64 = rows.iter().filter(|r| r.bucket == 1).map(|r| r.value).sum();
@@ -726,7 +776,7 @@ async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Respons
                 .iter()
                 .filter(|r| r.bucket == 0)
                 .map(|r| {
-                    let name = query::label(&c.columns, column, &r.labels[0]);
+                    let name = query::label(columns, column, &r.labels[0]);
                     (if name.is_empty() { "Unknown".into() } else { name }, r.value)
                 })
                 .collect();
@@ -751,6 +801,7 @@ async fn home_graph(State(c): State<Arc<Console>>) -> Response {
             let end = now();
             let start = end - c.config.homepage_graph_time_range_s as i64;
             let request = GraphRequest {
+                source: Source::Flows,
                 start: query::format_time(start),
                 end: query::format_time(end),
                 dimensions: Vec::new(),
@@ -769,8 +820,8 @@ async fn home_graph(State(c): State<Arc<Console>>) -> Response {
             let data: Vec<HomePoint> = answer
                 .t
                 .iter()
-                .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0; answer.t.len()]))
-                .map(|(t, bps)| HomePoint { t: t.clone(), gbps: bps as f64 / 1e9 })
+                .zip(answer.points.first().cloned().unwrap_or_else(|| vec![0.0; answer.t.len()]))
+                .map(|(t, bps)| HomePoint { t: t.clone(), gbps: bps / 1e9 })
                 .collect();
             Ok(cache_json(&HomeGraph { data }, None))
         }),
@@ -780,7 +831,7 @@ async fn home_graph(State(c): State<Arc<Console>>) -> Response {
 
 /// A checked graph request this server can answer.
 fn checked(c: &Console, request: &GraphRequest) -> Result<query::Checked, Failure> {
-    let r = request.check(&c.columns, c.limits(), now()).map_err(bad)?;
+    let r = request.check(c.catalogue(request.source)?, c.limits(), now()).map_err(bad)?;
     if (r.truncate_v4 > 0 || r.truncate_v6 > 0) && c.store.dialect() != SqlDialect::MODERN {
         return Err(bad("truncate-v4 and truncate-v6 need ClickHouse 19.3 or later (IPv6CIDRToRange)"));
     }
@@ -790,9 +841,10 @@ fn checked(c: &Console, request: &GraphRequest) -> Result<query::Checked, Failur
 async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAnswer, String), Failure> {
     let r = checked(c, request)?;
     let points = request.points.ok_or_else(|| bad("points is required (5..2000)"))?;
-    let tables = c.tables().await?;
-    let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(&c.columns));
-    let axes = c.builder(&tables).line(&r, &choice).map_err(bad)?;
+    let columns = c.catalogue(request.source)?;
+    let tables = c.tables(request.source).await?;
+    let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(columns));
+    let axes = c.builder(columns, &tables).line(&r, &choice).map_err(bad)?;
     let mut results = Vec::with_capacity(axes.len());
     for q in axes {
         let out = c.select(q.sql.clone()).await?;
@@ -800,7 +852,7 @@ async fn run_line(c: &Console, request: &GraphRequest) -> Result<(query::LineAns
         results.push((q, rows));
     }
     let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
-    Ok((query::line_answer(&c.columns, &r, &choice, &results), sql))
+    Ok((query::line_answer(columns, &r, &choice, &results), sql))
 }
 
 /// An answer to keep: its JSON and the SQL behind it.
@@ -861,9 +913,10 @@ async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest
         let key = format!("graph/sankey:{}", serde_json::to_string(&request).unwrap_or_default());
         cached(&c, key, c.graph_ttl(&request), async {
             let r = checked(&c, &request)?;
-            let tables = c.tables().await?;
-            let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(&c.columns));
-            let axes = c.builder(&tables).sankey(&r, &choice).map_err(bad)?;
+            let columns = c.catalogue(request.source)?;
+            let tables = c.tables(request.source).await?;
+            let choice = query::choose_table(&tables, r.start, r.end, 20, r.needs_raw(columns));
+            let axes = c.builder(columns, &tables).sankey(&r, &choice).map_err(bad)?;
             let mut results = Vec::with_capacity(axes.len());
             for q in axes {
                 let out = c.select(q.sql.clone()).await?;
@@ -871,7 +924,7 @@ async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest
                 results.push((q, rows));
             }
             let sql = results.first().map(|(q, _)| q.sql.clone()).unwrap_or_default();
-            Ok(cache_json(&query::sankey_answer(&c.columns, &r, &choice, &results), Some(sql)))
+            Ok(cache_json(&query::sankey_answer(columns, &r, &choice, &results), Some(sql)))
         })
         .await
     })
@@ -881,6 +934,8 @@ async fn sankey(State(c): State<Arc<Console>>, payload: Result<Json<GraphRequest
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IntervalRequest {
+    #[serde(default)]
+    source: Source,
     start: String,
     end: String,
     points: u64,
@@ -908,7 +963,8 @@ async fn table_interval(
         if !(5..=2000).contains(&r.points) {
             return Err(bad("points must be 5..2000"));
         }
-        let tables = c.tables().await?;
+        c.catalogue(r.source)?;
+        let tables = c.tables(r.source).await?;
         let Choice { table, interval, .. } = query::choose_table(&tables, start, end, r.points, false);
         Ok(Json(IntervalAnswer { table, interval }).into_response())
     })
@@ -919,6 +975,9 @@ async fn table_interval(
 #[serde(deny_unknown_fields)]
 struct FilterRequest {
     filter: String,
+    /// Whose columns: `flows` (the default) or `http`.
+    #[serde(default)]
+    source: Source,
 }
 
 /// Checks a filter: its SQL, or the error with line, column and offset (always 200).
@@ -926,7 +985,7 @@ struct FilterRequest {
 async fn validate(State(c): State<Arc<Console>>, payload: Result<Json<FilterRequest>, JsonRejection>) -> Response {
     observed(&c, "filter/validate", async {
         let r = body(payload)?;
-        Ok(Json(match filter::parse(&r.filter, &c.columns) {
+        Ok(Json(match filter::parse(&r.filter, c.catalogue(r.source)?) {
             Ok(None) => Validation { message: "ok".into(), parsed: None, errors: None },
             Ok(Some(e)) => Validation { message: "ok".into(), parsed: Some(e.to_sql(c.store.dialect())), errors: None },
             Err(e) => Validation { message: e.to_string(), parsed: None, errors: Some(vec![e]) },
@@ -939,6 +998,9 @@ async fn validate(State(c): State<Arc<Console>>, payload: Result<Json<FilterRequ
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteRequest {
+    /// Whose columns: `flows` (the default) or `http`.
+    #[serde(default)]
+    source: Source,
     what: String,
     #[serde(default)]
     column: Option<String>,
@@ -969,21 +1031,22 @@ async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRe
         cached(&c, key, Duration::from_secs(60), async {
             let limit = r.limit.unwrap_or(20).clamp(1, 100);
             let prefix = r.prefix.to_ascii_lowercase();
+            let columns = c.catalogue(r.source)?;
             let column = || {
                 let name = r.column.as_deref().ok_or_else(|| bad("column is required"))?;
-                c.columns.find(name).ok_or_else(|| bad(format!("unknown column {name:?}")))
+                columns.find(name).ok_or_else(|| bad(format!("unknown column {name:?}")))
             };
             let mut out: Vec<Completion> = match r.what.as_str() {
-                "column" => c.columns.columns.iter().map(|col| completion(&col.name, "column name", false)).collect(),
+                "column" => columns.columns.iter().map(|col| completion(&col.name, "column name", false)).collect(),
                 "operator" => {
                     column()?.kind.operators().iter().map(|op| completion(*op, "comparison operator", false)).collect()
                 }
                 "value" => {
                     let col = column()?;
-                    let mut values = values(&c, col.name.as_str(), col.kind, &r.prefix).await?;
+                    let mut values = values(&c, columns, col.name.as_str(), col.kind, &r.prefix).await?;
                     // Columns of the same kind compare too.
                     values.extend(
-                        c.columns
+                        columns
                             .columns
                             .iter()
                             .filter(|o| {
@@ -1008,7 +1071,13 @@ async fn complete(State(c): State<Arc<Console>>, payload: Result<Json<CompleteRe
 
 /// Values worth offering for `column`: fixed lists, or the store's most
 /// frequent recent values.
-async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<Vec<Completion>, Failure> {
+async fn values(
+    c: &Console,
+    columns: &Catalogue,
+    column: &str,
+    kind: Kind,
+    prefix: &str,
+) -> Result<Vec<Completion>, Failure> {
     let fixed =
         |labels: &[&str], detail: &str, quoted: bool| labels.iter().map(|l| completion(*l, detail, quoted)).collect();
     Ok(match kind {
@@ -1018,13 +1087,18 @@ async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<V
         Kind::Proto => {
             weir_core::migrate::PROTOCOLS.iter().map(|(_, name, _)| completion(*name, "protocol", true)).collect()
         }
-        Kind::Ip | Kind::Asn | Kind::UInt { .. } | Kind::Mac | Kind::Str => {
-            let consolidated = c.columns.find(column).is_some_and(|col| col.consolidated);
-            let (table, window) = if consolidated { ("flows_1h", 86_400) } else { (c.raw_table.as_str(), 60) };
+        Kind::Ip | Kind::Asn | Kind::UInt { .. } | Kind::Int | Kind::Mac | Kind::Str => {
+            let consolidated = columns.find(column).is_some_and(|col| col.consolidated);
+            let tables = Tables::of(columns.source, &c.raw_table, [None; 4]);
+            // A minute of flows is plenty; requests are fewer.
+            let raw_window = if columns.source == Source::Flows { 60 } else { 3600 };
+            let (table, window) =
+                if consolidated { (&tables.names[3], 86_400) } else { (&tables.names[0], raw_window) };
             let mut sql = format!(
-                "SELECT 0, count() AS n, {} AS v FROM {}.{table} WHERE TimeReceived >= now() - {window}",
-                shown(c, column),
-                c.database
+                "SELECT 0, count() AS n, {} AS v FROM {}.{table} WHERE {} >= now() - {window}",
+                shown(columns, column),
+                c.database,
+                tables.time
             );
             if !prefix.is_empty() && kind == Kind::Str {
                 sql.push_str(&format!(" AND startsWith(lower({column}), {})", filter::quote(&prefix.to_lowercase())));
@@ -1039,7 +1113,7 @@ async fn values(c: &Console, column: &str, kind: Kind, prefix: &str) -> Result<V
             };
             rows.into_iter()
                 .map(|row| {
-                    let label = query::label(&c.columns, column, &row.labels[0]);
+                    let label = query::label(columns, column, &row.labels[0]);
                     completion(label, detail, kind == Kind::Str)
                 })
                 .collect()
@@ -1066,11 +1140,14 @@ mod tests {
         }
         assert!(paths.contains_key("/filter/saved/{id}") && paths.contains_key("/openapi.json"));
         let schemas = doc["components"]["schemas"].as_object().unwrap();
-        for name in ["GraphRequest", "LineAnswer", "SankeyAnswer", "Units", "FilterError", "User", "SavedFilter"] {
+        for name in
+            ["GraphRequest", "LineAnswer", "SankeyAnswer", "Units", "Source", "FilterError", "User", "SavedFilter"]
+        {
             assert!(schemas.contains_key(name), "schema {name}");
         }
         let units = &schemas["Units"]["enum"];
         assert!(units.as_array().unwrap().contains(&serde_json::json!("inl2%")), "{units}");
+        assert!(units.as_array().unwrap().contains(&serde_json::json!("latency-p99")), "{units}");
         let line = &doc["paths"]["/graph/line"]["post"];
         assert!(line["requestBody"].is_object() && line["responses"]["400"].is_object());
     }

@@ -7,6 +7,7 @@
 //! `store.optional_columns` (or added by enrichment) appears in the filter
 //! language, the dimensions and the completion without a change here.
 
+use weir_core::httplog::{HttpTable, HttpType};
 use weir_core::schema::{Column, ColumnType};
 
 /// What a filter may compare a column with.
@@ -16,6 +17,9 @@ pub enum Kind {
     Ip,
     /// An unsigned integer of `bits` bits.
     UInt { bits: u8 },
+    /// A signed 64-bit integer (HAProxy's `int` fields: -1 where a timer
+    /// did not run).
+    Int,
     /// An AS number: `AS65000` or `65000`.
     Asn,
     /// A list of AS numbers; `=` means "contains".
@@ -49,6 +53,7 @@ impl Kind {
             Kind::UInt { bits: 16 } => "an unsigned 16-bit integer",
             Kind::UInt { bits: 32 } => "an unsigned 32-bit integer",
             Kind::UInt { .. } => "an unsigned 64-bit integer",
+            Kind::Int => "a 64-bit integer",
             Kind::Asn | Kind::AsPath => "an AS number",
             Kind::UIntArray => "an unsigned 32-bit integer",
             Kind::Communities => "a community (a:b, 16-bit parts)",
@@ -67,7 +72,7 @@ impl Kind {
     pub fn operators(self) -> &'static [&'static str] {
         match self {
             Kind::Ip => &["=", "!=", "<<", "!<<", "IN (", "NOTIN ("],
-            Kind::UInt { .. } | Kind::Proto => &["=", "!=", "<", "<=", ">", ">=", "IN (", "NOTIN ("],
+            Kind::UInt { .. } | Kind::Int | Kind::Proto => &["=", "!=", "<", "<=", ">", ">=", "IN (", "NOTIN ("],
             Kind::Asn | Kind::Mac => &["=", "!=", "IN (", "NOTIN ("],
             Kind::Str => &["=", "!=", "LIKE", "ILIKE", "UNLIKE", "IUNLIKE", "IN (", "NOTIN ("],
             Kind::AsPath
@@ -92,10 +97,28 @@ pub struct ConsoleColumn {
     pub dimension: bool,
 }
 
-/// The enabled columns, in table order.
+/// Where a graph's rows come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The flows: `flows` (or `flows_segments`) and `flows_1m/5m/1h`.
+    #[default]
+    Flows,
+    /// HAProxy's requests (`[haproxy] store`): `http_requests` and
+    /// `http_requests_1m/5m/1h`.
+    Http,
+}
+
+/// The enabled columns of one source, in table order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalogue {
+    pub source: Source,
     pub columns: Vec<ConsoleColumn>,
+    /// HTTP: the raw table's `int` column summed as the rollups' `bytes`,
+    /// and the one their latency buckets count (`haproxy.store_bytes`,
+    /// `store_latency`).
+    pub bytes: Option<String>,
+    pub latency: Option<String>,
 }
 
 /// Columns that are neither filters nor dimensions.
@@ -134,7 +157,47 @@ impl Catalogue {
                 dimension: true,
             }));
         }
-        Catalogue { columns }
+        Catalogue { source: Source::Flows, columns, bytes: None, latency: None }
+    }
+
+    /// The console's view of HAProxy's `http_requests` (`[haproxy] store`):
+    /// every column but the times, typed from the field list (strings,
+    /// signed ints, addresses), `status_class` where the rollups have it;
+    /// `consolidated` marks the rollups' dimensions. The `bytes` and
+    /// latency columns are filters, not dimensions. A column whose name is
+    /// not letters, digits and `_` (not starting with a digit) cannot be
+    /// written in a filter and is left out.
+    pub fn http(table: &HttpTable) -> Catalogue {
+        let rollup = table.rollup.as_ref();
+        let summed: Vec<usize> = rollup.map(|r| r.bytes.into_iter().chain(r.latency).collect()).unwrap_or_default();
+        let mut columns: Vec<ConsoleColumn> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !matches!(c.kind, HttpType::DateTime | HttpType::DateTimeMs) && identifier(&c.name))
+            .map(|(i, c)| ConsoleColumn {
+                name: c.name.clone(),
+                kind: match c.kind {
+                    HttpType::Int64 => Kind::Int,
+                    HttpType::Ip => Kind::Ip,
+                    HttpType::UInt8 => Kind::UInt { bits: 8 },
+                    _ => Kind::Str,
+                },
+                consolidated: rollup.is_some_and(|r| r.dims.contains(&i)),
+                dimension: !summed.contains(&i),
+            })
+            .collect();
+        if rollup.is_some_and(|r| r.status.is_some()) {
+            let kind = Kind::UInt { bits: 8 };
+            columns.push(ConsoleColumn { name: "status_class".into(), kind, consolidated: true, dimension: true });
+        }
+        let name = |i: Option<usize>| i.map(|i| table.columns[i].name.clone());
+        Catalogue {
+            source: Source::Http,
+            columns,
+            bytes: name(rollup.and_then(|r| r.bytes)),
+            latency: name(rollup.and_then(|r| r.latency)),
+        }
     }
 
     /// Adds a column (enrichment's, or a test's).
@@ -165,6 +228,14 @@ impl Catalogue {
     pub fn dimensions(&self) -> impl Iterator<Item = &ConsoleColumn> {
         self.columns.iter().filter(|c| c.dimension)
     }
+}
+
+/// Letters, digits and `_`, not starting with a digit: a name the filter
+/// language reads and SQL takes unquoted.
+fn identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn kind_of(c: &Column) -> Kind {
@@ -225,5 +296,34 @@ mod tests {
         assert_eq!(c.find("OutIfBoundary").unwrap().kind, Kind::Boundary);
         assert_eq!(c.counterpart("InIfName"), "OutIfName");
         assert!(c.find("ExporterName").unwrap().consolidated);
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    #[test]
+    fn http_columns_are_typed_from_the_field_list_and_the_rollups_mark_theirs() {
+        let config = weir_core::config::HaproxyConfig { store: true, ..Default::default() };
+        let c = Catalogue::http(&config.http_table());
+        assert_eq!(c.source, Source::Http);
+        let kind = |n: &str| c.find(n).map(|c| (c.kind, c.consolidated, c.dimension));
+        assert_eq!(kind("status"), Some((Kind::Int, false, true)));
+        assert_eq!(kind("status_class"), Some((Kind::UInt { bits: 8 }, true, true)));
+        assert_eq!(kind("backend"), Some((Kind::Str, true, true)));
+        assert_eq!(kind("request_method"), Some((Kind::Str, true, true)));
+        assert_eq!(kind("request_uri"), Some((Kind::Str, false, true)));
+        assert_eq!(kind("client_ip"), Some((Kind::Ip, false, true)));
+        assert_eq!(kind("ta_ms"), Some((Kind::Int, false, false)), "the latency: a filter, not a dimension");
+        assert_eq!(kind("bytes_read"), Some((Kind::Int, false, false)));
+        assert_eq!(kind("facility"), Some((Kind::UInt { bits: 8 }, false, true)));
+        assert_eq!((kind("time"), kind("time_ms"), kind("accept_ms")), (None, None, None), "times");
+        assert_eq!((c.bytes.as_deref(), c.latency.as_deref()), (Some("bytes_read"), Some("ta_ms")));
+        assert_eq!(c.counterpart("server"), "server");
+        // Without the rollups: no status_class, nothing consolidated.
+        let bare = Catalogue::http(&weir_core::httplog::HttpTable::new(config.format().fields(), 1));
+        assert!(bare.find("status_class").is_none() && !bare.columns.iter().any(|c| c.consolidated));
+        assert!(!identifier("1x") && !identifier("a-b") && identifier("a_1"));
     }
 }

@@ -87,6 +87,7 @@ impl Cmp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
     UInt(u64),
+    Int(i64),
     Str(String),
     Ip(Ipv6Addr),
     Net(Net),
@@ -353,6 +354,7 @@ impl Cond {
 fn value(d: SqlDialect, v: &Value) -> String {
     match v {
         Value::UInt(n) => n.to_string(),
+        Value::Int(n) => n.to_string(),
         Value::Str(s) => quote(s),
         Value::Ip(a) => ip(d, *a),
         Value::Net(n) => format!("{} AND {}", ip(d, n.first), ip(d, n.last)),
@@ -486,9 +488,11 @@ fn bits(k: Kind) -> u8 {
     }
 }
 
-/// Columns a column may be compared with: the same kind (integers of any width).
+/// Columns a column may be compared with: the same kind (integers of any
+/// width and sign).
 fn comparable(a: Kind, b: Kind) -> bool {
-    a == b || (is_uint(a) && is_uint(b))
+    let integer = |k: Kind| is_uint(k) || k == Kind::Int;
+    a == b || (integer(a) && integer(b))
 }
 
 fn cond(c: &ConsoleColumn, test: Test) -> Expr {
@@ -527,7 +531,7 @@ peg::parser! {
             / condition()
 
         rule column() -> &'c ConsoleColumn
-            = quiet!{ n:$(['a'..='z' | 'A'..='Z' | '0'..='9']+) {? cx.find(n).ok_or("") } }
+            = quiet!{ n:$(['a'..='z' | 'A'..='Z' | '0'..='9' | '_']+) {? cx.find(n).ok_or("") } }
             / expected!("a column name")
         rule same_kind(c: &ConsoleColumn) -> &'c ConsoleColumn
             = quiet!{ o:column() {? if comparable(o.kind, c.kind) { Ok(o) } else { Err("") } } }
@@ -538,6 +542,7 @@ peg::parser! {
         rule test(c: &ConsoleColumn) -> Test
             = when(c.kind == Kind::Ip) t:ip_test(c) { t }
             / when(is_uint(c.kind)) t:uint_test(c) { t }
+            / when(c.kind == Kind::Int) t:int_test(c) { t }
             / when(c.kind == Kind::Proto) t:proto_test(c) { t }
             / when(c.kind == Kind::Asn) t:asn_test(c) { t }
             / when(c.kind == Kind::AsPath) n:eq_ne() _ v:asn() { eq_or_has(n, v) }
@@ -582,6 +587,14 @@ peg::parser! {
             = op:cmp() _ v:uint(bits(c.kind)) { Test::Compare(op, Value::UInt(v)) }
             / op:cmp() _ o:same_kind(c) { Test::Columns(op, o.name.clone()) }
             / n:in_kw() _ v:list(<uint(bits(c.kind))>) { Test::In { negated: n, values: v.into_iter().map(Value::UInt).collect() } }
+
+        rule int() -> i64
+            = quiet!{ s:$("-"? ['0'..='9']+) not_word() {? s.parse::<i64>().map_err(|_| "") } }
+            / expected!(Kind::Int.describe())
+        rule int_test(c: &ConsoleColumn) -> Test
+            = op:cmp() _ v:int() { Test::Compare(op, Value::Int(v)) }
+            / op:cmp() _ o:same_kind(c) { Test::Columns(op, o.name.clone()) }
+            / n:in_kw() _ v:list(<int()>) { Test::In { negated: n, values: v.into_iter().map(Value::Int).collect() } }
 
         rule proto() -> u64
             = uint(8)

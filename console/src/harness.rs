@@ -14,21 +14,31 @@ pub fn fuzz_catalogue() -> Catalogue {
         .with("OutIfBoundary", Kind::Boundary, true)
 }
 
+/// HAProxy's default fields, stored with the default rollups.
+pub fn http_catalogue() -> Catalogue {
+    let config = weir_core::config::HaproxyConfig { store: true, ..Default::default() };
+    Catalogue::http(&config.http_table())
+}
+
 /// Parses `data` as a filter. A filter that parses compiles, both ways,
 /// to one SQL expression ([`sql_is_one_expression`]), and its reverse
 /// reversed is itself.
 pub fn filter(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let columns = fuzz_catalogue();
-    match filter::parse(text, &columns) {
-        Ok(Some(e)) => {
-            for sql in [e.to_sql(SqlDialect::MODERN), e.reversed(&columns).to_sql(SqlDialect::FIXED_STRING_ADDRESSES)] {
-                assert!(sql_is_one_expression(&sql), "{text:?} gave {sql:?}");
+    // The flows' columns, and HTTP requests' (signed ints, `_` in names).
+    for columns in [fuzz_catalogue(), http_catalogue()] {
+        match filter::parse(text, &columns) {
+            Ok(Some(e)) => {
+                for sql in
+                    [e.to_sql(SqlDialect::MODERN), e.reversed(&columns).to_sql(SqlDialect::FIXED_STRING_ADDRESSES)]
+                {
+                    assert!(sql_is_one_expression(&sql), "{text:?} gave {sql:?}");
+                }
+                assert_eq!(e.reversed(&columns).reversed(&columns), e);
             }
-            assert_eq!(e.reversed(&columns).reversed(&columns), e);
+            Ok(None) => {}
+            Err(e) => assert!(e.offset <= text.len() && e.line >= 1 && e.column >= 1, "{e:?}"),
         }
-        Ok(None) => {}
-        Err(e) => assert!(e.offset <= text.len() && e.line >= 1 && e.column >= 1, "{e:?}"),
     }
 }
 
@@ -42,15 +52,16 @@ pub fn graph_request(data: &[u8]) {
         None => (data, &[][..]),
     };
     let Ok(request) = serde_json::from_slice::<query::GraphRequest>(json) else { return };
-    let columns = fuzz_catalogue();
+    let columns = match request.source {
+        query::Source::Flows => fuzz_catalogue(),
+        query::Source::Http => http_catalogue(),
+    };
     const NOW: i64 = 1_800_000_000;
     let limits = query::Limits { dimensions_limit: 50, range_max_s: 400 * 86_400 };
     let Ok(r) = request.check(&columns, limits, NOW) else { return };
     let day = 86_400;
-    let tables = query::Tables {
-        raw: "flows".into(),
-        oldest: [Some(NOW - 7 * day), Some(NOW - 15 * day), Some(NOW - 90 * day), Some(NOW - 365 * day)],
-    };
+    let oldest = [Some(NOW - 7 * day), Some(NOW - 15 * day), Some(NOW - 90 * day), Some(NOW - 365 * day)];
+    let tables = query::Tables::of(request.source, "flows", oldest);
     let points = request.points.unwrap_or(20);
     let choice = query::choose_table(&tables, r.start, r.end, points, r.needs_raw(&columns));
     assert!(choice.interval > 0 && choice.end > choice.start, "{choice:?}");

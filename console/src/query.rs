@@ -1,49 +1,76 @@
 //! The graph queries: which table answers a request, the SQL per axis, and
 //! the series the engine's rows become. Pure: the API runs the SQL.
 //!
-//! Tables (`store.raw` decides the raw one, `flows` or `flows_segments`):
+//! Tables per source (`store.raw` decides the flows' raw one, `flows` or
+//! `flows_segments`):
 //!
-//! | table | resolution | bytes and packets |
-//! |---|---|---|
-//! | raw | 1 s | as exported, × `SamplingRate` in the query |
-//! | `flows_1m`, `flows_5m`, `flows_1h` | 60, 300, 3600 s | already × `SamplingRate` |
+//! | source | table | resolution | what a row holds |
+//! |---|---|---|---|
+//! | `flows` | raw | 1 s | bytes and packets as exported, × `SamplingRate` in the query |
+//! | `flows` | `flows_1m`, `flows_5m`, `flows_1h` | 60, 300, 3600 s | already × `SamplingRate` |
+//! | `http` | `http_requests` | 1 s | one request |
+//! | `http` | `http_requests_1m`, `_5m`, `_1h` | 60, 300, 3600 s | requests, bytes, latency buckets |
 //!
 //! A request is answered by the coarsest table whose resolution fits the
 //! interval between points and that holds data back to the start; a filter
 //! or dimension on a column the consolidated tables do not keep (addresses,
-//! ports...) needs the raw table.
+//! ports, URIs...) needs the raw table.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::columns::Source;
 use crate::columns::{Catalogue, Kind};
 use crate::filter::{self, Expr, SqlDialect};
 
-/// The consolidated tables and their resolution in seconds, finest first.
+/// The flows' consolidated tables and their resolution in seconds, finest first.
 pub const CONSOLIDATED: [(&str, u64); 3] = [("flows_1m", 60), ("flows_5m", 300), ("flows_1h", 3600)];
+
+/// The resolution of the raw table and of each consolidated one, seconds.
+const RESOLUTIONS: [u64; 4] = [1, 60, 300, 3600];
 
 /// Ethernet overhead per packet for L2 rates: header, FCS, preamble, gap.
 const L2_OVERHEAD: u64 = 38;
 
-/// What the store holds: the tables and the oldest second in each.
+/// What the store holds for a source: the tables and the oldest second in each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tables {
-    /// `flows` or `flows_segments`.
-    pub raw: String,
-    /// Oldest `TimeReceived` (unix seconds) of the raw table, then of each
-    /// of [`CONSOLIDATED`]; `None` when empty.
+    /// The raw table, then the 1 m, 5 m and 1 h ones.
+    pub names: [String; 4],
+    /// Their time column.
+    pub time: &'static str,
+    /// Oldest time (unix seconds) of each table; `None` when empty.
     pub oldest: [Option<i64>; 4],
 }
 
 impl Tables {
+    /// The flows' tables, `raw` (`flows` or `flows_segments`) first.
+    pub fn flows(raw: &str, oldest: [Option<i64>; 4]) -> Tables {
+        let [a, b, c] = CONSOLIDATED.map(|(t, _)| t.to_string());
+        Tables { names: [raw.to_string(), a, b, c], time: "TimeReceived", oldest }
+    }
+
+    /// HAProxy's requests' tables (`weir_core::httplog`).
+    pub fn http(oldest: [Option<i64>; 4]) -> Tables {
+        let [a, b, c] = weir_core::httplog::ROLLUP_TABLES.map(|(t, _)| t.to_string());
+        Tables { names: [weir_core::httplog::HTTP_TABLE.to_string(), a, b, c], time: "time", oldest }
+    }
+
+    /// The tables of `source`.
+    pub fn of(source: Source, raw: &str, oldest: [Option<i64>; 4]) -> Tables {
+        match source {
+            Source::Flows => Tables::flows(raw, oldest),
+            Source::Http => Tables::http(oldest),
+        }
+    }
+
+    pub fn raw(&self) -> &str {
+        &self.names[0]
+    }
+
     fn all(&self) -> [(&str, u64, Option<i64>); 4] {
-        [
-            (self.raw.as_str(), 1, self.oldest[0]),
-            (CONSOLIDATED[0].0, CONSOLIDATED[0].1, self.oldest[1]),
-            (CONSOLIDATED[1].0, CONSOLIDATED[1].1, self.oldest[2]),
-            (CONSOLIDATED[2].0, CONSOLIDATED[2].1, self.oldest[3]),
-        ]
+        [0, 1, 2, 3].map(|i| (self.names[i].as_str(), RESOLUTIONS[i], self.oldest[i]))
     }
 }
 
@@ -65,7 +92,7 @@ impl Choice {
     }
 
     fn raw(&self, tables: &Tables) -> bool {
-        self.table == tables.raw
+        self.table == tables.raw()
     }
 }
 
@@ -108,7 +135,9 @@ pub fn choose_table(tables: &Tables, start: i64, end: i64, points: u64, raw_need
     Choice { table: table.to_string(), interval, start, end: start + (buckets * interval) as i64 }
 }
 
-/// Rates the graphs show.
+/// What the graphs show: rates of flows (`l3bps` ... `fps`), rates of
+/// HTTP requests (`rps`, `Bps`), or a latency quantile of HTTP requests
+/// (`latency-p50`, `-p90`, `-p99`, milliseconds: not a rate).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Units {
     #[serde(rename = "l3bps")]
@@ -123,12 +152,65 @@ pub enum Units {
     InL2Percent,
     #[serde(rename = "outl2%")]
     OutL2Percent,
+    /// HTTP requests per second.
+    #[serde(rename = "rps")]
+    Rps,
+    /// HTTP response bytes per second (`haproxy.store_bytes`).
+    #[serde(rename = "Bps")]
+    Bps,
+    /// A latency quantile of HTTP requests, ms (`haproxy.store_latency`).
+    #[serde(rename = "latency-p50")]
+    LatencyP50,
+    #[serde(rename = "latency-p90")]
+    LatencyP90,
+    #[serde(rename = "latency-p99")]
+    LatencyP99,
 }
 
 impl Units {
-    /// The sum over a group of rows, in bits, packets or flows.
-    pub fn metric(self, raw: bool) -> Result<String, String> {
+    /// The units of each source.
+    pub const FLOWS: [Units; 6] =
+        [Units::L3Bps, Units::L2Bps, Units::Pps, Units::Fps, Units::InL2Percent, Units::OutL2Percent];
+    pub const HTTP: [Units; 5] = [Units::Rps, Units::Bps, Units::LatencyP50, Units::LatencyP90, Units::LatencyP99];
+
+    /// The name requests use.
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+
+    /// The quantile of a latency unit.
+    fn quantile(self) -> Option<f64> {
+        match self {
+            Units::LatencyP50 => Some(0.5),
+            Units::LatencyP90 => Some(0.9),
+            Units::LatencyP99 => Some(0.99),
+            _ => None,
+        }
+    }
+
+    /// Whether a bucket's value is divided by its seconds (a rate); a
+    /// latency quantile is not.
+    pub fn rate(self) -> bool {
+        self.quantile().is_none()
+    }
+
+    /// The aggregate over a group of rows of `columns`' source, from the
+    /// raw table or a consolidated one: bits, packets, flows or requests
+    /// (divided by the seconds later), or a latency in ms.
+    pub fn metric(self, columns: &Catalogue, raw: bool) -> Result<String, String> {
+        let source = columns.source;
+        let wanted = match source {
+            Source::Flows => &Units::FLOWS[..],
+            Source::Http => &Units::HTTP[..],
+        };
+        if !wanted.contains(&self) {
+            let names: Vec<String> = wanted.iter().map(|u| u.name()).collect();
+            let source = if source == Source::Flows { "flows" } else { "http" };
+            return Err(format!("units: {} is not a unit of the {source} source ({})", self.name(), names.join(", ")));
+        }
         let rate = if raw { " * SamplingRate" } else { "" };
+        let bytes = || columns.bytes.as_deref().ok_or("units: Bps needs haproxy.store_bytes (an int field)");
+        let latency = || columns.latency.as_deref().ok_or("units: latency needs haproxy.store_latency (an int field)");
         Ok(match self {
             Units::L3Bps => format!("sum(Bytes{rate} * 8)"),
             Units::L2Bps => format!("sum((Bytes + {L2_OVERHEAD} * Packets){rate} * 8)"),
@@ -141,6 +223,24 @@ impl Units {
                         .into(),
                 )
             }
+            Units::Rps if raw => "count()".to_string(),
+            Units::Rps => "sum(requests)".to_string(),
+            // HAProxy logs -1 bytes for a request it never answered.
+            Units::Bps if raw => format!("sum(greatest({}, 0))", bytes()?),
+            Units::Bps => {
+                bytes()?;
+                "sum(bytes)".to_string()
+            }
+            Units::LatencyP50 | Units::LatencyP90 | Units::LatencyP99 => {
+                let q = self.quantile().unwrap_or(0.5);
+                let latency = latency()?;
+                if raw {
+                    // -1: the timer did not run; the rollups leave it out too.
+                    format!("quantileExactIf({q})({latency}, {latency} >= 0)")
+                } else {
+                    weir_core::httplog::HttpRollup::quantile_sql(q)
+                }
+            }
         })
     }
 
@@ -149,6 +249,42 @@ impl Units {
             Units::InL2Percent => Units::OutL2Percent,
             Units::OutL2Percent => Units::InL2Percent,
             u => u,
+        }
+    }
+
+    /// A point as the answer carries it: whole for flows (bits, packets
+    /// and flows per second are large), to the thousandth for requests.
+    fn rounded(self, v: f64) -> f64 {
+        if Units::HTTP.contains(&self) {
+            (v * 1000.0).round() / 1000.0
+        } else {
+            v.round()
+        }
+    }
+}
+
+/// Writes whole numbers as integers, others as decimals (the answers'
+/// numbers: flows' are whole, as Akvorado's).
+fn numbers<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(|v| Number(*v)))
+}
+
+fn nested_numbers<S: Serializer>(values: &[Vec<f64>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(|row| row.iter().map(|v| Number(*v)).collect::<Vec<_>>()))
+}
+
+fn number<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+    Number(*value).serialize(s)
+}
+
+struct Number(f64);
+
+impl Serialize for Number {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.fract() == 0.0 && self.0.abs() < 9.0e15 {
+            s.serialize_i64(self.0 as i64)
+        } else {
+            s.serialize_f64(self.0)
         }
     }
 }
@@ -167,6 +303,9 @@ pub enum LimitType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GraphRequest {
+    /// What is graphed: `flows` (the default) or `http` (HAProxy's requests, with `[haproxy] store`).
+    #[serde(default)]
+    pub source: Source,
     /// The range's start, RFC 3339.
     pub start: String,
     /// The range's end, RFC 3339; after the start, at most a day ahead.
@@ -180,7 +319,7 @@ pub struct GraphRequest {
     /// How the top rows are ranked: over the range (avg), by their largest interval (max), or the last one.
     #[serde(default, rename = "limitType")]
     pub limit_type: LimitType,
-    /// The filter language; empty: every flow.
+    /// The filter language over the source's columns; empty: every flow (or request).
     #[serde(default)]
     pub filter: String,
     /// Group IPv4 addresses by this prefix length (0: whole addresses).
@@ -193,7 +332,7 @@ pub struct GraphRequest {
     /// Line graphs: how many points, 5..=2000.
     #[serde(default)]
     pub points: Option<u64>,
-    /// Add axis 2: the other direction (Src/Dst and In/Out swapped in the filter and dimensions).
+    /// Add axis 2: the other direction (Src/Dst and In/Out swapped in the filter and dimensions); flows only.
     #[serde(default)]
     pub bidirectional: bool,
     /// Add axis 3 (and 4): the total of the previous hour, day, week, 4 weeks or year.
@@ -287,7 +426,10 @@ impl GraphRequest {
                 _ => return Err(format!("unknown dimension {d:?}")),
             }
         }
-        self.units.metric(true)?;
+        self.units.metric(columns, true)?;
+        if self.bidirectional && columns.source != Source::Flows {
+            return Err("bidirectional: only flows have another direction".into());
+        }
         let filter = filter::parse(self.filter.trim(), columns).map_err(|e| format!("filter: {e}"))?;
         Ok(Checked {
             start,
@@ -358,8 +500,10 @@ impl Builder<'_> {
 
     fn source(&self, choice: &Choice, start: i64, end: i64, filter: Option<&Expr>) -> String {
         let mut s = format!(
-            "FROM {}.{} WHERE TimeReceived >= toDateTime({start}) AND TimeReceived < toDateTime({end})",
-            self.database, choice.table
+            "FROM {}.{} WHERE {time} >= toDateTime({start}) AND {time} < toDateTime({end})",
+            self.database,
+            choice.table,
+            time = self.tables.time
         );
         if let Some(f) = filter {
             s.push_str(&format!(" AND ({})", f.to_sql(self.dialect)));
@@ -383,9 +527,9 @@ impl Builder<'_> {
                 format!("SELECT {dims} {from} GROUP BY {names} ORDER BY {metric} DESC LIMIT {}", r.limit)
             }
             LimitType::Max => format!(
-                "SELECT {names} FROM (SELECT {dims}, intDiv(toUInt32(TimeReceived) - {}, {}) AS weir_i, {metric} AS weir_v \
+                "SELECT {names} FROM (SELECT {dims}, intDiv(toUInt32({}) - {}, {}) AS weir_i, {metric} AS weir_v \
                  {from} GROUP BY {names}, weir_i) GROUP BY {names} ORDER BY max(weir_v) DESC LIMIT {}",
-                choice.start, choice.interval, r.limit
+                self.tables.time, choice.start, choice.interval, r.limit
             ),
             LimitType::Last => {
                 let last = self.source(choice, choice.end - choice.interval as i64, choice.end, r.filter.as_ref());
@@ -400,16 +544,16 @@ impl Builder<'_> {
     /// consolidated one (its sums are the same, its rows fewer); otherwise
     /// the graph's table.
     fn ranking_table<'c>(&'c self, choice: &'c Choice) -> &'c str {
-        let Some(at) = CONSOLIDATED.iter().position(|(t, _)| *t == choice.table) else { return &choice.table };
+        let all = self.tables.all();
+        let Some(at) = all.iter().skip(1).position(|(t, _, _)| *t == choice.table) else { return &choice.table };
         let range = (choice.end - choice.start).max(0) as u64;
-        CONSOLIDATED[at..]
+        all[1 + at..]
             .iter()
-            .enumerate()
-            .filter(|(i, (_, res))| {
-                let covers = self.tables.oldest[1 + at + i].is_some_and(|o| o + *res as i64 <= choice.start);
+            .filter(|(_, res, oldest)| {
+                let covers = oldest.is_some_and(|o| o + *res as i64 <= choice.start);
                 *res * 20 <= range && covers
             })
-            .map(|(_, (t, _))| *t)
+            .map(|(t, _, _)| *t)
             .next_back()
             .unwrap_or(&choice.table)
     }
@@ -426,7 +570,7 @@ impl Builder<'_> {
     /// The time-series queries, one per axis.
     pub fn line(&self, r: &Checked, choice: &Choice) -> Result<Vec<AxisQuery>, String> {
         let raw = choice.raw(self.tables);
-        let metric = r.units.metric(raw)?;
+        let metric = r.units.metric(self.columns, raw)?;
         // Without dimensions there are no top rows, only the total.
         let top = (!r.dimensions.is_empty()).then(|| self.top(r, choice, &metric));
         let mut axes = Vec::new();
@@ -434,7 +578,7 @@ impl Builder<'_> {
         let directions: &[(u8, bool)] = if r.bidirectional { &[(1, false), (2, true)] } else { &[(1, false)] };
         for &(axis, reverse) in directions {
             let units = if reverse { r.units.reversed() } else { r.units };
-            let metric = units.metric(raw)?;
+            let metric = units.metric(self.columns, raw)?;
             let dims: Vec<&str> =
                 r.dimensions.iter().map(|d| if reverse { self.columns.counterpart(d) } else { d.as_str() }).collect();
             let filter = if reverse { reversed_filter.as_ref() } else { r.filter.as_ref() };
@@ -444,7 +588,7 @@ impl Builder<'_> {
         if r.previous_period {
             let shift = previous_period(choice.end - choice.start);
             for &(axis, reverse) in directions {
-                let metric = if reverse { r.units.reversed() } else { r.units }.metric(raw)?;
+                let metric = if reverse { r.units.reversed() } else { r.units }.metric(self.columns, raw)?;
                 let filter = if reverse { reversed_filter.as_ref() } else { r.filter.as_ref() };
                 let sql = self.series(r, choice, &metric, &[], filter, None, shift);
                 axes.push(AxisQuery { axis: axis + 2, sql, shift, dimensions: 0 });
@@ -465,7 +609,7 @@ impl Builder<'_> {
         shift: i64,
     ) -> String {
         let (start, end) = (choice.start - shift, choice.end - shift);
-        let bucket = format!("intDiv(toUInt32(TimeReceived) - {start}, {}) AS weir_i", choice.interval);
+        let bucket = format!("intDiv(toUInt32({}) - {start}, {}) AS weir_i", self.tables.time, choice.interval);
         let from = self.source(choice, start, end, filter);
         let values: Vec<String> = dims.iter().map(|d| self.value(d, r)).collect();
         let Some(top) = top else {
@@ -499,14 +643,17 @@ impl Builder<'_> {
         if r.dimensions.is_empty() {
             return Err("a sankey needs at least one dimension".into());
         }
+        if !r.units.rate() {
+            return Err("a sankey shows rates (rps, Bps), not a latency quantile".into());
+        }
         let raw = choice.raw(self.tables);
-        let top = self.top(r, choice, &r.units.metric(raw)?);
+        let top = self.top(r, choice, &r.units.metric(self.columns, raw)?);
         let range = (choice.end - choice.start).max(1);
         let reversed_filter = r.filter.as_ref().map(|f| f.reversed(self.columns));
         let directions: &[(u8, bool)] = if r.bidirectional { &[(1, false), (2, true)] } else { &[(1, false)] };
         let mut axes = Vec::new();
         for &(axis, reverse) in directions {
-            let metric = if reverse { r.units.reversed() } else { r.units }.metric(raw)?;
+            let metric = if reverse { r.units.reversed() } else { r.units }.metric(self.columns, raw)?;
             let mut inner = "SELECT 0 AS weir_i".to_string();
             let mut group = vec!["weir_i".to_string()];
             let mut outer = "SELECT weir_i, weir_v".to_string();
@@ -646,18 +793,28 @@ pub fn label(columns: &Catalogue, column: &str, value: &str) -> String {
 pub struct LineAnswer {
     pub t: Vec<String>,
     pub rows: Vec<Vec<String>>,
-    pub points: Vec<Vec<u64>>,
+    /// Per series, the value of each bucket: whole for flows' units, to
+    /// the thousandth for HTTP's.
+    #[serde(serialize_with = "nested_numbers")]
+    #[schema(value_type = Vec<Vec<f64>>)]
+    pub points: Vec<Vec<f64>>,
     pub axis: Vec<u8>,
     #[serde(rename = "axis-names")]
     pub axis_names: HashMap<u8, String>,
-    pub average: Vec<u64>,
-    pub min: Vec<u64>,
-    pub max: Vec<u64>,
-    pub last: Vec<u64>,
-    #[serde(rename = "95th")]
-    pub p95: Vec<u64>,
-    /// Sum × interval: bits, packets or flows over the range.
-    pub total: Vec<u64>,
+    #[serde(serialize_with = "numbers")]
+    pub average: Vec<f64>,
+    #[serde(serialize_with = "numbers")]
+    pub min: Vec<f64>,
+    #[serde(serialize_with = "numbers")]
+    pub max: Vec<f64>,
+    #[serde(serialize_with = "numbers")]
+    pub last: Vec<f64>,
+    #[serde(rename = "95th", serialize_with = "numbers")]
+    pub p95: Vec<f64>,
+    /// Sum × interval: bits, packets, flows or requests over the range; for
+    /// a latency quantile (not a rate), the largest point.
+    #[serde(serialize_with = "numbers")]
+    pub total: Vec<f64>,
 }
 
 /// Builds the series from each axis's rows: one per label tuple, every
@@ -686,7 +843,11 @@ pub fn line_answer(columns: &Catalogue, r: &Checked, choice: &Choice, axes: &[(A
                 series.len() - 1
             });
             if let Some(p) = series[at].1.get_mut(row.bucket as usize) {
-                *p += row.value / choice.interval as f64;
+                if r.units.rate() {
+                    *p += row.value / choice.interval as f64;
+                } else {
+                    *p = row.value;
+                }
             }
         }
         if q.dimensions == 0 && series.is_empty() {
@@ -704,17 +865,19 @@ pub fn line_answer(columns: &Catalogue, r: &Checked, choice: &Choice, axes: &[(A
             let other = |s: &[String]| !s.is_empty() && s.iter().all(|l| l == "Other");
             other(&a.0).cmp(&other(&b.0)).then(rank(&b.1).total_cmp(&rank(&a.1)))
         });
+        let round = |v: f64| r.units.rounded(v);
         for (labels, points) in series {
             let stats = Stats::of(&points);
             answer.rows.push(labels);
-            answer.points.push(points.iter().map(|p| p.round() as u64).collect());
+            answer.points.push(points.iter().map(|p| round(*p)).collect());
             answer.axis.push(q.axis);
-            answer.average.push(stats.average.round() as u64);
-            answer.min.push(stats.min.round() as u64);
-            answer.max.push(stats.max.round() as u64);
-            answer.last.push(stats.last.round() as u64);
-            answer.p95.push(stats.p95.round() as u64);
-            answer.total.push((stats.sum * choice.interval as f64).round() as u64);
+            answer.average.push(round(stats.average));
+            answer.min.push(round(stats.min));
+            answer.max.push(round(stats.max));
+            answer.last.push(round(stats.last));
+            answer.p95.push(round(stats.p95));
+            let total = if r.units.rate() { stats.sum * choice.interval as f64 } else { stats.max };
+            answer.total.push(total.round());
         }
     }
     answer
@@ -768,7 +931,8 @@ pub struct Node {
 pub struct Link {
     pub source: String,
     pub target: String,
-    pub xps: u64,
+    #[serde(serialize_with = "number")]
+    pub xps: f64,
     pub axis: u8,
 }
 
@@ -776,7 +940,8 @@ pub struct Link {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SankeyAnswer {
     pub rows: Vec<Vec<String>>,
-    pub xps: Vec<u64>,
+    #[serde(serialize_with = "numbers")]
+    pub xps: Vec<f64>,
     pub axis: Vec<u8>,
     #[serde(rename = "axis-names")]
     pub axis_names: HashMap<u8, String>,
@@ -813,21 +978,21 @@ pub fn sankey_answer(
             }
             for pair in names.windows(2) {
                 match links.iter_mut().find(|l| l.source == pair[0] && l.target == pair[1] && l.axis == q.axis) {
-                    Some(l) => l.xps += xps.round() as u64,
+                    Some(l) => l.xps = r.units.rounded(l.xps + xps),
                     None => links.push(Link {
                         source: pair[0].clone(),
                         target: pair[1].clone(),
-                        xps: xps.round() as u64,
+                        xps: r.units.rounded(xps),
                         axis: q.axis,
                     }),
                 }
             }
             answer.rows.push(labels);
-            answer.xps.push(xps.round() as u64);
+            answer.xps.push(r.units.rounded(xps));
             answer.axis.push(q.axis);
         }
     }
-    links.sort_by(|a, b| a.axis.cmp(&b.axis).then(b.xps.cmp(&a.xps)));
+    links.sort_by(|a, b| a.axis.cmp(&b.axis).then(b.xps.total_cmp(&a.xps)));
     answer.links = links;
     answer
 }

@@ -5,15 +5,10 @@ const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000 / 3600 * 3600;
 
 fn tables(raw_days: i64, days_1m: i64, days_5m: i64, days_1h: i64) -> Tables {
-    Tables {
-        raw: "flows".into(),
-        oldest: [
-            Some(NOW - raw_days * DAY),
-            Some(NOW - days_1m * DAY),
-            Some(NOW - days_5m * DAY),
-            Some(NOW - days_1h * DAY),
-        ],
-    }
+    Tables::flows(
+        "flows",
+        [Some(NOW - raw_days * DAY), Some(NOW - days_1m * DAY), Some(NOW - days_5m * DAY), Some(NOW - days_1h * DAY)],
+    )
 }
 
 #[test]
@@ -44,16 +39,16 @@ fn the_coarsest_table_that_fits_the_interval_and_reaches_the_start_answers() {
     // A store an hour old: every table starts then, the hourly one at its
     // bucket's start. Ten minutes in 10 points (60 s) is flows_1m's, not
     // flows_1h's, whose only row covers a whole hour.
-    let young = Tables {
-        raw: "flows".into(),
-        oldest: [Some(NOW - 3000), Some(NOW - 3000 / 60 * 60), Some(NOW - 3000 / 300 * 300), Some(NOW - 3600)],
-    };
+    let young = Tables::flows(
+        "flows",
+        [Some(NOW - 3000), Some(NOW - 3000 / 60 * 60), Some(NOW - 3000 / 300 * 300), Some(NOW - 3600)],
+    );
     let c = choose_table(&young, NOW - 4000, NOW, 10, false);
     assert_eq!((c.table.as_str(), c.interval), ("flows_5m", 300));
     let c = choose_table(&young, NOW - 600, NOW, 10, false);
     assert_eq!((c.table.as_str(), c.interval), ("flows_1m", 60));
     // An empty store: the raw table.
-    let empty = Tables { raw: "flows".into(), oldest: [None; 4] };
+    let empty = Tables::flows("flows", [None; 4]);
     assert_eq!(choose_table(&empty, NOW - 3600, NOW, 100, false).table, "flows");
 }
 
@@ -70,12 +65,14 @@ fn buckets_are_whole_and_start_on_the_resolution() {
 
 #[test]
 fn units_sum_raw_rows_times_their_rate_and_consolidated_rows_as_they_are() {
-    assert_eq!(Units::L3Bps.metric(true).unwrap(), "sum(Bytes * SamplingRate * 8)");
-    assert_eq!(Units::L3Bps.metric(false).unwrap(), "sum(Bytes * 8)");
-    assert_eq!(Units::L2Bps.metric(false).unwrap(), "sum((Bytes + 38 * Packets) * 8)");
-    assert_eq!(Units::Fps.metric(true).unwrap(), "count()");
-    assert_eq!(Units::Fps.metric(false).unwrap(), "sum(Flows)");
-    assert!(Units::InL2Percent.metric(false).unwrap_err().contains("interface speeds"));
+    let c = fuzz_catalogue();
+    assert_eq!(Units::L3Bps.metric(&c, true).unwrap(), "sum(Bytes * SamplingRate * 8)");
+    assert_eq!(Units::L3Bps.metric(&c, false).unwrap(), "sum(Bytes * 8)");
+    assert_eq!(Units::L2Bps.metric(&c, false).unwrap(), "sum((Bytes + 38 * Packets) * 8)");
+    assert_eq!(Units::Fps.metric(&c, true).unwrap(), "count()");
+    assert_eq!(Units::Fps.metric(&c, false).unwrap(), "sum(Flows)");
+    assert!(Units::InL2Percent.metric(&c, false).unwrap_err().contains("interface speeds"));
+    assert!(Units::Rps.metric(&c, true).unwrap_err().contains("rps is not a unit of the flows source"));
 }
 
 fn request(body: &str) -> GraphRequest {
@@ -168,10 +165,13 @@ fn series_are_filled_ranked_and_other_comes_last() {
     let a = line_answer(&c, &r, &choice, &[(q, rows)]);
     assert_eq!(a.t.len(), 5);
     assert_eq!(a.rows, [vec!["UDP".to_string()], vec!["TCP".into()], vec!["Other".into()]]);
-    assert_eq!(a.points, [vec![0, 0, 0, 20, 0], vec![10, 0, 0, 0, 1], vec![0, 1, 0, 0, 0]]);
-    assert_eq!(a.total[1], 660, "sum of rates × interval");
-    assert_eq!(a.min[1], 1, "smallest non-zero");
-    assert_eq!(a.last[0], 20, "second-to-last point");
+    assert_eq!(a.points, [[0.0, 0.0, 0.0, 20.0, 0.0], [10.0, 0.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0, 0.0]]);
+    assert_eq!(a.total[1], 660.0, "sum of rates × interval");
+    assert_eq!(a.min[1], 1.0, "smallest non-zero");
+    assert_eq!(a.last[0], 20.0, "second-to-last point");
+    // Flows' numbers stay whole in the JSON, as Akvorado's.
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(json["points"][0], serde_json::json!([0, 0, 0, 20, 0]));
     assert_eq!(a.axis_names[&1], "Direct");
 }
 
@@ -213,9 +213,9 @@ fn sankeys_link_consecutive_dimensions() {
     assert!(crate::harness::sql_is_one_expression(&q.sql), "{}", q.sql);
     let rows = parse_rows(b"0\t10\t1\t6\n0\t30\t1\t17\n0\t5\tOther\t6\n", 2).unwrap();
     let a = sankey_answer(&c, &r, &choice, &[(q, rows)]);
-    assert_eq!(a.xps, [30, 10, 5]);
+    assert_eq!(a.xps, [30.0, 10.0, 5.0]);
     assert_eq!(a.nodes.len(), 4);
-    assert_eq!(a.links[0], Link { source: "SrcAS: AS1".into(), target: "Proto: UDP".into(), xps: 30, axis: 1 });
+    assert_eq!(a.links[0], Link { source: "SrcAS: AS1".into(), target: "Proto: UDP".into(), xps: 30.0, axis: 1 });
     assert!(b.sankey(&request(&body("")).check(&c, LIMITS, NOW).unwrap(), &choice).is_err());
 }
 
@@ -238,4 +238,78 @@ fn top_rows_are_ranked_on_the_coarsest_table_that_covers_the_range() {
     let hours = request(&body(r#", "dimensions": ["SrcAS"]"#)).check(&c, LIMITS, NOW).unwrap();
     let choice = choose_table(&t, hours.start, hours.end, 200, false);
     assert!(!b.line(&hours, &choice).unwrap()[0].sql.contains("flows_1h"));
+}
+
+/// HAProxy's default fields with the default rollups, as `[haproxy] store` has them.
+fn http() -> Catalogue {
+    let config = weir_core::config::HaproxyConfig { store: true, ..Default::default() };
+    Catalogue::http(&config.http_table())
+}
+
+fn http_tables() -> Tables {
+    Tables::http([Some(NOW - 7 * DAY), Some(NOW - 15 * DAY), Some(NOW - 90 * DAY), Some(NOW - 365 * DAY)])
+}
+
+#[test]
+fn http_requests_are_graphed_from_their_tables_in_their_units() {
+    let c = http();
+    let t = http_tables();
+    let b = Builder { columns: &c, database: "weir", dialect: SqlDialect::MODERN, tables: &t };
+    let body =
+        body(r#", "source": "http", "dimensions": ["backend"], "filter": "status_class = 5""#).replace("l3bps", "rps");
+    let r = request(&body).check(&c, LIMITS, NOW).unwrap();
+    assert!(!r.needs_raw(&c), "backend and status_class are the rollups' dimensions");
+    let choice = choose_table(&t, r.start, r.end, 100, false);
+    assert_eq!(choice.table, "http_requests_1m");
+    let sql = &b.line(&r, &choice).unwrap()[0].sql;
+    assert!(sql.contains("sum(requests) AS weir_v FROM weir.http_requests_1m WHERE time >= toDateTime("), "{sql}");
+    assert!(sql.contains("AND (status_class = 5)"), "{sql}");
+    // A URI is only in the raw table, where a request is a row.
+    let r =
+        request(&body.replace("status_class = 5", "request_uri LIKE '/api/%' AND ta_ms > -1")).check(&c, LIMITS, NOW);
+    let r = r.unwrap();
+    assert!(r.needs_raw(&c));
+    let choice = choose_table(&t, r.start, r.end, 100, true);
+    let sql = &b.line(&r, &choice).unwrap()[0].sql;
+    assert!(sql.contains("count() AS weir_v FROM weir.http_requests WHERE time >= "), "{sql}");
+    assert!(sql.contains("request_uri LIKE '/api/%' AND ta_ms > -1"), "{sql}");
+    // Units per table; a flow's unit is refused, and bidirectional.
+    assert_eq!(Units::Bps.metric(&c, true).unwrap(), "sum(greatest(bytes_read, 0))");
+    assert_eq!(Units::Bps.metric(&c, false).unwrap(), "sum(bytes)");
+    assert_eq!(Units::LatencyP99.metric(&c, true).unwrap(), "quantileExactIf(0.99)(ta_ms, ta_ms >= 0)");
+    assert!(Units::LatencyP99.metric(&c, false).unwrap().starts_with("arrayElement([1, 2, 4"));
+    let flows = request(&body.replace("rps", "l3bps")).check(&c, LIMITS, NOW).unwrap_err();
+    assert!(flows.contains("l3bps is not a unit of the http source (rps, Bps, latency-p50"), "{flows}");
+    let both = request(&body.replace(r#""source""#, r#""bidirectional": true, "source""#)).check(&c, LIMITS, NOW);
+    assert!(both.unwrap_err().contains("only flows"));
+    // A latency is not a rate: a bucket's value is the quantile itself,
+    // and no sankey sums it.
+    let r = request(&body.replace("rps", "latency-p99")).check(&c, LIMITS, NOW).unwrap();
+    let choice = Choice { table: "http_requests_1m".into(), interval: 60, start: NOW - 180, end: NOW };
+    let q = b.line(&r, &choice).unwrap().remove(0);
+    let a = line_answer(&c, &r, &choice, &[(q, parse_rows(b"0\t512\tapp\n1\t64\tapp\n", 1).unwrap())]);
+    assert_eq!((a.points[0].clone(), a.total[0]), (vec![512.0, 64.0, 0.0], 512.0));
+    assert!(b.sankey(&r, &choice).unwrap_err().contains("rates"));
+    // Requests per second keep their fraction.
+    let r = request(&body).check(&c, LIMITS, NOW).unwrap();
+    let q = b.line(&r, &choice).unwrap().remove(0);
+    let a = line_answer(&c, &r, &choice, &[(q, parse_rows(b"0\t7\tapp\n", 1).unwrap())]);
+    assert_eq!(a.points[0], [0.117, 0.0, 0.0]);
+    assert_eq!(serde_json::to_value(&a).unwrap()["points"][0], serde_json::json!([0.117, 0, 0]));
+}
+
+#[test]
+fn the_top_rows_of_http_requests_rank_on_the_coarser_rollups() {
+    let c = http();
+    let t = http_tables();
+    let b = Builder { columns: &c, database: "weir", dialect: SqlDialect::MODERN, tables: &t };
+    let week = body(r#", "source": "http", "dimensions": ["server"]"#)
+        .replace("l3bps", "Bps")
+        .replace(&format_time(NOW - 6 * 3600), &format_time(NOW - 7 * DAY));
+    let r = request(&week).check(&c, LIMITS, NOW).unwrap();
+    let choice = choose_table(&t, r.start, r.end, 2000, false);
+    assert_eq!(choice.table, "http_requests_5m");
+    let sql = &b.line(&r, &choice).unwrap()[0].sql;
+    assert!(sql.contains("SELECT server AS weir_t0 FROM weir.http_requests_1h"), "{sql}");
+    assert!(crate::harness::sql_is_one_expression(sql), "{sql}");
 }

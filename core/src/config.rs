@@ -1124,9 +1124,21 @@ impl Default for VisualizeDefaults {
 }
 
 /// The home page's top widgets.
-/// `src-country` and `dst-country` answer once the store holds countries (GeoIP enrichment).
-pub const TOP_WIDGETS: [&str; 9] =
-    ["src-as", "dst-as", "exporter", "protocol", "etype", "src-port", "dst-port", "src-country", "dst-country"];
+/// `src-country` and `dst-country` answer once the store holds countries (GeoIP enrichment);
+/// `http-host` (the `Host` header) and `http-status` once it holds HAProxy's requests (`[haproxy] store`).
+pub const TOP_WIDGETS: [&str; 11] = [
+    "src-as",
+    "dst-as",
+    "exporter",
+    "protocol",
+    "etype",
+    "src-port",
+    "dst-port",
+    "src-country",
+    "dst-country",
+    "http-host",
+    "http-status",
+];
 
 impl ConsoleConfig {
     pub fn check(&self) -> Result<(), ConfigError> {

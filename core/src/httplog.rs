@@ -300,9 +300,19 @@ impl HttpTable {
         format!("TTL time + toIntervalHour({})", self.ttl_hours)
     }
 
+    /// `status_class` as an `ALIAS` of the raw table (the status / 100, as
+    /// the rollups key it), so a query reads it from either; None without
+    /// a status.
+    pub fn status_class_definition(&self) -> Option<String> {
+        let status = self.rollup.as_ref()?.status?;
+        let name = &self.columns[status].name;
+        Some(format!("`status_class` UInt8 ALIAS toUInt8(greatest(least(intDiv(`{name}`, 100), 255), 0))"))
+    }
+
     /// `CREATE TABLE` in `database` for a server of `dialect`.
     pub fn create_sql(&self, database: &str, dialect: &Dialect) -> String {
-        let columns: Vec<String> = self.columns.iter().map(|c| self.column_definition(c, dialect)).collect();
+        let mut columns: Vec<String> = self.columns.iter().map(|c| self.column_definition(c, dialect)).collect();
+        columns.extend(self.status_class_definition());
         let ttl = if dialect.ttl { format!("\n{}", self.ttl_expression()) } else { String::new() };
         format!(
             "CREATE TABLE IF NOT EXISTS {database}.{HTTP_TABLE} (\n  {}\n) ENGINE = MergeTree\n\

@@ -206,6 +206,14 @@ fn http_table(plan: &mut Plan, schema: &Schema, http: &HttpTable, live: &LiveDat
         }
         previous = &c.name;
     }
+    if let Some(alias) = http.status_class_definition() {
+        if !t.columns.iter().any(|(n, _)| n == "status_class") {
+            plan.step(
+                format!("column {HTTP_TABLE}.status_class is missing"),
+                format!("ALTER TABLE {db}.{HTTP_TABLE} ADD COLUMN {alias}"),
+            );
+        }
+    }
     if schema.dialect.ttl && !t.create_query.contains(&http.ttl_expression()) {
         plan.step(
             format!("TTL of {HTTP_TABLE} is not {} h", http.ttl_hours),

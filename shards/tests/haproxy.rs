@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{temp_dir, Collector};
 use rdkafka::config::ClientConfig;
@@ -697,7 +697,15 @@ fn with_the_store_every_request_is_also_one_typed_row() {
     let store = format!("kind = \"embedded\"\n[store.embedded]\npath = \"{}\"", s.dir.join("chdb").display());
     let config = store_config(&s.dir, &s.socket, &broker, &store);
     let c = Collector::start(&config);
-    let _haproxy = Haproxy::start(&s.dir, &s.socket, s.port, s.backend_port);
+    // Requests under /down go to a backend whose server refuses: 503s.
+    let with_down = haproxy_config(&s.socket, s.port, s.backend_port).replace(
+        "    default_backend app\n",
+        &format!(
+            "    use_backend down if {{ path_beg /down }}\n    default_backend app\nbackend down\n    server down1 127.0.0.1:{}\n",
+            free_tcp_port()
+        ),
+    );
+    let _haproxy = Haproxy::with_config(&s.dir, &with_down, s.port);
     let sent = requests(s.port, "stored", 100);
     let messages = broker.consume("access", sent.len(), Duration::from_secs(30));
     assert_eq!(messages.len(), sent.len());
@@ -758,8 +766,138 @@ fn with_the_store_every_request_is_also_one_typed_row() {
     assert!(per_backend.starts_with("app\t") && per_backend.lines().count() == 1, "{per_backend}");
     assert_eq!(c.metric("weir_haproxy_store_rows_total", ""), [100]);
     assert_eq!(c.metric("weir_haproxy_store_rows_dropped_total", ""), [0]);
+
+    // The console graphs them: 5xx by backend, and the rest.
+    for i in 0..10 {
+        assert_eq!(get(s.port, &format!("/down/{i}"), &format!("down-{i}")), 503);
+    }
+    assert_eq!(wait_http_rows(&c, 110), 110);
+    for table in ["http_requests_1m", "http_requests_5m", "http_requests_1h"] {
+        common::wait_until("the 503s summed", Duration::from_secs(30), || {
+            common::query(&config, Some(&c.metrics), &format!("SELECT sum(requests) FROM weir.{table}")).trim() == "110"
+        });
+    }
+    the_console_graphs_http_requests(&c, &config);
     c.assert_promtool_is_silent();
     c.stop();
+}
+
+/// The console API over the 100 requests of `with_the_store_every_...`
+/// (80 answered 200, 20 404, from backend `app`) and 10 answered 503 by
+/// backend `down`: the HTTP source's columns, units, tables and widgets.
+fn the_console_graphs_http_requests(c: &Collector, config: &Path) {
+    let api = |method: &str, path: &str, body: &serde_json::Value| -> (u16, serde_json::Value) {
+        let body = body.to_string();
+        let request = format!(
+            "{method} /api/v0/console/{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, text) = common::exchange(&c.metrics, request.as_bytes());
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")))
+    };
+    let none = serde_json::Value::Null;
+    let (status, configuration) = api("GET", "configuration", &none);
+    assert_eq!(status, 200);
+    assert_eq!(configuration["sources"], serde_json::json!(["flows", "http"]));
+    let dimensions = configuration["httpDimensions"].as_array().unwrap();
+    for d in ["backend", "status_class", "request_uri", "client_ip"] {
+        assert!(dimensions.contains(&serde_json::json!(d)), "{d} in {dimensions:?}");
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let time = weir_console::query::format_time;
+    let graph = |units: &str, dimensions: &[&str], filter: &str| {
+        let body = serde_json::json!({
+            "source": "http", "start": time(now - 3600), "end": time(now + 120), "points": 60,
+            "dimensions": dimensions, "filter": filter, "units": units, "limit": 10,
+        });
+        let (status, answer) = api("POST", "graph/line", &body);
+        assert_eq!(status, 200, "{units} {dimensions:?} {filter}: {answer}");
+        let rows: Vec<String> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join(","))
+            .collect();
+        let totals: Vec<f64> = answer["total"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap()).collect();
+        (rows, totals, answer)
+    };
+    // 5xx by backend: only `down`, its 10 requests.
+    let (rows, totals, _) = graph("rps", &["backend"], "status_class = 5");
+    assert_eq!((rows, totals), (vec!["down".to_string()], vec![10.0]));
+    // Every request by backend and status class (a rollup answers).
+    let (rows, totals, _) = graph("rps", &["backend", "status_class"], "");
+    let by_row: BTreeMap<String, f64> = rows.into_iter().zip(totals).collect();
+    assert_eq!(by_row, BTreeMap::from([("app,2".into(), 80.0), ("app,4".into(), 20.0), ("down,5".into(), 10.0)]));
+    // A URI needs the raw table; the same counts.
+    let (rows, totals, _) = graph("rps", &["status"], "request_uri LIKE '/missing-%' OR request_uri LIKE '/down/%'");
+    let by_row: BTreeMap<String, f64> = rows.into_iter().zip(totals).collect();
+    assert_eq!(by_row, BTreeMap::from([("404".into(), 20.0), ("503".into(), 10.0)]));
+    // Bytes: the raw table's sum of bytes_read, by backend.
+    let bytes = common::query(
+        config,
+        Some(&c.metrics),
+        "SELECT sum(greatest(bytes_read, 0)) FROM weir.http_requests WHERE backend = 'app'",
+    );
+    let (rows, totals, _) = graph("Bps", &["backend"], "backend = 'app'");
+    assert_eq!((rows, totals), (vec!["app".to_string()], vec![bytes.trim().parse::<f64>().unwrap()]));
+    // A latency quantile: ms per bucket, within the histogram's bounds.
+    for filter in ["", "request_uri != ''"] {
+        let (rows, _, answer) = graph("latency-p99", &["backend"], filter);
+        assert_eq!(rows.len(), 2, "{filter}: {answer}");
+        let points = answer["points"].as_array().unwrap().iter().flat_map(|p| p.as_array().unwrap().clone());
+        assert!(points.map(|p| p.as_f64().unwrap()).all(|ms| (0.0..=65_536.0).contains(&ms)), "{answer}");
+    }
+    // Refused: a flow's unit, bidirectional, a latency sankey, a flow column.
+    let request = |extra: serde_json::Value| {
+        let mut body = serde_json::json!({"source": "http", "start": time(now - 3600), "end": time(now), "points": 60, "units": "rps", "dimensions": ["backend"]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (path, extra, why) in [
+        ("graph/line", serde_json::json!({"units": "l3bps"}), "not a unit of the http source"),
+        ("graph/line", serde_json::json!({"bidirectional": true}), "only flows"),
+        ("graph/sankey", serde_json::json!({"units": "latency-p50"}), "rates"),
+        ("graph/line", serde_json::json!({"filter": "SrcAS = 1"}), "expecting"),
+    ] {
+        let (status, answer) = api("POST", path, &request(extra));
+        assert_eq!(status, 400, "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains(why), "{answer}");
+    }
+    let (status, sankey) =
+        api("POST", "graph/sankey", &request(serde_json::json!({"dimensions": ["backend", "status_class"]})));
+    assert_eq!(status, 200, "{sankey}");
+    assert_eq!(sankey["links"].as_array().unwrap().len(), 3, "{sankey}");
+    // The filter language on HTTP columns, with completion.
+    let (_, valid) = api(
+        "POST",
+        "filter/validate",
+        &serde_json::json!({"source": "http", "filter": "status_class = 5 AND ta_ms > -1"}),
+    );
+    assert_eq!(valid["parsed"], "status_class = 5 AND ta_ms > -1");
+    let (_, flows) = api("POST", "filter/validate", &serde_json::json!({"filter": "status_class = 5"}));
+    assert!(flows["errors"].is_array(), "not a flow column: {flows}");
+    let (_, columns) =
+        api("POST", "filter/complete", &serde_json::json!({"source": "http", "what": "column", "prefix": "status"}));
+    let labels: Vec<&str> =
+        columns["completions"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["status", "status_class"]);
+    let (_, values) = api(
+        "POST",
+        "filter/complete",
+        &serde_json::json!({"source": "http", "what": "value", "column": "backend", "prefix": ""}),
+    );
+    let labels: Vec<&str> =
+        values["completions"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert!(labels.contains(&"app") && labels.contains(&"down"), "{values}");
+    // The home widgets: hosts and status codes, by requests.
+    let (status, hosts) = api("GET", "widget/top/http-host", &none);
+    assert_eq!(status, 200, "{hosts}");
+    assert_eq!(hosts["top"][0]["name"], "cache.example");
+    assert_eq!(hosts["top"][0]["percent"].as_f64().unwrap().round(), 100.0);
+    let (_, codes) = api("GET", "widget/top/http-status", &none);
+    let names: Vec<&str> = codes["top"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["200", "404", "503"], "{codes}");
 }
 
 /// The store down (ClickHouse 18.16 stopped): Kafka delivery goes on, the

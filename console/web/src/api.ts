@@ -70,6 +70,9 @@ export interface Configuration {
   dimensions: string[];
   truncatable: string[];
   homepageTopWidgets: string[];
+  /// "flows", and "http" when HAProxy's requests are stored.
+  sources: string[];
+  httpDimensions: string[];
 }
 
 export interface LineAnswer {

@@ -3,6 +3,8 @@
 // reproduces the view.
 
 export interface State {
+  /// "flows" or "http" (HAProxy's requests).
+  source: string;
   graphType: string;
   start: string;
   end: string;

@@ -8,7 +8,7 @@ import { mkdirSync } from "node:fs";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startWeir } from "./harness.mjs";
+import { HTTP_REQUESTS, startWeir } from "./harness.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../../..");
 const bin = resolve(root, process.env.WEIR_BIN_DIR ?? "target/debug");
@@ -17,7 +17,7 @@ let weir, base, api, metric, browser;
 const errors = [];
 
 before(async () => {
-  weir = await startWeir(bin);
+  weir = await startWeir(bin, { http: true });
   ({ base, api, metric } = weir);
   browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless=new", "--no-sandbox"] });
 });
@@ -146,6 +146,61 @@ test("the filter editor completes columns and underlines errors", async () => {
   }
   const message = await p.textContent(".cm-tooltip-lint");
   assert.match(message, /expecting an AS number/);
+  await context.close();
+});
+
+test("the HTTP source graphs HAProxy's requests: 5xx by backend, with completion", async () => {
+  const { p, context } = await page("/visualize");
+  await p.waitForSelector('[data-testid="source"]');
+  await p.selectOption('[data-testid="source"]', "http");
+  assert.equal(await p.inputValue('[data-testid="units"]'), "rps", "the source's units");
+  const units = await p.$$eval('[data-testid="units"] option', (o) => o.map((x) => x.value));
+  assert.deepEqual(units, ["rps", "Bps", "latency-p50", "latency-p90", "latency-p99"]);
+  await p.fill('[data-testid="start"]', "15 minutes ago");
+  await p.fill('[data-testid="dimension-search"]', "backend");
+  await p.press('[data-testid="dimension-search"]', "Tab");
+  await p.waitForSelector('[data-testid="dimension-backend"]');
+  // Completion offers the HTTP columns.
+  await p.click(".cm-content");
+  await p.keyboard.type("status_c");
+  await p.waitForSelector(".cm-tooltip-autocomplete");
+  const options = await p.$$eval(".cm-tooltip-autocomplete li", (l) => l.map((x) => x.textContent));
+  assert.ok(options.some((o) => o.startsWith("status_class")), options.join(", "));
+  await p.keyboard.press("Escape");
+  await p.keyboard.type("lass = 5");
+  await p.click('[data-testid="apply"]');
+  await p.waitForURL(/\/visualize\/v1-/);
+  await p.waitForSelector('[data-testid="chart"] canvas');
+  await p.waitForFunction(() => document.querySelector('[data-testid="table"] tbody tr td')?.textContent === "down");
+  const answer = await api("graph/line", {
+    source: "http",
+    start: new Date(Date.now() - 15 * 60_000).toISOString(),
+    end: new Date().toISOString(),
+    dimensions: ["backend"],
+    filter: "status_class = 5",
+    units: "rps",
+    points: 200,
+  });
+  assert.deepEqual(answer.rows, [["down"]]);
+  assert.equal(answer.total[0], HTTP_REQUESTS.down);
+  const rows = await p.$$eval('[data-testid="table"] tbody tr', (r) => r.map((x) => x.textContent));
+  assert.equal(rows.length, 1, rows.join(" | "));
+  assert.match(rows[0], new RegExp(`${HTTP_REQUESTS.down} req$`), "the total: requests over the range");
+  await p.waitForFunction(() => document.querySelector('[data-testid="chart"]').dataset.series === "1");
+  // A latency quantile, in ms; no sankey for it.
+  await p.selectOption('[data-testid="units"]', "latency-p99");
+  const types = await p.$$eval('[data-testid="graph-type"] option', (o) => o.map((x) => x.value));
+  assert.ok(!types.includes("sankey"), types.join(", "));
+  await p.click('[data-testid="apply"]');
+  await p.waitForFunction(() => / ms$/.test(document.querySelector('[data-testid="table"] tbody tr td:last-child')?.textContent ?? ""));
+  await context.close();
+});
+
+test("the home page's HTTP widgets rank hosts and status codes", async () => {
+  const { p, context } = await page("/");
+  for (const w of ["http-host", "http-status"]) await p.waitForSelector(`[data-testid="top-${w}"] canvas`);
+  const codes = (await api("widget/top/http-status")).top.map((t) => t.name);
+  assert.deepEqual(codes, ["200", "404", "503"]);
   await context.close();
 });
 

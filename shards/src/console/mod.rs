@@ -87,7 +87,7 @@ pub fn start(config: &Config, metrics: Arc<ConsoleMetrics>) -> Result<Arc<Consol
         RawStore::Table => "flows",
         RawStore::Segments => "flows_segments",
     };
-    let console = Console::new(
+    let mut console = Console::new(
         columns,
         config.console.clone(),
         config.store.database.clone(),
@@ -96,6 +96,11 @@ pub fn start(config: &Config, metrics: Arc<ConsoleMetrics>) -> Result<Arc<Consol
         metrics,
         env!("CARGO_PKG_VERSION"),
     )?;
+    // HAProxy's requests in the store (`weir run`'s, or another
+    // appliance's for a console alone): the HTTP source.
+    if config.haproxy.store {
+        console = console.with_http(Catalogue::http(&config.haproxy.http_table()));
+    }
     let worker = Worker { config: config.clone(), engine: None, retry_at: Instant::now(), fixed };
     thread::Builder::new()
         .name("weir-console".into())
