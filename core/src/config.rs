@@ -883,6 +883,8 @@ impl StoreConfig {
             ttl_1h_hours: self.ttl_1h_hours,
             ttl_only_drop_parts: self.ttl_only_drop_parts,
             http: self.http.clone(),
+            cluster: (self.kind == StoreKind::Remote && !self.remote.cluster.is_empty())
+                .then(|| self.remote.cluster.clone()),
         }
     }
 }
@@ -951,6 +953,11 @@ pub struct RemoteStoreConfig {
     pub compression: bool,
     /// One insert or query gives up after this long (then it is retried).
     pub timeout_ms: u64,
+    /// A ClickHouse cluster (its `remote_servers` name; `url` one of its
+    /// nodes): tables made `ON CLUSTER`, replicated, read through
+    /// `Distributed` tables, written into the `_local` tables of `url`'s
+    /// shard (`weir_core::cluster`). Empty: one server.
+    pub cluster: String,
 }
 
 impl Default for RemoteStoreConfig {
@@ -961,6 +968,7 @@ impl Default for RemoteStoreConfig {
             password: String::new(),
             compression: true,
             timeout_ms: 10_000,
+            cluster: String::new(),
         }
     }
 }
@@ -1943,6 +1951,20 @@ impl StoreConfig {
             && !self.remote.url.starts_with("https://")
         {
             return Err(ConfigError::new("store.remote.url", "must start with http:// or https://"));
+        }
+        let cluster = &self.remote.cluster;
+        if !cluster.is_empty() {
+            if cluster.starts_with(|c: char| c.is_ascii_digit())
+                || !cluster.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(ConfigError::new(
+                    "store.remote.cluster",
+                    "letters, digits and `_`, not starting with a digit",
+                ));
+            }
+            if self.kind != StoreKind::Remote {
+                return Err(ConfigError::new("store.remote.cluster", "needs store.kind = \"remote\""));
+            }
         }
         positive("store.remote.timeout_ms", self.remote.timeout_ms, 3_600_000)
     }

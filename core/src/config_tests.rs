@@ -297,3 +297,14 @@ fn metadata_settings_name_their_key_and_snmp_is_checked_only_when_used() {
     let twice = format!("{}{}", source(""), source(""));
     assert_eq!(error_key(&twice), "metadata.sources[1].name");
 }
+
+#[test]
+fn a_cluster_needs_the_remote_store_and_a_plain_name() {
+    let remote = "[store]\nkind = \"remote\"\n[store.remote]\ncluster = \"weir_2\"\n";
+    let c = Config::parse(remote).unwrap();
+    assert_eq!(c.store.schema_settings().cluster.as_deref(), Some("weir_2"));
+    assert_eq!(Config::parse("[store.remote]\ncluster = \"weir\"\n").unwrap_err().key, "store.remote.cluster");
+    let bad = remote.replace("weir_2", "weir; DROP");
+    assert_eq!(Config::parse(&bad).unwrap_err().key, "store.remote.cluster");
+    assert_eq!(Config::parse("").unwrap().store.schema_settings().cluster, None);
+}

@@ -179,10 +179,14 @@ pub fn live_schema(data: &[u8]) {
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
         http: None,
+        cluster: None,
     };
     for v in [parsed.unwrap_or(ServerVersion(26, 7)), ServerVersion(18, 16)] {
         let _ = plan(&Schema::new(&settings, v), &live);
     }
+    // The same live state read as a cluster's node.
+    let clustered = SchemaSettings { cluster: Some("weir".into()), ..settings };
+    let _ = plan(&Schema::new(&clustered, ServerVersion(18, 16)), &live);
 }
 
 /// One HAProxy access-log datagram through the format of the README and

@@ -36,6 +36,7 @@
 //!   regression test that replays saved inputs.
 
 pub mod accesslog;
+pub mod cluster;
 pub mod columns;
 pub mod config;
 pub mod consolidate;

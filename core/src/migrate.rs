@@ -119,6 +119,14 @@ pub const HELPER_TABLES: &[&str] = &["protocols", "ports"];
 
 /// The plan that brings `live` to `schema`.
 pub fn plan(schema: &Schema, live: &LiveDatabase) -> Plan {
+    match &schema.cluster {
+        Some(cluster) => crate::cluster::plan(schema, cluster, live),
+        None => plan_single(schema, live),
+    }
+}
+
+/// The plan for one server (`plan` without a cluster).
+pub fn plan_single(schema: &Schema, live: &LiveDatabase) -> Plan {
     let mut plan = Plan { warnings: schema.dialect.warnings(), ..Plan::default() };
     let db = &schema.database;
     if !live.database_exists {

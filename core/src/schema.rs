@@ -534,6 +534,8 @@ pub struct SchemaSettings {
     pub ttl_only_drop_parts: bool,
     /// HAProxy's requests' table (`[haproxy] store = true`).
     pub http: Option<crate::httplog::HttpTable>,
+    /// The ClickHouse cluster the tables are made on (`crate::cluster`).
+    pub cluster: Option<String>,
 }
 
 /// The schema for one server: the columns in insert order and the dialect.
@@ -549,6 +551,7 @@ pub struct Schema {
     /// `SchemaSettings::ttl_only_drop_parts`, where the server can.
     pub ttl_only_drop_parts: bool,
     pub http: Option<crate::httplog::HttpTable>,
+    pub cluster: Option<String>,
 }
 
 impl Schema {
@@ -570,6 +573,7 @@ impl Schema {
             consolidations,
             ttl_only_drop_parts: settings.ttl_only_drop_parts,
             http: settings.http.clone(),
+            cluster: settings.cluster.clone(),
         }
     }
 
@@ -883,6 +887,7 @@ pub(crate) fn test_settings(optional: &[&str]) -> SchemaSettings {
         ttl_1h_hours: 8760,
         ttl_only_drop_parts: true,
         http: None,
+        cluster: None,
     }
 }
 

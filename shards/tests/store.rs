@@ -206,6 +206,7 @@ fn store_settings() -> SchemaSettings {
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
         http: None,
+        cluster: None,
     }
 }
 

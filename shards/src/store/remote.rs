@@ -18,6 +18,8 @@ pub struct Remote {
     client: Client,
     runtime: tokio::runtime::Runtime,
     timeout: Duration,
+    /// A cluster's node: inserts go into the `_local` tables.
+    cluster: bool,
 }
 
 impl Remote {
@@ -34,15 +36,19 @@ impl Remote {
         if !config.password.is_empty() {
             client = client.with_password(&config.password);
         }
-        Ok(Remote { client, runtime, timeout: Duration::from_millis(config.timeout_ms) })
+        let timeout = Duration::from_millis(config.timeout_ms);
+        Ok(Remote { client, runtime, timeout, cluster: !config.cluster.is_empty() })
     }
 
-    /// Sends `rows` (Native blocks) with `insert_sql` (`INSERT ... FORMAT Native`).
+    /// Sends `rows` (Native blocks) with `insert_sql` (`INSERT ... FORMAT
+    /// Native`); on a cluster, into the local table of this node's shard.
     pub fn insert(&mut self, insert_sql: &str, rows: &[u8]) -> Result<(), String> {
         let client = &self.client;
         let data = Bytes::copy_from_slice(rows);
+        let insert_sql =
+            if self.cluster { weir_core::cluster::local_insert(insert_sql) } else { insert_sql.to_string() };
         let work = async move {
-            let mut insert = client.insert_formatted_with(insert_sql.to_string());
+            let mut insert = client.insert_formatted_with(insert_sql);
             insert.send(data).await?;
             insert.end().await
         };
@@ -76,10 +82,18 @@ impl Remote {
         })
     }
 
-    /// Runs a statement with no result (DDL, INSERT ... VALUES).
+    /// Runs a statement with no result (DDL, INSERT ... VALUES). On a
+    /// cluster the server waits for every node to run an `ON CLUSTER`
+    /// statement for at most a second less than `timeout_ms`, then says
+    /// which have not (they run it from the queue when they return).
     pub fn execute(&mut self, sql: &str) -> Result<(), String> {
         let client = &self.client;
-        self.block_on(async move { client.query_raw(sql).execute().await })
+        let mut query = client.query_raw(sql);
+        if self.cluster {
+            let wait = (self.timeout.as_secs().saturating_sub(1)).max(1);
+            query = query.with_setting("distributed_ddl_task_timeout", wait.to_string());
+        }
+        self.block_on(async move { query.execute().await })
     }
 
     fn block_on<T>(&self, work: impl std::future::Future<Output = clickhouse::error::Result<T>>) -> Result<T, String> {
