@@ -958,6 +958,11 @@ pub struct RemoteStoreConfig {
     /// `Distributed` tables, written into the `_local` tables of `url`'s
     /// shard (`weir_core::cluster`). Empty: one server.
     pub cluster: String,
+    /// Other nodes, tried in order when `url` cannot be reached (refused,
+    /// unreachable); `url` is tried first again after a minute. With a
+    /// cluster, a replica of `url`'s shard first (an insert retried there
+    /// is dropped as a duplicate), then other shards' nodes.
+    pub failover: Vec<String>,
 }
 
 impl Default for RemoteStoreConfig {
@@ -969,6 +974,7 @@ impl Default for RemoteStoreConfig {
             compression: true,
             timeout_ms: 10_000,
             cluster: String::new(),
+            failover: Vec::new(),
         }
     }
 }
@@ -1951,6 +1957,14 @@ impl StoreConfig {
             && !self.remote.url.starts_with("https://")
         {
             return Err(ConfigError::new("store.remote.url", "must start with http:// or https://"));
+        }
+        for (i, url) in self.remote.failover.iter().enumerate() {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(ConfigError::new(
+                    format!("store.remote.failover[{i}]"),
+                    "must start with http:// or https://",
+                ));
+            }
         }
         let cluster = &self.remote.cluster;
         if !cluster.is_empty() {

@@ -307,4 +307,6 @@ fn a_cluster_needs_the_remote_store_and_a_plain_name() {
     let bad = remote.replace("weir_2", "weir; DROP");
     assert_eq!(Config::parse(&bad).unwrap_err().key, "store.remote.cluster");
     assert_eq!(Config::parse("").unwrap().store.schema_settings().cluster, None);
+    let failover = remote.replace("cluster = \"weir_2\"", "failover = [\"http://a:8123\", \"b:8123\"]");
+    assert_eq!(Config::parse(&failover).unwrap_err().key, "store.remote.failover[1]");
 }

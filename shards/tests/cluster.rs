@@ -5,7 +5,9 @@
 //! second run has nothing to do; `weir run` stores generated flows into
 //! its node's shard, each counted once through the Distributed tables on
 //! any node; a replica stopped during the load catches up when it returns;
-//! a column switched on reaches every node's tables.
+//! with its whole shard down the writer moves to the other shard
+//! (`store.remote.failover`), nothing lost; a column switched on reaches
+//! every node's tables.
 
 mod common;
 
@@ -109,9 +111,12 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
         "[shards]\ncores = [0]\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
          [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nconsolidation_interval_ms = 300\n\
          flush_interval_ms = 200\ninsert_interval_ms = 200\n[store.remote]\nurl = \"http://{url}\"\ncluster = \"weir\"\n\
+         failover = [\"http://{replica}\", \"http://{other_shard}\"]\n\
          [console]\ndatabase = \"{saved}\"\n",
         spool = dir.join("spool").display(),
         url = cluster.url(1),
+        replica = cluster.url(2),
+        other_shard = cluster.url(3),
         saved = dir.join("console.sqlite").display(),
     );
     let config = write_config(&dir, "weir.toml", &body);
@@ -172,7 +177,30 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
     // The console reads the Distributed tables.
     let (status, rate) = c.get_status("/api/v0/console/widget/flow-rate");
     assert_eq!(status, 200, "{rate}");
+    assert_eq!(
+        (c.metric("weir_store_remote_node", ""), c.metric("weir_store_remote_failovers_total", "")),
+        (vec![0], vec![0])
+    );
+
+    // Shard 1 down whole: the writer moves to its failover nodes, shard 2's
+    // node 3 takes the next flows, nothing is lost.
+    cluster.stop_node(1);
+    cluster.stop_node(2);
+    let more_flows = flowgen::run(&plan, &AtomicBool::new(false)).unwrap().flows;
+    let all = sent.flows + more_flows;
+    assert_eq!(c.wait_metric_sum("weir_store_rows_inserted_total", all), all);
+    assert_eq!(c.metric("weir_store_remote_node", ""), [2], "the other shard's node");
+    assert_eq!(c.metric("weir_store_remote_failovers_total", ""), [1]);
+    wait("the other shard's replica", || count(4, "flows_local") == more_flows.to_string());
+    assert_eq!(count(3, "flows_local"), more_flows.to_string());
+    cluster.run(&["node", "1"]);
+    cluster.run(&["node", "2"]);
+    for node in 1..=4 {
+        wait("every flow once through Distributed", || count(node, "flows") == all.to_string());
+    }
+    c.assert_promtool_is_silent();
     c.stop();
+    let flows = all.to_string();
 
     // A column switched on: every replica's local table, and the Distributed tables made again.
     let more =

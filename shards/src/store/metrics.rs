@@ -94,6 +94,11 @@ pub struct StoreMetrics {
     pub heartbeats: AtomicU64,
     /// 1 once connected and migrated, 0 after a failed connection.
     pub connected: AtomicU64,
+    /// A ClickHouse server: the node in use (0: `store.remote.url`, then
+    /// `store.remote.failover`), and the moves to another because the one
+    /// in use could not be reached.
+    pub remote_node: AtomicU64,
+    pub remote_failovers: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -125,7 +130,7 @@ impl StoreMetrics {
 
 impl Exported for StoreMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_rows_inserted", "Raw flow rows the store accepted.", &self.rows_inserted),
@@ -149,6 +154,11 @@ impl Exported for StoreMetrics {
                 "weir_store_segment_files_expired",
                 "Segment files deleted because they were older than store.segments_hours.",
                 &self.segment_files_expired,
+            ),
+            (
+                "weir_store_remote_failovers",
+                "Moves to another ClickHouse node (store.remote.failover) because the one in use could not be reached.",
+                &self.remote_failovers,
             ),
         ];
         counters_of(e, &counters)?;
@@ -213,11 +223,16 @@ impl Exported for StoreMetrics {
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed)));
         let help = "HAProxy request rows that never reached the store, by reason.";
         counter_by(e, "weir_store_http_rows_dropped", help, "reason", &dropped)?;
-        let gauges: [(&str, &str, &AtomicU64); 4] = [
+        let gauges: [(&str, &str, &AtomicU64); 5] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),
             ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
             ("weir_store_up", "1 when the last insert worked, 0 while inserts fail.", &self.up),
+            (
+                "weir_store_remote_node",
+                "The ClickHouse node in use: 0 store.remote.url, then store.remote.failover in order.",
+                &self.remote_node,
+            ),
         ];
         gauges_of(e, &gauges)?;
         let help = "Per row: kernel receive timestamp to the store accepting its insert.";

@@ -282,6 +282,15 @@ impl Engine {
         }
     }
 
+    /// A ClickHouse server's node in use (0: `store.remote.url`, then
+    /// `store.remote.failover` in order) and the moves between them.
+    pub fn remote_node(&self) -> Option<(usize, u64)> {
+        match self {
+            Engine::Embedded(_) => None,
+            Engine::Remote(r) => Some((r.node(), r.failovers)),
+        }
+    }
+
     pub fn version(&mut self) -> Result<ServerVersion, String> {
         let text = self.query("SELECT version()", "TabSeparated")?;
         let text = String::from_utf8_lossy(&text);

@@ -7,15 +7,33 @@
 //! and blocks on each call, with `store.remote.timeout_ms` as a bound. Row
 //! validation is off (it needs `RowBinaryWithNamesAndTypes`, which servers
 //! before 19.x lack, and Weir's rows are checked by its own tests).
+//!
+//! **Nodes.** `store.remote.url` first, then `store.remote.failover` in
+//! order: a call that cannot connect to the node in use (refused,
+//! unreachable) goes to the next, which stays in use; a node other than
+//! `url` gives way to `url` again after [`RETURN_AFTER`]. A node that
+//! answers, even with an error, or that does not answer within
+//! `timeout_ms`, is not left (the insert may have been stored: only a
+//! replica of the same shard would drop it again).
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clickhouse::{Client, Compression};
 use weir_core::config::RemoteStoreConfig;
 
+/// How long a failover node is used before `url` is tried first again.
+pub const RETURN_AFTER: Duration = Duration::from_secs(60);
+
 pub struct Remote {
-    client: Client,
+    /// `url`, then the failover nodes: their URL and client.
+    nodes: Vec<(String, Client)>,
+    /// The node in use, and since when.
+    current: usize,
+    since: Instant,
+    /// Moves to another node because the one in use could not be reached.
+    pub failovers: u64,
     runtime: tokio::runtime::Runtime,
     timeout: Duration,
     /// A cluster's node: inserts go into the `_local` tables.
@@ -28,57 +46,79 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| format!("store.remote: cannot start the HTTP runtime: {e}"))?;
-        let mut client = Client::default()
-            .with_url(&config.url)
-            .with_user(&config.user)
-            .with_validation(false)
-            .with_compression(if config.compression { Compression::Lz4 } else { Compression::None });
-        if !config.password.is_empty() {
-            client = client.with_password(&config.password);
-        }
-        let timeout = Duration::from_millis(config.timeout_ms);
-        Ok(Remote { client, runtime, timeout, cluster: !config.cluster.is_empty() })
+        let client = |url: &str| {
+            let client = Client::default()
+                .with_url(url)
+                .with_user(&config.user)
+                .with_validation(false)
+                .with_compression(if config.compression { Compression::Lz4 } else { Compression::None });
+            if config.password.is_empty() {
+                client
+            } else {
+                client.with_password(&config.password)
+            }
+        };
+        let nodes = std::iter::once(&config.url).chain(&config.failover).map(|u| (u.clone(), client(u))).collect();
+        Ok(Remote {
+            nodes,
+            current: 0,
+            since: Instant::now(),
+            failovers: 0,
+            runtime,
+            timeout: Duration::from_millis(config.timeout_ms),
+            cluster: !config.cluster.is_empty(),
+        })
+    }
+
+    /// The node in use: 0 is `url`, then the failover nodes in order.
+    pub fn node(&self) -> usize {
+        self.current
     }
 
     /// Sends `rows` (Native blocks) with `insert_sql` (`INSERT ... FORMAT
     /// Native`); on a cluster, into the local table of this node's shard.
     pub fn insert(&mut self, insert_sql: &str, rows: &[u8]) -> Result<(), String> {
-        let client = &self.client;
         let data = Bytes::copy_from_slice(rows);
         let insert_sql =
             if self.cluster { weir_core::cluster::local_insert(insert_sql) } else { insert_sql.to_string() };
-        let work = async move {
-            let mut insert = client.insert_formatted_with(insert_sql);
-            insert.send(data).await?;
-            insert.end().await
-        };
-        self.block_on(work)
+        self.on_a_node(|client| {
+            let (sql, data) = (insert_sql.clone(), data.clone());
+            async move {
+                let mut insert = client.insert_formatted_with(sql);
+                insert.send(data).await?;
+                insert.end().await
+            }
+        })
     }
 
     /// Runs `sql` and returns its output in `format`.
     pub fn query(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
-        self.fetch(self.client.query_raw(sql), format)
+        self.fetch(sql, format, &[])
     }
 
     /// `query` with the server's `readonly = 1`: it refuses anything that
     /// writes, changes settings or calls a table function.
     pub fn query_read_only(&mut self, sql: &str, format: &str) -> Result<Vec<u8>, String> {
-        self.fetch(self.client.query_raw(sql).with_setting("readonly", "1"), format)
+        self.fetch(sql, format, &[("readonly", "1".into())])
     }
 
     /// A console SELECT: `readonly = 2` and the console's `limits`.
     pub fn console_query(&mut self, sql: &str, format: &str, limits: &[(&str, u64)]) -> Result<Vec<u8>, String> {
-        let mut query = self.client.query_raw(sql).with_setting("readonly", "2");
-        for (name, value) in limits {
-            query = query.with_setting(*name, value.to_string());
-        }
-        self.fetch(query.with_setting("result_overflow_mode", "throw"), format)
+        let mut settings = vec![("readonly", "2".to_string()), ("result_overflow_mode", "throw".into())];
+        settings.extend(limits.iter().map(|(name, value)| (*name, value.to_string())));
+        self.fetch(sql, format, &settings)
     }
 
-    fn fetch(&self, query: clickhouse::query::Query, format: &str) -> Result<Vec<u8>, String> {
-        self.block_on(async move {
-            let mut cursor = query.fetch_bytes(format)?;
-            cursor.collect().await.map(|b| b.to_vec())
+    fn fetch(&mut self, sql: &str, format: &str, settings: &[(&str, String)]) -> Result<Vec<u8>, String> {
+        self.on_a_node(|client| {
+            let mut query = client.query_raw(sql);
+            for (name, value) in settings {
+                query = query.with_setting(*name, value.clone());
+            }
+            async move {
+                let mut cursor = query.fetch_bytes(format)?;
+                cursor.collect().await.map(|b| b.to_vec())
+            }
         })
     }
 
@@ -87,16 +127,44 @@ impl Remote {
     /// statement for at most a second less than `timeout_ms`, then says
     /// which have not (they run it from the queue when they return).
     pub fn execute(&mut self, sql: &str) -> Result<(), String> {
-        let client = &self.client;
-        let mut query = client.query_raw(sql);
-        if self.cluster {
-            let wait = (self.timeout.as_secs().saturating_sub(1)).max(1);
-            query = query.with_setting("distributed_ddl_task_timeout", wait.to_string());
-        }
-        self.block_on(async move { query.execute().await })
+        let wait = (self.cluster).then(|| (self.timeout.as_secs().saturating_sub(1)).max(1).to_string());
+        self.on_a_node(|client| {
+            let mut query = client.query_raw(sql);
+            if let Some(wait) = &wait {
+                query = query.with_setting("distributed_ddl_task_timeout", wait.clone());
+            }
+            query.execute()
+        })
     }
 
-    fn block_on<T>(&self, work: impl std::future::Future<Output = clickhouse::error::Result<T>>) -> Result<T, String> {
+    /// `work` on the node in use, or on the next that can be reached.
+    fn on_a_node<T, F: Future<Output = clickhouse::error::Result<T>>>(
+        &mut self,
+        mut work: impl FnMut(Client) -> F,
+    ) -> Result<T, String> {
+        // Back to `url` first once a failover node has served a while.
+        let first = if self.current != 0 && self.since.elapsed() >= RETURN_AFTER { 0 } else { self.current };
+        let n = self.nodes.len();
+        let mut unreachable = Vec::new();
+        for i in (0..n).map(|k| (first + k) % n) {
+            let answer = self.block_on(work(self.nodes[i].1.clone()));
+            match answer {
+                Err(e) if n > 1 && cannot_connect(&e) => unreachable.push(format!("{}: {e}", self.nodes[i].0)),
+                answer => {
+                    if i != self.current {
+                        if i != 0 || !unreachable.is_empty() {
+                            self.failovers += 1;
+                        }
+                        (self.current, self.since) = (i, Instant::now());
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(format!("no node could be reached: {}", unreachable.join("; ")))
+    }
+
+    fn block_on<T>(&self, work: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, String> {
         self.runtime.block_on(async {
             match tokio::time::timeout(self.timeout, work).await {
                 Ok(Ok(v)) => Ok(v),
@@ -104,5 +172,24 @@ impl Remote {
                 Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
             }
         })
+    }
+}
+
+/// Whether the request never reached the server (a connection refused or
+/// unreachable): safe to send to another node.
+fn cannot_connect(error: &str) -> bool {
+    error.starts_with("network error") && error.contains("Connect")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cannot_connect;
+
+    #[test]
+    fn only_a_request_that_never_reached_a_node_goes_to_another() {
+        assert!(cannot_connect("network error: client error (Connect)"));
+        assert!(!cannot_connect("no answer within 10000 ms"), "it may have been stored");
+        assert!(!cannot_connect("bad response: Code: 252. DB::Exception: Too many parts"));
+        assert!(!cannot_connect("network error: connection closed before message completed"));
     }
 }

@@ -1156,6 +1156,10 @@ impl Writer {
         m.spool_chunks.store(self.spool.chunks() as u64, Relaxed);
         m.up.store(self.up as u64, Relaxed);
         m.connected.store(self.engine.is_some() as u64, Relaxed);
+        if let Some((node, failovers)) = self.engine.as_ref().and_then(Engine::remote_node) {
+            m.remote_node.store(node as u64, Relaxed);
+            m.remote_failovers.store(failovers, Relaxed);
+        }
     }
 }
 
