@@ -19,8 +19,8 @@
 //!   runs it from the queue when it returns, and the statement reports the
 //!   nodes that have not finished when `distributed_ddl_task_timeout` runs
 //!   out.
-//! - A column added to a local table: its `Distributed` table is created
-//!   again over it (it holds no rows).
+//! - A column added to a local table (now, or by a migration cut short): its
+//!   `Distributed` table is created again over it (it holds no rows).
 
 use crate::httplog::{HTTP_TABLE, ROLLUP_TABLES};
 use crate::migrate::{LiveDatabase, Plan, Step};
@@ -124,13 +124,20 @@ pub fn plan(schema: &Schema, cluster: &str, live: &LiveDatabase) -> Plan {
     for name in wanted {
         let clash = warnings.iter().any(|w| w.starts_with(&format!("{db}.{name} ")));
         let exists = distributed.iter().any(|d| d == name);
-        let again = recreate.iter().any(|r| r == name);
+        // Columns added before (by a migration cut short, or by hand) that
+        // the Distributed table lacks make it again too.
+        let columns = |table: &str| -> Vec<String> {
+            let t = live.tables.iter().find(|t| t.name == table);
+            t.map(|t| t.columns.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default()
+        };
+        let behind = exists && columns(name) != columns(&format!("{name}{LOCAL_SUFFIX}"));
+        let again = behind || recreate.iter().any(|r| r == name);
         if clash || (exists && !again) {
             continue;
         }
         if exists {
             plan.steps.push(Step {
-                why: format!("columns added to {name}{LOCAL_SUFFIX}: its Distributed table is made again over them"),
+                why: format!("{name}{LOCAL_SUFFIX} has other columns: its Distributed table is made again over them"),
                 sql: format!("DROP TABLE IF EXISTS {db}.{name} {on}"),
             });
         }

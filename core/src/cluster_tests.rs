@@ -164,6 +164,13 @@ fn a_migrated_cluster_needs_nothing_and_a_new_column_remakes_the_distributed_tab
         .position(|s| s.starts_with("CREATE TABLE IF NOT EXISTS weir.flows ON CLUSTER weir AS weir.flows_local"))
         .unwrap();
     assert!(add < drop && drop < create, "{steps:#?}");
+    // The local table got the column (a migration cut short after it): the
+    // Distributed table is made again.
+    let mut cut = live.clone();
+    cut.tables.iter_mut().find(|t| t.name == "flows_local").unwrap().columns.push(("SrcVlan".into(), "UInt16".into()));
+    let steps: Vec<String> = migrate_plan(&more, &cut).steps.into_iter().map(|s| s.sql).collect();
+    assert!(!steps.iter().any(|s| s.contains("weir.flows_local ON CLUSTER weir ADD COLUMN SrcVlan")), "{steps:#?}");
+    assert!(steps.iter().any(|s| s == "DROP TABLE IF EXISTS weir.flows ON CLUSTER weir"), "{steps:#?}");
     // A single server's `flows` in the way: said, left alone.
     let mut clash = live.clone();
     clash.tables.retain(|t| t.name != "flows");

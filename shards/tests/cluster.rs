@@ -7,7 +7,8 @@
 //! any node; a replica stopped during the load catches up when it returns;
 //! with its whole shard down the writer moves to the other shard
 //! (`store.remote.failover`), nothing lost; a column switched on reaches
-//! every node's tables.
+//! every node's tables, and one added while a node is down reaches it when
+//! it returns.
 
 mod common;
 
@@ -220,5 +221,36 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
         assert_eq!(count(node, "flows"), flows, "node {node}: the rows kept");
     }
     let (_, said) = migrate(&more, true);
+    assert!(said.contains("would run 0 steps"), "{said}");
+
+    // A node down during a migration: the statement says which node has not
+    // run it; the node runs it when it returns, and the next migration
+    // finishes the job (the Distributed tables made again over the column).
+    cluster.stop_node(4);
+    let short = more.with_file_name("short.toml");
+    let text = std::fs::read_to_string(&more).unwrap();
+    let text = text
+        .replace("SrcVlan", "SrcVlan\", \"DstVlan")
+        .replace("[store.remote]\n", "[store.remote]\ntimeout_ms = 3000\n");
+    std::fs::write(&short, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir")).args(["migrate", "--config"]).arg(&short).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("unfinished hosts"), "{said}");
+    cluster.run(&["node", "4"]);
+    let local_has = |node: u16, table: &str| {
+        cluster.query(
+            node,
+            &format!(
+                "SELECT count() FROM system.columns WHERE database = 'weir' AND table = '{table}' AND name = 'DstVlan'"
+            ),
+        )
+    };
+    wait("the returned node ran the queued statement", || local_has(4, "flows_local") == "1");
+    let (steps, _) = migrate(&short, false);
+    assert!(steps.contains("DROP TABLE IF EXISTS weir.flows ON CLUSTER weir"), "{steps}");
+    for node in 1..=4 {
+        assert_eq!((local_has(node, "flows_local"), local_has(node, "flows")), ("1".into(), "1".into()), "node {node}");
+    }
+    let (_, said) = migrate(&short, true);
     assert!(said.contains("would run 0 steps"), "{said}");
 }
