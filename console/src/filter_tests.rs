@@ -180,8 +180,7 @@ fn old_servers_get_addresses_as_fixed_strings() {
 
 #[test]
 fn http_columns_filter_by_their_field_types() {
-    let config = weir_core::config::HaproxyConfig { store: true, ..Default::default() };
-    let http = Catalogue::http(&config.http_table());
+    let http = crate::harness::http_catalogue();
     let sql = |f: &str| parse(f, &http).unwrap_or_else(|e| panic!("{f:?}: {e}")).unwrap().to_sql(SqlDialect::MODERN);
     let cases = [
         ("status_class = 5 AND backend = 'app'", "status_class = 5 AND backend = 'app'"),

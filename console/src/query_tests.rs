@@ -1,5 +1,5 @@
 use super::*;
-use crate::harness::fuzz_catalogue;
+use crate::harness::{fuzz_catalogue, http_catalogue as http};
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000 / 3600 * 3600;
@@ -238,12 +238,6 @@ fn top_rows_are_ranked_on_the_coarsest_table_that_covers_the_range() {
     let hours = request(&body(r#", "dimensions": ["SrcAS"]"#)).check(&c, LIMITS, NOW).unwrap();
     let choice = choose_table(&t, hours.start, hours.end, 200, false);
     assert!(!b.line(&hours, &choice).unwrap()[0].sql.contains("flows_1h"));
-}
-
-/// HAProxy's default fields with the default rollups, as `[haproxy] store` has them.
-fn http() -> Catalogue {
-    let config = weir_core::config::HaproxyConfig { store: true, ..Default::default() };
-    Catalogue::http(&config.http_table())
 }
 
 fn http_tables() -> Tables {
