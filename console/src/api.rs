@@ -643,14 +643,6 @@ async fn configuration(State(c): State<Arc<Console>>) -> Response {
     .await
 }
 
-/// The display form of every stored column, for a row's worth of values.
-fn shown(columns: &Catalogue, column: &str) -> String {
-    match columns.find(column).map(|col| col.kind) {
-        Some(Kind::Ip) => format!("IPv6NumToString({column})"),
-        _ => format!("toString({column})"),
-    }
-}
-
 /// The newest flow (the last hour), column by column, as operators read the values.
 #[utoipa::path(get, path = "/widget/flow-last", responses((status = 200, body = std::collections::BTreeMap<String, String>), (status = 404, body = ErrorBody, description = "No flow currently in database.")))]
 async fn flow_last(State(c): State<Arc<Console>>) -> Response {
@@ -660,7 +652,7 @@ async fn flow_last(State(c): State<Arc<Console>>) -> Response {
         cached(&c, "widget/flow-last".into(), FIVE_S, async {
             let names: Vec<&str> =
                 std::iter::once("TimeReceived").chain(c.columns.columns.iter().map(|col| col.name.as_str())).collect();
-            let select: Vec<String> = names.iter().map(|n| shown(&c.columns, n)).collect();
+            let select: Vec<String> = names.iter().map(|n| c.columns.text_sql(n, n)).collect();
             let sql = format!(
                 "SELECT {} FROM {}.{} WHERE TimeReceived >= now() - 3600 ORDER BY TimeReceived DESC LIMIT 1",
                 select.join(", "),
@@ -756,19 +748,18 @@ async fn top(State(c): State<Arc<Console>>, Path(name): Path<String>) -> Respons
                 let why = if source == Source::Flows { "GeoIP enrichment" } else { "a field of haproxy.fields" };
                 return Err(bad(format!("{name} needs the {column} column, which this store does not hold ({why})")));
             };
-            // Bytes for flows, requests for HTTP, over the last 5 minutes.
+            // Bits for flows, requests for HTTP (graphs' sums: the shares
+            // are the same), over the last 5 minutes, from the 1 m table
+            // where it has the column.
             let tables = Tables::of(source, &c.raw_table, [None; 4]);
-            let (table, metric) = match (source, col.consolidated) {
-                (Source::Flows, false) => (tables.raw(), "sum(Bytes * SamplingRate)"),
-                (Source::Flows, true) => (tables.names[1].as_str(), "sum(Bytes)"),
-                (Source::Http, false) => (tables.raw(), "count()"),
-                (Source::Http, true) => (tables.names[1].as_str(), "sum(requests)"),
-            };
+            let table = &tables.names[usize::from(col.consolidated)];
+            let units = if source == Source::Flows { Units::L3Bps } else { Units::Rps };
+            let metric = units.metric(columns, !col.consolidated).map_err(Failure::Internal)?;
             let from = format!("FROM {}.{table} WHERE {} >= now() - 300", c.database, tables.time);
             let sql = format!(
                 "SELECT * FROM (SELECT 0, {metric} AS v, {} AS d {from} GROUP BY d ORDER BY v DESC LIMIT 5) \
              UNION ALL SELECT 1, {metric}, '' {from}",
-                shown(columns, column)
+                columns.text_sql(column, column)
             );
             let rows = query::parse_rows(&c.select(sql).await?, 1).map_err(Failure::Internal)?;
             let total: f64 = rows.iter().filter(|r| r.bucket == 1).map(|r| r.value).sum();
@@ -1096,7 +1087,7 @@ async fn values(
                 if consolidated { (&tables.names[3], 86_400) } else { (&tables.names[0], raw_window) };
             let mut sql = format!(
                 "SELECT 0, count() AS n, {} AS v FROM {}.{table} WHERE {} >= now() - {window}",
-                shown(columns, column),
+                columns.text_sql(column, column),
                 c.database,
                 tables.time
             );

@@ -224,6 +224,15 @@ impl Catalogue {
         }
     }
 
+    /// `value` (column `column`, or an expression of it) as text in SQL:
+    /// addresses through `IPv6NumToString`, anything else `toString`.
+    pub fn text_sql(&self, column: &str, value: &str) -> String {
+        match self.find(column).map(|c| c.kind) {
+            Some(Kind::Ip) => format!("IPv6NumToString({value})"),
+            _ => format!("toString({value})"),
+        }
+    }
+
     /// The dimensions, in table order.
     pub fn dimensions(&self) -> impl Iterator<Item = &ConsoleColumn> {
         self.columns.iter().filter(|c| c.dimension)

@@ -481,14 +481,6 @@ pub struct AxisQuery {
 }
 
 impl Builder<'_> {
-    /// `value` (the column, or an expression of it) as text.
-    fn display(&self, column: &str, value: &str) -> String {
-        match self.columns.find(column).map(|c| c.kind) {
-            Some(Kind::Ip) => format!("IPv6NumToString({value})"),
-            _ => format!("toString({value})"),
-        }
-    }
-
     fn truncated(&self, column: &str, v4: u8, v6: u8) -> String {
         let cut = |bits: u16| format!("tupleElement(IPv6CIDRToRange({column}, {bits}), 1)");
         let v4_part = if v4 > 0 { cut(96 + v4 as u16) } else { column.to_string() };
@@ -617,7 +609,7 @@ impl Builder<'_> {
                 .iter()
                 .zip(&values)
                 .enumerate()
-                .map(|(i, (d, v))| format!(", {} AS weir_d{i}", self.display(d, v)))
+                .map(|(i, (d, v))| format!(", {} AS weir_d{i}", self.columns.text_sql(d, v)))
                 .collect();
             let group: String = (0..dims.len()).map(|i| format!(", weir_d{i}")).collect();
             return format!("SELECT {bucket}, {metric} AS weir_v{} {from} GROUP BY weir_i{group}", shown.concat());
@@ -632,8 +624,10 @@ impl Builder<'_> {
         for (i, (d, v)) in dims.iter().zip(&values).enumerate() {
             inner.push_str(&format!(", if(weir_top, {v}, defaultValueOfArgumentType({v})) AS weir_r{i}"));
             group.push_str(&format!(", weir_r{i}"));
-            outer
-                .push_str(&format!(", if(weir_top, {}, 'Other') AS weir_d{i}", self.display(d, &format!("weir_r{i}"))));
+            outer.push_str(&format!(
+                ", if(weir_top, {}, 'Other') AS weir_d{i}",
+                self.columns.text_sql(d, &format!("weir_r{i}"))
+            ));
         }
         format!("{outer} FROM ({inner}, {metric} AS weir_v {from} GROUP BY {group})")
     }
@@ -665,7 +659,7 @@ impl Builder<'_> {
                      if(weir_top{i}, {value}, defaultValueOfArgumentType({value})) AS weir_r{i}"
                 ));
                 group.push(format!("weir_top{i}, weir_r{i}"));
-                let shown = self.display(column, &format!("weir_r{i}"));
+                let shown = self.columns.text_sql(column, &format!("weir_r{i}"));
                 outer.push_str(&format!(", if(weir_top{i}, {shown}, 'Other') AS weir_d{i}"));
             }
             let filter = if reverse { reversed_filter.as_ref() } else { r.filter.as_ref() };
