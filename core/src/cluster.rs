@@ -12,9 +12,16 @@
 //!   ([`local_insert`]): a block is one insert on one replica, which the
 //!   others fetch; a retried block is dropped by the replicated tables'
 //!   block-hash deduplication.
-//! - The records (`Join`) and helper tables are created on every node (the
-//!   raw table's aliases read them where a query runs); their rows are
-//!   written to the server in `store.remote.url`.
+//! - The records (`Join`) tables are created on every node (the raw
+//!   table's aliases read them where a query runs), and the writer inserts
+//!   their rows into every node it lists ([`per_node_insert`]).
+//! - The helper tables (`protocols`, `ports`) are replicated to every node
+//!   of every shard: `ReplicatedMergeTree` under
+//!   `/clickhouse/tables/all/<database>/<name>` (so `{replica}` must name a
+//!   node uniquely in the whole cluster); their rows are inserted once, on
+//!   the server in `store.remote.url`, with deduplication off (a table
+//!   emptied and filled again takes the same rows). A helper table that is
+//!   not replicated is made again.
 //! - Every statement but an `INSERT` runs `ON CLUSTER`: a node that is down
 //!   runs it from the queue when it returns, and the statement reports the
 //!   nodes that have not finished when `distributed_ddl_task_timeout` runs
@@ -23,8 +30,12 @@
 //!   `Distributed` table is created again over it (it holds no rows).
 
 use crate::httplog::{HTTP_TABLE, ROLLUP_TABLES};
-use crate::migrate::{LiveDatabase, Plan, Step};
-use crate::schema::{Schema, RAW_TABLE};
+use crate::migrate::{LiveDatabase, Plan, Step, HELPER_TABLES};
+use crate::schema::{Schema, RAW_TABLE, RECORD_TABLES};
+
+/// The `{shard}` part of the ZooKeeper path of the tables replicated to
+/// every node of every shard (the helper tables).
+pub const EVERY_NODE: &str = "all";
 
 /// What the local tables are called: `<name>_local`.
 pub const LOCAL_SUFFIX: &str = "_local";
@@ -38,18 +49,29 @@ pub fn replicated(table: &str) -> bool {
         || ROLLUP_TABLES.iter().any(|(t, _)| *t == table)
 }
 
+/// The table an `INSERT INTO db.<name> ...` names: (`db.<name>` as
+/// written, `<name>`, the rest of the statement).
+fn insert_table(sql: &str) -> Option<(&str, &str, &str)> {
+    let rest = sql.strip_prefix("INSERT INTO ")?;
+    let end = rest.find([' ', '(']).unwrap_or(rest.len());
+    let (name, after) = rest.split_at(end);
+    Some((name, name.rsplit('.').next().unwrap_or(name), after))
+}
+
 /// `INSERT INTO db.<name> ...` as an insert into `<name>_local` when
 /// `<name>` is replicated; anything else unchanged.
 pub fn local_insert(sql: &str) -> String {
-    let Some(rest) = sql.strip_prefix("INSERT INTO ") else { return sql.to_string() };
-    let end = rest.find([' ', '(']).unwrap_or(rest.len());
-    let (name, after) = rest.split_at(end);
-    let table = name.rsplit('.').next().unwrap_or(name);
-    if replicated(table) {
-        format!("INSERT INTO {name}{LOCAL_SUFFIX}{after}")
-    } else {
-        sql.to_string()
+    match insert_table(sql) {
+        Some((name, table, after)) if replicated(table) => format!("INSERT INTO {name}{LOCAL_SUFFIX}{after}"),
+        _ => sql.to_string(),
     }
+}
+
+/// Whether an insert goes to every node, each keeping its own rows: the
+/// records tables (`Join` engines, which do not replicate), which the raw
+/// table's aliases read on the node a query runs on.
+pub fn per_node_insert(sql: &str) -> bool {
+    insert_table(sql).is_some_and(|(_, table, _)| RECORD_TABLES.contains(&table))
 }
 
 /// The plan that brings the cluster `cluster` to `schema`, from what the
@@ -61,7 +83,14 @@ pub fn plan(schema: &Schema, cluster: &str, live: &LiveDatabase) -> Plan {
     let mut local = live.clone();
     let mut distributed = Vec::new();
     let mut warnings = Vec::new();
+    let mut helpers_again = Vec::new();
     local.tables.retain(|t| {
+        // A helper table of one server's (or of an older cluster plan's)
+        // is made again, replicated to every node.
+        if HELPER_TABLES.contains(&t.name.as_str()) && !t.engine.starts_with("Replicated") {
+            helpers_again.push(t.name.clone());
+            return false;
+        }
         if t.engine == "Distributed" {
             distributed.push(t.name.clone());
             return false;
@@ -83,6 +112,12 @@ pub fn plan(schema: &Schema, cluster: &str, live: &LiveDatabase) -> Plan {
     }
     let single = crate::migrate::plan_single(schema, &local);
     let mut plan = Plan { steps: Vec::new(), warnings: single.warnings };
+    for name in helpers_again {
+        plan.steps.push(Step {
+            why: format!("helper table {name} is not replicated to every node: it is made again"),
+            sql: format!("DROP TABLE IF EXISTS {db}.{name} {on}"),
+        });
+    }
     plan.warnings.extend(warnings.iter().cloned());
     let mut recreate: Vec<String> = Vec::new();
     for Step { why, sql } in single.steps {
@@ -93,6 +128,9 @@ pub fn plan(schema: &Schema, cluster: &str, live: &LiveDatabase) -> Plan {
                 let local = format!("{name}{LOCAL_SUFFIX}");
                 let engine = replicated_engine(rest, &format!("/clickhouse/tables/{{shard}}/{db}/{local}"));
                 format!("CREATE TABLE IF NOT EXISTS {db}.{local} {on} {engine}")
+            } else if HELPER_TABLES.contains(&name) {
+                let engine = replicated_engine(rest, &format!("/clickhouse/tables/{EVERY_NODE}/{db}/{name}"));
+                format!("CREATE TABLE IF NOT EXISTS {db}.{name} {on} {engine}")
             } else {
                 format!("CREATE TABLE IF NOT EXISTS {db}.{name} {on} {rest}")
             }
@@ -167,7 +205,7 @@ fn statement_table<'a>(sql: &'a str, prefix: &str, db: &str) -> Option<(&'a str,
 fn replicated_engine(body: &str, path: &str) -> String {
     let Some(at) = body.find("ENGINE = ") else { return body.to_string() };
     let (head, engine) = body.split_at(at + "ENGINE = ".len());
-    let name_end = engine.find(['(', '\n']).unwrap_or(engine.len());
+    let name_end = engine.find(['(', ' ', '\n']).unwrap_or(engine.len());
     let (name, after) = engine.split_at(name_end);
     let replica = format!("'{path}', '{{replica}}'");
     let (args, tail) = match after.strip_prefix('(') {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::migrate::{plan as migrate_plan, LiveTable};
+use crate::migrate::{plan as migrate_plan, LiveTable, PORTS, PROTOCOLS};
 use crate::schema::ServerVersion;
 use crate::schema::{test_settings, SchemaSettings};
 
@@ -29,6 +29,10 @@ fn inserts_go_to_the_local_tables_of_the_tables_that_hold_rows() {
     let records = "INSERT INTO weir.exporter_records (Id) FORMAT Native";
     assert_eq!(local_insert(records), records, "a Join table: every node has its own");
     assert_eq!(local_insert("SELECT 1"), "SELECT 1");
+    assert!(per_node_insert(records) && per_node_insert("INSERT INTO weir.network_records (Id) FORMAT Native"));
+    assert!(!per_node_insert("INSERT INTO weir.flows (TimeReceived) FORMAT Native"));
+    assert!(!per_node_insert("INSERT INTO weir.protocols VALUES (1, 'ICMP', '')"), "replicated to every node");
+    assert!(!per_node_insert("SELECT 1"));
 }
 
 #[test]
@@ -95,7 +99,9 @@ fn live_after(s: &Schema) -> LiveDatabase {
     for step in crate::migrate::plan_single(&single, &LiveDatabase::default()).steps {
         let Some(rest) = step.sql.strip_prefix("CREATE TABLE IF NOT EXISTS weir.") else { continue };
         let name = rest.split([' ', '\n', '(']).next().unwrap().to_string();
-        tables.push((name, step.sql.clone()));
+        if !crate::migrate::HELPER_TABLES.contains(&name.as_str()) {
+            tables.push((name, step.sql.clone()));
+        }
     }
     for (name, create) in tables {
         let columns: Vec<(String, String)> = create
@@ -124,11 +130,11 @@ fn live_after(s: &Schema) -> LiveDatabase {
             live.tables.push(LiveTable { name, engine: "Distributed".into(), columns, ..LiveTable::default() });
         }
     }
-    for helper in crate::migrate::HELPER_TABLES {
+    for (helper, rows) in crate::migrate::HELPER_TABLES.iter().zip([PROTOCOLS.len(), PORTS.len()]) {
         live.tables.push(LiveTable {
             name: helper.to_string(),
-            engine: "MergeTree".into(),
-            rows: Some(1000),
+            engine: "ReplicatedMergeTree".into(),
+            rows: Some(rows as u64),
             ..LiveTable::default()
         });
     }
@@ -136,17 +142,44 @@ fn live_after(s: &Schema) -> LiveDatabase {
 }
 
 #[test]
+fn helper_tables_are_replicated_to_every_node_and_made_again_when_they_are_not() {
+    let s = schema(false);
+    let steps: Vec<String> = migrate_plan(&s, &LiveDatabase::default()).steps.into_iter().map(|s| s.sql).collect();
+    let create = steps.iter().find(|s| s.contains("weir.protocols")).unwrap();
+    assert!(
+        create.starts_with("CREATE TABLE IF NOT EXISTS weir.protocols ON CLUSTER weir (")
+            && create.contains(
+                "ENGINE = ReplicatedMergeTree('/clickhouse/tables/all/weir/protocols', '{replica}') ORDER BY Proto"
+            ),
+        "{create}"
+    );
+    let fill = steps.iter().position(|s| s.starts_with("INSERT INTO weir.ports VALUES")).unwrap();
+    assert!(steps[..fill].iter().any(|s| s.contains("ReplicatedMergeTree('/clickhouse/tables/all/weir/ports'")));
+    // A cluster migrated before they were replicated: dropped on every node, made again, filled.
+    let mut live = live_after(&s);
+    for t in live.tables.iter_mut().filter(|t| crate::migrate::HELPER_TABLES.contains(&t.name.as_str())) {
+        t.engine = "MergeTree".into();
+    }
+    let steps: Vec<String> = migrate_plan(&s, &live).steps.into_iter().map(|s| s.sql).collect();
+    for helper in crate::migrate::HELPER_TABLES {
+        let at = |prefix: &str| steps.iter().position(|s| s.starts_with(&format!("{prefix} weir.{helper}")));
+        let (drop, create, fill) = (
+            at("DROP TABLE IF EXISTS").unwrap(),
+            at("CREATE TABLE IF NOT EXISTS").unwrap(),
+            at("INSERT INTO").unwrap(),
+        );
+        assert!(drop < create && create < fill, "{steps:#?}");
+        assert!(steps[drop].ends_with("ON CLUSTER weir"), "{}", steps[drop]);
+    }
+    assert_eq!(steps.len(), 6, "nothing else: {steps:#?}");
+}
+
+#[test]
 fn a_migrated_cluster_needs_nothing_and_a_new_column_remakes_the_distributed_table() {
     let s = schema(false);
     let live = live_after(&s);
     let again = migrate_plan(&s, &live);
-    // (The helper tables' rows, whose counts this test does not mock, are refilled on the one node.)
-    let ddl: Vec<&str> = again
-        .steps
-        .iter()
-        .map(|s| s.sql.as_str())
-        .filter(|s| !s.starts_with("INSERT") && !s.starts_with("TRUNCATE"))
-        .collect();
+    let ddl: Vec<&str> = again.steps.iter().map(|s| s.sql.as_str()).collect();
     assert_eq!(ddl, Vec::<&str>::new(), "nothing to do");
     // A column switched on since: every replica's local table, then the Distributed one again.
     let more = Schema::new(

@@ -6,7 +6,9 @@
 //! its node's shard, each counted once through the Distributed tables on
 //! any node; a replica stopped during the load catches up when it returns;
 //! with its whole shard down the writer moves to the other shard
-//! (`store.remote.failover`), nothing lost; a column switched on reaches
+//! (`store.remote.failover`), nothing lost; the records (exporter names)
+//! reach every node, the stopped one when it returns, and the helper
+//! tables are replicated to all; a column switched on reaches
 //! every node's tables, and one added while a node is down reaches it when
 //! it returns.
 
@@ -54,10 +56,11 @@ impl Cluster {
         format!("127.0.0.1:{}", self.base + 10 * node)
     }
 
-    /// A query on `node`, TabSeparated, trimmed.
+    /// A query on `node`, TabSeparated, trimmed; `weir` is the default
+    /// database (`joinGet` on 18.16 names a table of it alone).
     fn query(&self, node: u16, sql: &str) -> String {
         // HTTP/1.0: the answer is not chunked.
-        let request = format!("POST / HTTP/1.0\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
+        let request = format!("POST /?database=weir HTTP/1.0\r\nContent-Length: {}\r\n\r\n{sql}", sql.len());
         let (status, body) = exchange(&self.url(node), request.as_bytes());
         assert_eq!(status, 200, "node {node}: {sql}: {body}");
         body.trim().to_string()
@@ -112,12 +115,13 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
         "[shards]\ncores = [0]\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
          [sink]\nkind = \"store\"\n[store]\nkind = \"remote\"\nspool_dir = \"{spool}\"\nconsolidation_interval_ms = 300\n\
          flush_interval_ms = 200\ninsert_interval_ms = 200\n[store.remote]\nurl = \"http://{url}\"\ncluster = \"weir\"\n\
-         failover = [\"http://{replica}\", \"http://{other_shard}\"]\n\
+         failover = [\"http://{replica}\", \"http://{other_shard}\", \"http://{last}\"]\n\
          [console]\ndatabase = \"{saved}\"\n",
         spool = dir.join("spool").display(),
         url = cluster.url(1),
         replica = cluster.url(2),
         other_shard = cluster.url(3),
+        last = cluster.url(4),
         saved = dir.join("console.sqlite").display(),
     );
     let config = write_config(&dir, "weir.toml", &body);
@@ -141,9 +145,29 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
             "node {node} ({said})"
         );
     }
-    // Run again: nothing to do.
+    // The helper tables are replicated to every node, filled once.
+    let helpers = "SELECT (SELECT engine FROM system.tables WHERE database = 'weir' AND name = 'protocols'), \
+                   (SELECT count() FROM weir.protocols)";
+    let protocols = format!("ReplicatedMergeTree\t{}", weir_core::migrate::PROTOCOLS.len());
+    for node in 1..=4 {
+        wait("the protocols' rows on every node", || cluster.query(node, helpers) == protocols);
+    }
+    // Run again: nothing to do, and no warning (every node is listed).
     let (steps, said) = migrate(&config, true);
-    assert!(said.contains("would run 0 steps"), "{said}\n{steps}");
+    assert!(said.contains("would run 0 steps") && !said.contains("warning"), "{said}\n{steps}");
+    // Emptied (on any replica): refilled by the next migration, though the
+    // rows are those inserted before.
+    cluster.query(3, "TRUNCATE TABLE weir.protocols");
+    wait("emptied everywhere", || cluster.query(1, "SELECT count() FROM weir.protocols") == "0");
+    let (steps, _) = migrate(&config, false);
+    assert!(steps.contains("INSERT INTO weir.protocols"), "{steps}");
+    for node in 1..=4 {
+        wait("the protocols refilled on every node", || cluster.query(node, helpers) == protocols);
+    }
+    // A node not listed: the records would not reach it.
+    let three = write_config(&dir, "three.toml", &body.replace(&format!(", \"http://{}\"", cluster.url(4)), ""));
+    let (_, said) = migrate(&three, true);
+    assert!(said.contains("cluster weir has 4 nodes and store.remote lists 3"), "{said}");
 
     // A replica of the written shard stopped during the load.
     cluster.stop_node(2);
@@ -171,10 +195,24 @@ fn a_cluster_is_migrated_once_written_on_one_shard_and_read_through_distributed_
         (count(1, "flows_local"), count(3, "flows_local"), count(4, "flows_local")),
         (flows.clone(), "0".into(), "0".into())
     );
-    // The stopped replica catches up when it returns.
+    // Each node has the exporters' records (names), whichever answers.
+    let names =
+        "SELECT arrayStringConcat(groupArray(joinGet('exporter_records', 'ExporterName', ExporterRecord)), ' ') \
+                 FROM (SELECT DISTINCT ExporterRecord FROM weir.flows ORDER BY ExporterRecord)";
+    let exporters = cluster.query(1, names);
+    assert!(!exporters.is_empty() && exporters.split(' ').all(|n| !n.is_empty()), "{exporters:?}");
+    for node in [3, 4] {
+        assert_eq!(cluster.query(node, names), exporters, "node {node}");
+    }
+    assert!(c.metric("weir_store_remote_record_copy_errors_total", "")[0] > 0, "node 2 was down");
+    assert!(c.metric("weir_store_remote_record_copies_waiting", "")[0] > 0);
+    // The stopped replica catches up when it returns, its records too.
     cluster.run(&["node", "2"]);
     wait("the replica caught up", || count(2, "flows_local") == flows);
     wait("its sums too", || cluster.query(2, "SELECT sum(Flows) FROM weir.flows_1h_local") == flows);
+    wait("its records", || cluster.query(2, names) == exporters);
+    assert_eq!(c.metric("weir_store_remote_record_copies_waiting", ""), [0]);
+    assert_eq!(c.metric("weir_store_remote_record_copies_dropped_total", ""), [0]);
     // The console reads the Distributed tables.
     let (status, rate) = c.get_status("/api/v0/console/widget/flow-rate");
     assert_eq!(status, 200, "{rate}");

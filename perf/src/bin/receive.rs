@@ -13,6 +13,10 @@
 //!   `scripts/clickhouse-server`. After sending, the run waits for the store
 //!   to catch up, then reports rows stored per second, rows per CPU-second
 //!   (weir, plus the server's for `store-remote`) and bytes per flow on disk.
+//! - `store-cluster`: the same into the four-node 18.16 cluster of
+//!   `scripts/clickhouse-cluster` (two shards of two replicas, ZooKeeper;
+//!   `store.remote.cluster`), written on node 1; CPU counts weir, the four
+//!   servers and ZooKeeper (the replicas fetch what node 1 wrote).
 //!
 //! Each line gives datagrams/s received, records/s (for `weir`), what the
 //! sender managed, and datagrams per receiver CPU-second, the figure that
@@ -115,7 +119,9 @@ fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagra
     let dir = std::env::temp_dir().join(format!("weir-store-bench-{mode}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server_pid = None;
+    let mut server_pids = Vec::new();
+    let mut cluster = None;
+    let mut raw_table = "flows";
     let store = match mode {
         "store-embedded" => {
             format!("kind = \"embedded\"\n[store.embedded]\npath = \"{}\"\n", dir.join("chdb").display())
@@ -129,14 +135,45 @@ fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagra
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            server_pid = String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok();
+            server_pids.extend(String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok());
             format!("kind = \"remote\"\n[store.remote]\nurl = \"http://127.0.0.1:{http}\"\n")
+        }
+        "store-cluster" => {
+            // A base with the cluster's 43 ports free.
+            let base = (0..50u32)
+                .map(|i| (20_000 + (std::process::id() + i * 97) % 4000 * 10) as u16)
+                .find(|b| (0..=42).all(|p| std::net::TcpListener::bind(("127.0.0.1", b + p)).is_ok()))
+                .expect("free ports for the cluster");
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster");
+            let out = std::process::Command::new(script)
+                .arg(dir.join("cluster"))
+                .args([base.to_string(), "start".into()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            // `zookeeper PID` and `node N PID URL` lines.
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let pid = if words[0] == "node" { words.get(2) } else { words.get(1) };
+                server_pids.extend(pid.and_then(|p| p.parse::<u32>().ok()));
+            }
+            cluster = Some((script, dir.join("cluster"), base));
+            raw_table = "flows_local";
+            let node = |n: u16| format!("\"http://127.0.0.1:{}\"", base + 10 * n);
+            format!(
+                "kind = \"remote\"\n[store.remote]\nurl = {}\ncluster = \"weir\"\nfailover = [{}, {}, {}]\n",
+                node(1),
+                node(2),
+                node(3),
+                node(4)
+            )
         }
         other => panic!("unknown mode {other}"),
     };
     let sink = format!("[sink]\nkind = \"store\"\n[store]\nspool_dir = \"{}\"\n{store}", dir.join("spool").display());
     let (mut child, metrics, cpu_before) = start_weir(port, rx_cpu, tx_cpu, &sink);
-    let server_cpu_before = server_pid.map_or(0.0, process_cpu_s);
+    let servers_cpu = || server_pids.iter().map(|p| process_cpu_s(*p)).sum::<f64>();
+    let server_cpu_before = servers_cpu();
     let template = template_datagram(Protocol::Ipfix);
     let start = Instant::now();
     let sent = send_for(port, tx_cpu, Duration::from_secs(seconds), &template, datagrams);
@@ -151,19 +188,26 @@ fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagra
         stored = scrape(&metrics, "weir_store_rows_inserted_total");
     }
     let store_seconds = start.elapsed().as_secs_f64();
-    let cpu = process_cpu_s(child.id()) - cpu_before + server_pid.map_or(0.0, |p| process_cpu_s(p) - server_cpu_before);
+    let cpu = process_cpu_s(child.id()) - cpu_before + servers_cpu() - server_cpu_before;
     let parts = query(
         &metrics,
-        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'weir' AND table = 'flows' AND active",
+        &format!(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'weir' AND table = '{raw_table}' AND active"
+        ),
     );
     // SAFETY: plain syscalls on our child and the server we started.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
-        if let Some(pid) = server_pid {
-            libc::kill(pid as i32, libc::SIGTERM);
+        if cluster.is_none() {
+            for pid in &server_pids {
+                libc::kill(*pid as i32, libc::SIGTERM);
+            }
         }
     }
     let _ = child.wait();
+    if let Some((script, dir, base)) = cluster {
+        let _ = std::process::Command::new(script).arg(dir).args([base.to_string(), "stop".into()]).output();
+    }
     StoreOutcome {
         seconds: elapsed,
         sent,

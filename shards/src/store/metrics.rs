@@ -99,6 +99,12 @@ pub struct StoreMetrics {
     /// in use could not be reached.
     pub remote_node: AtomicU64,
     pub remote_failovers: AtomicU64,
+    /// A cluster: the records inserts' copies to the other nodes
+    /// (`remote::CopyCounts`).
+    pub remote_copies_sent: AtomicU64,
+    pub remote_copy_errors: AtomicU64,
+    pub remote_copies_dropped: AtomicU64,
+    pub remote_copies_waiting: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -130,7 +136,7 @@ impl StoreMetrics {
 
 impl Exported for StoreMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_rows_inserted", "Raw flow rows the store accepted.", &self.rows_inserted),
@@ -159,6 +165,21 @@ impl Exported for StoreMetrics {
                 "weir_store_remote_failovers",
                 "Moves to another ClickHouse node (store.remote.failover) because the one in use could not be reached.",
                 &self.remote_failovers,
+            ),
+            (
+                "weir_store_remote_record_copies",
+                "Records inserts copied to another node of the cluster (each node keeps its own records tables).",
+                &self.remote_copies_sent,
+            ),
+            (
+                "weir_store_remote_record_copy_errors",
+                "Records copies a node did not take (each is tried again).",
+                &self.remote_copy_errors,
+            ),
+            (
+                "weir_store_remote_record_copies_dropped",
+                "Records copies dropped because their node's queue was full (the node lacks those names).",
+                &self.remote_copies_dropped,
             ),
         ];
         counters_of(e, &counters)?;
@@ -223,7 +244,7 @@ impl Exported for StoreMetrics {
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed)));
         let help = "HAProxy request rows that never reached the store, by reason.";
         counter_by(e, "weir_store_http_rows_dropped", help, "reason", &dropped)?;
-        let gauges: [(&str, &str, &AtomicU64); 5] = [
+        let gauges: [(&str, &str, &AtomicU64); 6] = [
             ("weir_store_memory_bytes", "Bytes of chunks waiting in memory for the store.", &self.memory_bytes),
             ("weir_store_spool_bytes", "Bytes in the on-disk spool.", &self.spool_bytes),
             ("weir_store_spool_chunks", "Chunks in the on-disk spool.", &self.spool_chunks),
@@ -232,6 +253,11 @@ impl Exported for StoreMetrics {
                 "weir_store_remote_node",
                 "The ClickHouse node in use: 0 store.remote.url, then store.remote.failover in order.",
                 &self.remote_node,
+            ),
+            (
+                "weir_store_remote_record_copies_waiting",
+                "Records copies waiting for their node (a cluster's node that could not take them).",
+                &self.remote_copies_waiting,
             ),
         ];
         gauges_of(e, &gauges)?;

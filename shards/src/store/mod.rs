@@ -282,12 +282,21 @@ impl Engine {
         }
     }
 
+    /// A cluster: the records copies whose nodes are due for another try
+    /// (`remote` "Copies"); nothing otherwise.
+    pub fn send_copies(&mut self) {
+        if let Engine::Remote(r) = self {
+            r.send_copies();
+        }
+    }
+
     /// A ClickHouse server's node in use (0: `store.remote.url`, then
-    /// `store.remote.failover` in order) and the moves between them.
-    pub fn remote_node(&self) -> Option<(usize, u64)> {
+    /// `store.remote.failover` in order), the moves between them, and the
+    /// records copies to a cluster's other nodes.
+    pub fn remote_node(&self) -> Option<(usize, u64, remote::CopyCounts)> {
         match self {
             Engine::Embedded(_) => None,
-            Engine::Remote(r) => Some((r.node(), r.failovers)),
+            Engine::Remote(r) => Some((r.node(), r.failovers, r.copy_counts)),
         }
     }
 
@@ -313,7 +322,10 @@ pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Resu
     let names: Vec<String> = String::from_utf8_lossy(&names).lines().map(str::to_string).collect();
     schema.dialect = schema.dialect.with_merge_tree_settings(&names);
     let live = read_live(engine, &schema.database)?;
-    let plan = migrate::plan(&schema, &live);
+    let mut plan = migrate::plan(&schema, &live);
+    if let Some(cluster) = &schema.cluster {
+        plan.warnings.extend(unlisted_nodes(engine, cluster, &config.remote));
+    }
     if !dry_run {
         for step in &plan.steps {
             engine
@@ -322,6 +334,22 @@ pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Resu
         }
     }
     Ok((schema, plan))
+}
+
+/// A warning when the cluster has more nodes than `store.remote` lists:
+/// the records tables, which each node keeps for itself, reach only the
+/// nodes listed.
+fn unlisted_nodes(engine: &mut Engine, cluster: &str, remote: &weir_core::config::RemoteStoreConfig) -> Option<String> {
+    let sql = format!("SELECT count() FROM system.clusters WHERE cluster = '{}'", cluster.replace('\'', "\\'"));
+    let nodes: usize = String::from_utf8_lossy(&engine.query(&sql, "TabSeparated").ok()?).trim().parse().ok()?;
+    let listed = 1 + remote.failover.len();
+    (nodes > listed).then(|| {
+        format!(
+            "cluster {cluster} has {nodes} nodes and store.remote lists {listed} (url and failover): \
+             the exporter and interface names (records tables) reach only those, so the raw table's \
+             name columns read empty where another node answers; list every node"
+        )
+    })
 }
 
 /// What the database has now: tables, their columns, helper table rows.

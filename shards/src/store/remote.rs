@@ -15,7 +15,19 @@
 //! answers, even with an error, or that does not answer within
 //! `timeout_ms`, is not left (the insert may have been stored: only a
 //! replica of the same shard would drop it again).
+//!
+//! **Copies.** On a cluster, a table every node keeps for itself (the
+//! records tables: `Join` engines, which do not replicate) takes each
+//! insert on the node in use, and then a copy on every other listed node,
+//! so that the raw table's name aliases read the same on any node. A copy
+//! that fails waits in that node's queue (at most [`COPIES_MAX`] bytes, the
+//! oldest dropped and counted beyond) and is sent again, in order, at an
+//! insert [`COPY_RETRY`] later (doubling while it fails, up to
+//! [`COPY_RETRY_MAX`]), with at most [`COPY_TIMEOUT`] per try.
+//! A record sent twice is harmless: its id is its content's hash, and a
+//! `Join(ANY, ...)` table keeps the first row of an id.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -25,6 +37,37 @@ use weir_core::config::RemoteStoreConfig;
 
 /// How long a failover node is used before `url` is tried first again.
 pub const RETURN_AFTER: Duration = Duration::from_secs(60);
+/// The bytes of copies one node may have waiting.
+pub const COPIES_MAX: usize = 32 << 20;
+/// How long a node whose copy failed is left alone at first; the wait
+/// doubles with each failure in a row, up to [`COPY_RETRY_MAX`].
+pub const COPY_RETRY: Duration = Duration::from_secs(5);
+pub const COPY_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The longest a copy may take (they are a few kilobytes).
+pub const COPY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What happened to the copies of the per-node tables' inserts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyCounts {
+    /// Copies a node took.
+    pub sent: u64,
+    /// Tries that failed (each is tried again).
+    pub failed: u64,
+    /// Copies dropped from a full queue.
+    pub dropped: u64,
+    /// Copies waiting, all nodes together.
+    pub waiting: u64,
+}
+
+/// A node's copies still to send, and when to try next.
+#[derive(Default)]
+struct Copies {
+    queue: VecDeque<(String, Bytes)>,
+    bytes: usize,
+    next_try: Option<Instant>,
+    /// The wait after the last failure (zero after a success).
+    wait: Duration,
+}
 
 pub struct Remote {
     /// `url`, then the failover nodes: their URL and client.
@@ -38,6 +81,9 @@ pub struct Remote {
     timeout: Duration,
     /// A cluster's node: inserts go into the `_local` tables.
     cluster: bool,
+    /// Per node (as `nodes`): copies of the per-node tables' inserts.
+    copies: Vec<Copies>,
+    pub copy_counts: CopyCounts,
 }
 
 impl Remote {
@@ -58,8 +104,11 @@ impl Remote {
                 client.with_password(&config.password)
             }
         };
-        let nodes = std::iter::once(&config.url).chain(&config.failover).map(|u| (u.clone(), client(u))).collect();
+        let nodes: Vec<_> =
+            std::iter::once(&config.url).chain(&config.failover).map(|u| (u.clone(), client(u))).collect();
         Ok(Remote {
+            copies: nodes.iter().map(|_| Copies::default()).collect(),
+            copy_counts: CopyCounts::default(),
             nodes,
             current: 0,
             since: Instant::now(),
@@ -76,19 +125,73 @@ impl Remote {
     }
 
     /// Sends `rows` (Native blocks) with `insert_sql` (`INSERT ... FORMAT
-    /// Native`); on a cluster, into the local table of this node's shard.
+    /// Native`); on a cluster, into the local table of this node's shard,
+    /// or, for a table every node keeps for itself, into that of the node
+    /// in use and then of every other node (see "Copies").
     pub fn insert(&mut self, insert_sql: &str, rows: &[u8]) -> Result<(), String> {
         let data = Bytes::copy_from_slice(rows);
+        let per_node = self.cluster && weir_core::cluster::per_node_insert(insert_sql);
         let insert_sql =
             if self.cluster { weir_core::cluster::local_insert(insert_sql) } else { insert_sql.to_string() };
-        self.on_a_node(|client| {
-            let (sql, data) = (insert_sql.clone(), data.clone());
-            async move {
-                let mut insert = client.insert_formatted_with(sql);
-                insert.send(data).await?;
-                insert.end().await
+        self.on_a_node(|client| send(client, insert_sql.clone(), data.clone()))?;
+        if per_node {
+            let took = self.current;
+            for (i, copies) in self.copies.iter_mut().enumerate().filter(|(i, _)| *i != took) {
+                copies.queue.push_back((insert_sql.clone(), data.clone()));
+                copies.bytes += data.len();
+                while copies.bytes > COPIES_MAX {
+                    let Some((_, old)) = copies.queue.pop_front() else { break };
+                    copies.bytes -= old.len();
+                    self.copy_counts.dropped += 1;
+                    tracing::warn!(node = %self.nodes[i].0, "store.remote: a records copy dropped, its node's queue is full");
+                }
             }
-        })
+        }
+        self.send_copies();
+        Ok(())
+    }
+
+    /// Sends the copies waiting, node by node, in order, until one fails;
+    /// a node that failed waits its turn (`Copies::next_try`).
+    pub fn send_copies(&mut self) {
+        if self.copies.iter().all(|c| c.queue.is_empty()) {
+            return;
+        }
+        let now = Instant::now();
+        for i in 0..self.nodes.len() {
+            if self.copies[i].next_try.is_some_and(|t| now < t) {
+                continue;
+            }
+            while let Some((sql, data)) = self.copies[i].queue.front().cloned() {
+                let client = self.nodes[i].1.clone();
+                let limit = COPY_TIMEOUT.min(self.timeout);
+                let copy = send(client, sql, data.clone());
+                let answer = self.runtime.block_on(async { tokio::time::timeout(limit, copy).await });
+                let copies = &mut self.copies[i];
+                match answer {
+                    Ok(Ok(())) => {
+                        copies.queue.pop_front();
+                        copies.bytes -= data.len();
+                        (copies.next_try, copies.wait) = (None, Duration::ZERO);
+                        self.copy_counts.sent += 1;
+                    }
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {} ms", COPY_TIMEOUT.min(self.timeout).as_millis()),
+                        };
+                        if copies.wait.is_zero() {
+                            tracing::warn!(node = %self.nodes[i].0, "store.remote: a records copy failed, tried again from {} s to {} s later: {why}", COPY_RETRY.as_secs(), COPY_RETRY_MAX.as_secs());
+                        }
+                        copies.wait = (copies.wait * 2).clamp(COPY_RETRY, COPY_RETRY_MAX);
+                        copies.next_try = Some(now + copies.wait);
+                        self.copy_counts.failed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        self.copy_counts.waiting = self.copies.iter().map(|c| c.queue.len() as u64).sum();
     }
 
     /// Runs `sql` and returns its output in `format`.
@@ -125,13 +228,18 @@ impl Remote {
     /// Runs a statement with no result (DDL, INSERT ... VALUES). On a
     /// cluster the server waits for every node to run an `ON CLUSTER`
     /// statement for at most a second less than `timeout_ms`, then says
-    /// which have not (they run it from the queue when they return).
+    /// which have not (they run it from the queue when they return), and
+    /// an `INSERT ... VALUES` (a helper table's rows, replicated to every
+    /// node) is not deduplicated: a table emptied and filled again takes
+    /// the same rows again.
     pub fn execute(&mut self, sql: &str) -> Result<(), String> {
         let wait = (self.cluster).then(|| (self.timeout.as_secs().saturating_sub(1)).max(1).to_string());
         self.on_a_node(|client| {
             let mut query = client.query_raw(sql);
             if let Some(wait) = &wait {
-                query = query.with_setting("distributed_ddl_task_timeout", wait.clone());
+                query = query
+                    .with_setting("distributed_ddl_task_timeout", wait.clone())
+                    .with_setting("insert_deduplicate", "0");
             }
             query.execute()
         })
@@ -173,6 +281,13 @@ impl Remote {
             }
         })
     }
+}
+
+/// One insert of `data` (the rows of `sql`'s format) on `client`'s node.
+async fn send(client: Client, sql: String, data: Bytes) -> clickhouse::error::Result<()> {
+    let mut insert = client.insert_formatted_with(sql);
+    insert.send(data).await?;
+    insert.end().await
 }
 
 /// Whether the request never reached the server (a connection refused or

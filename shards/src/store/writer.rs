@@ -801,6 +801,9 @@ impl Writer {
                     warn!("store: {e}");
                 }
             }
+            if let Some(engine) = &mut self.engine {
+                engine.send_copies();
+            }
             self.bound_memory();
             self.publish();
         }
@@ -1156,9 +1159,13 @@ impl Writer {
         m.spool_chunks.store(self.spool.chunks() as u64, Relaxed);
         m.up.store(self.up as u64, Relaxed);
         m.connected.store(self.engine.is_some() as u64, Relaxed);
-        if let Some((node, failovers)) = self.engine.as_ref().and_then(Engine::remote_node) {
+        if let Some((node, failovers, copies)) = self.engine.as_ref().and_then(Engine::remote_node) {
             m.remote_node.store(node as u64, Relaxed);
             m.remote_failovers.store(failovers, Relaxed);
+            m.remote_copies_sent.store(copies.sent, Relaxed);
+            m.remote_copy_errors.store(copies.failed, Relaxed);
+            m.remote_copies_dropped.store(copies.dropped, Relaxed);
+            m.remote_copies_waiting.store(copies.waiting, Relaxed);
         }
     }
 }
