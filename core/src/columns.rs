@@ -50,6 +50,7 @@ pub const MODERN: Dialect = Dialect {
     modify_order_by: true,
     ttl_only_drop_parts: true,
     merge_selector_base: true,
+    merge_cap: true,
     low_cardinality: true,
     join_get: true,
     uint128: true,

@@ -829,6 +829,10 @@ pub struct StoreConfig {
     /// are kept up to one partition longer (a day; a month in flows_1h), and
     /// no merge rewrites the rows that stay (see `schema::SchemaSettings`).
     pub ttl_only_drop_parts: bool,
+    /// The largest part the raw table's merges make, in bytes (ClickHouse's
+    /// `max_bytes_to_merge_at_max_space_in_pool` on `flows`); 0: the
+    /// engine's own (150 GiB). Fewer merge levels for more parts.
+    pub raw_part_bytes_max: u64,
     pub embedded: EmbeddedStoreConfig,
     pub remote: RemoteStoreConfig,
     /// The `http_requests` table, from `[haproxy]` with `store = true`
@@ -864,6 +868,7 @@ impl Default for StoreConfig {
             ttl_5m_hours: 2160,
             ttl_1h_hours: 8760,
             ttl_only_drop_parts: true,
+            raw_part_bytes_max: 4 << 30,
             embedded: EmbeddedStoreConfig::default(),
             remote: RemoteStoreConfig::default(),
             http: None,
@@ -882,6 +887,7 @@ impl StoreConfig {
             ttl_5m_hours: self.ttl_5m_hours,
             ttl_1h_hours: self.ttl_1h_hours,
             ttl_only_drop_parts: self.ttl_only_drop_parts,
+            raw_part_bytes_max: self.raw_part_bytes_max,
             http: self.http.clone(),
             cluster: (self.kind == StoreKind::Remote && !self.remote.cluster.is_empty())
                 .then(|| self.remote.cluster.clone()),

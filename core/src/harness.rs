@@ -178,6 +178,7 @@ pub fn live_schema(data: &[u8]) {
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
+        raw_part_bytes_max: 4 << 30,
         http: None,
         cluster: None,
     };

@@ -23,6 +23,9 @@ pub const RAW_TABLE: &str = "flows";
 /// The raw table's `merge_selector_base` (ClickHouse's default: 5).
 pub const RAW_MERGE_SELECTOR_BASE: u32 = 10;
 
+/// The table setting that caps the parts merges make.
+pub const MERGE_CAP_SETTING: &str = "max_bytes_to_merge_at_max_space_in_pool";
+
 /// What a column holds on disk; the ClickHouse type depends on the dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnType {
@@ -397,6 +400,10 @@ pub struct Dialect {
     pub ttl_only_drop_parts: bool,
     /// The `merge_selector_base` table setting; the migration asks the server.
     pub merge_selector_base: bool,
+    /// `max_bytes_to_merge_at_max_space_in_pool` as a table setting that
+    /// `MODIFY SETTING` can change (with `ttl_only_drop_parts`, 20.3); the
+    /// migration asks the server.
+    pub merge_cap: bool,
     /// `LowCardinality(String)` without an experimental setting (19.0);
     /// otherwise `String` (`columns::retype` expands the dictionaries).
     pub low_cardinality: bool,
@@ -421,6 +428,7 @@ impl Dialect {
             modify_order_by: v >= ServerVersion(19, 1),
             ttl_only_drop_parts: v >= ServerVersion(20, 3),
             merge_selector_base: v >= ServerVersion(25, 1),
+            merge_cap: v >= ServerVersion(20, 3),
             low_cardinality: v >= ServerVersion(19, 1),
             join_get: v >= ServerVersion(20, 1),
             uint128: v >= ServerVersion(21, 7),
@@ -433,6 +441,7 @@ impl Dialect {
         let has = |n: &str| names.iter().any(|m| m == n);
         self.ttl_only_drop_parts = self.ttl && has("ttl_only_drop_parts");
         self.merge_selector_base = has("merge_selector_base");
+        self.merge_cap = self.ttl_only_drop_parts && has(MERGE_CAP_SETTING);
         self
     }
 
@@ -532,6 +541,9 @@ pub struct SchemaSettings {
     /// the rows that stay, at the price of keeping a part until its newest
     /// row expires (at most one partition longer: a day, a month for flows_1h).
     pub ttl_only_drop_parts: bool,
+    /// The largest part merges make in the raw table, in bytes
+    /// (`max_bytes_to_merge_at_max_space_in_pool`); 0: the engine's own.
+    pub raw_part_bytes_max: u64,
     /// HAProxy's requests' table (`[haproxy] store = true`).
     pub http: Option<crate::httplog::HttpTable>,
     /// The ClickHouse cluster the tables are made on (`crate::cluster`).
@@ -550,6 +562,8 @@ pub struct Schema {
     pub consolidations: Vec<Consolidation>,
     /// `SchemaSettings::ttl_only_drop_parts`, where the server can.
     pub ttl_only_drop_parts: bool,
+    /// `SchemaSettings::raw_part_bytes_max`.
+    pub raw_part_bytes_max: u64,
     pub http: Option<crate::httplog::HttpTable>,
     pub cluster: Option<String>,
 }
@@ -572,6 +586,7 @@ impl Schema {
             ttl_raw_hours: settings.ttl_raw_hours,
             consolidations,
             ttl_only_drop_parts: settings.ttl_only_drop_parts,
+            raw_part_bytes_max: settings.raw_part_bytes_max,
             http: settings.http.clone(),
             cluster: settings.cluster.clone(),
         }
@@ -736,7 +751,12 @@ impl Schema {
     ///   of a size, so each row is rewritten fewer times (1.09 vs 1.74 rows
     ///   merged per row inserted over 100 one-million-row inserts, 15 % less
     ///   CPU), for more parts per partition (20 vs 10: queries on the raw
-    ///   table 11 % slower; 20 would save 24 % for 23 % slower queries).
+    ///   table 11 % slower; 20 would save 24 % for 23 % slower queries);
+    /// - `max_bytes_to_merge_at_max_space_in_pool` (raw table only,
+    ///   `raw_part_bytes_max`): merges stop at parts of that size, so a
+    ///   row is rewritten about log10(cap / insert) times instead of
+    ///   log10(partition / insert) ("merges in steady state": 2.5 → 1.0
+    ///   rewrites with a cap at 1 % of the partition).
     pub fn table_settings(&self, raw: bool) -> Vec<(&'static str, String)> {
         let mut settings = Vec::new();
         if self.dialect.ttl && self.dialect.ttl_only_drop_parts {
@@ -744,6 +764,9 @@ impl Schema {
         }
         if raw && self.dialect.merge_selector_base {
             settings.push(("merge_selector_base", RAW_MERGE_SELECTOR_BASE.to_string()));
+        }
+        if raw && self.dialect.merge_cap && self.raw_part_bytes_max > 0 {
+            settings.push((MERGE_CAP_SETTING, self.raw_part_bytes_max.to_string()));
         }
         settings
     }
@@ -886,6 +909,7 @@ pub(crate) fn test_settings(optional: &[&str]) -> SchemaSettings {
         ttl_5m_hours: 2160,
         ttl_1h_hours: 8760,
         ttl_only_drop_parts: true,
+        raw_part_bytes_max: 4 << 30,
         http: None,
         cluster: None,
     }
@@ -931,7 +955,8 @@ mod tests {
         assert!(ddl.contains("SrcAddr IPv6") && ddl.contains("FlowStart DateTime64(3)"));
         assert!(ddl.contains("DstLargeCommunities Array(UInt128)") && !ddl.contains("SrcCommunities"));
         assert!(ddl.contains(
-            "TTL TimeReceived + toIntervalHour(168)\nSETTINGS ttl_only_drop_parts = 1, merge_selector_base = 10"
+            "TTL TimeReceived + toIntervalHour(168)\nSETTINGS ttl_only_drop_parts = 1, merge_selector_base = 10, \
+             max_bytes_to_merge_at_max_space_in_pool = 4294967296"
         ));
         assert!(new.create_consolidated_table(&new.consolidations[2]).ends_with("SETTINGS ttl_only_drop_parts = 1"));
         assert!(new.dialect.warnings().is_empty());
@@ -940,9 +965,15 @@ mod tests {
         assert_eq!(middle.dialect.warnings().len(), 4);
         // What the server lists wins over its version.
         let listed = new.dialect.with_merge_tree_settings(&["ttl_only_drop_parts".to_string()]);
-        assert!(listed.ttl_only_drop_parts && !listed.merge_selector_base);
+        assert!(listed.ttl_only_drop_parts && !listed.merge_selector_base && !listed.merge_cap);
         let none = new.dialect.with_merge_tree_settings(&[]);
-        assert!(!none.ttl_only_drop_parts && !none.merge_selector_base);
+        assert!(!none.ttl_only_drop_parts && !none.merge_selector_base && !none.merge_cap);
+        // The cap needs MODIFY SETTING (taken from ttl_only_drop_parts): not on 18.16, which lists it.
+        let cap = [MERGE_CAP_SETTING.to_string()];
+        let old18 = Schema::new(&test_settings(&[]), ServerVersion(18, 16));
+        assert!(!old18.dialect.with_merge_tree_settings(&cap).merge_cap);
+        let off = Schema::new(&SchemaSettings { raw_part_bytes_max: 0, ..test_settings(&[]) }, ServerVersion(26, 7));
+        assert!(!off.create_raw_table().contains(MERGE_CAP_SETTING), "0: the engine's own");
     }
 
     #[test]

@@ -205,6 +205,7 @@ fn store_settings() -> SchemaSettings {
         ttl_5m_hours: 1,
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
+        raw_part_bytes_max: 4 << 30,
         http: None,
         cluster: None,
     }
@@ -492,19 +493,26 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         let ddl = |table: &str| {
             query(&config, None, &format!("SELECT create_table_query FROM system.tables WHERE name = '{table}'"))
         };
+        let chosen =
+            "ttl_only_drop_parts = 1, merge_selector_base = 10, max_bytes_to_merge_at_max_space_in_pool = 4294967296";
         if matches!(store, Store::Embedded) {
-            assert!(ddl("flows").contains("ttl_only_drop_parts = 1, merge_selector_base = 10"), "{}", ddl("flows"));
+            assert!(ddl("flows").contains(chosen), "{}", ddl("flows"));
             assert!(ddl("flows_1h").contains("SETTINGS ttl_only_drop_parts = 1"), "{}", ddl("flows_1h"));
             query(
                 &writes,
                 None,
-                "ALTER TABLE weir.flows MODIFY SETTING ttl_only_drop_parts = 0, merge_selector_base = 5",
+                "ALTER TABLE weir.flows MODIFY SETTING ttl_only_drop_parts = 0, merge_selector_base = 5, \
+                 max_bytes_to_merge_at_max_space_in_pool = 1000000",
             );
             let reset = weir(&["migrate"], &config);
-            assert!(reset.contains("ran 2 steps") && reset.contains("flows does not have ttl_only_drop_parts = 1"));
-            assert!(ddl("flows").contains("ttl_only_drop_parts = 1, merge_selector_base = 10"), "{}", ddl("flows"));
+            assert!(reset.contains("ran 3 steps") && reset.contains("flows does not have ttl_only_drop_parts = 1"));
+            assert!(ddl("flows").contains(chosen), "{}", ddl("flows"));
         } else {
-            assert!(!ddl("flows").contains("SETTINGS ttl_only_drop_parts"), "{}", ddl("flows"));
+            let flows = ddl("flows");
+            assert!(
+                !flows.contains("SETTINGS ttl_only_drop_parts") && !flows.contains("max_bytes_to_merge"),
+                "{flows}"
+            );
         }
         let with_vlan = store_config(&dir, port, &store, "optional_columns = [\"SrcVlan\", \"SrcMAC\"]");
         let added = weir(&["migrate"], &with_vlan);

@@ -315,7 +315,8 @@ pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Resu
     // Table settings as the server lists them (none if it cannot say).
     let names = engine
         .query(
-            "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', 'merge_selector_base')",
+            "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', 'merge_selector_base', \
+             'max_bytes_to_merge_at_max_space_in_pool')",
             "TabSeparated",
         )
         .unwrap_or_default();
