@@ -19,20 +19,17 @@
 mod common;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until, write_config, Collector,
+    free_tcp_port, free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until,
+    write_config, Collector,
 };
 use weir_core::flow::addr_from_ip;
 use weir_core::FlowRecord;
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// From 127.0.0.1, one IPFIX datagram: 10 flows to `dst` with DstPort
 /// `round`, the flow's own destination mask 8 and no AS.

@@ -13,8 +13,25 @@ use weir_core::encode::{netflow_v5, ExportHeader};
 use weir_core::flow::{addr_from_v4, FlowRecord};
 use weir_core::pcap::{Frame, PcapReader};
 
+/// A UDP port nothing is bound to now, and that this process has not
+/// handed out before (`fresh`).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    fresh(&GIVEN, || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+}
+
+/// A port from `pick` that `given` does not hold yet, then held: the
+/// kernel may hand the same free port out twice before a test binds it
+/// (a gobgpd peer once dialled the collector's BMP port, picked the same).
+fn fresh(given: &std::sync::Mutex<Vec<u16>>, pick: impl Fn() -> u16) -> u16 {
+    let mut given = given.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = pick();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -403,6 +420,9 @@ impl Drop for Server {
     }
 }
 
+/// A TCP port nothing listens on now, and that this process has not
+/// handed out before.
 pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    fresh(&GIVEN, || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
 }
