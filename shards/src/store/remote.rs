@@ -163,23 +163,17 @@ impl Remote {
                 continue;
             }
             while let Some((sql, data)) = self.copies[i].queue.front().cloned() {
-                let client = self.nodes[i].1.clone();
-                let limit = COPY_TIMEOUT.min(self.timeout);
-                let copy = send(client, sql, data.clone());
-                let answer = self.runtime.block_on(async { tokio::time::timeout(limit, copy).await });
+                let copy = send(self.nodes[i].1.clone(), sql, data.clone());
+                let answer = self.block_on(COPY_TIMEOUT.min(self.timeout), copy);
                 let copies = &mut self.copies[i];
                 match answer {
-                    Ok(Ok(())) => {
+                    Ok(()) => {
                         copies.queue.pop_front();
                         copies.bytes -= data.len();
                         (copies.next_try, copies.wait) = (None, Duration::ZERO);
                         self.copy_counts.sent += 1;
                     }
-                    failed => {
-                        let why = match failed {
-                            Ok(Err(e)) => e.to_string(),
-                            _ => format!("no answer within {} ms", COPY_TIMEOUT.min(self.timeout).as_millis()),
-                        };
+                    Err(why) => {
                         if copies.wait.is_zero() {
                             tracing::warn!(node = %self.nodes[i].0, "store.remote: a records copy failed, tried again from {} s to {} s later: {why}", COPY_RETRY.as_secs(), COPY_RETRY_MAX.as_secs());
                         }
@@ -255,7 +249,7 @@ impl Remote {
         let n = self.nodes.len();
         let mut unreachable = Vec::new();
         for i in (0..n).map(|k| (first + k) % n) {
-            let answer = self.block_on(work(self.nodes[i].1.clone()));
+            let answer = self.block_on(self.timeout, work(self.nodes[i].1.clone()));
             match answer {
                 Err(e) if n > 1 && cannot_connect(&e) => unreachable.push(format!("{}: {e}", self.nodes[i].0)),
                 answer => {
@@ -272,12 +266,17 @@ impl Remote {
         Err(format!("no node could be reached: {}", unreachable.join("; ")))
     }
 
-    fn block_on<T>(&self, work: impl Future<Output = clickhouse::error::Result<T>>) -> Result<T, String> {
+    /// `work` on the runtime, for at most `limit`.
+    fn block_on<T>(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = clickhouse::error::Result<T>>,
+    ) -> Result<T, String> {
         self.runtime.block_on(async {
-            match tokio::time::timeout(self.timeout, work).await {
+            match tokio::time::timeout(limit, work).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+                Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
             }
         })
     }
