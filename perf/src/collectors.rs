@@ -631,6 +631,16 @@ fn process_stat(pid: u32) -> Option<(u32, f64)> {
     Some((fields.get(2)?.parse().ok()?, ticks / tick))
 }
 
+/// The base port of `scripts/clickhouse-cluster`: one whose next 42 TCP
+/// ports (ZooKeeper, then HTTP, TCP and interserver for each of the four
+/// nodes) are free now on loopback.
+pub fn cluster_base_port() -> u16 {
+    (0..50u32)
+        .map(|i| (20_000 + (std::process::id() + i * 97) % 4000 * 10) as u16)
+        .find(|b| (0..=42).all(|p| std::net::TcpListener::bind(("127.0.0.1", b + p)).is_ok()))
+        .expect("free ports for the cluster")
+}
+
 /// User + system CPU seconds of one process (0 when it is gone).
 pub fn process_cpu_s(pid: u32) -> f64 {
     process_stat(pid).map_or(0.0, |(_, cpu_s)| cpu_s)

@@ -32,11 +32,7 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path) -> Cluster {
-        // A base whose 43 ports are free.
-        let base = (0..50u32)
-            .map(|i| (20_000 + (std::process::id() + i * 97) % 4000 * 10) as u16)
-            .find(|b| (0..=42).all(|p| std::net::TcpListener::bind(("127.0.0.1", b + p)).is_ok()))
-            .expect("free ports for the cluster");
+        let base = weir_perf::collectors::cluster_base_port();
         let c = Cluster { dir: dir.to_path_buf(), base };
         c.run(&["start"]);
         c

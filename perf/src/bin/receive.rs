@@ -139,11 +139,7 @@ fn measure_store(mode: &str, seconds: u64, rx_cpu: usize, tx_cpu: usize, datagra
             format!("kind = \"remote\"\n[store.remote]\nurl = \"http://127.0.0.1:{http}\"\n")
         }
         "store-cluster" => {
-            // A base with the cluster's 43 ports free.
-            let base = (0..50u32)
-                .map(|i| (20_000 + (std::process::id() + i * 97) % 4000 * 10) as u16)
-                .find(|b| (0..=42).all(|p| std::net::TcpListener::bind(("127.0.0.1", b + p)).is_ok()))
-                .expect("free ports for the cluster");
+            let base = weir_perf::collectors::cluster_base_port();
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/clickhouse-cluster");
             let out = std::process::Command::new(script)
                 .arg(dir.join("cluster"))

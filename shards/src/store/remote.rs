@@ -21,8 +21,8 @@
 //! insert on the node in use, and then a copy on every other listed node,
 //! so that the raw table's name aliases read the same on any node. A copy
 //! that fails waits in that node's queue (at most [`COPIES_MAX`] bytes, the
-//! oldest dropped and counted beyond) and is sent again, in order, at an
-//! insert [`COPY_RETRY`] later (doubling while it fails, up to
+//! oldest dropped and counted beyond) and is sent again, in order, by the
+//! writer's loop [`COPY_RETRY`] later (doubling while it fails, up to
 //! [`COPY_RETRY_MAX`]), with at most [`COPY_TIMEOUT`] per try.
 //! A record sent twice is harmless: its id is its content's hash, and a
 //! `Join(ANY, ...)` table keeps the first row of an id.
@@ -147,7 +147,7 @@ impl Remote {
                 }
             }
         }
-        self.send_copies();
+        // The writer's loop sends them (`send_copies`) after each round.
         Ok(())
     }
 
