@@ -130,6 +130,8 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
         Mode::Outlet => Shards::start_outlet(&config, &cores, &counters, &writer)?,
         Mode::Run | Mode::Inlet => Shards::start(&config, &cores, sockets, &counters.receive, &writer)?,
     };
+    // Every socket is bound and read: /health says so before the log does.
+    health.set_started();
     match mode {
         Mode::Outlet => info!(
             "{} outlet shards on CPUs {cores:?}, consuming {} in group {}: ready",
@@ -142,7 +144,6 @@ pub fn run(args: &Args, mode: Mode) -> Result<(), String> {
         }
     }
     take_over(&config, &shards.inboxes);
-    health.set_started();
     let notifier = Notifier::from_env();
     notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={} shards running", std::process::id(), cores.len()));
     let watch = Watch::new(Duration::from_secs(config.run.stall_timeout_s), probes, Instant::now());
