@@ -212,6 +212,12 @@ pub struct Consolidator {
     order: Vec<(u128, u128, u64, u32)>,
     /// The records of the rows in `order`.
     metas: Vec<Meta>,
+    /// Per row of `order`, read from its entry while the dimensions are
+    /// (the entries are read at random: each column's pass over them
+    /// again cost a cache miss per row): the networks' sets, and the
+    /// exporter and interfaces its records are found by.
+    row_sets: Vec<[u32; 2]>,
+    row_exporters: Vec<(u128, u32, u32)>,
     out_columns: Vec<Vec<u8>>,
     keys_max: usize,
 }
@@ -271,6 +277,8 @@ impl Consolidator {
             coarse: SumTable::new(keys_max, at, hash),
             order: Vec::new(),
             metas: Vec::new(),
+            row_sets: Vec::new(),
+            row_exporters: Vec::new(),
             keys_max,
         }
     }
@@ -419,6 +427,13 @@ impl Consolidator {
         // The entries are read in key order, at random: each is fetched
         // a few rows ahead.
         const AHEAD: usize = 8;
+        let word_at = |k: &Key, at: usize| u32::from_be_bytes(k[at..at + 4].try_into().unwrap_or_default());
+        let index = |k: &Key, at: Option<usize>| at.map_or(0, |at| word_at(k, at));
+        let address_at = self.address_at;
+        let address =
+            |k: &Key| address_at.map_or(0, |at| u128::from_be_bytes(k[at..at + 16].try_into().unwrap_or_default()));
+        self.row_sets.clear();
+        self.row_exporters.clear();
         for (i, o) in self.order.iter().enumerate() {
             if let Some(next) = self.order.get(i + AHEAD) {
                 prefetch(&entries[next.3 as usize]);
@@ -431,22 +446,24 @@ impl Consolidator {
             sums[0].extend_from_slice(&e.sums.bytes.to_le_bytes());
             sums[1].extend_from_slice(&e.sums.packets.to_le_bytes());
             sums[2].extend_from_slice(&e.sums.flows.to_le_bytes());
+            if let Some(at) = self.nets_at {
+                self.row_sets.push([word_at(&e.key, at), word_at(&e.key, at + 4)]);
+            }
+            if self.metadata {
+                let k = &e.key;
+                self.row_exporters.push((address(k), index(k, self.in_if_at), index(k, self.out_if_at)));
+            }
         }
         // The network columns, after the metadata ones (catalog order):
         // each row's sets are in its key.
-        if let Some(at) = self.nets_at {
+        if self.nets_at.is_some() {
             let metadata_columns = self.columns.iter().filter(|c| matches!(c.source.record(), Some(0..=2))).count();
-            let sets = |side: usize, o: &(u128, u128, u64, u32)| {
-                let k = &entries[o.3 as usize].key;
-                let at = at + side * 4;
-                u32::from_be_bytes(k[at..at + 4].try_into().unwrap_or_default())
-            };
             let networks = &self.networks;
             let columns = self.columns.iter().filter_map(|c| c.source.network());
             let outs = meta_columns(&mut self.out_columns, self.dims.len()).skip(metadata_columns);
             for ((side, attr), out) in columns.zip(outs) {
                 out.clear();
-                let texts = self.order.iter().map(|o| networks.text(networks.set(sets(side, o)).record, attr));
+                let texts = self.row_sets.iter().map(|sets| networks.text(networks.set(sets[side]).record, attr));
                 write_low_cardinality(texts, out);
             }
         }
@@ -455,17 +472,9 @@ impl Consolidator {
         if !self.metadata {
             return;
         }
-        let address_at = self.address_at;
-        let address =
-            |k: &Key| address_at.map_or(0, |at| u128::from_be_bytes(k[at..at + 16].try_into().unwrap_or_default()));
-        let index = |k: &Key, at: Option<usize>| {
-            at.map_or(0, |at| u32::from_be_bytes(k[at..at + 4].try_into().unwrap_or_default()))
-        };
         self.metas.clear();
-        for o in &self.order {
-            let k = &entries[o.3 as usize].key;
-            let exporter = address(k).to_be_bytes();
-            let meta = self.snapshot.resolve(&exporter, index(k, self.in_if_at), index(k, self.out_if_at));
+        for &(address, in_if, out_if) in &self.row_exporters {
+            let meta = self.snapshot.resolve(&address.to_be_bytes(), in_if, out_if);
             self.metas.push(meta);
         }
         let metas = &self.metas;
@@ -473,11 +482,11 @@ impl Consolidator {
         self.meta_scratch.number(1, metas.iter().map(|m| m.in_if));
         self.meta_scratch.number(2, metas.iter().map(|m| m.out_if));
         let metas = self.columns.iter().filter(|c| matches!(c.source.record(), Some(0..=2)));
-        let order = &self.order;
+        let rows = &self.row_exporters;
         for (c, out) in metas.zip(meta_columns(&mut self.out_columns, self.dims.len())) {
             let kind = c.source.record().unwrap_or_default();
             out.clear();
-            let address_of = |i: usize| address(&entries[order[i].3 as usize].key);
+            let address_of = |i: usize| rows[i].0;
             write_meta_column(c.source, kind, address_of, &self.snapshot, &mut self.meta_scratch, out);
         }
     }

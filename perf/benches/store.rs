@@ -38,6 +38,19 @@ fn store(c: &mut Criterion) {
         })
     });
 
+    // The same with the flow in cache, as in a shard (the decoder has
+    // just written it): 1 024 flows, 64 times over.
+    group.bench_function("columns_push_hot", |b| {
+        b.iter(|| {
+            columns.clear();
+            for _ in 0..ROWS / 1024 {
+                for f in &flows[..1024] {
+                    columns.push(black_box(f));
+                }
+            }
+        })
+    });
+
     let mut sums = Consolidator::new(&layout, ROWS, KeyHash::with_seed(3));
     let mut out = [Vec::new(), Vec::new(), Vec::new()];
     group.bench_function("push_and_sum", |b| {
