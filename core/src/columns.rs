@@ -396,6 +396,17 @@ impl Columns {
         }
     }
 
+    /// The last row's `W` bytes in fixed-width column `column` (zeros for
+    /// an array column, an unknown index or no rows): `last` for a width
+    /// known at compile time, without the layout's lookup.
+    #[inline(always)]
+    pub fn last_fixed<const W: usize>(&self, column: usize) -> [u8; W] {
+        match self.data.get(column) {
+            Some(Data::Fixed(b)) => b.last_chunk::<W>().copied().unwrap_or([0; W]),
+            _ => [0; W],
+        }
+    }
+
     /// Forgets the rows, keeping the buffers.
     pub fn clear(&mut self) {
         for d in &mut self.data {

@@ -106,9 +106,13 @@ impl SumTable {
     #[inline(always)]
     fn hash(&self, key: &Key) -> u64 {
         let mut h = self.hash.build_hasher();
-        for word in key[..self.hashed.min(key.len())].chunks(8) {
+        let (words, rest) = key[..self.hashed.min(key.len())].as_chunks::<8>();
+        for &w in words {
+            h.write_u64(u64::from_ne_bytes(w));
+        }
+        if !rest.is_empty() {
             let mut w = [0u8; 8];
-            w[..word.len()].copy_from_slice(word);
+            w[..rest.len()].copy_from_slice(rest);
             h.write_u64(u64::from_ne_bytes(w));
         }
         // The hasher's low bits are weak: fold the high ones in.
@@ -204,8 +208,11 @@ pub struct Consolidator {
     /// Keyed by (minute, dimensions).
     minutes: SumTable,
     /// The last row's key, hash and sums, added with the next row: its
-    /// slot is fetched from memory meanwhile.
-    pending: Option<(Key, u64, Sums)>,
+    /// slot is fetched from memory meanwhile. Keys are built in place, in
+    /// `keys[0]` and `keys[1]` in turn (the bytes past the dimensions stay
+    /// zero): `pending` says which holds the last row's.
+    keys: [Key; 2],
+    pending: Option<(usize, u64, Sums)>,
     /// Scratch for the 5-minute and hour folds.
     coarse: SumTable,
     /// Scratch for writing a block: the order, then the columns.
@@ -273,6 +280,7 @@ impl Consolidator {
             bytes_at: field_at(Field::Bytes),
             packets_at: field_at(Field::Packets),
             minutes: SumTable::new(keys_max, at, hash),
+            keys: [[0; 4 + KEY_BYTES]; 2],
             pending: None,
             coarse: SumTable::new(keys_max, at, hash),
             order: Vec::new(),
@@ -316,8 +324,8 @@ impl Consolidator {
 
     /// Adds the row held back (before the map is read).
     fn settle(&mut self) {
-        if let Some((key, hash, sums)) = self.pending.take() {
-            self.minutes.add_hashed(&key, hash, sums);
+        if let Some((k, hash, sums)) = self.pending.take() {
+            self.minutes.add_hashed(&self.keys[k & 1], hash, sums);
         }
     }
 
@@ -325,28 +333,29 @@ impl Consolidator {
     /// map is full and must be flushed now.
     #[inline]
     pub fn add_last_row(&mut self, columns: &Columns) -> bool {
-        let number = |at: usize| little_endian(columns.last(at));
-        let seconds = number(self.time_at) as u32;
-        let mut key: Key = [0; 4 + KEY_BYTES];
+        let seconds = u32::from_le_bytes(columns.last_fixed::<4>(self.time_at));
+        // The other key than the pending row's.
+        let k = self.pending.map_or(0, |(k, _, _)| k ^ 1);
+        let key = &mut self.keys[k & 1];
         key[..4].copy_from_slice(&(seconds - seconds % 60).to_be_bytes());
         for d in &self.dims {
-            put_big_endian(&mut key[d.at..], columns.last(d.column), d.width, d.address);
+            put_big_endian(key, d, columns);
         }
         if let Some(at) = self.nets_at {
             let [src, dst] = columns.last_nets();
             key[at..at + 4].copy_from_slice(&src.to_be_bytes());
             key[at + 4..at + 8].copy_from_slice(&dst.to_be_bytes());
         }
-        let rate = number(self.rate_at).max(1);
+        let rate = u64::from(u32::from_le_bytes(columns.last_fixed::<4>(self.rate_at))).max(1);
         let sums = Sums {
-            bytes: number(self.bytes_at).wrapping_mul(rate),
-            packets: number(self.packets_at).wrapping_mul(rate),
+            bytes: u64::from_le_bytes(columns.last_fixed::<8>(self.bytes_at)).wrapping_mul(rate),
+            packets: u64::from_le_bytes(columns.last_fixed::<8>(self.packets_at)).wrapping_mul(rate),
             flows: 1,
         };
-        let hash = self.minutes.hash(&key);
+        let hash = self.minutes.hash(&self.keys[k & 1]);
         self.minutes.prefetch(hash);
         self.settle();
-        self.pending = Some((key, hash, sums));
+        self.pending = Some((k, hash, sums));
         self.len() >= self.keys_max
     }
 
@@ -533,18 +542,6 @@ fn same_key(a: &Key, b: &Key) -> bool {
     (0..5).all(|i| word(a, i) == word(b, i)) && tail(a) == tail(b)
 }
 
-/// A little-endian number of 1, 2, 4 or 8 bytes (0 otherwise).
-#[inline(always)]
-fn little_endian(b: &[u8]) -> u64 {
-    match b.len() {
-        1 => b[0] as u64,
-        2 => u16::from_le_bytes([b[0], b[1]]) as u64,
-        4 => u32::from_le_bytes(b[..4].try_into().unwrap_or_default()) as u64,
-        8 => u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
-        _ => 0,
-    }
-}
-
 /// Asks the CPU to bring `value`'s cache line closer (a hint: no effect
 /// on what the program computes).
 #[inline(always)]
@@ -564,17 +561,16 @@ pub(crate) fn prefetch<T>(value: &T) {
 /// little-endian integer, or an address in network order) big-endian, by
 /// constant-size copies (a variable-length copy is a memmove call).
 #[inline(always)]
-fn put_big_endian(to: &mut [u8], from: &[u8], width: usize, address: bool) {
-    if from.len() < width || to.len() < width {
-        return;
-    }
-    match width {
-        1 => to[0] = from[0],
-        2 => to[..2].copy_from_slice(&u16::from_le_bytes([from[0], from[1]]).to_be_bytes()),
-        4 => to[..4].copy_from_slice(&u32::from_le_bytes(from[..4].try_into().unwrap_or_default()).to_be_bytes()),
-        8 => to[..8].copy_from_slice(&u64::from_le_bytes(from[..8].try_into().unwrap_or_default()).to_be_bytes()),
-        16 if address => to[..16].copy_from_slice(&from[..16]),
-        16 => to[..16].copy_from_slice(&u128::from_le_bytes(from[..16].try_into().unwrap_or_default()).to_be_bytes()),
+fn put_big_endian(key: &mut Key, d: &Dim, columns: &Columns) {
+    let Some(to) = key.get_mut(d.at..) else { return };
+    let c = d.column;
+    match d.width {
+        1 => to[..1].copy_from_slice(&columns.last_fixed::<1>(c)),
+        2 => to[..2].copy_from_slice(&u16::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
+        4 => to[..4].copy_from_slice(&u32::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
+        8 => to[..8].copy_from_slice(&u64::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
+        16 if d.address => to[..16].copy_from_slice(&columns.last_fixed::<16>(c)),
+        16 => to[..16].copy_from_slice(&u128::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
         _ => {}
     }
 }
