@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use weir_core::encode::{ExportHeader, MessageBuilder, TemplateSpec};
 use weir_core::flow::{addr_from_v4, FlowRecord};
 use weir_core::pcap::{write_udp_pcap, UdpToWrite};
@@ -13,9 +15,16 @@ fn weir(args: &[&str], file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir")).arg("decode").args(args).arg(file).output().expect("run weir")
 }
 
+/// `name` in this run's directory (shared by the tests: made once, the
+/// directories of earlier runs removed then).
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-decode-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    static MADE: std::sync::Once = std::sync::Once::new();
+    let prefix = "weir-decode-cli-";
+    let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
+    MADE.call_once(|| {
+        common::sweep_left_behind(prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+    });
     dir.join(name)
 }
 
