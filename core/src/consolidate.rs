@@ -182,6 +182,10 @@ struct Dim {
 pub struct Consolidator {
     columns: Vec<Column>,
     dims: Vec<Dim>,
+    /// The dimensions again, by how a key takes them (column, offset in
+    /// the key): numbers of 1, 2, 4, 8 and 16 bytes turned big-endian, and
+    /// addresses as they are. A loop per group: no match per dimension.
+    key_parts: KeyParts,
     /// Whether metadata columns are dimensions: their records are found
     /// when a block is written, once per summed row, from the exporter and
     /// interfaces in its key (a row sums flows of one exporter and
@@ -265,6 +269,7 @@ impl Consolidator {
         Consolidator {
             out_columns: vec![Vec::new(); columns.len() + 4],
             columns,
+            key_parts: KeyParts::new(&dims),
             dims,
             metadata,
             nets_at,
@@ -338,9 +343,7 @@ impl Consolidator {
         let k = self.pending.map_or(0, |(k, _, _)| k ^ 1);
         let key = &mut self.keys[k & 1];
         key[..4].copy_from_slice(&(seconds - seconds % 60).to_be_bytes());
-        for d in &self.dims {
-            put_big_endian(key, d, columns);
-        }
+        self.key_parts.put(key, columns);
         if let Some(at) = self.nets_at {
             let [src, dst] = columns.last_nets();
             key[at..at + 4].copy_from_slice(&src.to_be_bytes());
@@ -557,21 +560,58 @@ pub(crate) fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
-/// `to` gets the first `width` bytes of `from` (a Native value:
-/// little-endian integer, or an address in network order) big-endian, by
-/// constant-size copies (a variable-length copy is a memmove call).
-#[inline(always)]
-fn put_big_endian(key: &mut Key, d: &Dim, columns: &Columns) {
-    let Some(to) = key.get_mut(d.at..) else { return };
-    let c = d.column;
-    match d.width {
-        1 => to[..1].copy_from_slice(&columns.last_fixed::<1>(c)),
-        2 => to[..2].copy_from_slice(&u16::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
-        4 => to[..4].copy_from_slice(&u32::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
-        8 => to[..8].copy_from_slice(&u64::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
-        16 if d.address => to[..16].copy_from_slice(&columns.last_fixed::<16>(c)),
-        16 => to[..16].copy_from_slice(&u128::from_le_bytes(columns.last_fixed(c)).to_be_bytes()),
-        _ => {}
+/// The dimensions by how a key takes them (`Consolidator::key_parts`).
+#[derive(Clone, Default)]
+struct KeyParts {
+    /// (column, offset in the key) of the numbers of 1, 2, 4, 8 and 16 bytes.
+    numbers: [Vec<(usize, usize)>; 5],
+    addresses: Vec<(usize, usize)>,
+}
+
+impl KeyParts {
+    fn new(dims: &[Dim]) -> KeyParts {
+        let mut parts = KeyParts::default();
+        for d in dims {
+            let part = (d.column, d.at);
+            match (d.width, d.address) {
+                (16, true) => parts.addresses.push(part),
+                (1, _) => parts.numbers[0].push(part),
+                (2, _) => parts.numbers[1].push(part),
+                (4, _) => parts.numbers[2].push(part),
+                (8, _) => parts.numbers[3].push(part),
+                _ => parts.numbers[4].push(part),
+            }
+        }
+        parts
+    }
+
+    /// Writes the last row's dimensions into `key`, big-endian (Native
+    /// numbers are little-endian; addresses are in network order already).
+    #[inline(always)]
+    fn put(&self, key: &mut Key, columns: &Columns) {
+        fn at<const W: usize>(key: &mut Key, at: usize, bytes: [u8; W]) {
+            if let Some(to) = key.get_mut(at..at + W) {
+                to.copy_from_slice(&bytes);
+            }
+        }
+        for &(c, a) in &self.numbers[0] {
+            at(key, a, columns.last_fixed::<1>(c));
+        }
+        for &(c, a) in &self.numbers[1] {
+            at(key, a, u16::from_le_bytes(columns.last_fixed(c)).to_be_bytes());
+        }
+        for &(c, a) in &self.numbers[2] {
+            at(key, a, u32::from_le_bytes(columns.last_fixed(c)).to_be_bytes());
+        }
+        for &(c, a) in &self.numbers[3] {
+            at(key, a, u64::from_le_bytes(columns.last_fixed(c)).to_be_bytes());
+        }
+        for &(c, a) in &self.numbers[4] {
+            at(key, a, u128::from_le_bytes(columns.last_fixed(c)).to_be_bytes());
+        }
+        for &(c, a) in &self.addresses {
+            at(key, a, columns.last_fixed::<16>(c));
+        }
     }
 }
 
