@@ -633,10 +633,13 @@ fn process_stat(pid: u32) -> Option<(u32, f64)> {
 
 /// The base port of `scripts/clickhouse-cluster`: one whose next 42 TCP
 /// ports (ZooKeeper, then HTTP, TCP and interserver for each of the four
-/// nodes) are free now on loopback.
+/// nodes) are free now on loopback, all below Linux's ephemeral range
+/// (32768 up by default): a node stopped and started again must find its
+/// ports free, and an outgoing connection can take an ephemeral port
+/// meanwhile (one took node 2's interserver port in a CI run).
 pub fn cluster_base_port() -> u16 {
     (0..50u32)
-        .map(|i| (20_000 + (std::process::id() + i * 97) % 4000 * 10) as u16)
+        .map(|i| (20_000 + (std::process::id() + i * 97) % 1200 * 10) as u16)
         .find(|b| (0..=42).all(|p| std::net::TcpListener::bind(("127.0.0.1", b + p)).is_ok()))
         .expect("free ports for the cluster")
 }
