@@ -230,20 +230,9 @@ impl FlowRecord {
     /// not an address.
     #[inline]
     pub fn address(&self, field: Field) -> Addr {
-        let a = match field {
-            Field::ExporterAddress => &self.exporter_address,
-            Field::SrcAddr => &self.src_addr,
-            Field::DstAddr => &self.dst_addr,
-            Field::NextHop => &self.next_hop,
-            Field::BGPNextHop => &self.bgp_next_hop,
-            Field::SrcAddrNAT => &self.src_addr_nat,
-            Field::DstAddrNAT => &self.dst_addr_nat,
-            _ => return [0; 16],
-        };
-        if self.has(field) {
-            *a
-        } else {
-            [0; 16]
+        match self.value(field) {
+            Some(Value::Addr(a)) => *a,
+            _ => [0; 16],
         }
     }
 
