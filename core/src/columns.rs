@@ -191,8 +191,8 @@ struct PushPlan {
     /// `DateTime64(3)`: milliseconds of the nanoseconds.
     millis: Vec<(usize, usize)>,
     addresses: Vec<(usize, Field)>,
-    /// Array columns (and any other type), through the field's value.
-    others: Vec<(usize, Field, ColumnType)>,
+    /// Array columns (MPLSLabels, DstASPath, DstCommunities): the lists.
+    lists: Vec<(usize, Field)>,
 }
 
 impl PushPlan {
@@ -211,7 +211,9 @@ impl PushPlan {
                 ColumnType::DateTime => plan.seconds.push((column, i)),
                 ColumnType::DateTimeMs => plan.millis.push((column, i)),
                 ColumnType::Address => plan.addresses.push((column, field)),
-                kind => plan.others.push((column, field, kind)),
+                ColumnType::ArrayUInt32 | ColumnType::ArrayUInt128 => plan.lists.push((column, field)),
+                // No flow field has these types (they are enrichment's).
+                ColumnType::LowString | ColumnType::Boundary | ColumnType::RecordId => {}
             }
         }
         plan
@@ -247,20 +249,12 @@ impl PushPlan {
         for &(column, field) in &self.addresses {
             put(data, column, flow.address(field));
         }
-        for &(column, field, kind) in &self.others {
-            let value = flow.value(field);
-            match data.get_mut(column) {
-                Some(Data::Fixed(out)) => {
-                    let (bytes, width) = value_bytes(kind, value);
-                    extend_fixed(out, &bytes, width);
+        for &(column, field) in &self.lists {
+            if let Some(Data::Array { ends, items }) = data.get_mut(column) {
+                if let Some(Value::List(list)) = flow.value(field) {
+                    items.extend_from_slice(list);
                 }
-                Some(Data::Array { ends, items }) => {
-                    if let Some(Value::List(list)) = value {
-                        items.extend_from_slice(list);
-                    }
-                    ends.push(items.len() as u64);
-                }
-                _ => {}
+                ends.push(items.len() as u64);
             }
         }
     }
@@ -386,19 +380,8 @@ impl Columns {
             .sum()
     }
 
-    /// The last row's bytes in fixed-width column `column` (layout order);
-    /// empty for an array column, an unknown index or no rows.
-    #[inline]
-    pub fn last(&self, column: usize) -> &[u8] {
-        match (self.data.get(column), self.layout.get(column)) {
-            (Some(Data::Fixed(b)), Some(c)) => b.get(b.len().saturating_sub(width(c.kind))..).unwrap_or(&[]),
-            _ => &[],
-        }
-    }
-
     /// The last row's `W` bytes in fixed-width column `column` (zeros for
-    /// an array column, an unknown index or no rows): `last` for a width
-    /// known at compile time, without the layout's lookup.
+    /// an array column, an unknown index or no rows).
     #[inline(always)]
     pub fn last_fixed<const W: usize>(&self, column: usize) -> [u8; W] {
         match self.data.get(column) {
@@ -1156,57 +1139,6 @@ pub fn write_records_block(records: &NewRecords, table: usize, out: &mut Vec<u8>
     }
 }
 
-/// A fixed-width column value as Native lays it out: the bytes (the first
-/// `width`) and the width. Arrays have no fixed width (0).
-#[inline(always)]
-fn value_bytes(kind: ColumnType, value: Option<Value>) -> ([u8; 16], usize) {
-    let mut b = [0u8; 16];
-    let mut put = |bytes: &[u8]| {
-        b[..bytes.len()].copy_from_slice(bytes);
-        bytes.len()
-    };
-    let width = match kind {
-        ColumnType::UInt8 => put(&[uint(value) as u8]),
-        ColumnType::UInt16 => put(&(uint(value) as u16).to_le_bytes()),
-        ColumnType::UInt32 => put(&saturate_u32(uint(value)).to_le_bytes()),
-        ColumnType::UInt64 => put(&uint(value).to_le_bytes()),
-        ColumnType::DateTime => put(&saturate_u32(uint(value) / 1_000_000_000).to_le_bytes()),
-        ColumnType::DateTimeMs => put(&(uint(value) / 1_000_000).to_le_bytes()),
-        ColumnType::Address => match value {
-            Some(Value::Addr(a)) => put(a),
-            _ => 16,
-        },
-        ColumnType::Mac => {
-            let mut word = [0u8; 8];
-            if let Some(Value::Mac(m)) = value {
-                // 48 bits, most significant first, as MACNumToString reads them.
-                word[2..].copy_from_slice(m);
-            }
-            put(&u64::from_be_bytes(word).to_le_bytes())
-        }
-        ColumnType::ArrayUInt32
-        | ColumnType::ArrayUInt128
-        | ColumnType::LowString
-        | ColumnType::Boundary
-        | ColumnType::RecordId => 0,
-    };
-    (b, width)
-}
-
-/// `out` extended by the first `width` of `bytes`: constant-size copies
-/// (a copy of a variable length is a call to memmove, per value).
-#[inline(always)]
-fn extend_fixed(out: &mut Vec<u8>, bytes: &[u8; 16], width: usize) {
-    match width {
-        1 => out.push(bytes[0]),
-        2 => out.extend_from_slice(&bytes[..2]),
-        4 => out.extend_from_slice(&bytes[..4]),
-        8 => out.extend_from_slice(&bytes[..8]),
-        16 => out.extend_from_slice(bytes),
-        _ => {}
-    }
-}
-
 /// Appends the `W`-byte values of `column` in the order of `rows`.
 ///
 /// The output is sized first and written through fixed-size chunks: a
@@ -1227,14 +1159,6 @@ fn gather<const W: usize>(column: &[u8], rows: &[u32], out: &mut Vec<u8>) {
         if let Some(v) = values.get(row as usize) {
             *slot = *v;
         }
-    }
-}
-
-#[inline(always)]
-fn uint(value: Option<Value>) -> u64 {
-    match value {
-        Some(Value::Uint(v)) | Some(Value::Time(v)) => v,
-        _ => 0,
     }
 }
 

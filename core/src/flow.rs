@@ -401,6 +401,7 @@ impl IntoNumber for Addr {
 }
 
 impl IntoNumber for [u8; 6] {
+    /// 48 bits, most significant first, as MACNumToString reads them.
     #[inline(always)]
     fn number(&self) -> u64 {
         let mut word = [0u8; 8];
