@@ -738,10 +738,13 @@ pub enum StoreKind {
     Remote,
 }
 
-/// Batch buffers per shard when `store.batches_max` is 0: the fewest with
-/// which one shard lost nothing at 1 M flows/s while the writer inserted
-/// (4 lost 7 %; perf/RESULTS.md).
-pub const BATCHES_PER_SHARD: usize = 8;
+/// Batch buffers per shard when `store.batches_max` is 0: 16 of 16 384
+/// rows cover a quarter of a second at 1 M flows/s, for the moments the
+/// writer is not taking batches (it takes them while an insert runs).
+/// One shard lost 0–5 % at 1 M flows/s with 8 or 16, as with 8 of 65 536
+/// rows, when its own core was full (perf/RESULTS.md, "Batches taken
+/// during inserts").
+pub const BATCHES_PER_SHARD: usize = 16;
 
 impl StoreConfig {
     /// Batch buffers for `shards` shards.
@@ -792,8 +795,8 @@ pub struct StoreConfig {
     pub insert_bytes_max: u64,
     /// Batches in flight between the shards and the store writer; when all
     /// are taken the shards wait (backpressure). 0: `BATCHES_PER_SHARD` per
-    /// shard. Each holds a batch's raw block once used (about 6.5 MiB at
-    /// 65 536 rows), so this bounds that part of the memory.
+    /// shard. Each holds a batch's raw block once used (about 2.7 MiB at
+    /// 16 384 rows), so this bounds that part of the memory.
     pub batches_max: usize,
     /// Keys (minute and consolidated dimensions) a shard sums at most
     /// between two hand-overs of its sums; a full map hands them over early
@@ -847,7 +850,7 @@ impl Default for StoreConfig {
             kind: StoreKind::Embedded,
             database: "weir".into(),
             optional_columns: Vec::new(),
-            batch_rows_max: 65_536,
+            batch_rows_max: 16_384,
             flush_interval_ms: 1000,
             insert_interval_ms: 1000,
             insert_rows_max: 1_000_000,
@@ -1920,7 +1923,7 @@ impl StoreConfig {
         positive("store.insert_rows_max", self.insert_rows_max, 1_000_000)?;
         positive("store.insert_bytes_max", self.insert_bytes_max, 256 << 20)?;
         if self.batches_max > 1 << 16 {
-            return Err(ConfigError::new("store.batches_max", "at most 65536 (0: 8 per shard)"));
+            return Err(ConfigError::new("store.batches_max", "at most 65536 (0: 16 per shard)"));
         }
         positive("store.consolidation_keys_max", self.consolidation_keys_max as u64, 1 << 24)?;
         positive("store.consolidation_interval_ms", self.consolidation_interval_ms, 600_000)?;

@@ -213,7 +213,7 @@ fn raw_segments_need_the_embedded_store_and_batches_follow_the_shards() {
     assert_eq!(error_key("[store]\nraw = \"segments\"\nsegments_hours = 0\n"), "store.segments_hours");
     assert_eq!(error_key("[store]\nconsolidation_interval_ms = 0\n"), "store.consolidation_interval_ms");
     let auto = Config::parse("").unwrap().store;
-    assert_eq!((auto.batches(1), auto.batches(14)), (8, 112));
+    assert_eq!((auto.batches(1), auto.batches(14)), (16, 224));
     assert_eq!(Config::parse("[store]\nbatches_max = 5\n").unwrap().store.batches(14), 5);
     assert_eq!(error_key("[store]\ninsert_rows_max = 2000000\n"), "store.insert_rows_max");
     assert_eq!(error_key("[store]\ninsert_bytes_max = 0\n"), "store.insert_bytes_max");

@@ -1,8 +1,9 @@
 //! The shard's side of the store, per flow, on one core: appending flows
 //! to the column buffers, summing them for the consolidated tables, and
 //! writing a batch's blocks (the raw block sorted by the table's key, the
-//! three summed blocks). 65 536 flows per batch (`store.batch_rows_max`)
-//! from the benchmark mix (`traffic::FlowMix`) over 4 exporters, 130 ms of
+//! three summed blocks). 65 536 flows per batch (`store.batch_rows_max`'s
+//! default until 2026-12-03, now 16 384; kept so that figures compare
+//! across perf/RESULTS.md's entries) from the benchmark mix (`traffic::FlowMix`) over 4 exporters, 130 ms of
 //! arrival time. Results and the command: perf/RESULTS.md.
 
 use std::hint::black_box;

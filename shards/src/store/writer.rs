@@ -7,7 +7,10 @@
 //! `store.insert_rows_max` rows and `store.insert_bytes_max` bytes (one
 //! insert, below ClickHouse's 1 M-row insert block so
 //! an insert is all or nothing); beyond that chunks go to the spool, and a
-//! full spool drops rows, counted with a reason.
+//! full spool drops rows, counted with a reason. An insert runs on a thread
+//! of its own while the writer goes on taking batches into the next chunks
+//! (up to `store.memory_bytes_max`), so the shards' buffers come back
+//! within a batch's copy, not an insert's half second.
 //!
 //! Order is kept: spool (oldest) ≺ chunks in memory ≺ batches arriving. The
 //! spool is replayed before memory, and memory overflows from its oldest end.
@@ -791,7 +794,7 @@ impl Writer {
                 // together), or one spooled chunk at a time.
                 let round = if self.spool.is_empty() { self.pending.len().max(1) } else { 1 };
                 for _ in 0..round {
-                    if !self.attempt() {
+                    if !self.attempt(Some((&batches, &free))) {
                         break;
                     }
                 }
@@ -923,9 +926,10 @@ impl Writer {
         true
     }
 
-    /// Inserts the oldest chunk: from the spool if it has any, else memory.
-    /// Whether one was inserted.
-    fn attempt(&mut self) -> bool {
+    /// Inserts the oldest chunk: from the spool if it has any, else memory;
+    /// the shards' batches are taken meanwhile (`intake`, see
+    /// `insert_taking`). Whether one was inserted.
+    fn attempt(&mut self, intake: Option<(&Receiver<Batch>, &Sender<Blocks>)>) -> bool {
         if self.pending.is_empty() && self.spool.is_empty() {
             return false;
         }
@@ -950,7 +954,6 @@ impl Writer {
                 None => return false,
             }
         };
-        let engine = self.engine.as_mut().expect("connected above");
         let started = Instant::now();
         self.next_insert = started + self.insert_interval;
         let stored = match &mut self.segments {
@@ -963,7 +966,7 @@ impl Writer {
                     m.segment_files_expired.fetch_add(done.expired, Relaxed);
                 })
             }
-            _ => engine.insert(&chunk, &self.dialect),
+            _ => self.insert_taking(&chunk, intake),
         };
         match stored {
             Ok(()) => {
@@ -983,6 +986,54 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// Inserts `chunk` on a thread of its own while this one goes on
+    /// taking the shards' batches from `intake` (copied into the next
+    /// chunks, their buffers given back), as long as the chunks in memory
+    /// stay under `store.memory_bytes_max`. An insert takes a good part of
+    /// a second; without this the shards would need that long of batches
+    /// in buffers, and lose datagrams when they run out (perf/RESULTS.md,
+    /// "Batches taken during inserts"). Without `intake` (the drain at a
+    /// stop), or if no thread can be started, it inserts here.
+    fn insert_taking(
+        &mut self,
+        chunk: &Chunk,
+        intake: Option<(&Receiver<Batch>, &Sender<Blocks>)>,
+    ) -> Result<(), String> {
+        let mut engine = self.engine.take().expect("connected before an insert");
+        let dialect = self.dialect;
+        let mut stored = None;
+        if let Some((batches, free)) = intake {
+            std::thread::scope(|scope| {
+                // The thread owns `done_tx`: a panic drops it, and `done` wakes.
+                let (done_tx, done) = bounded::<()>(1);
+                let engine = &mut engine;
+                let spawned =
+                    std::thread::Builder::new().name("weir-store-ins".into()).spawn_scoped(scope, move || {
+                        let result = engine.insert(chunk, &dialect);
+                        let _ = done_tx.send(());
+                        result
+                    });
+                let Ok(job) = spawned else { return };
+                let (never, mut open) = (crossbeam_channel::never::<Batch>(), true);
+                loop {
+                    let room = open && self.pending_bytes < self.memory_bytes_max;
+                    select! {
+                        // Done, or the thread ended without a word (a panic: join says).
+                        recv(done) -> _ => break,
+                        recv(if room { batches } else { &never }) -> batch => match batch {
+                            Ok(batch) => self.take(batch, free),
+                            Err(_) => open = false,
+                        },
+                    }
+                }
+                stored = Some(job.join().unwrap_or_else(|_| Err("the insert thread panicked".into())));
+            });
+        }
+        let stored = stored.unwrap_or_else(|| engine.insert(chunk, &dialect));
+        self.engine = Some(engine);
+        stored
     }
 
     /// A chunk the engine refuses for good: counted as dropped, kept for the
@@ -1106,7 +1157,7 @@ impl Writer {
     /// memory while the store takes it; spool the rest for the next start.
     fn shut_down(mut self) {
         while self.up && self.spool.is_empty() && !self.pending.is_empty() {
-            self.attempt();
+            self.attempt(None);
         }
         if let Some(Err(e)) = self.segments.as_mut().map(Segments::close) {
             warn!("store: {e}");
