@@ -355,9 +355,14 @@ impl Consolidator {
             packets: u64::from_le_bytes(columns.last_fixed::<8>(self.packets_at)).wrapping_mul(rate),
             flows: 1,
         };
+        // The row before goes in first: by then the key's bytes, just
+        // stored a field at a time, have left the store buffer, and the
+        // hash's 8-byte loads of them do not wait for them there (a load
+        // that spans several pending stores cannot be forwarded from
+        // them). The slot is still fetched a whole flow ahead.
+        self.settle();
         let hash = self.minutes.hash(&self.keys[k & 1]);
         self.minutes.prefetch(hash);
-        self.settle();
         self.pending = Some((k, hash, sums));
         self.len() >= self.keys_max
     }
