@@ -43,9 +43,14 @@ impl StoreDrop {
 /// Upper bounds (seconds) of `weir_store_commit_delay_seconds`' buckets.
 pub const COMMIT_DELAY_BUCKETS: [f64; 11] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
-/// Counters of the store writer thread; written by it only.
+/// Counters of the store writer thread; written by it only, but for the
+/// batch buffer waits, which the shards write.
 #[derive(Default)]
 pub struct StoreMetrics {
+    /// Hand-overs that found every batch buffer taken and waited for one
+    /// (`weir run`'s shards), and the time they waited.
+    pub buffer_waits: AtomicU64,
+    pub buffer_wait_micros: AtomicU64,
     pub batches_received: AtomicU64,
     pub rows_received: AtomicU64,
     /// Inserts accepted, per table: raw, then `consolidate::TABLES`, then
@@ -136,7 +141,12 @@ impl StoreMetrics {
 
 impl Exported for StoreMetrics {
     fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 17] = [
+            (
+                "weir_store_batch_buffer_waits",
+                "Batches a shard held while it waited for a free batch buffer (the store writer behind: store.batches_max).",
+                &self.buffer_waits,
+            ),
             ("weir_store_batches_received", "Batches handed over by the shards.", &self.batches_received),
             ("weir_store_rows_received", "Rows handed over by the shards.", &self.rows_received),
             ("weir_store_rows_inserted", "Raw flow rows the store accepted.", &self.rows_inserted),
@@ -188,6 +198,9 @@ impl Exported for StoreMetrics {
         };
         let inserts = per_table(0, &self.inserts);
         counter_by(e, "weir_store_inserts", "Inserts the store accepted, per table.", "table", &inserts)?;
+        let waited = self.buffer_wait_micros.load(Relaxed) as f64 / 1e6;
+        let help = "Time shards spent waiting for a free batch buffer, taking no datagrams.";
+        counter_f64(e, "weir_store_batch_buffer_wait_seconds", help, waited)?;
         let seconds = self.insert_micros.load(Relaxed) as f64 / 1e6;
         counter_f64(e, "weir_store_insert_seconds", "Time spent in accepted inserts.", seconds)?;
         let dropped = StoreDrop::ALL.map(|r| (r.label(), self.dropped_rows[r as usize].load(Relaxed)));

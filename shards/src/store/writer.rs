@@ -237,6 +237,8 @@ pub struct StoreSink {
     /// put off so far.
     waits: bool,
     put_off: u64,
+    /// Where the waits for a buffer are counted.
+    metrics: Arc<StoreMetrics>,
 }
 
 impl StoreSink {
@@ -393,9 +395,19 @@ impl StoreSink {
         if self.rows == 0 && (!sums || self.consolidator.is_empty()) {
             return;
         }
-        // Waits when every buffer is in flight: backpressure by design
-        // (unless `never_wait`: put off until a tick finds one free).
-        let mut blocks = match free_buffer(&self.free, self.waits) {
+        // Waits when every buffer is in flight: backpressure by design,
+        // counted (unless `never_wait`: put off until a tick finds one free).
+        let free = match self.free.try_recv() {
+            Err(TryRecvError::Empty) if self.waits => {
+                let started = Instant::now();
+                let free = free_buffer(&self.free, true);
+                self.metrics.buffer_waits.fetch_add(1, Relaxed);
+                self.metrics.buffer_wait_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                free
+            }
+            free => free,
+        };
+        let mut blocks = match free {
             Ok(blocks) => blocks,
             Err(TryRecvError::Empty) => {
                 self.put_off += 1;
@@ -487,6 +499,7 @@ pub struct StoreWriter {
     /// Sinks made so far (the next one is that shard's).
     sinks: std::sync::atomic::AtomicUsize,
     acks: Arc<Acks>,
+    metrics: Arc<StoreMetrics>,
     /// HAProxy's requests' table (`haproxy.store`).
     http: Option<weir_core::httplog::HttpTable>,
 }
@@ -551,7 +564,7 @@ impl StoreWriter {
             memory_bytes_max: config.memory_bytes_max,
             failure_logs: Limiter::per_window(1, LOG_INTERVAL),
             up: true,
-            metrics,
+            metrics: metrics.clone(),
         };
         writer.publish();
         let thread = std::thread::Builder::new()
@@ -576,6 +589,7 @@ impl StoreWriter {
             enriched: None,
             sinks: Default::default(),
             acks,
+            metrics,
             http: config.http.clone(),
             batches_per_shard: (config.batches(shards) / shards.max(1)).max(1),
         })
@@ -698,6 +712,7 @@ impl StoreWriter {
             free: self.free.clone(),
             waits: true,
             put_off: 0,
+            metrics: self.metrics.clone(),
         }
     }
 
