@@ -741,7 +741,7 @@ pub enum StoreKind {
 /// Batch buffers per shard when `store.batches_max` is 0: 16 of 16 384
 /// rows cover a quarter of a second at 1 M flows/s, for the moments the
 /// writer is not taking batches (it takes them while an insert runs).
-/// One shard lost 0–5 % at 1 M flows/s with 8 or 16, as with 8 of 65 536
+/// One shard lost 0–6 % at 1 M flows/s with 8 or 16, as with 8 of 65 536
 /// rows, when its own core was full (perf/RESULTS.md, "Batches taken
 /// during inserts").
 pub const BATCHES_PER_SHARD: usize = 16;

@@ -397,7 +397,7 @@ impl StoreSink {
         }
         // Waits when every buffer is in flight: backpressure by design,
         // counted (unless `never_wait`: put off until a tick finds one free).
-        let free = match self.free.try_recv() {
+        let free = match free_buffer(&self.free, false) {
             Err(TryRecvError::Empty) if self.waits => {
                 let started = Instant::now();
                 let free = free_buffer(&self.free, true);
