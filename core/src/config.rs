@@ -800,7 +800,13 @@ pub struct StoreConfig {
     pub batches_max: usize,
     /// Keys (minute and consolidated dimensions) a shard sums at most
     /// between two hand-overs of its sums; a full map hands them over early
-    /// (counted). Each key takes about 112 bytes, allocated at start.
+    /// (counted). Each key takes 16 bytes of slots allocated at start and
+    /// 112 bytes once used, in each of the shard's two maps (minutes, and
+    /// the 5-minute and hour buckets folded at a hand-over). The default,
+    /// 262 144 (64 MiB per shard when full), holds the keys of 1 M flows/s
+    /// of `weir-flowgen --pool 16384` over the 10 s interval; 65 536 made
+    /// 30 early hand-overs there, 15× the consolidated rows and 0.6× the
+    /// flows per CPU-second (perf/RESULTS.md, "2026-12-03 (night)").
     pub consolidation_keys_max: usize,
     /// A shard hands its sums over when the first was added this long ago
     /// (or when the map is full, or at shutdown), independently of the raw
@@ -856,7 +862,7 @@ impl Default for StoreConfig {
             insert_rows_max: 1_000_000,
             insert_bytes_max: 128 << 20,
             batches_max: 0,
-            consolidation_keys_max: 65_536,
+            consolidation_keys_max: 262_144,
             consolidation_interval_ms: 10_000,
             memory_bytes_max: 256 << 20,
             raw: RawStore::Table,
