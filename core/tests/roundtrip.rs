@@ -36,7 +36,11 @@ fn flow(v6: bool) -> impl Strategy<Value = FlowRecord> {
     let times = (0u64..UPTIME_MS as u64 / 2, 0u64..UPTIME_MS as u64 / 2);
     let l2 = (any::<[u8; 6]>(), any::<[u8; 6]>(), 0u16..4096, 0u16..4096);
     let misc = (any::<u8>(), any::<u8>(), any::<u8>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>());
-    let more = (any::<u16>(), any::<u16>(), 0u32..1 << 20, 0u32..1 << 20, 0u32..1 << 20, any::<(u8, u8)>());
+    // The top label is never 0: above the bottom of the stack, label 0 with
+    // traffic class 0 is an all-zero entry, which on the wire is an unused
+    // position (exporters pad their templates with zeros; the decoder skips
+    // them). Label 0 at the bottom (its S bit set) does round-trip.
+    let more = (any::<u16>(), any::<u16>(), 1u32..1 << 20, 0u32..1 << 20, 0u32..1 << 20, any::<(u8, u8)>());
     (addrs, l4, counters, routing, times, l2, misc, more).prop_map(
         move |(a, (sp, dp, proto, tos, flags), c, r, (start, len), (smac, dmac, sv, dv), m, x)| {
             let mut f = FlowRecord::default();
