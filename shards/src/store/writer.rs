@@ -49,6 +49,12 @@ use crate::ops::logging::Limiter;
 /// Inserted chunks' buffers kept for reuse: one per table (a round inserts
 /// one chunk of each); more only held memory (up to `store.insert_bytes_max` each).
 const SPARES_MAX: usize = TABLES_COUNT;
+/// Of the spares, those larger than a batch's raw block: enough for the
+/// raw chunk being filled while another is inserted. Each keeps its pages
+/// (a raw chunk's, 50-160 MB at 0.3-1 M flows/s): with any table's chunk
+/// taking any spare, all eleven grew to raw chunks' size over an hour
+/// (perf/RESULTS.md, "Memory in the long run").
+const LARGE_SPARES_MAX: usize = 2;
 /// Store ids of the records the writer has queued for the records tables,
 /// kept to send each once; past this many the set starts again (an id
 /// sent twice is harmless: the first row of an id stays).
@@ -81,7 +87,7 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
 /// A batch's buffers: the raw table's Native block, one block per
 /// consolidated table (`consolidate::TABLES`), and the metadata records
 /// the raw rows point to that their shard has not handed over before.
-/// They go back to the shards on the free list, cleared.
+/// They go back to the shards on the free list, cleared (`recycle`).
 #[derive(Default)]
 pub struct Blocks {
     pub raw: Vec<u8>,
@@ -91,6 +97,28 @@ pub struct Blocks {
     /// and one per rollup table (`httplog::ROLLUP_TABLES`).
     pub http: Vec<u8>,
     pub http_rollups: [Vec<u8>; 3],
+}
+
+impl Blocks {
+    /// Clears every block for the next batch. The raw block keeps its
+    /// buffer; any other block larger than `keep` bytes gives its buffer
+    /// back to the allocator. The sums come once per consolidation
+    /// interval, each block as large as the keys (about 20 MB at 137 k
+    /// keys), and every one of the `store.batches_max` buffers would
+    /// otherwise come to hold three of them for good (567 MiB of 41 such
+    /// buffers after six minutes: perf/RESULTS.md, "Memory in the long run").
+    pub fn recycle(&mut self, keep: usize) {
+        self.raw.clear();
+        let others = self.consolidated.iter_mut().chain(self.http_rollups.iter_mut()).chain([&mut self.http]);
+        for block in others {
+            if block.capacity() > keep {
+                *block = Vec::new();
+            } else {
+                block.clear();
+            }
+        }
+        self.records.clear();
+    }
 }
 
 /// A shard's full batch: its flows as one Native block sorted by the raw
@@ -553,6 +581,7 @@ impl StoreWriter {
             pending: VecDeque::new(),
             pending_bytes: 0,
             spares: Vec::new(),
+            block_keep: typical,
             spool,
             segments,
             backoff: backoff_min,
@@ -753,8 +782,12 @@ struct Writer {
     /// that table's new blocks.
     pending: VecDeque<Chunk>,
     pending_bytes: u64,
-    /// Inserted chunks' buffers, reused for the next ones.
+    /// Inserted chunks' buffers, reused for the next ones (`keep_spare`).
     spares: Vec<Vec<u8>>,
+    /// A batch's raw block, typically (bytes): the shards' other blocks
+    /// and the spare chunk buffers beyond `LARGE_SPARES_MAX` larger than
+    /// this are freed when taken (`Blocks::recycle`, `keep_spare`).
+    block_keep: usize,
     spool: Spool,
     /// Where raw chunks go instead of the `flows` table (`store.raw = "segments"`).
     segments: Option<Segments>,
@@ -872,10 +905,7 @@ impl Writer {
             // (HAProxy's batches come untracked: ticket 0.)
             self.ledger.opened(ticket, chunks);
         }
-        batch.blocks.raw.clear();
-        batch.blocks.http.clear();
-        batch.blocks.http_rollups.iter_mut().for_each(Vec::clear);
-        batch.blocks.consolidated.iter_mut().for_each(Vec::clear);
+        batch.blocks.recycle(self.block_keep);
         let _ = free.send(batch.blocks);
     }
 
@@ -925,7 +955,7 @@ impl Writer {
                 i
             }
             _ => {
-                let chunk = Chunk::new(&self.insert_sqls[table], self.spares.pop().unwrap_or_default());
+                let chunk = Chunk::new(&self.insert_sqls[table], take_spare(&mut self.spares, table == 0));
                 self.pending.push_back(chunk);
                 self.pending.len() - 1
             }
@@ -1098,9 +1128,7 @@ impl Writer {
             self.spool.pop_front();
         } else {
             self.pending_bytes -= chunk.rows_bytes().len() as u64;
-            if self.spares.len() < SPARES_MAX {
-                self.spares.push(chunk.bytes);
-            }
+            keep_spare(&mut self.spares, chunk.bytes, self.block_keep);
         }
         if !self.up {
             info!("store: inserts work again ({} failures not logged)", self.failure_logs.take_held_back());
@@ -1236,9 +1264,78 @@ impl Writer {
     }
 }
 
+/// A spare buffer for a new chunk: the largest for the raw table (its
+/// chunks are the large ones), the smallest for the others.
+fn take_spare(spares: &mut Vec<Vec<u8>>, raw: bool) -> Vec<u8> {
+    let at = if raw {
+        spares.iter().enumerate().max_by_key(|(_, b)| b.capacity()).map(|(i, _)| i)
+    } else {
+        spares.iter().enumerate().min_by_key(|(_, b)| b.capacity()).map(|(i, _)| i)
+    };
+    at.map(|i| spares.swap_remove(i)).unwrap_or_default()
+}
+
+/// Keeps an inserted chunk's buffer for reuse: at most `SPARES_MAX`, of
+/// which at most `LARGE_SPARES_MAX` larger than `small` bytes (the largest
+/// are kept: the next raw chunk fits without growing).
+fn keep_spare(spares: &mut Vec<Vec<u8>>, bytes: Vec<u8>, small: usize) {
+    if spares.len() >= SPARES_MAX {
+        return;
+    }
+    spares.push(bytes);
+    while spares.iter().filter(|b| b.capacity() > small).count() > LARGE_SPARES_MAX {
+        let smallest_large = spares
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() > small)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match smallest_large {
+            Some(i) => drop(spares.swap_remove(i)),
+            None => break,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spares_keep_two_large_buffers_and_give_the_raw_table_the_largest() {
+        let mut spares = Vec::new();
+        for capacity in [64 << 20, 1 << 10, 32 << 20, 100 << 20, 2 << 10] {
+            keep_spare(&mut spares, Vec::with_capacity(capacity), 1 << 20);
+        }
+        let mut kept: Vec<usize> = spares.iter().map(Vec::capacity).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [1 << 10, 2 << 10, 64 << 20, 100 << 20], "the 32 MiB one is freed");
+        assert_eq!(take_spare(&mut spares, true).capacity(), 100 << 20);
+        assert_eq!(take_spare(&mut spares, false).capacity(), 1 << 10);
+        assert_eq!(take_spare(&mut spares, false).capacity(), 2 << 10);
+        assert_eq!(take_spare(&mut spares, false).capacity(), 64 << 20, "a large one when no other is left");
+        assert_eq!(take_spare(&mut spares, true).capacity(), 0, "none left: a new buffer");
+        // At most SPARES_MAX small ones.
+        for _ in 0..SPARES_MAX + 3 {
+            keep_spare(&mut spares, Vec::with_capacity(16), 1 << 20);
+        }
+        assert_eq!(spares.len(), SPARES_MAX);
+    }
+
+    #[test]
+    fn recycled_blocks_keep_the_raw_buffer_and_free_large_sums() {
+        let mut blocks = Blocks { raw: vec![1; 4096], ..Blocks::default() };
+        blocks.consolidated[0] = vec![2; 64];
+        blocks.consolidated[1] = vec![3; 8192];
+        blocks.http_rollups[2] = vec![4; 8192];
+        blocks.http = vec![5; 100];
+        blocks.recycle(1024);
+        assert!(blocks.raw.is_empty() && blocks.raw.capacity() >= 4096, "the raw block keeps its buffer");
+        assert!(blocks.consolidated[0].is_empty() && blocks.consolidated[0].capacity() >= 64);
+        assert_eq!(blocks.consolidated[1].capacity(), 0);
+        assert_eq!(blocks.http_rollups[2].capacity(), 0);
+        assert!(blocks.http.is_empty() && blocks.http.capacity() >= 100);
+    }
 
     fn ledger(shards: usize) -> Ledger {
         Ledger { acks: Arc::new(Acks::new(shards)), open: Vec::new() }
