@@ -222,7 +222,10 @@ fn gobgpd_peer(dir: &Path, port: u16, remote: u16, api: u16) -> Child {
 
 /// A gobgpd config in AS 64500: router id, address and port of its own;
 /// its iBGP neighbour's address and port; the IPv4 unicast ADD-PATH
-/// setting; then `more` (other families, BMP servers).
+/// setting; then `more` (other families, BMP servers). Both sides retry
+/// their connection every second (gobgpd's default is 120 s: a first try
+/// lost to the other side's start, or to a connection collision, held the
+/// session down past the test's wait).
 fn ibgp_config(own: (&str, &str, u16), neighbour: (&str, u16), add_paths: &str, more: &str) -> String {
     let ((id, address, port), (peer, remote)) = (own, neighbour);
     format!(
@@ -230,6 +233,7 @@ fn ibgp_config(own: (&str, &str, u16), neighbour: (&str, u16), add_paths: &str, 
          local-address-list = [\"{address}\"]\n\
          [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = 64500\n  \
          [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"{address}\"\n  \
+         [neighbors.timers.config]\n    connect-retry = 1\n  \
          [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
          [neighbors.afi-safis.add-paths.config]\n      {add_paths}\n{more}"
     )
