@@ -100,13 +100,15 @@ pub struct Blocks {
 }
 
 impl Blocks {
-    /// Clears every block for the next batch. The row blocks (the raw
-    /// one, HAProxy's requests) keep their buffers; a block of sums larger
-    /// than `keep` bytes gives its buffer back to the allocator. The sums
-    /// come once per consolidation interval, each block as large as the
-    /// keys (about 20 MB at 137 k keys), and every one of the `store.batches_max` buffers would
-    /// otherwise come to hold three of them for good (567 MiB of 41 such
-    /// buffers after six minutes: perf/RESULTS.md, "Memory in the long run").
+    /// Clears every block for the next batch (the records are cleared as
+    /// they are taken). The row blocks (the raw one, HAProxy's requests)
+    /// keep their buffers; a block of sums larger than `keep` bytes gives
+    /// its buffer back to the allocator. The sums come once per
+    /// consolidation interval, each block as large as the keys (about 20 MB
+    /// at 137 k keys), and every one of the `store.batches_max` buffers
+    /// would otherwise come to hold three of them for good (567 MiB of 41
+    /// such buffers after six minutes: perf/RESULTS.md, "Memory in the long
+    /// run").
     pub fn recycle(&mut self, keep: usize) {
         self.raw.clear();
         self.http.clear();
@@ -117,7 +119,6 @@ impl Blocks {
                 block.clear();
             }
         }
-        self.records.clear();
     }
 }
 
@@ -784,9 +785,9 @@ struct Writer {
     pending_bytes: u64,
     /// Inserted chunks' buffers, reused for the next ones (`keep_spare`).
     spares: Vec<Vec<u8>>,
-    /// A batch's raw block, typically (bytes): the shards' other blocks
+    /// A batch's raw block, typically (bytes): the shards' blocks of sums
     /// and the spare chunk buffers beyond `LARGE_SPARES_MAX` larger than
-    /// this are freed when taken (`Blocks::recycle`, `keep_spare`).
+    /// this are freed (`Blocks::recycle`, `keep_spare`).
     block_keep: usize,
     spool: Spool,
     /// Where raw chunks go instead of the `flows` table (`store.raw = "segments"`).
@@ -1277,22 +1278,17 @@ fn take_spare(spares: &mut Vec<Vec<u8>>, raw: bool) -> Vec<u8> {
 
 /// Keeps an inserted chunk's buffer for reuse: at most `SPARES_MAX`, of
 /// which at most `LARGE_SPARES_MAX` larger than `small` bytes (the largest
-/// are kept: the next raw chunk fits without growing).
+/// are kept: the next raw chunk fits without growing). Buffers come one at
+/// a time, so at most one goes.
 fn keep_spare(spares: &mut Vec<Vec<u8>>, bytes: Vec<u8>, small: usize) {
     if spares.len() >= SPARES_MAX {
         return;
     }
     spares.push(bytes);
-    while spares.iter().filter(|b| b.capacity() > small).count() > LARGE_SPARES_MAX {
-        let smallest_large = spares
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() > small)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        match smallest_large {
-            Some(i) => drop(spares.swap_remove(i)),
-            None => break,
+    let large = || spares.iter().enumerate().filter(|(_, b)| b.capacity() > small);
+    if large().count() > LARGE_SPARES_MAX {
+        if let Some((i, _)) = large().min_by_key(|(_, b)| b.capacity()) {
+            spares.swap_remove(i);
         }
     }
 }
