@@ -459,21 +459,24 @@ pub fn flatten<T, S>(
 /// 32-bit starts under a 2^20-bucket index, IPv6 ranges under a `Trie6`.
 #[derive(Clone, Debug)]
 pub struct PrefixTable {
-    v4: Ranges<u32>,
+    v4: Ranges,
     v6: Trie6,
 }
 
 impl PrefixTable {
     /// `ranges` as `flatten` makes them.
     pub fn new(ranges: &[(u128, u32)]) -> PrefixTable {
-        PrefixTable::with_v6_root(ranges, ROOT_BITS, |_| 0)
+        PrefixTable::with_roots(ranges, BUCKET_BITS, ROOT_BITS, |_| 0)
     }
 
-    /// With `root_bits` for the IPv6 trie's root (`ROOT_BITS`: 8 MiB of
-    /// slots, for the fastest lookups; 16: 512 KiB, and a level more where
-    /// the first 16 bits crowd), and beside each IPv6 range's id a word
-    /// derived from it, `extra(id)`, that `lookup6` reads with the id.
-    pub fn with_v6_root(ranges: &[(u128, u32)], root_bits: u32, extra: impl Fn(u32) -> u32) -> PrefixTable {
+    /// With `v4_bits` for the IPv4 buckets (`BUCKET_BITS`: 4 MiB of index,
+    /// about a range per bucket for a large table; each bit less halves it
+    /// and doubles the ranges a bucket's search reads), `v6_bits` for the
+    /// IPv6 trie's root (`ROOT_BITS`: 8 MiB of slots, for the fastest
+    /// lookups; 16: 512 KiB, and a level more where the first 16 bits
+    /// crowd), and beside each IPv6 range's id a word derived from it,
+    /// `extra(id)`, that `lookup6` reads with the id.
+    pub fn with_roots(ranges: &[(u128, u32)], v4_bits: u32, v6_bits: u32, extra: impl Fn(u32) -> u32) -> PrefixTable {
         // IPv4: the ranges within ::ffff:0:0/96, as 32-bit starts.
         let first_v4 = ranges.partition_point(|r| r.0 <= V4_BASE) - 1;
         let mut v4: Vec<(u32, u32)> = vec![(0, ranges[first_v4].1)];
@@ -487,10 +490,7 @@ impl PrefixTable {
             v6.push((V4_LAST + 1, ranges[after_v4 - 1].1));
         }
         v6.extend_from_slice(&ranges[after_v4..]);
-        PrefixTable {
-            v4: Ranges::new(&v4, |a| (a >> (32 - BUCKET_BITS)) as usize),
-            v6: Trie6::new(&v6, root_bits, extra),
-        }
+        PrefixTable { v4: Ranges::new(&v4, v4_bits), v6: Trie6::new(&v6, v6_bits, extra) }
     }
 
     /// One range, id 0.
@@ -523,7 +523,7 @@ impl PrefixTable {
     /// The id of the range holding the IPv4 address `a`.
     #[inline]
     pub fn lookup4(&self, a: u32) -> u32 {
-        self.v4.get(a, (a >> (32 - BUCKET_BITS)) as usize)
+        self.v4.get(a)
     }
 
     /// The id of the range holding the IPv6 address `a` (not IPv4), and
@@ -539,7 +539,7 @@ impl PrefixTable {
     /// wait on them (one lookup alone waits on each level's miss in turn).
     #[inline]
     pub fn lookup4_pair(&self, a: u32, b: u32) -> [u32; 2] {
-        self.v4.get_pair([a, b], [(a >> (32 - BUCKET_BITS)) as usize, (b >> (32 - BUCKET_BITS)) as usize])
+        self.v4.get_pair([a, b])
     }
 
     /// `lookup6` of two IPv6 addresses, side by side.
@@ -594,50 +594,58 @@ pub struct NetSet {
     pub asn: u32,
 }
 
-/// Bits of an address that pick its bucket in a `Ranges` index: 2^20
-/// buckets (4 MiB of index per family), so that a bucket of GeoLite2
+/// Bits of an IPv4 address that pick its bucket in a `Ranges` index, by
+/// default: 2^20 buckets (4 MiB of index), so that a bucket of GeoLite2
 /// City's IPv4 ranges holds about three and its search reads one cache
 /// line (perf/RESULTS.md, "networks": 53 ns per lookup with 2^16 buckets).
 pub const BUCKET_BITS: u32 = 20;
 
-/// Sorted (range start, set) pairs (a range runs to the next start), with
-/// the range holding the first address of each bucket.
+/// Sorted IPv4 (range start, set) pairs (a range runs to the next start),
+/// with the range holding the first address of each bucket (an address's
+/// first `bits` bits).
 #[derive(Clone, Debug)]
-struct Ranges<K> {
+struct Ranges {
     /// Per bucket (and one past the last), the range holding its first address.
     index: Box<[u32]>,
     /// The start and the set side by side: the set comes with the line the
     /// search read last.
-    pairs: Box<[(K, u32)]>,
+    pairs: Box<[(u32, u32)]>,
+    /// 32 less the bucket bits.
+    shift: u32,
 }
 
-impl<K: Copy + Ord + Default> Ranges<K> {
-    fn new(ranges: &[(K, u32)], bucket: impl Fn(K) -> usize) -> Ranges<K> {
-        let pairs: Box<[(K, u32)]> = ranges.into();
-        let mut index = vec![0u32; (1 << BUCKET_BITS) + 1];
+impl Ranges {
+    fn new(ranges: &[(u32, u32)], bits: u32) -> Ranges {
+        let bits = bits.clamp(1, 24);
+        let shift = 32 - bits;
+        let bucket = |a: u32| (a >> shift) as usize;
+        let pairs: Box<[(u32, u32)]> = ranges.into();
+        let mut index = vec![0u32; (1 << bits) + 1];
         // Bucket b's first range: the last one starting in a bucket before b
         // (ranges starting exactly at b's first address are found by the
         // search from there), by walking the ranges once.
         let mut r = 0usize;
-        for (b, slot) in index.iter_mut().enumerate().take(1 << BUCKET_BITS) {
+        for (b, slot) in index.iter_mut().enumerate().take(1 << bits) {
             while r + 1 < pairs.len() && bucket(pairs[r + 1].0) < b {
                 r += 1;
             }
             *slot = r as u32;
         }
-        index[1 << BUCKET_BITS] = pairs.len().saturating_sub(1) as u32;
-        Ranges { index: index.into(), pairs }
+        index[1 << bits] = pairs.len().saturating_sub(1) as u32;
+        Ranges { index: index.into(), pairs, shift }
     }
 
     #[inline(always)]
-    fn get(&self, a: K, b: usize) -> u32 {
+    fn get(&self, a: u32) -> u32 {
+        let b = (a >> self.shift) as usize;
         self.search(a, self.index[b] as usize, self.index[b + 1] as usize)
     }
 
     /// `get` of two keys: both buckets' bounds read together, both
     /// searches' first lines asked for before either search runs.
     #[inline(always)]
-    fn get_pair(&self, a: [K; 2], b: [usize; 2]) -> [u32; 2] {
+    fn get_pair(&self, a: [u32; 2]) -> [u32; 2] {
+        let b = a.map(|a| (a >> self.shift) as usize);
         let (lo, hi) = (
             [self.index[b[0]] as usize, self.index[b[1]] as usize],
             [self.index[b[0] + 1] as usize, self.index[b[1] + 1] as usize],
@@ -649,7 +657,7 @@ impl<K: Copy + Ord + Default> Ranges<K> {
 
     /// The set of the last start <= a within [lo, hi] (pairs[lo].0 <= a).
     #[inline(always)]
-    fn search(&self, a: K, lo: usize, hi: usize) -> u32 {
+    fn search(&self, a: u32, lo: usize, hi: usize) -> u32 {
         let mut base = lo;
         let mut n = hi - lo + 1;
         while n > 1 {
@@ -667,7 +675,7 @@ impl<K: Copy + Ord + Default> Ranges<K> {
     }
 
     fn bytes(&self) -> usize {
-        self.index.len() * 4 + self.pairs.len() * std::mem::size_of::<(K, u32)>()
+        self.index.len() * 4 + self.pairs.len() * 8
     }
 }
 
@@ -1145,6 +1153,44 @@ mod tests {
                 let (x, y) = (a.to_be_bytes(), previous.to_be_bytes());
                 assert_eq!(table.lookup_pair(&x, &y), [table.lookup(&x), table.lookup(&y)]);
                 previous = a;
+            }
+        }
+    }
+
+    /// IPv4 ranges answer as a bisection does whatever the buckets' width:
+    /// the RIB's index takes fewer buckets than the networks table's.
+    #[test]
+    fn ipv4_ranges_answer_alike_for_every_bucket_width() {
+        let mut seed = 0x0bad_5eed_1234_5678u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in [1usize, 2, 7, 300, 5000] {
+            // Starts crowded in a few places and spread over the rest.
+            let mut starts: Vec<u32> = (0..n)
+                .map(|_| if next() % 2 == 0 { 0x0a00_0000 | (next() as u32 & 0x0fff) } else { next() as u32 })
+                .collect();
+            starts.extend([0, u32::MAX]);
+            starts.sort_unstable();
+            starts.dedup();
+            let ranges: Vec<(u128, u32)> =
+                starts.iter().enumerate().map(|(i, &s)| (V4_BASE | u128::from(s), i as u32 + 1)).collect();
+            let mut all = vec![(0u128, 0u32)];
+            all.extend(&ranges);
+            all.push((V4_LAST + 1, 0));
+            let bisect = |a: u32| ranges[ranges.partition_point(|r| r.0 <= V4_BASE | u128::from(a)) - 1].1;
+            let mut probes: Vec<u32> = starts.iter().flat_map(|&s| [s, s.wrapping_sub(1), s.wrapping_add(1)]).collect();
+            probes.extend((0..2000).map(|_| next() as u32));
+            for bits in [1, 8, 16, 18, 20, 24] {
+                let table = PrefixTable::with_roots(&all, bits, 16, |_| 0);
+                for pair in probes.windows(2) {
+                    let (a, b) = (pair[0], pair[1]);
+                    assert_eq!(table.lookup4(a), bisect(a), "{n} ranges, {bits} bits, {a:#x}");
+                    assert_eq!(table.lookup4_pair(a, b), [bisect(a), bisect(b)], "{n} ranges, {bits} bits");
+                }
             }
         }
     }
