@@ -51,6 +51,7 @@ pub const MODERN: Dialect = Dialect {
     ttl_only_drop_parts: true,
     merge_selector_base: true,
     merge_cap: true,
+    compact_parts: true,
     low_cardinality: true,
     join_get: true,
     uint128: true,

@@ -842,6 +842,14 @@ pub struct StoreConfig {
     /// `max_bytes_to_merge_at_max_space_in_pool` on `flows`); 0: the
     /// engine's own (150 GiB). Fewer merge levels for more parts.
     pub raw_part_bytes_max: u64,
+    /// Parts of the consolidated tables smaller than this, in bytes, are
+    /// compact: one file for all columns (ClickHouse's
+    /// `min_bytes_for_wide_part` on `flows_1m`/`5m`/`1h`); 0 (the default):
+    /// the engine's own (10 MiB). A SummingMergeTree merge writes every
+    /// column at once, with a buffer per column's file in a wide part:
+    /// compact parts merge in about a ninth of the memory, and the console
+    /// reads them 1.2–1.35× slower (perf/RESULTS.md, 2026-12-04).
+    pub consolidated_wide_part_bytes: u64,
     pub embedded: EmbeddedStoreConfig,
     pub remote: RemoteStoreConfig,
     /// The `http_requests` table, from `[haproxy]` with `store = true`
@@ -878,6 +886,7 @@ impl Default for StoreConfig {
             ttl_1h_hours: 8760,
             ttl_only_drop_parts: true,
             raw_part_bytes_max: 4 << 30,
+            consolidated_wide_part_bytes: 0,
             embedded: EmbeddedStoreConfig::default(),
             remote: RemoteStoreConfig::default(),
             http: None,
@@ -897,6 +906,7 @@ impl StoreConfig {
             ttl_1h_hours: self.ttl_1h_hours,
             ttl_only_drop_parts: self.ttl_only_drop_parts,
             raw_part_bytes_max: self.raw_part_bytes_max,
+            consolidated_wide_part_bytes: self.consolidated_wide_part_bytes,
             http: self.http.clone(),
             cluster: (self.kind == StoreKind::Remote && !self.remote.cluster.is_empty())
                 .then(|| self.remote.cluster.clone()),

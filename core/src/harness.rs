@@ -179,6 +179,7 @@ pub fn live_schema(data: &[u8]) {
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
         raw_part_bytes_max: 4 << 30,
+        consolidated_wide_part_bytes: 0,
         http: None,
         cluster: None,
     };

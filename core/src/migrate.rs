@@ -758,10 +758,13 @@ mod tests {
         // A table made before the setting gets it; one with the other choice is switched back.
         let mut live = migrated(&s);
         let flows_1m = live.tables.iter_mut().find(|t| t.name == "flows_1m").unwrap();
-        flows_1m.create_query = flows_1m.create_query.replace("\nSETTINGS ttl_only_drop_parts = 1", "");
+        flows_1m.create_query = flows_1m
+            .create_query
+            .replace("\nSETTINGS ttl_only_drop_parts = 1, min_bytes_for_wide_part = 1073741824", "");
         let p = plan(&s, &live);
-        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps.len(), 2);
         assert_eq!(p.steps[0].sql, "ALTER TABLE weir.flows_1m MODIFY SETTING ttl_only_drop_parts = 1");
+        assert_eq!(p.steps[1].sql, "ALTER TABLE weir.flows_1m MODIFY SETTING min_bytes_for_wide_part = 1073741824");
         let mut rows = schema(&[], ServerVersion(26, 7));
         rows.ttl_only_drop_parts = false;
         let p = plan(&rows, &migrated(&s));

@@ -26,6 +26,9 @@ pub const RAW_MERGE_SELECTOR_BASE: u32 = 10;
 /// The table setting that caps the parts merges make.
 pub const MERGE_CAP_SETTING: &str = "max_bytes_to_merge_at_max_space_in_pool";
 
+/// The table setting under which (in bytes) a part is compact.
+pub const WIDE_PART_SETTING: &str = "min_bytes_for_wide_part";
+
 /// What a column holds on disk; the ClickHouse type depends on the dialect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnType {
@@ -404,6 +407,10 @@ pub struct Dialect {
     /// `MODIFY SETTING` can change (with `ttl_only_drop_parts`, 20.3); the
     /// migration asks the server.
     pub merge_cap: bool,
+    /// `min_bytes_for_wide_part` as a table setting that `MODIFY SETTING`
+    /// can change (compact parts came in 20.3); the migration asks the
+    /// server.
+    pub compact_parts: bool,
     /// `LowCardinality(String)` without an experimental setting (19.0);
     /// otherwise `String` (`columns::retype` expands the dictionaries).
     pub low_cardinality: bool,
@@ -429,6 +436,7 @@ impl Dialect {
             ttl_only_drop_parts: v >= ServerVersion(20, 3),
             merge_selector_base: v >= ServerVersion(25, 1),
             merge_cap: v >= ServerVersion(20, 3),
+            compact_parts: v >= ServerVersion(20, 3),
             low_cardinality: v >= ServerVersion(19, 1),
             join_get: v >= ServerVersion(20, 1),
             uint128: v >= ServerVersion(21, 7),
@@ -442,6 +450,7 @@ impl Dialect {
         self.ttl_only_drop_parts = self.ttl && has("ttl_only_drop_parts");
         self.merge_selector_base = has("merge_selector_base");
         self.merge_cap = self.ttl_only_drop_parts && has(MERGE_CAP_SETTING);
+        self.compact_parts = self.ttl_only_drop_parts && has(WIDE_PART_SETTING);
         self
     }
 
@@ -544,6 +553,9 @@ pub struct SchemaSettings {
     /// The largest part merges make in the raw table, in bytes
     /// (`max_bytes_to_merge_at_max_space_in_pool`); 0: the engine's own.
     pub raw_part_bytes_max: u64,
+    /// The consolidated tables' parts under this size are compact
+    /// (`min_bytes_for_wide_part`); 0: the engine's own.
+    pub consolidated_wide_part_bytes: u64,
     /// HAProxy's requests' table (`[haproxy] store = true`).
     pub http: Option<crate::httplog::HttpTable>,
     /// The ClickHouse cluster the tables are made on (`crate::cluster`).
@@ -564,6 +576,8 @@ pub struct Schema {
     pub ttl_only_drop_parts: bool,
     /// `SchemaSettings::raw_part_bytes_max`.
     pub raw_part_bytes_max: u64,
+    /// `SchemaSettings::consolidated_wide_part_bytes`.
+    pub consolidated_wide_part_bytes: u64,
     pub http: Option<crate::httplog::HttpTable>,
     pub cluster: Option<String>,
 }
@@ -587,6 +601,7 @@ impl Schema {
             consolidations,
             ttl_only_drop_parts: settings.ttl_only_drop_parts,
             raw_part_bytes_max: settings.raw_part_bytes_max,
+            consolidated_wide_part_bytes: settings.consolidated_wide_part_bytes,
             http: settings.http.clone(),
             cluster: settings.cluster.clone(),
         }
@@ -756,7 +771,14 @@ impl Schema {
     ///   `raw_part_bytes_max`): merges stop at parts of that size, so a
     ///   row is rewritten about log10(cap / insert) times instead of
     ///   log10(partition / insert) ("merges in steady state": 2.5 → 1.0
-    ///   rewrites with a cap at 1 % of the partition).
+    ///   rewrites with a cap at 1 % of the partition);
+    /// - `min_bytes_for_wide_part` (consolidated tables only, when
+    ///   `consolidated_wide_part_bytes` is set; off by default): their parts
+    ///   stay compact, one file for all columns. A SummingMergeTree merges
+    ///   every column at once (never column by column), with a write buffer
+    ///   per file: 217–225 MiB per merge of wide parts against 25–28 MiB of
+    ///   compact ones, for the same CPU, but the console's queries over
+    ///   them 1.2–1.35× slower (perf/RESULTS.md, 2026-12-04).
     pub fn table_settings(&self, raw: bool) -> Vec<(&'static str, String)> {
         let mut settings = Vec::new();
         if self.dialect.ttl && self.dialect.ttl_only_drop_parts {
@@ -767,6 +789,9 @@ impl Schema {
         }
         if raw && self.dialect.merge_cap && self.raw_part_bytes_max > 0 {
             settings.push((MERGE_CAP_SETTING, self.raw_part_bytes_max.to_string()));
+        }
+        if !raw && self.dialect.compact_parts && self.consolidated_wide_part_bytes > 0 {
+            settings.push((WIDE_PART_SETTING, self.consolidated_wide_part_bytes.to_string()));
         }
         settings
     }
@@ -910,6 +935,7 @@ pub(crate) fn test_settings(optional: &[&str]) -> SchemaSettings {
         ttl_1h_hours: 8760,
         ttl_only_drop_parts: true,
         raw_part_bytes_max: 4 << 30,
+        consolidated_wide_part_bytes: 1 << 30,
         http: None,
         cluster: None,
     }
@@ -958,7 +984,10 @@ mod tests {
             "TTL TimeReceived + toIntervalHour(168)\nSETTINGS ttl_only_drop_parts = 1, merge_selector_base = 10, \
              max_bytes_to_merge_at_max_space_in_pool = 4294967296"
         ));
-        assert!(new.create_consolidated_table(&new.consolidations[2]).ends_with("SETTINGS ttl_only_drop_parts = 1"));
+        assert!(new
+            .create_consolidated_table(&new.consolidations[2])
+            .ends_with("SETTINGS ttl_only_drop_parts = 1, min_bytes_for_wide_part = 1073741824"));
+        assert!(!new.create_raw_table().contains(WIDE_PART_SETTING), "consolidated tables only");
         assert!(new.dialect.warnings().is_empty());
         let middle = Schema::new(&test_settings(&[]), ServerVersion(19, 16));
         assert!(middle.create_raw_table().contains("TTL") && !middle.create_raw_table().contains("SETTINGS"));
@@ -974,6 +1003,16 @@ mod tests {
         assert!(!old18.dialect.with_merge_tree_settings(&cap).merge_cap);
         let off = Schema::new(&SchemaSettings { raw_part_bytes_max: 0, ..test_settings(&[]) }, ServerVersion(26, 7));
         assert!(!off.create_raw_table().contains(MERGE_CAP_SETTING), "0: the engine's own");
+        // Compact parts likewise: listed and modifiable, else not asked for; 0 leaves the engine's.
+        let wide = [WIDE_PART_SETTING.to_string()];
+        assert!(!old18.dialect.with_merge_tree_settings(&wide).compact_parts);
+        assert!(!listed.compact_parts && !none.compact_parts);
+        let wide = Schema::new(
+            &SchemaSettings { consolidated_wide_part_bytes: 0, ..test_settings(&[]) },
+            ServerVersion(26, 7),
+        );
+        assert!(!wide.create_consolidated_table(&wide.consolidations[0]).contains(WIDE_PART_SETTING));
+        assert!(!middle.create_consolidated_table(&middle.consolidations[0]).contains("SETTINGS"));
     }
 
     #[test]

@@ -206,6 +206,7 @@ fn store_settings() -> SchemaSettings {
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
         raw_part_bytes_max: 4 << 30,
+        consolidated_wide_part_bytes: 1 << 30,
         http: None,
         cluster: None,
     }
@@ -568,17 +569,34 @@ fn migrations_create_rerun_as_no_op_and_add_a_column_to_a_populated_table() {
         let chosen =
             "ttl_only_drop_parts = 1, merge_selector_base = 10, max_bytes_to_merge_at_max_space_in_pool = 4294967296";
         if matches!(store, Store::Embedded) {
+            // Compact consolidated parts (off by default) asked for: the migration sets them.
+            let config = store_config(&dir, port, &store, "consolidated_wide_part_bytes = 1073741824");
+            let set = weir(&["migrate"], &config);
+            assert!(
+                set.contains("ran 3 steps")
+                    && set.contains("flows_5m does not have min_bytes_for_wide_part = 1073741824"),
+                "{set}"
+            );
             assert!(ddl("flows").contains(chosen), "{}", ddl("flows"));
+            // (MODIFY SETTING puts a setting after `index_granularity`.)
+            let consolidated = "min_bytes_for_wide_part = 1073741824";
             assert!(ddl("flows_1h").contains("SETTINGS ttl_only_drop_parts = 1"), "{}", ddl("flows_1h"));
+            assert!(ddl("flows_1h").contains(consolidated), "{}", ddl("flows_1h"));
             query(
                 &writes,
                 None,
                 "ALTER TABLE weir.flows MODIFY SETTING ttl_only_drop_parts = 0, merge_selector_base = 5, \
                  max_bytes_to_merge_at_max_space_in_pool = 1000000",
             );
+            query(&writes, None, "ALTER TABLE weir.flows_1h MODIFY SETTING min_bytes_for_wide_part = 10485760");
             let reset = weir(&["migrate"], &config);
-            assert!(reset.contains("ran 3 steps") && reset.contains("flows does not have ttl_only_drop_parts = 1"));
+            assert!(
+                reset.contains("ran 4 steps") && reset.contains("flows does not have ttl_only_drop_parts = 1"),
+                "{reset}"
+            );
+            assert!(reset.contains("flows_1h does not have min_bytes_for_wide_part = 1073741824"), "{reset}");
             assert!(ddl("flows").contains(chosen), "{}", ddl("flows"));
+            assert!(ddl("flows_1h").contains(consolidated), "{}", ddl("flows_1h"));
         } else {
             let flows = ddl("flows");
             assert!(

@@ -44,6 +44,10 @@ struct Args {
     /// A directory of its own (removed first).
     #[arg(long, default_value = "/tmp/weir-consolebench")]
     dir: PathBuf,
+    /// Extra lines for Weir's `[store]` section (e.g.
+    /// "consolidated_wide_part_bytes = 0").
+    #[arg(long, default_value = "")]
+    weir_store: String,
 }
 
 struct Weir {
@@ -59,12 +63,12 @@ impl Drop for Weir {
     }
 }
 
-fn start(weir: &PathBuf, dir: &std::path::Path) -> Result<Weir, String> {
+fn start(weir: &PathBuf, dir: &std::path::Path, store: &str) -> Result<Weir, String> {
     let config = dir.join("weir.toml");
     let port = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())?.port();
     let text = format!(
         "[shards]\ncores = [0]\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         query_writes = true\n[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{}\"\n\
+         query_writes = true\n[sink]\nkind = \"store\"\n[store]\nkind = \"embedded\"\nspool_dir = \"{}\"\n{store}\n\
          [store.embedded]\npath = \"{}\"\n[console]\ncache_ttl_s = 0\ndatabase = \"{}\"\n",
         dir.join("spool").display(),
         dir.join("chdb").display(),
@@ -141,7 +145,7 @@ fn main() -> Result<(), String> {
     });
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| e.to_string())?;
-    let w = start(&weir, &args.dir)?;
+    let w = start(&weir, &args.dir, &args.weir_store)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let week = 7 * 86_400u64;
 
@@ -177,13 +181,24 @@ fn main() -> Result<(), String> {
     let schema = Schema::new(&settings, ServerVersion(26, 0));
     for c in &schema.consolidations {
         let dims: Vec<&str> = schema.dimensions().iter().map(|d| d.name).collect();
-        let sql = format!(
-            "INSERT INTO weir.{} (TimeReceived, {}, Bytes, Packets, Flows) {}",
-            c.table,
-            dims.join(", "),
-            schema.consolidation_select(c)
-        );
-        query(&w, &sql)?;
+        // A day at a time (each statement within `/query`'s 60 s); the
+        // bounds are whole hours, so a bucket falls in one day.
+        let select = schema.consolidation_select(c);
+        let mut day = (now - week) / 86_400 * 86_400;
+        while day <= now {
+            let sql = format!(
+                "INSERT INTO weir.{} (TimeReceived, {}, Bytes, Packets, Flows) {}",
+                c.table,
+                dims.join(", "),
+                select.replacen(
+                    " GROUP BY ",
+                    &format!(" WHERE TimeReceived >= {day} AND TimeReceived < {} GROUP BY ", day + 86_400),
+                    1
+                )
+            );
+            query(&w, &sql)?;
+            day += 86_400;
+        }
     }
     let consolidated_s = started.elapsed().as_secs_f64();
     let rows = |t: &str| query(&w, &format!("SELECT count() FROM weir.{t}")).map(|s| s.trim().to_string());
@@ -197,6 +212,12 @@ fn main() -> Result<(), String> {
     // Merges settle before timing.
     let _ = query(&w, "OPTIMIZE TABLE weir.flows_1m FINAL");
     std::thread::sleep(Duration::from_secs(5));
+    let parts = query(
+        &w,
+        "SELECT table, part_type, count(), formatReadableSize(sum(bytes_on_disk)) FROM system.parts \
+         WHERE database = 'weir' AND active GROUP BY table, part_type ORDER BY table, part_type",
+    )?;
+    println!("parts (table, type, count, bytes):\n{}", parts.trim_end());
 
     println!("\n| range | points | table | interval s | median ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");

@@ -316,7 +316,7 @@ pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Resu
     let names = engine
         .query(
             "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', 'merge_selector_base', \
-             'max_bytes_to_merge_at_max_space_in_pool')",
+             'max_bytes_to_merge_at_max_space_in_pool', 'min_bytes_for_wide_part')",
             "TabSeparated",
         )
         .unwrap_or_default();
