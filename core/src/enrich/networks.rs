@@ -456,7 +456,8 @@ pub fn flatten<T, S>(
 }
 
 /// Ranges of the whole space as a shard searches them: IPv4 ranges as
-/// 32-bit starts under a 2^20-bucket index, IPv6 ranges under a `Trie6`.
+/// 32-bit starts under a bucket index (2^20 buckets by default, 2^18 in
+/// the RIB's), IPv6 ranges under a `Trie6`.
 #[derive(Clone, Debug)]
 pub struct PrefixTable {
     v4: Ranges,
@@ -984,6 +985,16 @@ mod tests {
     use crate::config::parse_cidr;
     use crate::flow::addr_from_ip;
 
+    /// A reproducible stream of pseudo-random numbers (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     fn info(name: &str, country: &str, asn: u32) -> NetworkInfo {
         NetworkInfo { name: name.into(), country: country.into(), asn, ..NetworkInfo::default() }
     }
@@ -1083,18 +1094,12 @@ mod tests {
     /// prefixes and addresses.
     #[test]
     fn the_flat_table_matches_a_longest_prefix_scan() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..20 {
             let mut b = Builder::new();
             let mut nets: Vec<(u128, u8, NetworkInfo)> = Vec::new();
             for i in 0..200 {
-                let v4 = next() % 3 != 0;
+                let v4 = !next().is_multiple_of(3);
                 let (net, len) = if v4 {
                     let len = (next() % 33) as u8;
                     // Few distinct high bits, so that prefixes nest.
@@ -1161,17 +1166,11 @@ mod tests {
     /// the RIB's index takes fewer buckets than the networks table's.
     #[test]
     fn ipv4_ranges_answer_alike_for_every_bucket_width() {
-        let mut seed = 0x0bad_5eed_1234_5678u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x0bad_5eed_1234_5678u64);
         for n in [1usize, 2, 7, 300, 5000] {
             // Starts crowded in a few places and spread over the rest.
             let mut starts: Vec<u32> = (0..n)
-                .map(|_| if next() % 2 == 0 { 0x0a00_0000 | (next() as u32 & 0x0fff) } else { next() as u32 })
+                .map(|_| if next().is_multiple_of(2) { 0x0a00_0000 | (next() as u32 & 0x0fff) } else { next() as u32 })
                 .collect();
             starts.extend([0, u32::MAX]);
             starts.sort_unstable();
@@ -1201,13 +1200,7 @@ mod tests {
     /// its memory bound, and with no node budget at all (wide leaves).
     #[test]
     fn the_ipv6_trie_answers_as_a_bisection_and_stays_bounded() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let mut starts = std::collections::BTreeSet::from([0u128]);
         let dense = 0x2001_0db8_0000_0001u128 << 64;
         let wide = 0x2a00_1450u128 << 96;
