@@ -206,7 +206,7 @@ fn store_settings() -> SchemaSettings {
         ttl_1h_hours: 1,
         ttl_only_drop_parts: true,
         raw_part_bytes_max: 4 << 30,
-        consolidated_wide_part_bytes: 1 << 30,
+        consolidated_wide_part_bytes: 0,
         http: None,
         cluster: None,
     }

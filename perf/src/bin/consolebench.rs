@@ -181,15 +181,14 @@ fn main() -> Result<(), String> {
     let schema = Schema::new(&settings, ServerVersion(26, 0));
     for c in &schema.consolidations {
         let dims: Vec<&str> = schema.dimensions().iter().map(|d| d.name).collect();
+        let insert = format!("INSERT INTO weir.{} (TimeReceived, {}, Bytes, Packets, Flows)", c.table, dims.join(", "));
         // A day at a time (each statement within `/query`'s 60 s); the
         // bounds are whole hours, so a bucket falls in one day.
         let select = schema.consolidation_select(c);
         let mut day = (now - week) / 86_400 * 86_400;
         while day <= now {
             let sql = format!(
-                "INSERT INTO weir.{} (TimeReceived, {}, Bytes, Packets, Flows) {}",
-                c.table,
-                dims.join(", "),
+                "{insert} {}",
                 select.replacen(
                     " GROUP BY ",
                     &format!(" WHERE TimeReceived >= {day} AND TimeReceived < {} GROUP BY ", day + 86_400),

@@ -30,7 +30,7 @@ pub mod writer;
 
 use weir_core::config::{StoreConfig, StoreKind};
 use weir_core::migrate::{self, LiveDatabase, Plan, HELPER_TABLES};
-use weir_core::schema::{Dialect, Schema, ServerVersion};
+use weir_core::schema::{Dialect, Schema, ServerVersion, MERGE_CAP_SETTING, WIDE_PART_SETTING};
 
 /// Insert-ready bytes: the statement, a newline, then the data in the
 /// statement's format (Native blocks; RowBinary rows in a spool file
@@ -315,8 +315,10 @@ pub fn migrate(engine: &mut Engine, config: &StoreConfig, dry_run: bool) -> Resu
     // Table settings as the server lists them (none if it cannot say).
     let names = engine
         .query(
-            "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', 'merge_selector_base', \
-             'max_bytes_to_merge_at_max_space_in_pool', 'min_bytes_for_wide_part')",
+            &format!(
+                "SELECT name FROM system.merge_tree_settings WHERE name IN ('ttl_only_drop_parts', \
+                 'merge_selector_base', '{MERGE_CAP_SETTING}', '{WIDE_PART_SETTING}')"
+            ),
             "TabSeparated",
         )
         .unwrap_or_default();
