@@ -22,7 +22,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     free_tcp_port, free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until,
@@ -215,38 +215,45 @@ fn frr_bgpd(dir: &Path, port: u16, peer: u16, bmp: u16) -> Child {
 fn gobgpd_peer(dir: &Path, port: u16, remote: u16, api: u16) -> Child {
     let config = dir.join("peer.toml");
     let ipv6 = "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n";
-    std::fs::write(&config, ibgp_config(("192.0.2.2", "127.0.0.2", port), ("127.0.0.1", remote), "send-max = 8", ipv6))
-        .unwrap();
+    std::fs::write(
+        &config,
+        ibgp_config(("192.0.2.2", "127.0.0.2", port), ("127.0.0.1", remote), false, "send-max = 8", ipv6),
+    )
+    .unwrap();
     spawn_gobgpd(&config, api)
 }
 
 /// A gobgpd config in AS 64500: router id, address and port of its own;
 /// its iBGP neighbour's address and port; the IPv4 unicast ADD-PATH
-/// setting; then `more` (other families, BMP servers). Both sides retry
-/// their connection every second (gobgpd's default is 120 s: a first try
-/// lost to the other side's start, or to a connection collision, held the
-/// session down past the test's wait).
-fn ibgp_config(own: (&str, &str, u16), neighbour: (&str, u16), add_paths: &str, more: &str) -> String {
+/// setting; then `more` (other families, BMP servers). The `passive` side
+/// only listens, so the two never collide; the other retries its
+/// connection every second (gobgpd's default is 120 s: a first try lost to
+/// the other side's start held the session down past the test's wait), and
+/// both come back a second after a reset (default 30 s).
+fn ibgp_config(own: (&str, &str, u16), neighbour: (&str, u16), passive: bool, add_paths: &str, more: &str) -> String {
     let ((id, address, port), (peer, remote)) = (own, neighbour);
     format!(
         "[global.config]\n  as = 64500\n  router-id = \"{id}\"\n  port = {port}\n  \
          local-address-list = [\"{address}\"]\n\
          [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = 64500\n  \
-         [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"{address}\"\n  \
-         [neighbors.timers.config]\n    connect-retry = 1\n  \
+         [neighbors.transport.config]\n    remote-port = {remote}\n    local-address = \"{address}\"\n    \
+         passive-mode = {passive}\n  \
+         [neighbors.timers.config]\n    connect-retry = 1\n    idle-hold-time-after-reset = 1\n  \
          [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n    \
          [neighbors.afi-safis.add-paths.config]\n      {add_paths}\n{more}"
     )
 }
 
+/// gobgpd on `config`, its log beside it (`router.toml` → `router.log`).
 fn spawn_gobgpd(config: &Path, api: u16) -> Child {
+    let log = std::fs::File::create(config.with_extension("log")).unwrap();
     Command::new("gobgpd")
         .arg("-f")
         .arg(config)
         .arg("--api-hosts")
         .arg(format!("127.0.0.1:{api}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .expect("gobgpd (Debian package gobgpd: scripts/setup)")
 }
@@ -260,6 +267,23 @@ fn wait_api(api: u16) {
             .status()
             .is_ok_and(|s| s.success())
     });
+}
+
+/// What the routers in `dir` say of themselves, for a failed wait: each
+/// API's `gobgp neighbor` and the tail of each gobgpd log.
+fn routers(dir: &Path, apis: &[u16]) -> String {
+    let mut said = String::new();
+    for api in apis {
+        let out = Command::new("gobgp").args(["-u", "127.0.0.1", "-p", &api.to_string(), "neighbor"]).output();
+        let out = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        said += &format!("gobgp -p {api} neighbor:\n{out}\n");
+    }
+    for log in ["router.log", "peer.log"] {
+        let text = std::fs::read_to_string(dir.join(log)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        said += &format!("{log}:\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    said
 }
 
 /// Kills `child` when dropped (a failed assertion leaves no router behind).
@@ -377,15 +401,31 @@ fn gobgpd_reporting_its_add_path_peer_keeps_the_paths_apart() {
         "[[bmp-servers]]\n  [bmp-servers.config]\n    address = \"127.0.0.1\"\n    port = {bmp}\n    \
          route-monitoring-policy = \"pre-policy\"\n"
     );
-    let router =
-        ibgp_config(("192.0.2.1", "127.0.0.1", router_port), ("127.0.0.2", peer_port), "receive = true", &bmp_server);
+    let router = ibgp_config(
+        ("192.0.2.1", "127.0.0.1", router_port),
+        ("127.0.0.2", peer_port),
+        true,
+        "receive = true",
+        &bmp_server,
+    );
     std::fs::write(&router_config, router).unwrap();
     let _router = Killed(spawn_gobgpd(&router_config, api));
     let _peer = Killed(gobgpd_peer(&dir, peer_port, router_port, peer_api));
     wait_api(peer_api);
     gobgp(peer_api, "global rib add 192.0.2.0/24 identifier 1 aspath 64501,64496 nexthop 10.0.0.1 -a ipv4");
     gobgp(peer_api, "global rib add 192.0.2.0/24 identifier 2 aspath 64502 nexthop 10.0.0.2 -a ipv4");
-    wait_until("both paths", Duration::from_secs(30), || gauge("weir_bmp_routes") == 2);
+    // The session came up 5-7 s after gobgpd's start here, connect-retry
+    // of 1 s or not; a lost first try costs as much again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gauge("weir_bmp_routes") != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both paths: routes {}\n{}",
+            gauge("weir_bmp_routes"),
+            routers(&dir, &[api, peer_api])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(gauge("weir_bmp_prefixes"), 1, "two paths of one prefix");
     // The best: the shorter AS path.
