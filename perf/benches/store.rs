@@ -92,6 +92,31 @@ fn store(c: &mut Criterion) {
         )
     });
 
+    // The map as a shard holds it at 1 M flows/s of `weir-flowgen --pool
+    // 16384` (about 140 k keys an interval, out of the caches): eight
+    // seeds' flows summed in, then the first seed's again, timed (every
+    // key there already).
+    let seeds: Vec<FlowRecord> = (7..15).flat_map(weir_perf::traffic::store_flows_from).collect();
+    let mut full = Consolidator::new(&layout, 262_144, KeyHash::with_seed(3));
+    for chunk in seeds.chunks(ROWS) {
+        columns.clear();
+        for f in chunk {
+            columns.push(f);
+            full.add_last_row(&columns);
+        }
+    }
+    let full_keys = full.len();
+    group.bench_function("sum_into_a_full_map", |b| {
+        b.iter(|| {
+            columns.clear();
+            for f in &seeds[..ROWS] {
+                columns.push(black_box(f));
+                full.add_last_row(&columns);
+            }
+        })
+    });
+    drop(full);
+
     let mut raw = Vec::new();
     group.bench_function("batch", |b| {
         b.iter(|| {
@@ -116,7 +141,10 @@ fn store(c: &mut Criterion) {
         })
     });
     group.finish();
-    eprintln!("store_shard: {ROWS} flows, {keys} keys (minute, dimensions), raw block {} bytes", raw.len());
+    eprintln!(
+        "store_shard: {ROWS} flows, {keys} keys (minute, dimensions), raw block {} bytes; the full map {full_keys} keys",
+        raw.len()
+    );
 }
 
 /// Enrichment on the shard: the metadata lookup per flow in a warm

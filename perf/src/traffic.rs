@@ -376,7 +376,12 @@ pub fn sflow_datagrams(mix: &mut FlowMix, count: usize) -> (Vec<Vec<u8>>, usize)
 /// (192.0.2.1-4, one after the other), 2 µs apart (`benches/store.rs`,
 /// `weir-decode-count store`).
 pub fn store_flows() -> Vec<FlowRecord> {
-    let mut mix = FlowMix::new(7);
+    store_flows_from(7)
+}
+
+/// `store_flows` from another seed of the mix.
+pub fn store_flows_from(seed: u64) -> Vec<FlowRecord> {
+    let mut mix = FlowMix::new(seed);
     (0..65_536u64)
         .map(|i| {
             let mut f = mix.next_flow();
