@@ -181,14 +181,16 @@ impl SumTable {
     }
 }
 
-/// Rows a shard holds back before adding them to its sum table: each
-/// row's slot is fetched from memory over the first half of the rows after
-/// it, the entry the slot points to over the second half (two dependent
-/// cache misses, each behind a few flows' work).
-const AHEAD: usize = 4;
+/// Rows a shard holds back before adding them to its sum table. A row's
+/// key is hashed (and its slot fetched from memory) one row after it was
+/// built, the entry the slot points to is fetched two rows later, and the
+/// row is added two rows after that: two dependent cache misses, each
+/// behind two flows' work, and no load of the key's bytes while the
+/// stores that wrote them are still pending.
+const AHEAD: usize = 5;
 
-/// A row summed but not yet added: its hash and sums (its key is in the
-/// key buffer of the same place).
+/// A row summed but not yet added: its hash (once hashed) and sums (its
+/// key is in the key buffer of the same place).
 #[derive(Clone, Copy, Default)]
 struct Pending {
     hash: u64,
@@ -239,9 +241,9 @@ pub struct Consolidator {
     /// Keyed by (minute, dimensions).
     minutes: SumTable,
     /// The last `AHEAD` rows, added `AHEAD` rows later, oldest first: a
-    /// ring of `AHEAD + 1` places from `first`, `held` of them used, the
-    /// next row's key built in place in the one after them (the bytes
-    /// past the dimensions stay zero).
+    /// ring of `AHEAD + 1` places from `first`, `held` of them used (the
+    /// newest not hashed yet), the next row's key built in place in the
+    /// one after them (the bytes past the dimensions stay zero).
     keys: [Key; AHEAD + 1],
     pending: [Pending; AHEAD + 1],
     first: usize,
@@ -360,9 +362,21 @@ impl Consolidator {
 
     /// Adds the rows held back, oldest first (before the map is read).
     fn settle(&mut self) {
+        if self.held > 0 {
+            self.hash_newest();
+        }
         while self.held > 0 {
             self.add_first();
         }
+    }
+
+    /// Hashes the newest row held back and fetches its slot.
+    #[inline(always)]
+    fn hash_newest(&mut self) {
+        let newest = (self.first + self.held - 1) % (AHEAD + 1);
+        let hash = self.minutes.hash(&self.keys[newest]);
+        self.minutes.prefetch(hash);
+        self.pending[newest].hash = hash;
     }
 
     /// Adds the oldest row held back.
@@ -395,20 +409,22 @@ impl Consolidator {
             packets: u64::from_le_bytes(columns.last_fixed::<8>(self.packets_at)).wrapping_mul(rate),
             flows: 1,
         };
-        // The row `AHEAD` before goes in first: by then the key's bytes,
-        // just stored a field at a time, have left the store buffer, and
-        // the hash's 8-byte loads of them do not wait for them there (a
-        // load that spans several pending stores cannot be forwarded from
-        // them). Its slot and entry were fetched over the last rows.
+        // The row `AHEAD` before goes in (its slot and entry fetched over
+        // the last rows); then the entry of the row three before is
+        // fetched (its slot two rows ago), and the row before, whose key's
+        // bytes have left the store buffer by now, is hashed (the hash's
+        // 8-byte loads would wait for a key just stored a field at a time:
+        // a load that spans several pending stores cannot be forwarded
+        // from them).
         if self.held == AHEAD {
             self.add_first();
-            // Halfway: the row whose slot was fetched `AHEAD / 2` rows ago.
-            let half = (self.first + AHEAD / 2 - 1) % (AHEAD + 1);
-            self.minutes.prefetch_entry(self.pending[half].hash);
+            let third = (self.first + AHEAD - 4) % (AHEAD + 1);
+            self.minutes.prefetch_entry(self.pending[third].hash);
         }
-        let hash = self.minutes.hash(&self.keys[k]);
-        self.minutes.prefetch(hash);
-        self.pending[k] = Pending { hash, sums };
+        if self.held > 0 {
+            self.hash_newest();
+        }
+        self.pending[k] = Pending { hash: 0, sums };
         self.held += 1;
         self.len() >= self.keys_max
     }
