@@ -411,13 +411,16 @@ impl Consolidator {
         };
         // The row `AHEAD` before goes in (its slot and entry fetched over
         // the last rows); then the entry of the row three before is
-        // fetched (its slot two rows ago), and the row before, whose key's
-        // bytes have left the store buffer by now, is hashed (the hash's
-        // 8-byte loads would wait for a key just stored a field at a time:
-        // a load that spans several pending stores cannot be forwarded
-        // from them).
+        // fetched (it was hashed, its slot fetched, two rows ago), and the
+        // row before, whose key's bytes have left the store buffer by now,
+        // is hashed (the hash's 8-byte loads would wait for a key just
+        // stored a field at a time: a load that spans several pending
+        // stores cannot be forwarded from them).
         if self.held == AHEAD {
             self.add_first();
+            // The `AHEAD - 1` rows left, oldest first: the newest is not
+            // hashed, the one before it was hashed a row ago, the one
+            // before that two rows ago.
             let third = (self.first + AHEAD - 4) % (AHEAD + 1);
             self.minutes.prefetch_entry(self.pending[third].hash);
         }
@@ -775,9 +778,9 @@ mod tests {
         // A minute and an hour later.
         shard.add(&flow(7200 + 301, 1, 5, 2));
         let c = &mut shard.c;
-        // (3600, 1), (3660, 1), (3600, 2), (7500, 1), and the rows held
-        // back counted as new.
-        assert!((4..=5).contains(&c.len()), "{}", c.len());
+        // (3600, 1), (3660, 1), (3600, 2), (7500, 1): four keys in five
+        // rows, every row held back still, each counted as new.
+        assert_eq!(c.len(), 5);
         let mut out = [Vec::new(), Vec::new(), Vec::new()];
         assert_eq!(c.write_blocks(&MODERN, &mut out), [4, 3, 3]);
         assert!(c.is_empty());
