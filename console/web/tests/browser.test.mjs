@@ -27,8 +27,10 @@ after(async () => {
   weir?.stop();
 });
 
-async function page(path = "/", options = {}) {
+// `setup(context)`, when given, runs before the page is opened (routes).
+async function page(path = "/", options = {}, setup = async () => {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...options });
+  await setup(context);
   const p = await context.newPage();
   p.on("console", (m) => m.type() === "error" && errors.push(`${path}: ${m.text()}`));
   p.on("pageerror", (e) => errors.push(`${path}: ${e.message}`));
@@ -234,9 +236,21 @@ test("a saved filter applies, and a copied URL restores the view", async () => {
 });
 
 test("the documentation shows the README's sections", async () => {
-  const { p, context } = await page("/docs");
+  // The first page's answer held back until after the click's: it comes
+  // last, and must not replace the page clicked.
+  const { p, context } = await page("/docs", {}, (c) =>
+    c.route(/\/api\/v0\/console\/docs\/(?!the-console-api)/, async (r) => {
+      await new Promise((done) => setTimeout(done, 2000));
+      await r.continue();
+    }),
+  );
+  const late = p.waitForResponse((r) => /\/docs\/(?!the-console-api)[^/]+$/.test(new URL(r.url()).pathname));
   await p.click("text=The console API");
   await p.waitForURL(/\/docs\/the-console-api$/);
+  await p.waitForSelector('[data-testid="doc"] h3:has-text("The filter language")');
+  await late;
+  await p.waitForLoadState("networkidle");
+  assert.equal(await p.textContent('[data-testid="doc"] h1'), "The console API");
   await p.waitForSelector('[data-testid="doc"] h3:has-text("The filter language")');
   await context.close();
 });
