@@ -22,11 +22,11 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
     free_tcp_port, free_udp_port, query, send_ipfix, temp_dir, two_shards, wait_rows_inserted, wait_until,
-    write_config, Collector,
+    wait_until_else, write_config, Collector,
 };
 use weir_core::flow::addr_from_ip;
 use weir_core::FlowRecord;
@@ -416,16 +416,11 @@ fn gobgpd_reporting_its_add_path_peer_keeps_the_paths_apart() {
     gobgp(peer_api, "global rib add 192.0.2.0/24 identifier 2 aspath 64502 nexthop 10.0.0.2 -a ipv4");
     // The session came up 5-7 s after gobgpd's start here, connect-retry
     // of 1 s or not; a lost first try costs as much again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while gauge("weir_bmp_routes") != 2 {
-        assert!(
-            Instant::now() < deadline,
-            "both paths: routes {}\n{}",
-            gauge("weir_bmp_routes"),
-            routers(&dir, &[api, peer_api])
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_else(
+        Duration::from_secs(60),
+        || gauge("weir_bmp_routes") == 2,
+        || format!("both paths: routes {}\n{}", gauge("weir_bmp_routes"), routers(&dir, &[api, peer_api])),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(gauge("weir_bmp_prefixes"), 1, "two paths of one prefix");
     // The best: the shorter AS path.

@@ -293,10 +293,18 @@ pub fn wait_rows_inserted(c: &Collector, rows: u64, within: Duration) -> u64 {
 }
 
 /// Waits for `done`, failing with `what` after `within`.
-pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, within: Duration, done: impl FnMut() -> bool) {
+    wait_until_else(within, done, || what.to_string());
+}
+
+/// Waits for `done`, failing after `within` with what `say` tells then
+/// (the state of things when the wait ran out).
+pub fn wait_until_else(within: Duration, mut done: impl FnMut() -> bool, say: impl FnOnce() -> String) {
     let deadline = Instant::now() + within;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}");
+        if Instant::now() >= deadline {
+            panic!("{}", say());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
