@@ -1198,6 +1198,9 @@ pub fn read_blocks(mut s: &[u8]) -> Result<Vec<Block<'_>>, String> {
     while !s.is_empty() {
         let ncols = read_varuint(&mut s)? as usize;
         let rows = read_varuint(&mut s)? as usize;
+        if ncols == 0 {
+            return Err("a block without columns (Weir writes none)".into());
+        }
         let mut columns = Vec::with_capacity(ncols.min(256));
         for _ in 0..ncols {
             let name = read_string(&mut s)?;
@@ -1350,6 +1353,11 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
     'blocks: while at < end {
         let Some(columns) = varuint(file, &mut at) else { break };
         let Some(rows) = varuint(file, &mut at) else { break };
+        if columns == 0 {
+            // Weir writes no block without columns: zeros past the last
+            // block (a direct write's padding, not yet cut off) end them.
+            break;
+        }
         for _ in 0..columns {
             let (Some(_name), Some(kind)) = (string(file, &mut at, end), string(file, &mut at, end)) else {
                 break 'blocks;
