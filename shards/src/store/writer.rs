@@ -81,7 +81,24 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
     if config.raw == RawStore::Segments && config.kind == StoreKind::Embedded {
         engine.execute(&segments::view_sql(&schema, &config.segments_dir))?;
     }
+    if let Engine::Embedded(_) = engine {
+        let before = rss_file_mib();
+        let advised = super::chdb::page_out_library(&config.embedded.library);
+        info!(
+            "store: the engine's library pages touched at its start given back ({} MiB of mappings; \
+             file-backed RSS {before} -> {} MiB)",
+            advised >> 20,
+            rss_file_mib()
+        );
+    }
     Ok((engine, schema.dialect))
+}
+
+/// The process's resident file pages (`RssFile`), MiB; 0 if unknown.
+fn rss_file_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("RssFile:")).and_then(|v| v.trim().strip_suffix("kB"));
+    kib.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) >> 10
 }
 
 /// A batch's buffers: the raw table's Native block, one block per
@@ -888,7 +905,9 @@ impl Writer {
         }
         let ticket = (batch.shard, batch.ticket);
         let mut chunks = self.take_records(&mut batch.blocks.records, ticket);
-        chunks += self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals, ticket) as u32;
+        if !self.append_segment(&batch.blocks.raw, batch.rows, &batch.arrivals) {
+            chunks += self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals, ticket) as u32;
+        }
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
             if batch.consolidated_rows[i] > 0 {
                 chunks += self.append(1 + i, block, batch.consolidated_rows[i], &[], ticket) as u32;
@@ -908,6 +927,40 @@ impl Writer {
         }
         batch.blocks.recycle(self.block_keep);
         let _ = free.send(batch.blocks);
+    }
+
+    /// With `store.raw = "segments"`, appends a batch's raw block straight
+    /// to the open segment file: no chunk gathers it (no copy, no chunk
+    /// buffer; the file's own buffer does the gathering), and it is taken
+    /// for good at once. Not while raw chunks wait (a failed append's: they
+    /// go first, through `attempt`'s retries and the spool); a failed
+    /// append here leaves the block to a chunk. Whether it was appended.
+    fn append_segment(&mut self, block: &[u8], rows: u32, arrivals: &[(u64, u32)]) -> bool {
+        let Some(segments) = &mut self.segments else { return false };
+        if block.is_empty() || self.pending.iter().any(|c| c.table == 0) {
+            return false;
+        }
+        let started = Instant::now();
+        match segments.append(block, unix_seconds()) {
+            Ok(done) => {
+                let m = &self.metrics;
+                m.segment_bytes_written.fetch_add(block.len() as u64, Relaxed);
+                m.segment_files_expired.fetch_add(done.expired, Relaxed);
+                m.inserts[0].fetch_add(1, Relaxed);
+                m.rows_inserted.fetch_add(rows as u64, Relaxed);
+                m.bytes_inserted.fetch_add(block.len() as u64, Relaxed);
+                m.insert_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                for &(at, rows) in arrivals {
+                    m.commit_delay.record(now_ms.saturating_sub(at), rows as u64);
+                }
+                true
+            }
+            Err(e) => {
+                self.failed(&e);
+                false
+            }
+        }
     }
 
     /// Queues the records no shard sent before for the records tables;
