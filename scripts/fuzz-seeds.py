@@ -194,6 +194,19 @@ def main(out):
     meta += column(b"InIfName", b"String", bytes([5]) + b"et-17" + bytes([0]))
     open(os.path.join(out, "native_blocks", "metadata_columns"), "wb").write(meta + block)
 
+    # Compressed segment files: zstd frames (here of raw blocks, as a
+    # compressor writes data it cannot shrink), one cut in its last block.
+    os.makedirs(os.path.join(out, "zstd_frames"), exist_ok=True)
+
+    def zstd_frame(data):
+        # Single segment, a 4-byte content size, one last raw block.
+        frame = struct.pack("<I", 0xFD2FB528) + bytes([0x80 | 0x20]) + struct.pack("<I", len(data))
+        return frame + struct.pack("<I", 1 | (len(data) << 3))[:3] + data
+
+    frames = zstd_frame(block) + zstd_frame(meta)
+    open(os.path.join(out, "zstd_frames", "two_frames"), "wb").write(frames)
+    open(os.path.join(out, "zstd_frames", "cut"), "wb").write(frames[:-7])
+
     # SNMP answers (SNMPv2c responses to a poll of interfaces 1 and 2, as
     # net-snmp sends them) and a metadata cache file.
     def tlv(tag, body):

@@ -1441,6 +1441,73 @@ pub fn whole_blocks_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::
     Ok(whole)
 }
 
+/// A zstd frame's magic number (RFC 8878, 3.1.1), little-endian.
+const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// How many bytes from the start of `file` (zstd frames, as compressed
+/// segment files hold them: one per batch) are whole frames: what a crash
+/// left after them is cut there. Reads the frame and block headers (RFC
+/// 8878, 3.1.1) and skips the blocks' contents; it does not decompress.
+/// Anything but a zstd frame (a skippable frame, zeros) ends the whole
+/// frames, as Weir writes none.
+pub fn whole_zstd_frames_len<R: std::io::Read + std::io::Seek>(file: &mut R) -> std::io::Result<u64> {
+    use std::io::SeekFrom;
+    let end = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut whole = 0u64;
+    // Reads `N` bytes at `at`, or None past the end.
+    fn bytes<const N: usize, R: std::io::Read>(file: &mut R, at: &mut u64, end: u64) -> Option<[u8; N]> {
+        if at.saturating_add(N as u64) > end {
+            return None;
+        }
+        let mut b = [0u8; N];
+        file.read_exact(&mut b).ok()?;
+        *at += N as u64;
+        Some(b)
+    }
+    'frames: while whole < end {
+        let mut at = whole;
+        let Some(magic) = bytes::<4, _>(file, &mut at, end) else { break };
+        let Some([descriptor]) = bytes::<1, _>(file, &mut at, end) else { break };
+        if u32::from_le_bytes(magic) != ZSTD_MAGIC || descriptor & 0x08 != 0 {
+            break;
+        }
+        let single_segment = descriptor & 0x20 != 0;
+        let window = u64::from(!single_segment);
+        let dictionary = [0, 1, 2, 4][usize::from(descriptor & 0x03)];
+        let content_size = match descriptor >> 6 {
+            0 => u64::from(single_segment),
+            flag => [0, 2, 4, 8][usize::from(flag)],
+        };
+        let checksum = if descriptor & 0x04 != 0 { 4 } else { 0 };
+        at += window + dictionary + content_size;
+        loop {
+            if at > end {
+                break 'frames;
+            }
+            file.seek(SeekFrom::Start(at))?;
+            let Some(header) = bytes::<3, _>(file, &mut at, end) else { break 'frames };
+            let header = u32::from_le_bytes([header[0], header[1], header[2], 0]);
+            let (last, kind, size) = (header & 1 != 0, (header >> 1) & 3, u64::from(header >> 3));
+            at += match kind {
+                0 | 2 => size,
+                1 => 1,
+                _ => break 'frames,
+            };
+            if last {
+                break;
+            }
+        }
+        at += checksum;
+        if at > end {
+            break;
+        }
+        whole = at;
+        file.seek(SeekFrom::Start(whole))?;
+    }
+    Ok(whole)
+}
+
 /// `stream` with each column's type named as `dialect` names it (the
 /// bytes are the same). Errors when it does not parse.
 pub fn retype(stream: &[u8], dialect: &Dialect) -> Result<Vec<u8>, String> {
@@ -1649,6 +1716,50 @@ pub(crate) mod tests {
             assert_eq!(radix, wide, "{rows} rows");
             assert_eq!(by_radix, c.rows_sorted, "{rows} rows, interfaces below {if_max}");
         }
+    }
+
+    /// A zstd frame holding `data` in raw blocks of at most `block` bytes
+    /// (a valid frame, as a compressor may write for data it cannot shrink).
+    fn zstd_raw_frame(data: &[u8], block: usize, checksum: bool) -> Vec<u8> {
+        // Single segment, a 4-byte content size, and the checksum flag.
+        let mut f = ZSTD_MAGIC.to_le_bytes().to_vec();
+        f.push(0x80 | 0x20 | if checksum { 0x04 } else { 0 });
+        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        let pieces: Vec<&[u8]> = data.chunks(block).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            let header = (u32::from(i + 1 == pieces.len())) | ((piece.len() as u32) << 3);
+            f.extend_from_slice(&header.to_le_bytes()[..3]);
+            f.extend_from_slice(piece);
+        }
+        if checksum {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f
+    }
+
+    #[test]
+    fn a_file_cut_in_a_zstd_frame_keeps_its_whole_frames() {
+        let frames = [
+            zstd_raw_frame(b"first frame", 4, false),
+            zstd_raw_frame(b"second", 100, true),
+            zstd_raw_frame(b"3", 1, false),
+        ];
+        let stream = frames.concat();
+        let mut ends = Vec::new();
+        frames.iter().fold(0, |at, f| {
+            ends.push(at + f.len() as u64);
+            at + f.len() as u64
+        });
+        let len = |bytes: &[u8]| whole_zstd_frames_len(&mut std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(len(&stream), stream.len() as u64);
+        for cut in 0..stream.len() {
+            let whole = ends.iter().copied().filter(|&e| e <= cut as u64).max().unwrap_or(0);
+            assert_eq!(len(&stream[..cut]), whole, "cut at {cut}");
+        }
+        // Zeros (a direct write's padding) and other bytes end the frames.
+        let padded = [stream.clone(), vec![0; 4096]].concat();
+        assert_eq!(len(&padded), stream.len() as u64);
+        assert_eq!(len(b"not a frame at all"), 0);
     }
 
     #[test]

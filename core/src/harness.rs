@@ -303,6 +303,17 @@ pub fn native_blocks(data: &[u8]) {
     }
 }
 
+/// A compressed segment file after a crash: its whole zstd frames are
+/// found without a panic, and they are whole again when read alone.
+pub fn zstd_frames(data: &[u8]) {
+    use crate::columns::whole_zstd_frames_len;
+    let len =
+        |bytes: &[u8]| whole_zstd_frames_len(&mut std::io::Cursor::new(bytes)).expect("reading memory does not fail");
+    let whole = len(data) as usize;
+    assert!(whole <= data.len());
+    assert_eq!(len(&data[..whole]) as usize, whole, "whole frames stay whole");
+}
+
 /// An SNMP answer as a poller receives it (SNMPv2c): parsed by `snmp2`,
 /// then read as the answer to a poll of interfaces 1 and 2, with an error
 /// or what the poll found, never a panic.

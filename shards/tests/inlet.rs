@@ -185,9 +185,28 @@ fn keyed_by_exporter_an_exporters_records_share_a_partition() {
     // one clean run read 200 records holding 100 payloads, so this reads
     // until 200 distinct ones: a produce sent again or a fetch repeated;
     // the spill test above checks the no-duplicate case.)
-    let records = broker.consume("keyed-v1", 2, 200, Duration::from_secs(30));
+    let records = broker.consume("keyed-v1", 2, 200, Duration::from_secs(60));
     let got: BTreeSet<Vec<u8>> = records.iter().map(|r| r.2.payload.clone()).collect();
-    assert_eq!(got, sent);
+    if got != sent {
+        // Say which went missing (by sequence number) and what each
+        // partition gave, not two sets of 200 datagrams.
+        let sequences = |set: &BTreeSet<Vec<u8>>| -> Vec<u32> {
+            set.iter().map(|p| u32::from_be_bytes(p[16..20].try_into().unwrap())).collect()
+        };
+        let missing: BTreeSet<Vec<u8>> = sent.difference(&got).cloned().collect();
+        let extra: BTreeSet<Vec<u8>> = got.difference(&sent).cloned().collect();
+        let mut per_partition = BTreeMap::<i32, usize>::new();
+        records.iter().for_each(|r| *per_partition.entry(r.0).or_default() += 1);
+        panic!(
+            "{} records read ({per_partition:?} per partition), {} of {} payloads; missing sequences {:?}, \
+             unexpected {:?}",
+            records.len(),
+            got.len(),
+            sent.len(),
+            sequences(&missing),
+            sequences(&extra)
+        );
+    }
     let mut partition_of: BTreeMap<Vec<u8>, BTreeSet<i32>> = BTreeMap::new();
     for (partition, key, r) in &records {
         assert_eq!(key, &r.exporter, "the key is the exporter");

@@ -254,12 +254,27 @@ fn embedded_store_holds_what_tshark_decodes() {
 /// empty and the consolidated tables are filled as with the table.
 #[test]
 fn raw_segments_hold_what_tshark_decodes() {
+    segments_hold_what_tshark_decodes("none", ".native", 50);
+}
+
+/// The same, each batch compressed by its shard into a zstd frame.
+#[test]
+fn compressed_raw_segments_hold_what_tshark_decodes() {
+    segments_hold_what_tshark_decodes("zstd", ".native.zst", 1);
+}
+
+/// Segment files with `compression`: their names end in `suffix`, and
+/// they take more than `bytes_per_flow`.
+fn segments_hold_what_tshark_decodes(compression: &str, suffix: &str, bytes_per_flow: u64) {
     let _turn = turn();
-    let dir = temp_dir("store-segments");
+    let dir = temp_dir(&format!("store-segments-{compression}"));
     let pcap = fixture("softflowd-ipfix.pcap");
     let port = free_udp_port();
     let segments = dir.join("segments");
-    let extra = format!("raw = \"segments\"\nsegments_dir = \"{}\"", segments.display());
+    let extra = format!(
+        "raw = \"segments\"\nsegments_dir = \"{}\"\nsegments_compression = \"{compression}\"",
+        segments.display()
+    );
     let config = store_config(&dir, port, &Store::Embedded, &extra);
     let c = Collector::start(&config);
     replay(&pcap, port);
@@ -267,12 +282,12 @@ fn raw_segments_hold_what_tshark_decodes() {
     let flows = theirs["cflow.octets"].len() as u64;
     assert_eq!(wait_rows_inserted(&c, flows, Duration::from_secs(20)), flows, "rows appended");
     let written: u64 = c.metric("weir_store_segment_bytes_written_total", "").iter().sum();
-    assert!(written > flows * 50, "{written} bytes for {flows} flows");
+    assert!(written > flows * bytes_per_flow, "{written} bytes for {flows} flows");
     // Stopping closes the minute's file: the view reads it from then on.
     c.stop();
     let files: Vec<String> =
         std::fs::read_dir(&segments).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(!files.is_empty() && files.iter().all(|f| f.starts_with("flows-") && f.ends_with(".native")), "{files:?}");
+    assert!(!files.is_empty() && files.iter().all(|f| f.starts_with("flows-") && f.ends_with(suffix)), "{files:?}");
     let ours = query(&config, None, "SELECT Bytes, SrcPort FROM weir.flows_segments");
     assert_eq!(stored_values(&ours, 0), theirs["cflow.octets"]);
     let mut ports = stored_values(&ours, 1);

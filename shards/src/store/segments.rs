@@ -12,6 +12,11 @@
 //!   written (the view does not read it: a block may be half written) and
 //!   renamed `flows-<minute>-<n>.native` when the minute is over or the
 //!   writer stops. `n` keeps a restart within the same minute apart.
+//! - With `store.segments_compression = "zstd"` the files are
+//!   `.native.zst`: one zstd frame per batch, which its shard compressed
+//!   (a batch that reaches the file through a chunk, after a failed
+//!   append, is compressed here). The engine reads concatenated frames as
+//!   one stream, and the view reads both kinds of file.
 //! - Writes bypass the page cache (`O_DIRECT`): the blocks are copied
 //!   into an aligned staging buffer of 4 MiB and written from it in
 //!   aligned pieces. Through the page cache, the kernel's copy of every
@@ -23,7 +28,8 @@
 //! - A failed append is cut back to the file's last whole block and
 //!   retried like a failed insert (the chunk waits, then spools).
 //! - At start, a `.open` file left by a crash is cut to its whole blocks
-//!   (`columns::whole_blocks_len`) and closed.
+//!   or frames (`columns::whole_blocks_len`, `whole_zstd_frames_len`) and
+//!   closed.
 //! - Files whose minute is older than `store.segments_hours` are deleted
 //!   (checked once a minute).
 
@@ -32,12 +38,20 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use weir_core::columns::{whole_blocks_len, MODERN};
+use weir_core::columns::{whole_blocks_len, whole_zstd_frames_len, MODERN};
+use weir_core::config::SegmentsCompression;
 use weir_core::schema::Schema;
 
 const PREFIX: &str = "flows-";
-const CLOSED: &str = ".native";
-const OPEN: &str = ".native.open";
+/// A closed file's suffix, plain or compressed.
+const PLAIN: &str = ".native";
+const ZSTD: &str = ".native.zst";
+/// Added to the closed name while the file is written.
+const OPEN: &str = ".open";
+
+/// The zstd level the shards and the writer compress at: the fastest of
+/// the regular levels (perf/RESULTS.md compares it with the others).
+pub const ZSTD_LEVEL: i32 = 1;
 
 /// Direct writes are aligned to this in memory, in file offset and in
 /// length: the page size, which every block device's logical block
@@ -53,6 +67,12 @@ pub struct Segments {
     keep_s: u64,
     /// Whether files are opened for direct writes.
     direct: bool,
+    /// The closed files' suffix (`PLAIN` or `ZSTD`).
+    suffix: &'static str,
+    /// Compresses the plain blocks that come through `append` (zstd
+    /// files), into `frame`.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    frame: Vec<u8>,
     open: Option<Open>,
     /// Bytes on their way to the open file.
     stage: Stage,
@@ -100,43 +120,59 @@ impl Stage {
 pub struct Appended {
     /// Files of past minutes deleted.
     pub expired: u64,
+    /// Bytes written to the file (compressed, for compressed files).
+    pub written: u64,
 }
 
 impl Segments {
     /// The segments in `dir` (made if missing), kept `hours`; a file a
     /// crash left open is cut to its whole blocks and closed.
-    pub fn open(dir: &Path, hours: u32) -> Result<Segments, String> {
-        Segments::open_with(dir, hours, true)
+    pub fn open(dir: &Path, hours: u32, compression: SegmentsCompression) -> Result<Segments, String> {
+        Segments::open_with(dir, hours, compression, true)
     }
 
     /// `open`, with direct writes or not.
-    fn open_with(dir: &Path, hours: u32, direct: bool) -> Result<Segments, String> {
+    fn open_with(dir: &Path, hours: u32, compression: SegmentsCompression, direct: bool) -> Result<Segments, String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let listing = fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         for entry in listing.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with(PREFIX) && name.ends_with(OPEN)) {
+            let Some(closed) = name.strip_suffix(OPEN).filter(|c| c.starts_with(PREFIX)) else { continue };
+            let compressed = closed.ends_with(ZSTD);
+            if !compressed && !closed.ends_with(PLAIN) {
                 continue;
             }
             let recovered = (|| -> std::io::Result<u64> {
                 let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-                let whole = whole_blocks_len(&mut file)?;
+                let whole = if compressed { whole_zstd_frames_len(&mut file)? } else { whole_blocks_len(&mut file)? };
                 file.set_len(whole)?;
-                fs::rename(&path, closed_name(&path))?;
+                fs::rename(&path, dir.join(closed))?;
                 Ok(whole)
             })();
             match recovered {
                 Ok(bytes) => {
-                    tracing::info!("store: segment {name} closed after a stop ({bytes} bytes of whole blocks)")
+                    tracing::info!(
+                        "store: segment {name} closed after a stop ({bytes} bytes of whole blocks or frames)"
+                    )
                 }
                 Err(e) => return Err(format!("cannot recover segment {}: {e}", path.display())),
             }
         }
+        let (suffix, compressor) = match compression {
+            SegmentsCompression::None => (PLAIN, None),
+            SegmentsCompression::Zstd => {
+                let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?;
+                (ZSTD, Some(compressor))
+            }
+        };
         Ok(Segments {
             dir: dir.to_path_buf(),
             keep_s: u64::from(hours) * 3600,
             direct,
+            suffix,
+            compressor,
+            frame: Vec::new(),
             open: None,
             stage: Stage::new(),
             expired_at: 0,
@@ -144,8 +180,34 @@ impl Segments {
     }
 
     /// Appends `blocks` (whole Native blocks) to the file of `now_s`'s
-    /// minute; on failure the file keeps only its whole blocks.
+    /// minute, compressed into one frame if the files are; on failure the
+    /// file keeps only its whole blocks (frames).
     pub fn append(&mut self, blocks: &[u8], now_s: u64) -> Result<Appended, String> {
+        let Some(compressor) = &mut self.compressor else { return self.write(blocks, now_s) };
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        frame.reserve(zstd::zstd_safe::compress_bound(blocks.len()));
+        let compressed = compressor.compress_to_buffer(blocks, &mut frame).map_err(|e| format!("zstd: {e}"));
+        let appended = compressed.and_then(|_| self.write(&frame, now_s));
+        self.frame = frame;
+        appended
+    }
+
+    /// Whether the files hold zstd frames (`append_frame` then takes a
+    /// shard's).
+    pub fn compressed(&self) -> bool {
+        self.compressor.is_some()
+    }
+
+    /// Appends `frame` (whole Native blocks compressed into one zstd frame,
+    /// by a shard) to a compressed file of `now_s`'s minute.
+    pub fn append_frame(&mut self, frame: &[u8], now_s: u64) -> Result<Appended, String> {
+        debug_assert!(self.compressed(), "a frame for plain segment files");
+        self.write(frame, now_s)
+    }
+
+    /// Appends `bytes` as they are.
+    fn write(&mut self, bytes: &[u8], now_s: u64) -> Result<Appended, String> {
         let minute = now_s - now_s % 60;
         if self.open.as_ref().is_some_and(|o| o.minute != minute) {
             self.close()?;
@@ -158,7 +220,7 @@ impl Segments {
         let kept = self.stage.len;
         let mut page = [0u8; ALIGN];
         page[..kept].copy_from_slice(&self.stage.bytes()[..kept]);
-        if let Err(e) = open.write(&mut self.stage, blocks) {
+        if let Err(e) = open.write(&mut self.stage, bytes) {
             // A part of the chunk may be in the file: cut it off, so that
             // the retry does not follow half a block.
             let cut = open.file.set_len(open.len);
@@ -173,7 +235,7 @@ impl Segments {
                 self.dir.display()
             );
         }
-        let mut done = Appended::default();
+        let mut done = Appended { written: bytes.len() as u64, ..Appended::default() };
         if minute != self.expired_at {
             self.expired_at = minute;
             done.expired = self.expire(now_s);
@@ -195,15 +257,15 @@ impl Segments {
         // Its bytes are in the file: the stage held their copy.
         self.stage.len = 0;
         drop(open.file);
-        fs::rename(&open.path, closed_name(&open.path))
-            .map_err(|e| format!("cannot close segment {}: {e}", open.path.display()))
+        let closed = open.path.with_extension("");
+        fs::rename(&open.path, &closed).map_err(|e| format!("cannot close segment {}: {e}", open.path.display()))
     }
 
     fn create(&self, minute: u64) -> Result<Open, String> {
         for n in 0..1000 {
             let stem = format!("{PREFIX}{minute}-{n}");
-            let path = self.dir.join(format!("{stem}{OPEN}"));
-            if self.dir.join(format!("{stem}{CLOSED}")).exists() {
+            let path = self.dir.join(format!("{stem}{}{OPEN}", self.suffix));
+            if [PLAIN, ZSTD].iter().any(|suffix| self.dir.join(format!("{stem}{suffix}")).exists()) {
                 continue;
             }
             let mut options = OpenOptions::new();
@@ -300,13 +362,9 @@ impl Open {
 
 /// The minute a closed segment file's name says.
 fn minute_of(name: &str) -> Option<u64> {
-    let stem = name.strip_prefix(PREFIX)?.strip_suffix(CLOSED)?;
+    let named = name.strip_prefix(PREFIX)?;
+    let stem = named.strip_suffix(ZSTD).or_else(|| named.strip_suffix(PLAIN))?;
     stem.split('-').next()?.parse().ok()
-}
-
-fn closed_name(open: &Path) -> PathBuf {
-    let name = open.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    open.with_file_name(name.replace(OPEN, CLOSED))
 }
 
 /// The view over the closed segment files of `dir`, with `schema`'s
@@ -320,7 +378,9 @@ pub fn view_sql(schema: &Schema, dir: &Path) -> String {
         .iter()
         .filter_map(|c| schema.metadata_expression(c).map(|e| format!("{e} AS {}, ", c.name)))
         .collect();
-    let glob = dir.join(format!("{PREFIX}*{CLOSED}"));
+    // Both kinds of closed file: a change of compression keeps the older
+    // files in the view (the engine decompresses by each file's suffix).
+    let glob = dir.join(format!("{PREFIX}*.{{native,native.zst}}"));
     // SegmentMinute, from the file's name: a condition on it skips the
     // other files unread (the engine filters files on `_file` first).
     format!(
@@ -342,6 +402,7 @@ fn quote(s: &str) -> String {
 mod tests {
     use super::*;
     use std::io::Write;
+    use weir_core::columns::whole_zstd_frames_len;
     use weir_core::columns::Columns;
     use weir_core::config::StoreConfig;
     use weir_core::schema::{stored_columns, ServerVersion};
@@ -376,7 +437,7 @@ mod tests {
     #[test]
     fn a_file_per_minute_closed_when_the_minute_ends_and_deleted_when_old() {
         let d = dir("minutes");
-        let mut s = Segments::open(&d, 1).unwrap();
+        let mut s = Segments::open(&d, 1, SegmentsCompression::None).unwrap();
         let (a, b) = (block(2), block(3));
         s.append(&a, 6_000).unwrap();
         s.append(&b, 6_059).unwrap();
@@ -386,7 +447,7 @@ mod tests {
         assert_eq!(fs::read(d.join("flows-6000-0.native")).unwrap(), [a.clone(), b].concat());
         s.close().unwrap();
         // A restart in the same minute starts a second file.
-        let mut s = Segments::open(&d, 1).unwrap();
+        let mut s = Segments::open(&d, 1, SegmentsCompression::None).unwrap();
         s.append(&a, 6_061).unwrap();
         assert!(names(&d).contains(&"flows-6060-1.native.open".to_string()));
         // An hour after the first minute ended, its file goes.
@@ -400,7 +461,7 @@ mod tests {
     fn every_append_leaves_the_file_its_whole_blocks_direct_or_not() {
         for direct in [true, false] {
             let d = dir(&format!("appends-{direct}"));
-            let mut s = Segments::open_with(&d, 1, direct).unwrap();
+            let mut s = Segments::open_with(&d, 1, SegmentsCompression::None, direct).unwrap();
             // Small chunks that end mid-page, and one larger than the stage.
             let (small, large) = (block(3), block(40_000));
             assert!(large.len() > STAGE_BYTES && small.len() % ALIGN != 0, "{} {}", large.len(), small.len());
@@ -422,9 +483,60 @@ mod tests {
     }
 
     #[test]
+    fn compressed_files_hold_a_frame_per_append_and_decompress_to_the_blocks() {
+        let d = dir("zstd");
+        let mut s = Segments::open(&d, 1, SegmentsCompression::Zstd).unwrap();
+        assert!(s.compressed());
+        let (small, large) = (block(3), block(40_000));
+        // A shard's frame, and plain blocks the writer compresses.
+        let frame = zstd::bulk::compress(&large, ZSTD_LEVEL).unwrap();
+        assert!(frame.len() * 4 < large.len(), "{} of {}", frame.len(), large.len());
+        s.append_frame(&frame, 600).unwrap();
+        s.append(&small, 601).unwrap();
+        s.append_frame(&frame, 602).unwrap();
+        let open = fs::read(d.join("flows-600-0.native.zst.open")).unwrap();
+        assert_eq!(whole_zstd_frames_len(&mut std::io::Cursor::new(&open)).unwrap(), open.len() as u64);
+        assert_eq!(zstd::stream::decode_all(&open[..]).unwrap(), [&large[..], &small, &large].concat());
+        // The next minute closes it; a plain file of the same minute after
+        // a change of setting takes the next number.
+        s.append(&small, 660).unwrap();
+        s.close().unwrap();
+        assert_eq!(names(&d), ["flows-600-0.native.zst", "flows-660-0.native.zst"]);
+        let mut plain = Segments::open(&d, 1, SegmentsCompression::None).unwrap();
+        plain.append(&small, 661).unwrap();
+        plain.close().unwrap();
+        assert!(names(&d).contains(&"flows-660-1.native".to_string()), "{:?}", names(&d));
+        // Both kinds expire, an hour after their minute ended.
+        let done = plain.append(&small, 720 + 3_600).unwrap();
+        assert_eq!(done.expired, 3);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_compressed_file_left_open_by_a_crash_keeps_its_whole_frames() {
+        let d = dir("zstd-crash");
+        let mut s = Segments::open(&d, 1, SegmentsCompression::Zstd).unwrap();
+        let a = block(2);
+        s.append(&a, 120).unwrap();
+        s.append(&a, 121).unwrap();
+        drop(s);
+        let path = d.join("flows-120-0.native.zst.open");
+        let whole = fs::read(&path).unwrap();
+        let frame = zstd::bulk::compress(&a, ZSTD_LEVEL).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&frame[..frame.len() - 3]).unwrap();
+        drop(f);
+        Segments::open(&d, 1, SegmentsCompression::None).unwrap();
+        assert_eq!(names(&d), ["flows-120-0.native.zst"]);
+        assert_eq!(fs::read(d.join("flows-120-0.native.zst")).unwrap(), whole);
+        assert_eq!(zstd::stream::decode_all(&whole[..]).unwrap(), [&a[..], &a].concat());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn a_file_left_open_by_a_crash_keeps_its_whole_blocks() {
         let d = dir("crash");
-        let mut s = Segments::open(&d, 1).unwrap();
+        let mut s = Segments::open(&d, 1, SegmentsCompression::None).unwrap();
         let a = block(2);
         s.append(&a, 120).unwrap();
         s.append(&a, 121).unwrap();
@@ -434,13 +546,13 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&a[..a.len() / 2]).unwrap();
         drop(f);
-        Segments::open(&d, 1).unwrap();
+        Segments::open(&d, 1, SegmentsCompression::None).unwrap();
         assert_eq!(names(&d), ["flows-120-0.native"]);
         assert_eq!(fs::read(d.join("flows-120-0.native")).unwrap().len(), 2 * a.len());
         // A crash between a padded write and the cut: zeros after the blocks.
         let path = d.join("flows-180-0.native.open");
         fs::write(&path, [a.clone(), vec![0; ALIGN]].concat()).unwrap();
-        Segments::open(&d, 1).unwrap();
+        Segments::open(&d, 1, SegmentsCompression::None).unwrap();
         assert_eq!(fs::read(d.join("flows-180-0.native")).unwrap(), a);
         let _ = fs::remove_dir_all(&d);
     }
@@ -450,7 +562,10 @@ mod tests {
         let schema = Schema::new(&StoreConfig::default().schema_settings(), ServerVersion(26, 7));
         let sql = view_sql(&schema, Path::new("/data/it's"));
         assert!(sql.starts_with("CREATE OR REPLACE VIEW weir.flows_segments AS SELECT *, "), "{sql}");
-        assert!(sql.contains(r"'/data/it\'s/flows-*.native', 'Native', 'TimeReceived DateTime, "), "{sql}");
+        assert!(
+            sql.contains(r"'/data/it\'s/flows-*.{native,native.zst}', 'Native', 'TimeReceived DateTime, "),
+            "{sql}"
+        );
         assert!(sql.contains("SrcAddr IPv6") && sql.contains("InIfRecord UInt64"), "{sql}");
         assert!(sql.contains("joinGet('weir.interface_records', 'IfName', InIfRecord) AS InIfName, "), "{sql}");
         assert!(!sql.contains("InIfName LowCardinality"), "not stored in a segment: {sql}");

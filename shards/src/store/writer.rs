@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{bounded, select, Receiver, Sender, TryRecvError};
 use tracing::{error, info, warn};
 use weir_core::columns::{write_records_block, Columns, RecordsSent, MODERN};
-use weir_core::config::{RawStore, StoreConfig, StoreKind};
+use weir_core::config::{RawStore, SegmentsCompression, StoreConfig, StoreKind};
 use weir_core::consolidate::{self, Consolidator};
 use weir_core::enrich::flows::FlowEnricher;
 use weir_core::enrich::metadata::{Meta, NewRecords};
@@ -108,6 +108,9 @@ fn rss_file_mib() -> u64 {
 #[derive(Default)]
 pub struct Blocks {
     pub raw: Vec<u8>,
+    /// `raw` compressed into one zstd frame by the shard, for compressed
+    /// segment files (`store.segments_compression = "zstd"`); else empty.
+    pub raw_frame: Vec<u8>,
     pub consolidated: [Vec<u8>; 3],
     pub records: NewRecords,
     /// HAProxy's requests (`HttpSink`): a Native block for `http_requests`,
@@ -128,6 +131,7 @@ impl Blocks {
     /// run").
     pub fn recycle(&mut self, keep: usize) {
         self.raw.clear();
+        self.raw_frame.clear();
         self.http.clear();
         for block in self.consolidated.iter_mut().chain(self.http_rollups.iter_mut()) {
             if block.capacity() > keep {
@@ -241,6 +245,9 @@ pub struct StoreSink {
     /// Whether raw blocks are sorted by the table's key (not for segment
     /// files, which no engine sorts).
     sort_raw: bool,
+    /// Compresses each raw block into a zstd frame (compressed segment
+    /// files): the shards do it, so it scales with them.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
     consolidator: Consolidator,
     /// Enrichment: the shard's metadata snapshot (none in tests that make
     /// sinks without a collector).
@@ -470,6 +477,13 @@ impl StoreSink {
                 None => &mut none,
             };
             self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve);
+            if let Some(compressor) = &mut self.compressor {
+                blocks.raw_frame.reserve(zstd::zstd_safe::compress_bound(blocks.raw.len()));
+                if compressor.compress_to_buffer(&blocks.raw[..], &mut blocks.raw_frame).is_err() {
+                    // The writer compresses the plain block instead.
+                    blocks.raw_frame.clear();
+                }
+            }
             self.columns.new_records(&mut self.records_sent, &mut blocks.records);
             if let Some(enriched) = &mut self.enriched {
                 enriched.rows(&self.columns);
@@ -534,6 +548,7 @@ pub struct StoreWriter {
     flush_interval: Duration,
     consolidation_interval: Duration,
     raw: RawStore,
+    segments_compression: SegmentsCompression,
     thread: JoinHandle<()>,
     /// Enrichment's control threads and the shards' way to them.
     metadata: Option<(MetadataService, MetadataHandle)>,
@@ -561,7 +576,9 @@ impl StoreWriter {
         let names: Vec<&str> = columns.iter().filter(|c| c.stored()).map(|c| c.name).collect();
         let spool = Spool::open(&config.spool_dir, config.spool_bytes_max)?;
         let segments = match config.raw {
-            RawStore::Segments => Some(Segments::open(&config.segments_dir, config.segments_hours)?),
+            RawStore::Segments => {
+                Some(Segments::open(&config.segments_dir, config.segments_hours, config.segments_compression)?)
+            }
             RawStore::Table => None,
         };
         if !spool.is_empty() {
@@ -629,6 +646,7 @@ impl StoreWriter {
             flush_interval: Duration::from_millis(config.flush_interval_ms),
             consolidation_interval: Duration::from_millis(config.consolidation_interval_ms),
             raw: config.raw,
+            segments_compression: config.segments_compression,
             thread,
             metadata: None,
             networks: None,
@@ -732,10 +750,14 @@ impl StoreWriter {
                 None
             }
         });
+        let compress = self.raw == RawStore::Segments && self.segments_compression == SegmentsCompression::Zstd;
+        // Level 1 makes a context every run of zstd uses: not expected to fail.
+        let compressor = compress.then(|| zstd::bulk::Compressor::new(segments::ZSTD_LEVEL).ok()).flatten();
         StoreSink {
             enriched,
             columns,
             sort_raw: self.raw == RawStore::Table,
+            compressor,
             consolidator,
             metadata,
             records_sent: RecordsSent::default(),
@@ -905,7 +927,7 @@ impl Writer {
         }
         let ticket = (batch.shard, batch.ticket);
         let mut chunks = self.take_records(&mut batch.blocks.records, ticket);
-        if !self.append_segment(&batch.blocks.raw, batch.rows, &batch.arrivals) {
+        if !self.append_segment(&batch.blocks, batch.rows, &batch.arrivals) {
             chunks += self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals, ticket) as u32;
         }
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
@@ -935,16 +957,22 @@ impl Writer {
     /// for good at once. Not while raw chunks wait (a failed append's: they
     /// go first, through `attempt`'s retries and the spool); a failed
     /// append here leaves the block to a chunk. Whether it was appended.
-    fn append_segment(&mut self, block: &[u8], rows: u32, arrivals: &[(u64, u32)]) -> bool {
+    fn append_segment(&mut self, blocks: &Blocks, rows: u32, arrivals: &[(u64, u32)]) -> bool {
         let Some(segments) = &mut self.segments else { return false };
+        let block = &blocks.raw;
         if block.is_empty() || self.pending.iter().any(|c| c.table == 0) {
             return false;
         }
         let started = Instant::now();
-        match segments.append(block, unix_seconds()) {
+        // The shard's frame, for compressed files; else the block.
+        let appended = match &blocks.raw_frame {
+            frame if segments.compressed() && !frame.is_empty() => segments.append_frame(frame, unix_seconds()),
+            _ => segments.append(block, unix_seconds()),
+        };
+        match appended {
             Ok(done) => {
                 let m = &self.metrics;
-                m.segment_bytes_written.fetch_add(block.len() as u64, Relaxed);
+                m.segment_bytes_written.fetch_add(done.written, Relaxed);
                 m.segment_files_expired.fetch_add(done.expired, Relaxed);
                 m.inserts[0].fetch_add(1, Relaxed);
                 m.rows_inserted.fetch_add(rows as u64, Relaxed);
@@ -1061,7 +1089,7 @@ impl Writer {
             Some(s) if chunk.table == 0 && chunk.sql().ends_with("FORMAT Native") => {
                 s.append(chunk.rows_bytes(), unix_seconds()).map(|done| {
                     let m = &self.metrics;
-                    m.segment_bytes_written.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
+                    m.segment_bytes_written.fetch_add(done.written, Relaxed);
                     m.segment_files_expired.fetch_add(done.expired, Relaxed);
                 })
             }
