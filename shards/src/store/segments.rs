@@ -159,18 +159,17 @@ impl Segments {
                 Err(e) => return Err(format!("cannot recover segment {}: {e}", path.display())),
             }
         }
-        let (suffix, compressor) = match compression {
-            SegmentsCompression::None => (PLAIN, None),
+        let compressor = match compression {
+            SegmentsCompression::None => None,
             SegmentsCompression::Zstd => {
-                let compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?;
-                (ZSTD, Some(compressor))
+                Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?)
             }
         };
         Ok(Segments {
             dir: dir.to_path_buf(),
             keep_s: u64::from(hours) * 3600,
             direct,
-            suffix,
+            suffix: suffix_of(compression),
             compressor,
             frame: Vec::new(),
             open: None,
@@ -360,6 +359,14 @@ impl Open {
     }
 }
 
+/// A closed file's suffix.
+fn suffix_of(compression: SegmentsCompression) -> &'static str {
+    match compression {
+        SegmentsCompression::None => PLAIN,
+        SegmentsCompression::Zstd => ZSTD,
+    }
+}
+
 /// The minute a closed segment file's name says.
 fn minute_of(name: &str) -> Option<u64> {
     let named = name.strip_prefix(PREFIX)?;
@@ -512,15 +519,23 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 
-    #[test]
-    fn a_compressed_file_left_open_by_a_crash_keeps_its_whole_frames() {
-        let d = dir("zstd-crash");
-        let mut s = Segments::open(&d, 1, SegmentsCompression::Zstd).unwrap();
+    /// A segment directory whose writer stopped without closing its file,
+    /// after appending the returned block twice: the directory and the
+    /// open file.
+    fn left_open(name: &str, compression: SegmentsCompression) -> (PathBuf, PathBuf, Vec<u8>) {
+        let d = dir(name);
+        let mut s = Segments::open(&d, 1, compression).unwrap();
         let a = block(2);
         s.append(&a, 120).unwrap();
         s.append(&a, 121).unwrap();
         drop(s);
-        let path = d.join("flows-120-0.native.zst.open");
+        let path = d.join(format!("flows-120-0{}{OPEN}", suffix_of(compression)));
+        (d, path, a)
+    }
+
+    #[test]
+    fn a_compressed_file_left_open_by_a_crash_keeps_its_whole_frames() {
+        let (d, path, a) = left_open("zstd-crash", SegmentsCompression::Zstd);
         let whole = fs::read(&path).unwrap();
         let frame = zstd::bulk::compress(&a, ZSTD_LEVEL).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -535,14 +550,8 @@ mod tests {
 
     #[test]
     fn a_file_left_open_by_a_crash_keeps_its_whole_blocks() {
-        let d = dir("crash");
-        let mut s = Segments::open(&d, 1, SegmentsCompression::None).unwrap();
-        let a = block(2);
-        s.append(&a, 120).unwrap();
-        s.append(&a, 121).unwrap();
-        drop(s);
+        let (d, path, a) = left_open("crash", SegmentsCompression::None);
         // Half a block after the two whole ones.
-        let path = d.join("flows-120-0.native.open");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&a[..a.len() / 2]).unwrap();
         drop(f);

@@ -971,17 +971,9 @@ impl Writer {
         };
         match appended {
             Ok(done) => {
-                let m = &self.metrics;
-                m.segment_bytes_written.fetch_add(done.written, Relaxed);
-                m.segment_files_expired.fetch_add(done.expired, Relaxed);
-                m.inserts[0].fetch_add(1, Relaxed);
-                m.rows_inserted.fetch_add(rows as u64, Relaxed);
-                m.bytes_inserted.fetch_add(block.len() as u64, Relaxed);
-                m.insert_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                for &(at, rows) in arrivals {
-                    m.commit_delay.record(now_ms.saturating_sub(at), rows as u64);
-                }
+                self.metrics.segment_bytes_written.fetch_add(done.written, Relaxed);
+                self.metrics.segment_files_expired.fetch_add(done.expired, Relaxed);
+                self.count_stored(0, rows as u64, block.len(), started.elapsed(), arrivals);
                 true
             }
             Err(e) => {
@@ -1186,22 +1178,29 @@ impl Writer {
         }
     }
 
-    fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
-        self.ledger.settle(&chunk.tickets);
+    /// Counts `rows` (`bytes` of blocks) stored into `table` in `took`, and
+    /// their commit delays.
+    fn count_stored(&self, table: usize, rows: u64, bytes: usize, took: Duration, arrivals: &[(u64, u32)]) {
         let m = &self.metrics;
-        m.inserts[chunk.table.min(TABLES_COUNT - 1)].fetch_add(1, Relaxed);
-        match table_kind(chunk.table) {
-            TableKind::Raw => m.rows_inserted.fetch_add(chunk.rows, Relaxed),
-            TableKind::Consolidated(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(chunk.rows, Relaxed),
-            TableKind::Records(t) => m.records_inserted[t].fetch_add(chunk.rows, Relaxed),
-            TableKind::Http(t) => m.http_rows_inserted[t.min(3)].fetch_add(chunk.rows, Relaxed),
+        m.inserts[table.min(TABLES_COUNT - 1)].fetch_add(1, Relaxed);
+        match table_kind(table) {
+            TableKind::Raw => m.rows_inserted.fetch_add(rows, Relaxed),
+            TableKind::Consolidated(t) => m.consolidated_rows_inserted[t.min(2)].fetch_add(rows, Relaxed),
+            TableKind::Records(t) => m.records_inserted[t].fetch_add(rows, Relaxed),
+            TableKind::Http(t) => m.http_rows_inserted[t.min(3)].fetch_add(rows, Relaxed),
         };
-        m.bytes_inserted.fetch_add(chunk.rows_bytes().len() as u64, Relaxed);
+        m.bytes_inserted.fetch_add(bytes as u64, Relaxed);
         m.insert_micros.fetch_add(took.as_micros() as u64, Relaxed);
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        for &(at, rows) in &chunk.arrivals {
+        for &(at, rows) in arrivals {
             m.commit_delay.record(now_ms.saturating_sub(at), rows as u64);
         }
+    }
+
+    fn inserted(&mut self, chunk: Chunk, from_spool: bool, took: Duration) {
+        self.ledger.settle(&chunk.tickets);
+        self.count_stored(chunk.table, chunk.rows, chunk.rows_bytes().len(), took, &chunk.arrivals);
+        let m = &self.metrics;
         if from_spool {
             m.chunks_replayed.fetch_add(1, Relaxed);
             if chunk.table == 0 {
