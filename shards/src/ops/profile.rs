@@ -162,7 +162,7 @@ fn boot_time() -> f64 {
 }
 
 /// A `NAME:  123 kB` line of /proc/self/status or smaps_rollup.
-fn status_kib(text: &str, name: &str) -> u64 {
+pub(crate) fn status_kib(text: &str, name: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(name)?.split_whitespace().next()?.parse().ok()).unwrap_or(0)
 }
 

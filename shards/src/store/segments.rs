@@ -51,7 +51,7 @@ const OPEN: &str = ".open";
 
 /// The zstd level the shards and the writer compress at: the fastest of
 /// the regular levels (perf/RESULTS.md compares it with the others).
-pub const ZSTD_LEVEL: i32 = 1;
+const ZSTD_LEVEL: i32 = 1;
 
 /// Direct writes are aligned to this in memory, in file offset and in
 /// length: the page size, which every block device's logical block
@@ -67,8 +67,6 @@ pub struct Segments {
     keep_s: u64,
     /// Whether files are opened for direct writes.
     direct: bool,
-    /// The closed files' suffix (`PLAIN` or `ZSTD`).
-    suffix: &'static str,
     /// Compresses the plain blocks that come through `append` (zstd
     /// files), into `frame`.
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -161,15 +159,12 @@ impl Segments {
         }
         let compressor = match compression {
             SegmentsCompression::None => None,
-            SegmentsCompression::Zstd => {
-                Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?)
-            }
+            SegmentsCompression::Zstd => Some(compressor().map_err(|e| format!("zstd: {e}"))?),
         };
         Ok(Segments {
             dir: dir.to_path_buf(),
             keep_s: u64::from(hours) * 3600,
             direct,
-            suffix: suffix_of(compression),
             compressor,
             frame: Vec::new(),
             open: None,
@@ -184,9 +179,7 @@ impl Segments {
     pub fn append(&mut self, blocks: &[u8], now_s: u64) -> Result<Appended, String> {
         let Some(compressor) = &mut self.compressor else { return self.write(blocks, now_s) };
         let mut frame = std::mem::take(&mut self.frame);
-        frame.clear();
-        frame.reserve(zstd::zstd_safe::compress_bound(blocks.len()));
-        let compressed = compressor.compress_to_buffer(blocks, &mut frame).map_err(|e| format!("zstd: {e}"));
+        let compressed = compress(compressor, blocks, &mut frame).map_err(|e| format!("zstd: {e}"));
         let appended = compressed.and_then(|_| self.write(&frame, now_s));
         self.frame = frame;
         appended
@@ -263,7 +256,8 @@ impl Segments {
     fn create(&self, minute: u64) -> Result<Open, String> {
         for n in 0..1000 {
             let stem = format!("{PREFIX}{minute}-{n}");
-            let path = self.dir.join(format!("{stem}{}{OPEN}", self.suffix));
+            let suffix = if self.compressed() { ZSTD } else { PLAIN };
+            let path = self.dir.join(format!("{stem}{suffix}{OPEN}"));
             if [PLAIN, ZSTD].iter().any(|suffix| self.dir.join(format!("{stem}{suffix}")).exists()) {
                 continue;
             }
@@ -359,12 +353,20 @@ impl Open {
     }
 }
 
-/// A closed file's suffix.
-fn suffix_of(compression: SegmentsCompression) -> &'static str {
-    match compression {
-        SegmentsCompression::None => PLAIN,
-        SegmentsCompression::Zstd => ZSTD,
-    }
+/// The compressor of compressed segment files (the shards keep one each).
+pub fn compressor() -> io::Result<zstd::bulk::Compressor<'static>> {
+    zstd::bulk::Compressor::new(ZSTD_LEVEL)
+}
+
+/// `blocks` as one zstd frame, in `frame` (cleared first).
+pub fn compress(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    blocks: &[u8],
+    frame: &mut Vec<u8>,
+) -> io::Result<()> {
+    frame.clear();
+    frame.reserve(zstd::zstd_safe::compress_bound(blocks.len()));
+    compressor.compress_to_buffer(blocks, frame).map(drop)
 }
 
 /// The minute a closed segment file's name says.
@@ -529,7 +531,8 @@ mod tests {
         s.append(&a, 120).unwrap();
         s.append(&a, 121).unwrap();
         drop(s);
-        let path = d.join(format!("flows-120-0{}{OPEN}", suffix_of(compression)));
+        let suffix = if compression == SegmentsCompression::Zstd { ZSTD } else { PLAIN };
+        let path = d.join(format!("flows-120-0{suffix}{OPEN}"));
         (d, path, a)
     }
 

@@ -97,8 +97,7 @@ fn open(config: &StoreConfig) -> Result<(Engine, Dialect), String> {
 /// The process's resident file pages (`RssFile`), MiB; 0 if unknown.
 fn rss_file_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("RssFile:")).and_then(|v| v.trim().strip_suffix("kB"));
-    kib.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0) >> 10
+    crate::ops::profile::status_kib(&status, "RssFile:") >> 10
 }
 
 /// A batch's buffers: the raw table's Native block, one block per
@@ -478,8 +477,7 @@ impl StoreSink {
             };
             self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve);
             if let Some(compressor) = &mut self.compressor {
-                blocks.raw_frame.reserve(zstd::zstd_safe::compress_bound(blocks.raw.len()));
-                if compressor.compress_to_buffer(&blocks.raw[..], &mut blocks.raw_frame).is_err() {
+                if segments::compress(compressor, &blocks.raw, &mut blocks.raw_frame).is_err() {
                     // The writer compresses the plain block instead.
                     blocks.raw_frame.clear();
                 }
@@ -752,7 +750,7 @@ impl StoreWriter {
         });
         let compress = self.raw == RawStore::Segments && self.segments_compression == SegmentsCompression::Zstd;
         // Level 1 makes a context every run of zstd uses: not expected to fail.
-        let compressor = compress.then(|| zstd::bulk::Compressor::new(segments::ZSTD_LEVEL).ok()).flatten();
+        let compressor = compress.then(|| segments::compressor().ok()).flatten();
         StoreSink {
             enriched,
             columns,
