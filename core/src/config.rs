@@ -746,7 +746,26 @@ pub enum StoreKind {
 /// during inserts").
 pub const BATCHES_PER_SHARD: usize = 16;
 
+/// `store.consolidation_interval_ms` when unset, with the `flows` table:
+/// its rows show within a second, and the sums within 10 s.
+pub const CONSOLIDATION_INTERVAL_TABLE_MS: u64 = 10_000;
+/// ... and with segment files, whose rows show only once their minute's
+/// file is closed: a minute's sums, one hand-over a minute, took the
+/// consolidated tables' merges from about 100 ns per flow to nearly none
+/// at 1 M flows/s (perf/RESULTS.md, "A minute between hand-overs of sums").
+pub const CONSOLIDATION_INTERVAL_SEGMENTS_MS: u64 = 60_000;
+
 impl StoreConfig {
+    /// How often a shard hands its sums over: `consolidation_interval_ms`,
+    /// or its default for `raw`.
+    pub fn consolidation_interval(&self) -> std::time::Duration {
+        let default = match self.raw {
+            RawStore::Table => CONSOLIDATION_INTERVAL_TABLE_MS,
+            RawStore::Segments => CONSOLIDATION_INTERVAL_SEGMENTS_MS,
+        };
+        std::time::Duration::from_millis(self.consolidation_interval_ms.unwrap_or(default))
+    }
+
     /// Batch buffers for `shards` shards.
     pub fn batches(&self, shards: usize) -> usize {
         match self.batches_max {
@@ -809,7 +828,8 @@ pub struct StoreConfig {
     /// Batches in flight between the shards and the store writer; when all
     /// are taken the shards wait (backpressure). 0: `BATCHES_PER_SHARD` per
     /// shard. Each holds a batch's raw block once used (about 2.7 MiB at
-    /// 16 384 rows), so this bounds that part of the memory.
+    /// 16 384 rows; its zstd frame only, with compressed segments), so
+    /// this bounds that part of the memory.
     pub batches_max: usize,
     /// Keys (minute and consolidated dimensions) a shard sums at most
     /// between two hand-overs of its sums; a full map hands them over early
@@ -824,8 +844,10 @@ pub struct StoreConfig {
     /// A shard hands its sums over when the first was added this long ago
     /// (or when the map is full, or at shutdown), independently of the raw
     /// batches: the longer, the more flows share a key, the fewer rows the
-    /// consolidated tables take; their rows lag by up to this much.
-    pub consolidation_interval_ms: u64,
+    /// consolidated tables take; their rows lag by up to this much. Unset:
+    /// `consolidation_interval`'s default for `raw`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consolidation_interval_ms: Option<u64>,
     /// Bytes of batches the writer holds in memory while the store is down;
     /// beyond this, batches go to the spool.
     pub memory_bytes_max: u64,
@@ -887,7 +909,7 @@ impl Default for StoreConfig {
             insert_bytes_max: 128 << 20,
             batches_max: 0,
             consolidation_keys_max: 262_144,
-            consolidation_interval_ms: 10_000,
+            consolidation_interval_ms: None,
             memory_bytes_max: 256 << 20,
             raw: RawStore::Table,
             segments_dir: PathBuf::from("/var/lib/weir/segments"),
@@ -1959,7 +1981,9 @@ impl StoreConfig {
             return Err(ConfigError::new("store.batches_max", "at most 65536 (0: 16 per shard)"));
         }
         positive("store.consolidation_keys_max", self.consolidation_keys_max as u64, 1 << 24)?;
-        positive("store.consolidation_interval_ms", self.consolidation_interval_ms, 600_000)?;
+        if let Some(ms) = self.consolidation_interval_ms {
+            positive("store.consolidation_interval_ms", ms, 600_000)?;
+        }
         positive("store.memory_bytes_max", self.memory_bytes_max, 1 << 40)?;
         positive("store.spool_bytes_max", self.spool_bytes_max, 1 << 50)?;
         positive("store.retry_backoff_min_ms", self.retry_backoff_min_ms, 600_000)?;

@@ -17,6 +17,15 @@ fn an_empty_file_is_the_defaults() {
 }
 
 #[test]
+fn the_sums_interval_defaults_to_the_raw_stores_and_a_set_one_wins() {
+    let interval = |text: &str| Config::parse(text).unwrap().store.consolidation_interval().as_millis();
+    assert_eq!(interval(""), 10_000);
+    assert_eq!(interval("[store]\nraw = \"segments\"\n"), 60_000);
+    assert_eq!(interval("[store]\nraw = \"segments\"\nconsolidation_interval_ms = 5000\n"), 5_000);
+    assert_eq!(interval("[store]\nconsolidation_interval_ms = 30000\n"), 30_000);
+}
+
+#[test]
 fn the_shipped_examples_parse() {
     for text in [
         include_str!("../../config/weir.toml"),
@@ -212,6 +221,7 @@ fn raw_segments_need_the_embedded_store_and_batches_follow_the_shards() {
     assert_eq!(error_key("[store]\nraw = \"files\"\n"), "store.raw");
     assert_eq!(error_key("[store]\nraw = \"segments\"\nsegments_hours = 0\n"), "store.segments_hours");
     assert_eq!(error_key("[store]\nconsolidation_interval_ms = 0\n"), "store.consolidation_interval_ms");
+    assert_eq!(error_key("[store]\nconsolidation_interval_ms = 600001\n"), "store.consolidation_interval_ms");
     let auto = Config::parse("").unwrap().store;
     assert_eq!((auto.batches(1), auto.batches(14)), (16, 224));
     assert_eq!(Config::parse("[store]\nbatches_max = 5\n").unwrap().store.batches(14), 5);

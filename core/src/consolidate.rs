@@ -169,6 +169,17 @@ impl SumTable {
         }
     }
 
+    /// An empty table of the same bound and key, in new memory: a large
+    /// table's pages go back to the kernel when the old one is dropped.
+    fn emptied(&self) -> SumTable {
+        SumTable::new(self.slots.len() / 2, self.hashed, self.hash)
+    }
+
+    /// Bytes of the table's buffers.
+    fn bytes(&self) -> usize {
+        self.slots.capacity() * 8 + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
     fn clear(&mut self) {
         if self.entries.len() * 8 < self.slots.len() {
             for e in &self.entries {
@@ -188,6 +199,14 @@ impl SumTable {
 /// behind two flows' work, and no load of the key's bytes while the
 /// stores that wrote them are still pending.
 const AHEAD: usize = 5;
+
+/// Scratch (a block's order and columns, the coarser tables' fold) of
+/// more than this many bytes is freed once the sums are written, not kept
+/// for the next hand-over: at 137 k keys it is about 40 MB, resident
+/// between hand-overs ten seconds apart, for about a millisecond of page
+/// faults to allocate again (perf/RESULTS.md, "Memory over a quarter
+/// hour, again").
+const SCRATCH_KEEP: usize = 1 << 20;
 
 /// A row summed but not yet added: its hash (once hashed) and sums (its
 /// key is in the key buffer of the same place).
@@ -448,6 +467,7 @@ impl Consolidator {
         let bucket = |e: &Entry| u32::from_be_bytes([e.key[0], e.key[1], e.key[2], e.key[3]]);
         let first = bucket(&self.minutes.entries[0]);
         let one_minute = self.minutes.entries.iter().all(|e| bucket(e) == first);
+        let folded = !one_minute;
         for (i, &(seconds, _)) in TABLES.iter().enumerate().skip(1) {
             if one_minute {
                 rows[i] = self.write_block(Some(first - first % seconds), dialect, &mut out[i]);
@@ -465,7 +485,26 @@ impl Consolidator {
         }
         self.minutes.clear();
         self.coarse.clear();
+        self.release_scratch(folded);
         rows
+    }
+
+    /// Frees the scratch of a large hand-over (`SCRATCH_KEEP`), the fold's
+    /// table too when it was used.
+    fn release_scratch(&mut self, folded: bool) {
+        fn release<T>(v: &mut Vec<T>) {
+            if v.capacity() * std::mem::size_of::<T>() > SCRATCH_KEEP {
+                *v = Vec::new();
+            }
+        }
+        release(&mut self.order);
+        release(&mut self.metas);
+        release(&mut self.row_sets);
+        release(&mut self.row_exporters);
+        self.out_columns.iter_mut().for_each(release);
+        if folded && self.coarse.bytes() > SCRATCH_KEEP {
+            self.coarse = self.coarse.emptied();
+        }
     }
 
     /// Sorts the minutes' (or the fold's) entries by key and lays them out

@@ -65,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ops::profile::tune_allocator();
     let cli = Cli::parse();
     let service = matches!(cli.command, Command::Run(_) | Command::Inlet(_) | Command::Outlet(_) | Command::Console(_));
     let result = match cli.command {

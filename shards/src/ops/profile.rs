@@ -87,6 +87,27 @@ pub struct Heap {
     pub releasable: u64,
 }
 
+/// Allocations of this many bytes or more are mapped on their own
+/// (`tune_allocator`).
+pub const MMAP_THRESHOLD: usize = 1 << 20;
+
+/// Sets glibc's malloc for a long-lived collector, before any thread
+/// starts: blocks of `MMAP_THRESHOLD` bytes or more (a batch's blocks, a
+/// chunk of sums, a consolidation table) are mapped on their own, so a
+/// freed one goes back to the kernel at once, and only its touched pages
+/// are resident. By default glibc raises that threshold to the size of
+/// each large block freed (up to 32 MiB): the blocks of sums, made every
+/// ten seconds and freed once inserted, then came from the arenas, whose
+/// freed pages stayed resident (a 60 s run at 1 M flows/s: anonymous
+/// memory 521 MiB by default, 320 MiB so: perf/RESULTS.md, "Memory over a
+/// quarter hour, again"). The embedded store is not affected: chDB has its
+/// own allocator.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only sets the allocator's parameters (it takes its
+    // own lock); called at start, when only the main thread runs.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
+}
+
 pub fn heap() -> Heap {
     // SAFETY: mallinfo2 only reads the allocator's statistics.
     let m = unsafe { libc::mallinfo2() };
@@ -190,7 +211,7 @@ pub fn memory(weir: serde_json::Map<String, serde_json::Value>) -> serde_json::V
             "releasable_bytes": h.releasable,
         },
         "weir": weir,
-        "note": "heap: glibc malloc over all arenas, the embedded store (chDB) included; process: from /proc/self.",
+        "note": "heap: glibc malloc over all arenas: Weir's own allocations (the embedded store, chDB, has its own allocator: its memory shows in process only); process: from /proc/self.",
     })
 }
 
@@ -214,6 +235,28 @@ mod tests {
         assert!(heap().allocated >= before + (8 << 20), "{:?}", heap());
         drop(block);
         assert!(malloc_info().starts_with("<malloc"));
+    }
+
+    /// glibc's chunk header: the word before a block holds its size, bit 1
+    /// set when the block was mapped on its own.
+    fn mapped_on_its_own(block: &[u8]) -> bool {
+        // SAFETY: reads the allocator's header word just before a live block.
+        let size = unsafe { *(block.as_ptr() as *const usize).sub(1) };
+        size & 2 != 0
+    }
+
+    #[test]
+    fn large_blocks_stay_mapped_on_their_own_after_one_is_freed() {
+        tune_allocator();
+        let first = vec![1u8; 4 << 20];
+        assert!(mapped_on_its_own(&first));
+        drop(first);
+        // By glibc's default, freeing it raised the threshold past 4 MiB:
+        // the next such block would come from an arena.
+        let second = vec![1u8; 4 << 20];
+        assert!(mapped_on_its_own(&second), "freed pages would stay resident in an arena");
+        let small = vec![1u8; 64 << 10];
+        assert!(!mapped_on_its_own(&small));
     }
 
     /// Keeps a CPU busy until dropped, in a function the profile can name.

@@ -25,17 +25,27 @@ pub enum StoreDrop {
     /// or type error, a column it does not have): kept under
     /// `store.spool_dir/rejected/`, not retried.
     Rejected,
+    /// A shard's compressed raw block did not decompress, when its segment
+    /// append failed and it had to go to a chunk (not expected: the shard
+    /// made the frame).
+    BadFrame,
 }
 
 impl StoreDrop {
-    pub const ALL: [StoreDrop; 4] =
-        [StoreDrop::FullSpool, StoreDrop::SpoolWriteFailed, StoreDrop::UnreadableChunk, StoreDrop::Rejected];
+    pub const ALL: [StoreDrop; 5] = [
+        StoreDrop::FullSpool,
+        StoreDrop::SpoolWriteFailed,
+        StoreDrop::UnreadableChunk,
+        StoreDrop::Rejected,
+        StoreDrop::BadFrame,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             StoreDrop::FullSpool => "spool_full",
             StoreDrop::SpoolWriteFailed => "spool_error",
             StoreDrop::UnreadableChunk => "spool_unreadable",
             StoreDrop::Rejected => "rejected",
+            StoreDrop::BadFrame => "bad_frame",
         }
     }
 }

@@ -369,6 +369,19 @@ pub fn compress(
     compressor.compress_to_buffer(blocks, frame).map(drop)
 }
 
+/// The plain bytes a frame made by `compress` holds, from its header (0 if
+/// it does not say).
+pub fn plain_len(frame: &[u8]) -> usize {
+    zstd::zstd_safe::get_frame_content_size(frame).ok().flatten().unwrap_or(0) as usize
+}
+
+/// A frame made by `compress`, decompressed into `plain` (cleared).
+pub fn decompress(frame: &[u8], plain: &mut Vec<u8>) -> io::Result<()> {
+    plain.clear();
+    plain.reserve(plain_len(frame));
+    zstd::bulk::Decompressor::new()?.decompress_to_buffer(frame, plain).map(drop)
+}
+
 /// The minute a closed segment file's name says.
 fn minute_of(name: &str) -> Option<u64> {
     let named = name.strip_prefix(PREFIX)?;
@@ -498,8 +511,15 @@ mod tests {
         assert!(s.compressed());
         let (small, large) = (block(3), block(40_000));
         // A shard's frame, and plain blocks the writer compresses.
-        let frame = zstd::bulk::compress(&large, ZSTD_LEVEL).unwrap();
+        let mut frame = Vec::new();
+        compress(&mut compressor().unwrap(), &large, &mut frame).unwrap();
         assert!(frame.len() * 4 < large.len(), "{} of {}", frame.len(), large.len());
+        // What the writer does with a frame a failed append leaves it.
+        let mut plain = vec![7; 3];
+        assert_eq!(plain_len(&frame), large.len());
+        decompress(&frame, &mut plain).unwrap();
+        assert_eq!(plain, large);
+        assert!(decompress(&frame[..frame.len() - 1], &mut plain).is_err());
         s.append_frame(&frame, 600).unwrap();
         s.append(&small, 601).unwrap();
         s.append_frame(&frame, 602).unwrap();

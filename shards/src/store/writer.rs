@@ -53,7 +53,12 @@ const SPARES_MAX: usize = TABLES_COUNT;
 /// raw chunk being filled while another is inserted. Each keeps its pages
 /// (a raw chunk's, 50-160 MB at 0.3-1 M flows/s): with any table's chunk
 /// taking any spare, all eleven grew to raw chunks' size over an hour
-/// (perf/RESULTS.md, "Memory in the long run").
+/// (perf/RESULTS.md, "Memory in the long run"). None with segment files:
+/// raw chunks are then rare (a failed append's), and the large chunks are
+/// the sums', one per table every consolidation interval; two spares of
+/// theirs held about 40 MB between the hand-overs, against about a
+/// millisecond of page faults to map new ones (perf/RESULTS.md, "Memory
+/// over a quarter hour, again").
 const LARGE_SPARES_MAX: usize = 2;
 /// Store ids of the records the writer has queued for the records tables,
 /// kept to send each once; past this many the set starts again (an id
@@ -245,8 +250,11 @@ pub struct StoreSink {
     /// files, which no engine sorts).
     sort_raw: bool,
     /// Compresses each raw block into a zstd frame (compressed segment
-    /// files): the shards do it, so it scales with them.
-    compressor: Option<zstd::bulk::Compressor<'static>>,
+    /// files): the shards do it, so it scales with them. The plain block
+    /// is written into the shard's own buffer, and only the frame goes in
+    /// the batch's: each of the `store.batches_max` buffers would
+    /// otherwise keep a plain block's pages (2.6 MB at 16 384 rows).
+    compressor: Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>,
     consolidator: Consolidator,
     /// Enrichment: the shard's metadata snapshot (none in tests that make
     /// sinks without a collector).
@@ -271,8 +279,11 @@ pub struct StoreSink {
     rows_max: u32,
     first_row_at: Instant,
     flush_interval: Duration,
-    /// When the consolidation map got its first key since the last hand-over.
+    /// When the consolidation map got its first key since the last
+    /// hand-over, and the interval of the wall clock it was in
+    /// (`sums_interval`).
     first_key_at: Instant,
+    first_key_interval: u64,
     consolidation_interval: Duration,
     flows: u64,
     arrivals: Vec<(u64, u32)>,
@@ -309,6 +320,7 @@ impl StoreSink {
         }
         if self.consolidator.is_empty() {
             self.first_key_at = Instant::now();
+            self.first_key_interval = sums_interval(self.consolidation_interval);
         }
         let ms = flow.time_received_ns / 1_000_000;
         match self.arrivals.last_mut() {
@@ -415,14 +427,21 @@ impl StoreSink {
     }
 
     /// Housekeeping: hands the batch over once its first row is old enough,
-    /// with the sums once their first key is.
+    /// with the sums once the wall clock's interval of their first key has
+    /// ended (`sums_interval`).
     pub fn tick(&mut self) {
         if let Some(snapshot) = self.metadata.as_mut().and_then(|m| m.tick()) {
             self.columns.set_snapshot(snapshot.clone());
             self.consolidator.set_snapshot(snapshot);
         }
         self.tick_networks();
-        let sums_due = !self.consolidator.is_empty() && self.first_key_at.elapsed() >= self.consolidation_interval;
+        // Due once the wall clock enters the next interval (every shard's
+        // sums of a minute go together, and a minute's keys fill the map
+        // alone), or a whole interval after the first key if the clock
+        // stepped back.
+        let sums_due = !self.consolidator.is_empty()
+            && (sums_interval(self.consolidation_interval) != self.first_key_interval
+                || self.first_key_at.elapsed() >= self.consolidation_interval);
         if sums_due || (self.rows > 0 && self.first_row_at.elapsed() >= self.flush_interval) {
             self.hand_over(sums_due);
         }
@@ -475,12 +494,17 @@ impl StoreSink {
                 Some(m) => &mut |exporter, in_if, out_if, rows| m.resolve(exporter, in_if, out_if, rows),
                 None => &mut none,
             };
-            self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve);
-            if let Some(compressor) = &mut self.compressor {
-                if segments::compress(compressor, &blocks.raw, &mut blocks.raw_frame).is_err() {
-                    // The writer compresses the plain block instead.
-                    blocks.raw_frame.clear();
+            match &mut self.compressor {
+                Some((compressor, plain)) => {
+                    plain.clear();
+                    self.columns.write_block_resolved(self.sort_raw, &MODERN, plain, resolve);
+                    if segments::compress(compressor, plain, &mut blocks.raw_frame).is_err() {
+                        // The writer compresses the plain block instead.
+                        blocks.raw_frame.clear();
+                        std::mem::swap(plain, &mut blocks.raw);
+                    }
                 }
+                None => _ = self.columns.write_block_resolved(self.sort_raw, &MODERN, &mut blocks.raw, resolve),
             }
             self.columns.new_records(&mut self.records_sent, &mut blocks.records);
             if let Some(enriched) = &mut self.enriched {
@@ -642,7 +666,7 @@ impl StoreWriter {
             keys_max: config.consolidation_keys_max,
             seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64),
             flush_interval: Duration::from_millis(config.flush_interval_ms),
-            consolidation_interval: Duration::from_millis(config.consolidation_interval_ms),
+            consolidation_interval: config.consolidation_interval(),
             raw: config.raw,
             segments_compression: config.segments_compression,
             thread,
@@ -750,7 +774,7 @@ impl StoreWriter {
         });
         let compress = self.raw == RawStore::Segments && self.segments_compression == SegmentsCompression::Zstd;
         // Level 1 makes a context every run of zstd uses: not expected to fail.
-        let compressor = compress.then(|| segments::compressor().ok()).flatten();
+        let compressor = compress.then(|| segments::compressor().ok()).flatten().map(|c| (c, Vec::new()));
         StoreSink {
             enriched,
             columns,
@@ -769,6 +793,7 @@ impl StoreWriter {
             first_row_at: Instant::now(),
             flush_interval: self.flush_interval,
             first_key_at: Instant::now(),
+            first_key_interval: 0,
             consolidation_interval: self.consolidation_interval,
             flows: 0,
             arrivals: Vec::new(),
@@ -795,6 +820,14 @@ impl StoreWriter {
         drop(self.queries);
         let _ = self.thread.join();
     }
+}
+
+/// The wall clock's interval of `interval` now: the sums are handed over
+/// at its multiples since the epoch (UTC), so with a minute's interval,
+/// each minute's alone.
+fn sums_interval(interval: Duration) -> u64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (now.as_millis() / interval.as_millis().max(1)) as u64
 }
 
 fn unix_seconds() -> u64 {
@@ -925,7 +958,7 @@ impl Writer {
         }
         let ticket = (batch.shard, batch.ticket);
         let mut chunks = self.take_records(&mut batch.blocks.records, ticket);
-        if !self.append_segment(&batch.blocks, batch.rows, &batch.arrivals) {
+        if !self.append_segment(&batch.blocks, batch.rows, &batch.arrivals) && self.plain_raw(&mut batch) {
             chunks += self.append(0, &batch.blocks.raw, batch.rows, &batch.arrivals, ticket) as u32;
         }
         for (i, block) in batch.blocks.consolidated.iter().enumerate() {
@@ -957,25 +990,46 @@ impl Writer {
     /// append here leaves the block to a chunk. Whether it was appended.
     fn append_segment(&mut self, blocks: &Blocks, rows: u32, arrivals: &[(u64, u32)]) -> bool {
         let Some(segments) = &mut self.segments else { return false };
-        let block = &blocks.raw;
-        if block.is_empty() || self.pending.iter().any(|c| c.table == 0) {
+        let frame = &blocks.raw_frame;
+        if (blocks.raw.is_empty() && frame.is_empty()) || self.pending.iter().any(|c| c.table == 0) {
             return false;
         }
         let started = Instant::now();
         // The shard's frame, for compressed files; else the block.
-        let appended = match &blocks.raw_frame {
-            frame if segments.compressed() && !frame.is_empty() => segments.append_frame(frame, unix_seconds()),
-            _ => segments.append(block, unix_seconds()),
+        let (appended, bytes) = if segments.compressed() && !frame.is_empty() {
+            (segments.append_frame(frame, unix_seconds()), segments::plain_len(frame))
+        } else {
+            (segments.append(&blocks.raw, unix_seconds()), blocks.raw.len())
         };
         match appended {
             Ok(done) => {
                 self.metrics.segment_bytes_written.fetch_add(done.written, Relaxed);
                 self.metrics.segment_files_expired.fetch_add(done.expired, Relaxed);
-                self.count_stored(0, rows as u64, block.len(), started.elapsed(), arrivals);
+                self.count_stored(0, rows as u64, bytes, started.elapsed(), arrivals);
                 true
             }
             Err(e) => {
                 self.failed(&e);
+                false
+            }
+        }
+    }
+
+    /// The batch's plain raw block, for a chunk: a shard that compressed
+    /// its block sent the frame only, decompressed here (a failed append's
+    /// path only). Whether there is a block to append: a frame that does
+    /// not decompress (not expected: the shard made it) loses its rows,
+    /// counted as `bad_frame`.
+    fn plain_raw(&mut self, batch: &mut Batch) -> bool {
+        let blocks = &mut batch.blocks;
+        if !blocks.raw.is_empty() || blocks.raw_frame.is_empty() {
+            return true;
+        }
+        match segments::decompress(&blocks.raw_frame, &mut blocks.raw) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("store: a shard's raw frame does not decompress, {} rows lost: {e}", batch.rows);
+                self.dropped(0, batch.rows as u64, StoreDrop::BadFrame);
                 false
             }
         }
@@ -1207,7 +1261,8 @@ impl Writer {
             self.spool.pop_front();
         } else {
             self.pending_bytes -= chunk.rows_bytes().len() as u64;
-            keep_spare(&mut self.spares, chunk.bytes, self.block_keep);
+            let large = if self.segments.is_some() { 0 } else { LARGE_SPARES_MAX };
+            keep_spare(&mut self.spares, chunk.bytes, self.block_keep, large);
         }
         if !self.up {
             info!("store: inserts work again ({} failures not logged)", self.failure_logs.take_held_back());
@@ -1355,16 +1410,16 @@ fn take_spare(spares: &mut Vec<Vec<u8>>, raw: bool) -> Vec<u8> {
 }
 
 /// Keeps an inserted chunk's buffer for reuse: at most `SPARES_MAX`, of
-/// which at most `LARGE_SPARES_MAX` larger than `small` bytes (the largest
-/// are kept: the next raw chunk fits without growing). Buffers come one at
-/// a time, so at most one goes.
-fn keep_spare(spares: &mut Vec<Vec<u8>>, bytes: Vec<u8>, small: usize) {
+/// which at most `large_max` larger than `small` bytes (the largest are
+/// kept: the next raw chunk fits without growing). Buffers come one at a
+/// time, so at most one goes.
+fn keep_spare(spares: &mut Vec<Vec<u8>>, bytes: Vec<u8>, small: usize, large_max: usize) {
     if spares.len() >= SPARES_MAX {
         return;
     }
     spares.push(bytes);
     let large = || spares.iter().enumerate().filter(|(_, b)| b.capacity() > small);
-    if large().count() > LARGE_SPARES_MAX {
+    if large().count() > large_max {
         if let Some((i, _)) = large().min_by_key(|(_, b)| b.capacity()) {
             spares.swap_remove(i);
         }
@@ -1379,7 +1434,7 @@ mod tests {
     fn spares_keep_two_large_buffers_and_give_the_raw_table_the_largest() {
         let mut spares = Vec::new();
         for capacity in [64 << 20, 1 << 10, 32 << 20, 100 << 20, 2 << 10] {
-            keep_spare(&mut spares, Vec::with_capacity(capacity), 1 << 20);
+            keep_spare(&mut spares, Vec::with_capacity(capacity), 1 << 20, LARGE_SPARES_MAX);
         }
         let mut kept: Vec<usize> = spares.iter().map(Vec::capacity).collect();
         kept.sort_unstable();
@@ -1391,9 +1446,14 @@ mod tests {
         assert_eq!(take_spare(&mut spares, true).capacity(), 0, "none left: a new buffer");
         // At most SPARES_MAX small ones.
         for _ in 0..SPARES_MAX + 3 {
-            keep_spare(&mut spares, Vec::with_capacity(16), 1 << 20);
+            keep_spare(&mut spares, Vec::with_capacity(16), 1 << 20, LARGE_SPARES_MAX);
         }
         assert_eq!(spares.len(), SPARES_MAX);
+        // With segment files, no large one is kept.
+        let mut spares = Vec::new();
+        keep_spare(&mut spares, Vec::with_capacity(1 << 10), 1 << 20, 0);
+        keep_spare(&mut spares, Vec::with_capacity(32 << 20), 1 << 20, 0);
+        assert_eq!(spares.iter().map(Vec::capacity).collect::<Vec<_>>(), [1 << 10]);
     }
 
     #[test]
