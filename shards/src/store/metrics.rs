@@ -264,7 +264,10 @@ impl Exported for StoreMetrics {
         let help = "HAProxy rollup rows lost with their chunk (spool full or unreadable), per table.";
         let rollups = per_table(super::HTTP_TABLE + 1, &self.http_rollup_rows_dropped);
         counter_by(e, "weir_store_http_rollup_rows_dropped", help, "table", &rollups)?;
-        let dropped = StoreDrop::ALL.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed)));
+        // (No raw frames carry HAProxy's rows.)
+        let http_reasons = StoreDrop::ALL.into_iter().filter(|&r| r != StoreDrop::BadFrame);
+        let dropped: Vec<_> =
+            http_reasons.map(|r| (r.label(), self.http_rows_dropped[r as usize].load(Relaxed))).collect();
         let help = "HAProxy request rows that never reached the store, by reason.";
         counter_by(e, "weir_store_http_rows_dropped", help, "reason", &dropped)?;
         let gauges: [(&str, &str, &AtomicU64); 6] = [
@@ -318,6 +321,7 @@ mod tests {
         for r in StoreDrop::ALL {
             assert!(text.contains(&format!("weir_store_dropped_rows_total{{reason=\"{}\"}} 0", r.label())));
         }
+        assert!(!text.contains("weir_store_http_rows_dropped_total{reason=\"bad_frame\"}"), "{text}");
     }
 
     #[test]
